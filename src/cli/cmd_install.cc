@@ -1,0 +1,70 @@
+// archctl install: point containerd or Docker at arch-runc (or back at runc), keeping every
+// other setting and a backup of the previous file.
+#include <fmt/core.h>
+
+#include "commands.h"
+#include "engine_config.h"
+
+namespace arch::cli {
+namespace {
+
+struct InstallOptions {
+  std::string engine;
+  std::string config;
+  std::string arch_runc = "/usr/local/bin/arch-runc";
+  bool uninstall = false;
+  bool make_default = false;
+};
+
+int run_install(const InstallOptions& opts) {
+  EngineInstallOptions eo{opts.arch_runc, opts.make_default};
+  bool docker = opts.engine == "docker";
+  std::string path = !opts.config.empty() ? opts.config
+                     : docker             ? kDefaultDockerConfig
+                                          : kDefaultContainerdConfig;
+  Result<EngineEdit> edit;
+  if (docker && !opts.uninstall) {
+    edit = edit_engine_file(path, [&](std::string_view t) { return docker_config_install(t, eo); });
+  } else if (docker) {
+    edit = edit_engine_file(path, [](std::string_view t) { return docker_config_uninstall(t); });
+  } else if (!opts.uninstall) {
+    edit = edit_engine_file(path,
+                            [&](std::string_view t) { return containerd_config_install(t, eo); });
+  } else {
+    edit = edit_engine_file(
+        path, [&](std::string_view t) { return containerd_config_uninstall(t, opts.arch_runc); });
+  }
+  if (!edit) return report_error(edit.error().message());
+  if (!edit->changed) {
+    fmt::print("{}: already {}\n", path, opts.uninstall ? "without ARCH" : "set up for ARCH");
+    return 0;
+  }
+  fmt::print("{}: {}\n", path, opts.uninstall ? "ARCH removed" : "ARCH runtime \"arch\" added");
+  if (!edit->backup.empty()) fmt::print("previous file kept at {}\n", edit->backup);
+  if (docker) {
+    fmt::print("reload dockerd to apply (systemctl reload docker, or kill -HUP its pid); "
+               "then `docker run --runtime arch ...`\n");
+  } else {
+    fmt::print("restart containerd to apply (systemctl restart containerd); Kubernetes pods "
+               "select it with a RuntimeClass whose handler is \"arch\"\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+Handler add_install_command(CLI::App& app) {
+  auto opts = std::make_shared<InstallOptions>();
+  auto* cmd = app.add_subcommand("install", "Configure containerd or Docker to use arch-runc");
+  cmd->add_option("engine", opts->engine, "containerd or docker")
+      ->required()
+      ->check(CLI::IsMember({"containerd", "docker"}));
+  cmd->add_flag("--uninstall", opts->uninstall, "Remove ARCH from the engine's configuration");
+  cmd->add_flag("--default", opts->make_default,
+                "Make arch-runc the default runtime (Docker default-runtime, containerd runc BinaryName)");
+  cmd->add_option("--config", opts->config, "The engine's config file (default: its usual path)");
+  cmd->add_option("--arch-runc", opts->arch_runc, "Path of arch-runc")->capture_default_str();
+  return [opts] { return run_install(*opts); };
+}
+
+}  // namespace arch::cli

@@ -1,0 +1,64 @@
+// archctl log: show or set the node's log level and file (the original ARCH CLI's interface).
+#include <fcntl.h>
+#include <fmt/core.h>
+
+#include "commands.h"
+#include "file_util.h"
+#include "node_config.h"
+
+namespace arch::cli {
+namespace {
+
+constexpr const char* kNewConfigHeader =
+    "# ARCH node configuration (read by arch-runc, archctl and archd).\n"
+    "# Must be owned by root and not writable by group or others, or it is ignored.\n";
+
+struct LogOptions {
+  std::string level;
+  std::string file;
+};
+
+int run_log(const LogOptions& opts) {
+  std::string path = config_path_from_env();
+  if (opts.level.empty() && opts.file.empty()) {
+    LoadedConfig loaded = load_node_config(path);
+    for (const auto& w : loaded.warnings) fmt::print(stderr, "warning: {}\n", w);
+    fmt::print("level: {}\nfile:  {}\n", log_level_name(loaded.config.log_level),
+               loaded.config.log_file);
+    return 0;
+  }
+  if (!opts.level.empty()) {
+    if (auto level = parse_log_level(opts.level); !level) return report_error(level.error().message());
+  }
+  if (!opts.file.empty() && opts.file.front() != '/') {
+    return report_error("--file must be an absolute path");
+  }
+  std::string text;
+  if (auto current = read_file(path); current) {
+    text = std::move(*current);
+  } else if (current.error().code() == ENOENT) {
+    text = kNewConfigHeader;
+  } else {
+    return report_error(current.error().message());
+  }
+  if (!opts.level.empty()) text = set_config_value(text, "log", "level", opts.level);
+  if (!opts.file.empty()) text = set_config_value(text, "log", "file", opts.file);
+  if (auto parsed = parse_node_config(text); !parsed) {
+    return report_error(path + " would become invalid: " + parsed.error().message());
+  }
+  if (auto w = write_file_atomic(path, text, 0644); !w) return report_error(w.error().message());
+  fmt::print("updated {}\n", path);
+  return 0;
+}
+
+}  // namespace
+
+Handler add_log_command(CLI::App& app) {
+  auto opts = std::make_shared<LogOptions>();
+  auto* cmd = app.add_subcommand("log", "Show or set the node's log level and log file");
+  cmd->add_option("--level", opts->level, "error, warn, info or debug");
+  cmd->add_option("--file", opts->file, "ARCH's log file (absolute path)");
+  return [opts] { return run_log(*opts); };
+}
+
+}  // namespace arch::cli

@@ -1,0 +1,27 @@
+// archctl version: ARCH's version and the runtime it hands calls to.
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "node_config.h"
+#include "runtime_path.h"
+#include "version.h"
+
+namespace arch::cli {
+
+Handler add_version_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("version", "Show ARCH's version and the runc it uses");
+  (void)cmd;
+  return [] {
+    fmt::print("archctl version {} (commit {})\n", kVersion, kGitCommit);
+    LoadedConfig loaded = load_node_config(config_path_from_env());
+    fmt::print("config:  {}{}\n", loaded.path, loaded.from_file ? "" : " (not used; defaults)");
+    for (const auto& w : loaded.warnings) fmt::print("warning: {}\n", w);
+    auto runtime = resolve_runtime(loaded.config, "/proc/self/exe");
+    fmt::print("runc:    {}\n", runtime ? *runtime : "unusable: " + runtime.error().message());
+    fmt::print("criu:    {}\n", loaded.config.criu.empty() ? "(runc's default)" : loaded.config.criu);
+    return runtime ? 0 : 1;
+  };
+}
+
+}  // namespace arch::cli

@@ -1,0 +1,39 @@
+// archctl: the operator's command line for ARCH.
+#include <cstdio>
+#include <vector>
+
+#include "commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"archctl: checkpoint and restore for containers (ARCH)"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show help for every command");
+  struct Verb {
+    CLI::App* command;
+    arch::cli::Handler handler;
+  };
+  std::vector<Verb> verbs;
+  auto add = [&](arch::cli::Handler (*adder)(CLI::App&)) {
+    auto handler = adder(app);
+    verbs.push_back({app.get_subcommands({}).back(), std::move(handler)});
+  };
+  add(arch::cli::add_version_command);
+  add(arch::cli::add_log_command);
+  add(arch::cli::add_install_command);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  for (auto& verb : verbs) {
+    if (verb.command->parsed()) return verb.handler();
+  }
+  return 1;
+}
+
+namespace arch::cli {
+int report_error(const std::string& message) {
+  std::fprintf(stderr, "archctl: error: %s\n", message.c_str());
+  return 1;
+}
+}  // namespace arch::cli

@@ -1,0 +1,77 @@
+// File helpers: EINTR-safe reads and writes, bounded whole-file reads, durable atomic writes.
+#include "file_util.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+
+namespace arch {
+
+Result<UniqueFd> open_file(const std::string& path, int flags, mode_t mode) {
+  int fd = retry_eintr([&] { return ::open(path.c_str(), flags | O_CLOEXEC, mode); });
+  if (fd < 0) return fail_errno("open " + path);
+  return UniqueFd(fd);
+}
+
+Result<std::string> read_all(int fd, std::size_t max_bytes) {
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = retry_eintr([&] { return ::read(fd, buf, sizeof buf); });
+    if (n < 0) return fail_errno("read");
+    if (n == 0) break;
+    if (out.size() + static_cast<std::size_t>(n) > max_bytes) {
+      return std::unexpected(Error("read: file larger than " + std::to_string(max_bytes) + " bytes", EFBIG));
+    }
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
+Result<std::string> read_file(const std::string& path, std::size_t max_bytes) {
+  auto fd = open_file(path, O_RDONLY);
+  if (!fd) return std::unexpected(fd.error());
+  auto data = read_all(fd->get(), max_bytes);
+  if (!data) return std::unexpected(data.error().wrap(path));
+  return data;
+}
+
+Result<void> write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = retry_eintr([&] { return ::write(fd, data.data(), data.size()); });
+    if (n < 0) return fail_errno("write");
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return {};
+}
+
+std::string dirname_of(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+Result<void> write_file_atomic(const std::string& path, std::string_view data, mode_t mode) {
+  std::string tmp = path + ".tmp.XXXXXX";
+  int raw = ::mkostemp(tmp.data(), O_CLOEXEC);
+  if (raw < 0) return fail_errno("mkstemp " + tmp);
+  UniqueFd fd(raw);
+  auto cleanup_fail = [&](Error e) {
+    ::unlink(tmp.c_str());
+    return std::unexpected(std::move(e));
+  };
+  if (::fchmod(fd.get(), mode) != 0) return cleanup_fail(errno_error("fchmod " + tmp));
+  if (auto w = write_all(fd.get(), data); !w) return cleanup_fail(w.error().wrap(tmp));
+  if (::fsync(fd.get()) != 0) return cleanup_fail(errno_error("fsync " + tmp));
+  fd.reset();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return cleanup_fail(errno_error("rename " + tmp));
+  auto dir = open_file(dirname_of(path), O_RDONLY | O_DIRECTORY);
+  if (!dir) return std::unexpected(dir.error());
+  if (::fsync(dir->get()) != 0) return fail_errno("fsync " + dirname_of(path));
+  return {};
+}
+
+}  // namespace arch

@@ -1,0 +1,197 @@
+// NodeConfig: parsing (inih), trust checks and in-place edits of the node config.
+#include "node_config.h"
+
+#include <fcntl.h>
+#include <ini.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "file_util.h"
+
+namespace arch {
+
+Result<LogLevel> parse_log_level(std::string_view text) {
+  if (text == "error") return LogLevel::kError;
+  if (text == "warn" || text == "warning") return LogLevel::kWarn;
+  if (text == "info") return LogLevel::kInfo;
+  if (text == "debug") return LogLevel::kDebug;
+  return fail("unknown log level '" + std::string(text) + "' (want error, warn, info or debug)");
+}
+
+std::string_view log_level_name(LogLevel level) {
+  switch (level) {
+    case LogLevel::kError: return "error";
+    case LogLevel::kWarn: return "warning";
+    case LogLevel::kInfo: return "info";
+    case LogLevel::kDebug: return "debug";
+  }
+  return "info";
+}
+
+std::string config_path_from_env() {
+  const char* env = std::getenv("ARCH_CONFIG");
+  if (env != nullptr && *env != '\0') return env;
+  return kDefaultConfigPath;
+}
+
+namespace {
+
+struct ParseState {
+  NodeConfig config;
+  std::string error;
+};
+
+int on_ini_entry(void* user, const char* section, const char* name, const char* value) {
+  auto* state = static_cast<ParseState*>(user);
+  std::string_view s(section), k(name), v(value);
+  auto need_absolute = [&](std::string& out) {
+    if (!v.empty() && v.front() != '/') {
+      state->error = "[" + std::string(s) + "] " + std::string(k) + " must be an absolute path";
+      return 0;
+    }
+    out = v;
+    return 1;
+  };
+  if (s == "runtime" && k == "runc") return need_absolute(state->config.runc);
+  if (s == "runtime" && k == "criu") return need_absolute(state->config.criu);
+  if (s == "log" && k == "file") return need_absolute(state->config.log_file);
+  if (s == "log" && k == "level") {
+    auto level = parse_log_level(v);
+    if (!level) {
+      state->error = "[log] level: " + level.error().message();
+      return 0;
+    }
+    state->config.log_level = *level;
+  }
+  return 1;  // Unknown keys belong to newer versions or other components.
+}
+
+}  // namespace
+
+Result<NodeConfig> parse_node_config(std::string_view text) {
+  ParseState state;
+  std::string copy(text);
+  int line = ini_parse_string(copy.c_str(), on_ini_entry, &state);
+  if (line != 0) {
+    std::string why = state.error.empty() ? "syntax error" : state.error;
+    return fail("line " + std::to_string(line) + ": " + why);
+  }
+  return state.config;
+}
+
+Result<void> check_trusted_file(int fd, const std::string& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return fail_errno("fstat " + path);
+  if (!S_ISREG(st.st_mode)) return fail(path + " is not a regular file");
+  if (st.st_uid != 0) return fail(path + " is not owned by root");
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) return fail(path + " is writable by group or others");
+  std::string dir = dirname_of(path);
+  if (::stat(dir.c_str(), &st) != 0) return fail_errno("stat " + dir);
+  if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    return fail("directory " + dir + " is not owned by root or is writable by group or others");
+  }
+  return {};
+}
+
+LoadedConfig load_node_config(const std::string& path) {
+  LoadedConfig loaded;
+  loaded.path = path;
+  auto fd = open_file(path, O_RDONLY | O_NOFOLLOW);
+  if (!fd) {
+    if (fd.error().code() != ENOENT) {
+      loaded.warnings.push_back("node config ignored: " + fd.error().message());
+    }
+    return loaded;
+  }
+  if (auto trusted = check_trusted_file(fd->get(), path); !trusted) {
+    loaded.warnings.push_back("node config ignored: " + trusted.error().message());
+    return loaded;
+  }
+  auto text = read_all(fd->get(), 1 << 20);
+  if (!text) {
+    loaded.warnings.push_back("node config ignored: " + text.error().wrap(path).message());
+    return loaded;
+  }
+  auto config = parse_node_config(*text);
+  if (!config) {
+    loaded.warnings.push_back("node config ignored: " + path + ": " + config.error().message());
+    return loaded;
+  }
+  loaded.config = std::move(*config);
+  loaded.from_file = true;
+  return loaded;
+}
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+// The section name if `line` is a section header, else empty.
+std::string_view section_of(std::string_view line) {
+  line = trim(line);
+  if (line.size() < 2 || line.front() != '[') return {};
+  auto end = line.find(']');
+  if (end == std::string_view::npos) return {};
+  return trim(line.substr(1, end - 1));
+}
+
+bool is_key_line(std::string_view line, std::string_view key) {
+  line = trim(line);
+  auto eq = line.find_first_of("=:");
+  if (eq == std::string_view::npos) return false;
+  return trim(line.substr(0, eq)) == key;
+}
+
+}  // namespace
+
+std::string set_config_value(std::string_view text, std::string_view section,
+                             std::string_view key, std::string_view value) {
+  std::vector<std::string_view> lines;
+  for (std::size_t pos = 0; pos < text.size();) {
+    auto nl = text.find('\n', pos);
+    if (nl == std::string_view::npos) nl = text.size();
+    lines.push_back(text.substr(pos, nl - pos));
+    pos = nl + 1;
+  }
+  std::string entry = std::string(key) + " = " + std::string(value);
+  std::string current;
+  long insert_after = -1;  // Last non-blank line of the wanted section.
+  bool in_section = false;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    auto name = section_of(lines[i]);
+    if (!name.empty()) {
+      in_section = name == section;
+      if (in_section) insert_after = static_cast<long>(i);
+      continue;
+    }
+    if (!in_section) continue;
+    if (is_key_line(lines[i], key)) {
+      std::string out;
+      for (std::size_t j = 0; j < lines.size(); ++j) {
+        out += j == i ? std::string_view(entry) : lines[j];
+        out += '\n';
+      }
+      return out;
+    }
+    if (!trim(lines[i]).empty()) insert_after = static_cast<long>(i);
+  }
+  std::string out;
+  for (std::size_t j = 0; j < lines.size(); ++j) {
+    out += lines[j];
+    out += '\n';
+    if (static_cast<long>(j) == insert_after) out += entry + '\n';
+  }
+  if (insert_after < 0) {
+    if (!out.empty() && out.size() >= 2 && out[out.size() - 2] != '\n') out += '\n';
+    out += "[" + std::string(section) + "]\n" + entry + '\n';
+  }
+  return out;
+}
+
+}  // namespace arch

@@ -1,0 +1,67 @@
+// NodeConfig: the node-wide settings in /etc/arch/arch.conf (INI), trusted only when root-owned.
+//
+// Format (INI, '#' or ';' comments; unknown sections and keys are ignored so older
+// binaries read newer files):
+//   [runtime]  runc = /usr/sbin/runc      criu = /opt/arch/criu/bin/criu
+//   [log]      level = error|warn|info|debug   file = /var/log/arch/arch.log
+// The file and its directory must be owned by root and not writable by group or others;
+// otherwise nothing in it is used (root would be executing what another user chose).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "error.h"
+
+namespace arch {
+
+/// Where the node config lives unless ARCH_CONFIG names another file.
+inline constexpr const char* kDefaultConfigPath = "/etc/arch/arch.conf";
+inline constexpr const char* kDefaultLogFile = "/var/log/arch/arch.log";
+
+enum class LogLevel { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
+
+/// Parses "error", "warn"/"warning", "info", "debug".
+Result<LogLevel> parse_log_level(std::string_view text);
+/// The level's name as runc's JSON log uses it ("error", "warning", "info", "debug").
+std::string_view log_level_name(LogLevel level);
+
+struct NodeConfig {
+  std::string runc;  ///< The real runc; empty means "search the usual places".
+  std::string criu;  ///< CRIU for ARCH's own checkpoint calls; empty means runc's default.
+  LogLevel log_level = LogLevel::kInfo;
+  std::string log_file = kDefaultLogFile;
+};
+
+/// The result of loading: the config (defaults where the file said nothing or could not
+/// be trusted) and the problems found, for the caller to log.
+struct LoadedConfig {
+  NodeConfig config;
+  std::string path;
+  bool from_file = false;
+  std::vector<std::string> warnings;
+};
+
+/// The config file path: $ARCH_CONFIG if set and non-empty, else kDefaultConfigPath.
+std::string config_path_from_env();
+
+/// Parses INI text; an error names the first malformed line or bad value.
+Result<NodeConfig> parse_node_config(std::string_view text);
+
+/// Loads `path`, refusing files (and directories) not owned by root or writable by
+/// group/others. A missing file gives the defaults without a warning. Never fails:
+/// problems become warnings and defaults.
+LoadedConfig load_node_config(const std::string& path);
+
+/// Returns `text` with `key = value` set in `[section]`: an existing key line is replaced,
+/// else the key is added at the end of the section, else the section is appended.
+/// Comments and every other line are kept.
+std::string set_config_value(std::string_view text, std::string_view section,
+                             std::string_view key, std::string_view value);
+
+/// Checks that the file open on `fd` (named `path`) is owned by root and not
+/// group/world-writable, and that its directory is too.
+Result<void> check_trusted_file(int fd, const std::string& path);
+
+}  // namespace arch

@@ -1,0 +1,52 @@
+// OciSpec: config.json parsing with nlohmann::json, strict about the parts ARCH reads.
+#include "oci_spec.h"
+
+#include <nlohmann/json.hpp>
+
+#include "file_util.h"
+
+namespace arch {
+
+bool ArchEnv::enabled() const {
+  auto v = get("ARCH_ENABLE");
+  return v == "1" || v == "true" || v == "TRUE" || v == "True";
+}
+
+std::string_view ArchEnv::get(std::string_view name) const {
+  auto it = vars.find(name);
+  return it == vars.end() ? std::string_view{} : std::string_view(it->second);
+}
+
+Result<ArchEnv> parse_arch_env(std::string_view config_json) {
+  nlohmann::json spec = nlohmann::json::parse(config_json, nullptr, /*allow_exceptions=*/false);
+  if (spec.is_discarded()) return fail("config.json is not valid JSON");
+  if (!spec.is_object()) return fail("config.json is not a JSON object");
+  ArchEnv env;
+  auto process = spec.find("process");
+  if (process == spec.end() || process->is_null()) return env;
+  if (!process->is_object()) return fail("config.json: process is not an object");
+  auto list = process->find("env");
+  if (list == process->end() || list->is_null()) return env;
+  if (!list->is_array()) return fail("config.json: process.env is not an array");
+  for (const auto& entry : *list) {
+    if (!entry.is_string()) return fail("config.json: process.env holds a non-string entry");
+    const auto& s = entry.get_ref<const std::string&>();
+    if (!s.starts_with("ARCH_")) continue;
+    auto eq = s.find('=');
+    if (eq == std::string::npos) continue;
+    // Later entries win, as they do for the process's own environment.
+    env.vars[s.substr(0, eq)] = s.substr(eq + 1);
+  }
+  return env;
+}
+
+Result<ArchEnv> read_arch_env(const std::string& bundle) {
+  std::string path = (bundle.empty() ? std::string(".") : bundle) + "/config.json";
+  auto text = read_file(path, 64 << 20);
+  if (!text) return std::unexpected(text.error());
+  auto env = parse_arch_env(*text);
+  if (!env) return std::unexpected(env.error().wrap(path));
+  return env;
+}
+
+}  // namespace arch

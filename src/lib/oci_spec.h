@@ -1,0 +1,28 @@
+// OciSpec: what ARCH reads from a bundle's config.json (the OCI runtime spec): the
+// container's ARCH_* environment variables, which are how a container opts in.
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "error.h"
+
+namespace arch {
+
+/// The ARCH_* variables of a container's process environment.
+struct ArchEnv {
+  std::map<std::string, std::string, std::less<>> vars;  ///< Every ARCH_* variable, by name.
+
+  /// ARCH_ENABLE is "1" or "true": the container is managed by ARCH.
+  [[nodiscard]] bool enabled() const;
+  [[nodiscard]] std::string_view get(std::string_view name) const;
+};
+
+/// Extracts the ARCH_* variables from config.json text. Errors say what is malformed.
+Result<ArchEnv> parse_arch_env(std::string_view config_json);
+
+/// Reads `<bundle>/config.json` and extracts its ARCH_* variables.
+Result<ArchEnv> read_arch_env(const std::string& bundle);
+
+}  // namespace arch
