@@ -1,0 +1,128 @@
+// Tests for NodeConfig: parsing, trust checks and in-place edits.
+#include "node_config.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace arch {
+namespace {
+
+TEST(NodeConfig, ParsesEveryKey) {
+  auto c = parse_node_config(
+      "# comment\n[runtime]\nrunc = /opt/runc\ncriu = /opt/criu/bin/criu\n\n"
+      "[log]\nlevel = debug ; trailing comment\nfile = /var/log/x.log\n[agent]\nfuture = 1\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->runc, "/opt/runc");
+  EXPECT_EQ(c->criu, "/opt/criu/bin/criu");
+  EXPECT_EQ(c->log_level, LogLevel::kDebug);
+  EXPECT_EQ(c->log_file, "/var/log/x.log");
+}
+
+TEST(NodeConfig, DefaultsWhenEmpty) {
+  auto c = parse_node_config("");
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(c->runc.empty());
+  EXPECT_EQ(c->log_level, LogLevel::kInfo);
+  EXPECT_EQ(c->log_file, kDefaultLogFile);
+}
+
+TEST(NodeConfig, RejectsBadValuesWithTheLine) {
+  auto level = parse_node_config("[log]\nlevel = loud\n");
+  ASSERT_FALSE(level);
+  EXPECT_NE(level.error().message().find("line 2"), std::string::npos);
+  EXPECT_NE(level.error().message().find("loud"), std::string::npos);
+  EXPECT_FALSE(parse_node_config("[runtime]\nrunc = relative/runc\n"));
+  EXPECT_FALSE(parse_node_config("[runtime\nrunc = /x\n"));
+}
+
+class TrustTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("arch-conf-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+    ::chmod(dir_.c_str(), 0755);
+    path_ = (dir_ / "arch.conf").string();
+    std::ofstream(path_) << "[log]\nlevel = debug\n";
+    ::chmod(path_.c_str(), 0644);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::filesystem::path dir_;
+  std::string path_;
+};
+
+TEST_F(TrustTest, UsesARootOwnedFile) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to own the file";
+  auto loaded = load_node_config(path_);
+  EXPECT_TRUE(loaded.from_file);
+  EXPECT_TRUE(loaded.warnings.empty());
+  EXPECT_EQ(loaded.config.log_level, LogLevel::kDebug);
+}
+
+TEST_F(TrustTest, IgnoresAWorldWritableFile) {
+  ::chmod(path_.c_str(), 0666);
+  auto loaded = load_node_config(path_);
+  EXPECT_FALSE(loaded.from_file);
+  ASSERT_EQ(loaded.warnings.size(), 1u);
+  EXPECT_NE(loaded.warnings[0].find("writable"), std::string::npos);
+  EXPECT_EQ(loaded.config.log_level, LogLevel::kInfo);
+}
+
+TEST_F(TrustTest, IgnoresAFileInAWorldWritableDirectory) {
+  ::chmod(dir_.c_str(), 0777);
+  auto loaded = load_node_config(path_);
+  EXPECT_FALSE(loaded.from_file);
+  ASSERT_EQ(loaded.warnings.size(), 1u);
+}
+
+TEST_F(TrustTest, IgnoresAFileOwnedBySomeoneElse) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to chown";
+  ASSERT_EQ(::chown(path_.c_str(), 65534, 65534), 0);
+  auto loaded = load_node_config(path_);
+  EXPECT_FALSE(loaded.from_file);
+  ASSERT_EQ(loaded.warnings.size(), 1u);
+  EXPECT_NE(loaded.warnings[0].find("not owned by root"), std::string::npos);
+}
+
+TEST_F(TrustTest, IgnoresASymlink) {
+  auto link = (dir_ / "link.conf").string();
+  std::filesystem::create_symlink(path_, link);
+  auto loaded = load_node_config(link);
+  EXPECT_FALSE(loaded.from_file);
+  EXPECT_EQ(loaded.warnings.size(), 1u);
+}
+
+TEST_F(TrustTest, MalformedFileGivesDefaultsAndAWarning) {
+  std::ofstream(path_) << "[log]\nlevel = shouting\n";
+  auto loaded = load_node_config(path_);
+  EXPECT_FALSE(loaded.from_file);
+  ASSERT_EQ(loaded.warnings.size(), 1u);
+  EXPECT_NE(loaded.warnings[0].find("shouting"), std::string::npos);
+}
+
+TEST(NodeConfig, MissingFileIsSilent) {
+  auto loaded = load_node_config("/nonexistent/arch.conf");
+  EXPECT_FALSE(loaded.from_file);
+  EXPECT_TRUE(loaded.warnings.empty());
+}
+
+TEST(NodeConfig, SetValueReplacesKeepsAndAppends) {
+  std::string text = "# top\n[runtime]\nrunc = /r\n\n[log]\n# how loud\nlevel = info\n";
+  std::string replaced = set_config_value(text, "log", "level", "debug");
+  EXPECT_EQ(replaced, "# top\n[runtime]\nrunc = /r\n\n[log]\n# how loud\nlevel = debug\n");
+  std::string added = set_config_value(replaced, "log", "file", "/x.log");
+  EXPECT_EQ(added, "# top\n[runtime]\nrunc = /r\n\n[log]\n# how loud\nlevel = debug\nfile = /x.log\n");
+  std::string inserted = set_config_value(text, "runtime", "criu", "/c");
+  EXPECT_EQ(inserted, "# top\n[runtime]\nrunc = /r\ncriu = /c\n\n[log]\n# how loud\nlevel = info\n");
+  std::string new_section = set_config_value("# only a comment\n", "log", "level", "warn");
+  auto parsed = parse_node_config(new_section);
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(parsed->log_level, LogLevel::kWarn);
+  EXPECT_EQ(new_section.find("# only a comment\n"), 0u);
+}
+
+}  // namespace
+}  // namespace arch
