@@ -42,11 +42,13 @@ int run_install(const InstallOptions& opts) {
   fmt::print("{}: {}\n", path, opts.uninstall ? "ARCH removed" : "ARCH runtime \"arch\" added");
   if (!edit->backup.empty()) fmt::print("previous file kept at {}\n", edit->backup);
   if (docker) {
-    fmt::print("reload dockerd to apply (systemctl reload docker, or kill -HUP its pid); "
-               "then `docker run --runtime arch ...`\n");
+    fmt::print(
+        "reload dockerd to apply (systemctl reload docker, or kill -HUP its pid); "
+        "then `docker run --runtime arch ...`\n");
   } else {
-    fmt::print("restart containerd to apply (systemctl restart containerd); Kubernetes pods "
-               "select it with a RuntimeClass whose handler is \"arch\"\n");
+    fmt::print(
+        "restart containerd to apply (systemctl restart containerd); Kubernetes pods "
+        "select it with a RuntimeClass whose handler is \"arch\"\n");
   }
   return 0;
 }
@@ -60,8 +62,9 @@ Handler add_install_command(CLI::App& app) {
       ->required()
       ->check(CLI::IsMember({"containerd", "docker"}));
   cmd->add_flag("--uninstall", opts->uninstall, "Remove ARCH from the engine's configuration");
-  cmd->add_flag("--default", opts->make_default,
-                "Make arch-runc the default runtime (Docker default-runtime, containerd runc BinaryName)");
+  cmd->add_flag(
+      "--default", opts->make_default,
+      "Make arch-runc the default runtime (Docker default-runtime, containerd runc BinaryName)");
   cmd->add_option("--config", opts->config, "The engine's config file (default: its usual path)");
   cmd->add_option("--arch-runc", opts->arch_runc, "Path of arch-runc")->capture_default_str();
   return [opts] { return run_install(*opts); };

@@ -28,7 +28,8 @@ int run_log(const LogOptions& opts) {
     return 0;
   }
   if (!opts.level.empty()) {
-    if (auto level = parse_log_level(opts.level); !level) return report_error(level.error().message());
+    if (auto level = parse_log_level(opts.level); !level)
+      return report_error(level.error().message());
   }
   if (!opts.file.empty() && opts.file.front() != '/') {
     return report_error("--file must be an absolute path");

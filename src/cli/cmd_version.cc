@@ -19,7 +19,8 @@ Handler add_version_command(CLI::App& app) {
     for (const auto& w : loaded.warnings) fmt::print("warning: {}\n", w);
     auto runtime = resolve_runtime(loaded.config, "/proc/self/exe");
     fmt::print("runc:    {}\n", runtime ? *runtime : "unusable: " + runtime.error().message());
-    fmt::print("criu:    {}\n", loaded.config.criu.empty() ? "(runc's default)" : loaded.config.criu);
+    fmt::print("criu:    {}\n",
+               loaded.config.criu.empty() ? "(runc's default)" : loaded.config.criu);
     return runtime ? 0 : 1;
   };
 }

@@ -3,11 +3,11 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <toml++/toml.h>
 
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "file_util.h"
 
@@ -106,8 +106,9 @@ Result<std::string> containerd_config_install(std::string_view text,
   if (!doc) return std::unexpected(doc.error());
   if (!doc->contains("version")) {
     if (!doc->empty()) {
-      return fail("config.toml has no `version` (a version 1 file); migrate it with "
-                  "`containerd config migrate` first");
+      return fail(
+          "config.toml has no `version` (a version 1 file); migrate it with "
+          "`containerd config migrate` first");
     }
     doc->insert("version", int64_t{2});
   }

@@ -58,9 +58,7 @@ template <class Edit>
 Result<EngineEdit> edit_engine_file(const std::string& path, Edit edit) {
   return edit_engine_file_with(
       path,
-      [](std::string_view text, const void* ctx) {
-        return (*static_cast<const Edit*>(ctx))(text);
-      },
+      [](std::string_view text, const void* ctx) { return (*static_cast<const Edit*>(ctx))(text); },
       &edit);
 }
 

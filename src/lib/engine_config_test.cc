@@ -2,12 +2,12 @@
 #include "engine_config.h"
 
 #include <gtest/gtest.h>
+#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <toml++/toml.h>
 
 namespace arch {
 namespace {
@@ -15,7 +15,8 @@ namespace {
 using nlohmann::json;
 
 TEST(DockerConfig, AddsTheRuntimeAndKeepsEverythingElse) {
-  std::string before = R"({"log-driver":"json-file","runtimes":{"nvidia":{"path":"/usr/bin/nvidia"}},"data-root":"/d"})";
+  std::string before =
+      R"({"log-driver":"json-file","runtimes":{"nvidia":{"path":"/usr/bin/nvidia"}},"data-root":"/d"})";
   auto after = docker_config_install(before, {});
   ASSERT_TRUE(after) << after.error().message();
   json doc = json::parse(*after);
@@ -65,13 +66,15 @@ TEST(ContainerdConfig, AddsAnArchRuntimeLikeRunc) {
   auto doc = toml::parse(*after);
   auto rts = doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
   EXPECT_EQ(rts["arch"]["runtime_type"].value_or(std::string()), "io.containerd.runc.v2");
-  EXPECT_EQ(rts["arch"]["options"]["BinaryName"].value_or(std::string()), "/usr/local/bin/arch-runc");
+  EXPECT_EQ(rts["arch"]["options"]["BinaryName"].value_or(std::string()),
+            "/usr/local/bin/arch-runc");
   EXPECT_TRUE(rts["arch"]["options"]["SystemdCgroup"].value_or(false));
   EXPECT_FALSE(rts["runc"]["options"]["BinaryName"]);
   EXPECT_EQ(doc["root"].value_or(std::string()), "/var/lib/containerd");
-  EXPECT_EQ(doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["default_runtime_name"]
-                .value_or(std::string()),
-            "runc");
+  EXPECT_EQ(
+      doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["default_runtime_name"].value_or(
+          std::string()),
+      "runc");
 }
 
 TEST(ContainerdConfig, DefaultSetsRuncBinaryNameAndUninstallRestores) {
@@ -106,18 +109,21 @@ TEST(EngineFile, BacksUpAndReplacesDurably) {
   std::filesystem::create_directories(dir);
   auto path = (dir / "daemon.json").string();
   std::ofstream(path) << R"({"debug":true})";
-  auto edit = edit_engine_file(path, [](std::string_view t) { return docker_config_install(t, {}); });
+  auto edit =
+      edit_engine_file(path, [](std::string_view t) { return docker_config_install(t, {}); });
   ASSERT_TRUE(edit) << edit.error().message();
   EXPECT_TRUE(edit->changed);
   ASSERT_FALSE(edit->backup.empty());
   std::ifstream backup(edit->backup);
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(backup), {}), R"({"debug":true})");
-  auto again = edit_engine_file(path, [](std::string_view t) { return docker_config_install(t, {}); });
+  auto again =
+      edit_engine_file(path, [](std::string_view t) { return docker_config_install(t, {}); });
   ASSERT_TRUE(again);
   EXPECT_FALSE(again->changed);
   // A malformed file is left exactly as it was.
   std::ofstream(path) << "{broken";
-  auto refused = edit_engine_file(path, [](std::string_view t) { return docker_config_install(t, {}); });
+  auto refused =
+      edit_engine_file(path, [](std::string_view t) { return docker_config_install(t, {}); });
   EXPECT_FALSE(refused);
   std::ifstream kept(path);
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "{broken");

@@ -20,6 +20,8 @@ Error Error::wrap(std::string_view context) const {
   return wrapped;
 }
 
-Error errno_error(std::string what) { return Error(std::move(what), errno); }
+Error errno_error(std::string what) {
+  return Error(std::move(what), errno);
+}
 
 }  // namespace arch

@@ -23,7 +23,8 @@ Result<std::string> read_all(int fd, std::size_t max_bytes) {
     if (n < 0) return fail_errno("read");
     if (n == 0) break;
     if (out.size() + static_cast<std::size_t>(n) > max_bytes) {
-      return std::unexpected(Error("read: file larger than " + std::to_string(max_bytes) + " bytes", EFBIG));
+      return std::unexpected(
+          Error("read: file larger than " + std::to_string(max_bytes) + " bytes", EFBIG));
     }
     out.append(buf, static_cast<std::size_t>(n));
   }

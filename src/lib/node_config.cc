@@ -22,10 +22,14 @@ Result<LogLevel> parse_log_level(std::string_view text) {
 
 std::string_view log_level_name(LogLevel level) {
   switch (level) {
-    case LogLevel::kError: return "error";
-    case LogLevel::kWarn: return "warning";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kDebug: return "debug";
+    case LogLevel::kError:
+      return "error";
+    case LogLevel::kWarn:
+      return "warning";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kDebug:
+      return "debug";
   }
   return "info";
 }
@@ -86,7 +90,8 @@ Result<void> check_trusted_file(int fd, const std::string& path) {
   if (::fstat(fd, &st) != 0) return fail_errno("fstat " + path);
   if (!S_ISREG(st.st_mode)) return fail(path + " is not a regular file");
   if (st.st_uid != 0) return fail(path + " is not owned by root");
-  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) return fail(path + " is writable by group or others");
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+    return fail(path + " is writable by group or others");
   std::string dir = dirname_of(path);
   if (::stat(dir.c_str(), &st) != 0) return fail_errno("stat " + dir);
   if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
@@ -128,7 +133,8 @@ namespace {
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -150,8 +156,8 @@ bool is_key_line(std::string_view line, std::string_view key) {
 
 }  // namespace
 
-std::string set_config_value(std::string_view text, std::string_view section,
-                             std::string_view key, std::string_view value) {
+std::string set_config_value(std::string_view text, std::string_view section, std::string_view key,
+                             std::string_view value) {
   std::vector<std::string_view> lines;
   for (std::size_t pos = 0; pos < text.size();) {
     auto nl = text.find('\n', pos);

@@ -57,8 +57,8 @@ LoadedConfig load_node_config(const std::string& path);
 /// Returns `text` with `key = value` set in `[section]`: an existing key line is replaced,
 /// else the key is added at the end of the section, else the section is appended.
 /// Comments and every other line are kept.
-std::string set_config_value(std::string_view text, std::string_view section,
-                             std::string_view key, std::string_view value);
+std::string set_config_value(std::string_view text, std::string_view section, std::string_view key,
+                             std::string_view value);
 
 /// Checks that the file open on `fd` (named `path`) is owned by root and not
 /// group/world-writable, and that its directory is too.

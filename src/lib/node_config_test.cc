@@ -114,9 +114,11 @@ TEST(NodeConfig, SetValueReplacesKeepsAndAppends) {
   std::string replaced = set_config_value(text, "log", "level", "debug");
   EXPECT_EQ(replaced, "# top\n[runtime]\nrunc = /r\n\n[log]\n# how loud\nlevel = debug\n");
   std::string added = set_config_value(replaced, "log", "file", "/x.log");
-  EXPECT_EQ(added, "# top\n[runtime]\nrunc = /r\n\n[log]\n# how loud\nlevel = debug\nfile = /x.log\n");
+  EXPECT_EQ(added,
+            "# top\n[runtime]\nrunc = /r\n\n[log]\n# how loud\nlevel = debug\nfile = /x.log\n");
   std::string inserted = set_config_value(text, "runtime", "criu", "/c");
-  EXPECT_EQ(inserted, "# top\n[runtime]\nrunc = /r\ncriu = /c\n\n[log]\n# how loud\nlevel = info\n");
+  EXPECT_EQ(inserted,
+            "# top\n[runtime]\nrunc = /r\ncriu = /c\n\n[log]\n# how loud\nlevel = info\n");
   std::string new_section = set_config_value("# only a comment\n", "log", "level", "warn");
   auto parsed = parse_node_config(new_section);
   ASSERT_TRUE(parsed);

@@ -17,7 +17,8 @@ TEST(OciSpec, DetectsArchEnable) {
 
 TEST(OciSpec, NotEnabledUnlessOne) {
   for (const char* value : {"0", "", "yes", "false"}) {
-    auto env = parse_arch_env(std::string(R"({"process":{"env":["ARCH_ENABLE=)") + value + R"("]}})");
+    auto env =
+        parse_arch_env(std::string(R"({"process":{"env":["ARCH_ENABLE=)") + value + R"("]}})");
     ASSERT_TRUE(env);
     EXPECT_FALSE(env->enabled()) << value;
   }

@@ -28,25 +28,24 @@ constexpr Kind B = Kind::kBool;
 constexpr Kind V = Kind::kValue;
 
 constexpr std::array kGlobalFlags{
-    FlagSpec{"debug", "", B},         FlagSpec{"log", "", V},   FlagSpec{"log-format", "", V},
-    FlagSpec{"root", "", V},          FlagSpec{"criu", "", V},  FlagSpec{"systemd-cgroup", "", B},
-    FlagSpec{"rootless", "", V},      FlagSpec{"help", "h", B}, FlagSpec{"version", "v", B},
+    FlagSpec{"debug", "", B},    FlagSpec{"log", "", V},   FlagSpec{"log-format", "", V},
+    FlagSpec{"root", "", V},     FlagSpec{"criu", "", V},  FlagSpec{"systemd-cgroup", "", B},
+    FlagSpec{"rootless", "", V}, FlagSpec{"help", "h", B}, FlagSpec{"version", "v", B},
 };
 
 constexpr std::array kCheckpointFlags{
-    FlagSpec{"image-path", "", V},    FlagSpec{"work-path", "", V},
-    FlagSpec{"parent-path", "", V},   FlagSpec{"leave-running", "", B},
-    FlagSpec{"tcp-established", "", B}, FlagSpec{"ext-unix-sk", "", B},
-    FlagSpec{"shell-job", "", B},     FlagSpec{"lazy-pages", "", B},
-    FlagSpec{"status-fd", "", V},     FlagSpec{"page-server", "", V},
-    FlagSpec{"file-locks", "", B},    FlagSpec{"pre-dump", "", B},
+    FlagSpec{"image-path", "", V},          FlagSpec{"work-path", "", V},
+    FlagSpec{"parent-path", "", V},         FlagSpec{"leave-running", "", B},
+    FlagSpec{"tcp-established", "", B},     FlagSpec{"ext-unix-sk", "", B},
+    FlagSpec{"shell-job", "", B},           FlagSpec{"lazy-pages", "", B},
+    FlagSpec{"status-fd", "", V},           FlagSpec{"page-server", "", V},
+    FlagSpec{"file-locks", "", B},          FlagSpec{"pre-dump", "", B},
     FlagSpec{"manage-cgroups-mode", "", V}, FlagSpec{"empty-ns", "", V},
-    FlagSpec{"auto-dedup", "", B},    FlagSpec{"help", "h", B},
+    FlagSpec{"auto-dedup", "", B},          FlagSpec{"help", "h", B},
 };
 constexpr std::array kCreateFlags{
-    FlagSpec{"bundle", "b", V},       FlagSpec{"console-socket", "", V},
-    FlagSpec{"pid-file", "", V},      FlagSpec{"no-pivot", "", B},
-    FlagSpec{"no-new-keyring", "", B}, FlagSpec{"preserve-fds", "", V},
+    FlagSpec{"bundle", "b", V},  FlagSpec{"console-socket", "", V}, FlagSpec{"pid-file", "", V},
+    FlagSpec{"no-pivot", "", B}, FlagSpec{"no-new-keyring", "", B}, FlagSpec{"preserve-fds", "", V},
     FlagSpec{"help", "h", B},
 };
 constexpr std::array kDeleteFlags{FlagSpec{"force", "f", B}, FlagSpec{"help", "h", B}};
@@ -54,13 +53,13 @@ constexpr std::array kEventsFlags{FlagSpec{"interval", "", V}, FlagSpec{"stats",
                                   FlagSpec{"help", "h", B}};
 constexpr std::array kExecFlags{
     FlagSpec{"console-socket", "", V}, FlagSpec{"cwd", "", V},
-    FlagSpec{"env", "e", V},          FlagSpec{"tty", "t", B},
-    FlagSpec{"user", "u", V},         FlagSpec{"additional-gids", "g", V},
-    FlagSpec{"process", "p", V},      FlagSpec{"detach", "d", B},
-    FlagSpec{"pid-file", "", V},      FlagSpec{"process-label", "", V},
-    FlagSpec{"apparmor", "", V},      FlagSpec{"no-new-privs", "", B},
-    FlagSpec{"cap", "c", V},          FlagSpec{"preserve-fds", "", V},
-    FlagSpec{"cgroup", "", V},        FlagSpec{"ignore-paused", "", B},
+    FlagSpec{"env", "e", V},           FlagSpec{"tty", "t", B},
+    FlagSpec{"user", "u", V},          FlagSpec{"additional-gids", "g", V},
+    FlagSpec{"process", "p", V},       FlagSpec{"detach", "d", B},
+    FlagSpec{"pid-file", "", V},       FlagSpec{"process-label", "", V},
+    FlagSpec{"apparmor", "", V},       FlagSpec{"no-new-privs", "", B},
+    FlagSpec{"cap", "c", V},           FlagSpec{"preserve-fds", "", V},
+    FlagSpec{"cgroup", "", V},         FlagSpec{"ignore-paused", "", B},
     FlagSpec{"help", "h", B},
 };
 constexpr std::array kKillFlags{FlagSpec{"all", "a", B}, FlagSpec{"help", "h", B}};
@@ -69,34 +68,33 @@ constexpr std::array kListFlags{FlagSpec{"format", "f", V}, FlagSpec{"quiet", "q
 constexpr std::array kPsFlags{FlagSpec{"format", "f", V}, FlagSpec{"help", "h", B}};
 constexpr std::array kRestoreFlags{
     FlagSpec{"console-socket", "", V}, FlagSpec{"image-path", "", V},
-    FlagSpec{"work-path", "", V},     FlagSpec{"tcp-established", "", B},
-    FlagSpec{"ext-unix-sk", "", B},   FlagSpec{"shell-job", "", B},
-    FlagSpec{"file-locks", "", B},    FlagSpec{"manage-cgroups-mode", "", V},
-    FlagSpec{"bundle", "b", V},       FlagSpec{"detach", "d", B},
-    FlagSpec{"pid-file", "", V},      FlagSpec{"no-subreaper", "", B},
-    FlagSpec{"no-pivot", "", B},      FlagSpec{"empty-ns", "", V},
-    FlagSpec{"auto-dedup", "", B},    FlagSpec{"lazy-pages", "", B},
-    FlagSpec{"lsm-profile", "", V},   FlagSpec{"lsm-mount-context", "", V},
+    FlagSpec{"work-path", "", V},      FlagSpec{"tcp-established", "", B},
+    FlagSpec{"ext-unix-sk", "", B},    FlagSpec{"shell-job", "", B},
+    FlagSpec{"file-locks", "", B},     FlagSpec{"manage-cgroups-mode", "", V},
+    FlagSpec{"bundle", "b", V},        FlagSpec{"detach", "d", B},
+    FlagSpec{"pid-file", "", V},       FlagSpec{"no-subreaper", "", B},
+    FlagSpec{"no-pivot", "", B},       FlagSpec{"empty-ns", "", V},
+    FlagSpec{"auto-dedup", "", B},     FlagSpec{"lazy-pages", "", B},
+    FlagSpec{"lsm-profile", "", V},    FlagSpec{"lsm-mount-context", "", V},
     FlagSpec{"help", "h", B},
 };
 constexpr std::array kRunFlags{
-    FlagSpec{"bundle", "b", V},       FlagSpec{"console-socket", "", V},
-    FlagSpec{"detach", "d", B},       FlagSpec{"keep", "", B},
-    FlagSpec{"pid-file", "", V},      FlagSpec{"no-subreaper", "", B},
-    FlagSpec{"no-pivot", "", B},      FlagSpec{"no-new-keyring", "", B},
-    FlagSpec{"preserve-fds", "", V},  FlagSpec{"help", "h", B},
+    FlagSpec{"bundle", "b", V},  FlagSpec{"console-socket", "", V}, FlagSpec{"detach", "d", B},
+    FlagSpec{"keep", "", B},     FlagSpec{"pid-file", "", V},       FlagSpec{"no-subreaper", "", B},
+    FlagSpec{"no-pivot", "", B}, FlagSpec{"no-new-keyring", "", B}, FlagSpec{"preserve-fds", "", V},
+    FlagSpec{"help", "h", B},
 };
 constexpr std::array kSpecFlags{FlagSpec{"bundle", "b", V}, FlagSpec{"rootless", "", B},
                                 FlagSpec{"help", "h", B}};
 constexpr std::array kUpdateFlags{
-    FlagSpec{"resources", "r", V},    FlagSpec{"blkio-weight", "", V},
-    FlagSpec{"cpu-period", "", V},    FlagSpec{"cpu-quota", "", V},
-    FlagSpec{"cpu-share", "", V},     FlagSpec{"cpu-rt-period", "", V},
-    FlagSpec{"cpu-rt-runtime", "", V}, FlagSpec{"cpuset-cpus", "", V},
-    FlagSpec{"cpuset-mems", "", V},   FlagSpec{"memory", "", V},
+    FlagSpec{"resources", "r", V},         FlagSpec{"blkio-weight", "", V},
+    FlagSpec{"cpu-period", "", V},         FlagSpec{"cpu-quota", "", V},
+    FlagSpec{"cpu-share", "", V},          FlagSpec{"cpu-rt-period", "", V},
+    FlagSpec{"cpu-rt-runtime", "", V},     FlagSpec{"cpuset-cpus", "", V},
+    FlagSpec{"cpuset-mems", "", V},        FlagSpec{"memory", "", V},
     FlagSpec{"memory-reservation", "", V}, FlagSpec{"memory-swap", "", V},
-    FlagSpec{"pids-limit", "", V},    FlagSpec{"l3-cache-schema", "", V},
-    FlagSpec{"mem-bw-schema", "", V}, FlagSpec{"help", "h", B},
+    FlagSpec{"pids-limit", "", V},         FlagSpec{"l3-cache-schema", "", V},
+    FlagSpec{"mem-bw-schema", "", V},      FlagSpec{"help", "h", B},
 };
 constexpr std::array kHelpOnly{FlagSpec{"help", "h", B}};
 constexpr std::span<const FlagSpec> kNoFlags{};
@@ -230,15 +228,24 @@ struct FlagParser {
 
 void apply_global(RuncCommandLine& cl, const ParsedFlag& f) {
   bool on = parse_go_bool(f.value).value_or(false);
-  if (f.name == "root") cl.root = f.value;
-  else if (f.name == "log") cl.log = f.value;
-  else if (f.name == "log-format") cl.log_format = f.value;
-  else if (f.name == "criu") cl.criu = f.value;
-  else if (f.name == "rootless") cl.rootless = f.value;
-  else if (f.name == "debug") cl.debug = on;
-  else if (f.name == "systemd-cgroup") cl.systemd_cgroup = on;
-  else if (f.name == "help") cl.help = cl.help || on;
-  else if (f.name == "version") cl.version = cl.version || on;
+  if (f.name == "root")
+    cl.root = f.value;
+  else if (f.name == "log")
+    cl.log = f.value;
+  else if (f.name == "log-format")
+    cl.log_format = f.value;
+  else if (f.name == "criu")
+    cl.criu = f.value;
+  else if (f.name == "rootless")
+    cl.rootless = f.value;
+  else if (f.name == "debug")
+    cl.debug = on;
+  else if (f.name == "systemd-cgroup")
+    cl.systemd_cgroup = on;
+  else if (f.name == "help")
+    cl.help = cl.help || on;
+  else if (f.name == "version")
+    cl.version = cl.version || on;
 }
 
 }  // namespace
@@ -311,9 +318,9 @@ RuncCommandLine parse_runc_command_line(std::span<const char* const> argv) {
   }
   cl.subcommand = command->sub;
   std::span<const std::string_view> rest(args.data() + i + 1, args.size() - i - 1);
-  std::vector<std::string_view> ordered = command->skip_arg_reorder
-                                              ? std::vector<std::string_view>(rest.begin(), rest.end())
-                                              : reorder_args(command->flags, rest);
+  std::vector<std::string_view> ordered =
+      command->skip_arg_reorder ? std::vector<std::string_view>(rest.begin(), rest.end())
+                                : reorder_args(command->flags, rest);
   FlagParser sub{command->flags, cl};
   std::size_t first_arg = sub.parse(ordered, 0, [&](const ParsedFlag& f) {
     if (f.name == "help") cl.help = cl.help || parse_go_bool(f.value).value_or(false);

@@ -26,8 +26,25 @@ namespace arch {
 
 enum class Subcommand {
   kNone,  ///< No subcommand (e.g. `runc --version`).
-  kCheckpoint, kCreate, kDelete, kEvents, kExec, kFeatures, kHelp, kInit, kKill, kList,
-  kPause, kPs, kRestore, kResume, kRun, kSpec, kStart, kState, kUpdate,
+  kCheckpoint,
+  kCreate,
+  kDelete,
+  kEvents,
+  kExec,
+  kFeatures,
+  kHelp,
+  kInit,
+  kKill,
+  kList,
+  kPause,
+  kPs,
+  kRestore,
+  kResume,
+  kRun,
+  kSpec,
+  kStart,
+  kState,
+  kUpdate,
   kUnknown,  ///< A word runc 1.1 does not know (passed through; runc reports it).
 };
 

@@ -70,7 +70,9 @@ TEST(RuncCommandLine, BooleanFlags) {
 }
 
 TEST(RuncCommandLine, GlobalFlags) {
-  Parsed p("--debug --systemd-cgroup --rootless=true --criu /opt/criu -log x --log-format=text state c1");
+  Parsed p(
+      "--debug --systemd-cgroup --rootless=true --criu /opt/criu -log x --log-format=text state "
+      "c1");
   EXPECT_TRUE(p.cl.exact) << p.cl.problem;
   EXPECT_TRUE(p.cl.debug);
   EXPECT_TRUE(p.cl.systemd_cgroup);
@@ -145,9 +147,9 @@ TEST(RuncCommandLine, UnknownThingsAreInexact) {
 }
 
 TEST(RuncCommandLine, EverySubcommandIsKnown) {
-  for (const char* sub : {"checkpoint", "create", "delete", "events", "exec", "features", "init",
-                          "kill", "list", "pause", "ps", "restore", "resume", "run", "spec",
-                          "start", "state", "update", "help"}) {
+  for (const char* sub :
+       {"checkpoint", "create", "delete", "events", "exec", "features", "init", "kill", "list",
+        "pause", "ps", "restore", "resume", "run", "spec", "start", "state", "update", "help"}) {
     Parsed p(sub);
     EXPECT_NE(p.cl.subcommand, Subcommand::kUnknown) << sub;
     EXPECT_NE(p.cl.subcommand, Subcommand::kNone) << sub;
@@ -157,8 +159,9 @@ TEST(RuncCommandLine, EverySubcommandIsKnown) {
 }
 
 TEST(RuncCommandLine, CheckpointAndRestoreFlags) {
-  Parsed c("checkpoint --image-path /i --work-path /w --leave-running --tcp-established "
-           "--empty-ns network --empty-ns ipc --manage-cgroups-mode soft c1");
+  Parsed c(
+      "checkpoint --image-path /i --work-path /w --leave-running --tcp-established "
+      "--empty-ns network --empty-ns ipc --manage-cgroups-mode soft c1");
   EXPECT_TRUE(c.cl.exact) << c.cl.problem;
   EXPECT_EQ(c.cl.flag_values("empty-ns").size(), 2u);
   EXPECT_EQ(c.cl.container_id(), "c1");

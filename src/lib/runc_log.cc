@@ -32,8 +32,8 @@ std::string format_log_line(LogFormat format, LogLevel level, std::string_view m
     return line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
   nlohmann::json quoted = msg;
-  return "time=\"" + time + "\" level=" + std::string(lvl) + " msg=" +
-         quoted.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  return "time=\"" + time + "\" level=" + std::string(lvl) +
+         " msg=" + quoted.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 void RuncLog::log(LogLevel level, std::string_view msg) const {

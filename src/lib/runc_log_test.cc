@@ -14,7 +14,8 @@ namespace {
 
 TEST(RuncLog, JsonLineMatchesLogrus) {
   std::string line = format_log_line(LogFormat::kJson, LogLevel::kWarn, "a \"quoted\"\nmsg", 0);
-  EXPECT_EQ(line, R"({"level":"warning","msg":"a \"quoted\"\nmsg","time":"1970-01-01T00:00:00Z"})" "\n");
+  EXPECT_EQ(line, R"({"level":"warning","msg":"a \"quoted\"\nmsg","time":"1970-01-01T00:00:00Z"})"
+                  "\n");
 }
 
 TEST(RuncLog, TextLineMatchesLogrus) {

@@ -12,7 +12,8 @@ Result<void> check_runtime_binary(const std::string& path, const std::string& se
   if (!S_ISREG(st.st_mode)) return fail(path + " is not a regular file");
   if ((st.st_mode & S_IXUSR) == 0) return fail(path + " is not executable");
   if (st.st_uid != 0) return fail(path + " is not owned by root");
-  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) return fail(path + " is writable by group or others");
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+    return fail(path + " is writable by group or others");
   struct stat me {};
   if (::stat(self.c_str(), &me) == 0 && me.st_dev == st.st_dev && me.st_ino == st.st_ino) {
     return fail(path + " is arch-runc itself (it would call itself forever)");

@@ -1,4 +1,6 @@
 // arch-runc: the OCI runtime binary containerd and Docker call instead of runc.
 #include "shim.h"
 
-int main(int argc, char** argv) { return arch::run_shim(argc, argv); }
+int main(int argc, char** argv) {
+  return arch::run_shim(argc, argv);
+}

@@ -52,8 +52,8 @@ void inspect_new_container(const RuncCommandLine& cl, const RuncLog& log) {
   std::string bundle(cl.flag("bundle").value_or(""));
   auto env = read_arch_env(bundle);
   if (!env) {
-    log.error(describe(cl) + ": cannot read the container spec, passing through: " +
-              env.error().message());
+    log.error(describe(cl) +
+              ": cannot read the container spec, passing through: " + env.error().message());
     return;
   }
   if (env->enabled()) {
