@@ -180,6 +180,11 @@ TEST(RuncCommandLine, UpdateListPsSpec) {
   EXPECT_TRUE(list.cl.container_id().empty());
   Parsed ps("ps c1 -ef");
   EXPECT_EQ(ps.cl.args, (std::vector<std::string_view>{"c1", "-ef"}));
+  // Checked against runc 1.1.5: `runc ps ID --format json` hands "--format json" to ps(1).
+  Parsed ps_late_flag("ps c1 --format json");
+  EXPECT_FALSE(ps_late_flag.cl.flag("format").has_value());
+  EXPECT_EQ(ps_late_flag.cl.args.size(), 3u);
+  EXPECT_EQ(Parsed("ps --format json c1").cl.flag("format"), "json");
   EXPECT_TRUE(Parsed("spec --rootless -b /x").cl.exact);
 }
 

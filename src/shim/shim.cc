@@ -1,5 +1,5 @@
 // Shim: parse the runc command line, decide what ARCH does with the call, and hand it to
-// the real runc with execv and the identical argv.
+// the real runc with execve and the identical argv.
 //
 // The pass-through path is the hot path (containerd makes 5+ runtime calls per
 // container): one parse, one small config read, at most one log write, and execv. No
@@ -14,6 +14,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "node_config.h"
 #include "oci_spec.h"
@@ -62,10 +63,21 @@ void inspect_new_container(const RuncCommandLine& cl, const RuncLog& log) {
   }
 }
 
+// Set in runc's environment by arch-runc. Finding it set on entry means the configured
+// runc led back to arch-runc (a copy of it installed as runc, or a wrapper that calls it):
+// without this check such a node would exec in a loop forever. runc never hands its own
+// environment to container processes (they get the spec's), so nothing else sees it.
+constexpr const char* kHopVariable = "_ARCH_RUNC_HOP";
+
 [[noreturn]] void exec_runtime(const std::string& runtime, const char* const* argv,
                                const RuncLog& log, const RuncCommandLine& cl) {
+  std::vector<const char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+  std::string hop = std::string(kHopVariable) + "=1";
+  envp.push_back(hop.c_str());
+  envp.push_back(nullptr);
   // argv is handed over untouched, argv[0] included; only the binary changes.
-  ::execv(runtime.c_str(), const_cast<char* const*>(argv));
+  ::execve(runtime.c_str(), const_cast<char* const*>(argv), const_cast<char* const*>(envp.data()));
   int err = errno;
   std::string msg = describe(cl) + ": exec " + runtime + ": " + std::strerror(err);
   log.error(msg);
@@ -83,6 +95,11 @@ int run_shim(int argc, const char* const* argv) {
   for (const auto& warning : loaded.warnings) log.warn("arch-runc: " + warning);
 
   auto runtime = resolve_runtime(loaded.config, "/proc/self/exe");
+  if (runtime && std::getenv(kHopVariable) != nullptr) {
+    runtime = std::unexpected(Error("[runtime] runc = " + *runtime +
+                                    " leads back to arch-runc (a copy of arch-runc installed "
+                                    "as runc, or a wrapper that calls it)"));
+  }
   if (!runtime) {
     std::string msg = describe(cl) + ": " + runtime.error().message();
     log.error(msg);
