@@ -144,21 +144,25 @@ bool arg_is_flag(std::span<const FlagSpec> flags, std::string_view arg) {
   return find_flag(flags, arg) != nullptr;
 }
 
-// urfave/cli v1's reorderArgs, quirks included: the argument after a flag written
-// without '=' is moved with it unless it starts with '-'.
+// urfave/cli v1.22's reorderArgs, quirks included: the argument after a flag written
+// without '=' is moved along with it as its value unless it is itself one of the
+// command's flags (so a boolean flag drags the next word along too), and a "--" that is
+// not such a value goes to the front of the remaining arguments.
+// Checked against runc 1.1.5: `update --resources - ID` reads resources from stdin.
 std::vector<std::string_view> reorder_args(std::span<const FlagSpec> flags,
                                            std::span<const std::string_view> args) {
   std::vector<std::string_view> reordered, remaining;
   bool next_may_be_value = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     std::string_view arg = args[i];
-    if (arg == "--") {
-      remaining.insert(remaining.end(), args.begin() + static_cast<std::ptrdiff_t>(i), args.end());
-      break;
-    }
-    if (next_may_be_value && !arg.starts_with("-")) {
+    if (next_may_be_value && !arg_is_flag(flags, arg)) {
       next_may_be_value = false;
       reordered.push_back(arg);
+    } else if (arg == "--") {
+      remaining.insert(remaining.begin(), arg);
+      remaining.insert(remaining.end(), args.begin() + static_cast<std::ptrdiff_t>(i) + 1,
+                       args.end());
+      break;
     } else if (arg_is_flag(flags, arg)) {
       reordered.push_back(arg);
       next_may_be_value = arg.find('=') == std::string_view::npos;

@@ -7,10 +7,10 @@
 //    (a value flag takes the next argument whatever it looks like); boolean flags take
 //    a value only as `--name=true|false|1|0|t|f...`.
 //  - `--` ends the flags. `-` alone is an argument.
-//  - For most subcommands urfave/cli first moves flags that appear after positional
-//    arguments to the front ("reorderArgs", including its quirk of taking the argument
-//    after any flag without '=' as that flag's value); `exec` and `ps` skip that so the
-//    process's own arguments are left alone.
+//  - For most subcommands urfave/cli (v1.22) first moves the command's flags that appear
+//    after positional arguments to the front ("reorderArgs"), each with the argument that
+//    follows it unless that is itself a flag (a quirk: a boolean flag drags the next word
+//    along); `exec` and `ps` skip that so the process's own arguments are left alone.
 //  - Every subcommand also accepts `--help`/`-h`.
 // Anything the table does not know (a flag runc lacks, a newer subcommand) makes the
 // result inexact: ARCH then never changes the call, it only passes it through.

@@ -172,6 +172,17 @@ TEST(RuncCommandLine, CheckpointAndRestoreFlags) {
   EXPECT_EQ(r.cl.container_id(), "c1");
 }
 
+TEST(RuncCommandLine, DashValueAndLateDoubleDash) {
+  // dockerd's `update --resources - ID`: "-" is the flag's value (stdin), ID the container.
+  Parsed update("update --resources - c1");
+  EXPECT_TRUE(update.cl.exact) << update.cl.problem;
+  EXPECT_EQ(update.cl.flag("resources"), "-");
+  EXPECT_EQ(update.cl.container_id(), "c1");
+  // A "--" after the id still ends the flags: what follows is positional.
+  Parsed late("kill c1 -- -9");
+  EXPECT_EQ(late.cl.args, (std::vector<std::string_view>{"c1", "-9"}));
+}
+
 TEST(RuncCommandLine, UpdateListPsSpec) {
   EXPECT_TRUE(Parsed("update --memory 100 --pids-limit=5 -r - c1").cl.exact);
   EXPECT_EQ(Parsed("update --memory 100 c1").cl.container_id(), "c1");
