@@ -59,6 +59,7 @@ PACKAGES=(
     # build
     build-essential cmake ninja-build pkg-config git g++
     nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libinih-dev libtomlplusplus-dev
+    libarchive-dev libssl-dev
     libgtest-dev libgmock-dev googletest libbenchmark-dev
     clang-format clang-tidy
     # runtime and tests
