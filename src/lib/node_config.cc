@@ -61,6 +61,25 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
   if (s == "runtime" && k == "runc") return need_absolute(state->config.runc);
   if (s == "runtime" && k == "criu") return need_absolute(state->config.criu);
   if (s == "log" && k == "file") return need_absolute(state->config.log_file);
+  if (s == "store" && k == "path") return need_absolute(state->config.store_path);
+  if (s == "state" && k == "dir") return need_absolute(state->config.state_dir);
+  if (s == "store" && k == "keep") {
+    int keep = std::atoi(std::string(v).c_str());
+    if (keep < 1 || keep > 100) {
+      state->error = "[store] keep must be between 1 and 100";
+      return 0;
+    }
+    state->config.keep = keep;
+    return 1;
+  }
+  if (s == "restore" && k == "on_failure") {
+    if (v != "fresh" && v != "fail") {
+      state->error = "[restore] on_failure must be fresh or fail";
+      return 0;
+    }
+    state->config.restore_failure_fails = v == "fail";
+    return 1;
+  }
   if (s == "log" && k == "level") {
     auto level = parse_log_level(v);
     if (!level) {

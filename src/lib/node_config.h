@@ -4,6 +4,9 @@
 // binaries read newer files):
 //   [runtime]  runc = /usr/sbin/runc      criu = /opt/arch/criu/bin/criu
 //   [log]      level = error|warn|info|debug   file = /var/log/arch/arch.log
+//   [store]    path = /var/lib/arch/checkpoints   keep = 2
+//   [state]    dir = /run/arch
+//   [restore]  on_failure = fresh|fail
 // The file and its directory must be owned by root and not writable by group or others;
 // otherwise nothing in it is used (root would be executing what another user chose).
 #pragma once
@@ -27,11 +30,18 @@ Result<LogLevel> parse_log_level(std::string_view text);
 /// The level's name as runc's JSON log uses it ("error", "warning", "info", "debug").
 std::string_view log_level_name(LogLevel level);
 
+inline constexpr const char* kDefaultStorePath = "/var/lib/arch/checkpoints";
+
 struct NodeConfig {
   std::string runc;  ///< The real runc; empty means "search the usual places".
   std::string criu;  ///< CRIU for ARCH's own checkpoint calls; empty means runc's default.
   LogLevel log_level = LogLevel::kInfo;
   std::string log_file = kDefaultLogFile;
+  std::string store_path = kDefaultStorePath;  ///< [store] path: checkpoints when the
+                                               ///< container names no ARCH_CHECKPOINT_HOST_PATH.
+  int keep = 2;                                ///< [store] keep: committed generations per key.
+  std::string state_dir = "/run/arch";         ///< [state] dir: the registry (tmpfs).
+  bool restore_failure_fails = false;          ///< [restore] on_failure = fresh | fail.
 };
 
 /// The result of loading: the config (defaults where the file said nothing or could not

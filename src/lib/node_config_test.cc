@@ -22,6 +22,18 @@ TEST(NodeConfig, ParsesEveryKey) {
   EXPECT_EQ(c->log_file, "/var/log/x.log");
 }
 
+TEST(NodeConfig, StoreStateAndRestoreSections) {
+  auto c = parse_node_config(
+      "[store]\npath = /ckpt\nkeep = 3\n[state]\ndir = /run/x\n[restore]\non_failure = fail\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->store_path, "/ckpt");
+  EXPECT_EQ(c->keep, 3);
+  EXPECT_EQ(c->state_dir, "/run/x");
+  EXPECT_TRUE(c->restore_failure_fails);
+  EXPECT_FALSE(parse_node_config("[store]\nkeep = 0\n"));
+  EXPECT_FALSE(parse_node_config("[restore]\non_failure = maybe\n"));
+}
+
 TEST(NodeConfig, DefaultsWhenEmpty) {
   auto c = parse_node_config("");
   ASSERT_TRUE(c);

@@ -1,0 +1,138 @@
+// RuncClient: runc invocations through run_process, errors carrying runc's own words.
+#include "runc_client.h"
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "file_util.h"
+
+namespace arch {
+
+Result<RuncState> parse_runc_state(std::string_view json_text) {
+  auto doc = nlohmann::json::parse(json_text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) return fail("runc state: output is not JSON");
+  RuncState s;
+  s.id = doc.value("id", "");
+  s.status = doc.value("status", "");
+  s.pid = doc.value("pid", 0);
+  s.bundle = doc.value("bundle", "");
+  s.rootfs = doc.value("rootfs", "");
+  if (s.id.empty() || s.status.empty()) return fail("runc state: id or status missing");
+  return s;
+}
+
+std::vector<std::string> RuncClient::base_argv(const std::string& log_file) const {
+  std::vector<std::string> argv = {runc_, "--root", root_};
+  if (!criu_.empty()) {
+    argv.push_back("--criu");
+    argv.push_back(criu_);
+  }
+  if (!log_file.empty()) {
+    argv.insert(argv.end(), {"--log", log_file, "--log-format", "json"});
+  }
+  return argv;
+}
+
+namespace {
+
+// runc's error: its stderr, or the msg of the last error line of its JSON log.
+std::string runc_error_text(const ProcessResult& r) {
+  std::string text = r.err;
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  auto nl = text.find_last_of('\n');
+  std::string last = nl == std::string::npos ? text : text.substr(nl + 1);
+  auto doc = nlohmann::json::parse(last, nullptr, false);
+  if (!doc.is_discarded() && doc.is_object() && doc.contains("msg")) return doc.value("msg", last);
+  auto pos = last.find("msg=\"");
+  if (pos != std::string::npos) return last.substr(pos + 5, last.size() - pos - 6);
+  return last.empty() ? "exit status " + std::to_string(r.exit_code) : last;
+}
+
+}  // namespace
+
+Result<ProcessResult> RuncClient::run(std::vector<std::string> argv,
+                                      const std::string& what) const {
+  ProcessOptions opts;
+  opts.timeout = std::chrono::minutes(10);
+  auto r = run_process(argv, opts);
+  if (!r) return std::unexpected(r.error().wrap(what));
+  if (!r->ok()) {
+    return fail(what + ": " + (r->timed_out ? std::string("timed out") : runc_error_text(*r)));
+  }
+  return r;
+}
+
+Result<RuncState> RuncClient::state(const std::string& id) const {
+  auto argv = base_argv();
+  argv.insert(argv.end(), {"state", id});
+  auto r = run(argv, "runc state " + id);
+  if (!r) return std::unexpected(r.error());
+  return parse_runc_state(r->out);
+}
+
+Result<void> RuncClient::pause(const std::string& id) const {
+  auto argv = base_argv();
+  argv.insert(argv.end(), {"pause", id});
+  auto r = run(argv, "runc pause " + id);
+  if (!r) return std::unexpected(r.error());
+  return {};
+}
+
+Result<void> RuncClient::resume(const std::string& id) const {
+  auto argv = base_argv();
+  argv.insert(argv.end(), {"resume", id});
+  auto r = run(argv, "runc resume " + id);
+  if (!r) return std::unexpected(r.error());
+  return {};
+}
+
+Result<void> RuncClient::checkpoint(const std::string& id, const std::string& images,
+                                    const std::string& work,
+                                    const std::vector<std::string>& extra) const {
+  auto argv = base_argv();
+  argv.insert(argv.end(), {"checkpoint", "--image-path", images, "--work-path", work});
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.push_back(id);
+  auto r = run(argv, "runc checkpoint " + id);
+  if (!r) {
+    std::string excerpt = criu_log_excerpt(work + "/dump.log");
+    return fail(r.error().message() + (excerpt.empty() ? "" : "\nCRIU dump.log:\n" + excerpt));
+  }
+  return {};
+}
+
+Result<void> RuncClient::restore(const std::string& id, const std::string& images,
+                                 const std::string& work, const std::vector<std::string>& flags,
+                                 const std::string& log_file) const {
+  auto argv = base_argv(log_file);
+  argv.insert(argv.end(), {"restore", "--detach", "--image-path", images, "--work-path", work});
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  argv.push_back(id);
+  auto r = run(argv, "runc restore " + id);
+  if (!r) {
+    std::string excerpt = criu_log_excerpt(work + "/restore.log");
+    return fail(r.error().message() + (excerpt.empty() ? "" : "\nCRIU restore.log:\n" + excerpt));
+  }
+  return {};
+}
+
+std::string criu_log_excerpt(const std::string& log_path, std::size_t max_lines) {
+  auto text = read_file(log_path, 64 << 20);
+  if (!text) return {};
+  std::vector<std::string> all, picked;
+  std::istringstream in(*text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("Error") != std::string::npos || line.find("error") != std::string::npos ||
+        line.find("Warn") != std::string::npos || line.find("fail") != std::string::npos) {
+      picked.push_back(line);
+    }
+    all.push_back(std::move(line));
+  }
+  auto& source = picked.empty() ? all : picked;
+  std::size_t from = source.size() > max_lines ? source.size() - max_lines : 0;
+  std::string out;
+  for (std::size_t i = from; i < source.size(); ++i) out += "  " + source[i] + "\n";
+  return out;
+}
+
+}  // namespace arch
