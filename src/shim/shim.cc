@@ -112,14 +112,14 @@ int run_shim(int argc, const char* const* argv) {
     std::printf("arch-runc version %s (commit %s)\n", kVersion, kGitCommit);
     std::fflush(stdout);
   }
-  if (!cl.exact && log.enabled(LogLevel::kDebug)) {
-    log.debug(describe(cl) + ": not understood (" + cl.problem + "), passing through");
-  }
   if (cl.exact && !cl.help &&
       (cl.subcommand == Subcommand::kCreate || cl.subcommand == Subcommand::kRun)) {
     inspect_new_container(cl, log);
   }
-  if (log.enabled(LogLevel::kDebug)) log.debug(describe(cl) + ": pass-through to " + *runtime);
+  if (log.enabled(LogLevel::kDebug)) {
+    log.debug(describe(cl) + ": pass-through to " + *runtime +
+              (cl.exact ? std::string() : " (not understood: " + cl.problem + ")"));
+  }
   exec_runtime(*runtime, argv, log, cl);
 }
 
