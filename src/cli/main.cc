@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   add(arch::cli::add_version_command);
   add(arch::cli::add_log_command);
   add(arch::cli::add_install_command);
+  add(arch::cli::add_container_command);
+  add(arch::cli::add_checkpoint_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

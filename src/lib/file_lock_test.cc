@@ -2,11 +2,10 @@
 #include "file_lock.h"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <filesystem>
@@ -112,7 +111,8 @@ TEST_F(FileLockTest, WaiterRelocksWhenTheHolderUnlinksTheFile) {
   waiter.join();
   ASSERT_TRUE(*second);
   // The waiter holds the file now at the path, so a newcomer is excluded.
-  struct stat held {}, at_path {};
+  struct stat held {};
+  struct stat at_path {};
   ASSERT_EQ(::fstat((*second)->fd(), &held), 0);
   ASSERT_EQ(::stat(path_.c_str(), &at_path), 0);
   EXPECT_EQ(held.st_ino, at_path.st_ino);

@@ -35,17 +35,25 @@ std::vector<std::string> RuncClient::base_argv(const std::string& log_file) cons
 
 namespace {
 
-// runc's error: its stderr, or the msg of the last error line of its JSON log.
+// runc's error: the msg of the last error line of its output or JSON/text log, else the
+// last line, else the exit status.
 std::string runc_error_text(const ProcessResult& r) {
-  std::string text = r.err;
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  auto nl = text.find_last_of('\n');
-  std::string last = nl == std::string::npos ? text : text.substr(nl + 1);
-  auto doc = nlohmann::json::parse(last, nullptr, false);
-  if (!doc.is_discarded() && doc.is_object() && doc.contains("msg")) return doc.value("msg", last);
-  auto pos = last.find("msg=\"");
-  if (pos != std::string::npos) return last.substr(pos + 5, last.size() - pos - 6);
-  return last.empty() ? "exit status " + std::to_string(r.exit_code) : last;
+  std::istringstream in(r.err);
+  std::string last, last_error;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    last = line;
+    if (line.find("\"level\":\"error\"") != std::string::npos ||
+        line.find("level=error") != std::string::npos) {
+      last_error = line;
+    }
+  }
+  std::string pick = last_error.empty() ? last : last_error;
+  auto doc = nlohmann::json::parse(pick, nullptr, false);
+  if (!doc.is_discarded() && doc.is_object() && doc.contains("msg")) return doc.value("msg", pick);
+  auto pos = pick.find("msg=\"");
+  if (pos != std::string::npos) return pick.substr(pos + 5, pick.size() - pos - 6);
+  return pick.empty() ? "exit status " + std::to_string(r.exit_code) : pick;
 }
 
 }  // namespace
@@ -86,6 +94,14 @@ Result<void> RuncClient::resume(const std::string& id) const {
   return {};
 }
 
+Result<void> RuncClient::kill(const std::string& id, const std::string& signal) const {
+  auto argv = base_argv();
+  argv.insert(argv.end(), {"kill", id, signal});
+  auto r = run(argv, "runc kill " + id + " " + signal);
+  if (!r) return std::unexpected(r.error());
+  return {};
+}
+
 Result<void> RuncClient::checkpoint(const std::string& id, const std::string& images,
                                     const std::string& work,
                                     const std::vector<std::string>& extra) const {
@@ -108,12 +124,28 @@ Result<void> RuncClient::restore(const std::string& id, const std::string& image
   argv.insert(argv.end(), {"restore", "--detach", "--image-path", images, "--work-path", work});
   argv.insert(argv.end(), flags.begin(), flags.end());
   argv.push_back(id);
-  auto r = run(argv, "runc restore " + id);
-  if (!r) {
-    std::string excerpt = criu_log_excerpt(work + "/restore.log");
-    return fail(r.error().message() + (excerpt.empty() ? "" : "\nCRIU restore.log:\n" + excerpt));
+  // The restored processes get runc's stdio in place of the ones they were dumped with:
+  // runc must run on the engine's stdio (ours), never on pipes we would wait on forever.
+  ProcessOptions opts;
+  opts.stdin_fd = 0;
+  opts.stdout_fd = 1;
+  opts.stderr_fd = 2;
+  opts.timeout = std::chrono::minutes(10);
+  auto r = run_process(argv, opts);
+  if (!r) return std::unexpected(r.error().wrap("runc restore " + id));
+  if (r->ok()) return {};
+  std::string why = r->timed_out ? "timed out" : "exit status " + std::to_string(r->exit_code);
+  if (!log_file.empty()) {
+    if (auto text = read_file(log_file, 16 << 20)) {
+      ProcessResult as_err;
+      as_err.err = *text;
+      as_err.exit_code = r->exit_code;
+      why = runc_error_text(as_err);
+    }
   }
-  return {};
+  std::string excerpt = criu_log_excerpt(work + "/restore.log");
+  return fail("runc restore " + id + ": " + why +
+              (excerpt.empty() ? "" : "\nCRIU restore.log:\n" + excerpt));
 }
 
 std::string criu_log_excerpt(const std::string& log_path, std::size_t max_lines) {

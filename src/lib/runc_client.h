@@ -31,6 +31,7 @@ class RuncClient {
   Result<RuncState> state(const std::string& id) const;
   Result<void> pause(const std::string& id) const;
   Result<void> resume(const std::string& id) const;
+  Result<void> kill(const std::string& id, const std::string& signal) const;
   /// `runc checkpoint --image-path IMAGES --work-path WORK [extra...] ID`.
   Result<void> checkpoint(const std::string& id, const std::string& images, const std::string& work,
                           const std::vector<std::string>& extra) const;

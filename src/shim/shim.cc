@@ -2,8 +2,13 @@
 // the real runc with execve and the identical argv.
 //
 // The pass-through path is the hot path (containerd makes 5+ runtime calls per
-// container): one parse, one small config read, at most one log write, and execv. No
-// threads, no allocation-heavy work, nothing printed to stdout.
+// container): one parse, one small config read, at most one log write, and the exec. No
+// threads, nothing printed to stdout. What ARCH changes:
+//   create/run of an ARCH-enabled container: recorded in the registry; a create with a
+//     committed checkpoint is handed to arch-runc-restore (which carries the heavy
+//     dependencies, so this binary stays small and static);
+//   start of a container that was restored: answered here (runc restore already started it);
+//   delete: the registry record is dropped.
 #include "shim.h"
 
 #include <unistd.h>
@@ -14,75 +19,75 @@
 #include <cstring>
 #include <span>
 #include <string>
-#include <vector>
 
+#include "container_registry.h"
+#include "file_util.h"
 #include "node_config.h"
 #include "oci_spec.h"
 #include "runc_command_line.h"
 #include "runc_log.h"
+#include "runtime_exec.h"
 #include "runtime_path.h"
+#include "store_layout.h"
 #include "version.h"
 
 namespace arch {
 namespace {
 
-// ARCH's messages go where runc's own go when the caller chose a log file (containerd:
-// `--log <bundle>/log.json --log-format json`), else to the node's ARCH log.
-RuncLog make_log(const RuncCommandLine& cl, const NodeConfig& config) {
-  if (!cl.log.empty()) {
-    return RuncLog(std::string(cl.log), cl.json_log() ? LogFormat::kJson : LogFormat::kText,
-                   config.log_level, 0644);
-  }
-  return RuncLog(config.log_file, LogFormat::kJson, config.log_level, 0600);
+// arch-runc-restore beside this binary, vetted like runc (root-owned, not writable by others).
+Result<std::string> restore_helper_path() {
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return fail_errno("readlink /proc/self/exe");
+  self[n] = '\0';
+  std::string path = dirname_of(self) + "/arch-runc-restore";
+  if (auto ok = check_runtime_binary(path, "/proc/self/exe"); !ok)
+    return std::unexpected(ok.error());
+  return path;
 }
 
-std::string describe(const RuncCommandLine& cl) {
-  std::string what = "arch-runc: ";
-  what += cl.subcommand_word.empty() ? std::string_view("(no subcommand)") : cl.subcommand_word;
-  if (auto id = cl.container_id(); !id.empty()) {
-    what += ' ';
-    what += id;
-  }
-  return what;
-}
-
-// create/run: the one place this issue reads config.json, to recognise ARCH-enabled
-// containers. A malformed spec is logged and the call still goes to runc, which reports
-// the problem in its own words.
-void inspect_new_container(const RuncCommandLine& cl, const RuncLog& log) {
-  std::string bundle(cl.flag("bundle").value_or(""));
+// create/run: the one place arch-runc reads config.json. Any problem here is logged and
+// the call goes to runc unchanged: a container never fails to start because of ARCH's
+// bookkeeping.
+void handle_new_container(const RuncCommandLine& cl, const NodeConfig& config, const RuncLog& log,
+                          const char* const* argv) {
+  std::string bundle = absolute_bundle(cl);
   auto env = read_arch_env(bundle);
   if (!env) {
-    log.error(describe(cl) +
+    log.error(describe_call(cl) +
               ": cannot read the container spec, passing through: " + env.error().message());
     return;
   }
-  if (env->enabled()) {
-    log.info(describe(cl) + ": ARCH-enabled container " + std::string(cl.container_id()) +
-             " recognised (checkpoint/restore not active in this version; passing through)");
+  if (!env->enabled()) return;
+  std::string id(cl.container_id());
+  auto rec = make_container_record(cl, bundle, *env, config);
+  if (!rec) {
+    log.error(describe_call(cl) + ": ARCH-enabled container " + id +
+              " not managed: " + rec.error().message());
+    return;
   }
-}
-
-// Set in runc's environment by arch-runc. Finding it set on entry means the configured
-// runc led back to arch-runc (a copy of it installed as runc, or a wrapper that calls it):
-// without this check such a node would exec in a loop forever. runc never hands its own
-// environment to container processes (they get the spec's), so nothing else sees it.
-constexpr const char* kHopVariable = "_ARCH_RUNC_HOP";
-
-[[noreturn]] void exec_runtime(const std::string& runtime, const char* const* argv,
-                               const RuncLog& log, const RuncCommandLine& cl) {
-  std::vector<const char*> envp;
-  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
-  std::string hop = std::string(kHopVariable) + "=1";
-  envp.push_back(hop.c_str());
-  envp.push_back(nullptr);
-  // argv is handed over untouched, argv[0] included; only the binary changes.
-  ::execve(runtime.c_str(), const_cast<char* const*>(argv), const_cast<char* const*>(envp.data()));
-  int err = errno;
-  std::string msg = describe(cl) + ": exec " + runtime + ": " + std::strerror(err);
-  log.error(msg);
-  std::fprintf(stderr, "%s\n", msg.c_str());
-  std::_Exit(err == ENOENT ? 127 : 126);
+  if (auto ok = ContainerRegistry(config.state_dir).record(*rec); !ok) {
+    log.error(describe_call(cl) + ": ARCH-enabled container " + id +
+              ": cannot record it in the registry: " + ok.error().message());
+  }
+  if (cl.subcommand != Subcommand::kCreate ||
+      !has_committed_checkpoint(rec->store, rec->ns, rec->key)) {
+    log.info(describe_call(cl) + ": ARCH-enabled container " + id + " (namespace " + rec->ns +
+             "): no checkpoint in " + rec->store + ", starting fresh");
+    return;
+  }
+  auto helper = restore_helper_path();
+  if (!helper) {
+    log.error(describe_call(cl) + ": ARCH-enabled container " + id +
+              " has a checkpoint but the restore helper is unusable, starting fresh: " +
+              helper.error().message());
+    return;
+  }
+  log.info(describe_call(cl) + ": ARCH-enabled container " + id + " (namespace " + rec->ns +
+           "): checkpoint found in " + rec->store + ", restoring");
+  ::execv(helper->c_str(), const_cast<char* const*>(argv));
+  log.error(describe_call(cl) + ": exec " + *helper + ": " + std::strerror(errno) +
+            ", starting fresh");
 }
 
 }  // namespace
@@ -91,7 +96,7 @@ int run_shim(int argc, const char* const* argv) {
   std::span<const char* const> args(argv, static_cast<std::size_t>(argc));
   RuncCommandLine cl = parse_runc_command_line(args);
   LoadedConfig loaded = load_node_config(config_path_from_env());
-  RuncLog log = make_log(cl, loaded.config);
+  RuncLog log = log_for_call(cl, loaded.config);
   for (const auto& warning : loaded.warnings) log.warn("arch-runc: " + warning);
 
   auto runtime = resolve_runtime(loaded.config, "/proc/self/exe");
@@ -101,7 +106,7 @@ int run_shim(int argc, const char* const* argv) {
                                     "as runc, or a wrapper that calls it)"));
   }
   if (!runtime) {
-    std::string msg = describe(cl) + ": " + runtime.error().message();
+    std::string msg = describe_call(cl) + ": " + runtime.error().message();
     log.error(msg);
     std::fprintf(stderr, "%s\n", msg.c_str());
     return 1;
@@ -112,15 +117,26 @@ int run_shim(int argc, const char* const* argv) {
     std::printf("arch-runc version %s (commit %s)\n", kVersion, kGitCommit);
     std::fflush(stdout);
   }
-  if (cl.exact && !cl.help &&
-      (cl.subcommand == Subcommand::kCreate || cl.subcommand == Subcommand::kRun)) {
-    inspect_new_container(cl, log);
+  if (cl.exact && !cl.help) {
+    if (cl.subcommand == Subcommand::kCreate || cl.subcommand == Subcommand::kRun) {
+      handle_new_container(cl, loaded.config, log, argv);
+    } else if (cl.subcommand == Subcommand::kStart || cl.subcommand == Subcommand::kDelete) {
+      ContainerRegistry registry(loaded.config.state_dir);
+      std::string root(cl.effective_root()), id(cl.container_id());
+      if (cl.subcommand == Subcommand::kDelete) {
+        registry.forget(root, id);
+      } else if (registry.take_restored(root, id)) {
+        // runc restore --detach already started the processes: the engine's start is done.
+        log.info(describe_call(cl) + ": restored container is running; start answered by ARCH");
+        return 0;
+      }
+    }
   }
   if (log.enabled(LogLevel::kDebug)) {
-    log.debug(describe(cl) + ": pass-through to " + *runtime +
+    log.debug(describe_call(cl) + ": pass-through to " + *runtime +
               (cl.exact ? std::string() : " (not understood: " + cl.problem + ")"));
   }
-  exec_runtime(*runtime, argv, log, cl);
+  return exec_runtime(*runtime, argv, log, cl);
 }
 
 }  // namespace arch

@@ -1,0 +1,200 @@
+// archctl checkpoint list|inspect|rm: the checkpoints in the node's stores.
+#include <fmt/core.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "checkpoint_store.h"
+#include "commands.h"
+#include "container_registry.h"
+#include "criu_stats.h"
+#include "node_config.h"
+
+namespace arch::cli {
+namespace {
+
+// The stores to look in: the node's, every one a registered container names, and --store.
+std::set<std::string> store_bases(const NodeConfig& config, const std::string& extra) {
+  std::set<std::string> bases = {config.store_path};
+  for (const auto& rec : ContainerRegistry(config.state_dir).all()) bases.insert(rec.store);
+  if (!extra.empty()) bases = {extra};
+  return bases;
+}
+
+std::vector<CheckpointInfo> all_checkpoints(const NodeConfig& config, const std::string& store,
+                                            bool verify) {
+  std::vector<CheckpointInfo> out;
+  for (const auto& base : store_bases(config, store)) {
+    auto list = CheckpointStore(base, config.keep).list_all(verify);
+    if (list) out.insert(out.end(), list->begin(), list->end());
+  }
+  return out;
+}
+
+std::string human_bytes(uint64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{} B", n) : fmt::format("{:.1f} {}", v, units[u]);
+}
+
+int run_list(const std::string& store, bool verify, bool json) {
+  LoadedConfig loaded = load_node_config(config_path_from_env());
+  auto list = all_checkpoints(loaded.config, store, verify);
+  if (json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& c : list) {
+      out.push_back({{"path", c.path},
+                     {"namespace", c.ns},
+                     {"key", c.key},
+                     {"name", c.name},
+                     {"state", to_string(c.state)},
+                     {"created", c.created},
+                     {"bytes", c.total_size},
+                     {"reason", c.reason}});
+    }
+    fmt::print("{}\n", out.dump(2));
+    return 0;
+  }
+  fmt::print("{:<36} {:<34} {:<10} {:>10}  {}\n", "NAMESPACE/KEY", "CHECKPOINT", "STATE", "SIZE",
+             "REASON");
+  for (const auto& c : list) {
+    fmt::print("{:<36} {:<34} {:<10} {:>10}  {}\n", c.ns + "/" + c.key, c.name, to_string(c.state),
+               human_bytes(c.total_size), c.reason.substr(0, c.reason.find('\n')));
+  }
+  return 0;
+}
+
+// A checkpoint directory, or NS/KEY for its newest committed one.
+Result<CheckpointInfo> resolve(const NodeConfig& config, const std::string& store,
+                               const std::string& ref, bool verify) {
+  std::optional<CheckpointInfo> found;
+  for (const auto& c : all_checkpoints(config, store, verify)) {
+    bool by_path = c.path == ref || c.path == std::filesystem::weakly_canonical(ref).string();
+    bool by_key = c.ns + "/" + c.key == ref && c.name.starts_with("ckpt-");
+    if (by_path || by_key) found = c;  // list is oldest first: the last match is the newest
+  }
+  if (!found)
+    return fail("no checkpoint " + ref + " (give a checkpoint directory or NAMESPACE/KEY)");
+  return *found;
+}
+
+uint64_t size_matching(const std::string& dir, std::string_view prefix) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.is_regular_file() && e.path().filename().string().starts_with(prefix))
+      total += e.file_size();
+  }
+  return total;
+}
+
+int run_inspect(const std::string& store, const std::string& ref, bool json) {
+  LoadedConfig loaded = load_node_config(config_path_from_env());
+  auto c = resolve(loaded.config, store, ref, true);
+  if (!c) return report_error(c.error().message());
+  std::string images = c->path + "/images";
+  uint64_t memory = size_matching(images, "pages-");
+  uint64_t all_images = size_matching(images, "");
+  std::error_code ec;
+  uint64_t rootfs = std::filesystem::file_size(c->path + "/rootfs-diff.tar", ec);
+  if (ec) rootfs = 0;
+  auto stats = read_criu_dump_stats(c->path + "/criu/stats-dump");
+  nlohmann::json doc = {{"path", c->path},
+                        {"state", to_string(c->state)},
+                        {"reason", c->reason},
+                        {"namespace", c->ns},
+                        {"key", c->key},
+                        {"created", c->created},
+                        {"sizes",
+                         {{"total", c->total_size},
+                          {"memory_pages", memory},
+                          {"criu_images", all_images},
+                          {"rootfs_diff", rootfs}}}};
+  if (c->manifest) {
+    doc["container_id"] = c->manifest->container_id;
+    doc["node"] = c->manifest->node;
+    doc["versions"] = {{"arch", c->manifest->versions.arch},
+                       {"criu", c->manifest->versions.criu},
+                       {"runc", c->manifest->versions.runc},
+                       {"kernel", c->manifest->versions.kernel}};
+    doc["timings_ms"] = c->manifest->timings_ms;
+    doc["files"] = c->manifest->files.size();
+  }
+  if (stats) doc["criu_dump_statistics"] = *stats;
+  if (json) {
+    fmt::print("{}\n", doc.dump(2));
+    return 0;
+  }
+  fmt::print("checkpoint  {}\nstate       {}{}\nkey         {}/{}\ncreated     {}\n", c->path,
+             to_string(c->state), c->reason.empty() ? "" : " (" + c->reason + ")", c->ns, c->key,
+             c->created);
+  if (c->manifest) {
+    const auto& m = *c->manifest;
+    fmt::print("container   {} on node {}\nversions    arch {}, {}, {}, kernel {}\n",
+               m.container_id, m.node, m.versions.arch, m.versions.criu, m.versions.runc,
+               m.versions.kernel);
+    fmt::print("timings    ");
+    for (const auto& [k, v] : m.timings_ms) fmt::print(" {}={:.1f}ms", k, v);
+    fmt::print("\n");
+  }
+  fmt::print("sizes       total {}, memory pages {}, CRIU images {}, rootfs diff {}\n",
+             human_bytes(c->total_size), human_bytes(memory), human_bytes(all_images),
+             human_bytes(rootfs));
+  if (stats) {
+    fmt::print("CRIU dump statistics\n");
+    for (const auto& [k, v] : *stats) fmt::print("  {:<24} {}\n", k, v);
+  } else {
+    fmt::print("CRIU dump statistics: unavailable ({})\n", stats.error().message());
+  }
+  return 0;
+}
+
+int run_rm(const std::string& store, const std::string& ref) {
+  LoadedConfig loaded = load_node_config(config_path_from_env());
+  auto c = resolve(loaded.config, store, ref, false);
+  if (!c) return report_error(c.error().message());
+  std::string base = std::filesystem::path(c->path).parent_path().parent_path().parent_path();
+  CheckpointStore s(base, loaded.config.keep);
+  auto lock = s.lock(c->ns, c->key, std::chrono::seconds(30));
+  if (!lock) return report_error(lock.error().message());
+  if (auto ok = s.remove_one(c->path, *lock); !ok) return report_error(ok.error().message());
+  fmt::print("removed {}\n", c->path);
+  return 0;
+}
+
+}  // namespace
+
+Handler add_checkpoint_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("checkpoint", "Checkpoints in the node's stores");
+  cmd->require_subcommand(1);
+  struct Opts {
+    std::string ref, store, output;
+    bool verify = false;
+  };
+  auto o = std::make_shared<Opts>();
+  cmd->add_option("--store", o->store, "Look only in this store directory");
+  auto* list = cmd->add_subcommand("list", "Every checkpoint: committed, corrupt, moved aside");
+  list->add_flag("--verify", o->verify, "Check every file against its manifest (reads them all)");
+  list->add_option("-o,--output", o->output, "json for machine-readable output");
+  auto* inspect = cmd->add_subcommand("inspect", "Sizes, versions, timings, CRIU statistics");
+  inspect->add_option("checkpoint", o->ref, "Checkpoint directory or NAMESPACE/KEY")->required();
+  inspect->add_option("-o,--output", o->output, "json for machine-readable output");
+  auto* rm = cmd->add_subcommand("rm", "Remove a checkpoint");
+  rm->add_option("checkpoint", o->ref, "Checkpoint directory or NAMESPACE/KEY (its newest)")
+      ->required();
+  return [=] {
+    bool json = o->output == "json";
+    if (list->parsed()) return run_list(o->store, o->verify, json);
+    if (inspect->parsed()) return run_inspect(o->store, o->ref, json);
+    return run_rm(o->store, o->ref);
+  };
+}
+
+}  // namespace arch::cli

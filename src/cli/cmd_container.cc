@@ -1,0 +1,223 @@
+// archctl container list|checkpoint|finalize: the node's ARCH-enabled containers, found
+// through the registry arch-runc keeps, checked against `runc state`.
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "checkpoint.h"
+#include "checkpoint_store.h"
+#include "commands.h"
+#include "container_registry.h"
+#include "node_config.h"
+#include "runc_client.h"
+#include "runtime_path.h"
+
+namespace arch::cli {
+namespace {
+
+struct Node {
+  NodeConfig config;
+  std::string runc;
+};
+
+Result<Node> load_node() {
+  LoadedConfig loaded = load_node_config(config_path_from_env());
+  for (const auto& w : loaded.warnings) fmt::print(stderr, "warning: {}\n", w);
+  auto runc = resolve_runtime(loaded.config, "/proc/self/exe");
+  if (!runc) return std::unexpected(runc.error());
+  return Node{loaded.config, *runc};
+}
+
+std::string status_of(const Node& node, const ContainerRecord& rec) {
+  auto st = RuncClient(node.runc, rec.runc_root).state(rec.id);
+  return st ? st->status : "gone";
+}
+
+std::string latest_checkpoint(const ContainerRecord& rec) {
+  auto list = CheckpointStore(rec.store).list(rec.ns, rec.key);
+  if (!list) return "-";
+  std::string latest = "-";
+  for (const auto& c : *list) {
+    if (c.state == CheckpointState::kCommitted || c.state == CheckpointState::kVerified) {
+      latest = c.name;
+    }
+  }
+  return latest;
+}
+
+int run_list(bool json) {
+  auto node = load_node();
+  if (!node) return report_error(node.error().message());
+  auto records = ContainerRegistry(node->config.state_dir).all();
+  std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.ns, a.id) < std::tie(b.ns, b.id);
+  });
+  nlohmann::json out = nlohmann::json::array();
+  if (!json)
+    fmt::print("{:<40} {:<9} {:<28} {}\n", "NAMESPACE/ID", "STATUS", "LATEST CHECKPOINT", "STORE");
+  for (const auto& rec : records) {
+    std::string status = status_of(*node, rec), latest = latest_checkpoint(rec);
+    if (json) {
+      out.push_back({{"namespace", rec.ns},
+                     {"id", rec.id},
+                     {"key", rec.key},
+                     {"status", status},
+                     {"latest_checkpoint", latest},
+                     {"store", rec.store},
+                     {"bundle", rec.bundle}});
+    } else {
+      fmt::print("{:<40} {:<9} {:<28} {}\n", rec.ns + "/" + rec.id, status, latest, rec.store);
+    }
+  }
+  if (json) fmt::print("{}\n", out.dump(2));
+  return 0;
+}
+
+Result<ContainerRecord> find_container(const Node& node, const std::string& ref) {
+  auto slash = ref.find('/');
+  std::string ns = slash == std::string::npos ? "" : ref.substr(0, slash);
+  std::string id = slash == std::string::npos ? ref : ref.substr(slash + 1);
+  std::vector<ContainerRecord> matches;
+  for (auto& rec : ContainerRegistry(node.config.state_dir).all()) {
+    if (rec.id == id && (ns.empty() || rec.ns == ns)) matches.push_back(rec);
+  }
+  if (matches.empty()) return fail("no ARCH-enabled container " + ref + " on this node");
+  if (matches.size() > 1) return fail(ref + " is ambiguous: give NAMESPACE/ID");
+  return matches.front();
+}
+
+std::string timings_text(const std::map<std::string, double>& t) {
+  std::string out;
+  for (const char* k : {"freeze", "rootfs", "dump", "commit", "end", "total"}) {
+    if (auto it = t.find(k); it != t.end()) out += fmt::format("{}={:.0f}ms ", k, it->second);
+  }
+  return out;
+}
+
+int run_checkpoint(const std::string& ref, bool leave_running, bool json) {
+  auto node = load_node();
+  if (!node) return report_error(node.error().message());
+  auto rec = find_container(*node, ref);
+  if (!rec) return report_error(rec.error().message());
+  auto out = checkpoint_container(*rec, node->config, node->runc, {leave_running, 60});
+  if (!out) return report_error(rec->ns + "/" + rec->id + ": " + out.error().message());
+  if (json) {
+    fmt::print("{}\n", nlohmann::json{{"namespace", rec->ns},
+                                      {"id", rec->id},
+                                      {"checkpoint", out->path},
+                                      {"timings_ms", out->timings_ms}}
+                           .dump(2));
+  } else {
+    fmt::print("{}/{}: checkpointed to {} ({})\n", rec->ns, rec->id, out->path,
+               timings_text(out->timings_ms));
+  }
+  return 0;
+}
+
+struct FinalizeResult {
+  ContainerRecord rec;
+  std::string outcome;  // "checkpointed", "failed", "skipped"
+  std::string detail;
+  double ms = 0;
+};
+
+int run_finalize(double deadline_s, int parallel, bool json) {
+  auto node = load_node();
+  if (!node) return report_error(node.error().message());
+  auto start = std::chrono::steady_clock::now();
+  auto deadline = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                              std::chrono::duration<double>(deadline_s));
+  std::vector<FinalizeResult> results;
+  for (auto& rec : ContainerRegistry(node->config.state_dir).all()) {
+    if (status_of(*node, rec) == "running") results.push_back({rec, "", "", 0});
+  }
+  std::atomic<std::size_t> next{0};
+  auto worker = [&] {
+    for (std::size_t i; (i = next++) < results.size();) {
+      auto& r = results[i];
+      auto t0 = std::chrono::steady_clock::now();
+      if (t0 >= deadline) {
+        r.outcome = "skipped";
+        r.detail = "deadline reached before it could start";
+        continue;
+      }
+      auto out = checkpoint_container(r.rec, node->config, node->runc, {false, 60});
+      r.ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      r.outcome = out ? "checkpointed" : "failed";
+      r.detail = out ? out->path : out.error().message();
+    }
+  };
+  std::vector<std::thread> pool;
+  int n = std::max(1, std::min<int>(parallel, static_cast<int>(results.size())));
+  for (int i = 0; i < n; ++i) pool.emplace_back(worker);
+  for (auto& t : pool) t.join();
+  double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  int failed = 0;
+  nlohmann::json out = {{"total_seconds", total}, {"containers", nlohmann::json::array()}};
+  if (!json) fmt::print("{:<40} {:<13} {:>9}  {}\n", "NAMESPACE/ID", "RESULT", "SECONDS", "DETAIL");
+  for (const auto& r : results) {
+    if (r.outcome != "checkpointed") ++failed;
+    if (json) {
+      out["containers"].push_back({{"namespace", r.rec.ns},
+                                   {"id", r.rec.id},
+                                   {"result", r.outcome},
+                                   {"seconds", r.ms / 1000},
+                                   {"detail", r.detail}});
+    } else {
+      std::string detail = r.detail.substr(0, r.detail.find('\n'));
+      fmt::print("{:<40} {:<13} {:>9.2f}  {}\n", r.rec.ns + "/" + r.rec.id, r.outcome, r.ms / 1000,
+                 detail);
+    }
+  }
+  if (json) {
+    fmt::print("{}\n", out.dump(2));
+  } else {
+    fmt::print("{} containers, {} checkpointed, {} not, in {:.2f} s\n", results.size(),
+               results.size() - static_cast<std::size_t>(failed), failed, total);
+  }
+  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+Handler add_container_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("container", "ARCH-enabled containers on this node");
+  cmd->require_subcommand(1);
+  struct Opts {
+    std::string ref;
+    bool leave_running = false;
+    std::string output;
+    double deadline = 110;
+    int parallel = 4;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* list =
+      cmd->add_subcommand("list", "ARCH-enabled containers, their state and latest checkpoint");
+  list->add_option("-o,--output", o->output, "json for machine-readable output");
+  auto* ckpt = cmd->add_subcommand("checkpoint", "Checkpoint one container (it then ends)");
+  ckpt->add_option("container", o->ref, "NAMESPACE/ID (or ID when unambiguous)")->required();
+  ckpt->add_flag("--leave-running", o->leave_running, "Keep it running after the checkpoint");
+  ckpt->add_option("-o,--output", o->output, "json for machine-readable output");
+  auto* fin = cmd->add_subcommand("finalize", "Checkpoint every running ARCH-enabled container");
+  fin->add_option("--deadline", o->deadline, "Seconds; containers not started by then are skipped")
+      ->capture_default_str();
+  fin->add_option("--parallel", o->parallel, "Containers checkpointed at once")
+      ->capture_default_str();
+  fin->add_option("-o,--output", o->output, "json for machine-readable output");
+  return [=] {
+    bool json = o->output == "json";
+    if (list->parsed()) return run_list(json);
+    if (ckpt->parsed()) return run_checkpoint(o->ref, o->leave_running, json);
+    return run_finalize(o->deadline, o->parallel, json);
+  };
+}
+
+}  // namespace arch::cli

@@ -1,0 +1,118 @@
+// Restore: verified checkpoint → rootfs diff → runc restore, with the failure policy's
+// bookkeeping (move aside with reason, rootfs put back).
+#include "restore.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "checkpoint_store.h"
+#include "file_util.h"
+#include "rootfs_diff.h"
+#include "runc_client.h"
+#include "store_layout.h"
+
+namespace arch {
+namespace {
+
+Result<void> empty_dirfd(int dfd, const std::string& where) {
+  DIR* d = ::fdopendir(::dup(dfd));
+  if (d == nullptr) return fail_errno("opendir " + where);
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) {
+    std::string_view n = e->d_name;
+    if (n != "." && n != "..") names.emplace_back(n);
+  }
+  ::closedir(d);
+  for (const auto& name : names) {
+    struct stat st {};
+    if (::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      int child = ::openat(dfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (child < 0) return fail_errno("open " + where + "/" + name);
+      UniqueFd owned(child);
+      if (auto ok = empty_dirfd(child, where + "/" + name); !ok) return ok;
+      if (::unlinkat(dfd, name.c_str(), AT_REMOVEDIR) != 0)
+        return fail_errno("rmdir " + where + "/" + name);
+    } else if (::unlinkat(dfd, name.c_str(), 0) != 0) {
+      return fail_errno("unlink " + where + "/" + name);
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<void> empty_directory(const std::string& dir) {
+  auto dfd = open_file(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  if (!dfd) return std::unexpected(dfd.error());
+  return empty_dirfd(dfd->get(), dir);
+}
+
+std::vector<std::string> restore_flags_from_create(const RuncCommandLine& create,
+                                                   const std::string& bundle) {
+  std::vector<std::string> flags = {"--bundle", bundle};
+  if (auto pid = create.flag("pid-file"))
+    flags.insert(flags.end(), {"--pid-file", std::string(*pid)});
+  if (auto sock = create.flag("console-socket")) {
+    flags.insert(flags.end(), {"--console-socket", std::string(*sock)});
+  }
+  if (create.flag_set("no-pivot")) flags.push_back("--no-pivot");
+  return flags;
+}
+
+Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const ContainerRecord& rec,
+                                         const NodeConfig& config, const std::string& runc_path) {
+  auto start = std::chrono::steady_clock::now();
+  CheckpointStore store(rec.store, config.keep);
+  auto lock = store.lock(rec.ns, rec.key, std::chrono::seconds(60));
+  if (!lock) return std::unexpected(lock.error().wrap("lock " + rec.ns + "/" + rec.key));
+  (void)store.cleanup_stale(*lock);
+  auto ckpt = store.latest_verified(rec.ns, rec.key, *lock);
+  if (!ckpt) return std::unexpected(ckpt.error().wrap("no usable checkpoint"));
+
+  std::string rootfs = rec.bundle + "/rootfs";
+  auto upper = overlay_upperdir(rootfs);
+  // Any failure from here: move the checkpoint aside and put the rootfs back.
+  auto give_up = [&](const Error& e) -> std::unexpected<Error> {
+    if (upper) (void)empty_directory(*upper);
+    (void)store.move_aside(ckpt->path, e.message(), *lock);
+    return std::unexpected(e.wrap("restore from " + ckpt->path + " (moved aside)"));
+  };
+  if (!upper) return give_up(upper.error().wrap("find the new container's writable layer"));
+
+  auto tar = open_file(ckpt->path + "/rootfs-diff.tar", O_RDONLY);
+  if (!tar) return give_up(tar.error());
+  if (auto applied = apply_rootfs_diff(tar->get(), rootfs); !applied) {
+    return give_up(applied.error().wrap("apply rootfs diff"));
+  }
+
+  std::string work = rec.bundle + "/arch-restore";
+  if (::mkdir(work.c_str(), 0700) != 0 && errno != EEXIST)
+    return give_up(errno_error("mkdir " + work));
+  RuncClient runc(runc_path, rec.runc_root, config.criu);
+  auto restored =
+      runc.restore(rec.id, ckpt->path + "/images", work,
+                   restore_flags_from_create(create, rec.bundle), std::string(create.log));
+  if (!restored) {
+    // runc may have left a half-made container behind; the fresh create needs the id.
+    std::vector<std::string> del = {runc_path, "--root",  rec.runc_root,
+                                    "delete",  "--force", rec.id};
+    (void)run_process(del);
+    return give_up(restored.error());
+  }
+  if (auto marked = ContainerRegistry(config.state_dir).mark_restored(rec.runc_root, rec.id);
+      !marked) {
+    return std::unexpected(marked.error().wrap("restored, but recording it failed"));
+  }
+  RestoreOutcome out;
+  out.checkpoint = ckpt->path;
+  out.ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return out;
+}
+
+}  // namespace arch

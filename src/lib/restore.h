@@ -1,0 +1,34 @@
+// Restore: turning the create of an ARCH-enabled container that has a checkpoint into a
+// restore: lock the key → newest verified checkpoint → apply its rootfs diff into the new
+// container's rootfs (never leaving it) → runc restore --detach with the caller's create
+// arguments → mark the container restored so the engine's `start` is answered.
+// A checkpoint that fails is moved aside with the reason and the new rootfs is put back
+// as it was; the caller then starts the container fresh or fails the create.
+#pragma once
+
+#include <string>
+
+#include "container_registry.h"
+#include "error.h"
+#include "node_config.h"
+#include "runc_command_line.h"
+
+namespace arch {
+
+struct RestoreOutcome {
+  std::string checkpoint;  ///< The checkpoint directory restored from.
+  double ms = 0;
+};
+
+Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const ContainerRecord& rec,
+                                         const NodeConfig& config, const std::string& runc);
+
+/// The runc restore flags equivalent to a create command line (bundle, pid file, console
+/// socket, no-pivot); create-only flags (no-new-keyring, preserve-fds) are dropped.
+std::vector<std::string> restore_flags_from_create(const RuncCommandLine& create,
+                                                   const std::string& bundle);
+
+/// Removes everything inside `dir` without following symlinks (dir itself stays).
+Result<void> empty_directory(const std::string& dir);
+
+}  // namespace arch
