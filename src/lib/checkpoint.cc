@@ -55,9 +55,10 @@ std::string hostname() {
 // Everything after the freeze: capture the rootfs, dump with --leave-running (the
 // processes stay, frozen, until the checkpoint is committed). On error the caller thaws.
 Result<void> capture_and_dump(const RuncClient& runc, const ContainerRecord& c,
-                              const Staging& staging, std::map<std::string, double>& timings) {
+                              const std::string& rootfs, const Staging& staging,
+                              std::map<std::string, double>& timings) {
   auto start = Clock::now();
-  auto upper = overlay_upperdir(c.bundle + "/rootfs");
+  auto upper = overlay_upperdir(rootfs);
   if (!upper) return std::unexpected(upper.error().wrap("find the writable layer"));
   auto tar = open_file(staging.path() + "/rootfs-diff.tar", O_WRONLY | O_CREAT | O_EXCL, 0600);
   if (!tar) return std::unexpected(tar.error());
@@ -119,7 +120,9 @@ Result<CheckpointOutcome> checkpoint_container(const ContainerRecord& c, const N
                               : " (and thawing failed: " + thawed.error().message() + ")";
     return std::unexpected(Error(e.message() + note));
   };
-  if (auto done = capture_and_dump(runc, c, *staging, timings); !done) {
+  if (auto done = capture_and_dump(
+          runc, c, state->rootfs.empty() ? c.bundle + "/rootfs" : state->rootfs, *staging, timings);
+      !done) {
     return thaw_after(done.error());
   }
 

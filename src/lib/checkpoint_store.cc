@@ -37,6 +37,7 @@
 
 #include "file_util.h"
 #include "names.h"
+#include "store_layout.h"
 #include "version.h"
 
 namespace arch {
@@ -796,29 +797,8 @@ Result<void> CheckpointStore::remove_one(const std::string& path, const KeyLock&
 }
 
 bool CheckpointStore::has_committed(std::string_view ns, std::string_view key) const {
-  if (!validate_name("namespace", ns) || !validate_name("key", key)) return false;
-  auto base = open_file(base_, O_RDONLY | O_DIRECTORY);
-  if (!base) return false;
-  auto ns_dir = open_dir_at(base->get(), std::string(ns), "");
-  if (!ns_dir) return false;
-  auto key_dir = open_dir_at(ns_dir->get(), std::string(key), "");
-  if (!key_dir) return false;
-  auto names = dir_names(key_dir->get());
-  if (!names) return false;
-  for (const auto& name : *names) {
-    if (kind_of(name) != Kind::kCkpt) continue;
-    struct stat st {};
-    if (::fstatat(key_dir->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-        !S_ISDIR(st.st_mode)) {
-      continue;
-    }
-    std::string manifest = name + "/" + kManifestFileName;
-    if (::fstatat(key_dir->get(), manifest.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-        S_ISREG(st.st_mode)) {
-      return true;
-    }
-  }
-  return false;
+  // One implementation, shared with arch-runc's hot path (store_layout.cc).
+  return has_committed_checkpoint(base_, std::string(ns), std::string(key));
 }
 
 }  // namespace arch

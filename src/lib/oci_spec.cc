@@ -40,6 +40,22 @@ Result<ArchEnv> parse_arch_env(std::string_view config_json) {
   return env;
 }
 
+Result<std::string> read_root_path(const std::string& bundle) {
+  std::string path = (bundle.empty() ? std::string(".") : bundle) + "/config.json";
+  auto text = read_file(path, 64 << 20);
+  if (!text) return std::unexpected(text.error());
+  auto spec = nlohmann::json::parse(*text, nullptr, false);
+  if (spec.is_discarded() || !spec.is_object()) return fail(path + ": not valid JSON");
+  auto root = spec.find("root");
+  if (root == spec.end() || !root->is_object() || !root->contains("path") ||
+      !(*root)["path"].is_string()) {
+    return fail(path + ": no root.path");
+  }
+  std::string rootfs = (*root)["path"].get<std::string>();
+  if (rootfs.empty()) return fail(path + ": empty root.path");
+  return rootfs.front() == '/' ? rootfs : bundle + "/" + rootfs;
+}
+
 Result<ArchEnv> read_arch_env(const std::string& bundle) {
   std::string path = (bundle.empty() ? std::string(".") : bundle) + "/config.json";
   auto text = read_file(path, 64 << 20);

@@ -22,6 +22,10 @@ struct ArchEnv {
 /// Extracts the ARCH_* variables from config.json text. Errors say what is malformed.
 Result<ArchEnv> parse_arch_env(std::string_view config_json);
 
+/// The container's root filesystem: the spec's root.path, made absolute against `bundle`
+/// (containerd uses "rootfs" inside the bundle; Docker an absolute overlay2 "merged" dir).
+Result<std::string> read_root_path(const std::string& bundle);
+
 /// Reads `<bundle>/config.json` and extracts its ARCH_* variables.
 Result<ArchEnv> read_arch_env(const std::string& bundle);
 

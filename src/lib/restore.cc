@@ -74,7 +74,8 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
   auto ckpt = store.latest_verified(rec.ns, rec.key, *lock);
   if (!ckpt) return std::unexpected(ckpt.error().wrap("no usable checkpoint"));
 
-  std::string rootfs = rec.bundle + "/rootfs";
+  auto root_path = read_root_path(rec.bundle);
+  std::string rootfs = root_path ? *root_path : rec.bundle + "/rootfs";
   auto upper = overlay_upperdir(rootfs);
   // Any failure from here: move the checkpoint aside and put the rootfs back.
   auto give_up = [&](const Error& e) -> std::unexpected<Error> {
