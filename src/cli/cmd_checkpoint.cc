@@ -179,13 +179,14 @@ Handler add_checkpoint_command(CLI::App& app) {
     bool verify = false;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("--store", o->store, "Look only in this store directory");
   auto* list = cmd->add_subcommand("list", "Every checkpoint: committed, corrupt, moved aside");
+  list->add_option("--store", o->store, "Look only in this store directory");
   list->add_flag("--verify", o->verify, "Check every file against its manifest (reads them all)");
   list->add_option("-o,--output", o->output, "json for machine-readable output");
   auto* inspect = cmd->add_subcommand("inspect", "Sizes, versions, timings, CRIU statistics");
   inspect->add_option("checkpoint", o->ref, "Checkpoint directory or NAMESPACE/KEY")->required();
   inspect->add_option("-o,--output", o->output, "json for machine-readable output");
+  inspect->add_option("--store", o->store, "Look only in this store directory");
   auto* rm = cmd->add_subcommand("rm", "Remove a checkpoint");
   rm->add_option("checkpoint", o->ref, "Checkpoint directory or NAMESPACE/KEY (its newest)")
       ->required();
