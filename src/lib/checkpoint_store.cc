@@ -130,29 +130,7 @@ std::optional<int64_t> stamp_of(std::string_view name) {
   return parse_stamp(name.substr(dash + 1));
 }
 
-Result<std::vector<std::string>> dir_names(int dirfd) {
-  int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-  if (dup < 0) return fail_errno("dup directory fd");
-  DIR* dir = ::fdopendir(dup);
-  if (dir == nullptr) {
-    ::close(dup);
-    return fail_errno("fdopendir");
-  }
-  std::unique_ptr<DIR, int (*)(DIR*)> closer(dir, ::closedir);
-  ::rewinddir(dir);
-  std::vector<std::string> names;
-  for (;;) {
-    errno = 0;
-    dirent* entry = ::readdir(dir);
-    if (entry == nullptr) {
-      if (errno != 0) return fail_errno("readdir");
-      break;
-    }
-    std::string_view name = entry->d_name;
-    if (name != "." && name != "..") names.emplace_back(name);
-  }
-  return names;
-}
+Result<std::vector<std::string>> dir_names(int dirfd) { return list_directory(dirfd); }
 
 // Names of the real (not symlinked) directories of one kind in `dirfd`, newest first.
 Result<std::vector<std::string>> entries_of(int dirfd, Kind kind) {

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "error.h"
 #include "unique_fd.h"
@@ -38,6 +39,10 @@ Result<void> write_all(int fd, std::string_view data);
 /// Durable replace: writes `data` to a temp file beside `path` with `mode`, fsyncs it,
 /// renames it over `path` and fsyncs the directory. Readers see the old or the new file.
 Result<void> write_file_atomic(const std::string& path, std::string_view data, mode_t mode);
+
+/// The names in the directory open on `dirfd` (without "." and ".."), sorted byte-wise.
+/// `dirfd` itself is left open and untouched (a duplicate is read).
+Result<std::vector<std::string>> list_directory(int dirfd);
 
 /// The directory part of `path` ("." when there is none).
 std::string dirname_of(const std::string& path);

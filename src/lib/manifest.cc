@@ -31,32 +31,6 @@ namespace {
 
 constexpr std::size_t kHashBufferSize = 1 << 20;
 
-// The names in a directory (without "." and ".."), sorted.
-Result<std::vector<std::string>> sorted_names(int dirfd) {
-  int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-  if (dup < 0) return fail_errno("dup directory fd");
-  DIR* dir = ::fdopendir(dup);
-  if (dir == nullptr) {
-    ::close(dup);
-    return fail_errno("fdopendir");
-  }
-  std::unique_ptr<DIR, int (*)(DIR*)> closer(dir, ::closedir);
-  ::rewinddir(dir);
-  std::vector<std::string> names;
-  for (;;) {
-    errno = 0;
-    dirent* entry = ::readdir(dir);
-    if (entry == nullptr) {
-      if (errno != 0) return fail_errno("readdir");
-      break;
-    }
-    std::string_view name = entry->d_name;
-    if (name == "." || name == "..") continue;
-    names.emplace_back(name);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 const char* type_name(mode_t mode) {
   if (S_ISLNK(mode)) return "symlink";
@@ -68,7 +42,7 @@ const char* type_name(mode_t mode) {
 
 Result<void> walk_dir(int dirfd, const std::string& prefix,
                       const std::function<Result<void>(const CheckpointEntry&)>& fn) {
-  auto names = sorted_names(dirfd);
+  auto names = list_directory(dirfd);
   if (!names) return std::unexpected(names.error().wrap(prefix.empty() ? "." : prefix));
   for (const auto& name : *names) {
     CheckpointEntry entry{dirfd, name, prefix.empty() ? name : prefix + "/" + name, {}};

@@ -19,15 +19,9 @@ namespace arch {
 namespace {
 
 Result<void> empty_dirfd(int dfd, const std::string& where) {
-  DIR* d = ::fdopendir(::dup(dfd));
-  if (d == nullptr) return fail_errno("opendir " + where);
-  std::vector<std::string> names;
-  while (dirent* e = ::readdir(d)) {
-    std::string_view n = e->d_name;
-    if (n != "." && n != "..") names.emplace_back(n);
-  }
-  ::closedir(d);
-  for (const auto& name : names) {
+  auto names = list_directory(dfd);
+  if (!names) return std::unexpected(names.error().wrap(where));
+  for (const auto& name : *names) {
     struct stat st {};
     if (::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     if (S_ISDIR(st.st_mode)) {

@@ -97,24 +97,12 @@ int open_noatime(int dirfd, const char* name, int flags) {
   return fd;
 }
 
-// The names in directory `dirfd` (without "." and ".."), sorted byte-wise.
+// The names in directory `dirfd` (without "." and ".."), sorted byte-wise; read through
+// an O_NOATIME descriptor where allowed so capture leaves atimes alone.
 Result<std::vector<std::string>> list_dir(int dirfd) {
   UniqueFd fd(open_noatime(dirfd, ".", O_RDONLY | O_DIRECTORY));
   if (!fd) return fail_errno("open directory");
-  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(fd.get()), &::closedir);
-  if (!dir) return fail_errno("fdopendir");
-  fd.release();  // owned by `dir` now
-  std::vector<std::string> names;
-  for (;;) {
-    errno = 0;
-    const dirent* d = ::readdir(dir.get());
-    if (d == nullptr) break;
-    std::string_view name = d->d_name;
-    if (name != "." && name != "..") names.emplace_back(name);
-  }
-  if (errno != 0) return fail_errno("readdir");
-  std::sort(names.begin(), names.end());
-  return names;
+  return list_directory(fd.get());
 }
 
 struct Xattr {
