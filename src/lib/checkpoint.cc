@@ -14,6 +14,7 @@
 #include "process.h"
 #include "rootfs_diff.h"
 #include "runc_client.h"
+#include "runc_log.h"
 #include "store_layout.h"
 #include "version.h"
 
@@ -35,15 +36,6 @@ std::string first_line_of(const std::vector<std::string>& argv) {
   if (!r || !r->ok()) return "unknown";
   std::string text = r->out.empty() ? r->err : r->out;
   return text.substr(0, text.find('\n'));
-}
-
-std::string utc_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 std::string hostname() {
@@ -132,7 +124,7 @@ Result<CheckpointOutcome> checkpoint_container(const ContainerRecord& c, const N
   manifest.key = c.key;
   manifest.container_id = c.id;
   manifest.node = hostname();
-  manifest.created = utc_now();
+  manifest.created = format_utc(static_cast<long>(std::time(nullptr)));
   ToolVersions versions = tool_versions(config, runc_path);
   manifest.versions = {kVersion, versions.criu, versions.runc, versions.kernel};
   manifest.timings_ms = timings;

@@ -130,7 +130,9 @@ std::optional<int64_t> stamp_of(std::string_view name) {
   return parse_stamp(name.substr(dash + 1));
 }
 
-Result<std::vector<std::string>> dir_names(int dirfd) { return list_directory(dirfd); }
+Result<std::vector<std::string>> dir_names(int dirfd) {
+  return list_directory(dirfd);
+}
 
 // Names of the real (not symlinked) directories of one kind in `dirfd`, newest first.
 Result<std::vector<std::string>> entries_of(int dirfd, Kind kind) {

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "file_util.h"
+#include "runc_log.h"
 
 namespace arch {
 namespace {
@@ -158,19 +159,6 @@ Result<std::string> containerd_config_uninstall(std::string_view text,
   return dump_toml(*doc);
 }
 
-namespace {
-
-std::string utc_stamp() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
-
-}  // namespace
-
 Result<EngineEdit> edit_engine_file_with(const std::string& path,
                                          Result<std::string> (*edit)(std::string_view, const void*),
                                          const void* ctx) {
@@ -190,7 +178,8 @@ Result<EngineEdit> edit_engine_file_with(const std::string& path,
   EngineEdit result;
   if (*new_text == old_text) return result;
   if (existed) {
-    result.backup = path + ".arch-backup." + utc_stamp();
+    result.backup =
+        path + ".arch-backup." + format_utc(static_cast<long>(std::time(nullptr)), true);
     if (auto b = write_file_atomic(result.backup, old_text, mode); !b) {
       return std::unexpected(b.error().wrap("backup"));
     }

@@ -31,7 +31,6 @@ namespace {
 
 constexpr std::size_t kHashBufferSize = 1 << 20;
 
-
 const char* type_name(mode_t mode) {
   if (S_ISLNK(mode)) return "symlink";
   if (S_ISCHR(mode) || S_ISBLK(mode)) return "device";

@@ -653,6 +653,8 @@ class DiffApplier {
   Result<void> apply_directory(int parent, const EntryPath& p, archive_entry* e);
   Result<void> apply_regular(int parent, const EntryPath& p, archive* a, archive_entry* e,
                              TarSource& source);
+  Result<void> set_nofollow_metadata(int parent, const EntryPath& p, archive_entry* e,
+                                     bool with_mode);
   Result<void> apply_symlink(int parent, const EntryPath& p, archive_entry* e);
   Result<void> apply_hardlink(int parent, const EntryPath& p, archive_entry* e);
   Result<void> apply_node(int parent, const EntryPath& p, archive_entry* e);
@@ -858,15 +860,18 @@ Result<void> DiffApplier::apply_regular(int parent, const EntryPath& p, archive*
   return {};
 }
 
-Result<void> DiffApplier::apply_symlink(int parent, const EntryPath& p, archive_entry* e) {
-  const char* target = archive_entry_symlink(e);
-  if (target == nullptr) return fail(p.path + ": symlink without a target");
-  if (auto r = remove_tree(parent, p.name, p.path); !r) return r;
-  if (::symlinkat(target, parent, p.name.c_str()) != 0) return fail_errno("symlinkat " + p.path);
+// Owner, (mode), xattrs and times of an entry that cannot be opened (a symlink, a device,
+// a fifo), set by name without following it; the order keeps setuid bits and capabilities.
+Result<void> DiffApplier::set_nofollow_metadata(int parent, const EntryPath& p, archive_entry* e,
+                                                bool with_mode) {
   auto uid = static_cast<uid_t>(archive_entry_uid(e));
   auto gid = static_cast<gid_t>(archive_entry_gid(e));
   if (::fchownat(parent, p.name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0) {
     return fail_errno("fchownat " + p.path);
+  }
+  if (with_mode &&
+      ::fchmodat(parent, p.name.c_str(), archive_entry_perm(e), AT_SYMLINK_NOFOLLOW) != 0) {
+    return fail_errno("fchmodat " + p.path);
   }
   std::string where = proc_path(parent, p.name);
   auto set = [&](const Xattr& x) {
@@ -877,6 +882,15 @@ Result<void> DiffApplier::apply_symlink(int parent, const EntryPath& p, archive_
   if (::utimensat(parent, p.name.c_str(), times.data(), AT_SYMLINK_NOFOLLOW) != 0) {
     return fail_errno("utimensat " + p.path);
   }
+  return {};
+}
+
+Result<void> DiffApplier::apply_symlink(int parent, const EntryPath& p, archive_entry* e) {
+  const char* target = archive_entry_symlink(e);
+  if (target == nullptr) return fail(p.path + ": symlink without a target");
+  if (auto r = remove_tree(parent, p.name, p.path); !r) return r;
+  if (::symlinkat(target, parent, p.name.c_str()) != 0) return fail_errno("symlinkat " + p.path);
+  if (auto r = set_nofollow_metadata(parent, p, e, false); !r) return r;
   ++stats.symlinks;
   return {};
 }
@@ -909,23 +923,7 @@ Result<void> DiffApplier::apply_node(int parent, const EntryPath& p, archive_ent
   dev_t rdev = type == AE_IFIFO ? 0 : archive_entry_rdev(e);
   if (::mknodat(parent, p.name.c_str(), type | 0600, rdev) != 0)
     return fail_errno("mknodat " + p.path);
-  auto uid = static_cast<uid_t>(archive_entry_uid(e));
-  auto gid = static_cast<gid_t>(archive_entry_gid(e));
-  if (::fchownat(parent, p.name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0) {
-    return fail_errno("fchownat " + p.path);
-  }
-  if (::fchmodat(parent, p.name.c_str(), archive_entry_perm(e), AT_SYMLINK_NOFOLLOW) != 0) {
-    return fail_errno("fchmodat " + p.path);
-  }
-  std::string where = proc_path(parent, p.name);
-  auto set = [&](const Xattr& x) {
-    return ::lsetxattr(where.c_str(), x.name.c_str(), x.value.data(), x.value.size(), 0);
-  };
-  if (auto r = set_xattrs(entry_xattrs(e), p.path, set); !r) return r;
-  auto times = entry_times(e);
-  if (::utimensat(parent, p.name.c_str(), times.data(), AT_SYMLINK_NOFOLLOW) != 0) {
-    return fail_errno("utimensat " + p.path);
-  }
+  if (auto r = set_nofollow_metadata(parent, p, e, true); !r) return r;
   ++(type == AE_IFIFO ? stats.fifos : stats.devices);
   return {};
 }

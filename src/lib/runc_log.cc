@@ -10,21 +10,18 @@
 #include "file_util.h"
 
 namespace arch {
-namespace {
-
-std::string rfc3339(long now) {
-  std::time_t t = now;
+std::string format_utc(long t, bool compact) {
+  std::time_t secs = t;
   std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  ::gmtime_r(&secs, &tm);
+  char buf[64];
+  std::size_t n = compact ? std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm)
+                          : std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return std::string(buf, n);
 }
 
-}  // namespace
-
 std::string format_log_line(LogFormat format, LogLevel level, std::string_view msg, long now) {
-  std::string time = rfc3339(now);
+  std::string time = format_utc(now);
   std::string_view lvl = log_level_name(level);
   if (format == LogFormat::kJson) {
     // Keys in logrus's (sorted) order; dump() escapes the message.

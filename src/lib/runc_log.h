@@ -16,6 +16,10 @@ namespace arch {
 
 enum class LogFormat { kText, kJson };
 
+/// `t` (seconds since the epoch) in UTC: RFC 3339 ("2026-11-21T22:36:24Z"), or with
+/// `compact` a form for file names ("20261121T223624Z").
+std::string format_utc(long t, bool compact = false);
+
 /// Formats one log line (with trailing newline) for `now` (seconds since the epoch).
 std::string format_log_line(LogFormat format, LogLevel level, std::string_view msg, long now);
 
