@@ -27,7 +27,10 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from archtest import daemons, image, proc  # noqa: E402
+
+import benchlib  # noqa: E402
 
 RUNC = "/usr/sbin/runc"
 CRIU = "/opt/arch/criu/bin/criu"
@@ -51,14 +54,6 @@ def timed(argv, env=None, check=True):
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: {r.returncode}: {r.stderr[-2000:]}")
     return elapsed
-
-
-def build_hog(workdir):
-    src, out = os.path.join(workdir, "hog.c"), os.path.join(workdir, "hog")
-    with open(src, "w") as f:
-        f.write(HOG_C)
-    subprocess.run(["cc", "-O2", "-static", "-o", out, src], check=True)
-    return out
 
 
 def bench_arch(workdir, hog, rounds):
@@ -107,21 +102,7 @@ def bench_arch(workdir, hog, rounds):
 
 
 def bench_runc(workdir, hog, rounds):
-    bundle = os.path.join(workdir, "bundle")
-    rootfs = os.path.join(bundle, "rootfs")
-    os.makedirs(rootfs)
-    layer = os.path.join(workdir, "layer.tar")
-    with open(layer, "wb") as f:
-        f.write(image.build_layer())
-    subprocess.run(["tar", "-xf", layer, "-C", rootfs], check=True)
-    shutil.copy(hog, os.path.join(rootfs, "hog"))
-    subprocess.run([RUNC, "spec", "--bundle", bundle], check=True)
-    with open(os.path.join(bundle, "config.json")) as f:
-        spec = json.load(f)
-    spec["process"]["terminal"] = False
-    spec["process"]["args"] = ["/hog"]
-    with open(os.path.join(bundle, "config.json"), "w") as f:
-        json.dump(spec, f)
+    bundle = benchlib.make_bundle(workdir, ["/hog"], {hog: "/hog"})
     root = os.path.join(workdir, "runc-root")
     cid = f"hog-runc-{os.getpid()}"
     ckpt, rest = [], []
@@ -178,7 +159,7 @@ def main():
     workdir = tempfile.mkdtemp(prefix="arch-bench64-")
     os.chmod(workdir, 0o755)
     try:
-        hog = build_hog(workdir)
+        hog = benchlib.compile_static(workdir, "hog", HOG_C)
         parts = {}
         for name in ("arch", "runc", "podman"):
             parts[name] = os.path.join(workdir, name)

@@ -27,7 +27,10 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from archtest import daemons, image  # noqa: E402
+
+import benchlib  # noqa: E402
 
 RUNC = "/usr/sbin/runc"
 FLOOR_C = r"""
@@ -53,34 +56,11 @@ def timed_spawn(argv, env):
 
 
 def build_floor(workdir):
-    src = os.path.join(workdir, "floor.c")
-    out = os.path.join(workdir, "exec-floor")
-    with open(src, "w") as f:
-        f.write(FLOOR_C % RUNC)
-    subprocess.run(["cc", "-O2", "-static", "-o", out, src], check=True)
-    return out
-
-
-def make_bundle(workdir):
-    bundle = os.path.join(workdir, "bundle")
-    rootfs = os.path.join(bundle, "rootfs")
-    os.makedirs(rootfs)
-    layer = os.path.join(workdir, "layer.tar")
-    with open(layer, "wb") as f:
-        f.write(image.build_layer())
-    subprocess.run(["tar", "-xf", layer, "-C", rootfs], check=True)
-    subprocess.run([RUNC, "spec", "--bundle", bundle], check=True)
-    with open(os.path.join(bundle, "config.json")) as f:
-        spec = json.load(f)
-    spec["process"]["terminal"] = False
-    spec["process"]["args"] = ["sleep", "3600"]
-    with open(os.path.join(bundle, "config.json"), "w") as f:
-        json.dump(spec, f)
-    return bundle
+    return benchlib.compile_static(workdir, "exec-floor", FLOOR_C % RUNC)
 
 
 def bench_state(arch_runc, workdir, calls, env):
-    bundle = make_bundle(workdir)
+    bundle = benchlib.make_bundle(workdir, ["sleep", "3600"])
     root = os.path.join(workdir, "runc-root")
     cid = f"arch-bench-{os.getpid()}"
     floor = build_floor(workdir)

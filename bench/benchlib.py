@@ -1,0 +1,44 @@
+"""Shared pieces of the benchmarks: plain runc bundles and static C workloads."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
+from archtest import image  # noqa: E402
+
+RUNC = "/usr/sbin/runc"
+
+
+def compile_static(workdir, name, source):
+    """Compiles C `source` into a static binary `<workdir>/<name>` and returns its path."""
+    src, out = os.path.join(workdir, name + ".c"), os.path.join(workdir, name)
+    with open(src, "w") as f:
+        f.write(source)
+    subprocess.run(["cc", "-O2", "-static", "-o", out, src], check=True)
+    return out
+
+
+def make_bundle(workdir, args, extra_files=None):
+    """A runc bundle of the busybox test image running `args` without a terminal;
+    `extra_files` maps host files to copy to paths in the rootfs."""
+    bundle = os.path.join(workdir, "bundle")
+    rootfs = os.path.join(bundle, "rootfs")
+    os.makedirs(rootfs)
+    layer = os.path.join(workdir, "layer.tar")
+    with open(layer, "wb") as f:
+        f.write(image.build_layer())
+    subprocess.run(["tar", "-xf", layer, "-C", rootfs], check=True)
+    for host, inside in (extra_files or {}).items():
+        shutil.copy(host, os.path.join(rootfs, inside.lstrip("/")))
+    subprocess.run([RUNC, "spec", "--bundle", bundle], check=True)
+    with open(os.path.join(bundle, "config.json")) as f:
+        spec = json.load(f)
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = list(args)
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(spec, f)
+    return bundle
