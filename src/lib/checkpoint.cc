@@ -125,7 +125,8 @@ Result<CheckpointOutcome> checkpoint_container(const ContainerRecord& c, const N
   manifest.container_id = c.id;
   manifest.node = hostname();
   manifest.created = format_utc(static_cast<long>(std::time(nullptr)));
-  ToolVersions versions = tool_versions(config, runc_path);
+  // Asked once per process: finalize checkpoints many containers with the same tools.
+  static const ToolVersions versions = tool_versions(config, runc_path);
   manifest.versions = {kVersion, versions.criu, versions.runc, versions.kernel};
   manifest.timings_ms = timings;
   manifest.timings_ms["total_before_commit"] = ms_since(total_start);

@@ -14,13 +14,14 @@ import os
 import secrets
 import shutil
 import sys
+from typing import Optional
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 pytest.register_assert_rewrite("archtest")
 
-from archtest import capture, daemons, image, matrix, runtime_log  # noqa: E402
+from archtest import capture, checkpoint, daemons, image, matrix, runtime_log, workloads  # noqa: E402,E501
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Per-session names: containers of concurrent sessions (ctest -j) never share a
@@ -88,6 +89,16 @@ class NodeConfig:
     path: str
     log_file: str
     runc: str
+    criu: Optional[str] = None   # [runtime] criu, when a CRIU was found
+    store: Optional[str] = None  # [store] path: the session's private checkpoint store
+    state: Optional[str] = None  # [state] dir: the session's private container registry
+
+
+def criu_path():
+    """The CRIU ARCH's setup installs (ARCH_CRIU_PREFIX, default /opt/arch/criu), or None."""
+    prefix = os.environ.get("ARCH_CRIU_PREFIX") or "/opt/arch/criu"
+    path = os.path.join(prefix, "bin", "criu")
+    return None if _missing([path]) else path
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +106,11 @@ def node_config(e2e_dir):
     if os.geteuid() != 0:
         pytest.skip("needs root (arch-runc only reads a root-owned node config)")
     log_file = os.path.join(e2e_dir, "arch.log")
-    path = daemons.write_node_config(os.path.join(e2e_dir, "etc-arch"), log_file)
-    return NodeConfig(path, log_file, daemons.RUNC)
+    store = os.path.join(e2e_dir, "store")
+    state = os.path.join(e2e_dir, "arch-state")
+    path = daemons.write_node_config(os.path.join(e2e_dir, "etc-arch"), log_file,
+                                     criu=criu_path(), store=store, state=state)
+    return NodeConfig(path, log_file, daemons.RUNC, criu_path(), store, state)
 
 
 @pytest.fixture(scope="session")
@@ -198,3 +212,79 @@ def docker_env(e2e_dir, containerd_env, image_archives, capture_wrappers):
         yield DockerEnv(dockerd, containerd_env.ctd, image.IMAGE_NAME, e2e_dir)
     finally:
         dockerd.stop()
+
+
+# ---------------------------------------------------------------- checkpoint tests
+
+def archctl_path():
+    return os.path.join(build_dir(), "src", "cli", "archctl")
+
+
+@dataclasses.dataclass
+class WorkloadImage:
+    name: str
+    oci: str
+    docker: str
+    program: str  # the static archtest binary (host path)
+
+
+@pytest.fixture(scope="session")
+def workload_image(e2e_dir):
+    """The busybox image plus the static `archtest` workloads (archtest/workloads.py)."""
+    if _missing([image.BUSYBOX]):
+        pytest.skip(f"{image.BUSYBOX} (busybox-static) is missing")
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler (cc) for the static test programs")
+    out = os.path.join(e2e_dir, "workloads")
+    os.makedirs(out)
+    program = workloads.compile_program(out)
+    oci, docker = workloads.build_image(out, program)
+    return WorkloadImage(workloads.IMAGE_NAME, oci, docker, program)
+
+
+@pytest.fixture(scope="session")
+def archctl_cli(node_config, arch_runc):
+    """archctl with the session's node config; skips unless ARCH's binaries and CRIU exist."""
+    skip_unless_root()
+    shim_dir = os.path.dirname(arch_runc_path())
+    skip_unless_binaries(arch_runc_path(), os.path.join(shim_dir, "arch-runc-restore"),
+                         archctl_path())
+    if node_config.criu is None:
+        pytest.skip("no CRIU at $ARCH_CRIU_PREFIX/bin/criu (scripts/install-criu.sh installs it)")
+    return checkpoint.Archctl(archctl_path(), node_config.path)
+
+
+@pytest.fixture(scope="session")
+def ctr_workloads(containerd_env, workload_image, archctl_cli):
+    """containerd_env with the workload image imported."""
+    containerd_env.ctr("images", "import", workload_image.oci, check=True, timeout=120)
+    return containerd_env
+
+
+def _finish(containers):
+    left = containers.cleanup()
+    assert not left, f"processes were left in the containers' cgroups (killed): {left}"
+
+
+@pytest.fixture
+def ctr_containers(ctr_workloads, workload_image, archctl_cli, node_config):
+    """Per test: ARCH-enabled containerd containers, all removed afterwards."""
+    containers = checkpoint.CtrContainers(ctr_workloads, workload_image.name, arch_runc_path(),
+                                          archctl_cli, node_config)
+    yield containers
+    _finish(containers)
+
+
+@pytest.fixture(scope="session")
+def docker_workloads(docker_env, workload_image, archctl_cli):
+    docker_env.docker("load", "-i", workload_image.docker, check=True, timeout=120)
+    return docker_env
+
+
+@pytest.fixture
+def docker_containers(docker_workloads, workload_image, archctl_cli, node_config):
+    """Per test: ARCH-enabled Docker containers (runtime arch), all removed afterwards."""
+    containers = checkpoint.DockerContainers(docker_workloads, workload_image.name, archctl_cli,
+                                             node_config, DOCKER_CGROUP_PARENT)
+    yield containers
+    _finish(containers)

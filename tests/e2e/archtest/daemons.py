@@ -29,13 +29,27 @@ def docker_client():
     return shutil.which("docker")
 
 
-def write_node_config(directory, log_file, runc=RUNC, level="debug"):
-    """Writes an arch.conf that arch-runc accepts (root-owned, not group/world writable)."""
+def write_node_config(directory, log_file, runc=RUNC, level="debug", criu=None, store=None,
+                      state=None, on_failure=None):
+    """Writes an arch.conf that arch-runc accepts (root-owned, not group/world writable).
+
+    criu, store ([store] path), state ([state] dir) and on_failure ([restore]) are
+    written only when given."""
     os.makedirs(directory, mode=0o755, exist_ok=True)
     os.chmod(directory, 0o755)
     path = os.path.join(directory, "arch.conf")
+    text = f"[runtime]\nrunc = {runc}\n"
+    if criu:
+        text += f"criu = {criu}\n"
+    text += f"[log]\nlevel = {level}\nfile = {log_file}\n"
+    if store:
+        text += f"[store]\npath = {store}\n"
+    if state:
+        text += f"[state]\ndir = {state}\n"
+    if on_failure:
+        text += f"[restore]\non_failure = {on_failure}\n"
     with open(path, "w") as f:
-        f.write(f"[runtime]\nrunc = {runc}\n[log]\nlevel = {level}\nfile = {log_file}\n")
+        f.write(text)
     os.chmod(path, 0o644)
     return path
 

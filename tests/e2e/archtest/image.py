@@ -49,8 +49,13 @@ def _add(tar, name, kind, data=b"", mode=0o755, target=""):
         tar.addfile(info, io.BytesIO(data))
 
 
-def build_layer(busybox=BUSYBOX):
-    """Returns the bytes of an uncompressed layer tar holding a busybox rootfs."""
+def build_layer(busybox=BUSYBOX, extra=()):
+    """Returns the bytes of an uncompressed layer tar holding a busybox rootfs.
+
+    `extra`: further entries, each a tuple of `_add`'s arguments after the tar:
+    (name, kind, data=b"", mode=0o755, target="") with kind "dir", "file" or "symlink",
+    added after the busybox entries (parents first).
+    """
     with open(busybox, "rb") as f:
         busybox_bytes = f.read()
     buf = io.BytesIO()
@@ -62,6 +67,8 @@ def build_layer(busybox=BUSYBOX):
             _add(tar, "bin/" + applet, "symlink", target="busybox")
         _add(tar, "etc/passwd", "file", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
         _add(tar, "etc/group", "file", b"root:x:0:\n", 0o644)
+        for entry in extra:
+            _add(tar, *entry)
     return buf.getvalue()
 
 
@@ -134,11 +141,13 @@ def write_docker_archive(path, layer, name=IMAGE_NAME):
         _add_file(tar, "manifest.json", manifest)
 
 
-def build_archives(out_dir, name=IMAGE_NAME):
-    """Writes `<out_dir>/image-oci.tar` and `<out_dir>/image-docker.tar`; returns both paths."""
-    layer = build_layer()
-    oci = os.path.join(out_dir, "image-oci.tar")
-    docker = os.path.join(out_dir, "image-docker.tar")
+def build_archives(out_dir, name=IMAGE_NAME, extra=(), stem="image"):
+    """Writes `<out_dir>/<stem>-oci.tar` and `<out_dir>/<stem>-docker.tar`; returns both paths.
+
+    `extra`: further layer entries (see build_layer)."""
+    layer = build_layer(extra=extra)
+    oci = os.path.join(out_dir, f"{stem}-oci.tar")
+    docker = os.path.join(out_dir, f"{stem}-docker.tar")
     write_oci_archive(oci, layer, name)
     write_docker_archive(docker, layer, name)
     return oci, docker
