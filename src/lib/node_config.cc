@@ -47,6 +47,64 @@ struct ParseState {
   std::string error;
 };
 
+// An integer in [lo, hi], or an error naming the key.
+bool parse_int_in(ParseState* state, std::string_view key, std::string_view v, int lo, int hi,
+                  int& out) {
+  char* end = nullptr;
+  std::string text(v);
+  long n = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || n < lo || n > hi) {
+    state->error = "[agent] " + std::string(key) + " must be a whole number from " +
+                   std::to_string(lo) + " to " + std::to_string(hi);
+    return false;
+  }
+  out = static_cast<int>(n);
+  return true;
+}
+
+int on_agent_entry(ParseState* state, std::string_view k, std::string_view v) {
+  auto& a = state->config.agent;
+  auto path = [&](std::string& out) {
+    if (!v.empty() && v.front() != '/') {
+      state->error = "[agent] " + std::string(k) + " must be an absolute path";
+      return 0;
+    }
+    out = v;
+    return 1;
+  };
+  if (k == "socket") return path(a.socket);
+  if (k == "state_file") return path(a.state_file);
+  if (k == "event_log") return path(a.event_log);
+  if (k == "containerd_address") return path(a.containerd_address);
+  if (k == "metrics_address") {
+    a.metrics_address = v;
+    return 1;
+  }
+  if (k == "imds_endpoint") {
+    if (!v.empty() && !v.starts_with("http://") && !v.starts_with("https://")) {
+      state->error = "[agent] imds_endpoint must be an http:// or https:// URL";
+      return 0;
+    }
+    a.imds_endpoint = v;
+    return 1;
+  }
+  if (k == "rebalance_action") {
+    if (v != "none" && v != "drain") {
+      state->error = "[agent] rebalance_action must be none or drain";
+      return 0;
+    }
+    a.rebalance_action = v;
+    return 1;
+  }
+  if (k == "imds_poll_seconds") return parse_int_in(state, k, v, 1, 60, a.imds_poll_seconds);
+  if (k == "imds_token_ttl_seconds") {
+    return parse_int_in(state, k, v, 1, 21600, a.imds_token_ttl_seconds);
+  }
+  if (k == "safety_margin_seconds") return parse_int_in(state, k, v, 0, 600, a.safety_margin_seconds);
+  if (k == "finalize_parallel") return parse_int_in(state, k, v, 1, 256, a.finalize_parallel);
+  return 1;
+}
+
 int on_ini_entry(void* user, const char* section, const char* name, const char* value) {
   auto* state = static_cast<ParseState*>(user);
   std::string_view s(section), k(name), v(value);
@@ -80,6 +138,7 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
     state->config.restore_failure_fails = v == "fail";
     return 1;
   }
+  if (s == "agent") return on_agent_entry(state, k, v);
   if (s == "log" && k == "level") {
     auto level = parse_log_level(v);
     if (!level) {

@@ -7,6 +7,9 @@
 //   [store]    path = /var/lib/arch/checkpoints   keep = 2
 //   [state]    dir = /run/arch
 //   [restore]  on_failure = fresh|fail
+//   [agent]    socket, state_file, event_log, metrics_address, imds_endpoint,
+//              imds_poll_seconds, imds_token_ttl_seconds, safety_margin_seconds,
+//              rebalance_action, finalize_parallel, containerd_address (see NodeConfig::Agent)
 // The file and its directory must be owned by root and not writable by group or others;
 // otherwise nothing in it is used (root would be executing what another user chose).
 #pragma once
@@ -42,7 +45,27 @@ struct NodeConfig {
   int keep = 2;                                ///< [store] keep: committed generations per key.
   std::string state_dir = "/run/arch";         ///< [state] dir: the registry (tmpfs).
   bool restore_failure_fails = false;          ///< [restore] on_failure = fresh | fail.
+
+  /// [agent]: archd, the node agent.
+  struct Agent {
+    std::string socket = "/run/arch/archd.sock";            ///< Local API (root-only).
+    std::string state_file = "/var/lib/arch/agent/state.json";  ///< Survives restarts.
+    std::string event_log = "/var/log/arch/events.jsonl";   ///< JSON lines.
+    std::string metrics_address = "127.0.0.1:9477";          ///< Prometheus; empty: off.
+    std::string imds_endpoint = "http://169.254.169.254";    ///< EC2 metadata; empty: off.
+    int imds_poll_seconds = 2;                               ///< 1-60.
+    int imds_token_ttl_seconds = 21600;                      ///< 1-21600.
+    int safety_margin_seconds = 15;                          ///< Kept free before the reclaim.
+    std::string rebalance_action = "none";                   ///< none | drain.
+    int finalize_parallel = 4;                               ///< 1-256.
+    std::string containerd_address = "/run/containerd/containerd.sock";  ///< Event stream.
+  } agent;
 };
+
+/// Where archd records each task's exit status for arch-runc: <state dir>/exits/<ns>/<id>.
+/// And the flag file whose presence means "this node is draining".
+inline std::string exit_status_dir(const NodeConfig& c) { return c.state_dir + "/exits"; }
+inline std::string draining_flag(const NodeConfig& c) { return c.state_dir + "/draining"; }
 
 /// The result of loading: the config (defaults where the file said nothing or could not
 /// be trusted) and the problems found, for the caller to log.

@@ -34,6 +34,27 @@ TEST(NodeConfig, StoreStateAndRestoreSections) {
   EXPECT_FALSE(parse_node_config("[restore]\non_failure = maybe\n"));
 }
 
+TEST(NodeConfig, AgentSection) {
+  auto c = parse_node_config(
+      "[agent]\nsocket = /run/x.sock\nmetrics_address = 127.0.0.1:9999\n"
+      "imds_endpoint = http://127.0.0.1:8111\nimds_poll_seconds = 3\nsafety_margin_seconds = 20\n"
+      "rebalance_action = drain\nfinalize_parallel = 8\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->agent.socket, "/run/x.sock");
+  EXPECT_EQ(c->agent.metrics_address, "127.0.0.1:9999");
+  EXPECT_EQ(c->agent.imds_endpoint, "http://127.0.0.1:8111");
+  EXPECT_EQ(c->agent.imds_poll_seconds, 3);
+  EXPECT_EQ(c->agent.safety_margin_seconds, 20);
+  EXPECT_EQ(c->agent.rebalance_action, "drain");
+  EXPECT_EQ(c->agent.finalize_parallel, 8);
+  EXPECT_EQ(c->agent.imds_token_ttl_seconds, 21600);
+  EXPECT_FALSE(parse_node_config("[agent]\nimds_poll_seconds = 0\n"));
+  EXPECT_FALSE(parse_node_config("[agent]\nimds_poll_seconds = 2x\n"));
+  EXPECT_FALSE(parse_node_config("[agent]\nrebalance_action = panic\n"));
+  EXPECT_FALSE(parse_node_config("[agent]\nimds_endpoint = ftp://x\n"));
+  EXPECT_FALSE(parse_node_config("[agent]\nsocket = relative.sock\n"));
+}
+
 TEST(NodeConfig, DefaultsWhenEmpty) {
   auto c = parse_node_config("");
   ASSERT_TRUE(c);

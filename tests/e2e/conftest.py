@@ -21,7 +21,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 pytest.register_assert_rewrite("archtest")
 
-from archtest import capture, checkpoint, daemons, image, matrix, runtime_log, workloads  # noqa: E402,E501
+from archtest import (capture, checkpoint, daemons, image, matrix,  # noqa: E402
+                      runtime_log, workloads)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Per-session names: containers of concurrent sessions (ctest -j) never share a
