@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -67,6 +68,49 @@ Result<void> capture_and_dump(const RuncClient& runc, const ContainerRecord& c,
   return {};
 }
 
+// Thaws the container if this process dies between the freeze and the end of the
+// pipeline (kill -9 of archctl, OOM): a child in its own session waits on a pipe whose
+// write end only we hold; EOF without the "done" line means we died, and it resumes the
+// container. disarm() sends "done" and reaps it.
+class ThawGuard {
+ public:
+  static Result<ThawGuard> arm(const std::vector<std::string>& resume_argv) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return fail_errno("pipe2");
+    UniqueFd read_end(fds[0]), write_end(fds[1]);
+    std::string script = "read -r line || exec";
+    for (const auto& a : resume_argv) {
+      std::string quoted;
+      for (char ch : a) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+      script += " '" + quoted + "'";
+    }
+    auto pid = spawn_detached({"/bin/sh", "-c", script}, read_end.get());
+    if (!pid) return std::unexpected(pid.error().wrap("start the thaw guard"));
+    ThawGuard guard;
+    guard.pid_ = *pid;
+    guard.write_end_ = std::move(write_end);
+    return guard;
+  }
+  ThawGuard(ThawGuard&& other) noexcept
+      : pid_(std::exchange(other.pid_, -1)), write_end_(std::move(other.write_end_)) {}
+  ThawGuard& operator=(ThawGuard&&) = delete;
+  ~ThawGuard() { disarm(); }
+
+  void disarm() {
+    if (pid_ < 0) return;
+    (void)write_all(write_end_.get(), "done\n");
+    write_end_.reset();
+    int status = 0;
+    retry_eintr([&] { return ::waitpid(pid_, &status, 0); });
+    pid_ = -1;
+  }
+
+ private:
+  ThawGuard() = default;
+  pid_t pid_ = -1;
+  UniqueFd write_end_;
+};
+
 }  // namespace
 
 ToolVersions tool_versions(const NodeConfig& config, const std::string& runc) {
@@ -102,6 +146,8 @@ Result<CheckpointOutcome> checkpoint_container(const ContainerRecord& c, const N
 
   std::map<std::string, double> timings;
   auto start = Clock::now();
+  auto guard = ThawGuard::arm(runc.resume_argv(c.id));
+  if (!guard) return std::unexpected(guard.error());
   if (auto paused = runc.pause(c.id); !paused) return std::unexpected(paused.error());
   timings["freeze"] = ms_since(start);
 

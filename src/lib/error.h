@@ -22,6 +22,8 @@ class Error {
   [[nodiscard]] int code() const { return errno_; }
   /// The message with its context chain, ending in strerror(errno) when set.
   [[nodiscard]] std::string message() const;
+  /// The message and context chain alone, without strerror(errno).
+  [[nodiscard]] const std::string& text() const { return message_; }
   /// A copy with `context` prepended: "context: message".
   [[nodiscard]] Error wrap(std::string_view context) const;
 

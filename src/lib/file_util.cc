@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -74,6 +75,36 @@ Result<std::vector<std::string>> list_directory(int dirfd) {
   }
   std::sort(names.begin(), names.end());
   return names;
+}
+
+namespace {
+
+Result<void> empty_dirfd(int dfd, const std::string& where) {
+  auto names = list_directory(dfd);
+  if (!names) return std::unexpected(names.error().wrap(where));
+  for (const auto& name : *names) {
+    struct stat st {};
+    if (::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      int child = ::openat(dfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (child < 0) return fail_errno("open " + where + "/" + name);
+      UniqueFd owned(child);
+      if (auto ok = empty_dirfd(child, where + "/" + name); !ok) return ok;
+      if (::unlinkat(dfd, name.c_str(), AT_REMOVEDIR) != 0)
+        return fail_errno("rmdir " + where + "/" + name);
+    } else if (::unlinkat(dfd, name.c_str(), 0) != 0) {
+      return fail_errno("unlink " + where + "/" + name);
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<void> remove_directory_contents(const std::string& dir) {
+  auto dfd = open_file(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  if (!dfd) return std::unexpected(dfd.error());
+  return empty_dirfd(dfd->get(), dir);
 }
 
 std::string dirname_of(const std::string& path) {

@@ -44,6 +44,9 @@ Result<void> write_file_atomic(const std::string& path, std::string_view data, m
 /// `dirfd` itself is left open and untouched (a duplicate is read).
 Result<std::vector<std::string>> list_directory(int dirfd);
 
+/// Removes everything inside `dir` without following symlinks (dir itself stays).
+Result<void> remove_directory_contents(const std::string& dir);
+
 /// The directory part of `path` ("." when there is none).
 std::string dirname_of(const std::string& path);
 

@@ -100,7 +100,8 @@ int on_agent_entry(ParseState* state, std::string_view k, std::string_view v) {
   if (k == "imds_token_ttl_seconds") {
     return parse_int_in(state, k, v, 1, 21600, a.imds_token_ttl_seconds);
   }
-  if (k == "safety_margin_seconds") return parse_int_in(state, k, v, 0, 600, a.safety_margin_seconds);
+  if (k == "safety_margin_seconds")
+    return parse_int_in(state, k, v, 0, 600, a.safety_margin_seconds);
   if (k == "finalize_parallel") return parse_int_in(state, k, v, 1, 256, a.finalize_parallel);
   return 1;
 }

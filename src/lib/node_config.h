@@ -48,24 +48,28 @@ struct NodeConfig {
 
   /// [agent]: archd, the node agent.
   struct Agent {
-    std::string socket = "/run/arch/archd.sock";            ///< Local API (root-only).
+    std::string socket = "/run/arch/archd.sock";                ///< Local API (root-only).
     std::string state_file = "/var/lib/arch/agent/state.json";  ///< Survives restarts.
-    std::string event_log = "/var/log/arch/events.jsonl";   ///< JSON lines.
-    std::string metrics_address = "127.0.0.1:9477";          ///< Prometheus; empty: off.
-    std::string imds_endpoint = "http://169.254.169.254";    ///< EC2 metadata; empty: off.
-    int imds_poll_seconds = 2;                               ///< 1-60.
-    int imds_token_ttl_seconds = 21600;                      ///< 1-21600.
-    int safety_margin_seconds = 15;                          ///< Kept free before the reclaim.
-    std::string rebalance_action = "none";                   ///< none | drain.
-    int finalize_parallel = 4;                               ///< 1-256.
+    std::string event_log = "/var/log/arch/events.jsonl";       ///< JSON lines.
+    std::string metrics_address = "127.0.0.1:9477";             ///< Prometheus; empty: off.
+    std::string imds_endpoint = "http://169.254.169.254";       ///< EC2 metadata; empty: off.
+    int imds_poll_seconds = 2;                                  ///< 1-60.
+    int imds_token_ttl_seconds = 21600;                         ///< 1-21600.
+    int safety_margin_seconds = 15;                             ///< Kept free before the reclaim.
+    std::string rebalance_action = "none";                      ///< none | drain.
+    int finalize_parallel = 4;                                  ///< 1-256.
     std::string containerd_address = "/run/containerd/containerd.sock";  ///< Event stream.
   } agent;
 };
 
 /// Where archd records each task's exit status for arch-runc: <state dir>/exits/<ns>/<id>.
 /// And the flag file whose presence means "this node is draining".
-inline std::string exit_status_dir(const NodeConfig& c) { return c.state_dir + "/exits"; }
-inline std::string draining_flag(const NodeConfig& c) { return c.state_dir + "/draining"; }
+inline std::string exit_status_dir(const NodeConfig& c) {
+  return c.state_dir + "/exits";
+}
+inline std::string draining_flag(const NodeConfig& c) {
+  return c.state_dir + "/draining";
+}
 
 /// The result of loading: the config (defaults where the file said nothing or could not
 /// be trusted) and the problems found, for the caller to log.

@@ -42,6 +42,24 @@ int exit_code_of(int status) {
 
 }  // namespace
 
+Result<pid_t> spawn_detached(const std::vector<std::string>& argv, int stdin_fd) {
+  if (argv.empty() || argv[0].empty() || argv[0].front() != '/') {
+    return fail("spawn: argv[0] must be an absolute path");
+  }
+  auto devnull = open_file("/dev/null", O_RDWR);
+  if (!devnull) return std::unexpected(devnull.error());
+  std::vector<const char*> cargv;
+  for (const auto& a : argv) cargv.push_back(a.c_str());
+  cargv.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) return fail_errno("fork " + argv[0]);
+  if (pid == 0) {
+    ::setsid();  // Outlives a Ctrl-C or a kill of our process group.
+    exec_child(cargv, stdin_fd, devnull->get(), devnull->get(), nullptr);
+  }
+  return pid;
+}
+
 std::string join_argv(const std::vector<std::string>& argv) {
   std::string out;
   for (const auto& a : argv) {

@@ -37,6 +37,10 @@ struct ProcessResult {
 Result<ProcessResult> run_process(const std::vector<std::string>& argv,
                                   const ProcessOptions& options = {});
 
+/// Starts argv[0] (absolute) in a new session with stdin from `stdin_fd` and stdout/stderr
+/// on /dev/null, and returns its pid without waiting. The caller reaps it.
+Result<pid_t> spawn_detached(const std::vector<std::string>& argv, int stdin_fd);
+
 /// "argv[0] arg1 ...", for messages.
 std::string join_argv(const std::vector<std::string>& argv);
 

@@ -16,36 +16,6 @@
 #include "store_layout.h"
 
 namespace arch {
-namespace {
-
-Result<void> empty_dirfd(int dfd, const std::string& where) {
-  auto names = list_directory(dfd);
-  if (!names) return std::unexpected(names.error().wrap(where));
-  for (const auto& name : *names) {
-    struct stat st {};
-    if (::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    if (S_ISDIR(st.st_mode)) {
-      int child = ::openat(dfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (child < 0) return fail_errno("open " + where + "/" + name);
-      UniqueFd owned(child);
-      if (auto ok = empty_dirfd(child, where + "/" + name); !ok) return ok;
-      if (::unlinkat(dfd, name.c_str(), AT_REMOVEDIR) != 0)
-        return fail_errno("rmdir " + where + "/" + name);
-    } else if (::unlinkat(dfd, name.c_str(), 0) != 0) {
-      return fail_errno("unlink " + where + "/" + name);
-    }
-  }
-  return {};
-}
-
-}  // namespace
-
-Result<void> empty_directory(const std::string& dir) {
-  auto dfd = open_file(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-  if (!dfd) return std::unexpected(dfd.error());
-  return empty_dirfd(dfd->get(), dir);
-}
-
 std::vector<std::string> restore_flags_from_create(const RuncCommandLine& create,
                                                    const std::string& bundle) {
   std::vector<std::string> flags = {"--bundle", bundle};
@@ -59,28 +29,43 @@ std::vector<std::string> restore_flags_from_create(const RuncCommandLine& create
 }
 
 Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const ContainerRecord& rec,
-                                         const NodeConfig& config, const std::string& runc_path) {
+                                         const NodeConfig& config, const std::string& runc_path,
+                                         bool* rootfs_clean) {
+  if (rootfs_clean != nullptr) *rootfs_clean = true;
   auto start = std::chrono::steady_clock::now();
   CheckpointStore store(rec.store, config.keep);
   auto lock = store.lock(rec.ns, rec.key, std::chrono::seconds(60));
   if (!lock) return std::unexpected(lock.error().wrap("lock " + rec.ns + "/" + rec.key));
   (void)store.cleanup_stale(*lock);
   auto ckpt = store.latest_verified(rec.ns, rec.key, *lock);
-  if (!ckpt) return std::unexpected(ckpt.error().wrap("no usable checkpoint"));
+  if (!ckpt) {
+    // ENOENT here means "none left that verifies"; the reasons are in the text.
+    return fail("no usable checkpoint: " +
+                (ckpt.error().code() == ENOENT ? ckpt.error().text() : ckpt.error().message()));
+  }
 
   auto root_path = read_root_path(rec.bundle);
   std::string rootfs = root_path ? *root_path : rec.bundle + "/rootfs";
   auto upper = overlay_upperdir(rootfs);
   // Any failure from here: move the checkpoint aside and put the rootfs back.
+  bool touched_rootfs = false;
   auto give_up = [&](const Error& e) -> std::unexpected<Error> {
-    if (upper) (void)empty_directory(*upper);
     (void)store.move_aside(ckpt->path, e.message(), *lock);
-    return std::unexpected(e.wrap("restore from " + ckpt->path + " (moved aside)"));
+    Error out = e.wrap("restore from " + ckpt->path + " (moved aside)");
+    if (touched_rootfs) {
+      if (auto reset = reset_overlay(rootfs); !reset) {
+        if (rootfs_clean != nullptr) *rootfs_clean = false;
+        return std::unexpected(
+            out.wrap("and the new rootfs could not be put back (" + reset.error().message() + ")"));
+      }
+    }
+    return std::unexpected(out);
   };
   if (!upper) return give_up(upper.error().wrap("find the new container's writable layer"));
 
   auto tar = open_file(ckpt->path + "/rootfs-diff.tar", O_RDONLY);
   if (!tar) return give_up(tar.error());
+  touched_rootfs = true;
   if (auto applied = apply_rootfs_diff(tar->get(), rootfs); !applied) {
     return give_up(applied.error().wrap("apply rootfs diff"));
   }

@@ -20,15 +20,15 @@ struct RestoreOutcome {
   double ms = 0;
 };
 
+/// On failure, `*rootfs_clean` (when given) says whether the new rootfs is as the image
+/// made it (so the container may start fresh) or could not be put back.
 Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const ContainerRecord& rec,
-                                         const NodeConfig& config, const std::string& runc);
+                                         const NodeConfig& config, const std::string& runc,
+                                         bool* rootfs_clean = nullptr);
 
 /// The runc restore flags equivalent to a create command line (bundle, pid file, console
 /// socket, no-pivot); create-only flags (no-new-keyring, preserve-fds) are dropped.
 std::vector<std::string> restore_flags_from_create(const RuncCommandLine& create,
                                                    const std::string& bundle);
-
-/// Removes everything inside `dir` without following symlinks (dir itself stays).
-Result<void> empty_directory(const std::string& dir);
 
 }  // namespace arch

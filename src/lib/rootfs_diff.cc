@@ -32,6 +32,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/openat2.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -993,8 +994,14 @@ Result<void> check_end_marker(archive* a, const TarSource& source) {
 
 }  // namespace
 
-Result<std::string> overlay_upperdir(const std::string& mountpoint) {
-  std::string context = "overlay upperdir of " + mountpoint;
+namespace {
+
+struct OverlayMount {
+  std::string mount_point;
+  std::string super_options;  // As in mountinfo (octal escapes kept).
+};
+
+Result<OverlayMount> find_overlay_mount(const std::string& mountpoint, const std::string& context) {
   std::unique_ptr<char, void (*)(void*)> real(::realpath(mountpoint.c_str(), nullptr), &std::free);
   if (!real) return std::unexpected(errno_error("realpath").wrap(context));
   auto text = read_file("/proc/self/mountinfo");
@@ -1008,10 +1015,52 @@ Result<std::string> overlay_upperdir(const std::string& mountpoint) {
   if (found->fstype != "overlay") {
     return fail(fmt::format("{}: not an overlay mount ({})", context, found->fstype));
   }
-  for (std::string_view option : split(found->super_options, ',')) {
-    if (option.starts_with("upperdir=")) return unescape_octal(option.substr(9));
+  return OverlayMount{real.get(), found->super_options};
+}
+
+std::optional<std::string> overlay_option(const OverlayMount& m, std::string_view key) {
+  for (std::string_view option : split(m.super_options, ',')) {
+    if (option.starts_with(key) && option.size() > key.size() && option[key.size()] == '=') {
+      return unescape_octal(option.substr(key.size() + 1));
+    }
   }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Result<std::string> overlay_upperdir(const std::string& mountpoint) {
+  std::string context = "overlay upperdir of " + mountpoint;
+  auto m = find_overlay_mount(mountpoint, context);
+  if (!m) return std::unexpected(m.error());
+  if (auto upper = overlay_option(*m, "upperdir")) return *upper;
   return fail(context + ": the overlay has no upper layer");
+}
+
+Result<void> reset_overlay(const std::string& mountpoint) {
+  std::string context = "reset overlay " + mountpoint;
+  auto m = find_overlay_mount(mountpoint, context);
+  if (!m) return std::unexpected(m.error());
+  auto upper = overlay_option(*m, "upperdir");
+  auto work = overlay_option(*m, "workdir");
+  if (!upper || !work) return fail(context + ": the overlay has no upper or work directory");
+  std::string data;
+  for (std::string_view option : split(m->super_options, ',')) {
+    if (option == "rw" || option == "ro" || option.empty()) continue;
+    if (!data.empty()) data += ',';
+    data += unescape_octal(option);
+  }
+  if (::umount2(m->mount_point.c_str(), UMOUNT_NOFOLLOW) != 0) {
+    return std::unexpected(errno_error("umount").wrap(context));
+  }
+  for (const std::string* dir : {&*upper, &*work}) {
+    if (auto r = remove_directory_contents(*dir); !r)
+      return std::unexpected(r.error().wrap(context));
+  }
+  if (::mount("overlay", m->mount_point.c_str(), "overlay", 0, data.c_str()) != 0) {
+    return std::unexpected(errno_error("mount " + data).wrap(context));
+  }
+  return {};
 }
 
 Result<RootfsDiffStats> capture_rootfs_diff(const std::string& upperdir, int out_fd) {

@@ -31,6 +31,12 @@ struct RootfsDiffStats {
 /// there, when it is not an overlay, or when the overlay has no upper layer.
 Result<std::string> overlay_upperdir(const std::string& mountpoint);
 
+/// Puts the overlay mounted at `mountpoint` back to its lower layers alone: unmounts it,
+/// empties its upper and work directories, and mounts it again with the same options.
+/// (Emptying the upper directory under a live mount leaves the kernel's cached view
+/// pointing at deleted files.) Fails with EBUSY when something still uses the mount.
+Result<void> reset_overlay(const std::string& mountpoint);
+
 /// Streams the contents of overlay upper layer `upperdir` to `out_fd` as a POSIX pax tar
 /// in the OCI image-layer conventions: whiteouts become `.wh.<name>`, opaque directories
 /// are followed by `<dir>/.wh..wh..opq`. Keeps file data (holes stay holes), directories,

@@ -52,7 +52,19 @@ std::string runc_error_text(const ProcessResult& r) {
   auto doc = nlohmann::json::parse(pick, nullptr, false);
   if (!doc.is_discarded() && doc.is_object() && doc.contains("msg")) return doc.value("msg", pick);
   auto pos = pick.find("msg=\"");
-  if (pos != std::string::npos) return pick.substr(pos + 5, pick.size() - pos - 6);
+  if (pos != std::string::npos) {
+    // logrus text format: a Go-quoted string; undo the escapes that matter for reading.
+    std::string raw = pick.substr(pos + 5, pick.size() - pos - 6), msg;
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+      if (raw[i] == '\\' && i + 1 < raw.size()) {
+        char next = raw[++i];
+        msg += next == 'n' ? '\n' : next == 't' ? '\t' : next;
+      } else {
+        msg += raw[i];
+      }
+    }
+    return msg;
+  }
   return pick.empty() ? "exit status " + std::to_string(r.exit_code) : pick;
 }
 
@@ -84,6 +96,12 @@ Result<void> RuncClient::pause(const std::string& id) const {
   auto r = run(argv, "runc pause " + id);
   if (!r) return std::unexpected(r.error());
   return {};
+}
+
+std::vector<std::string> RuncClient::resume_argv(const std::string& id) const {
+  auto argv = base_argv();
+  argv.insert(argv.end(), {"resume", id});
+  return argv;
 }
 
 Result<void> RuncClient::resume(const std::string& id) const {

@@ -31,6 +31,8 @@ class RuncClient {
   Result<RuncState> state(const std::string& id) const;
   Result<void> pause(const std::string& id) const;
   Result<void> resume(const std::string& id) const;
+  /// The argv of `runc resume ID` (for a process that must thaw it without us).
+  std::vector<std::string> resume_argv(const std::string& id) const;
   Result<void> kill(const std::string& id, const std::string& signal) const;
   /// `runc checkpoint --image-path IMAGES --work-path WORK [extra...] ID`.
   Result<void> checkpoint(const std::string& id, const std::string& images, const std::string& work,

@@ -31,15 +31,18 @@ int main(int argc, char** argv) {
   auto env = read_arch_env(bundle);
   auto rec = env ? make_container_record(cl, bundle, *env, loaded.config)
                  : Result<ContainerRecord>(std::unexpected(env.error()));
-  Result<RestoreOutcome> restored = rec ? restore_container(cl, *rec, loaded.config, *runtime)
-                                        : Result<RestoreOutcome>(std::unexpected(rec.error()));
+  bool rootfs_clean = true;
+  Result<RestoreOutcome> restored =
+      rec ? restore_container(cl, *rec, loaded.config, *runtime, &rootfs_clean)
+          : Result<RestoreOutcome>(std::unexpected(rec.error()));
   if (restored) {
     log.info(describe_call(cl) + ": restored from " + restored->checkpoint + " in " +
              std::to_string(static_cast<long>(restored->ms)) + " ms");
     return 0;
   }
-  bool fail_create =
-      loaded.config.restore_failure_fails || (env && env->get("ARCH_RESTORE_FAILURE") == "fail");
+  // A rootfs that could not be put back must not run as if it were fresh.
+  bool fail_create = !rootfs_clean || loaded.config.restore_failure_fails ||
+                     (env && env->get("ARCH_RESTORE_FAILURE") == "fail");
   std::string msg = describe_call(cl) + ": " + restored.error().message();
   if (fail_create) {
     log.error(msg + "; failing the create (restore failure policy: fail)");

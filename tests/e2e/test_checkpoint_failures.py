@@ -219,6 +219,11 @@ def test_archctl_killed_mid_checkpoint_leaves_previous_checkpoint_usable(ctr_con
     assert [x["path"] for x in committed] == [good], (
         f"only the good checkpoint may be committed: {c.checkpoints(cid)}")
 
+    # archctl's thaw guard resumes the container when archctl dies: give it a moment.
+    try:
+        proc.wait_until(lambda: c.runc_status(cid) != "paused", 10, "the thaw guard", interval=0.02)
+    except proc.WaitTimeout:
+        pass
     status = c.runc_status(cid)
     if status == "paused":
         listed = [x for x in c.archctl.json("container", "list") if x["id"] == cid]
