@@ -59,7 +59,7 @@ PACKAGES=(
     # build
     build-essential cmake ninja-build pkg-config git g++
     nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libinih-dev libtomlplusplus-dev
-    libarchive-dev libssl-dev
+    libarchive-dev libssl-dev libcurl4-openssl-dev
     libgtest-dev libgmock-dev googletest libbenchmark-dev
     clang-format clang-tidy
     # runtime and tests
@@ -100,7 +100,7 @@ if [[ $build -eq 1 ]]; then
         die "build failed (see above)"
 
     install -d -m 0755 -o root -g root "$bin_dir"
-    for rel in src/shim/arch-runc src/shim/arch-runc-restore src/cli/archctl; do
+    for rel in src/shim/arch-runc src/shim/arch-runc-helper src/cli/archctl; do
         src=$build_dir/$rel
         dst=$bin_dir/$(basename "$rel")
         [[ -f $src && -x $src ]] || die "the build produced no $src"

@@ -78,12 +78,16 @@ class ThawGuard {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) return fail_errno("pipe2");
     UniqueFd read_end(fds[0]), write_end(fds[1]);
-    std::string script = "read -r line || exec";
+    // Resumes at once, then twice more: a pause already under way when we died lands late.
+    std::string resume;
     for (const auto& a : resume_argv) {
       std::string quoted;
       for (char ch : a) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-      script += " '" + quoted + "'";
+      resume += " '" + quoted + "'";
     }
+    resume += " 2>/dev/null";
+    std::string script = "read -r line || {" + resume + "; sleep 0.5;" + resume + "; sleep 2;" +
+                         resume + "; }";
     auto pid = spawn_detached({"/bin/sh", "-c", script}, read_end.get());
     if (!pid) return std::unexpected(pid.error().wrap("start the thaw guard"));
     ThawGuard guard;

@@ -70,9 +70,15 @@ std::string ContainerRegistry::path_for(const std::string& runc_root, const std:
 Result<void> ContainerRegistry::record(const ContainerRecord& rec) const {
   std::string path = path_for(rec.runc_root, rec.id, ".json");
   if (auto ok = mkdirs(dirname_of(path), 0700); !ok) return ok;
-  nlohmann::json doc = {
-      {"id", rec.id},         {"namespace", rec.ns}, {"key", rec.key}, {"runc_root", rec.runc_root},
-      {"bundle", rec.bundle}, {"store", rec.store},  {"log", rec.log}, {"created", rec.created}};
+  nlohmann::json doc = {{"id", rec.id},
+                        {"namespace", rec.ns},
+                        {"key", rec.key},
+                        {"runc_root", rec.runc_root},
+                        {"bundle", rec.bundle},
+                        {"store", rec.store},
+                        {"log", rec.log},
+                        {"created", rec.created},
+                        {"checkpoint_on_stop", rec.checkpoint_on_stop}};
   return write_file_atomic(path, doc.dump() + "\n", 0600);
 }
 
@@ -92,6 +98,7 @@ Result<ContainerRecord> read_record(const std::string& path) {
   rec.store = doc.value("store", "");
   rec.log = doc.value("log", "");
   rec.created = doc.value("created", 0L);
+  rec.checkpoint_on_stop = doc.value("checkpoint_on_stop", false);
   return rec;
 }
 

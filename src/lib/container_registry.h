@@ -21,9 +21,10 @@ struct ContainerRecord {
   std::string key;        ///< Store key (the container id in this version).
   std::string runc_root;  ///< runc --root the engine uses for it.
   std::string bundle;
-  std::string store;  ///< Checkpoint store base for this container.
-  std::string log;    ///< The engine's runc log file for this container, if any.
-  long created = 0;   ///< Seconds since the epoch.
+  std::string store;                ///< Checkpoint store base for this container.
+  std::string log;                  ///< The engine's runc log file for this container, if any.
+  long created = 0;                 ///< Seconds since the epoch.
+  bool checkpoint_on_stop = false;  ///< ARCH_CHECKPOINT_ON_STOP=1: a SIGTERM checkpoints it.
 };
 
 /// The containerd namespace of a container: from the shim's bundle path

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -88,9 +89,16 @@ Result<ProcessResult> run_process(const std::vector<std::string>& argv,
   int err = options.stderr_fd >= 0 ? options.stderr_fd : err_pipe->second.get();
   const char* cwd = options.cwd.empty() ? nullptr : options.cwd.c_str();
 
+  pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) return fail_errno("fork " + argv[0]);
-  if (pid == 0) exec_child(cargv, in, out, err, cwd);
+  if (pid == 0) {
+    // Dies with us: a runc or CRIU call must not go on (and, say, freeze a container)
+    // after the ARCH process that started it was killed.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    exec_child(cargv, in, out, err, cwd);
+  }
   out_pipe->second.reset();
   err_pipe->second.reset();
 

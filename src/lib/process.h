@@ -33,6 +33,7 @@ struct ProcessResult {
 };
 
 /// Runs argv[0] (an absolute path) with `argv`, waits for it and returns how it ended.
+/// The child is killed if the calling thread's process dies first (PR_SET_PDEATHSIG).
 /// Fails only when the process could not be started.
 Result<ProcessResult> run_process(const std::vector<std::string>& argv,
                                   const ProcessOptions& options = {});

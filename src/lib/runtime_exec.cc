@@ -65,6 +65,8 @@ Result<ContainerRecord> make_container_record(const RuncCommandLine& cl, const s
   rec.bundle = bundle;
   rec.log = std::string(cl.log);
   rec.created = static_cast<long>(::time(nullptr));
+  auto on_stop = env.get("ARCH_CHECKPOINT_ON_STOP");
+  rec.checkpoint_on_stop = on_stop == "1" || on_stop == "true";
   if (auto ok = validate_name("container id", rec.id); !ok) return std::unexpected(ok.error());
   if (auto ok = validate_name("namespace", rec.ns); !ok) return std::unexpected(ok.error());
   auto store = store_base_for(env, config);

@@ -5,8 +5,10 @@
 // container): one parse, one small config read, at most one log write, and the exec. No
 // threads, nothing printed to stdout. What ARCH changes:
 //   create/run of an ARCH-enabled container: recorded in the registry; a create with a
-//     committed checkpoint is handed to arch-runc-restore (which carries the heavy
+//     committed checkpoint is handed to arch-runc-helper (which carries the heavy
 //     dependencies, so this binary stays small and static);
+//   kill ID 15 of an ARCH-enabled container on a draining node (or with
+//     ARCH_CHECKPOINT_ON_STOP=1): checkpointed by arch-runc-helper instead of signalled;
 //   start of a container that was restored: answered here (runc restore already started it);
 //   delete: the registry record is dropped.
 #include "shim.h"
@@ -34,13 +36,14 @@
 namespace arch {
 namespace {
 
-// arch-runc-restore beside this binary, vetted like runc (root-owned, not writable by others).
-Result<std::string> restore_helper_path() {
+// arch-runc-helper beside this binary (the restore and checkpoint-on-stop paths, with the
+// heavy dependencies), vetted like runc (root-owned, not writable by others).
+Result<std::string> helper_path() {
   char self[4096];
   ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) return fail_errno("readlink /proc/self/exe");
   self[n] = '\0';
-  std::string path = dirname_of(self) + "/arch-runc-restore";
+  std::string path = dirname_of(self) + "/arch-runc-helper";
   if (auto ok = check_runtime_binary(path, "/proc/self/exe"); !ok)
     return std::unexpected(ok.error());
   return path;
@@ -76,7 +79,7 @@ void handle_new_container(const RuncCommandLine& cl, const NodeConfig& config, c
              "): no checkpoint in " + rec->store + ", starting fresh");
     return;
   }
-  auto helper = restore_helper_path();
+  auto helper = helper_path();
   if (!helper) {
     log.error(describe_call(cl) + ": ARCH-enabled container " + id +
               " has a checkpoint but the restore helper is unusable, starting fresh: " +
@@ -88,6 +91,39 @@ void handle_new_container(const RuncCommandLine& cl, const NodeConfig& config, c
   ::execv(helper->c_str(), const_cast<char* const*>(argv));
   log.error(describe_call(cl) + ": exec " + *helper + ": " + std::strerror(errno) +
             ", starting fresh");
+}
+
+// runc kill's signal argument names SIGTERM: "15", "TERM" or "SIGTERM" (runc's default).
+bool is_sigterm(const RuncCommandLine& cl) {
+  if (cl.args.size() < 2) return true;
+  std::string_view sig = cl.args[1];
+  return sig == "15" || sig == "TERM" || sig == "SIGTERM";
+}
+
+// kill ID 15 of an ARCH-enabled container, on a draining node or for a container with
+// ARCH_CHECKPOINT_ON_STOP=1: the engine is stopping it (docker stop, an ECS task stop, a
+// kubelet eviction), so it is checkpointed instead (by arch-runc-helper), and the stop
+// completes when the checkpoint has ended it. Every other kill passes through.
+void handle_kill(const RuncCommandLine& cl, const NodeConfig& config, const RuncLog& log,
+                 const char* const* argv) {
+  if (cl.flag_set("all") || !is_sigterm(cl)) return;
+  std::string root(cl.effective_root()), id(cl.container_id());
+  auto rec = ContainerRegistry(config.state_dir).find(root, id);
+  if (!rec) return;  // Not ARCH-enabled (or not created through arch-runc).
+  bool draining = ::access(draining_flag(config).c_str(), F_OK) == 0;
+  if (!draining && !rec->checkpoint_on_stop) return;
+  auto helper = helper_path();
+  if (!helper) {
+    log.error(describe_call(cl) +
+              ": checkpoint on stop impossible, delivering SIGTERM: " + helper.error().message());
+    return;
+  }
+  log.info(describe_call(cl) + ": SIGTERM to ARCH-enabled container " + id + " " +
+           (draining ? "on a draining node" : "with ARCH_CHECKPOINT_ON_STOP") +
+           ": checkpointing instead");
+  ::execv(helper->c_str(), const_cast<char* const*>(argv));
+  log.error(describe_call(cl) + ": exec " + *helper + ": " + std::strerror(errno) +
+            ", delivering SIGTERM");
 }
 
 }  // namespace
@@ -120,6 +156,8 @@ int run_shim(int argc, const char* const* argv) {
   if (cl.exact && !cl.help) {
     if (cl.subcommand == Subcommand::kCreate || cl.subcommand == Subcommand::kRun) {
       handle_new_container(cl, loaded.config, log, argv);
+    } else if (cl.subcommand == Subcommand::kKill) {
+      handle_kill(cl, loaded.config, log, argv);
     } else if (cl.subcommand == Subcommand::kStart || cl.subcommand == Subcommand::kDelete) {
       ContainerRegistry registry(loaded.config.state_dir);
       std::string root(cl.effective_root()), id(cl.container_id());

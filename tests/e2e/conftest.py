@@ -248,7 +248,7 @@ def archctl_cli(node_config, arch_runc):
     """archctl with the session's node config; skips unless ARCH's binaries and CRIU exist."""
     skip_unless_root()
     shim_dir = os.path.dirname(arch_runc_path())
-    skip_unless_binaries(arch_runc_path(), os.path.join(shim_dir, "arch-runc-restore"),
+    skip_unless_binaries(arch_runc_path(), os.path.join(shim_dir, "arch-runc-helper"),
                          archctl_path())
     if node_config.criu is None:
         pytest.skip("no CRIU at $ARCH_CRIU_PREFIX/bin/criu (scripts/install-criu.sh installs it)")

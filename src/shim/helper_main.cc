@@ -1,0 +1,92 @@
+// arch-runc-helper: the runtime calls arch-runc hands over because they need ARCH's heavy
+// machinery (libarchive, OpenSSL, the store). Same argv as the engine gave arch-runc.
+//   create of an ARCH-enabled container with a committed checkpoint: restore it. If that
+//     fails the checkpoint is moved aside and the container is created fresh (or the create
+//     fails, with ARCH_RESTORE_FAILURE=fail or [restore] on_failure = fail, or when the new
+//     rootfs could not be put back).
+//   kill ID 15 of an ARCH-enabled container being stopped on a draining node (or with
+//     ARCH_CHECKPOINT_ON_STOP=1): checkpoint it; the checkpoint ends it, so the engine's
+//     stop completes. If the checkpoint fails, the SIGTERM is delivered as asked.
+// Anything else is handed to runc unchanged.
+#include <cstdio>
+#include <span>
+
+#include "checkpoint.h"
+#include "container_registry.h"
+#include "node_config.h"
+#include "oci_spec.h"
+#include "restore.h"
+#include "runc_command_line.h"
+#include "runtime_exec.h"
+#include "runtime_path.h"
+
+namespace arch {
+namespace {
+
+int restore_on_create(const RuncCommandLine& cl, const NodeConfig& config, const RuncLog& log,
+                      const std::string& runtime, const char* const* argv) {
+  std::string bundle = absolute_bundle(cl);
+  auto env = read_arch_env(bundle);
+  auto rec = env ? make_container_record(cl, bundle, *env, config)
+                 : Result<ContainerRecord>(std::unexpected(env.error()));
+  bool rootfs_clean = true;
+  Result<RestoreOutcome> restored =
+      rec ? restore_container(cl, *rec, config, runtime, &rootfs_clean)
+          : Result<RestoreOutcome>(std::unexpected(rec.error()));
+  if (restored) {
+    log.info(describe_call(cl) + ": restored from " + restored->checkpoint + " in " +
+             std::to_string(static_cast<long>(restored->ms)) + " ms");
+    return 0;
+  }
+  // A rootfs that could not be put back must not run as if it were fresh.
+  bool fail_create = !rootfs_clean || config.restore_failure_fails ||
+                     (env && env->get("ARCH_RESTORE_FAILURE") == "fail");
+  std::string msg = describe_call(cl) + ": " + restored.error().message();
+  if (fail_create) {
+    log.error(msg + "; failing the create (restore failure policy: fail)");
+    std::fprintf(stderr, "%s\n", msg.c_str());
+    return 1;
+  }
+  log.error(msg + "; starting the container fresh");
+  return exec_runtime(runtime, argv, log, cl);
+}
+
+int checkpoint_on_stop(const RuncCommandLine& cl, const NodeConfig& config, const RuncLog& log,
+                       const std::string& runtime, const char* const* argv) {
+  std::string root(cl.effective_root()), id(cl.container_id());
+  auto rec = ContainerRegistry(config.state_dir).find(root, id);
+  Result<CheckpointOutcome> done = rec ? checkpoint_container(*rec, config, runtime)
+                                       : Result<CheckpointOutcome>(std::unexpected(rec.error()));
+  if (done) {
+    log.info(describe_call(cl) + ": checkpointed on stop to " + done->path + " in " +
+             std::to_string(static_cast<long>(done->timings_ms["total"])) + " ms");
+    return 0;
+  }
+  log.error(describe_call(cl) +
+            ": checkpoint on stop failed, delivering SIGTERM: " + done.error().message());
+  return exec_runtime(runtime, argv, log, cl);
+}
+
+}  // namespace
+}  // namespace arch
+
+int main(int argc, char** argv) {
+  using namespace arch;
+  std::span<const char* const> args(argv, static_cast<std::size_t>(argc));
+  RuncCommandLine cl = parse_runc_command_line(args);
+  LoadedConfig loaded = load_node_config(config_path_from_env());
+  RuncLog log = log_for_call(cl, loaded.config);
+  auto runtime = resolve_runtime(loaded.config, "/proc/self/exe");
+  if (!runtime) {
+    log.error(describe_call(cl) + ": " + runtime.error().message());
+    std::fprintf(stderr, "%s: %s\n", describe_call(cl).c_str(), runtime.error().message().c_str());
+    return 1;
+  }
+  if (cl.exact && cl.subcommand == Subcommand::kCreate) {
+    return restore_on_create(cl, loaded.config, log, *runtime, argv);
+  }
+  if (cl.exact && cl.subcommand == Subcommand::kKill) {
+    return checkpoint_on_stop(cl, loaded.config, log, *runtime, argv);
+  }
+  return exec_runtime(*runtime, argv, log, cl);  // Not ours: behave like runc.
+}
