@@ -5,8 +5,9 @@
 #      then); daemons are neither started by the packages nor by this script.
 #   2. CRIU: scripts/install-criu.sh (a host CRIU that passes `criu check`, else a
 #      private one from Debian trixie under /opt/arch/criu).
-#   3. Build (CMake + Ninja, Release, incremental) and install arch-runc and archctl
-#      into /usr/local/bin.
+#   3. Build (CMake + Ninja, Release, incremental) and install arch-runc, archctl and
+#      archd into /usr/local/bin, and archd.service into /etc/systemd/system (enabled,
+#      not started, only where systemd is PID 1).
 #   4. Node configuration /etc/arch/arch.conf (written only when absent) and the
 #      log directory /var/log/arch.
 #
@@ -59,11 +60,12 @@ PACKAGES=(
     # build
     build-essential cmake ninja-build pkg-config git g++
     nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libinih-dev libtomlplusplus-dev
-    libarchive-dev libssl-dev libcurl4-openssl-dev
+    libarchive-dev libssl-dev libcurl4-openssl-dev libcpp-httplib-dev
+    libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
     libgtest-dev libgmock-dev googletest libbenchmark-dev
     clang-format clang-tidy
-    # runtime and tests
-    runc containerd docker.io iptables busybox-static patchelf python3 python3-pytest
+    # runtime and tests (prometheus: promtool checks archd's metrics)
+    runc containerd docker.io iptables busybox-static patchelf python3 python3-pytest prometheus
     iproute2 curl ca-certificates
     # benchmarks
     podman
@@ -100,7 +102,7 @@ if [[ $build -eq 1 ]]; then
         die "build failed (see above)"
 
     install -d -m 0755 -o root -g root "$bin_dir"
-    for rel in src/shim/arch-runc src/shim/arch-runc-helper src/cli/archctl; do
+    for rel in src/shim/arch-runc src/shim/arch-runc-helper src/cli/archctl src/agent/archd; do
         src=$build_dir/$rel
         dst=$bin_dir/$(basename "$rel")
         [[ -f $src && -x $src ]] || die "the build produced no $src"
@@ -113,6 +115,27 @@ if [[ $build -eq 1 ]]; then
     done
 else
     log "--no-build: not building"
+fi
+
+# ---------------------------------------------------------------------------
+# 3b. archd's systemd unit: installed always, enabled (not started) only where systemd is
+#     PID 1 (containers and chroots have no systemd to talk to).
+unit_src=$repo/packaging/archd.service
+unit_dst=/etc/systemd/system/archd.service
+if [[ $build -eq 1 && -f $unit_src ]]; then
+    if cmp -s "$unit_src" "$unit_dst"; then
+        log "$unit_dst is up to date"
+    else
+        install -D -m 0644 -o root -g root "$unit_src" "$unit_dst"
+        log "installed $unit_dst"
+        if [[ -d /run/systemd/system ]]; then systemctl daemon-reload; fi
+    fi
+    if [[ -d /run/systemd/system ]]; then
+        systemctl is-enabled --quiet archd.service 2>/dev/null ||
+            { systemctl enable archd.service >&2 && log "enabled archd.service (start it: systemctl start archd)"; }
+    else
+        log "PID 1 is not systemd: archd.service installed, not enabled"
+    fi
 fi
 
 # ---------------------------------------------------------------------------
@@ -177,6 +200,7 @@ log "summary:"
     if [[ $build -eq 1 ]]; then
         echo "  arch-runc:  $bin_dir/arch-runc"
         echo "  archctl:    $bin_dir/archctl"
+        echo "  archd:      $bin_dir/archd (systemd unit $unit_dst)"
     fi
     echo "  config:     $conf"
     echo "  logs:       $log_dir"

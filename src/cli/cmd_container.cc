@@ -4,16 +4,13 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <mutex>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 #include "checkpoint.h"
 #include "checkpoint_store.h"
 #include "commands.h"
 #include "container_registry.h"
+#include "finalize.h"
 #include "node_config.h"
 #include "runc_client.h"
 #include "runtime_path.h"
@@ -120,69 +117,23 @@ int run_checkpoint(const std::string& ref, bool leave_running, bool json) {
   return 0;
 }
 
-struct FinalizeResult {
-  ContainerRecord rec;
-  std::string outcome;  // "checkpointed", "failed", "skipped"
-  std::string detail;
-  double ms = 0;
-};
-
 int run_finalize(double deadline_s, int parallel, bool json) {
   auto node = load_node();
   if (!node) return report_error(node.error().message());
-  auto start = std::chrono::steady_clock::now();
-  auto deadline = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                              std::chrono::duration<double>(deadline_s));
-  std::vector<FinalizeResult> results;
-  for (auto& rec : ContainerRegistry(node->config.state_dir).all()) {
-    if (status_of(*node, rec) == "running") results.push_back({rec, "", "", 0});
-  }
-  std::atomic<std::size_t> next{0};
-  auto worker = [&] {
-    for (std::size_t i; (i = next++) < results.size();) {
-      auto& r = results[i];
-      auto t0 = std::chrono::steady_clock::now();
-      if (t0 >= deadline) {
-        r.outcome = "skipped";
-        r.detail = "deadline reached before it could start";
-        continue;
-      }
-      auto out = checkpoint_container(r.rec, node->config, node->runc, {false, 60});
-      r.ms =
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      r.outcome = out ? "checkpointed" : "failed";
-      r.detail = out ? out->path : out.error().message();
-    }
-  };
-  std::vector<std::thread> pool;
-  int n = std::max(1, std::min<int>(parallel, static_cast<int>(results.size())));
-  for (int i = 0; i < n; ++i) pool.emplace_back(worker);
-  for (auto& t : pool) t.join();
-  double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-
-  int failed = 0;
-  nlohmann::json out = {{"total_seconds", total}, {"containers", nlohmann::json::array()}};
-  if (!json) fmt::print("{:<40} {:<13} {:>9}  {}\n", "NAMESPACE/ID", "RESULT", "SECONDS", "DETAIL");
-  for (const auto& r : results) {
-    if (r.outcome != "checkpointed") ++failed;
-    if (json) {
-      out["containers"].push_back({{"namespace", r.rec.ns},
-                                   {"id", r.rec.id},
-                                   {"result", r.outcome},
-                                   {"seconds", r.ms / 1000},
-                                   {"detail", r.detail}});
-    } else {
-      std::string detail = r.detail.substr(0, r.detail.find('\n'));
-      fmt::print("{:<40} {:<13} {:>9.2f}  {}\n", r.rec.ns + "/" + r.rec.id, r.outcome, r.ms / 1000,
-                 detail);
-    }
-  }
+  FinalizeReport report = finalize_node(node->config, node->runc, {deadline_s, parallel});
+  std::size_t failed = report.not_checkpointed();
   if (json) {
-    fmt::print("{}\n", out.dump(2));
-  } else {
-    fmt::print("{} containers, {} checkpointed, {} not, in {:.2f} s\n", results.size(),
-               results.size() - static_cast<std::size_t>(failed), failed, total);
+    fmt::print("{}\n", finalize_report_json(report).dump(2));
+    return failed == 0 ? 0 : 1;
   }
+  fmt::print("{:<40} {:<13} {:>9}  {}\n", "NAMESPACE/ID", "RESULT", "SECONDS", "DETAIL");
+  for (const auto& r : report.containers) {
+    std::string detail = r.detail.substr(0, r.detail.find('\n'));
+    fmt::print("{:<40} {:<13} {:>9.2f}  {}\n", r.container.ns + "/" + r.container.id,
+               to_string(r.outcome), r.seconds, detail);
+  }
+  fmt::print("{} containers, {} checkpointed, {} not, in {:.2f} s\n", report.containers.size(),
+             report.containers.size() - failed, failed, report.total_seconds);
   return failed == 0 ? 0 : 1;
 }
 

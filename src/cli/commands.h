@@ -15,6 +15,7 @@ Handler add_log_command(CLI::App& app);
 Handler add_install_command(CLI::App& app);
 Handler add_container_command(CLI::App& app);
 Handler add_checkpoint_command(CLI::App& app);
+Handler add_node_command(CLI::App& app);
 
 /// Prints "archctl: error: <message>" to stderr and returns 1.
 int report_error(const std::string& message);

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   add(arch::cli::add_install_command);
   add(arch::cli::add_container_command);
   add(arch::cli::add_checkpoint_command);
+  add(arch::cli::add_node_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

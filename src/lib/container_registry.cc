@@ -132,6 +132,7 @@ std::vector<ContainerRecord> ContainerRegistry::all() const {
 void ContainerRegistry::forget(const std::string& runc_root, const std::string& id) const {
   ::unlink(path_for(runc_root, id, ".json").c_str());
   ::unlink(path_for(runc_root, id, ".restored").c_str());
+  ::rmdir(dirname_of(path_for(runc_root, id, ".json")).c_str());  // Only succeeds when empty.
 }
 
 Result<void> ContainerRegistry::mark_restored(const std::string& runc_root,

@@ -39,6 +39,8 @@ TEST(ContainerRegistry, RecordsFindsAndForgets) {
   reg.forget("/run/r", "c1");
   EXPECT_FALSE(reg.find("/run/r", "c1"));
   EXPECT_TRUE(reg.all().empty());
+  // The per-root directory goes with its last record.
+  EXPECT_TRUE(std::filesystem::is_empty(dir / "containers"));
   std::filesystem::remove_all(dir);
 }
 

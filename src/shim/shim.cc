@@ -23,6 +23,7 @@
 #include <string>
 
 #include "container_registry.h"
+#include "exit_status.h"
 #include "file_util.h"
 #include "node_config.h"
 #include "oci_spec.h"
@@ -69,6 +70,8 @@ void handle_new_container(const RuncCommandLine& cl, const NodeConfig& config, c
               " not managed: " + rec.error().message());
     return;
   }
+  // A new container with an old id must not inherit its predecessor's exit status.
+  (void)forget_exit_status(exit_status_dir(config), rec->ns, rec->id);
   if (auto ok = ContainerRegistry(config.state_dir).record(*rec); !ok) {
     log.error(describe_call(cl) + ": ARCH-enabled container " + id +
               ": cannot record it in the registry: " + ok.error().message());

@@ -1,0 +1,513 @@
+// Agent: drains, notices, the draining flag, the scan for restores and quarantined
+// checkpoints, and the persistence of it all.
+//
+// Locking: mutex_ guards the state; it is never held across a runc call, a checkpoint or
+// a directory scan. The drain worker takes it only to record each container's result.
+#include "agent.h"
+
+#include <fmt/core.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <ctime>
+#include <map>
+#include <set>
+
+#include "checkpoint_store.h"
+#include "container_registry.h"
+#include "file_util.h"
+#include "private_dir.h"
+#include "runc_client.h"
+#include "version.h"
+
+namespace arch::agent {
+namespace {
+
+using nlohmann::json;
+using SysClock = std::chrono::system_clock;
+
+constexpr std::size_t kStatusEvents = 50;
+constexpr auto kHousekeepingInterval = std::chrono::seconds(5);
+
+long now_s() {
+  return static_cast<long>(std::time(nullptr));
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  ::gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+std::string_view notice_kind(Notice::Kind kind) {
+  return kind == Notice::Kind::kSpot ? "spot" : "rebalance";
+}
+
+json notice_json(const std::optional<NoticeRecord>& n) {
+  if (!n) return nullptr;
+  return {{"kind", n->kind}, {"action", n->action}, {"time", n->time_text}, {"seen", n->seen}};
+}
+
+std::string_view checkpoint_outcome(FinalizeOutcome o) {
+  switch (o) {
+    case FinalizeOutcome::kCheckpointed:
+      return "ok";
+    case FinalizeOutcome::kFailed:
+      return "failed";
+    case FinalizeOutcome::kSkipped:
+      return "skipped";
+  }
+  return "failed";
+}
+
+// True when the engine's runc log of a restored container says arch-runc restored it.
+bool restore_logged(const ContainerRecord& rec) {
+  if (rec.log.empty()) return false;
+  struct stat st {};
+  if (::stat((rec.bundle + "/arch-restore").c_str(), &st) != 0) return false;
+  auto text = read_file(rec.log, 8 << 20);
+  return text && text->find(": restored from ") != std::string::npos;
+}
+
+}  // namespace
+
+double notice_deadline_seconds(const Notice& notice, SysClock::time_point now,
+                               int safety_margin_seconds) {
+  double fallback = std::max(5.0, 120.0 - safety_margin_seconds);
+  if (notice.kind == Notice::Kind::kRebalance || notice.time == SysClock::time_point{}) {
+    return fallback;
+  }
+  double left = std::chrono::duration<double>(notice.time - now).count() - safety_margin_seconds;
+  return std::clamp(std::floor(left), 5.0, 300.0);
+}
+
+Agent::Agent(NodeConfig config, std::string runc, Logger log)
+    : config_(std::move(config)),
+      runc_(std::move(runc)),
+      log_(std::move(log)),
+      events_(config_.agent.event_log) {
+  watcher_.state = config_.agent.imds_endpoint.empty() ? "disabled" : "not running";
+}
+
+Agent::~Agent() {
+  stop();
+}
+
+Result<void> Agent::start() {
+  started_ = now_s();
+  auto loaded = load_node_state(config_.agent.state_file);
+  if (!loaded) return std::unexpected(loaded.error().wrap("load state"));
+  if (auto opened = events_.open(); !opened) {
+    log_(LogLevel::kWarn, "event log: " + opened.error().message() + " (events kept in memory)");
+  }
+  std::lock_guard lock(mutex_);
+  state_ = std::move(*loaded);
+  stopping_ = false;
+  if (state_.draining) {
+    if (auto flagged = write_flag_locked(); !flagged) return flagged;
+    log_(LogLevel::kInfo, fmt::format("draining since {} ({}: {})", state_.draining_since,
+                                      to_string(state_.drain_kind), state_.drain_reason));
+  } else if (::access(draining_flag(config_).c_str(), F_OK) == 0) {
+    log_(LogLevel::kWarn,
+         draining_flag(config_) + " exists but archd's state says not draining: left as it is");
+  }
+  event({.kind = "agent",
+         .outcome = "started",
+         .detail = fmt::format("archd {} pid {}{}", kVersion, ::getpid(),
+                               state_.draining ? ", draining" : "")});
+  resume_interrupted_locked();
+  save_locked();
+  housekeeping_ = std::thread([this] { housekeeping_loop(); });
+  return {};
+}
+
+void Agent::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_ && !drain_thread_.joinable() && !housekeeping_.joinable()) return;
+    stopping_ = true;
+    cancel_drain_ = true;
+  }
+  wake_.notify_all();
+  if (housekeeping_.joinable()) housekeeping_.join();
+  if (drain_thread_.joinable()) drain_thread_.join();
+  std::lock_guard lock(mutex_);
+  if (started_ != 0) {
+    event({.kind = "agent", .outcome = "stopped", .detail = fmt::format("pid {}", ::getpid())});
+    save_locked();
+    started_ = 0;
+  }
+}
+
+// ---------------------------------------------------------------- drains
+
+Result<DrainRecord> Agent::drain(DrainRequest request) {
+  if (!(request.deadline_seconds >= 1 && request.deadline_seconds <= 3600)) {
+    return std::unexpected(Error("deadline_seconds must be from 1 to 3600", EINVAL));
+  }
+  if (request.reason.size() > 1024) {
+    return std::unexpected(Error("reason is longer than 1024 bytes", EINVAL));
+  }
+  std::lock_guard lock(mutex_);
+  if (stopping_) return std::unexpected(Error("archd is stopping", EBUSY));
+  if (drain_running_) {
+    return std::unexpected(
+        Error(fmt::format("drain {} is still running", state_.drains.back().id), EBUSY));
+  }
+  if (request.kind == DrainKind::kManual) ++state_.counters.notices["manual"];
+  auto d = start_drain_locked(std::move(request), 0);
+  save_locked();
+  return d;
+}
+
+Result<DrainRecord> Agent::start_drain_locked(DrainRequest request, int64_t resumed_from) {
+  if (request.reason.empty()) request.reason = std::string(to_string(request.kind)) + " drain";
+  if (!state_.draining) {
+    state_.draining = true;
+    state_.draining_since = now_s();
+  }
+  state_.drain_kind = request.kind;
+  state_.drain_reason = request.reason;
+  if (auto flagged = write_flag_locked(); !flagged) {
+    log_(LogLevel::kError, "draining flag: " + flagged.error().message());
+  }
+  DrainRecord d;
+  d.id = state_.next_drain_id++;
+  d.kind = request.kind;
+  d.reason = request.reason;
+  d.requested = now_s();
+  d.deadline_seconds = request.deadline_seconds;
+  d.resumed_from = resumed_from;
+  d.report = {{"containers", json::array()}};
+  state_.add_drain(d);
+  if (drain_thread_.joinable()) drain_thread_.join();  // the last one has finished
+  cancel_drain_ = false;
+  drain_running_ = true;
+  drain_thread_ = std::thread([this, id = d.id, s = d.deadline_seconds] { run_drain(id, s); });
+  event({.kind = "drain",
+         .outcome = "started",
+         .detail = fmt::format(
+             "drain {} ({}): {}; deadline {} s{}", d.id, to_string(d.kind), d.reason,
+             d.deadline_seconds,
+             resumed_from ? fmt::format(", resumes drain {}", resumed_from) : std::string())});
+  log_(LogLevel::kInfo,
+       fmt::format("drain {} started: {} (deadline {} s)", d.id, d.reason, d.deadline_seconds));
+  return d;
+}
+
+void Agent::run_drain(int64_t id, double deadline_seconds) {
+  FinalizeOptions options;
+  options.deadline_seconds = deadline_seconds;
+  options.parallel = config_.agent.finalize_parallel;
+  options.cancel = &cancel_drain_;
+  options.on_start = [this, id](const std::vector<ContainerRecord>& chosen) {
+    std::lock_guard lock(mutex_);
+    if (auto* d = state_.find_drain(id)) d->total = chosen.size();
+    save_locked();
+  };
+  options.on_result = [this, id](const FinalizeResult& r) { record_result(id, r); };
+  FinalizeReport report = finalize_node(config_, runc_, options);
+  finish_drain(id, report);
+}
+
+void Agent::record_result(int64_t id, const FinalizeResult& r) {
+  std::lock_guard lock(mutex_);
+  auto& c = state_.counters;
+  if (r.outcome != FinalizeOutcome::kSkipped) {
+    c.checkpoint_seconds.observe(r.seconds);
+    if (r.outcome == FinalizeOutcome::kCheckpointed) {
+      ++c.checkpoints_ok;
+      c.checkpoint_bytes += r.bytes;
+    } else {
+      ++c.checkpoints_failed;
+    }
+  }
+  if (auto* d = state_.find_drain(id)) {
+    ++d->done;
+    d->report["containers"].push_back({{"namespace", r.container.ns},
+                                       {"id", r.container.id},
+                                       {"result", to_string(r.outcome)},
+                                       {"seconds", r.seconds},
+                                       {"detail", r.detail}});
+  }
+  event({.kind = "checkpoint",
+         .ns = r.container.ns,
+         .id = r.container.id,
+         .outcome = std::string(checkpoint_outcome(r.outcome)),
+         .duration_ms = r.seconds * 1000,
+         .detail = r.detail});
+  save_locked();
+}
+
+void Agent::finish_drain(int64_t id, const FinalizeReport& report) {
+  std::lock_guard lock(mutex_);
+  bool cut_short = std::any_of(report.containers.begin(), report.containers.end(), [](auto& r) {
+    return r.outcome == FinalizeOutcome::kSkipped && r.detail.starts_with("cancelled");
+  });
+  std::size_t bad = report.not_checkpointed();
+  std::string summary =
+      fmt::format("{} containers, {} checkpointed, {} not, in {:.2f} s", report.containers.size(),
+                  report.containers.size() - bad, bad, report.total_seconds);
+  if (auto* d = state_.find_drain(id)) {
+    d->report = finalize_report_json(report);
+    d->finished = now_s();
+    d->state = !cut_short ? "done" : stopping_ ? "interrupted" : "cancelled";
+    event({.kind = "drain",
+           .outcome = d->state,
+           .duration_ms = report.total_seconds * 1000,
+           .detail = fmt::format("drain {}: {}", id, summary)});
+  }
+  log_(bad == 0 ? LogLevel::kInfo : LogLevel::kWarn, fmt::format("drain {}: {}", id, summary));
+  drain_running_ = false;
+  save_locked();
+  wake_.notify_all();
+}
+
+void Agent::resume_interrupted_locked() {
+  if (state_.drains.empty()) return;
+  DrainRecord& last = state_.drains.back();
+  if (last.state != "running" && last.state != "interrupted") return;
+  bool unfinished_run = last.state == "running";
+  last.state = "interrupted";
+  if (unfinished_run) last.finished = now_s();
+  if (!state_.draining) return;
+  double left =
+      static_cast<double>(last.requested) + last.deadline_seconds - static_cast<double>(now_s());
+  if (left < 1) {
+    log_(LogLevel::kWarn,
+         fmt::format("drain {} was interrupted and its deadline has passed: not resumed", last.id));
+    return;
+  }
+  (void)start_drain_locked({last.kind, last.reason, std::floor(left)}, last.id);
+}
+
+json Agent::undrain() {
+  std::lock_guard lock(mutex_);
+  json out = {{"draining", false}, {"was_draining", state_.draining}, {"cancelled_drain", nullptr}};
+  if (drain_running_) {
+    cancel_drain_ = true;
+    out["cancelled_drain"] = state_.drains.back().id;
+  }
+  state_.draining = false;
+  state_.draining_since = 0;
+  state_.drain_reason.clear();
+  if (::unlink(draining_flag(config_).c_str()) != 0 && errno != ENOENT) {
+    log_(LogLevel::kError, errno_error("unlink " + draining_flag(config_)).message());
+  }
+  event({.kind = "undrain",
+         .outcome = "ok",
+         .detail = out["cancelled_drain"].is_null()
+                       ? std::string("node no longer draining")
+                       : fmt::format("node no longer draining; drain {} cancelled",
+                                     out["cancelled_drain"].get<int64_t>())});
+  save_locked();
+  return out;
+}
+
+// ---------------------------------------------------------------- notices
+
+void Agent::on_notice(const Notice& n) {
+  std::lock_guard lock(mutex_);
+  NoticeRecord rec{std::string(notice_kind(n.kind)), n.action, n.time_text, now_s()};
+  auto& last = state_.last_notice;
+  if (last && last->kind == rec.kind && last->action == rec.action &&
+      last->time_text == rec.time_text) {
+    return;  // the same notice, seen again by the next poll
+  }
+  last = rec;
+  ++state_.counters.notices[rec.kind];
+  event({.kind = "notice",
+         .outcome = rec.action,
+         .detail = fmt::format("{} notice: {} at {}", rec.kind, rec.action, rec.time_text)});
+  log_(LogLevel::kWarn, fmt::format("{} notice: {} at {}", rec.kind, rec.action, rec.time_text));
+  bool drains = n.kind == Notice::Kind::kSpot || config_.agent.rebalance_action == "drain";
+  if (drains && !stopping_ && !drain_running_) {
+    double deadline = n.deadline ? static_cast<double>(n.deadline->count())
+                                 : notice_deadline_seconds(n, SysClock::now(),
+                                                           config_.agent.safety_margin_seconds);
+    DrainKind kind = n.kind == Notice::Kind::kSpot ? DrainKind::kNotice : DrainKind::kRebalance;
+    (void)start_drain_locked(
+        {kind, fmt::format("{} notice: {} at {}", rec.kind, rec.action, rec.time_text),
+         std::max(1.0, deadline)},
+        0);
+  } else if (drains && drain_running_) {
+    log_(LogLevel::kInfo, "a drain is already running: the notice is recorded");
+  }
+  save_locked();
+}
+
+void Agent::on_watcher_poll(bool ok, const std::string& error) {
+  std::lock_guard lock(mutex_);
+  watcher_.state = ok ? "polling" : "error";
+  watcher_.last_poll = now_s();
+  watcher_.last_error = ok ? std::string() : error;
+}
+
+// ---------------------------------------------------------------- status and events
+
+json Agent::status() {
+  json containers = json::array();
+  for (const auto& rec : ContainerRegistry(config_.state_dir).all()) {
+    auto st = RuncClient(runc_, rec.runc_root).state(rec.id);
+    containers.push_back({{"namespace", rec.ns},
+                          {"id", rec.id},
+                          {"key", rec.key},
+                          {"status", st ? st->status : "gone"},
+                          {"store", rec.store},
+                          {"created", rec.created}});
+  }
+  json recent = json::array();
+  for (const auto& e : events_.recent(kStatusEvents)) recent.push_back(event_json(e));
+
+  std::lock_guard lock(mutex_);
+  json drain = nullptr;
+  if (!state_.drains.empty()) drain = drain_json(state_.drains.back());
+  return {{"node", host_name()},
+          {"version", kVersion},
+          {"pid", ::getpid()},
+          {"started", started_},
+          {"draining", state_.draining},
+          {"draining_since", state_.draining ? json(state_.draining_since) : json(nullptr)},
+          {"drain_kind", state_.draining ? json(to_string(state_.drain_kind)) : json(nullptr)},
+          {"drain_reason", state_.draining ? json(state_.drain_reason) : json(nullptr)},
+          {"drain_running", drain_running_},
+          {"drain", drain},
+          {"watcher",
+           {{"endpoint", config_.agent.imds_endpoint},
+            {"state", watcher_.state},
+            {"last_poll", watcher_.last_poll ? json(watcher_.last_poll) : json(nullptr)},
+            {"last_error", watcher_.last_error},
+            {"last_notice", notice_json(state_.last_notice)}}},
+          {"containers", containers},
+          {"events", recent}};
+}
+
+std::optional<json> Agent::drain_record(int64_t id) {
+  std::lock_guard lock(mutex_);
+  const DrainRecord* d = state_.find_drain(id);
+  if (d == nullptr) return std::nullopt;
+  return drain_json(*d);
+}
+
+json Agent::events(uint64_t since, std::size_t limit) const {
+  json list = json::array();
+  uint64_t last = since;
+  for (const auto& e : events_.since(since, limit)) {
+    list.push_back(event_json(e));
+    last = e.seq;
+  }
+  return {{"events", list}, {"next", last}};
+}
+
+std::string Agent::metrics() {
+  refresh();
+  std::lock_guard lock(mutex_);
+  return render_metrics({state_.counters, managed_, quarantined_, state_.draining});
+}
+
+// ---------------------------------------------------------------- the scan
+
+void Agent::refresh() {
+  std::lock_guard scan(scan_mutex_);
+  auto records = ContainerRegistry(config_.state_dir).all();
+  std::set<std::string> stores = {config_.store_path};
+  {
+    std::lock_guard lock(mutex_);
+    stores.insert(state_.stores.begin(), state_.stores.end());
+  }
+  for (const auto& rec : records) {
+    if (!rec.store.empty()) stores.insert(rec.store);
+  }
+  std::map<std::string, std::string> failed;  // path -> "ns/key: reason"
+  for (const auto& store : stores) {
+    auto all = CheckpointStore(store).list_all(false);
+    if (!all) continue;
+    for (const auto& c : *all) {
+      if (c.state == CheckpointState::kFailed)
+        failed[c.path] = c.ns + "/" + c.key + ": " + c.reason;
+    }
+  }
+  std::set<std::string> seen_restores;
+  {
+    std::lock_guard lock(mutex_);
+    seen_restores.insert(state_.seen_restores.begin(), state_.seen_restores.end());
+  }
+  std::vector<std::pair<std::string, const ContainerRecord*>> restored;
+  for (const auto& rec : records) {
+    std::string key = fmt::format("{}/{}@{}", rec.ns, rec.id, rec.created);
+    if (seen_restores.contains(key) || restore_logged(rec)) restored.emplace_back(key, &rec);
+  }
+
+  std::lock_guard lock(mutex_);
+  bool changed = false;
+  std::set<std::string> before(state_.seen_restores.begin(), state_.seen_restores.end());
+  state_.seen_restores.clear();
+  for (const auto& [key, rec] : restored) {
+    state_.seen_restores.push_back(key);
+    if (before.contains(key)) continue;
+    ++state_.counters.restores_ok;
+    changed = true;
+    event({.kind = "restore",
+           .ns = rec->ns,
+           .id = rec->id,
+           .outcome = "ok",
+           .detail = "restored by arch-runc (engine log " + rec->log + ")"});
+  }
+  changed |= state_.seen_restores.size() != before.size();
+  std::set<std::string> seen_failed(state_.seen_quarantined.begin(), state_.seen_quarantined.end());
+  state_.seen_quarantined.clear();
+  for (const auto& [path, what] : failed) {
+    state_.seen_quarantined.push_back(path);
+    if (seen_failed.contains(path)) continue;
+    ++state_.counters.restores_failed;
+    changed = true;
+    event({.kind = "quarantine", .outcome = "moved-aside", .detail = path + " (" + what + ")"});
+  }
+  changed |= state_.seen_quarantined.size() != seen_failed.size();
+  std::vector<std::string> store_list(stores.begin(), stores.end());
+  if (store_list.size() > 64) store_list.resize(64);
+  changed |= store_list != state_.stores;
+  state_.stores = std::move(store_list);
+  managed_ = records.size();
+  quarantined_ = failed.size();
+  if (changed) save_locked();
+}
+
+void Agent::housekeeping_loop() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    lock.unlock();
+    refresh();
+    lock.lock();
+    wake_.wait_for(lock, kHousekeepingInterval, [this] { return stopping_; });
+  }
+}
+
+// ---------------------------------------------------------------- persistence
+
+Result<void> Agent::write_flag_locked() {
+  std::string flag = draining_flag(config_);
+  if (auto made = make_private_dirs(config_.state_dir); !made) return made;
+  json body = {{"reason", state_.drain_reason},
+               {"kind", to_string(state_.drain_kind)},
+               {"since", state_.draining_since},
+               {"pid", ::getpid()}};
+  return write_file_atomic(flag, body.dump() + "\n", 0600);
+}
+
+void Agent::save_locked() {
+  if (auto saved = save_node_state(config_.agent.state_file, state_); !saved) {
+    log_(LogLevel::kError, "save state: " + saved.error().message());
+  }
+}
+
+void Agent::event(Event e) {
+  Error error;
+  events_.append(std::move(e), &error);
+  if (!error.text().empty()) log_(LogLevel::kWarn, "event log: " + error.message());
+}
+
+}  // namespace arch::agent

@@ -1,0 +1,176 @@
+// Tests for the Agent with a fake runc: drains persisted and resumed across restarts, the
+// draining flag, notices (once each), undrain, conflicts, metrics.
+#include "agent.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "container_registry.h"
+#include "file_util.h"
+
+namespace arch::agent {
+namespace {
+
+using namespace std::chrono_literals;
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (std::filesystem::temp_directory_path() /
+            ("arch-agent-" + std::to_string(::getpid()) + "-" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+               .string();
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    config_.state_dir = dir_ + "/state";
+    config_.store_path = dir_ + "/store";
+    config_.agent.state_file = dir_ + "/agent/state.json";
+    config_.agent.event_log = dir_ + "/log/events.jsonl";
+    config_.agent.imds_endpoint = "";
+    // `state ID` sleeps for a "slow" container and fails: nothing is ever running.
+    runc_ = dir_ + "/runc";
+    std::ofstream(runc_) << "#!/bin/sh\nfor a; do id=$a; done\n"
+                            "[ \"$id\" = slow ] && sleep 1\nexit 1\n";
+    ::chmod(runc_.c_str(), 0755);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<Agent> make_agent() {
+    return std::make_unique<Agent>(config_, runc_, [](LogLevel, const std::string&) {});
+  }
+  bool flag_exists() const { return ::access(draining_flag(config_).c_str(), F_OK) == 0; }
+
+  // Waits until the last drain has finished; returns the status.
+  static nlohmann::json wait_drained(Agent& agent) {
+    for (int i = 0; i < 200; ++i) {
+      auto st = agent.status();
+      if (!st["drain_running"].get<bool>()) return st;
+      std::this_thread::sleep_for(20ms);
+    }
+    ADD_FAILURE() << "drain did not finish";
+    return agent.status();
+  }
+
+  std::string dir_, runc_;
+  NodeConfig config_;
+};
+
+TEST_F(AgentTest, DrainIsPersistedFlaggedAndSurvivesARestart) {
+  {
+    auto agent = make_agent();
+    ASSERT_TRUE(agent->start());
+    auto d = agent->drain({DrainKind::kManual, "maintenance", 30});
+    ASSERT_TRUE(d) << d.error().message();
+    EXPECT_EQ(d->id, 1);
+    EXPECT_TRUE(flag_exists());
+    auto st = wait_drained(*agent);
+    EXPECT_TRUE(st["draining"]);
+    EXPECT_EQ(st["drain_reason"], "maintenance");
+    EXPECT_EQ(st["drain"]["state"], "done");
+    EXPECT_EQ(st["drain"]["report"]["containers"].size(), 0u);
+    agent->stop();
+  }
+  ::unlink(draining_flag(config_).c_str());  // tmpfs emptied by a reboot
+  auto agent = make_agent();
+  ASSERT_TRUE(agent->start());
+  EXPECT_TRUE(flag_exists()) << "archd re-asserts the flag at start";
+  auto st = agent->status();
+  EXPECT_TRUE(st["draining"]);
+  EXPECT_EQ(st["drain_kind"], "manual");
+  EXPECT_EQ(st["drain"]["id"], 1);
+  EXPECT_NE(agent->metrics().find("arch_notices_total{kind=\"manual\"} 1\n"), std::string::npos);
+
+  auto out = agent->undrain();
+  EXPECT_EQ(out["was_draining"], true);
+  EXPECT_FALSE(flag_exists());
+  EXPECT_FALSE(agent->status()["draining"]);
+  EXPECT_NE(agent->metrics().find("arch_node_draining 0\n"), std::string::npos);
+  auto events = agent->events(0, 100)["events"];
+  std::vector<std::string> kinds;
+  for (const auto& e : events) kinds.push_back(e["kind"]);
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), "undrain"), kinds.end());
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), "drain"), kinds.end());
+}
+
+TEST_F(AgentTest, ASecondDrainWhileOneRunsIsAConflict) {
+  ContainerRegistry reg(config_.state_dir);
+  ASSERT_TRUE(reg.record({"slow", "default", "slow", dir_ + "/root", "/b", "/s", "", 1}));
+  auto agent = make_agent();
+  ASSERT_TRUE(agent->start());
+  ASSERT_TRUE(agent->drain({DrainKind::kManual, "one", 30}));
+  auto second = agent->drain({DrainKind::kManual, "two", 30});
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code(), EBUSY);
+  EXPECT_FALSE(agent->drain({DrainKind::kManual, "bad", 0}));
+  wait_drained(*agent);
+  EXPECT_TRUE(agent->drain({DrainKind::kManual, "three", 30}));
+}
+
+TEST_F(AgentTest, AnInterruptedDrainResumesWithWhatIsLeftOfItsDeadline) {
+  NodeState s;
+  s.draining = true;
+  s.drain_reason = "maintenance";
+  s.draining_since = static_cast<long>(std::time(nullptr)) - 10;
+  s.next_drain_id = 5;
+  s.add_drain({.id = 4,
+               .reason = "maintenance",
+               .requested = s.draining_since,
+               .deadline_seconds = 100,
+               .state = "running"});
+  ASSERT_TRUE(save_node_state(config_.agent.state_file, s));
+  auto agent = make_agent();
+  ASSERT_TRUE(agent->start());
+  auto st = wait_drained(*agent);
+  EXPECT_EQ(st["drain"]["id"], 5);
+  EXPECT_EQ(st["drain"]["resumed_from"], 4);
+  EXPECT_LE(st["drain"]["deadline_seconds"].get<double>(), 90.0);
+  EXPECT_GE(st["drain"]["deadline_seconds"].get<double>(), 85.0);
+  auto saved = load_node_state(config_.agent.state_file);
+  ASSERT_TRUE(saved);
+  EXPECT_EQ(saved->find_drain(4)->state, "interrupted");
+}
+
+TEST_F(AgentTest, ASpotNoticeDrainsOnceAndARebalanceIsOnlyRecorded) {
+  auto agent = make_agent();
+  ASSERT_TRUE(agent->start());
+  Notice rebalance{Notice::Kind::kRebalance, "rebalance", "2026-11-21T23:50:00Z", {}, {}};
+  agent->on_notice(rebalance);
+  EXPECT_FALSE(agent->status()["draining"]);
+  EXPECT_EQ(agent->status()["watcher"]["last_notice"]["kind"], "rebalance");
+
+  Notice spot{Notice::Kind::kSpot,
+              "terminate",
+              "2026-11-21T23:59:00Z",
+              std::chrono::system_clock::now() + 120s,
+              {}};
+  agent->on_notice(spot);
+  agent->on_notice(spot);  // the next poll sees it again
+  auto st = wait_drained(*agent);
+  EXPECT_TRUE(st["draining"]);
+  EXPECT_EQ(st["drain_kind"], "notice");
+  EXPECT_EQ(st["drain"]["id"], 1);
+  EXPECT_NEAR(st["drain"]["deadline_seconds"].get<double>(), 105, 2);
+  std::string m = agent->metrics();
+  EXPECT_NE(m.find("arch_notices_total{kind=\"spot\"} 1\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("arch_notices_total{kind=\"rebalance\"} 1\n"), std::string::npos) << m;
+}
+
+TEST(NoticeDeadline, IsTheNoticeTimeLessTheMarginClamped) {
+  auto now = std::chrono::system_clock::now();
+  Notice n{Notice::Kind::kSpot, "terminate", "t", now + 120s, {}};
+  EXPECT_DOUBLE_EQ(notice_deadline_seconds(n, now, 15), 105);
+  n.time = now + 10s;
+  EXPECT_DOUBLE_EQ(notice_deadline_seconds(n, now, 15), 5);
+  n.time = now + 3600s;
+  EXPECT_DOUBLE_EQ(notice_deadline_seconds(n, now, 15), 300);
+  n.time = {};
+  EXPECT_DOUBLE_EQ(notice_deadline_seconds(n, now, 15), 105);
+}
+
+}  // namespace
+}  // namespace arch::agent

@@ -1,0 +1,249 @@
+// archctl node status|drain|undrain: the node agent (archd) through its local API,
+// HTTP/1.1 + JSON on the root-only unix socket [agent] socket (libcurl). When archd is
+// not running, `node drain` says so and names what still works without it.
+#include <curl/curl.h>
+#include <fmt/core.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "commands.h"
+#include "node_config.h"
+
+namespace arch::cli {
+namespace {
+
+using nlohmann::json;
+
+struct Reply {
+  long status = 0;
+  json body;
+};
+
+std::size_t collect(char* data, std::size_t size, std::size_t n, void* out) {
+  static_cast<std::string*>(out)->append(data, size * n);
+  return size * n;
+}
+
+/// One request to archd: `method` `path` with an optional JSON body. Fails when archd
+/// cannot be reached (the message says so) or answers something that is not JSON.
+Result<Reply> call_archd(const std::string& socket, const char* method, const std::string& path,
+                         const json& body = nullptr) {
+  static const bool initialised = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(initialised ? curl_easy_init() : nullptr,
+                                                           curl_easy_cleanup);
+  if (!curl) return fail("libcurl could not be initialised");
+  std::string url = "http://archd" + path, sent = body.is_null() ? "" : body.dump(), received;
+  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
+  CURL* c = curl.get();
+  curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket.c_str());
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+  if (std::string_view(method) == "POST") {
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, sent.c_str());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(sent.size()));
+  }
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &received);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  CURLcode rc = curl_easy_perform(c);
+  curl_slist_free_all(headers);
+  if (rc == CURLE_COULDNT_CONNECT) {
+    return fail("archd is not running (nothing answers on " + socket + ")");
+  }
+  if (rc != CURLE_OK) {
+    return fail(fmt::format("archd on {}: {}", socket, curl_easy_strerror(rc)));
+  }
+  Reply reply;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply.status);
+  reply.body = json::parse(received, nullptr, false);
+  if (reply.body.is_discarded())
+    return fail(fmt::format("archd answered {} without JSON", reply.status));
+  return reply;
+}
+
+std::string socket_path() {
+  LoadedConfig loaded = load_node_config(config_path_from_env());
+  for (const auto& w : loaded.warnings) fmt::print(stderr, "warning: {}\n", w);
+  return loaded.config.agent.socket;
+}
+
+// The reply's error message, for a non-2xx status.
+std::string api_error(const Reply& r) {
+  std::string msg = r.body.is_object() ? r.body.value("error", "") : "";
+  return fmt::format("archd answered {}{}", r.status, msg.empty() ? "" : ": " + msg);
+}
+
+std::string when(const json& t) {
+  if (!t.is_number()) return "-";
+  std::time_t secs = t.get<std::time_t>();
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+void print_report(const json& report) {
+  fmt::print("{:<40} {:<13} {:>9}  {}\n", "NAMESPACE/ID", "RESULT", "SECONDS", "DETAIL");
+  std::size_t n = 0, ok = 0;
+  for (const auto& c : report.value("containers", json::array())) {
+    std::string detail = c.value("detail", "");
+    fmt::print("{:<40} {:<13} {:>9.2f}  {}\n", c.value("namespace", "") + "/" + c.value("id", ""),
+               c.value("result", ""), c.value("seconds", 0.0), detail.substr(0, detail.find('\n')));
+    ++n;
+    ok += c.value("result", "") == "checkpointed";
+  }
+  fmt::print("{} containers, {} checkpointed, {} not, in {:.2f} s\n", n, ok, n - ok,
+             report.value("total_seconds", 0.0));
+}
+
+void print_status(const json& s) {
+  fmt::print("node:       {} (archd {}, pid {})\n", s.value("node", ""), s.value("version", ""),
+             s.value("pid", 0));
+  if (s.value("draining", false)) {
+    fmt::print("draining:   yes, since {} ({}: {})\n", when(s["draining_since"]),
+               s.value("drain_kind", ""), s.value("drain_reason", ""));
+  } else {
+    fmt::print("draining:   no\n");
+  }
+  const json& w = s["watcher"];
+  std::string notice = "none";
+  if (w["last_notice"].is_object()) {
+    notice = w["last_notice"].value("kind", "") + " " + w["last_notice"].value("action", "") +
+             " at " + w["last_notice"].value("time", "");
+  }
+  fmt::print("watcher:    {} ({}), last poll {}, last notice {}\n", w.value("state", ""),
+             w.value("endpoint", "") == "" ? "no endpoint" : w.value("endpoint", ""),
+             when(w["last_poll"]), notice);
+  if (s["drain"].is_object()) {
+    const json& d = s["drain"];
+    fmt::print("last drain: {} {} ({}), {} of {} containers done, deadline {} s\n",
+               d.value("id", 0), d.value("state", ""), d.value("reason", ""), d.value("done", 0),
+               d.value("total", 0), d.value("deadline_seconds", 0.0));
+  }
+  fmt::print("\n{:<40} {:<9} {}\n", "NAMESPACE/ID", "STATUS", "STORE");
+  for (const auto& c : s["containers"]) {
+    fmt::print("{:<40} {:<9} {}\n", c.value("namespace", "") + "/" + c.value("id", ""),
+               c.value("status", ""), c.value("store", ""));
+  }
+  fmt::print("\nrecent events:\n");
+  for (const auto& e : s["events"]) {
+    std::string who =
+        e.value("id", "").empty() ? "" : e.value("namespace", "") + "/" + e.value("id", "") + " ";
+    fmt::print("  {} {} {}{} {}\n", e.value("time", ""), e.value("kind", ""), who,
+               e.value("outcome", ""), e.value("detail", ""));
+  }
+}
+
+int run_status(bool as_json) {
+  auto r = call_archd(socket_path(), "GET", "/v1/node/status");
+  if (!r) return report_error(r.error().message());
+  if (r->status != 200) return report_error(api_error(*r));
+  if (as_json) {
+    fmt::print("{}\n", r->body.dump(2));
+  } else {
+    print_status(r->body);
+  }
+  return 0;
+}
+
+// Polls drain `id` until it is no longer running; returns its record.
+Result<json> wait_for_drain(const std::string& socket, int64_t id) {
+  for (;;) {
+    auto r = call_archd(socket, "GET", fmt::format("/v1/drains/{}", id));
+    if (!r) return std::unexpected(r.error());
+    if (r->status != 200) return fail(api_error(*r));
+    if (r->body.value("state", "") != "running") return r->body;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+int run_drain(const std::string& reason, double deadline, bool wait, bool as_json) {
+  std::string socket = socket_path();
+  json body = {{"reason", reason.empty() ? "manual drain (archctl)" : reason},
+               {"deadline_seconds", deadline}};
+  auto r = call_archd(socket, "POST", "/v1/node/drain", body);
+  if (!r) {
+    return report_error(r.error().message() +
+                        "\nThe node is not marked draining. To checkpoint every running "
+                        "ARCH-enabled container without archd: archctl container finalize");
+  }
+  if (r->status != 202) return report_error(api_error(*r));
+  int64_t id = r->body.value("drain_id", int64_t{0});
+  if (!wait) {
+    if (as_json) {
+      fmt::print("{}\n", r->body.dump(2));
+    } else {
+      fmt::print("drain {} started: node marked draining, finalize running (deadline {} s)\n", id,
+                 r->body.value("deadline_seconds", 0.0));
+    }
+    return 0;
+  }
+  auto done = wait_for_drain(socket, id);
+  if (!done) return report_error(done.error().message());
+  if (as_json) {
+    fmt::print("{}\n", done->dump(2));
+  } else {
+    fmt::print("drain {} {}\n", id, done->value("state", ""));
+    print_report(done->value("report", json::object()));
+  }
+  bool all_ok = done->value("state", "") == "done";
+  for (const auto& c : done->value("report", json::object()).value("containers", json::array())) {
+    all_ok = all_ok && c.value("result", "") == "checkpointed";
+  }
+  return all_ok ? 0 : 1;
+}
+
+int run_undrain(bool as_json) {
+  auto r = call_archd(socket_path(), "POST", "/v1/node/undrain");
+  if (!r) return report_error(r.error().message());
+  if (r->status != 200) return report_error(api_error(*r));
+  if (as_json) {
+    fmt::print("{}\n", r->body.dump(2));
+  } else if (r->body["cancelled_drain"].is_number()) {
+    fmt::print("node no longer draining (drain {} cancelled: checkpoints in progress finish)\n",
+               r->body["cancelled_drain"].get<int64_t>());
+  } else {
+    fmt::print("node no longer draining{}\n",
+               r->body.value("was_draining", false) ? "" : " (it was not)");
+  }
+  return 0;
+}
+
+}  // namespace
+
+Handler add_node_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("node", "This node's agent (archd): status, drain, undrain");
+  cmd->require_subcommand(1);
+  struct Opts {
+    std::string output, reason;
+    double deadline = 110;
+    bool wait = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* status = cmd->add_subcommand("status", "Draining or not, watcher, containers, events");
+  status->add_option("-o,--output", o->output, "json for machine-readable output");
+  auto* drain = cmd->add_subcommand(
+      "drain", "Mark the node draining and checkpoint every running ARCH-enabled container");
+  drain->add_option("--reason", o->reason, "Why (shown in status and the event log)");
+  drain
+      ->add_option("--deadline", o->deadline, "Seconds; containers not started by then are skipped")
+      ->capture_default_str();
+  drain->add_flag("--wait", o->wait, "Wait for the drain's report; exit 1 if any container failed");
+  drain->add_option("-o,--output", o->output, "json for machine-readable output");
+  auto* undrain = cmd->add_subcommand("undrain", "The node is no longer draining");
+  undrain->add_option("-o,--output", o->output, "json for machine-readable output");
+  return [=] {
+    bool as_json = o->output == "json";
+    if (status->parsed()) return run_status(as_json);
+    if (drain->parsed()) return run_drain(o->reason, o->deadline, o->wait, as_json);
+    return run_undrain(as_json);
+  };
+}
+
+}  // namespace arch::cli

@@ -1,0 +1,309 @@
+"""archd, the node agent, as a real process: its unix-socket API, drains through
+`archctl node drain` that checkpoint running ARCH-enabled containers on the session's
+private containerd (which then resume when created again), its state across a restart in
+the middle of a drain, its metrics as promtool reads them, its event log, archctl and
+arch-runc working while it is stopped, and the systemd unit.
+
+Each test starts its own archd by pid with a private config (the session's runc, CRIU,
+store and registry, plus [agent] socket, state file, event log and a free loopback metrics
+port in the test's directory) and stops it by pid; the draining flag is removed after.
+"""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import archctl_path, build_dir, skip_unless_binaries, skip_unless_root
+from archtest import checkpoint, proc, workloads
+from archtest.archd import Archd, parse_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+UNIT = os.path.join(REPO, "packaging", "archd.service")
+COUNT = "/data/count.txt"
+
+
+def archd_path():
+    return os.path.join(build_dir(), "src", "agent", "archd")
+
+
+@pytest.fixture
+def make_archd(node_config, e2e_dir):
+    """A factory of Archd instances (not started); every one is stopped and undrained after."""
+    skip_unless_root()
+    skip_unless_binaries(archd_path(), archctl_path())
+    made = []
+
+    def make(parallel=4, metrics=True):
+        base = tempfile.mkdtemp(prefix="archd-", dir=e2e_dir)
+        a = Archd(archd_path(), base, node_config, parallel=parallel, metrics=metrics)
+        made.append(a)
+        return a
+
+    yield make
+    for a in made:
+        if a.proc is not None and a.proc.poll() is None:
+            a.call("POST", "/v1/node/undrain")
+            assert a.stop() == 0, a.log_text()
+            assert not os.path.exists(a.socket), "archd left its socket behind"
+    if os.path.exists(os.path.join(node_config.state, "draining")):
+        os.unlink(os.path.join(node_config.state, "draining"))
+
+
+def archctl(a, *args, timeout=300):
+    return proc.run([archctl_path(), *args], timeout=timeout, env=a.env())
+
+
+def archctl_json(a, *args, ok=(0,), timeout=300):
+    r = archctl(a, *args, "-o", "json", timeout=timeout)
+    assert r.returncode in ok, f"archctl {args} exited {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return json.loads(r.stdout)
+
+
+def start_counters(c, n, label):
+    ids = [checkpoint.new_id(f"{label}{i}") for i in range(n)]
+    for cid in ids:
+        c.run(cid, workloads.counter(COUNT))
+    for cid in ids:
+        c.wait_lines(cid, COUNT, 3, workloads.parse_counter)
+    return ids
+
+
+def check_resumes(c, cid, ckpt):
+    """Deleted (exit 137 from the checkpoint) and run again, the container resumes from
+    `ckpt`: same process (start line), its count going on with no value lost or repeated."""
+    at_ckpt = checkpoint.diff_member(ckpt, COUNT)
+    assert at_ckpt is not None, f"{COUNT} is not in {ckpt}"
+    uuid0, values0 = workloads.parse_counter(at_ckpt.decode())
+    c.run(cid, workloads.counter(COUNT))
+    c.assert_restored(cid, ckpt)
+    uuid, values = c.wait_lines(cid, COUNT, len(values0) + 3, workloads.parse_counter)
+    assert uuid == uuid0, f"{cid} started again instead of resuming"
+    workloads.check_sequence(values, f"{cid} after the restore")
+
+
+# ------------------------------------------------------------------ API, socket, config
+
+def test_api_status_socket_and_errors(make_archd):
+    a = make_archd().start()
+    st = os.stat(a.socket)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(a.socket)).st_mode) == 0o700
+    status = a.status()
+    assert status["draining"] is False and status["drain"] is None
+    assert status["pid"] == a.proc.pid
+    assert status["watcher"]["state"] == "disabled"
+    assert isinstance(status["containers"], list)
+    assert [e["kind"] for e in status["events"]][-1:] == ["agent"]
+
+    r = a.get("/v1/nope")
+    assert r.status == 404 and "error" in r.json()
+    r = a.call("POST", "/v1/node/drain", {"deadline_seconds": "soon"})
+    assert r.status == 400 and "deadline_seconds" in r.json()["error"]
+    r = a.call("POST", "/v1/node/drain", {"deadline_seconds": 0})
+    assert r.status == 400
+    events = a.get("/v1/events?since=0").json()
+    assert events["events"] and events["next"] == events["events"][-1]["seq"]
+    assert a.get(f"/v1/events?since={events['next']}").json()["events"] == []
+
+    # A second archd on the same socket is refused; the first keeps answering.
+    r = proc.run([archd_path(), "--config", a.config], timeout=30, env=a.env())
+    assert r.returncode == 1 and "another archd" in r.stderr, r.stderr
+    assert a.status()["pid"] == a.proc.pid
+    # After a crash the stale socket is replaced.
+    a.kill()
+    assert os.path.exists(a.socket)
+    a.start()
+    assert a.status()["pid"] == a.proc.pid
+
+
+def test_a_config_that_cannot_be_used_is_refused(make_archd, e2e_dir):
+    a = make_archd()
+    r = proc.run([archd_path(), "--config", os.path.join(e2e_dir, "no-such.conf")], timeout=30)
+    assert r.returncode == 2 and "not starting" in r.stderr, r.stderr
+    os.chmod(a.config, 0o666)  # writable by others: ignored as a whole
+    try:
+        r = proc.run([archd_path(), "--config", a.config], timeout=30)
+        assert r.returncode == 2, r.stderr
+    finally:
+        os.chmod(a.config, 0o644)
+
+
+# ------------------------------------------------------------------ drains of real containers
+
+def test_drain_checkpoints_every_container_and_they_resume(make_archd, ctr_containers):
+    c = ctr_containers
+    a = make_archd(parallel=4).start()
+    ids = start_counters(c, 3, "drain")
+    assert {x["id"] for x in a.status()["containers"] if x["status"] == "running"} >= set(ids)
+
+    t0 = time.monotonic()
+    r = archctl(a, "node", "drain", "--reason", "e2e maintenance", "--deadline", "100", "--wait")
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}\n{a.log_text()}"
+    assert "3 containers, 3 checkpointed, 0 not" in r.stdout, r.stdout
+    status = a.status()
+    assert status["draining"] and status["drain_reason"] == "e2e maintenance"
+    assert status["drain_kind"] == "manual" and os.path.exists(a.flag)
+    report = status["drain"]["report"]
+    results = {x["id"]: x for x in report["containers"] if x["namespace"] == c.ns}
+    assert sorted(results) == sorted(ids), report
+    assert all(x["result"] == "checkpointed" for x in results.values()), report
+    print(f"\ndrain of {len(ids)} containers: {report['total_seconds']:.2f} s in archd, "
+          f"{elapsed:.2f} s from `archctl node drain` to its report")
+
+    # The event log: one line per checkpoint and the drain's start and end.
+    events = a.events()
+    for e in events:
+        assert set(e) >= {"time", "kind", "namespace", "id", "outcome", "duration_ms", "detail"}
+    ckpts = {e["id"]: e for e in events if e["kind"] == "checkpoint"}
+    assert sorted(ckpts) == sorted(ids) and {e["outcome"] for e in ckpts.values()} == {"ok"}
+    assert all(ckpts[cid]["detail"] == results[cid]["detail"] for cid in ids)
+    assert [e["outcome"] for e in events if e["kind"] == "drain"] == ["started", "done"]
+
+    m = parse_metrics(a.metrics()[1])
+    assert m['arch_checkpoints_total{outcome="ok"}'] == 3
+    assert m["arch_checkpoint_duration_seconds_count"] == 3
+    assert m["arch_checkpoint_bytes_total"] > 0
+    assert m["arch_node_draining"] == 1
+    assert m['arch_notices_total{kind="manual"}'] == 1
+
+    assert archctl_json(a, "node", "undrain")["was_draining"] is True
+    assert not os.path.exists(a.flag)
+    for cid in ids:
+        assert c.delete(cid) == 137
+    for cid in ids:
+        check_resumes(c, cid, results[cid]["detail"])
+    # archd counts the restores it finds evidence of (registry + the engine's runc log).
+    proc.wait_until(lambda: parse_metrics(a.metrics()[1])['arch_restores_total{outcome="ok"}'] >= 3,
+                    20, "archd to count 3 restores")
+    assert {e["id"] for e in a.events() if e["kind"] == "restore"} >= set(ids)
+
+
+def test_archd_restarted_mid_drain_keeps_draining(make_archd, ctr_containers):
+    c = ctr_containers
+    a = make_archd(parallel=1).start()  # one at a time: the stop lands mid-drain
+    ids = start_counters(c, 4, "restart")
+    since = a.get("/v1/events").json()["next"]
+    r = a.call("POST", "/v1/node/drain", {"reason": "before a restart", "deadline_seconds": 120})
+    assert r.status == 202, r.body
+    first = r.json()["drain_id"]
+    # A second drain while this one runs is refused.
+    assert a.call("POST", "/v1/node/drain", {}).status == 409
+    # Stop archd once the first container is checkpointed: the one in progress finishes,
+    # the rest wait for the next start.
+    proc.wait_until(lambda: any(e["kind"] == "checkpoint" for e in
+                                a.get(f"/v1/events?since={since}").json()["events"]),
+                    60, "the drain's first checkpoint", interval=0.005)
+    assert a.stop() == 0, a.log_text()
+    assert os.path.exists(a.flag), "the draining flag must outlive archd"
+    with open(a.state_file) as f:
+        saved = json.load(f)
+    assert saved["draining"] and saved["drain_reason"] == "before a restart"
+    assert saved["drains"][-1]["id"] == first
+    assert saved["drains"][-1]["state"] in ("interrupted", "done"), saved["drains"][-1]
+    print("\nfirst drain:", saved["drains"][-1]["state"],
+          [x["result"] for x in saved["drains"][-1]["report"]["containers"]])
+
+    a.start()
+    status = a.status()
+    assert status["draining"] and status["drain_reason"] == "before a restart"
+    done = {}
+    for d in saved["drains"][-1:]:
+        done.update({x["id"]: x for x in d["report"]["containers"] if x["result"] == "checkpointed"})
+    if saved["drains"][-1]["state"] == "interrupted":
+        resumed = a.wait_drain(first + 1)
+        assert resumed["resumed_from"] == first and resumed["state"] == "done", resumed
+        assert resumed["deadline_seconds"] <= 120
+        done.update({x["id"]: x for x in resumed["report"]["containers"]
+                     if x["result"] == "checkpointed"})
+    assert sorted(done) == sorted(ids), f"not all checkpointed across the restart: {done}"
+    for cid in ids:
+        assert c.delete(cid) == 137
+    a.call("POST", "/v1/node/undrain")
+    check_resumes(c, ids[0], done[ids[0]]["detail"])
+
+
+def test_draining_state_survives_a_crash(make_archd):
+    a = make_archd(metrics=False).start()
+    r = a.call("POST", "/v1/node/drain", {"reason": "crash test", "deadline_seconds": 30})
+    assert r.status == 202
+    drain = a.wait_drain(r.json()["drain_id"])
+    assert a.get(f"/v1/drains/{drain['id']}").json() == drain
+    assert a.get("/v1/drains/999").status == 404
+    a.kill()
+    os.unlink(a.flag)  # as a reboot empties /run
+    a.start()
+    st = a.status()
+    assert st["draining"] and st["drain_reason"] == "crash test"
+    assert os.path.exists(a.flag), "archd re-asserts the draining flag at start"
+    out = archctl(a, "node", "status")
+    assert out.returncode == 0 and "draining:   yes" in out.stdout and "crash test" in out.stdout
+    assert archctl_json(a, "node", "undrain")["was_draining"] is True
+    assert not a.status()["draining"] and not os.path.exists(a.flag)
+
+
+# ------------------------------------------------------------------ metrics
+
+def test_metrics_pass_promtool(make_archd):
+    a = make_archd().start()
+    ctype, text = a.metrics()
+    assert ctype.startswith("text/plain; version=0.0.4"), ctype
+    promtool = shutil.which("promtool")
+    if promtool:
+        r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, f"promtool: {r.stdout}{r.stderr}\n{text}"
+    m = parse_metrics(text)
+    for name in ('arch_checkpoints_total{outcome="ok"}', 'arch_restores_total{outcome="ok"}',
+                 'arch_checkpoint_duration_seconds_bucket{le="+Inf"}',
+                 "arch_checkpoint_bytes_total", "arch_managed_containers",
+                 'arch_notices_total{kind="spot"}', "arch_quarantined_checkpoints",
+                 "arch_node_draining"):
+        assert name in m, f"{name} missing from\n{text}"
+    assert m["arch_node_draining"] == 0
+    # The same exposition on the unix socket.
+    assert a.get("/metrics").body.startswith("# HELP arch_checkpoints_total")
+    a.call("POST", "/v1/node/drain", {"reason": "metrics"})
+    assert parse_metrics(a.metrics()[1])["arch_node_draining"] == 1
+    if not promtool:
+        pytest.skip("promtool (Debian package prometheus) is not installed: format not linted")
+
+
+# ------------------------------------------------------------------ without archd
+
+def test_archctl_and_arch_runc_work_without_archd(make_archd, ctr_containers):
+    c = ctr_containers
+    a = make_archd()  # configured, never started
+    r = archctl(a, "node", "drain")
+    assert r.returncode == 1
+    assert "archd is not running" in r.stderr and "archctl container finalize" in r.stderr, r.stderr
+    assert archctl(a, "node", "status").returncode == 1
+    (cid,) = start_counters(c, 1, "noarchd")  # arch-runc creates it without archd
+    out = archctl_json(a, "container", "finalize", "--deadline", "60")
+    mine = [x for x in out["containers"] if x["id"] == cid]
+    assert mine and mine[0]["result"] == "checkpointed", out
+    assert c.delete(cid) == 137
+    check_resumes(c, cid, mine[0]["detail"])
+
+
+# ------------------------------------------------------------------ packaging
+
+def test_systemd_unit_verifies(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        pytest.skip("systemd-analyze is not installed")
+    skip_unless_binaries(archd_path())
+    with open(UNIT) as f:
+        text = f.read()
+    assert "ExecStart=/usr/local/bin/archd" in text and "Type=simple" in text
+    unit = tmp_path / "archd.service"
+    unit.write_text(text.replace("/usr/local/bin/archd", archd_path()))
+    r = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    problems = [line for line in (r.stdout + r.stderr).splitlines() if "archd.service" in line]
+    assert r.returncode == 0 and not problems, f"{r.stdout}{r.stderr}"
