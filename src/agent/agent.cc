@@ -64,13 +64,6 @@ std::string_view checkpoint_outcome(FinalizeOutcome o) {
 }
 
 // True when the engine's runc log of a restored container says arch-runc restored it.
-bool restore_logged(const ContainerRecord& rec) {
-  if (rec.log.empty()) return false;
-  struct stat st {};
-  if (::stat((rec.bundle + "/arch-restore").c_str(), &st) != 0) return false;
-  auto text = read_file(rec.log, 8 << 20);
-  return text && text->find(": restored from ") != std::string::npos;
-}
 
 }  // namespace
 
@@ -435,26 +428,37 @@ void Agent::refresh() {
     std::lock_guard lock(mutex_);
     seen_restores.insert(state_.seen_restores.begin(), state_.seen_restores.end());
   }
-  std::vector<std::pair<std::string, const ContainerRecord*>> restored;
+  struct Restored {
+    std::string key;
+    const ContainerRecord* rec;
+    RestoreInfo info;
+  };
+  std::vector<Restored> restored;
+  ContainerRegistry registry(config_.state_dir);
   for (const auto& rec : records) {
     std::string key = fmt::format("{}/{}@{}", rec.ns, rec.id, rec.created);
-    if (seen_restores.contains(key) || restore_logged(rec)) restored.emplace_back(key, &rec);
+    auto info = registry.find_restore(rec.runc_root, rec.id);
+    if (seen_restores.contains(key) || info)
+      restored.push_back({key, &rec, info.value_or(RestoreInfo{})});
   }
 
   std::lock_guard lock(mutex_);
   bool changed = false;
   std::set<std::string> before(state_.seen_restores.begin(), state_.seen_restores.end());
   state_.seen_restores.clear();
-  for (const auto& [key, rec] : restored) {
-    state_.seen_restores.push_back(key);
-    if (before.contains(key)) continue;
+  for (const auto& r : restored) {
+    state_.seen_restores.push_back(r.key);
+    if (before.contains(r.key)) continue;
     ++state_.counters.restores_ok;
+    state_.counters.restore_seconds.observe(r.info.ms / 1000);
+    state_.counters.restore_bytes += r.info.bytes;
     changed = true;
     event({.kind = "restore",
-           .ns = rec->ns,
-           .id = rec->id,
+           .ns = r.rec->ns,
+           .id = r.rec->id,
            .outcome = "ok",
-           .detail = "restored by arch-runc (engine log " + rec->log + ")"});
+           .duration_ms = r.info.ms,
+           .detail = "restored by arch-runc from " + r.info.checkpoint});
   }
   changed |= state_.seen_restores.size() != before.size();
   std::set<std::string> seen_failed(state_.seen_quarantined.begin(), state_.seen_quarantined.end());

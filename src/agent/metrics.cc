@@ -63,7 +63,7 @@ std::string render_metrics(const MetricsSnapshot& s) {
   sample(out, "arch_checkpoints_total{outcome=\"ok\"}", d(c.checkpoints_ok));
   sample(out, "arch_checkpoints_total{outcome=\"failed\"}", d(c.checkpoints_failed));
   family(out, "arch_restores_total", "counter",
-         "Restores seen by archd: ok from the registry and the engine's runc log, failed from "
+         "Restores seen by archd: ok as recorded by arch-runc in the registry, failed from "
          "checkpoints moved aside (failed-* directories).");
   sample(out, "arch_restores_total{outcome=\"ok\"}", d(c.restores_ok));
   sample(out, "arch_restores_total{outcome=\"failed\"}", d(c.restores_failed));
@@ -73,6 +73,12 @@ std::string render_metrics(const MetricsSnapshot& s) {
   family(out, "arch_checkpoint_bytes_total", "counter",
          "Bytes committed to checkpoint stores by the checkpoints archd made.");
   sample(out, "arch_checkpoint_bytes_total", d(c.checkpoint_bytes));
+  family(out, "arch_restore_duration_seconds", "histogram",
+         "Duration of the restores seen, from the engine's create to the processes running.");
+  histogram(out, "arch_restore_duration_seconds", c.restore_seconds);
+  family(out, "arch_restore_bytes_total", "counter",
+         "Bytes of the checkpoints read by the restores seen.");
+  sample(out, "arch_restore_bytes_total", d(c.restore_bytes));
   family(out, "arch_managed_containers", "gauge", "ARCH-enabled containers recorded on this node.");
   sample(out, "arch_managed_containers", d(s.managed_containers));
   family(out, "arch_notices_total", "counter",

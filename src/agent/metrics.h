@@ -35,6 +35,8 @@ struct Counters {
   uint64_t restores_failed = 0;             ///< Checkpoints moved aside (failed-* dirs) seen.
   std::map<std::string, uint64_t> notices;  ///< "spot", "rebalance", "manual".
   Histogram checkpoint_seconds;
+  Histogram restore_seconds;   ///< Restores seen: create to runc restore done.
+  uint64_t restore_bytes = 0;  ///< Bytes of the checkpoints those restores read.
   bool operator==(const Counters&) const = default;
 };
 

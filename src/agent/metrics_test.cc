@@ -35,6 +35,8 @@ TEST(Metrics, RendersEveryFamilyWithHelpTypeAndSamples) {
   s.counters.notices["spot"] = 1;
   s.counters.checkpoint_seconds.observe(1.5);
   s.counters.checkpoint_seconds.observe(25);
+  s.counters.restore_seconds.observe(0.3);
+  s.counters.restore_bytes = 4096;
   s.managed_containers = 4;
   s.quarantined_checkpoints = 1;
   s.draining = true;
@@ -53,6 +55,9 @@ TEST(Metrics, RendersEveryFamilyWithHelpTypeAndSamples) {
            "arch_checkpoint_duration_seconds_sum 26.5\n",
            "arch_checkpoint_duration_seconds_count 2\n",
            "arch_checkpoint_bytes_total 123456789\n",
+           "# TYPE arch_restore_duration_seconds histogram\n",
+           "arch_restore_duration_seconds_count 1\n",
+           "arch_restore_bytes_total 4096\n",
            "# TYPE arch_managed_containers gauge\n",
            "arch_managed_containers 4\n",
            "arch_notices_total{kind=\"spot\"} 1\n",
@@ -68,8 +73,8 @@ TEST(Metrics, RendersEveryFamilyWithHelpTypeAndSamples) {
   std::size_t helps = 0, types = 0;
   for (std::size_t p = 0; (p = text.find("# HELP ", p)) != std::string::npos; ++p) ++helps;
   for (std::size_t p = 0; (p = text.find("# TYPE ", p)) != std::string::npos; ++p) ++types;
-  EXPECT_EQ(helps, 8u);
-  EXPECT_EQ(types, 8u);
+  EXPECT_EQ(helps, 10u);
+  EXPECT_EQ(types, 10u);
 }
 
 TEST(Metrics, ZeroesWhenNothingHappened) {

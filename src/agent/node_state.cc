@@ -33,7 +33,9 @@ json counters_json(const Counters& c) {
           {"restores_ok", c.restores_ok},
           {"restores_failed", c.restores_failed},
           {"notices", c.notices},
-          {"checkpoint_seconds", histogram_json(c.checkpoint_seconds)}};
+          {"checkpoint_seconds", histogram_json(c.checkpoint_seconds)},
+          {"restore_seconds", histogram_json(c.restore_seconds)},
+          {"restore_bytes", c.restore_bytes}};
 }
 
 Counters counters_from(const json& j) {
@@ -46,6 +48,8 @@ Counters counters_from(const json& j) {
   c.restores_failed = j.value("restores_failed", uint64_t{0});
   c.notices = j.value("notices", std::map<std::string, uint64_t>{});
   c.checkpoint_seconds = histogram_from(j.value("checkpoint_seconds", json::object()));
+  c.restore_seconds = histogram_from(j.value("restore_seconds", json::object()));
+  c.restore_bytes = j.value("restore_bytes", uint64_t{0});
   return c;
 }
 

@@ -42,14 +42,15 @@ void NoticeWatcher::loop() {
     for (const auto& n : notices ? *notices : std::vector<ImdsNotice>{}) {
       Notice notice;
       notice.kind = n.kind == ImdsNotice::Kind::kSpotInterruption ? Notice::Kind::kSpot
-                                                                   : Notice::Kind::kRebalance;
+                                                                  : Notice::Kind::kRebalance;
       notice.action = n.action;
       notice.time_text = n.time_text;
       notice.time = n.time;  // The agent derives the deadline (time - safety margin - now).
       agent_.on_notice(notice);
     }
     std::unique_lock lock(mutex_);
-    if (wake_.wait_for(lock, std::chrono::seconds(a.imds_poll_seconds), [&] { return stopping_; })) {
+    if (wake_.wait_for(lock, std::chrono::seconds(a.imds_poll_seconds),
+                       [&] { return stopping_; })) {
       return;
     }
   }
@@ -58,7 +59,9 @@ void NoticeWatcher::loop() {
 ExitWatcher::ExitWatcher(const NodeConfig& config, Logger log)
     : config_(config), log_(std::move(log)) {}
 
-ExitWatcher::~ExitWatcher() { stop(); }
+ExitWatcher::~ExitWatcher() {
+  stop();
+}
 
 void ExitWatcher::start() {
   watcher_ = std::make_unique<ContainerdEventWatcher>(config_.agent.containerd_address);

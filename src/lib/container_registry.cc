@@ -120,7 +120,7 @@ std::vector<ContainerRecord> ContainerRegistry::all() const {
     if (inner == nullptr) continue;
     while (dirent* e = ::readdir(inner)) {
       std::string name = e->d_name;
-      if (name.size() <= 5 || !name.ends_with(".json")) continue;
+      if (name.size() <= 5 || !name.ends_with(".json") || name.ends_with(".restore.json")) continue;
       if (auto rec = read_record(sub + "/" + name); rec) out.push_back(std::move(*rec));
     }
     ::closedir(inner);
@@ -132,7 +132,26 @@ std::vector<ContainerRecord> ContainerRegistry::all() const {
 void ContainerRegistry::forget(const std::string& runc_root, const std::string& id) const {
   ::unlink(path_for(runc_root, id, ".json").c_str());
   ::unlink(path_for(runc_root, id, ".restored").c_str());
+  ::unlink(path_for(runc_root, id, ".restore.json").c_str());
   ::rmdir(dirname_of(path_for(runc_root, id, ".json")).c_str());  // Only succeeds when empty.
+}
+
+Result<void> ContainerRegistry::record_restore(const std::string& runc_root, const std::string& id,
+                                               const RestoreInfo& info) const {
+  std::string path = path_for(runc_root, id, ".restore.json");
+  if (auto ok = mkdirs(dirname_of(path), 0700); !ok) return ok;
+  nlohmann::json doc = {{"checkpoint", info.checkpoint}, {"ms", info.ms}, {"bytes", info.bytes}};
+  return write_file_atomic(path, doc.dump() + "\n", 0600);
+}
+
+std::optional<RestoreInfo> ContainerRegistry::find_restore(const std::string& runc_root,
+                                                           const std::string& id) const {
+  auto text = read_file(path_for(runc_root, id, ".restore.json"), 1 << 16);
+  if (!text) return std::nullopt;
+  auto doc = nlohmann::json::parse(*text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) return std::nullopt;
+  return RestoreInfo{doc.value("checkpoint", ""), doc.value("ms", 0.0),
+                     doc.value("bytes", uint64_t{0})};
 }
 
 Result<void> ContainerRegistry::mark_restored(const std::string& runc_root,

@@ -6,6 +6,8 @@
 // <id>.restored while a restored container waits for the engine's `start`.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +16,13 @@
 namespace arch {
 
 inline constexpr const char* kDefaultStateDir = "/run/arch";
+
+/// How a restored container came back (recorded by arch-runc-helper, read by archd).
+struct RestoreInfo {
+  std::string checkpoint;  ///< The checkpoint directory restored from.
+  double ms = 0;           ///< From the engine's create to runc restore done.
+  uint64_t bytes = 0;      ///< Bytes of the checkpoint read (its manifest's files).
+};
 
 struct ContainerRecord {
   std::string id;
@@ -48,6 +57,12 @@ class ContainerRegistry {
   Result<void> mark_restored(const std::string& runc_root, const std::string& id) const;
   /// True (and the marker removed) when a restored container was waiting for `start`.
   bool take_restored(const std::string& runc_root, const std::string& id) const;
+
+  /// Records how a container was restored (kept until the container is deleted).
+  Result<void> record_restore(const std::string& runc_root, const std::string& id,
+                              const RestoreInfo& info) const;
+  std::optional<RestoreInfo> find_restore(const std::string& runc_root,
+                                          const std::string& id) const;
 
   [[nodiscard]] std::string path_for(const std::string& runc_root, const std::string& id,
                                      const char* suffix) const;

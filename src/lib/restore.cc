@@ -90,6 +90,7 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
   }
   RestoreOutcome out;
   out.checkpoint = ckpt->path;
+  for (const auto& f : ckpt->manifest.files) out.bytes += f.size;
   out.ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return out;

@@ -18,6 +18,7 @@ namespace arch {
 struct RestoreOutcome {
   std::string checkpoint;  ///< The checkpoint directory restored from.
   double ms = 0;
+  uint64_t bytes = 0;  ///< Bytes of the checkpoint (its manifest's files).
 };
 
 /// On failure, `*rootfs_clean` (when given) says whether the new rootfs is as the image

@@ -34,6 +34,9 @@ int restore_on_create(const RuncCommandLine& cl, const NodeConfig& config, const
       rec ? restore_container(cl, *rec, config, runtime, &rootfs_clean)
           : Result<RestoreOutcome>(std::unexpected(rec.error()));
   if (restored) {
+    (void)ContainerRegistry(config.state_dir)
+        .record_restore(rec->runc_root, rec->id,
+                        {restored->checkpoint, restored->ms, restored->bytes});
     log.info(describe_call(cl) + ": restored from " + restored->checkpoint + " in " +
              std::to_string(static_cast<long>(restored->ms)) + " ms");
     return 0;

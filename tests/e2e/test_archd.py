@@ -179,10 +179,17 @@ def test_drain_checkpoints_every_container_and_they_resume(make_archd, ctr_conta
         assert c.delete(cid) == 137
     for cid in ids:
         check_resumes(c, cid, results[cid]["detail"])
-    # archd counts the restores it finds evidence of (registry + the engine's runc log).
+    # archd counts the restores arch-runc recorded in the registry, with their durations
+    # and the bytes they read.
     proc.wait_until(lambda: parse_metrics(a.metrics()[1])['arch_restores_total{outcome="ok"}'] >= 3,
                     20, "archd to count 3 restores")
-    assert {e["id"] for e in a.events() if e["kind"] == "restore"} >= set(ids)
+    m = parse_metrics(a.metrics()[1])
+    assert m["arch_restore_duration_seconds_count"] >= 3
+    assert m["arch_restore_duration_seconds_sum"] > 0
+    assert m["arch_restore_bytes_total"] > 0
+    restores = {e["id"]: e for e in a.events() if e["kind"] == "restore"}
+    assert set(restores) >= set(ids)
+    assert all(restores[cid]["detail"].endswith(results[cid]["detail"]) for cid in ids), restores
 
 
 def test_archd_restarted_mid_drain_keeps_draining(make_archd, ctr_containers):
