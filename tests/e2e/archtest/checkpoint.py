@@ -18,7 +18,7 @@ import subprocess
 import tarfile
 import time
 
-from . import proc
+from . import proc, runtime_log
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -84,14 +84,8 @@ def criu_log_excerpt(path, tail=12):
 
 
 def json_lines(text):
-    out = []
-    for line in text.splitlines():
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                out.append({"unparsable": line})
-    return out
+    """JSON lines of a log (an unparsable line kept as {"unparsable": line})."""
+    return runtime_log.parse_json_lines(text)
 
 
 def messages(records, level=None):
