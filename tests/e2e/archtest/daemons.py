@@ -54,6 +54,15 @@ def write_node_config(directory, log_file, runc=RUNC, level="debug", criu=None, 
     return path
 
 
+def file_tail(path, n=40):
+    """The last n lines of a daemon's log ("" when it cannot be read)."""
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
 def mounts_under(path):
     """Mount points at or below `path`, deepest first."""
     path = os.path.realpath(path)
@@ -159,11 +168,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         proc.wait_until(ready, timeout, "containerd to answer `ctr version`", interval=0.02)
 
     def log_tail(self, n=40):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
+        return file_tail(self.log_path, n)
 
     def ctr_argv(self, *args, ns):
         return [CTR, "--address", self.address, "-n", ns, *args]
@@ -276,11 +281,7 @@ class Dockerd:
         proc.wait_until(ready, timeout, "dockerd to answer `docker version`", interval=0.05)
 
     def log_tail(self, n=40):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
+        return file_tail(self.log_path, n)
 
     def env(self):
         return dict(os.environ, DOCKER_CONFIG=self.client_config)
