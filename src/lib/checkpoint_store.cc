@@ -11,8 +11,9 @@
 // Commit protocol (under the key lock): hash every file of the staging directory into the
 // manifest; make files 0600 and directories 0700 and fsync each; write manifest.json
 // last (temp file, fsync, rename) and fsync the staging directory; rename staging-* to
-// ckpt-<stamp> (RENAME_NOREPLACE) and fsync the key directory. Only then prune committed
-// generations beyond `keep`, oldest first. A crash at any point leaves either the old
+// ckpt-<stamp> (RENAME_NOREPLACE, or check-then-rename under the key's lock where the
+// filesystem lacks it, as GlusterFS's FUSE client does) and fsync the key directory. Only
+// then prune committed generations beyond `keep`, oldest first. A crash at any point leaves either the old
 // generations plus a staging leftover, or the new generation complete.
 //
 // Reading: only a ckpt-* directory (a real one: symlinks are never followed) whose
@@ -297,7 +298,16 @@ Result<std::string> rename_to_stamped(int dirfd, const std::string& from, std::s
   for (int attempt = 0; attempt < 100; ++attempt, ++t) {
     std::string to = std::string(prefix) + stamp(t);
     if (::renameat2(dirfd, from.c_str(), dirfd, to.c_str(), RENAME_NOREPLACE) == 0) return to;
-    if (errno != EEXIST) return fail_errno("rename " + from + " to " + to);
+    if (errno == EEXIST) continue;
+    if (errno != EINVAL && errno != ENOSYS) return fail_errno("rename " + from + " to " + to);
+    // Filesystems without RENAME_NOREPLACE (GlusterFS's FUSE client answers EINVAL): the
+    // caller holds the key's lock, so no other ARCH writer can take the name between this
+    // check and the plain rename.
+    struct stat st {};
+    if (::fstatat(dirfd, to.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) continue;
+    if (errno != ENOENT) return fail_errno("stat " + to);
+    if (::renameat(dirfd, from.c_str(), dirfd, to.c_str()) == 0) return to;
+    return fail_errno("rename " + from + " to " + to);
   }
   return fail("rename " + from + ": no free name");
 }
