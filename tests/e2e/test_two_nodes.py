@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from archtest import gluster, proc, twonode, workloads
+from archtest import checkpoint, daemons, gluster, proc, twonode, workloads
 from conftest import (archctl_path, arch_runc_path, build_dir, criu_path,
                       skip_unless_binaries, skip_unless_root)
 
@@ -91,8 +91,8 @@ def read_file(path):
         return None
 
 
-def work_file(cluster, job, name, node=None):
-    return os.path.join(cluster.work_dir(job, node), name)
+def work_file(cluster, job, name, node=None, ns=None):
+    return os.path.join(cluster.work_dir(job, node, ns), name)
 
 
 def parsed(text, what):
@@ -122,29 +122,59 @@ def wait_values(read, minimum, what, timeout=60):
         raise AssertionError(f"{e}; last read {last[0]}")
 
 
-def check_continues(node, cid, cluster, job, uuid, before):
+def check_continues(node, cid, cluster, job, uuid, before, ns=None, read=None):
     """The resumed job's ledger (work dir) and counter (rootfs) go on from where they were:
-    same start line, no second start, values 1..N with N past `before`."""
-    got_uuid, values = wait_values(lambda: read_file(work_file(cluster, job, LEDGER, node)),
-                                   before + 10, f"{job}'s ledger on node {node.name}")
+    same start line, no second start, values 1..N with N past `before`. read(cid, path)
+    reads a file inside the container (default: ctr task exec cat)."""
+    read = read or node.read
+    got_uuid, values = wait_values(
+        lambda: read_file(work_file(cluster, job, LEDGER, node, ns)), before + 10,
+        f"{job}'s ledger on node {node.name}")
     assert got_uuid == uuid, (f"{job} started again on node {node.name} instead of resuming "
                               f"({got_uuid} != {uuid})\n{node.diagnostics(cid)}")
     workloads.check_sequence(values, f"{job}'s ledger")
-    c_uuid, c_values = wait_values(lambda: node.read(cid, COUNTER), before + 10,
+    c_uuid, c_values = wait_values(lambda: read(cid, COUNTER), before + 10,
                                    f"{job}'s rootfs counter on node {node.name}")
     assert c_uuid == uuid, (c_uuid, uuid)
     workloads.check_sequence(c_values, f"{job}'s rootfs counter")
-    assert (node.read(cid, NOTE) or "").strip() == uuid, "the rootfs change is missing"
-    assert (read_file(work_file(cluster, job, STARTED, node)) or "").strip() == uuid
+    assert (read(cid, NOTE) or "").strip() == uuid, "the rootfs change is missing"
+    assert (read_file(work_file(cluster, job, STARTED, node, ns)) or "").strip() == uuid
     return len(values)
 
 
-def assert_restored_from(node, cid, cluster, job, name):
-    path = cluster.checkpoint_path(job, name)
-    msgs = node.log_messages(cid)
+def assert_restored_from(node, cid, cluster, job, name, ns=None):
+    path = cluster.checkpoint_path(job, name, ns)
+    if ns is None:
+        msgs = node.log_messages(cid)
+    else:
+        log = os.path.join(node.ctd.task_dir(ns), cid, "log.json")
+        msgs = checkpoint.messages(checkpoint.json_lines(checkpoint.read_text(log)))
     assert any("restored from " + path in m for m in msgs), (
         f"{cid} on node {node.name} was not restored from {path}: {msgs}\n"
-        f"{node.diagnostics(cid)}")
+        f"{node.diagnostics(cid if ns is None else None)}")
+
+
+def notice_drain(node):
+    """A spot reclaim notice on node's metadata service; waits until archd's drain for it
+    is done. Returns (seconds from the notice to the drain done, the drain)."""
+    proc.wait_until(lambda: node.archd.status()["watcher"]["state"] == "polling", 20,
+                    f"archd on {node.name} to poll its metadata service")
+    before = (node.archd.status().get("drain") or {}).get("id")
+    node.imds.set_spot(action="terminate", in_seconds=120)
+    t0 = time.monotonic()
+
+    def drained():
+        d = node.archd.status().get("drain") or {}
+        return d if d.get("id") != before and d.get("state") == "done" else None
+    drain = proc.wait_until(drained, 120, f"the notice's drain on node {node.name}",
+                            interval=0.05)
+    return time.monotonic() - t0, drain
+
+
+def back_in_service(node):
+    """The notice is withdrawn and the node undrained (as a replacement node would be)."""
+    node.imds.clear_spot()
+    node.archctl_json("node", "undrain")
 
 
 def container_record(node, cid):
@@ -154,9 +184,9 @@ def container_record(node, cid):
     raise AssertionError(f"{cid} is not in `archctl container list` on node {node.name}")
 
 
-def stop_job(cluster, node, job, status):
+def stop_job(cluster, node, job, status, ns=None):
     """Asks the job to end with `status` (a file in its work dir, written on `node`)."""
-    path = work_file(cluster, job, STOP, node)
+    path = work_file(cluster, job, STOP, node, ns)
     with open(path + ".tmp", "w") as f:
         f.write(f"{status}\n")
     os.rename(path + ".tmp", path)
@@ -224,21 +254,11 @@ def test_job_moves_a_to_b_to_a_and_finishes(cluster):
     assert "ARCH_JOB_ID" in str(rec.get("key_source", "")).upper(), rec
 
     # 2. A reclaim notice on A: archd drains the node, the job is checkpointed and ends.
-    proc.wait_until(lambda: a.archd.status()["watcher"]["state"] == "polling", 20,
-                    "archd on a to poll its metadata service")
-    a.imds.set_spot(action="terminate", in_seconds=120)
-    t0 = time.monotonic()
-
-    def drained():
-        st = a.archd.status()
-        d = st.get("drain") or {}
-        return st if d.get("state") == "done" else None
-    st = proc.wait_until(drained, 120, "the notice's drain on node a", interval=0.05)
-    record("notice_to_checkpointed_on_a_s", time.monotonic() - t0)
-    results = {x["id"]: x for x in st["drain"]["report"]["containers"]}
-    assert results.get(cid_a, {}).get("result") == "checkpointed", (st["drain"],
-                                                                    a.diagnostics(cid_a))
-    TIMINGS["drain_report_seconds_a"] = st["drain"]["report"]["total_seconds"]
+    seconds, drain = notice_drain(a)
+    record("notice_to_checkpointed_on_a_s", seconds)
+    results = {x["id"]: x for x in drain["report"]["containers"]}
+    assert results.get(cid_a, {}).get("result") == "checkpointed", (drain, a.diagnostics(cid_a))
+    TIMINGS["drain_report_seconds_a"] = drain["report"]["total_seconds"]
     gen1 = cluster.committed(job, a)
     assert len(gen1) == 1, gen1
     assert os.path.isfile(os.path.join(cluster.checkpoint_dir(job, a), gen1[0], "manifest.json"))
@@ -248,9 +268,7 @@ def test_job_moves_a_to_b_to_a_and_finishes(cluster):
     # Checkpointed by ARCH (ended with SIGKILL): deleting the container keeps the checkpoint.
     assert a.delete(cid_a) == 137
     assert cluster.committed(job, a) == gen1
-    # The node comes back into service (the notice is withdrawn for the later steps).
-    a.imds.clear_spot()
-    a.archctl_json("node", "undrain")
+    back_in_service(a)
 
     # 3. The orchestrator starts the job on node B, as a new container.
     cid_b = f"{job}-b1"
@@ -324,6 +342,84 @@ def test_crashed_job_keeps_its_checkpoints(cluster):
         assert r.returncode == 0, (r.stdout, r.stderr)
         return cluster.committed(job, a) == []
     proc.wait_until(collected, 30, "gc --older-than 1s to remove the checkpoint", interval=0.5)
+
+
+@pytest.fixture(scope="module")
+def docker_nodes(cluster, workload_image):
+    """A private dockerd on each node (runtime "arch"), on that node's containerd."""
+    skip_unless_binaries(daemons.DOCKERD, daemons.docker_client() or "docker")
+    for node in (cluster.a, cluster.b):
+        node.start_docker(workload_image.docker)
+    return cluster
+
+
+def docker_run(node, name, argv, env):
+    args = ["run", "-d", "--runtime", "arch", "--name", name, "-e", "ARCH_ENABLE=1"]
+    for item in env:
+        args += ["-e", item]
+    r = node.docker(*args, node.cluster.image, *argv, timeout=120)
+    assert r.returncode == 0, f"node {node.name}: docker run {name}: {r.stderr}\n" \
+                              f"{node.diagnostics()}"
+    return node.dockerd.inspect(name, "{{.Id}}")
+
+
+def docker_read(node):
+    def read(name, path):
+        r = node.docker("exec", name, "cat", path)
+        return r.stdout if r.returncode == 0 else None
+    return read
+
+
+def docker_delete(node, name):
+    """Waits until the container has exited and archd has its exit status; `docker rm`."""
+    full = node.dockerd.inspect(name, "{{.Id}}")
+    proc.wait_until(lambda: node.dockerd.inspect(name, "{{.State.Running}}") == "false", 60,
+                    f"{name} to exit on node {node.name}", interval=0.05)
+    status = proc.wait_until(lambda: node.exit_record(full, "moby") is not None and
+                             (node.exit_record(full, "moby"),), 60,
+                             f"archd on {node.name} to record the exit of {name}")[0]
+    r = node.docker("rm", name)
+    assert r.returncode == 0, f"node {node.name}: docker rm {name}: {r.stderr}"
+    return status
+
+
+def test_docker_job_moves_a_to_b_and_finishes(docker_nodes):
+    """The same flow through Docker on both nodes: reclaim notice on A, `docker run` of the
+    job under a new name on B resumes it, exit 0 and `docker rm` remove its checkpoints."""
+    cluster = docker_nodes
+    a, b = cluster.a, cluster.b
+    job = new_job("docker")
+    env = shared_env(cluster, job)
+    name_a = f"{job}-a1"
+    id_a = docker_run(a, name_a, LEDGER_JOB, env)
+    uuid, _ = wait_values(lambda: read_file(work_file(cluster, job, LEDGER, a, "moby")), 10,
+                          f"{job}'s ledger on node a")
+
+    seconds, drain = notice_drain(a)
+    record("docker_notice_to_checkpointed_on_a_s", seconds)
+    results = {x["id"]: x for x in drain["report"]["containers"] if x["namespace"] == "moby"}
+    assert results.get(id_a, {}).get("result") == "checkpointed", drain
+    gens = cluster.committed(job, a, "moby")
+    assert len(gens) == 1, gens
+    count = len(parsed(read_file(work_file(cluster, job, LEDGER, a, "moby")), "ledger")[1])
+    assert docker_delete(a, name_a) == 137
+    assert cluster.committed(job, a, "moby") == gens
+    back_in_service(a)
+
+    name_b = f"{job}-b1"
+    t0 = time.monotonic()
+    id_b = docker_run(b, name_b, LEDGER_JOB, env)
+    record("docker_create_to_running_on_b_s", time.monotonic() - t0)
+    assert_restored_from(b, id_b, cluster, job, gens[0], ns="moby")
+    check_continues(b, name_b, cluster, job, uuid, count, ns="moby", read=docker_read(b))
+
+    stop_job(cluster, b, job, 0, "moby")
+    assert docker_delete(b, name_b) == 0
+    assert not os.path.exists(cluster.checkpoint_dir(job, b, "moby")), \
+        "a finished job's checkpoints are still there"
+    final_uuid, final = parsed(read_file(work_file(cluster, job, LEDGER, b, "moby")), "ledger")
+    assert final_uuid == uuid
+    workloads.check_sequence(final, f"{job}'s final ledger")
 
 
 MEMORY_MIB = 256  # big enough that writing its pages to the volume takes a while

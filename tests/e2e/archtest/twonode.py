@@ -271,13 +271,36 @@ class Node:
         self.archd.start()
         return self
 
+    def start_docker(self, image_archive):
+        """A private dockerd on this node's containerd (runtime "arch" = arch-runc), with
+        its own data root, exec root, pid file and socket, and /run/docker private to the
+        node (dockerd 20.10 creates its plugin directory there whatever --exec-root says)."""
+        if not os.path.isdir("/run/docker"):
+            os.makedirs("/run/docker", mode=0o700)
+            self.cluster.created_run_docker = True
+        self.holder.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "arch-test-docker",
+                         "/run/docker"], check=True)
+        self.dockerd = daemons.Dockerd(os.path.join(self.base, "dockerd"), self.ctd,
+                                       {"arch": self.cluster.bin.arch_runc},
+                                       f"{self.cluster.prefix}-docker-{self.name}",
+                                       prefix=self.holder.prefix())
+        self.dockerd.start()
+        self.docker("load", "-i", image_archive, check=True, timeout=120)
+        return self.dockerd
+
+    def docker(self, *args, timeout=60, check=False):
+        return self.run(self.dockerd.argv(*args), timeout=timeout, check=check)
+
     @property
     def config(self):
         """The node config (archd's, with [agent]): ARCH_CONFIG of containerd and archctl."""
         return self.archd.config
 
     def env(self):
-        return dict(os.environ, ARCH_CONFIG=self.config)
+        env = dict(os.environ, ARCH_CONFIG=self.config)
+        if self.dockerd is not None:
+            env["DOCKER_CONFIG"] = self.dockerd.client_config
+        return env
 
     def stop(self):
         """Everything of the node, by pid; safe on a node that kill() already ended."""
@@ -419,10 +442,10 @@ class Node:
         text = checkpoint.read_text(os.path.join(self.bundle(cid), "log.json"))
         return checkpoint.messages(checkpoint.json_lines(text))
 
-    def exit_record(self, cid):
+    def exit_record(self, cid, ns=None):
         """archd's record of cid's exit status (None until archd has seen the exit)."""
         try:
-            with open(os.path.join(self.conf.state, "exits", self.cluster.ns, cid)) as f:
+            with open(os.path.join(self.conf.state, "exits", ns or self.cluster.ns, cid)) as f:
                 return json.load(f)["exit_status"]
         except (OSError, ValueError, KeyError):
             return None
@@ -478,6 +501,7 @@ class Cluster:
                                      STORAGE_ADDRESS, f"arch2n{self.id}")
         self.nodes = {"a": Node(self, "a", f"{SUBNET}.1"), "b": Node(self, "b", f"{SUBNET}.2")}
         self.netns_created = []
+        self.created_run_docker = False
 
     @property
     def a(self):
@@ -534,6 +558,11 @@ class Cluster:
         for n in self.netns_created:
             ip("netns", "del", n, check=False)
         daemons.remove_cgroup_parent(self.ns)
+        if self.created_run_docker:
+            try:
+                os.rmdir("/run/docker")  # only when empty: a host dockerd may use it now
+            except OSError:
+                pass
         leftovers = daemons.mounts_under(self.base)
         if leftovers:
             errors.append(f"mounts left: {leftovers}")
@@ -555,27 +584,28 @@ class Cluster:
     def __exit__(self, *exc):
         self.stop()
 
-    # ---- the shared file system, as a node sees it
-    def checkpoint_dir(self, key, node=None):
+    # ---- the shared file system, as a node sees it (ns: containerd namespace, default
+    # the cluster's; "moby" for Docker)
+    def checkpoint_dir(self, key, node=None, ns=None):
         """<shared>/checkpoint/<ns>/<key> as a live node sees it (host path)."""
-        return self.view(node).path(os.path.join(self.shared, "checkpoint", self.ns, key))
+        return self.view(node).path(os.path.join(self.shared, "checkpoint", ns or self.ns, key))
 
-    def work_dir(self, key, node=None):
-        return self.view(node).path(os.path.join(self.shared, "work", self.ns, key))
+    def work_dir(self, key, node=None, ns=None):
+        return self.view(node).path(os.path.join(self.shared, "work", ns or self.ns, key))
 
     def view(self, node=None):
         if node is not None:
             return node
         return next(n for n in self.nodes.values() if not n.killed)
 
-    def committed(self, key, node=None):
+    def committed(self, key, node=None, ns=None):
         """Names of the committed checkpoints (ckpt-*) of key, oldest first."""
         try:
-            names = os.listdir(self.checkpoint_dir(key, node))
+            names = os.listdir(self.checkpoint_dir(key, node, ns))
         except FileNotFoundError:
             return []
         return sorted(n for n in names if n.startswith("ckpt-"))
 
-    def checkpoint_path(self, key, name):
+    def checkpoint_path(self, key, name, ns=None):
         """The path ARCH itself uses (and logs) for checkpoint `name` of key."""
-        return os.path.join(self.shared, "checkpoint", self.ns, key, name)
+        return os.path.join(self.shared, "checkpoint", ns or self.ns, key, name)
