@@ -344,6 +344,61 @@ def test_crashed_job_keeps_its_checkpoints(cluster):
     proc.wait_until(collected, 30, "gc --older-than 1s to remove the checkpoint", interval=0.5)
 
 
+@pytest.mark.parametrize("source", ["AWS_BATCH_JOB_ID", "kubernetes"])
+def test_orchestrator_identity_is_the_key_across_nodes(cluster, source):
+    """Without ARCH_JOB_ID, the key comes from the orchestrator: AWS Batch's job id (an
+    array child's "uuid:index" made a valid name), or a Kubernetes pod with a stable name
+    (CRI annotations); a new container of the same job on the other node resumes."""
+    a, b = cluster.a, cluster.b
+    tag = secrets.token_hex(3)
+    common = [f"ARCH_SHAREDFS_HOST_PATH={cluster.shared}",
+              f"ARCH_WORKDIR_CONTAINER_PATH={WORKDIR}"]
+    if source == "AWS_BATCH_JOB_ID":
+        batch_id = f"8f1e62d4-{tag}-4c1e-9d1a-0242ac120002:7"
+        env, annotations = common + [f"AWS_BATCH_JOB_ID={batch_id}"], []
+        key = batch_id.replace(":", "_")
+    else:
+        pod_ns, pod = f"team-{tag}", "trainer-0"  # a StatefulSet's stable pod name
+        env = common
+        annotations = ["io.kubernetes.cri.container-type=container",
+                       f"io.kubernetes.cri.sandbox-namespace={pod_ns}",
+                       f"io.kubernetes.cri.sandbox-name={pod}",
+                       "io.kubernetes.cri.container-name=main"]
+        key = f"k8s-{pod_ns}-{pod}-main"
+    extra = [x for ann in annotations for x in ("--annotation", ann)]
+
+    def start(node, cid):
+        node.containers.append(cid)
+        args = ["run", "-d", "--runc-root", node.runc_root, "--runc-binary",
+                cluster.bin.arch_runc, "--log-uri", "file://" + node.output_path(cid),
+                "--env", "ARCH_ENABLE=1", *extra]
+        for item in env:
+            args += ["--env", item]
+        r = node.ctr(*args, cluster.image, cid, *LEDGER_JOB, timeout=120)
+        assert r.returncode == 0, f"ctr run {cid} on {node.name}: {r.stderr}"
+        node.wait_status(cid, "RUNNING")
+
+    cid_b = f"id-{tag}-b1"
+    start(b, cid_b)
+    rec = container_record(b, cid_b)
+    assert (rec["key"], rec.get("key_source")) == (key, source), rec
+    uuid, _ = wait_values(lambda: read_file(work_file(cluster, key, LEDGER, b)), 5,
+                          f"{key}'s ledger")
+    out = b.archctl_json("container", "checkpoint", f"{cluster.ns}/{cid_b}", timeout=180)
+    assert out["checkpoint"].startswith(cluster.checkpoint_path(key, "ckpt-")), out
+    assert b.delete(cid_b) == 137
+    gens = cluster.committed(key, b)
+    count = len(parsed(read_file(work_file(cluster, key, LEDGER, b)), "ledger")[1])
+
+    cid_a = f"id-{tag}-a1"
+    start(a, cid_a)
+    assert container_record(a, cid_a)["key"] == key
+    assert_restored_from(a, cid_a, cluster, key, gens[-1])
+    check_continues(a, cid_a, cluster, key, uuid, count)
+    a.ctr("task", "kill", "-s", "SIGKILL", cid_a, check=True)
+    a.delete(cid_a)
+
+
 @pytest.fixture(scope="module")
 def docker_nodes(cluster, workload_image):
     """A private dockerd on each node (runtime "arch"), on that node's containerd."""
