@@ -122,6 +122,20 @@ def wait_values(read, minimum, what, timeout=60):
         raise AssertionError(f"{e}; last read {last[0]}")
 
 
+def first_ledger(cluster, node, cid, job, minimum, ns=None):
+    """Waits for a freshly started job's ledger in its shared work dir; returns its uuid.
+    On a timeout, says what the shared work dir holds (shared mode missing or broken)."""
+    path = work_file(cluster, job, LEDGER, node, ns)
+    try:
+        return wait_values(lambda: read_file(path), minimum, f"{job}'s ledger on node "
+                           f"{node.name}", timeout=30)[0]
+    except AssertionError as e:
+        work = cluster.work_dir(job, node, ns)
+        held = sorted(os.listdir(work)) if os.path.isdir(work) else "<missing>"
+        raise AssertionError(f"{e}\nshared work dir {work}: {held}\n"
+                             f"{node.diagnostics(cid if ns is None else None)}") from None
+
+
 def check_continues(node, cid, cluster, job, uuid, before, ns=None, read=None):
     """The resumed job's ledger (work dir) and counter (rootfs) go on from where they were:
     same start line, no second start, values 1..N with N past `before`. read(cid, path)
@@ -250,8 +264,7 @@ def test_job_moves_a_to_b_to_a_and_finishes(cluster):
     # 1. Starts on node A.
     cid_a = f"{job}-a1"
     a.start_container(cid_a, LEDGER_JOB, env)
-    uuid, _ = wait_values(lambda: read_file(work_file(cluster, job, LEDGER, a)), 10,
-                          f"{job}'s ledger on node a")
+    uuid = first_ledger(cluster, a, cid_a, job, 10)
     rec = container_record(a, cid_a)
     assert rec["key"] == job, rec
     assert "ARCH_JOB_ID" in str(rec.get("key_source", "")).upper(), rec
@@ -319,8 +332,7 @@ def test_crashed_job_keeps_its_checkpoints(cluster):
     env = shared_env(cluster, job)
     cid_b = f"{job}-b1"
     b.start_container(cid_b, LEDGER_JOB, env)
-    uuid, _ = wait_values(lambda: read_file(work_file(cluster, job, LEDGER, b)), 5,
-                          f"{job}'s ledger")
+    uuid = first_ledger(cluster, b, cid_b, job, 5)
     b.archctl_json("container", "checkpoint", f"{cluster.ns}/{cid_b}", timeout=180)
     assert b.delete(cid_b) == 137
     gens = cluster.committed(job, b)
@@ -387,8 +399,7 @@ def test_orchestrator_identity_is_the_key_across_nodes(cluster, source):
     start(b, cid_b)
     rec = container_record(b, cid_b)
     assert (rec["key"], rec.get("key_source")) == (key, source), rec
-    uuid, _ = wait_values(lambda: read_file(work_file(cluster, key, LEDGER, b)), 5,
-                          f"{key}'s ledger")
+    uuid = first_ledger(cluster, b, cid_b, key, 5)
     out = b.archctl_json("container", "checkpoint", f"{cluster.ns}/{cid_b}", timeout=180)
     assert out["checkpoint"].startswith(cluster.checkpoint_path(key, "ckpt-")), out
     assert b.delete(cid_b) == 137
@@ -452,8 +463,7 @@ def test_docker_job_moves_a_to_b_and_finishes(docker_nodes):
     env = shared_env(cluster, job)
     name_a = f"{job}-a1"
     id_a = docker_run(a, name_a, LEDGER_JOB, env)
-    uuid, _ = wait_values(lambda: read_file(work_file(cluster, job, LEDGER, a, "moby")), 10,
-                          f"{job}'s ledger on node a")
+    uuid = first_ledger(cluster, a, name_a, job, 10, "moby")
 
     seconds, drain = notice_drain(a)
     record("docker_notice_to_checkpointed_on_a_s", seconds)
