@@ -1,8 +1,10 @@
-// archctl checkpoint list|inspect|rm: the checkpoints in the node's stores.
+// archctl checkpoint list|inspect|rm|gc: the checkpoints in the node's stores.
 #include <fmt/core.h>
 #include <sys/stat.h>
 
+#include <ctime>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -10,6 +12,7 @@
 #include "commands.h"
 #include "container_registry.h"
 #include "criu_stats.h"
+#include "duration.h"
 #include "node_config.h"
 
 namespace arch::cli {
@@ -169,14 +172,108 @@ int run_rm(const std::string& store, const std::string& ref) {
   return 0;
 }
 
+// When a store directory was made: its manifest's time, else the directory's mtime.
+long created_at(const CheckpointInfo& c) {
+  if (!c.created.empty()) {
+    if (auto t = parse_utc_time(c.created)) return *t;
+  }
+  struct stat st {};
+  return ::lstat(c.path.c_str(), &st) == 0 ? static_cast<long>(st.st_mtime) : 0;
+}
+
+struct GcAction {
+  std::string path, what, result;
+};
+
+// gc of one key (its directories in `dirs`): the whole key when its newest committed
+// generation is older than `cutoff`, else failed-* and staging-* leftovers older than it.
+// Keys of containers registered on this node, and keys locked by a writer, are left alone.
+void gc_key(const NodeConfig& config, const std::vector<CheckpointInfo>& dirs, long cutoff,
+            bool dry_run, const std::set<std::string>& in_use, std::vector<GcAction>& actions) {
+  const CheckpointInfo& any = dirs.front();
+  std::string key_dir = std::filesystem::path(any.path).parent_path().string();
+  std::string base = std::filesystem::path(key_dir).parent_path().parent_path().string();
+  long newest = -1;
+  for (const auto& c : dirs) {
+    if (c.state == CheckpointState::kCommitted || c.state == CheckpointState::kVerified)
+      newest = std::max(newest, created_at(c));
+  }
+  // A key with no committed generation newer than the cutoff (or none at all) is stale: all
+  // its old directories go. Otherwise only old failed and unfinished directories go.
+  bool stale_key = newest <= cutoff;
+  std::vector<const CheckpointInfo*> victims;
+  for (const auto& c : dirs) {
+    bool leftover = c.state == CheckpointState::kFailed || c.state == CheckpointState::kStaging;
+    if ((stale_key || leftover) && created_at(c) <= cutoff) victims.push_back(&c);
+  }
+  bool whole_key = victims.size() == dirs.size();
+  if (victims.empty()) return;
+  if (in_use.contains(base + "\n" + any.ns + "\n" + any.key)) {
+    actions.push_back({key_dir, "key", "kept: a container on this node uses it"});
+    return;
+  }
+  if (dry_run) {
+    if (whole_key) {
+      actions.push_back({key_dir, "key", "would remove"});
+    } else {
+      for (const auto* c : victims) actions.push_back({c->path, c->name, "would remove"});
+    }
+    return;
+  }
+  CheckpointStore store(base, config.keep);
+  auto lock = store.lock(any.ns, any.key, std::chrono::seconds(0));
+  if (!lock) {
+    actions.push_back({key_dir, "key", "kept: " + lock.error().message()});
+    return;
+  }
+  if (whole_key) {
+    auto ok = store.remove(any.ns, any.key, *lock);
+    actions.push_back({key_dir, "key", ok ? "removed" : "failed: " + ok.error().message()});
+    return;
+  }
+  for (const auto* c : victims) {
+    auto ok = store.remove_one(c->path, *lock);
+    actions.push_back({c->path, c->name, ok ? "removed" : "failed: " + ok.error().message()});
+  }
+}
+
+int run_gc(const std::string& store, const std::string& older_than, bool dry_run, bool json) {
+  auto age = parse_duration(older_than);
+  if (!age) return report_error(age.error().message());
+  LoadedConfig loaded = load_node_config(config_path_from_env());
+  long cutoff = static_cast<long>(::time(nullptr)) - static_cast<long>(age->count());
+  std::set<std::string> in_use;
+  for (const auto& rec : ContainerRegistry(loaded.config.state_dir).all())
+    in_use.insert(rec.store + "\n" + rec.ns + "\n" + rec.key);
+  std::map<std::string, std::vector<CheckpointInfo>> keys;
+  for (auto& c : all_checkpoints(loaded.config, store, false)) {
+    keys[std::filesystem::path(c.path).parent_path().string()].push_back(std::move(c));
+  }
+  std::vector<GcAction> actions;
+  for (const auto& [dir, dirs] : keys) gc_key(loaded.config, dirs, cutoff, dry_run, in_use, actions);
+  bool failed = false;
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& a : actions) {
+    failed = failed || a.result.starts_with("failed");
+    if (json) {
+      out.push_back({{"path", a.path}, {"what", a.what}, {"result", a.result}});
+    } else {
+      fmt::print("{:<14} {}  {}\n", a.what == "key" ? "key" : "directory", a.path, a.result);
+    }
+  }
+  if (json) fmt::print("{}\n", out.dump(2));
+  if (!json && actions.empty()) fmt::print("nothing older than {}\n", older_than);
+  return failed ? 1 : 0;
+}
+
 }  // namespace
 
 Handler add_checkpoint_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("checkpoint", "Checkpoints in the node's stores");
   cmd->require_subcommand(1);
   struct Opts {
-    std::string ref, store, output;
-    bool verify = false;
+    std::string ref, store, output, older_than;
+    bool verify = false, dry_run = false;
   };
   auto o = std::make_shared<Opts>();
   auto* list = cmd->add_subcommand("list", "Every checkpoint: committed, corrupt, moved aside");
@@ -190,10 +287,20 @@ Handler add_checkpoint_command(CLI::App& app) {
   auto* rm = cmd->add_subcommand("rm", "Remove a checkpoint");
   rm->add_option("checkpoint", o->ref, "Checkpoint directory or NAMESPACE/KEY (its newest)")
       ->required();
+  rm->add_option("--store", o->store, "Look only in this store directory");
+  auto* gc = cmd->add_subcommand(
+      "gc", "Remove stale checkpoints: keys whose newest checkpoint is older than --older-than "
+            "(unless a container on this node uses them), and old failed or unfinished ones");
+  gc->add_option("--older-than", o->older_than, "Age, e.g. 36h, 7d, 1h30m")->required();
+  gc->add_option("--store", o->store,
+                 "Only this store directory (default: the node's and its containers' stores)");
+  gc->add_flag("--dry-run", o->dry_run, "Show what would be removed");
+  gc->add_option("-o,--output", o->output, "json for machine-readable output");
   return [=] {
     bool json = o->output == "json";
     if (list->parsed()) return run_list(o->store, o->verify, json);
     if (inspect->parsed()) return run_inspect(o->store, o->ref, json);
+    if (gc->parsed()) return run_gc(o->store, o->older_than, o->dry_run, json);
     return run_rm(o->store, o->ref);
   };
 }

@@ -56,20 +56,26 @@ int run_list(bool json) {
     return std::tie(a.ns, a.id) < std::tie(b.ns, b.id);
   });
   nlohmann::json out = nlohmann::json::array();
-  if (!json)
-    fmt::print("{:<40} {:<9} {:<28} {}\n", "NAMESPACE/ID", "STATUS", "LATEST CHECKPOINT", "STORE");
+  if (!json) {
+    fmt::print("{:<32} {:<9} {:<40} {:<28} {}\n", "NAMESPACE/ID", "STATUS", "KEY (FROM)",
+               "LATEST CHECKPOINT", "STORE");
+  }
   for (const auto& rec : records) {
     std::string status = status_of(*node, rec), latest = latest_checkpoint(rec);
     if (json) {
       out.push_back({{"namespace", rec.ns},
                      {"id", rec.id},
                      {"key", rec.key},
+                     {"key_source", rec.key_source.empty() ? "container-id" : rec.key_source},
+                     {"workdir", rec.workdir},
                      {"status", status},
                      {"latest_checkpoint", latest},
                      {"store", rec.store},
                      {"bundle", rec.bundle}});
     } else {
-      fmt::print("{:<40} {:<9} {:<28} {}\n", rec.ns + "/" + rec.id, status, latest, rec.store);
+      std::string source = rec.key_source.empty() ? "container-id" : rec.key_source;
+      fmt::print("{:<32} {:<9} {:<40} {:<28} {}\n", rec.ns + "/" + rec.id, status,
+                 rec.key + " (" + source + ")", latest, rec.store);
     }
   }
   if (json) fmt::print("{}\n", out.dump(2));

@@ -73,6 +73,8 @@ Result<void> ContainerRegistry::record(const ContainerRecord& rec) const {
   nlohmann::json doc = {{"id", rec.id},
                         {"namespace", rec.ns},
                         {"key", rec.key},
+                        {"key_source", rec.key_source},
+                        {"workdir", rec.workdir},
                         {"runc_root", rec.runc_root},
                         {"bundle", rec.bundle},
                         {"store", rec.store},
@@ -93,6 +95,8 @@ Result<ContainerRecord> read_record(const std::string& path) {
   rec.id = doc.value("id", "");
   rec.ns = doc.value("namespace", "");
   rec.key = doc.value("key", "");
+  rec.key_source = doc.value("key_source", "");
+  rec.workdir = doc.value("workdir", "");
   rec.runc_root = doc.value("runc_root", "");
   rec.bundle = doc.value("bundle", "");
   rec.store = doc.value("store", "");

@@ -27,13 +27,15 @@ struct RestoreInfo {
 struct ContainerRecord {
   std::string id;
   std::string ns;         ///< containerd namespace ("default", "moby", "k8s.io" ...).
-  std::string key;        ///< Store key (the container id in this version).
+  std::string key;        ///< Store key: stable across rescheduling (see job_identity.h).
   std::string runc_root;  ///< runc --root the engine uses for it.
   std::string bundle;
   std::string store;                ///< Checkpoint store base for this container.
   std::string log;                  ///< The engine's runc log file for this container, if any.
   long created = 0;                 ///< Seconds since the epoch.
   bool checkpoint_on_stop = false;  ///< ARCH_CHECKPOINT_ON_STOP=1: a SIGTERM checkpoints it.
+  std::string key_source{};  ///< Where the key came from: "ARCH_JOB_ID", ..., "container-id".
+  std::string workdir{};     ///< Shared mode: the work directory on the host, else empty.
 };
 
 /// The containerd namespace of a container: from the shim's bundle path

@@ -115,4 +115,16 @@ Result<void> forget_exit_status(const std::string& dir, const std::string& ns,
   return {};
 }
 
+std::optional<int> wait_for_exit_status(const std::string& dir, const std::string& ns,
+                                        const std::string& id, int wait_ms) {
+  constexpr int kStepMs = 20;
+  for (int waited = 0;; waited += kStepMs) {
+    auto status = read_exit_status(dir, ns, id);
+    if (!status) return std::nullopt;
+    if (*status || waited >= wait_ms) return *status;
+    timespec step{0, kStepMs * 1000000L};
+    ::nanosleep(&step, nullptr);
+  }
+}
+
 }  // namespace arch

@@ -61,6 +61,12 @@ Result<std::optional<ExitRecord>> read_exit_record(const std::string& dir, const
 Result<std::optional<int>> read_exit_status(const std::string& dir, const std::string& ns,
                                             const std::string& id);
 
+/// read_exit_status(), retried every 20 ms for up to `wait_ms` while nothing is recorded
+/// (archd records an exit a moment after the engine sees it). nullopt: still unknown, or
+/// the record is unreadable.
+std::optional<int> wait_for_exit_status(const std::string& dir, const std::string& ns,
+                                        const std::string& id, int wait_ms);
+
 /// Removes the record (missing is fine): a container created again under the same id
 /// must not inherit its predecessor's status.
 Result<void> forget_exit_status(const std::string& dir, const std::string& ns,

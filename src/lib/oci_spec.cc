@@ -17,11 +17,35 @@ std::string_view ArchEnv::get(std::string_view name) const {
   return it == vars.end() ? std::string_view{} : std::string_view(it->second);
 }
 
+std::string_view ArchEnv::annotation(std::string_view name) const {
+  auto it = annotations.find(name);
+  return it == annotations.end() ? std::string_view{} : std::string_view(it->second);
+}
+
+namespace {
+
+constexpr std::string_view kCriAnnotationPrefix = "io.kubernetes.cri.";
+
+Result<void> parse_annotations(const nlohmann::json& spec, ArchEnv& env) {
+  auto annotations = spec.find("annotations");
+  if (annotations == spec.end() || annotations->is_null()) return {};
+  if (!annotations->is_object()) return fail("config.json: annotations is not an object");
+  for (const auto& [name, value] : annotations->items()) {
+    if (!name.starts_with(kCriAnnotationPrefix)) continue;
+    if (!value.is_string()) return fail("config.json: annotation " + name + " is not a string");
+    env.annotations[name] = value.get<std::string>();
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<ArchEnv> parse_arch_env(std::string_view config_json) {
   nlohmann::json spec = nlohmann::json::parse(config_json, nullptr, /*allow_exceptions=*/false);
   if (spec.is_discarded()) return fail("config.json is not valid JSON");
   if (!spec.is_object()) return fail("config.json is not a JSON object");
   ArchEnv env;
+  if (auto ok = parse_annotations(spec, env); !ok) return std::unexpected(ok.error());
   auto process = spec.find("process");
   if (process == spec.end() || process->is_null()) return env;
   if (!process->is_object()) return fail("config.json: process is not an object");
@@ -31,7 +55,7 @@ Result<ArchEnv> parse_arch_env(std::string_view config_json) {
   for (const auto& entry : *list) {
     if (!entry.is_string()) return fail("config.json: process.env holds a non-string entry");
     const auto& s = entry.get_ref<const std::string&>();
-    if (!s.starts_with("ARCH_")) continue;
+    if (!s.starts_with("ARCH_") && !s.starts_with("AWS_BATCH_JOB_ID=")) continue;
     auto eq = s.find('=');
     if (eq == std::string::npos) continue;
     // Later entries win, as they do for the process's own environment.

@@ -10,13 +10,19 @@
 
 namespace arch {
 
-/// The ARCH_* variables of a container's process environment.
+/// What ARCH reads from a container's spec: the ARCH_* variables of its process environment
+/// (plus AWS Batch's AWS_BATCH_JOB_ID, a stable job identity) and the Kubernetes CRI
+/// annotations (io.kubernetes.cri.*).
 struct ArchEnv {
-  std::map<std::string, std::string, std::less<>> vars;  ///< Every ARCH_* variable, by name.
+  /// Every ARCH_* variable, and AWS_BATCH_JOB_ID, by name.
+  std::map<std::string, std::string, std::less<>> vars;
+  /// The spec's io.kubernetes.cri.* annotations, by name.
+  std::map<std::string, std::string, std::less<>> annotations;
 
   /// ARCH_ENABLE is "1" or "true": the container is managed by ARCH.
   [[nodiscard]] bool enabled() const;
   [[nodiscard]] std::string_view get(std::string_view name) const;
+  [[nodiscard]] std::string_view annotation(std::string_view name) const;
 };
 
 /// Extracts the ARCH_* variables from config.json text. Errors say what is malformed.

@@ -2,11 +2,13 @@
 // restore: lock the key → newest verified checkpoint → apply its rootfs diff into the new
 // container's rootfs (never leaving it) → runc restore --detach with the caller's create
 // arguments → mark the container restored so the engine's `start` is answered.
-// A checkpoint that fails is moved aside with the reason and the new rootfs is put back
-// as it was; the caller then starts the container fresh or fails the create.
+// A checkpoint that fails is moved aside with the reason, the new rootfs is put back as it
+// was, and the generation before it is tried; when none is left the caller starts the
+// container fresh or fails the create.
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "container_registry.h"
 #include "error.h"
@@ -19,6 +21,8 @@ struct RestoreOutcome {
   std::string checkpoint;  ///< The checkpoint directory restored from.
   double ms = 0;
   uint64_t bytes = 0;  ///< Bytes of the checkpoint (its manifest's files).
+  /// Newer generations passed over (did not verify, or failed to restore), with reasons.
+  std::vector<std::string> skipped{};
 };
 
 /// On failure, `*rootfs_clean` (when given) says whether the new rootfs is as the image

@@ -9,6 +9,7 @@
 #include <ctime>
 #include <vector>
 
+#include "job_identity.h"
 #include "store_layout.h"
 
 namespace arch {
@@ -59,7 +60,6 @@ Result<ContainerRecord> make_container_record(const RuncCommandLine& cl, const s
                                               const ArchEnv& env, const NodeConfig& config) {
   ContainerRecord rec;
   rec.id = std::string(cl.container_id());
-  rec.key = rec.id;
   rec.runc_root = std::string(cl.effective_root());
   rec.ns = derive_namespace(bundle, rec.runc_root);
   rec.bundle = bundle;
@@ -69,9 +69,16 @@ Result<ContainerRecord> make_container_record(const RuncCommandLine& cl, const s
   rec.checkpoint_on_stop = on_stop == "1" || on_stop == "true";
   if (auto ok = validate_name("container id", rec.id); !ok) return std::unexpected(ok.error());
   if (auto ok = validate_name("namespace", rec.ns); !ok) return std::unexpected(ok.error());
+  auto key = resolve_job_key(env, rec.id);
+  if (!key) return std::unexpected(key.error());
+  rec.key = key->key;
+  rec.key_source = key->source;
   auto store = store_base_for(env, config);
   if (!store) return std::unexpected(store.error());
   rec.store = *store;
+  auto workdir = shared_workdir_for(env, rec.ns, rec.key);
+  if (!workdir) return std::unexpected(workdir.error());
+  if (*workdir) rec.workdir = (*workdir)->host;
   return rec;
 }
 

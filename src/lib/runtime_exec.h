@@ -34,7 +34,8 @@ int exec_runtime(const std::string& runtime, const char* const* argv, const Runc
 std::string absolute_bundle(const RuncCommandLine& cl);
 
 /// The registry record for an ARCH-enabled container being created: namespace derived,
-/// key = container id, store from ARCH_CHECKPOINT_HOST_PATH or the node's; ids validated.
+/// key resolved (resolve_job_key), store and shared work dir from its ARCH_* variables or
+/// the node's config; ids validated.
 Result<ContainerRecord> make_container_record(const RuncCommandLine& cl, const std::string& bundle,
                                               const ArchEnv& env, const NodeConfig& config);
 

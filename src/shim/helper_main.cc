@@ -7,11 +7,14 @@
 //   kill ID 15 of an ARCH-enabled container being stopped on a draining node (or with
 //     ARCH_CHECKPOINT_ON_STOP=1): checkpoint it; the checkpoint ends it, so the engine's
 //     stop completes. If the checkpoint fails, the SIGTERM is delivered as asked.
+//   delete of a container whose main process exited 0: remove its checkpoints, then delete.
 // Anything else is handed to runc unchanged.
+#include <chrono>
 #include <cstdio>
 #include <span>
 
 #include "checkpoint.h"
+#include "checkpoint_store.h"
 #include "container_registry.h"
 #include "node_config.h"
 #include "oci_spec.h"
@@ -37,6 +40,9 @@ int restore_on_create(const RuncCommandLine& cl, const NodeConfig& config, const
     (void)ContainerRegistry(config.state_dir)
         .record_restore(rec->runc_root, rec->id,
                         {restored->checkpoint, restored->ms, restored->bytes});
+    for (const auto& skipped : restored->skipped) {
+      log.warn(describe_call(cl) + ": passed over a newer checkpoint: " + skipped);
+    }
     log.info(describe_call(cl) + ": restored from " + restored->checkpoint + " in " +
              std::to_string(static_cast<long>(restored->ms)) + " ms");
     return 0;
@@ -70,6 +76,31 @@ int checkpoint_on_stop(const RuncCommandLine& cl, const NodeConfig& config, cons
   return exec_runtime(runtime, argv, log, cl);
 }
 
+// delete of a container whose main process exited 0 (arch-runc checked): the job is done,
+// its checkpoints are removed (the work directory, its output, stays). Then the delete
+// itself goes to runc as asked.
+int remove_finished(const RuncCommandLine& cl, const NodeConfig& config, const RuncLog& log,
+                    const std::string& runtime, const char* const* argv) {
+  ContainerRegistry registry(config.state_dir);
+  std::string root(cl.effective_root()), id(cl.container_id());
+  if (auto rec = registry.find(root, id)) {
+    CheckpointStore store(rec->store, config.keep);
+    auto lock = store.lock(rec->ns, rec->key, std::chrono::seconds(10));
+    auto removed = lock ? store.remove(rec->ns, rec->key, *lock)
+                        : Result<void>(std::unexpected(lock.error()));
+    if (removed) {
+      log.info(describe_call(cl) + ": job finished (exit 0): checkpoints of " + rec->ns + "/" +
+               rec->key + " removed from " + rec->store +
+               (rec->workdir.empty() ? std::string() : ", work directory kept"));
+    } else {
+      log.error(describe_call(cl) + ": job finished (exit 0) but its checkpoints in " +
+                rec->store + " could not be removed: " + removed.error().message());
+    }
+  }
+  registry.forget(root, id);
+  return exec_runtime(runtime, argv, log, cl);
+}
+
 }  // namespace
 }  // namespace arch
 
@@ -90,6 +121,9 @@ int main(int argc, char** argv) {
   }
   if (cl.exact && cl.subcommand == Subcommand::kKill) {
     return checkpoint_on_stop(cl, loaded.config, log, *runtime, argv);
+  }
+  if (cl.exact && cl.subcommand == Subcommand::kDelete) {
+    return remove_finished(cl, loaded.config, log, *runtime, argv);
   }
   return exec_runtime(*runtime, argv, log, cl);  // Not ours: behave like runc.
 }

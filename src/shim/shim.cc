@@ -10,7 +10,10 @@
 //   kill ID 15 of an ARCH-enabled container on a draining node (or with
 //     ARCH_CHECKPOINT_ON_STOP=1): checkpointed by arch-runc-helper instead of signalled;
 //   start of a container that was restored: answered here (runc restore already started it);
-//   delete: the registry record is dropped.
+//   delete: the registry record is dropped; a finished job's (exit 0) checkpoints are
+//     removed by arch-runc-helper;
+//   shared mode (ARCH_SHAREDFS_HOST_PATH + ARCH_WORKDIR_CONTAINER_PATH): the spec gets the
+//     job's work directory before runc sees it.
 #include "shim.h"
 
 #include <unistd.h>
@@ -19,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -31,11 +35,15 @@
 #include "runc_log.h"
 #include "runtime_exec.h"
 #include "runtime_path.h"
+#include "shared_mode.h"
 #include "store_layout.h"
 #include "version.h"
 
 namespace arch {
 namespace {
+
+// How long a delete waits for archd to record the exit of a container with checkpoints.
+constexpr int kExitStatusWaitMs = 2000;
 
 // arch-runc-helper beside this binary (the restore and checkpoint-on-stop paths, with the
 // heavy dependencies), vetted like runc (root-owned, not writable by others).
@@ -50,25 +58,48 @@ Result<std::string> helper_path() {
   return path;
 }
 
-// create/run: the one place arch-runc reads config.json. Any problem here is logged and
-// the call goes to runc unchanged: a container never fails to start because of ARCH's
-// bookkeeping.
-void handle_new_container(const RuncCommandLine& cl, const NodeConfig& config, const RuncLog& log,
-                          const char* const* argv) {
+// Ends a create/run that ARCH cannot prepare as the container asked: logged and on stderr
+// (the engine shows runc's stderr to the user).
+int refuse_create(const RuncCommandLine& cl, const RuncLog& log, const std::string& why) {
+  std::string msg = describe_call(cl) + ": " + why;
+  log.error(msg + "; refusing to create the container");
+  std::fprintf(stderr, "%s\n", msg.c_str());
+  return 1;
+}
+
+// create/run: the one place arch-runc reads config.json. A problem with ARCH's bookkeeping
+// is logged and the call goes to runc unchanged: a container never fails to start because
+// of it. Shared mode is different: the job asked for its work directory on the shared
+// filesystem, and running it without (writing its output to a local layer that the next
+// node never sees) would lose work, so a failure there fails the create, with the reason.
+// Returns the exit status when the call ends here, std::nullopt to pass it through.
+std::optional<int> handle_new_container(const RuncCommandLine& cl, const NodeConfig& config,
+                                        const RuncLog& log, const char* const* argv) {
   std::string bundle = absolute_bundle(cl);
   auto env = read_arch_env(bundle);
   if (!env) {
     log.error(describe_call(cl) +
               ": cannot read the container spec, passing through: " + env.error().message());
-    return;
+    return std::nullopt;
   }
-  if (!env->enabled()) return;
+  if (!env->enabled()) return std::nullopt;
   std::string id(cl.container_id());
   auto rec = make_container_record(cl, bundle, *env, config);
   if (!rec) {
-    log.error(describe_call(cl) + ": ARCH-enabled container " + id +
-              " not managed: " + rec.error().message());
-    return;
+    if (env->get("ARCH_SHAREDFS_HOST_PATH").empty()) {
+      log.error(describe_call(cl) + ": ARCH-enabled container " + id +
+                " not managed: " + rec.error().message());
+      return std::nullopt;
+    }
+    return refuse_create(cl, log, "shared mode: " + rec.error().message());
+  }
+  if (auto workdir = shared_workdir_for(*env, rec->ns, rec->key); workdir && *workdir) {
+    auto rootfs = read_root_path(bundle);
+    auto ok = rootfs ? apply_shared_workdir(bundle, *rootfs, **workdir)
+                     : Result<void>(std::unexpected(rootfs.error()));
+    if (!ok) return refuse_create(cl, log, "shared work directory: " + ok.error().message());
+    log.info(describe_call(cl) + ": work directory " + (*workdir)->host + " mounted at " +
+             (*workdir)->container);
   }
   // A new container with an old id must not inherit its predecessor's exit status.
   (void)forget_exit_status(exit_status_dir(config), rec->ns, rec->id);
@@ -76,24 +107,67 @@ void handle_new_container(const RuncCommandLine& cl, const NodeConfig& config, c
     log.error(describe_call(cl) + ": ARCH-enabled container " + id +
               ": cannot record it in the registry: " + ok.error().message());
   }
+  std::string where = " (namespace " + rec->ns + ", key " + rec->key + " from " +
+                      rec->key_source + ")";
   if (cl.subcommand != Subcommand::kCreate ||
       !has_committed_checkpoint(rec->store, rec->ns, rec->key)) {
-    log.info(describe_call(cl) + ": ARCH-enabled container " + id + " (namespace " + rec->ns +
-             "): no checkpoint in " + rec->store + ", starting fresh");
-    return;
+    log.info(describe_call(cl) + ": ARCH-enabled container " + id + where +
+             ": no checkpoint in " + rec->store + ", starting fresh");
+    return std::nullopt;
   }
   auto helper = helper_path();
   if (!helper) {
     log.error(describe_call(cl) + ": ARCH-enabled container " + id +
               " has a checkpoint but the restore helper is unusable, starting fresh: " +
               helper.error().message());
-    return;
+    return std::nullopt;
   }
-  log.info(describe_call(cl) + ": ARCH-enabled container " + id + " (namespace " + rec->ns +
-           "): checkpoint found in " + rec->store + ", restoring");
+  log.info(describe_call(cl) + ": ARCH-enabled container " + id + where + ": checkpoint found in " +
+           rec->store + ", restoring");
   ::execv(helper->c_str(), const_cast<char* const*>(argv));
   log.error(describe_call(cl) + ": exec " + *helper + ": " + std::strerror(errno) +
             ", starting fresh");
+  return std::nullopt;
+}
+
+// delete of an ARCH-enabled container whose main process exited 0: the job has finished,
+// so its checkpoints go (arch-runc-helper removes them, then runs the delete). Any other
+// ending (non-zero, a signal, an ARCH checkpoint, which ends it with SIGKILL) or an unknown
+// status keeps them. The exit status comes from archd's event watcher, which may record it
+// a moment after the engine sees the exit: a container with a checkpoint waits briefly.
+void handle_delete(const RuncCommandLine& cl, const NodeConfig& config, const RuncLog& log,
+                   const char* const* argv) {
+  ContainerRegistry registry(config.state_dir);
+  std::string root(cl.effective_root()), id(cl.container_id());
+  auto rec = registry.find(root, id);
+  if (!rec) return;
+  bool has_checkpoint = has_committed_checkpoint(rec->store, rec->ns, rec->key);
+  std::optional<int> status;
+  if (has_checkpoint) {
+    // Only archd records exits: without it (no socket) the status stays unknown.
+    bool agent_up = ::access(config.agent.socket.c_str(), F_OK) == 0;
+    status = wait_for_exit_status(exit_status_dir(config), rec->ns, rec->id,
+                                  agent_up ? kExitStatusWaitMs : 0);
+  }
+  if (!has_checkpoint || status != 0) {
+    if (has_checkpoint) {
+      log.info(describe_call(cl) + ": checkpoints of key " + rec->key + " kept (exit status " +
+               (status ? std::to_string(*status) : std::string("unknown")) + ")");
+    }
+    registry.forget(root, id);
+    return;
+  }
+  auto helper = helper_path();
+  if (!helper) {
+    log.error(describe_call(cl) + ": finished job's checkpoints kept, the helper is unusable: " +
+              helper.error().message());
+    registry.forget(root, id);
+    return;
+  }
+  ::execv(helper->c_str(), const_cast<char* const*>(argv));
+  log.error(describe_call(cl) + ": exec " + *helper + ": " + std::strerror(errno) +
+            "; finished job's checkpoints kept");
+  registry.forget(root, id);
 }
 
 // runc kill's signal argument names SIGTERM: "15", "TERM" or "SIGTERM" (runc's default).
@@ -158,15 +232,15 @@ int run_shim(int argc, const char* const* argv) {
   }
   if (cl.exact && !cl.help) {
     if (cl.subcommand == Subcommand::kCreate || cl.subcommand == Subcommand::kRun) {
-      handle_new_container(cl, loaded.config, log, argv);
+      if (auto status = handle_new_container(cl, loaded.config, log, argv)) return *status;
+    } else if (cl.subcommand == Subcommand::kDelete) {
+      handle_delete(cl, loaded.config, log, argv);
     } else if (cl.subcommand == Subcommand::kKill) {
       handle_kill(cl, loaded.config, log, argv);
-    } else if (cl.subcommand == Subcommand::kStart || cl.subcommand == Subcommand::kDelete) {
+    } else if (cl.subcommand == Subcommand::kStart) {
       ContainerRegistry registry(loaded.config.state_dir);
       std::string root(cl.effective_root()), id(cl.container_id());
-      if (cl.subcommand == Subcommand::kDelete) {
-        registry.forget(root, id);
-      } else if (registry.take_restored(root, id)) {
+      if (registry.take_restored(root, id)) {
         // runc restore --detach already started the processes: the engine's start is done.
         log.info(describe_call(cl) + ": restored container is running; start answered by ARCH");
         return 0;

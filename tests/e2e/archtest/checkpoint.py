@@ -231,6 +231,12 @@ def diff_member(checkpoint_dir, path):
     return None
 
 
+def diff_members(checkpoint_dir):
+    """The paths (without a leading "./") in the checkpoint's rootfs-diff.tar."""
+    with tarfile.open(os.path.join(checkpoint_dir, "rootfs-diff.tar")) as tar:
+        return [m.name[2:] if m.name.startswith("./") else m.name for m in tar.getmembers()]
+
+
 def remove_key(store, ns, key):
     path = store_key_dir(store, ns, key)
     if os.path.isdir(path) and not os.path.islink(path):
