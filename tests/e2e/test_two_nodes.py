@@ -541,8 +541,9 @@ def test_node_killed_mid_checkpoint_resumes_from_previous_generation(cluster):
                                     interval=0.01)
     killed = a.kill()
     writer.wait(10)
+    programs = sorted({os.path.basename(c.split(" ", 1)[0]) for c in killed.values()})
     print(f"\nnode a killed while {staging} held {size >> 20} MiB; "
-          f"{len(killed)} processes SIGKILLed")
+          f"{len(killed)} processes SIGKILLed: {', '.join(programs)}")
     assert cluster.committed(job, b) == [gen1], "generation 2 was committed after all"
 
     # The orchestrator starts the job on node B: it resumes from generation 1.
