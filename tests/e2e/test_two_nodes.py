@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from archtest import checkpoint, daemons, gluster, proc, twonode, workloads
+from archtest import checkpoint, daemons, gluster, image, proc, twonode, workloads
 from conftest import (archctl_path, arch_runc_path, build_dir, criu_path,
                       skip_unless_binaries, skip_unless_root)
 
@@ -219,7 +219,7 @@ def test_two_nodes_share_a_volume_and_nothing_else(cluster):
     for node, other in ((a, b), (b, a)):
         r = node.run(["ip", "-4", "-o", "addr", "show", "dev", "eth0"], check=True)
         assert f"{node.address}/24" in r.stdout, r.stdout
-        r = node.run(["/bin/busybox", "ping", "-c", "1", "-W", "5", other.address])
+        r = node.run([image.BUSYBOX, "ping", "-c", "1", "-W", "5", other.address])
         assert r.returncode == 0, (node.name, r.stdout, r.stderr)
         # containerd, archd and the GlusterFS client run inside the node's namespaces.
         for pid in (node.ctd.proc.pid, node.archd.proc.pid):
