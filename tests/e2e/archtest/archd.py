@@ -82,8 +82,9 @@ def write_config(directory, node, socket_path, state_file, event_log, metrics_po
 class Archd:
     """One archd with its private config; start()/stop()/kill() by pid."""
 
-    def __init__(self, binary, base, node, parallel=4, metrics=True):
+    def __init__(self, binary, base, node, parallel=4, metrics=True, prefix=(), extra=""):
         self.binary = binary
+        self.prefix = list(prefix)  # e.g. nsenter into a test node's namespaces
         self.base = base
         self.node = node
         os.makedirs(base, mode=0o700, exist_ok=True)
@@ -92,7 +93,8 @@ class Archd:
         self.event_log = os.path.join(base, "log", "events.jsonl")
         self.metrics_port = free_port() if metrics else None
         self.config = write_config(os.path.join(base, "etc"), node, self.socket,
-                                   self.state_file, self.event_log, self.metrics_port, parallel)
+                                   self.state_file, self.event_log, self.metrics_port, parallel,
+                                   extra)
         self.output = os.path.join(base, "archd.out")
         self.proc = None
         self.starts = 0
@@ -111,7 +113,7 @@ class Archd:
         out = open(self.output, "a")
         out.write(f"--- start #{self.starts}\n")
         out.flush()
-        self.proc = subprocess.Popen([self.binary, "--config", self.config, "--foreground"],
+        self.proc = subprocess.Popen([*self.prefix, self.binary, "--config", self.config, "--foreground"],
                                      stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                      env=self.env())
         out.close()

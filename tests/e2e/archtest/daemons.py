@@ -121,8 +121,9 @@ def _remove_tree(path):
 class Containerd:
     """A private containerd: own root, state, sockets and config; CRI disabled."""
 
-    def __init__(self, base, env=None):
+    def __init__(self, base, env=None, prefix=()):
         self.base = base
+        self.prefix = list(prefix)  # e.g. nsenter into a test node's namespaces
         self.root = os.path.join(base, "root")
         self.state = os.path.join(base, "state")
         self.address = os.path.join(base, "containerd.sock")
@@ -155,7 +156,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         env = dict(os.environ, **self.extra_env)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [CONTAINERD, "--config", self.config, "--root", self.root, "--state", self.state,
+            [*self.prefix, CONTAINERD, "--config", self.config, "--root", self.root, "--state", self.state,
              "--address", self.address],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
         log.close()
@@ -235,8 +236,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 class Dockerd:
     """A private dockerd using a given containerd, with extra named runtimes."""
 
-    def __init__(self, base, containerd, runtimes, cgroup_parent):
+    def __init__(self, base, containerd, runtimes, cgroup_parent, prefix=()):
         self.base = base
+        self.prefix = list(prefix)  # e.g. nsenter into a test node's namespaces
         self.cgroup_parent = cgroup_parent
         self.containerd = containerd
         self.runtimes = dict(runtimes)
@@ -266,7 +268,7 @@ class Dockerd:
                        "deprecated-key-path": os.path.join(self.base, "key.json")}, f, indent=2)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [DOCKERD, "--experimental", "--containerd", self.containerd.address,
+            [*self.prefix, DOCKERD, "--experimental", "--containerd", self.containerd.address,
              "--iptables=false", "--bridge=none", "--data-root", self.data_root,
              "--exec-root", self.exec_root, "--pidfile", self.pidfile, "-H", self.host,
              "--config-file", self.config],
