@@ -13,6 +13,8 @@
 
 #include "agent.h"
 #include "api_server.h"
+#include "file_util.h"
+#include "jobs.h"
 #include "node_config.h"
 #include "runtime_path.h"
 #include "version.h"
@@ -106,7 +108,15 @@ int main(int argc, char** argv) {
   if (auto started = agent.start(); !started) {
     return log(LogLevel::kError, started.error().message()), 1;
   }
+  // Process jobs: archd becomes a child subreaper; jobs and logs beside the state file.
+  agent::JobManager jobs(loaded.config, dirname_of(loaded.config.agent.state_file) + "/jobs", log);
+  if (auto started = jobs.start(); !started) {
+    log(LogLevel::kError, "jobs: " + started.error().message());
+    agent.stop();
+    return 1;
+  }
   agent::ApiServer api(agent);
+  agent::register_job_routes(api.routes(), jobs);
   agent::MetricsServer metrics(agent);
   const auto& a = loaded.config.agent;
   auto listening = api.start(a.socket);
@@ -114,6 +124,7 @@ int main(int argc, char** argv) {
   if (!listening) {
     log(LogLevel::kError, listening.error().message());
     api.shutdown();
+    jobs.stop();
     agent.stop();
     return 1;
   }
@@ -130,6 +141,7 @@ int main(int argc, char** argv) {
   exits.stop();
   api.shutdown();
   metrics.stop();
+  jobs.stop();
   agent.stop();
   bool failed = api.failed() || metrics.failed();
   log(LogLevel::kInfo, "stopped");
