@@ -690,7 +690,8 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
     } else if (!id_hint.empty() && id_hint != from.id) {
       return fail_code("no job '" + id_hint + "' here, and " + path + " holds job " + from.id, ENOENT);
     } else {
-      rec = from;
+      rec = from;  // As it was at the dump, when it was running there.
+      rec.state = job_state::kCheckpointed;
       rec.log = rec.log.empty() ? "" : job_dir(rec.id) + "/output.log";
       rec.created = now_seconds();
       rec.checkpoint = {};

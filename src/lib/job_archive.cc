@@ -96,6 +96,12 @@ Result<void> extract_entry(archive* a, archive_entry* e, const std::string& dest
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   if (!safe_relative_path(path)) return fail("archive holds an unsafe path '" + path + "'");
   std::string target = dest + "/" + path;
+  // Directories follow their contents in our archives: make the parents first (only
+  // directories and files are ever created here, so no component can be a link).
+  for (auto slash = path.find('/'); slash != std::string::npos; slash = path.find('/', slash + 1)) {
+    std::string parent = dest + "/" + path.substr(0, slash);
+    if (::mkdir(parent.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + parent);
+  }
   mode_t type = archive_entry_filetype(e);
   if (type == AE_IFDIR) {
     if (::mkdir(target.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + path);
