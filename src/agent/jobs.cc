@@ -70,7 +70,8 @@ std::string find_criu(const NodeConfig& config) {
 }
 
 Result<void> make_dir(int dirfd, const char* name) {
-  if (::mkdirat(dirfd, name, 0700) != 0 && errno != EEXIST) return fail_errno(std::string("mkdir ") + name);
+  if (::mkdirat(dirfd, name, 0700) != 0 && errno != EEXIST)
+    return fail_errno(std::string("mkdir ") + name);
   return {};
 }
 
@@ -166,10 +167,11 @@ Result<void> wait_pids_free(const std::vector<pid_t>& pids, std::chrono::millise
     if (taken == 0) return {};
     if (std::chrono::steady_clock::now() > deadline) {
       auto argv = process_argv(taken);
-      return fail_code(fmt::format("pid {} ({}) still runs with a pid, session or process group "
-                                   "the checkpoint needs: CRIU restores a job with its original pids",
-                                   taken, argv.empty() ? "?" : join_argv(argv)),
-                       EBUSY);
+      return fail_code(
+          fmt::format("pid {} ({}) still runs with a pid, session or process group "
+                      "the checkpoint needs: CRIU restores a job with its original pids",
+                      taken, argv.empty() ? "?" : join_argv(argv)),
+          EBUSY);
     }
     std::this_thread::sleep_for(20ms);
   }
@@ -222,8 +224,8 @@ Result<void> JobManager::start() {
       bool same = st && st->start_time == rec.start_time && st->state != 'Z';
       rec.state = same ? job_state::kDetached : job_state::kLost;
       if (!same) rec.finished = now_seconds();
-      log_(LogLevel::kInfo, fmt::format("job {} ({}): {} after an archd restart", rec.id,
-                                        rec.name, rec.state));
+      log_(LogLevel::kInfo,
+           fmt::format("job {} ({}): {} after an archd restart", rec.id, rec.name, rec.state));
     }
     jobs_[rec.id] = rec;
   }
@@ -313,7 +315,8 @@ Result<JobRecord*> JobManager::find_locked(const std::string& id_or_name) {
 
 Result<JobRecord> JobManager::run(JobRunRequest r) {
   if (r.argv.empty() || r.argv[0].empty()) return fail_code("no command to run", EINVAL);
-  if (r.cwd.empty() || r.cwd.front() != '/') return fail_code("the directory must be absolute", EINVAL);
+  if (r.cwd.empty() || r.cwd.front() != '/')
+    return fail_code("the directory must be absolute", EINVAL);
   for (const auto& e : r.env) {
     if (e.find('=') == std::string::npos || e.front() == '=')
       return fail_code("environment entry '" + e + "' is not NAME=VALUE", EINVAL);
@@ -366,9 +369,11 @@ Result<std::string> JobManager::read_log(const std::string& id_or_name, uint64_t
                                          std::size_t max) {
   auto rec = get(id_or_name);
   if (!rec) return std::unexpected(rec.error());
-  if (rec->log.empty()) return fail_code("job " + rec->id + " has no log (an adopted process)", EINVAL);
+  if (rec->log.empty())
+    return fail_code("job " + rec->id + " has no log (an adopted process)", EINVAL);
   auto fd = open_file(rec->log, O_RDONLY | O_NOFOLLOW);
-  if (!fd) return fd.error().code() == ENOENT ? Result<std::string>("") : std::unexpected(fd.error());
+  if (!fd)
+    return fd.error().code() == ENOENT ? Result<std::string>("") : std::unexpected(fd.error());
   std::string buf(max, '\0');
   ssize_t n = retry_eintr(
       [&] { return ::pread(fd->get(), buf.data(), buf.size(), static_cast<off_t>(offset)); });
@@ -383,7 +388,8 @@ Result<JobRecord> JobManager::kill(const std::string& id_or_name, int signal) {
   if (!rec) return std::unexpected(rec.error());
   JobRecord& r = **rec;
   if (!r.alive()) return fail_code("job " + r.id + " is not running (" + r.state + ")", EINVAL);
-  if (signal < 1 || signal >= NSIG) return fail_code("bad signal " + std::to_string(signal), EINVAL);
+  if (signal < 1 || signal >= NSIG)
+    return fail_code("bad signal " + std::to_string(signal), EINVAL);
   // The job's process group (its session leader's), else the process alone.
   if (::kill(-r.pid, signal) != 0 && ::kill(r.pid, signal) != 0) {
     return fail_errno(fmt::format("kill {} {}", r.pid, signal));
@@ -399,7 +405,8 @@ Result<void> JobManager::remove(const std::string& id_or_name, bool force) {
     auto rec = find_locked(id_or_name);
     if (!rec) return std::unexpected(rec.error());
     id = (*rec)->id;
-    if (busy_.contains(id)) return fail_code("job " + id + " is being checkpointed or restored", EBUSY);
+    if (busy_.contains(id))
+      return fail_code("job " + id + " is being checkpointed or restored", EBUSY);
     if ((*rec)->alive()) {
       if (!force) return fail_code("job " + id + " is running: kill it first (or --force)", EBUSY);
       pid = (*rec)->pid;
@@ -492,7 +499,8 @@ Result<json> JobManager::checkpoint_job(const std::string& id, const CheckpointR
   if (auto dumped = criu.dump(o); !dumped) {
     return std::unexpected(dumped.error().wrap("checkpoint job " + id + " (it keeps running)"));
   }
-  double dump_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  double dump_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (!leave) {
     std::lock_guard lock(mutex_);
     jobs_[id].state = job_state::kCheckpointed;
@@ -501,8 +509,11 @@ Result<json> JobManager::checkpoint_job(const std::string& id, const CheckpointR
     dumped_pids_[id] = pids;
     save_locked();
   }
-  json job_file = {{"job", rec}, {"shell_job", shell_job}, {"tcp_established", req.tcp_established},
-                   {"pids", pids}, {"log_key", rec.log_key}};
+  json job_file = {{"job", rec},
+                   {"shell_job", shell_job},
+                   {"tcp_established", req.tcp_established},
+                   {"pids", pids},
+                   {"log_key", rec.log_key}};
   long now = now_seconds();
   Manifest m;
   m.ns = kJobsNamespace;
@@ -516,8 +527,8 @@ Result<json> JobManager::checkpoint_job(const std::string& id, const CheckpointR
   m.timings_ms["dump"] = dump_ms;
   m.extra = {{"kind", rec.kind}, {"name", rec.name}, {"leave_running", leave}};
   auto wrote = write_at(staging->dirfd(), kJobFileName, job_file.dump(2) + "\n");
-  Result<std::string> committed = wrote ? store.commit(std::move(*staging), m, *klock)
-                                        : std::unexpected(wrote.error());
+  Result<std::string> committed =
+      wrote ? store.commit(std::move(*staging), m, *klock) : std::unexpected(wrote.error());
   if (!committed) {
     if (!leave) {
       std::lock_guard lock(mutex_);
@@ -525,10 +536,13 @@ Result<json> JobManager::checkpoint_job(const std::string& id, const CheckpointR
       save_locked();
     }
     return std::unexpected(committed.error().wrap(
-        leave ? "checkpoint job " + id + " (it keeps running)"
-              : "checkpoint job " + id + ": the dump stopped the job but it could not be committed"));
+        leave
+            ? "checkpoint job " + id + " (it keeps running)"
+            : "checkpoint job " + id + ": the dump stopped the job but it could not be committed"));
   }
-  json out = {{"checkpoint", *committed}, {"warnings", warnings}, {"dump_ms", dump_ms},
+  json out = {{"checkpoint", *committed},
+              {"warnings", warnings},
+              {"dump_ms", dump_ms},
               {"leave_running", leave}};
   JobCheckpointRef ref{*committed, m.created, ""};
   if (!export_dir.empty()) {
@@ -575,7 +589,8 @@ Result<JobRecord> JobManager::restore_tree(JobRecord rec, const std::string& scr
   UniqueFd log_fd;
   std::string log_key = job_file.value("log_key", "");
   if (!rec.log.empty() && !log_key.empty()) {
-    if (auto made = make_private_dirs(dirname_of(rec.log)); !made) return std::unexpected(made.error());
+    if (auto made = make_private_dirs(dirname_of(rec.log)); !made)
+      return std::unexpected(made.error());
     auto fd = open_file(rec.log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
     if (!fd) return std::unexpected(fd.error().wrap("job log"));
     log_fd = std::move(*fd);
@@ -637,7 +652,8 @@ Result<JobRecord> JobManager::restore(const std::string& id_or_name, const std::
   if (auto linked = link_tree(ckpt->path, scratch->path()); !linked)
     return std::unexpected(linked.error());
   auto restored = restore_tree(rec, scratch->path(), job_file);
-  if (!restored) return std::unexpected(restored.error().wrap("restore job " + rec.id + " from " + ckpt->path));
+  if (!restored)
+    return std::unexpected(restored.error().wrap("restore job " + rec.id + " from " + ckpt->path));
   return restored;
 }
 
@@ -657,7 +673,8 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
   } cleanup{store, scratch_key, *klock};
   auto scratch = store.begin(*klock);
   if (!scratch) return std::unexpected(scratch.error());
-  auto unpacked = is_archive ? import_archive(path, scratch->path()) : link_tree(path, scratch->path());
+  auto unpacked =
+      is_archive ? import_archive(path, scratch->path()) : link_tree(path, scratch->path());
   if (!unpacked) return fail_code(unpacked.error().message(), EINVAL);
   auto mtext = read_file(scratch->path() + "/" + kManifestFileName);
   if (!mtext) return fail_code(path + " has no manifest.json: not an ARCH checkpoint", EINVAL);
@@ -688,7 +705,8 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
     if (found) {
       rec = **found;
     } else if (!id_hint.empty() && id_hint != from.id) {
-      return fail_code("no job '" + id_hint + "' here, and " + path + " holds job " + from.id, ENOENT);
+      return fail_code("no job '" + id_hint + "' here, and " + path + " holds job " + from.id,
+                       ENOENT);
     } else {
       rec = from;  // As it was at the dump, when it was running there.
       rec.state = job_state::kCheckpointed;
@@ -696,7 +714,8 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
       rec.created = now_seconds();
       rec.checkpoint = {};
     }
-    if (rec.alive()) return fail_code("job " + rec.id + " is running: checkpoint or kill it first", EBUSY);
+    if (rec.alive())
+      return fail_code("job " + rec.id + " is running: checkpoint or kill it first", EBUSY);
     if (!busy_.insert(rec.id).second)
       return fail_code("job " + rec.id + " is being checkpointed or restored", EBUSY);
   }
@@ -713,7 +732,8 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
 }
 
 Result<json> JobManager::checkpoint_process(pid_t pid, const CheckpointRequest& req) {
-  if (pid <= 1 || pid == ::getpid()) return fail_code(fmt::format("refusing to checkpoint pid {}", pid), EINVAL);
+  if (pid <= 1 || pid == ::getpid())
+    return fail_code(fmt::format("refusing to checkpoint pid {}", pid), EINVAL);
   auto st = read_proc_stat(pid);
   if (!st) return fail_code(fmt::format("no process {}", pid), ENOENT);
   std::vector<std::string> warnings = dump_warnings(pid);
@@ -814,28 +834,32 @@ void register_job_routes(httplib::Server& s, JobManager& jobs) {
   s.Get("/v1/jobs", [&jobs](const httplib::Request&, httplib::Response& res) {
     reply(res, 200, {{"jobs", jobs.list()}});
   });
-  s.Post("/v1/jobs", with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
-    JobRunRequest r{b.at("argv").get<std::vector<std::string>>(),
-                    b.value("env", std::vector<std::string>{}), b.value("cwd", ""),
-                    b.value("name", "")};
-    auto rec = jobs.run(std::move(r));
-    if (!rec) return reply_error(res, rec.error());
-    reply(res, 201, *rec);
-  }));
-  s.Post("/v1/jobs/restore", with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
-    std::string archive = b.value("archive", "");
-    if (archive.empty()) return reply_error(res, Error("archive is required", EINVAL));
-    auto rec = jobs.restore("", archive);
-    if (!rec) return reply_error(res, rec.error());
-    reply(res, 200, *rec);
-  }));
+  s.Post("/v1/jobs",
+         with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
+           JobRunRequest r{b.at("argv").get<std::vector<std::string>>(),
+                           b.value("env", std::vector<std::string>{}), b.value("cwd", ""),
+                           b.value("name", "")};
+           auto rec = jobs.run(std::move(r));
+           if (!rec) return reply_error(res, rec.error());
+           reply(res, 201, *rec);
+         }));
+  s.Post("/v1/jobs/restore",
+         with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
+           std::string archive = b.value("archive", "");
+           if (archive.empty()) return reply_error(res, Error("archive is required", EINVAL));
+           auto rec = jobs.restore("", archive);
+           if (!rec) return reply_error(res, rec.error());
+           reply(res, 200, *rec);
+         }));
   s.Get(R"(/v1/jobs/([^/]+))", [&jobs](const httplib::Request& req, httplib::Response& res) {
     auto rec = jobs.get(req.matches[1].str());
     if (!rec) return reply_error(res, rec.error());
     reply(res, 200, *rec);
   });
   s.Get(R"(/v1/jobs/([^/]+)/logs)", [&jobs](const httplib::Request& req, httplib::Response& res) {
-    uint64_t offset = req.has_param("offset") ? std::strtoull(req.get_param_value("offset").c_str(), nullptr, 10) : 0;
+    uint64_t offset = req.has_param("offset")
+                          ? std::strtoull(req.get_param_value("offset").c_str(), nullptr, 10)
+                          : 0;
     auto rec = jobs.get(req.matches[1].str());
     if (!rec) return reply_error(res, rec.error());
     auto data = jobs.read_log(rec->id, offset, 1 << 20);
@@ -844,41 +868,46 @@ void register_job_routes(httplib::Server& s, JobManager& jobs) {
     res.set_header("X-Arch-Job-State", rec->state);
     res.set_content(*data, "application/octet-stream");
   });
-  s.Post(R"(/v1/jobs/([^/]+)/kill)", with_body([&jobs](const httplib::Request& req, httplib::Response& res, const json& b) {
-    auto rec = jobs.kill(req.matches[1].str(), b.value("signal", SIGTERM));
-    if (!rec) return reply_error(res, rec.error());
-    reply(res, 200, *rec);
-  }));
+  s.Post(R"(/v1/jobs/([^/]+)/kill)",
+         with_body([&jobs](const httplib::Request& req, httplib::Response& res, const json& b) {
+           auto rec = jobs.kill(req.matches[1].str(), b.value("signal", SIGTERM));
+           if (!rec) return reply_error(res, rec.error());
+           reply(res, 200, *rec);
+         }));
   s.Delete(R"(/v1/jobs/([^/]+))", [&jobs](const httplib::Request& req, httplib::Response& res) {
     bool force = req.has_param("force") && req.get_param_value("force") == "1";
     auto done = jobs.remove(req.matches[1].str(), force);
     if (!done) return reply_error(res, done.error());
     reply(res, 200, {{"removed", req.matches[1].str()}});
   });
-  s.Post(R"(/v1/jobs/([^/]+)/checkpoint)", with_body([&jobs](const httplib::Request& req, httplib::Response& res, const json& b) {
-    auto r = checkpoint_request(b);
-    if (!r) return reply_error(res, r.error());
-    auto out = jobs.checkpoint(req.matches[1].str(), *r);
-    if (!out) return reply_error(res, out.error());
-    reply(res, 200, *out);
-  }));
-  s.Post(R"(/v1/jobs/([^/]+)/restore)", with_body([&jobs](const httplib::Request& req, httplib::Response& res, const json& b) {
-    auto rec = jobs.restore(req.matches[1].str(), b.value("archive", ""));
-    if (!rec) return reply_error(res, rec.error());
-    reply(res, 200, *rec);
-  }));
-  s.Post("/v1/processes/checkpoint", with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
-    auto r = checkpoint_request(b);
-    if (!r) return reply_error(res, r.error());
-    auto out = jobs.checkpoint_process(b.at("pid").get<pid_t>(), *r);
-    if (!out) return reply_error(res, out.error());
-    reply(res, 200, *out);
-  }));
-  s.Post("/v1/processes/restore", with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
-    auto rec = jobs.restore_process(b.value("path", ""));
-    if (!rec) return reply_error(res, rec.error());
-    reply(res, 200, *rec);
-  }));
+  s.Post(R"(/v1/jobs/([^/]+)/checkpoint)",
+         with_body([&jobs](const httplib::Request& req, httplib::Response& res, const json& b) {
+           auto r = checkpoint_request(b);
+           if (!r) return reply_error(res, r.error());
+           auto out = jobs.checkpoint(req.matches[1].str(), *r);
+           if (!out) return reply_error(res, out.error());
+           reply(res, 200, *out);
+         }));
+  s.Post(R"(/v1/jobs/([^/]+)/restore)",
+         with_body([&jobs](const httplib::Request& req, httplib::Response& res, const json& b) {
+           auto rec = jobs.restore(req.matches[1].str(), b.value("archive", ""));
+           if (!rec) return reply_error(res, rec.error());
+           reply(res, 200, *rec);
+         }));
+  s.Post("/v1/processes/checkpoint",
+         with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
+           auto r = checkpoint_request(b);
+           if (!r) return reply_error(res, r.error());
+           auto out = jobs.checkpoint_process(b.at("pid").get<pid_t>(), *r);
+           if (!out) return reply_error(res, out.error());
+           reply(res, 200, *out);
+         }));
+  s.Post("/v1/processes/restore",
+         with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
+           auto rec = jobs.restore_process(b.value("path", ""));
+           if (!rec) return reply_error(res, rec.error());
+           reply(res, 200, *rec);
+         }));
 }
 
 }  // namespace arch::agent

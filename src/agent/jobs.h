@@ -108,8 +108,8 @@ class JobManager {
 
   std::mutex mutex_;  // Everything below.
   std::map<std::string, JobRecord> jobs_;
-  std::set<std::string> busy_;               ///< Jobs in a checkpoint, restore or remove.
-  std::set<pid_t> reap_quietly_;             ///< Dumped roots: exit expected, not recorded.
+  std::set<std::string> busy_;    ///< Jobs in a checkpoint, restore or remove.
+  std::set<pid_t> reap_quietly_;  ///< Dumped roots: exit expected, not recorded.
   std::map<std::string, std::vector<pid_t>> dumped_pids_;  ///< Per job, at its last dump.
   bool stopping_ = false;
   std::condition_variable wake_;

@@ -20,10 +20,14 @@ Handler add_config_command(CLI::App& app) {
     bool force = false;
   };
   auto o = std::make_shared<Opts>();
-  auto* init = config->add_subcommand("init", "Write a commented default config (default path: $ARCH_CONFIG or /etc/arch/arch.conf)");
+  auto* init = config->add_subcommand(
+      "init",
+      "Write a commented default config (default path: $ARCH_CONFIG or /etc/arch/arch.conf)");
   init->add_option("--path", o->path, "Where to write it");
-  init->add_flag("--force", o->force, "Replace an existing file (the old one is kept as <file>.bak)");
-  auto* show = config->add_subcommand("show", "Print the config file in use and any problem with it");
+  init->add_flag("--force", o->force,
+                 "Replace an existing file (the old one is kept as <file>.bak)");
+  auto* show =
+      config->add_subcommand("show", "Print the config file in use and any problem with it");
 
   return [=]() -> int {
     std::string path = o->path.empty() ? config_path_from_env() : o->path;
@@ -44,10 +48,13 @@ Handler add_config_command(CLI::App& app) {
       if (old) (void)write_file_atomic(path + ".bak", *old, 0600);
     }
     std::string dir = dirname_of(path);
-    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return report_error("mkdir " + dir + ": " + std::strerror(errno));
+    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+      return report_error("mkdir " + dir + ": " + std::strerror(errno));
     std::string text = default_node_config_text();
-    if (auto parsed = parse_node_config(text); !parsed) return report_error("internal: default config: " + parsed.error().message());
-    if (auto written = write_file_atomic(path, text, 0644); !written) return report_error(written.error().message());
+    if (auto parsed = parse_node_config(text); !parsed)
+      return report_error("internal: default config: " + parsed.error().message());
+    if (auto written = write_file_atomic(path, text, 0644); !written)
+      return report_error(written.error().message());
     fmt::print("wrote {}\n", path);
     return 0;
   };

@@ -174,8 +174,8 @@ int follow_logs(const std::string& id, bool follow) {
 
 }  // namespace
 
-Result<ArchdReply> archd_call(const std::string& method, const std::string& path,
-                              const json& body, long timeout_ms) {
+Result<ArchdReply> archd_call(const std::string& method, const std::string& path, const json& body,
+                              long timeout_ms) {
   static const bool initialised = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
   static const std::string socket = socket_path();
   std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(initialised ? curl_easy_init() : nullptr,
@@ -219,7 +219,8 @@ std::string archd_error(const ArchdReply& r) {
 }
 
 Handler add_job_command(CLI::App& app) {
-  auto* job = app.add_subcommand("job", "Process jobs: run, checkpoint and restore processes under archd");
+  auto* job =
+      app.add_subcommand("job", "Process jobs: run, checkpoint and restore processes under archd");
   job->require_subcommand(1);
   struct Opts {
     std::string name, env_file, dir, id, export_dir, from, signal = "TERM";
@@ -228,9 +229,12 @@ Handler add_job_command(CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
 
-  auto* run = job->add_subcommand("run", "Start CMD as a job of archd (own session, no tty, output to the job's log); prints its id");
+  auto* run = job->add_subcommand(
+      "run",
+      "Start CMD as a job of archd (own session, no tty, output to the job's log); prints its id");
   run->add_option("--name", o->name, "A name for the job (default: the command's name)");
-  run->add_option("--env-file", o->env_file, "NAME=VALUE lines added to (and overriding) this environment");
+  run->add_option("--env-file", o->env_file,
+                  "NAME=VALUE lines added to (and overriding) this environment");
   run->add_option("--dir", o->dir, "Working directory (default: the current one)");
   run->add_option("command", o->command, "-- CMD ARGS...")->required()->expected(-1);
   run->add_flag("-o,--json", o->json, "Print the job as JSON");
@@ -243,15 +247,19 @@ Handler add_job_command(CLI::App& app) {
   auto* kill = job->add_subcommand("kill", "Send a signal to the job's process group");
   kill->add_option("id", o->id, "Job id or name")->required();
   kill->add_option("-s,--signal", o->signal, "Signal name or number (default TERM)");
-  auto* rm = job->add_subcommand("rm", "Forget a job: its record, log and stored checkpoints (exported archives stay)");
+  auto* rm = job->add_subcommand(
+      "rm", "Forget a job: its record, log and stored checkpoints (exported archives stay)");
   rm->add_option("id", o->id, "Job id or name")->required();
   rm->add_flag("-f,--force", o->force, "Kill it first if it runs");
-  auto* ckpt = job->add_subcommand("checkpoint", "Dump the job's process tree with CRIU into the store");
+  auto* ckpt =
+      job->add_subcommand("checkpoint", "Dump the job's process tree with CRIU into the store");
   ckpt->add_option("id", o->id, "Job id or name")->required();
-  auto* leave = ckpt->add_flag("--leave-running", o->leave_running, "Keep the job running after the dump");
+  auto* leave =
+      ckpt->add_flag("--leave-running", o->leave_running, "Keep the job running after the dump");
   ckpt->add_option("--export", o->export_dir, "Also write <name>_<UTC time>.tar.zst into DIR");
   ckpt->add_flag("-o,--json", o->json, "JSON output");
-  auto* restore = job->add_subcommand("restore", "Restore a job from its newest checkpoint, or from an archive");
+  auto* restore = job->add_subcommand(
+      "restore", "Restore a job from its newest checkpoint, or from an archive");
   restore->add_option("id", o->id, "Job id or name (optional with --from)");
   restore->add_option("--from", o->from, "An archive from `job checkpoint --export` (any node)");
   restore->add_flag("-o,--json", o->json, "JSON output");
@@ -267,10 +275,12 @@ Handler add_job_command(CLI::App& app) {
       std::string dir = o->dir;
       if (dir.empty() || dir.front() != '/') {
         char cwd[4096];
-        if (::getcwd(cwd, sizeof cwd) == nullptr) return report_error("cannot read the current directory");
+        if (::getcwd(cwd, sizeof cwd) == nullptr)
+          return report_error("cannot read the current directory");
         dir = dir.empty() ? cwd : std::string(cwd) + "/" + dir;
       }
-      json body = {{"argv", o->command}, {"env", job_environment(extra)}, {"cwd", dir}, {"name", o->name}};
+      json body = {
+          {"argv", o->command}, {"env", job_environment(extra)}, {"cwd", dir}, {"name", o->name}};
       auto r = archd_call("POST", "/v1/jobs", body);
       if (!r) return report_error(r.error().message());
       return print_json_or(*r, o->json, [&] { fmt::print("{}\n", r->json.value("id", "")); });
@@ -298,20 +308,24 @@ Handler add_job_command(CLI::App& app) {
       if (leave->count() > 0) body["leave_running"] = true;
       if (!o->export_dir.empty() && o->export_dir.front() != '/') {
         char cwd[4096];
-        if (::getcwd(cwd, sizeof cwd) != nullptr) body["export_dir"] = std::string(cwd) + "/" + o->export_dir;
+        if (::getcwd(cwd, sizeof cwd) != nullptr)
+          body["export_dir"] = std::string(cwd) + "/" + o->export_dir;
       }
       auto r = archd_call("POST", "/v1/jobs/" + q(o->id) + "/checkpoint", body);
       if (!r) return report_error(r.error().message());
       return print_json_or(*r, o->json, [&] {
-        for (const auto& w : r->json.value("warnings", json::array())) fmt::print(stderr, "warning: {}\n", w.get<std::string>());
+        for (const auto& w : r->json.value("warnings", json::array()))
+          fmt::print(stderr, "warning: {}\n", w.get<std::string>());
         fmt::print("checkpointed {} in {:.2f} s: {}\n", o->id, r->json.value("dump_ms", 0.0) / 1000,
                    r->json.value("checkpoint", ""));
         if (r->json.contains("archive")) fmt::print("exported: {}\n", r->json.value("archive", ""));
-        if (!r->json.value("leave_running", false)) fmt::print("the job is stopped; `archctl job restore {}` resumes it\n", o->id);
+        if (!r->json.value("leave_running", false))
+          fmt::print("the job is stopped; `archctl job restore {}` resumes it\n", o->id);
       });
     }
     if (restore->parsed()) {
-      if (o->id.empty() && o->from.empty()) return report_error("job restore needs a job id or --from ARCHIVE");
+      if (o->id.empty() && o->from.empty())
+        return report_error("job restore needs a job id or --from ARCHIVE");
       std::string from = o->from;
       if (!from.empty() && from.front() != '/') {
         char cwd[4096];
@@ -321,8 +335,8 @@ Handler add_job_command(CLI::App& app) {
       auto r = archd_call("POST", path, json{{"archive", from}});
       if (!r) return report_error(r.error().message());
       return print_json_or(*r, o->json, [&] {
-        fmt::print("restored job {} ({}): pid {}\n", r->json.value("id", ""), r->json.value("name", ""),
-                   r->json.value("pid", 0));
+        fmt::print("restored job {} ({}): pid {}\n", r->json.value("id", ""),
+                   r->json.value("name", ""), r->json.value("pid", 0));
       });
     }
     return 1;

@@ -18,16 +18,20 @@
 namespace arch {
 namespace {
 
-constexpr int kSwrkFd = 3;           // The criu child's end of the socketpair.
-constexpr int kFirstInheritFd = 4;   // Inherited fds follow it.
+constexpr int kSwrkFd = 3;          // The criu child's end of the socketpair.
+constexpr int kFirstInheritFd = 4;  // Inherited fds follow it.
 constexpr std::size_t kMaxResponse = 1 << 20;
 
 std::string_view type_name(criu::ReqType type) {
   switch (type) {
-    case criu::DUMP: return "dump";
-    case criu::RESTORE: return "restore";
-    case criu::VERSION: return "version";
-    default: return "request";
+    case criu::DUMP:
+      return "dump";
+    case criu::RESTORE:
+      return "restore";
+    case criu::VERSION:
+      return "version";
+    default:
+      return "request";
   }
 }
 

@@ -31,14 +31,14 @@ struct CriuVersion {
 
 /// Options CRIU's dump and restore share.
 struct CriuCommonOptions {
-  int images_dir_fd = -1;       ///< Our fd on the images directory (required).
-  int work_dir_fd = -1;         ///< Our fd on the directory for the log (-1: images dir).
-  std::string log_file;         ///< Log name inside the work dir.
-  int log_level = 4;            ///< 0-4; 4 keeps enough to explain a failure.
-  bool shell_job = false;       ///< The tree's session/pgid leader is outside it.
-  bool tcp_established = false; ///< Dump/restore established TCP connections.
-  bool ext_unix_sk = false;     ///< Allow unix sockets connected to the outside.
-  bool file_locks = false;      ///< Dump/restore file locks.
+  int images_dir_fd = -1;             ///< Our fd on the images directory (required).
+  int work_dir_fd = -1;               ///< Our fd on the directory for the log (-1: images dir).
+  std::string log_file;               ///< Log name inside the work dir.
+  int log_level = 4;                  ///< 0-4; 4 keeps enough to explain a failure.
+  bool shell_job = false;             ///< The tree's session/pgid leader is outside it.
+  bool tcp_established = false;       ///< Dump/restore established TCP connections.
+  bool ext_unix_sk = false;           ///< Allow unix sockets connected to the outside.
+  bool file_locks = false;            ///< Dump/restore file locks.
   std::vector<std::string> external;  ///< --external entries.
 };
 

@@ -88,7 +88,8 @@ TEST(CriuLogErrors, KeepsTheLastErrorLinesWithoutTheRlimitNoise) {
   EXPECT_EQ(out,
             "  (00.3) Error (criu/files-reg.c:2): File a has bad size\n"
             "  (00.4) Error (criu/cr-restore.c:1): Restoring FAILED.");
-  EXPECT_EQ(criu_log_errors(dir->get(), "x.log", 1), "  (00.4) Error (criu/cr-restore.c:1): Restoring FAILED.");
+  EXPECT_EQ(criu_log_errors(dir->get(), "x.log", 1),
+            "  (00.4) Error (criu/cr-restore.c:1): Restoring FAILED.");
   EXPECT_EQ(criu_log_errors(dir->get(), "missing.log"), "");
 }
 

@@ -66,9 +66,8 @@ Result<void> write_archive(const std::string& ckpt_dir, int out_fd, const Export
   }
   auto dir = open_file(ckpt_dir, O_RDONLY | O_DIRECTORY);
   if (!dir) return std::unexpected(dir.error());
-  auto walked = walk_checkpoint_dir(dir->get(), [&](const CheckpointEntry& e) {
-    return add_file(a.get(), e, ckpt_dir);
-  });
+  auto walked = walk_checkpoint_dir(
+      dir->get(), [&](const CheckpointEntry& e) { return add_file(a.get(), e, ckpt_dir); });
   if (!walked) return walked;
   if (archive_write_close(a.get()) != ARCHIVE_OK) {
     return std::unexpected(archive_error(a.get(), "finish archive"));

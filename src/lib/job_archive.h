@@ -15,7 +15,7 @@ namespace arch {
 
 struct ExportOptions {
   bool compress = true;  ///< zstd; else a plain tar.
-  int level = 3;         ///< zstd level 1-19.
+  int level = 1;         ///< zstd level 1-19.
 };
 
 /// Writes the checkpoint directory `ckpt_dir` to `archive_path` (atomically, 0600).

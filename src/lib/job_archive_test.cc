@@ -35,7 +35,8 @@ class JobArchiveTest : public ::testing::Test {
     m.key = "k";
     auto built = build_manifest_files(ckpt_.string(), m);
     ASSERT_TRUE(built) << built.error().message();
-    ASSERT_TRUE(write_file_atomic((ckpt_ / kManifestFileName).string(), serialize_manifest(*built), 0600));
+    ASSERT_TRUE(
+        write_file_atomic((ckpt_ / kManifestFileName).string(), serialize_manifest(*built), 0600));
   }
   void TearDown() override { fs::remove_all(root_); }
 
@@ -86,7 +87,8 @@ TEST_F(JobArchiveTest, TruncatedAndCorruptedArchivesFail) {
   ASSERT_FALSE(t);
   fs::path corrupted = root_ / "c.tar.zst";
   std::string bad = *data;
-  for (std::size_t i = bad.size() / 3; i < bad.size() / 3 + 32; ++i) bad[i] = static_cast<char>(bad[i] ^ 0x5a);
+  for (std::size_t i = bad.size() / 3; i < bad.size() / 3 + 32; ++i)
+    bad[i] = static_cast<char>(bad[i] ^ 0x5a);
   std::ofstream(corrupted, std::ios::binary) << bad;
   EXPECT_FALSE(import_and_verify(corrupted));
   fs::path garbage = root_ / "g.tar.zst";
@@ -96,8 +98,8 @@ TEST_F(JobArchiveTest, TruncatedAndCorruptedArchivesFail) {
 }
 
 TEST_F(JobArchiveTest, RefusesUnsafeEntries) {
-  for (auto [name, type] : {std::pair{"../evil", AE_IFREG}, std::pair{"/abs", AE_IFREG},
-                            std::pair{"link", AE_IFLNK}}) {
+  for (auto [name, type] :
+       {std::pair{"../evil", AE_IFREG}, std::pair{"/abs", AE_IFREG}, std::pair{"link", AE_IFLNK}}) {
     fs::path file = root_ / "evil.tar";
     fs::remove(file);
     archive* a = archive_write_new();

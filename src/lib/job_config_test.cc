@@ -8,7 +8,8 @@ namespace {
 
 TEST(JobConfig, JobsSection) {
   auto c = parse_node_config(
-      "[jobs]\ndump_dir = /dumps\ncompression = none\ncompression_level = 9\nleave_running = true\n");
+      "[jobs]\ndump_dir = /dumps\ncompression = none\ncompression_level = 9\nleave_running = "
+      "true\n");
   ASSERT_TRUE(c) << c.error().message();
   EXPECT_EQ(c->jobs.dump_dir, "/dumps");
   EXPECT_FALSE(c->jobs.compress);

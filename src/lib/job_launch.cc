@@ -59,8 +59,8 @@ Result<std::string> resolve_program(const std::string& argv0, const std::string&
   std::size_t start = 0;
   while (start <= path.size()) {
     auto colon = path.find(':', start);
-    std::string dir = path.substr(start, colon == std::string::npos ? std::string::npos
-                                                                     : colon - start);
+    std::string dir =
+        path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
     if (dir.empty()) dir = ".";
     std::string candidate = (dir.front() == '/' ? dir : cwd + "/" + dir) + "/" + argv0;
     if (executable_file(candidate)) return candidate;
@@ -72,7 +72,8 @@ Result<std::string> resolve_program(const std::string& argv0, const std::string&
 
 Result<pid_t> launch_job(const JobLaunchSpec& spec) {
   if (spec.argv.empty()) return fail("no command");
-  if (spec.cwd.empty() || spec.cwd.front() != '/') return fail("the job's directory must be absolute");
+  if (spec.cwd.empty() || spec.cwd.front() != '/')
+    return fail("the job's directory must be absolute");
   auto program = resolve_program(spec.argv[0], env_value(spec.env, "PATH"), spec.cwd);
   if (!program) return std::unexpected(program.error());
   auto cwd = open_file(spec.cwd, O_RDONLY | O_DIRECTORY);
@@ -153,7 +154,8 @@ std::vector<std::string> dump_warnings(pid_t root) {
   };
   for (pid_t pid : process_tree(root)) {
     if (auto st = read_proc_stat(pid); st && st->tty_nr != 0) {
-      add(fmt::format("pid {} has a controlling terminal: CRIU dumps it only as a shell job and "
+      add(
+          fmt::format("pid {} has a controlling terminal: CRIU dumps it only as a shell job and "
                       "the restored process has no terminal (input from the terminal is lost)",
                       pid));
     }
@@ -168,11 +170,13 @@ std::vector<std::string> dump_warnings(pid_t root) {
       if (n <= 0) continue;
       std::string t(target, static_cast<std::size_t>(n));
       if (t.starts_with("/dev/pts/") || t.starts_with("/dev/tty")) {
-        add(fmt::format("pid {} fd {} is a terminal ({}): it cannot be restored without that "
+        add(
+            fmt::format("pid {} fd {} is a terminal ({}): it cannot be restored without that "
                         "terminal",
                         pid, fd, t));
       } else if (t.starts_with("socket:")) {
-        add(fmt::format("pid {} fd {} is a socket ({}): established TCP connections need "
+        add(
+            fmt::format("pid {} fd {} is a socket ({}): established TCP connections need "
                         "--tcp-established, unix sockets to processes outside the tree "
                         "cannot be dumped",
                         pid, fd, t));

@@ -47,7 +47,7 @@ struct JobRecord {
   std::vector<std::string> argv;  ///< As launched (or /proc/PID/cmdline when adopted).
   std::vector<std::string> env;   ///< "K=V" (empty for adopted processes).
   std::string cwd;
-  std::string log;                ///< The per-job log (stdout and stderr).
+  std::string log;  ///< The per-job log (stdout and stderr).
   /// The log file as the job's fds name it in its images ("var/lib/.../output.log",
   /// CRIU's key for inheriting it): set at launch, kept across restores and nodes.
   std::string log_key;

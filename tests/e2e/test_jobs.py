@@ -376,7 +376,7 @@ def test_config_init(e2e_dir):
     r = proc.run([archctl_path(), "config", "init", "--path", path])
     assert r.returncode == 0, r.stderr
     text = open(path).read()
-    for key in ("[jobs]", "dump_dir =", "compression = zstd", "compression_level = 3",
+    for key in ("[jobs]", "dump_dir =", "compression = zstd", "compression_level = 1",
                 "leave_running = false", "[agent]", "[store]"):
         assert key in text
     r = proc.run([archctl_path(), "config", "init", "--path", path])
