@@ -5,6 +5,7 @@
 #include <fmt/core.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,19 +18,28 @@
 namespace arch {
 namespace {
 
+[[noreturn]] void die_with(int status, int err) {
+  ssize_t ignored = ::write(status, &err, sizeof err);
+  (void)ignored;
+  ::_exit(127);
+}
+
 // The child: new session, fds 0/1/2, cwd, default signals, exec. Async-signal-safe only.
+// A failure is reported as its errno on `status` (close-on-exec: EOF means exec worked).
 [[noreturn]] void exec_job(const char* program, char* const* argv, char* const* envp, int in,
-                           int log, int cwd_fd) {
-  ::setsid();
+                           int log, int cwd_fd, int status) {
+  auto die = [status](int err) { die_with(status, err); };
+  if (::setsid() < 0) die(errno);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
-  if (::dup2(in, 0) < 0 || ::dup2(log, 1) < 0 || ::dup2(log, 2) < 0) ::_exit(127);
-  if (::fchdir(cwd_fd) != 0) ::_exit(127);
-  ::close_range(3, ~0U, 0);
+  if (::dup2(in, 0) < 0 || ::dup2(log, 1) < 0 || ::dup2(log, 2) < 0) die(errno);
+  if (::fchdir(cwd_fd) != 0) die(errno);
+  if (status <= 2 || ::dup2(status, 3) < 0 || ::fcntl(3, F_SETFD, FD_CLOEXEC) < 0) die(errno);
+  ::close_range(4, ~0U, 0);
   ::execve(program, argv, envp);
-  ::_exit(127);
+  die_with(3, errno);
 }
 
 bool executable_file(const std::string& path) {
@@ -88,10 +98,24 @@ Result<pid_t> launch_job(const JobLaunchSpec& spec) {
   argv.push_back(nullptr);
   for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
+  int status_pipe[2];
+  if (::pipe2(status_pipe, O_CLOEXEC) != 0) return fail_errno("pipe2");
+  UniqueFd status_read(status_pipe[0]), status_write(status_pipe[1]);
   pid_t pid = ::fork();
   if (pid < 0) return fail_errno("fork job");
   if (pid == 0) {
-    exec_job(program->c_str(), argv.data(), envp.data(), devnull->get(), log->get(), cwd->get());
+    exec_job(program->c_str(), argv.data(), envp.data(), devnull->get(), log->get(), cwd->get(),
+             status_write.get());
+  }
+  status_write.reset();
+  // Returns once the child has exec'd (so its session exists) or failed to.
+  int err = 0;
+  ssize_t n = retry_eintr([&] { return ::read(status_read.get(), &err, sizeof err); });
+  if (n == sizeof err) {
+    int ignored = 0;
+    ::waitpid(pid, &ignored, 0);
+    errno = err;
+    return fail_errno("start " + *program);
   }
   return pid;
 }

@@ -368,6 +368,33 @@ def test_job_cli_errors(nodes, workdir):
     assert r.returncode != 0 and "not running" in r.stderr
     r = node.ctl("job", "restore", job_id, check=False)
     assert r.returncode != 0 and "no checkpoint" in r.stderr
+    # logs -f follows a running job to its end.
+    job_id = node.run_job(d, "/bin/sh", "-c", "for i in 1 2 3 4 5; do echo $i; sleep 0.1; done")
+    assert node.ctl("job", "logs", "-f", job_id).stdout == "1\n2\n3\n4\n5\n"
+    assert node.job(job_id)["state"] == "exited"
+    r = node.ctl("job", "rm", "nope", check=False)
+    assert r.returncode != 0 and "no job 'nope'" in r.stderr
+
+
+def test_dump_dir_from_the_node_config(nodes, workdir, e2e_dir):
+    """[jobs] dump_dir exports every checkpoint; compression = none writes a plain tar."""
+    dumps = tempfile.mkdtemp(prefix="dumps-", dir=e2e_dir)
+    node = nodes(f"dump_dir = {dumps}\ncompression = none\nleave_running = true\n")
+    d, env_file = workdir
+    job_id = node.run_job(d, "/bin/sh", "-c", SH_JOB, name="nightly", env_file=env_file)
+    count_file = os.path.join(d, "count.txt")
+    wait_count(count_file, 10)
+    out = node.checkpoint(job_id)
+    assert out["leave_running"] and out["job"]["state"] == "running"
+    name = os.path.basename(out["archive"])
+    assert os.path.dirname(out["archive"]) == dumps
+    assert name.startswith("nightly_") and name.endswith("Z.tar"), name
+    assert open(out["archive"], "rb").read(262)[257:262] == b"ustar"  # not compressed
+    node.ctl("job", "kill", job_id)
+    node.wait_state(job_id, "exited")
+    before = len(counts(count_file))
+    node.restore("--from", out["archive"])
+    wait_count(count_file, before + 10)
 
 
 def test_config_init(e2e_dir):
