@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <thread>
@@ -777,6 +778,46 @@ Result<JobRecord> JobManager::restore_process(const std::string& path) {
   if (path.empty() || path.front() != '/') return fail_code("the path must be absolute", EINVAL);
   if (::stat(path.c_str(), &st) != 0) return fail_code(path + " does not exist", ENOENT);
   return restore_imported("", path, S_ISREG(st.st_mode));
+}
+
+json JobManager::checkpoint_all(double deadline_seconds) {
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                      std::chrono::duration<double>(deadline_seconds));
+  std::vector<std::string> ids;
+  for (const auto& rec : list()) {
+    if (rec.alive()) ids.push_back(rec.id);
+  }
+  std::mutex results_mutex;
+  json results = json::array();
+  std::atomic<std::size_t> next{0};
+  auto worker = [&] {
+    for (std::size_t i = next++; i < ids.size(); i = next++) {
+      json r = {{"id", ids[i]}};
+      if (std::chrono::steady_clock::now() >= deadline) {
+        r["result"] = "skipped";
+        r["detail"] = "deadline passed";
+      } else {
+        CheckpointRequest req;
+        req.leave_running = false;
+        auto out = checkpoint(ids[i], req);
+        r["result"] = out ? "checkpointed" : "failed";
+        r["detail"] =
+            out ? out->value("archive", out->value("checkpoint", "")) : out.error().message();
+      }
+      log_(r["result"] == "checkpointed" ? LogLevel::kInfo : LogLevel::kWarn,
+           fmt::format("drain: job {}: {}: {}", ids[i], r["result"].get<std::string>(),
+                       r["detail"].get<std::string>()));
+      std::lock_guard lock(results_mutex);
+      results.push_back(std::move(r));
+    }
+  };
+  std::vector<std::thread> workers;
+  std::size_t n =
+      std::min<std::size_t>(ids.size(), static_cast<std::size_t>(config_.agent.finalize_parallel));
+  for (std::size_t i = 0; i < n; ++i) workers.emplace_back(worker);
+  for (auto& w : workers) w.join();
+  return {{"jobs", results}};
 }
 
 // ---------------------------------------------------------------- HTTP routes

@@ -86,6 +86,10 @@ class JobManager {
   Result<nlohmann::json> checkpoint_process(pid_t pid, const CheckpointRequest& req);
   /// Restores a process checkpoint: a checkpoint directory or an archive.
   Result<JobRecord> restore_process(const std::string& path);
+  /// A drain: every running job checkpointed (and stopped; exported to [jobs] dump_dir when
+  /// set), [agent] finalize_parallel at once; none started after `deadline_seconds`.
+  /// {"jobs": [{"id", "name", "result": "checkpointed"|"failed"|"skipped", "detail"}]}.
+  nlohmann::json checkpoint_all(double deadline_seconds);
 
  private:
   struct Busy;

@@ -105,15 +105,16 @@ int main(int argc, char** argv) {
   if (!runc) return log(LogLevel::kError, runc.error().message()), 1;
 
   agent::Agent agent(loaded.config, *runc, log);
-  if (auto started = agent.start(); !started) {
-    return log(LogLevel::kError, started.error().message()), 1;
-  }
-  // Process jobs: archd becomes a child subreaper; jobs and logs beside the state file.
+  // Process jobs: archd becomes a child subreaper; jobs and logs beside the state file. A
+  // drain checkpoints them too (started before the agent, which may resume a drain).
   agent::JobManager jobs(loaded.config, dirname_of(loaded.config.agent.state_file) + "/jobs", log);
+  agent.set_drain_hook([&jobs](double deadline) { jobs.checkpoint_all(deadline); });
   if (auto started = jobs.start(); !started) {
-    log(LogLevel::kError, "jobs: " + started.error().message());
-    agent.stop();
-    return 1;
+    return log(LogLevel::kError, "jobs: " + started.error().message()), 1;
+  }
+  if (auto started = agent.start(); !started) {
+    jobs.stop();
+    return log(LogLevel::kError, started.error().message()), 1;
   }
   agent::ApiServer api(agent);
   agent::register_job_routes(api.routes(), jobs);

@@ -410,3 +410,29 @@ def test_config_init(e2e_dir):
     assert r.returncode != 0 and "exists" in r.stderr
     r = proc.run([archctl_path(), "config", "show"], env=dict(os.environ, ARCH_CONFIG=path))
     assert r.returncode == 0 and "[jobs]" in r.stdout and "warning" not in r.stderr, r.stderr
+
+
+def test_drain_checkpoints_jobs(nodes, workdir, e2e_dir):
+    """A drain (here by hand; a spot notice does the same) checkpoints every running job,
+    exported to [jobs] dump_dir, so it can resume on another node."""
+    dumps = tempfile.mkdtemp(prefix="dumps-", dir=e2e_dir)
+    node = nodes(f"dump_dir = {dumps}\n")
+    d, env_file = workdir
+    job_id = node.run_job(d, sys.executable, "-c", PY_JOB, name="spot", env_file=env_file)
+    count_file = os.path.join(d, "count.txt")
+    wait_count(count_file, 10)
+    try:
+        r = node.archd.call("POST", "/v1/node/drain", {"reason": "test", "deadline_seconds": 60})
+        assert r.status == 202, r.body
+        node.archd.wait_drain(r.json()["drain_id"])
+        job = node.wait_state(job_id, "checkpointed")
+        archive = job["checkpoint"]["archive"]
+        assert os.path.dirname(archive) == dumps and os.path.basename(archive).startswith("spot_")
+        assert "job " + job_id + ": checkpointed" in node.archd.log_text()
+    finally:
+        node.archd.call("POST", "/v1/node/undrain")
+    other = nodes()
+    n = len(counts(count_file))
+    other.restore("--from", archive)
+    wait_count(count_file, n + 10)
+    assert_consecutive(count_file, n + 10)
