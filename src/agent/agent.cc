@@ -202,7 +202,10 @@ void Agent::run_drain(int64_t id, double deadline_seconds) {
     save_locked();
   };
   options.on_result = [this, id](const FinalizeResult& r) { record_result(id, r); };
+  std::thread hook;  // Process jobs, beside the containers.
+  if (drain_hook_) hook = std::thread([this, deadline_seconds] { drain_hook_(deadline_seconds); });
   FinalizeReport report = finalize_node(config_, runc_, options);
+  if (hook.joinable()) hook.join();
   finish_drain(id, report);
 }
 

@@ -97,6 +97,10 @@ class Agent {
 
   [[nodiscard]] const NodeConfig& config() const { return config_; }
 
+  /// Run, in a thread of its own, beside each drain's finalize, with the drain's deadline in
+  /// seconds (archd: checkpoints the process jobs). Set before start().
+  void set_drain_hook(std::function<void(double)> hook) { drain_hook_ = std::move(hook); }
+
  private:
   Result<DrainRecord> start_drain_locked(DrainRequest request, int64_t resumed_from);
   void run_drain(int64_t id, double deadline_seconds);
@@ -131,6 +135,7 @@ class Agent {
   } watcher_;
 
   std::mutex scan_mutex_;  // One refresh() at a time.
+  std::function<void(double)> drain_hook_;
 };
 
 }  // namespace arch::agent

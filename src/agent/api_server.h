@@ -53,6 +53,8 @@ class ApiServer : public HttpServer {
   Result<void> start(const std::string& socket_path);
   /// stop() and removes the socket.
   void shutdown();
+  /// The server, for other components to add their routes before start().
+  httplib::Server& routes() { return *server_; }
 
  private:
   std::string path_;

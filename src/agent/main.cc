@@ -13,6 +13,8 @@
 
 #include "agent.h"
 #include "api_server.h"
+#include "file_util.h"
+#include "jobs.h"
 #include "node_config.h"
 #include "runtime_path.h"
 #include "version.h"
@@ -103,10 +105,19 @@ int main(int argc, char** argv) {
   if (!runc) return log(LogLevel::kError, runc.error().message()), 1;
 
   agent::Agent agent(loaded.config, *runc, log);
+  // Process jobs: archd becomes a child subreaper; jobs and logs beside the state file. A
+  // drain checkpoints them too (started before the agent, which may resume a drain).
+  agent::JobManager jobs(loaded.config, dirname_of(loaded.config.agent.state_file) + "/jobs", log);
+  agent.set_drain_hook([&jobs](double deadline) { jobs.checkpoint_all(deadline); });
+  if (auto started = jobs.start(); !started) {
+    return log(LogLevel::kError, "jobs: " + started.error().message()), 1;
+  }
   if (auto started = agent.start(); !started) {
+    jobs.stop();
     return log(LogLevel::kError, started.error().message()), 1;
   }
   agent::ApiServer api(agent);
+  agent::register_job_routes(api.routes(), jobs);
   agent::MetricsServer metrics(agent);
   const auto& a = loaded.config.agent;
   auto listening = api.start(a.socket);
@@ -114,6 +125,7 @@ int main(int argc, char** argv) {
   if (!listening) {
     log(LogLevel::kError, listening.error().message());
     api.shutdown();
+    jobs.stop();
     agent.stop();
     return 1;
   }
@@ -130,6 +142,7 @@ int main(int argc, char** argv) {
   exits.stop();
   api.shutdown();
   metrics.stop();
+  jobs.stop();
   agent.stop();
   bool failed = api.failed() || metrics.failed();
   log(LogLevel::kInfo, "stopped");

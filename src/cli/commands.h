@@ -3,6 +3,10 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "error.h"
 
 namespace arch::cli {
 
@@ -16,6 +20,25 @@ Handler add_install_command(CLI::App& app);
 Handler add_container_command(CLI::App& app);
 Handler add_checkpoint_command(CLI::App& app);
 Handler add_node_command(CLI::App& app);
+Handler add_job_command(CLI::App& app);
+Handler add_process_command(CLI::App& app);
+Handler add_config_command(CLI::App& app);
+
+/// One answer of archd's local API: the status, the raw body, and the body as JSON (null
+/// when it is not JSON), plus the response headers archctl reads.
+struct ArchdReply {
+  long status = 0;
+  std::string body;
+  nlohmann::json json;
+  std::string next_offset;  ///< X-Arch-Next-Offset (job logs).
+  std::string job_state;    ///< X-Arch-Job-State (job logs).
+};
+/// `method` `path` to archd on the node config's [agent] socket (defined in cmd_job.cc).
+/// Fails when archd cannot be reached; a non-2xx answer is a reply, not an error.
+Result<ArchdReply> archd_call(const std::string& method, const std::string& path,
+                              const nlohmann::json& body = nullptr, long timeout_ms = 900000);
+/// "archd answered 404: no job 'x'".
+std::string archd_error(const ArchdReply& reply);
 
 /// Prints "archctl: error: <message>" to stderr and returns 1.
 int report_error(const std::string& message);

@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
   add(arch::cli::add_container_command);
   add(arch::cli::add_checkpoint_command);
   add(arch::cli::add_node_command);
+  add(arch::cli::add_job_command);
+  add(arch::cli::add_process_command);
+  add(arch::cli::add_config_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -106,6 +106,42 @@ int on_agent_entry(ParseState* state, std::string_view k, std::string_view v) {
   return 1;
 }
 
+int on_jobs_entry(ParseState* state, std::string_view k, std::string_view v) {
+  auto& j = state->config.jobs;
+  if (k == "dump_dir") {
+    if (!v.empty() && v.front() != '/') {
+      state->error = "[jobs] dump_dir must be an absolute path";
+      return 0;
+    }
+    j.dump_dir = v;
+    return 1;
+  }
+  if (k == "compression") {
+    if (v != "zstd" && v != "none") {
+      state->error = "[jobs] compression must be zstd or none";
+      return 0;
+    }
+    j.compress = v == "zstd";
+    return 1;
+  }
+  if (k == "compression_level") {
+    if (!parse_int_in(state, k, v, 1, 19, j.compression_level)) {
+      state->error = "[jobs] compression_level must be a whole number from 1 to 19";
+      return 0;
+    }
+    return 1;
+  }
+  if (k == "leave_running") {
+    if (v != "true" && v != "false") {
+      state->error = "[jobs] leave_running must be true or false";
+      return 0;
+    }
+    j.leave_running = v == "true";
+    return 1;
+  }
+  return 1;
+}
+
 int on_ini_entry(void* user, const char* section, const char* name, const char* value) {
   auto* state = static_cast<ParseState*>(user);
   std::string_view s(section), k(name), v(value);
@@ -140,6 +176,7 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
     return 1;
   }
   if (s == "agent") return on_agent_entry(state, k, v);
+  if (s == "jobs") return on_jobs_entry(state, k, v);
   if (s == "log" && k == "level") {
     auto level = parse_log_level(v);
     if (!level) {
@@ -277,6 +314,77 @@ std::string set_config_value(std::string_view text, std::string_view section, st
     out += "[" + std::string(section) + "]\n" + entry + '\n';
   }
   return out;
+}
+
+}  // namespace arch
+
+namespace arch {
+
+std::string default_node_config_text() {
+  return R"(# ARCH node config (INI). Written by `archctl config init`; every key shows its default.
+# This file and its directory must be owned by root and not writable by group or others,
+# or ARCH ignores the whole file. Comments go on their own lines.
+
+[runtime]
+# The real runc that arch-runc execs (empty: /usr/sbin/runc, /usr/bin/runc, ...).
+runc =
+# CRIU for ARCH's own checkpoints and for process jobs (empty: runc's default /
+# /opt/arch/criu/bin/criu for jobs).
+criu =
+
+[log]
+# error | warn | info | debug
+level = info
+file = /var/log/arch/arch.log
+
+[store]
+# Checkpoints of containers without ARCH_CHECKPOINT_HOST_PATH, and of process jobs
+# (namespace "jobs").
+path = /var/lib/arch/checkpoints
+# Committed generations kept per container or job (1-100).
+keep = 2
+
+[state]
+# The registry of ARCH-enabled containers and the draining flag (tmpfs).
+dir = /run/arch
+
+[restore]
+# fresh | fail: what a container create does when its restore fails.
+on_failure = fresh
+
+[agent]
+# archd's local API (root only).
+socket = /run/arch/archd.sock
+# archd's state; process jobs and their logs live in jobs/ beside it.
+state_file = /var/lib/arch/agent/state.json
+event_log = /var/log/arch/events.jsonl
+# Prometheus metrics; empty: off.
+metrics_address = 127.0.0.1:9477
+# EC2 metadata service for reclaim notices; empty: no watcher.
+imds_endpoint = http://169.254.169.254
+imds_poll_seconds = 2
+imds_token_ttl_seconds = 21600
+# Kept free before a reclaim time.
+safety_margin_seconds = 15
+# none | drain: what a rebalance recommendation does.
+rebalance_action = none
+# Containers checkpointed at once in a drain.
+finalize_parallel = 4
+containerd_address = /run/containerd/containerd.sock
+
+[jobs]
+# Every `archctl job checkpoint` also exports <name>_<UTC time>.tar.zst here
+# (empty: only with --export DIR).
+dump_dir =
+# zstd | none: compression of exported archives.
+compression = zstd
+# zstd level, 1 (fastest; ~0.27 s per 256 MiB of incompressible memory here, level 3
+# ~0.43 s) to 19 (smallest).
+compression_level = 1
+# true | false: `archctl job checkpoint` leaves the job running after the dump
+# (false: the job stops once it is checkpointed; --leave-running overrides).
+leave_running = false
+)";
 }
 
 }  // namespace arch

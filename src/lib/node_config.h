@@ -10,6 +10,8 @@
 //   [agent]    socket, state_file, event_log, metrics_address, imds_endpoint,
 //              imds_poll_seconds, imds_token_ttl_seconds, safety_margin_seconds,
 //              rebalance_action, finalize_parallel, containerd_address (see NodeConfig::Agent)
+//   [jobs]     dump_dir, compression = zstd|none, compression_level = 1-19,
+//              leave_running = true|false (see NodeConfig::Jobs)
 // The file and its directory must be owned by root and not writable by group or others;
 // otherwise nothing in it is used (root would be executing what another user chose).
 #pragma once
@@ -60,6 +62,14 @@ struct NodeConfig {
     int finalize_parallel = 4;                                  ///< 1-256.
     std::string containerd_address = "/run/containerd/containerd.sock";  ///< Event stream.
   } agent;
+
+  /// [jobs]: process jobs (archctl job / process).
+  struct Jobs {
+    std::string dump_dir;       ///< Every job checkpoint also exported here; empty: only on --export.
+    bool compress = true;       ///< compression = zstd | none (exported archives).
+    int compression_level = 1;  ///< zstd level, 1-19 (1: measured fastest on memory images).
+    bool leave_running = false; ///< Default of `job checkpoint`: keep the job running after the dump.
+  } jobs;
 };
 
 /// Where archd records each task's exit status for arch-runc: <state dir>/exits/<ns>/<id>.
@@ -96,6 +106,10 @@ LoadedConfig load_node_config(const std::string& path);
 /// Comments and every other line are kept.
 std::string set_config_value(std::string_view text, std::string_view section, std::string_view key,
                              std::string_view value);
+
+/// A complete node config with every key at its default and a comment on each
+/// (`archctl config init` writes it). parse_node_config() of it gives NodeConfig{}.
+std::string default_node_config_text();
 
 /// Checks that the file open on `fd` (named `path`) is owned by root and not
 /// group/world-writable, and that its directory is too.

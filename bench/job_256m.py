@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""A process job holding 256 MiB of dirty memory, checkpointed and restored two ways in
+the same run, on the same program:
+
+  ARCH   `archctl job checkpoint ID --export DIR` (CRIU dump through its RPC protocol into
+         the store, SHA-256 manifest, durable commit, then a tar.zst archive written to a
+         temp file and renamed) and `archctl job restore ID --from ARCHIVE` (unpack into a
+         scratch key of the store, verify every file against the manifest, CRIU restore
+         with the tree made archd's child again).
+  CRIU   `criu dump -t PID -D DIR` and `criu restore -D DIR -d` run by hand on the same
+         program (no store, no hashing, no fsync, no archive): the floor.
+
+The workload is a C program that fills 256 MiB with pseudo-random bytes (incompressible:
+the worst case for the archive) and keeps touching it. Each way is repeated (--rounds) and
+the medians are compared as ratios. Run as root after scripts/setup.sh (or with
+ARCH_BUILD_DIR pointing at a build):   sudo bench/job_256m.py [--rounds 3]
+"""
+
+import argparse
+import ctypes
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
+from archtest import proc  # noqa: E402
+from archtest.jobs import Node  # noqa: E402
+
+CRIU = os.environ.get("ARCH_CRIU", "/opt/arch/criu/bin/criu")
+BUILD = os.environ.get("ARCH_BUILD_DIR") or os.path.join(REPO, "build")
+HOG_C = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(void) {
+  size_t n = 256u << 20;
+  uint64_t* p = malloc(n);
+  uint64_t x = 88172645463325252ull;
+  for (size_t i = 0; i < n / 8; ++i) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; p[i] = x; }
+  printf("ready\n");
+  fflush(stdout);
+  for (unsigned t = 0;; ++t) { p[(t * 512u) % (n / 8)] ^= 1; usleep(20000); }
+}
+"""
+
+
+@dataclasses.dataclass
+class NodeConfig:
+    """The fields archtest's Archd writes into its node config."""
+    log_file: str
+    runc: str
+    criu: str
+    store: str = ""
+    state: str = ""
+
+
+def timed(argv, env=None, pass_fds=()):
+    start = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+                       pass_fds=pass_fds)
+    elapsed = time.perf_counter() - start
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {r.returncode}: {r.stderr[-2000:]}")
+    return elapsed, r.stdout
+
+
+def bench_arch(workdir, hog, rounds):
+    node_config = NodeConfig(log_file=os.path.join(workdir, "arch.log"),
+                             runc="/usr/sbin/runc", criu=CRIU)
+    node = Node(os.path.join(BUILD, "src", "agent", "archd"),
+                os.path.join(BUILD, "src", "cli", "archctl"), os.path.join(workdir, "node"),
+                node_config).start()
+    exports = os.path.join(workdir, "exports")
+    os.makedirs(exports)
+    dumps, restores, sizes, phases = [], [], [], []
+    try:
+        job_id = node.run_job(workdir, hog, name="hog256")
+        proc.wait_until(lambda: "ready" in node.logs(job_id), 120, "the hog to fill its memory")
+        env = node.archd.env()
+        ctl = node.archctl_binary
+        for _ in range(rounds):
+            t, out = timed([ctl, "job", "checkpoint", job_id, "--export", exports, "-o"], env)
+            dumps.append(t)
+            reply = json.loads(out)
+            archive = reply["archive"]
+            phases.append((reply["dump_ms"] / 1000, reply["export_ms"] / 1000))
+            sizes.append(os.path.getsize(archive))
+            t, _ = timed([ctl, "job", "restore", job_id, "--from", archive], env)
+            restores.append(t)
+            os.unlink(archive)
+    finally:
+        node.cleanup()
+    return dumps, restores, statistics.median(sizes), phases
+
+
+def bench_criu(workdir, hog, rounds):
+    # The restored tree is re-parented to us (a subreaper), so we reap it.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    out = open(os.path.join(workdir, "hog.out"), "w")
+    p = subprocess.Popen([hog], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                         start_new_session=True, cwd=workdir)
+    pid = p.pid
+    proc.wait_until(lambda: "ready" in open(out.name).read(), 120, "the hog to fill its memory")
+    dumps, restores = [], []
+    try:
+        for i in range(rounds):
+            images = os.path.join(workdir, f"criu-{i}")
+            os.makedirs(images)
+            t, _ = timed([CRIU, "dump", "-t", str(pid), "-D", images, "-o", "dump.log"])
+            dumps.append(t)
+            if i == 0:
+                p.wait()
+            else:
+                os.waitpid(pid, 0)
+            t, _ = timed([CRIU, "restore", "-D", images, "-d", "-o", "restore.log",
+                          "--inherit-fd", f"fd[{out.fileno()}]:{out.name.lstrip('/')}"],
+                         pass_fds=(out.fileno(),))
+            restores.append(t)
+            shutil.rmtree(images)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+    return dumps, restores
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root")
+    workdir = tempfile.mkdtemp(prefix="job256-", dir="/var/tmp")
+    try:
+        hog = os.path.join(workdir, "hog")
+        with open(hog + ".c", "w") as f:
+            f.write(HOG_C)
+        subprocess.run(["cc", "-O2", "-o", hog, hog + ".c"], check=True)
+        load_before = open("/proc/loadavg").read().split()[:3]
+        c_dump, c_restore = bench_criu(workdir, hog, args.rounds)
+        a_dump, a_restore, size, phases = bench_arch(workdir, hog, args.rounds)
+        load_after = open("/proc/loadavg").read().split()[:3]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    md, mr = statistics.median(a_dump), statistics.median(a_restore)
+    cd, cr = statistics.median(c_dump), statistics.median(c_restore)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"### {when}, {platform.node()}, {os.cpu_count()} cores, kernel {platform.release()}")
+    print(f"`bench/job_256m.py --rounds {args.rounds}` (medians; 256 MiB of incompressible "
+          f"dirty memory; load {' '.join(load_before)} before, {' '.join(load_after)} after)\n")
+    print("| | checkpoint | restore | checkpoint vs CRIU | restore vs CRIU |")
+    print("|---|---|---|---|---|")
+    print(f"| ARCH (`job checkpoint --export` / `job restore --from`) | {md:.3f} s | {mr:.3f} s "
+          f"| {md / cd:.2f}x | {mr / cr:.2f}x |")
+    print(f"| CRIU by hand (`criu dump` / `criu restore -d`) | {cd:.3f} s | {cr:.3f} s "
+          f"| 1.00x | 1.00x |")
+    dump_s = statistics.median(p[0] for p in phases)
+    export_s = statistics.median(p[1] for p in phases)
+    print(f"\nInside ARCH's checkpoint (medians): CRIU dump over RPC {dump_s:.3f} s, "
+          f"manifest + durable commit {md - dump_s - export_s:.3f} s (with archctl/HTTP), "
+          f"archive {export_s:.3f} s.")
+    print(f"Archive size (median): {size / 2**20:.1f} MiB. Every round: "
+          f"ARCH {[round(x, 3) for x in a_dump]} / {[round(x, 3) for x in a_restore]}, "
+          f"CRIU {[round(x, 3) for x in c_dump]} / {[round(x, 3) for x in c_restore]}.")
+
+
+if __name__ == "__main__":
+    main()

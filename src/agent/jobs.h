@@ -1,0 +1,126 @@
+// JobManager: archd's process jobs. It launches jobs as archd's children (archd is a child
+// subreaper, so the job's orphaned descendants come back to it too), reaps them and records
+// their exit status, checkpoints them with CRIU through its RPC protocol into the checkpoint
+// store (namespace "jobs", one key per job: SHA-256 manifest, commit by rename), exports a
+// checkpoint as one archive and restores from the store or from an archive made on another
+// node, with the restored tree again archd's child (CRIU's rst_sibling). It also adopts
+// processes archd did not start (`archctl process checkpoint`). Jobs are kept in
+// <agent state dir>/jobs/jobs.json and each job's log in <agent state dir>/jobs/<id>/output.log.
+//
+// archd restarts: a job keeps running (archd's unit uses KillMode=process), but it is no
+// longer archd's child and cannot be made one again while it runs: it is shown as
+// "detached" (pid watched, exit status unknown, "lost" once it is gone). A checkpoint and
+// restore of a detached job makes it archd's child again.
+#pragma once
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent.h"
+#include "error.h"
+#include "job_record.h"
+#include "node_config.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace arch::agent {
+
+/// POST /v1/jobs.
+struct JobRunRequest {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;  ///< "K=V"; the caller's environment, or from --env-file.
+  std::string cwd;               ///< Absolute.
+  std::string name;              ///< Empty: from argv[0].
+};
+
+/// POST /v1/jobs/ID/checkpoint and /v1/processes/checkpoint.
+struct CheckpointRequest {
+  std::optional<bool> leave_running;  ///< Default: [jobs] leave_running.
+  std::string export_dir;             ///< Empty: [jobs] dump_dir (empty: no export).
+  bool tcp_established = false;
+};
+
+class JobManager {
+ public:
+  /// `state_dir`: where jobs.json and the logs live.
+  JobManager(NodeConfig config, std::string state_dir, Logger log);
+  ~JobManager();
+  JobManager(const JobManager&) = delete;
+  JobManager& operator=(const JobManager&) = delete;
+
+  /// Makes archd a child subreaper, loads the jobs (running ones become detached or lost)
+  /// and starts the reaper thread.
+  Result<void> start();
+  void stop();
+
+  Result<JobRecord> run(JobRunRequest request);
+  std::vector<JobRecord> list();
+  /// By id, or by name when one job has it. ENOENT when none.
+  Result<JobRecord> get(const std::string& id_or_name);
+  /// Up to `max` bytes of the job's log from `offset`; the new offset is offset + size.
+  Result<std::string> read_log(const std::string& id_or_name, uint64_t offset, std::size_t max);
+  /// Sends `signal` to the job's process group. EINVAL when it is not running.
+  Result<JobRecord> kill(const std::string& id_or_name, int signal);
+  /// Forgets the job: its record, log and checkpoints (exported archives stay). EBUSY while
+  /// it runs unless `force` (then it is killed first).
+  Result<void> remove(const std::string& id_or_name, bool force);
+  /// CRIU dump into the store (and an archive). {"job", "checkpoint", "archive",
+  /// "archive_bytes", "warnings", "seconds"}.
+  Result<nlohmann::json> checkpoint(const std::string& id_or_name, const CheckpointRequest& req);
+  /// Restores a job from its newest checkpoint, or from `archive` (then `id_or_name` may be
+  /// empty: the job comes from the archive). EBUSY while the job runs.
+  Result<JobRecord> restore(const std::string& id_or_name, const std::string& archive);
+  /// Adopts a process archd did not start and checkpoints it.
+  Result<nlohmann::json> checkpoint_process(pid_t pid, const CheckpointRequest& req);
+  /// Restores a process checkpoint: a checkpoint directory or an archive.
+  Result<JobRecord> restore_process(const std::string& path);
+  /// A drain: every running job checkpointed (and stopped; exported to [jobs] dump_dir when
+  /// set), [agent] finalize_parallel at once; none started after `deadline_seconds`.
+  /// {"jobs": [{"id", "name", "result": "checkpointed"|"failed"|"skipped", "detail"}]}.
+  nlohmann::json checkpoint_all(double deadline_seconds);
+
+ private:
+  struct Busy;
+  Result<JobRecord*> find_locked(const std::string& id_or_name);
+  Result<nlohmann::json> checkpoint_job(const std::string& id, const CheckpointRequest& req,
+                                        std::vector<std::string> warnings);
+  Result<JobRecord> restore_tree(JobRecord rec, const std::string& scratch,
+                                 const nlohmann::json& job_file);
+  Result<JobRecord> restore_imported(const std::string& id_hint, const std::string& path,
+                                     bool is_archive);
+  void reap_loop();
+  void reap_once();
+  void save_locked();
+  std::string job_dir(const std::string& id) const;
+
+  NodeConfig config_;
+  std::string state_dir_;
+  Logger log_;
+  std::string criu_;
+
+  std::mutex mutex_;  // Everything below.
+  std::map<std::string, JobRecord> jobs_;
+  std::set<std::string> busy_;    ///< Jobs in a checkpoint, restore or remove.
+  std::set<pid_t> reap_quietly_;  ///< Dumped roots: exit expected, not recorded.
+  std::map<std::string, std::vector<pid_t>> dumped_pids_;  ///< Per job, at its last dump.
+  bool stopping_ = false;
+  std::condition_variable wake_;
+  std::thread reaper_;
+};
+
+/// Adds the /v1/jobs and /v1/processes routes to archd's API server.
+void register_job_routes(httplib::Server& server, JobManager& jobs);
+
+}  // namespace arch::agent

@@ -1,0 +1,63 @@
+// archctl config init|show: write the node config with every key at its default and a
+// comment each (never over an existing file without --force), or print the config in use.
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <sys/stat.h>
+
+#include <memory>
+
+#include "commands.h"
+#include "file_util.h"
+#include "node_config.h"
+
+namespace arch::cli {
+
+Handler add_config_command(CLI::App& app) {
+  auto* config = app.add_subcommand("config", "The node config file");
+  config->require_subcommand(1);
+  struct Opts {
+    std::string path;
+    bool force = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* init = config->add_subcommand(
+      "init",
+      "Write a commented default config (default path: $ARCH_CONFIG or /etc/arch/arch.conf)");
+  init->add_option("--path", o->path, "Where to write it");
+  init->add_flag("--force", o->force,
+                 "Replace an existing file (the old one is kept as <file>.bak)");
+  auto* show =
+      config->add_subcommand("show", "Print the config file in use and any problem with it");
+
+  return [=]() -> int {
+    std::string path = o->path.empty() ? config_path_from_env() : o->path;
+    if (show->parsed()) {
+      LoadedConfig loaded = load_node_config(path);
+      for (const auto& w : loaded.warnings) fmt::print(stderr, "warning: {}\n", w);
+      if (!loaded.from_file) return fmt::print("# {}: not used, defaults apply\n", path), 0;
+      auto text = read_file(path);
+      if (!text) return report_error(text.error().message());
+      fmt::print("# {}\n{}", path, *text);
+      return 0;
+    }
+    if (path.empty() || path.front() != '/') return report_error("--path must be absolute");
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+      if (!o->force) return report_error(path + " exists: not replacing it (use --force)");
+      auto old = read_file(path);
+      if (old) (void)write_file_atomic(path + ".bak", *old, 0600);
+    }
+    std::string dir = dirname_of(path);
+    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+      return report_error("mkdir " + dir + ": " + std::strerror(errno));
+    std::string text = default_node_config_text();
+    if (auto parsed = parse_node_config(text); !parsed)
+      return report_error("internal: default config: " + parsed.error().message());
+    if (auto written = write_file_atomic(path, text, 0644); !written)
+      return report_error(written.error().message());
+    fmt::print("wrote {}\n", path);
+    return 0;
+  };
+}
+
+}  // namespace arch::cli
