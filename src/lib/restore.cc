@@ -11,6 +11,7 @@
 
 #include "checkpoint_store.h"
 #include "file_util.h"
+#include "lazy_pages.h"
 #include "rootfs_diff.h"
 #include "runc_client.h"
 #include "store_layout.h"
@@ -75,8 +76,9 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
     return give_up(errno_error("mkdir " + work));
   RuncClient runc(runc_path, rec.runc_root, config.criu);
   auto restored =
-      runc.restore(rec.id, ckpt->path + "/images", work,
-                   restore_flags_from_create(create, rec.bundle), std::string(create.log));
+      restore_maybe_lazily(runc, config.criu, rec.id, ckpt->path + "/images", work,
+                           restore_flags_from_create(create, rec.bundle), std::string(create.log),
+                           lazy_restore_wanted(config, rec.bundle));
   if (!restored) {
     // runc may have left a half-made container behind; the fresh create needs the id.
     std::vector<std::string> del = {runc_path, "--root",  rec.runc_root,
@@ -90,6 +92,8 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
   }
   RestoreOutcome out;
   out.checkpoint = ckpt->path;
+  out.lazy = restored->lazy;
+  out.lazy_failure = restored->lazy_failure;
   for (const auto& f : ckpt->manifest.files) out.bytes += f.size;
   out.ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
