@@ -67,8 +67,8 @@ PACKAGES=(
     # runtime and tests (prometheus: promtool checks archd's metrics)
     runc containerd docker.io iptables busybox-static patchelf python3 python3-pytest prometheus
     iproute2 curl ca-certificates
-    # benchmarks
-    podman
+    # benchmarks (gnuplot-nox: the suite's PNG plots)
+    podman gnuplot-nox
 )
 
 log "repository: $repo"
