@@ -10,9 +10,11 @@ restored --rounds times in each variant, the variants interleaved round by round
   plain, cold   the checkpoint's files evicted from the page cache first (posix_fadvise
                 DONTNEED on those files only), as on a node that did not write them
   lazy,  cold
-Columns: create-to-running (the engine's command returns with the task running), first
-progress (the workload's counter moves past its checkpointed value), and for lazy rows
-all-pages-in (the lazy-pages daemon has served every page and ended).
+Columns: create-to-running (the engine's command returns with the task running), inside
+arch-runc (ARCH's own figure: verify, rootfs diff, runc restore), CRIU restore (CRIU's own
+duration from its restore.log), first progress (the workload's counter moves past its
+checkpointed value), and for lazy rows all-pages-in (the lazy-pages daemon has served
+every page and ended). ARCH also reports how long verifying the checkpoint takes.
 
 Run as root after scripts/setup.sh:  bench/restore_latency.py [--mib 1024] [--rounds 3]
 Prints a Markdown section; --json FILE keeps the raw figures; --plot PNG draws them.
@@ -46,9 +48,8 @@ def measure(engine, mib, rounds, log):
     log(f"{engine.label}: checkpoint {ckpt:.3f} s")
     if isinstance(engine, harness.ArchEngine):
         # What every ARCH restore does first: SHA-256 of every file of the checkpoint.
-        rows["verify"] = {"warm": engine.verify_seconds()}
-        harness.evict(engine.checkpoint_path(name))
-        rows["verify"]["cold"] = engine.verify_seconds()
+        rows["verify"] = {"warm": engine.verify_seconds(name, cold=False),
+                          "cold": engine.verify_seconds(name, cold=True)}
         log(f"{engine.label}: verify warm {rows['verify']['warm']:.3f} s, "
             f"cold {rows['verify']['cold']:.3f} s")
     variants = [v for v in VARIANTS if not (v[1] and isinstance(engine, harness.PodmanEngine))]
@@ -58,9 +59,14 @@ def measure(engine, mib, rounds, log):
                 harness.evict(engine.checkpoint_path(name))
             start = time.perf_counter()
             running, progress = engine.restore(name, lazy=lazy)
-            row = rows.setdefault(label, {"running": [], "progress": [], "all_in": []})
+            row = rows.setdefault(label, {"running": [], "progress": [], "all_in": [],
+                                          "inner": []})
             row["running"].append(running)
             row["progress"].append(progress)
+            if getattr(engine, "last_inner", None) is not None:
+                row["inner"].append(engine.last_inner)
+            if getattr(engine, "last_criu", None) is not None:
+                row.setdefault("criu", []).append(engine.last_criu)
             if lazy:
                 proc.wait_until(lambda: engine.lazy_done(name), 600, "lazy pages all in",
                                 interval=0.005)
@@ -78,8 +84,9 @@ def fmt(seconds):
 
 def table(results, mib):
     lines = [f"Create-to-running of a container holding {mib} MiB of written memory (medians).",
-             "", "| engine | variant | create-to-running | first progress | all pages in | "
-             "running vs plain | running vs fresh start |", "|---|---|---|---|---|---|---|"]
+             "", "| engine | variant | create-to-running | inside arch-runc | CRIU restore | "
+             "first progress | all pages in | running vs plain | running vs fresh start |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for engine, rows in results.items():
         fresh = harness.median(rows["fresh start"]["running"])
         for variant in ("fresh start",) + tuple(v[0] for v in VARIANTS):
@@ -94,8 +101,10 @@ def table(results, mib):
             progress = harness.median(row["progress"])
             all_in = harness.median(row.get("all_in", []))
             note = " (memory written)" if variant == "fresh start" else ""
-            lines.append(f"| {engine} | {variant} | {fmt(running)} | {fmt(progress)}{note} | "
-                         f"{fmt(all_in)} | {vs_plain} | {vs_fresh} |")
+            inner = harness.median(row.get("inner", []))
+            criu = harness.median(row.get("criu", []))
+            lines.append(f"| {engine} | {variant} | {fmt(running)} | {fmt(inner)} | {fmt(criu)} | "
+                         f"{fmt(progress)}{note} | {fmt(all_in)} | {vs_plain} | {vs_fresh} |")
     lines.append("")
     for engine, rows in results.items():
         c = rows["checkpoint"]
@@ -105,8 +114,8 @@ def table(results, mib):
             v = rows["verify"]
             lines.append(f"- {engine}: verifying the checkpoint (SHA-256 of every file, which "
                          f"every ARCH restore does before runc restore): {fmt(v['warm'])} warm, "
-                         f"{fmt(v['cold'])} cold (`archctl checkpoint list --verify`, minus the "
-                         f"same without --verify).")
+                         f"{fmt(v['cold'])} cold (medians of 3 `archctl checkpoint list --verify`, "
+                         f"minus the same without --verify).")
     return "\n".join(lines)
 
 
