@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "file_util.h"
@@ -110,6 +111,41 @@ void LazyPagesDaemon::stop() {
   pidfd_.reset();
 }
 
+std::string lazy_work_dir(const std::string& bundle) {
+  return bundle + "/arch-restore/lazy";
+}
+
+Result<void> wait_for_lazy_pages(const std::string& bundle, std::chrono::milliseconds timeout) {
+  std::string work = lazy_work_dir(bundle);
+  auto text = read_file(work + "/" + kPidFile, 64);
+  if (!text) return {};  // Never restored lazily.
+  pid_t pid = static_cast<pid_t>(std::atol(text->c_str()));
+  if (pid <= 1) return {};
+  auto pidfd = open_pidfd(pid);
+  if (!pidfd) return {};  // Gone.
+  // Pinned by the pidfd: is it still our daemon (not a recycled pid, not a zombie)?
+  auto cmdline = read_file("/proc/" + std::to_string(pid) + "/cmdline", 1 << 16);
+  if (!cmdline || cmdline->find("lazy-pages") == std::string::npos ||
+      cmdline->find(work) == std::string::npos) {
+    return {};
+  }
+  struct pollfd p {
+    pidfd->get(), POLLIN, 0
+  };
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    int n = ::poll(&p, 1, static_cast<int>(std::max<long long>(0, left.count())));
+    if (n > 0) return {};
+    if (n == 0) break;
+    if (errno != EINTR) return fail_errno("poll the lazy-pages daemon");
+  }
+  return fail("the lazy-pages daemon (pid " + std::to_string(pid) +
+              ") is still putting the restored memory in place after " +
+              std::to_string(timeout.count()) + " ms");
+}
+
 Result<RestoreMode> restore_maybe_lazily(const RuncClient& runc, const std::string& criu,
                                          const std::string& id, const std::string& images,
                                          const std::string& work,
@@ -118,7 +154,7 @@ Result<RestoreMode> restore_maybe_lazily(const RuncClient& runc, const std::stri
   RestoreMode mode;
   if (lazy) {
     // The lazy attempt has its own work dir, so its logs survive a fallback.
-    std::string lazy_work = work + "/lazy";
+    std::string lazy_work = work + "/lazy";  // = lazy_work_dir(bundle) for restore.cc
     auto attempt = [&]() -> Result<void> {
       if (::mkdir(lazy_work.c_str(), 0700) != 0 && errno != EEXIST)
         return fail_errno("mkdir " + lazy_work);

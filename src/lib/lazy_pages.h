@@ -13,6 +13,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -58,6 +59,16 @@ class LazyPagesDaemon {
   pid_t pid_ = 0;
   UniqueFd pidfd_;
 };
+
+/// The lazy work dir of a container's restore: `bundle`/arch-restore/lazy.
+std::string lazy_work_dir(const std::string& bundle);
+
+/// Waits until the lazy-pages daemon serving the container in `bundle` (if any) has put
+/// every page in place and exited. A checkpoint must call this before it freezes the
+/// container: CRIU saves only the pages present, so a dump taken while pages are still
+/// being served loses the missing ones (they come back as zeros). No daemon: returns at
+/// once. Fails when it is still serving after `timeout`.
+Result<void> wait_for_lazy_pages(const std::string& bundle, std::chrono::milliseconds timeout);
 
 /// How a restore ran, for the log and the benchmarks.
 struct RestoreMode {

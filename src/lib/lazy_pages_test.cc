@@ -157,5 +157,25 @@ TEST_F(LazyPagesDaemonTest, PlainRestoreStartsNoDaemon) {
   EXPECT_NE(::stat((work + "/lazy").c_str(), &st), 0);
 }
 
+TEST_F(LazyPagesDaemonTest, CheckpointWaitsForTheDaemon) {
+  std::string bundle = dir_ + "/bundle";
+  std::string work = lazy_work_dir(bundle);
+  ASSERT_EQ(std::system(("mkdir -p " + work).c_str()), 0);
+  EXPECT_TRUE(wait_for_lazy_pages(bundle, std::chrono::milliseconds(10)));  // None yet.
+  auto d = LazyPagesDaemon::start(script("criu", kFakeCriu), dir_, work);
+  ASSERT_TRUE(d) << d.error().message();
+  pid_t pid = d->pid();
+  d->release();
+  auto waited = wait_for_lazy_pages(bundle, std::chrono::milliseconds(200));
+  ASSERT_FALSE(waited);
+  EXPECT_NE(waited.error().message().find("still putting"), std::string::npos);
+  std::thread killer([pid] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ::kill(pid, SIGKILL);
+  });
+  EXPECT_TRUE(wait_for_lazy_pages(bundle, std::chrono::seconds(10)));
+  killer.join();
+}
+
 }  // namespace
 }  // namespace arch
