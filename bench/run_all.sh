@@ -7,7 +7,7 @@
 #   2. the paper's two tables (bench/paper.py): checkpoint to file and restore at 56, 118
 #      and 256 MiB, checkpoint time from 1 MiB to 1 GiB untouched and changed.
 # Prints the tables, writes them as Markdown and JSON under bench/results/<UTC time>/ and
-# the PNG plots under bench/plots/. Full run ~10-20 min on 2 cores; --quick ~4 min.
+# the PNG plots under bench/plots/. Full run ~8-10 min on 2 cores; --quick ~2 min.
 set -eu
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "run as root (containers, CRIU)" >&2; exit 1; }
