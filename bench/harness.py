@@ -22,6 +22,7 @@ create-to-running for a restore is `ctr run -d` / `runc restore -d` / `podman re
 until it returns with the task running.
 """
 
+import json
 import os
 import re
 import shutil
@@ -370,7 +371,6 @@ class RuncEngine(Engine):
         os.makedirs(base)
         bundle = benchlib.make_bundle(base, ["/hog", str(mib), str(int(touch)), "/out"],
                                       {self.hog: "/hog"})
-        import json
         cfg = os.path.join(bundle, "config.json")
         with open(cfg) as f:
             spec = json.load(f)

@@ -137,7 +137,7 @@ def plots(results, t1_sizes, t2_sizes, plot_dir):
             curves.append(f'"{data}" index {index} using 1:2 with linespoints {dash} '
                           f'title "{e}, {kind}"')
             index += 1
-    curves.append(f'"-" using 1:2 with points pt 7 ps 1.5 title "paper, changed (E5-2620)"')
+    curves.append('"-" using 1:2 with points pt 7 ps 1.5 title "paper, changed (E5-2620)"')
     harness.gnuplot(f"""
 set terminal pngcairo size 1000,600 font ",10"
 set output "{os.path.join(plot_dir, 'paper_table2.png')}"
