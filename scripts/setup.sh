@@ -69,8 +69,8 @@ PACKAGES=(
     iproute2 curl ca-certificates
     # two-node tests: a real shared file system (GlusterFS server and FUSE client)
     glusterfs-server glusterfs-client
-    # benchmarks
-    podman
+    # benchmarks (gnuplot-nox: the suite's PNG plots)
+    podman gnuplot-nox
 )
 
 log "repository: $repo"

@@ -175,6 +175,14 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
     state->config.restore_failure_fails = v == "fail";
     return 1;
   }
+  if (s == "restore" && k == "lazy_pages") {
+    if (v != "true" && v != "false") {
+      state->error = "[restore] lazy_pages must be true or false";
+      return 0;
+    }
+    state->config.restore_lazy_pages = v == "true";
+    return 1;
+  }
   if (s == "agent") return on_agent_entry(state, k, v);
   if (s == "jobs") return on_jobs_entry(state, k, v);
   if (s == "log" && k == "level") {

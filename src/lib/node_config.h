@@ -6,7 +6,7 @@
 //   [log]      level = error|warn|info|debug   file = /var/log/arch/arch.log
 //   [store]    path = /var/lib/arch/checkpoints   keep = 2
 //   [state]    dir = /run/arch
-//   [restore]  on_failure = fresh|fail
+//   [restore]  on_failure = fresh|fail   lazy_pages = false|true
 //   [agent]    socket, state_file, event_log, metrics_address, imds_endpoint,
 //              imds_poll_seconds, imds_token_ttl_seconds, safety_margin_seconds,
 //              rebalance_action, finalize_parallel, containerd_address (see NodeConfig::Agent)
@@ -47,6 +47,7 @@ struct NodeConfig {
   int keep = 2;                                ///< [store] keep: committed generations per key.
   std::string state_dir = "/run/arch";         ///< [state] dir: the registry (tmpfs).
   bool restore_failure_fails = false;          ///< [restore] on_failure = fresh | fail.
+  bool restore_lazy_pages = false;  ///< [restore] lazy_pages: CRIU lazy pages (see lazy_pages.h).
 
   /// [agent]: archd, the node agent.
   struct Agent {

@@ -32,6 +32,11 @@ TEST(NodeConfig, StoreStateAndRestoreSections) {
   EXPECT_TRUE(c->restore_failure_fails);
   EXPECT_FALSE(parse_node_config("[store]\nkeep = 0\n"));
   EXPECT_FALSE(parse_node_config("[restore]\non_failure = maybe\n"));
+  EXPECT_FALSE(c->restore_lazy_pages);
+  auto lazy = parse_node_config("[restore]\nlazy_pages = true\n");
+  ASSERT_TRUE(lazy) << lazy.error().message();
+  EXPECT_TRUE(lazy->restore_lazy_pages);
+  EXPECT_FALSE(parse_node_config("[restore]\nlazy_pages = yes\n"));
 }
 
 TEST(NodeConfig, AgentSection) {

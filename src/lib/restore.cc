@@ -11,6 +11,7 @@
 
 #include "checkpoint_store.h"
 #include "file_util.h"
+#include "lazy_pages.h"
 #include "rootfs_diff.h"
 #include "runc_client.h"
 #include "store_layout.h"
@@ -32,7 +33,7 @@ namespace {
 
 // One attempt: this checkpoint's rootfs diff into the new rootfs, then runc restore.
 // `touched_rootfs` says whether the rootfs may have changed (so it must be put back).
-Result<void> restore_from(const CommittedCheckpoint& ckpt, const RuncCommandLine& create,
+Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncCommandLine& create,
                           const ContainerRecord& rec, const NodeConfig& config,
                           const std::string& runc_path, const std::string& rootfs,
                           bool* touched_rootfs) {
@@ -46,8 +47,9 @@ Result<void> restore_from(const CommittedCheckpoint& ckpt, const RuncCommandLine
   if (::mkdir(work.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + work);
   RuncClient runc(runc_path, rec.runc_root, config.criu);
   auto restored =
-      runc.restore(rec.id, ckpt.path + "/images", work,
-                   restore_flags_from_create(create, rec.bundle), std::string(create.log));
+      restore_maybe_lazily(runc, config.criu, rec.id, ckpt.path + "/images", work,
+                           restore_flags_from_create(create, rec.bundle), std::string(create.log),
+                           lazy_restore_wanted(config, rec.bundle));
   if (!restored) {
     // runc may have left a half-made container behind; the next attempt (or the fresh
     // create) needs the id.
@@ -56,7 +58,7 @@ Result<void> restore_from(const CommittedCheckpoint& ckpt, const RuncCommandLine
     (void)run_process(del);
     return std::unexpected(restored.error());
   }
-  return {};
+  return restored;
 }
 
 // At most this many generations are tried for one create (each failure moves one aside).
@@ -101,6 +103,8 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
       }
       RestoreOutcome out;
       out.checkpoint = ckpt->path;
+      out.lazy = done->lazy;
+      out.lazy_failure = done->lazy_failure;
       out.skipped = std::move(failed);
       for (const auto& s : ckpt->skipped) out.skipped.push_back(s);
       for (const auto& f : ckpt->manifest.files) out.bytes += f.size;

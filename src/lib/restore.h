@@ -20,7 +20,9 @@ namespace arch {
 struct RestoreOutcome {
   std::string checkpoint;  ///< The checkpoint directory restored from.
   double ms = 0;
-  uint64_t bytes = 0;  ///< Bytes of the checkpoint (its manifest's files).
+  uint64_t bytes = 0;        ///< Bytes of the checkpoint (its manifest's files).
+  bool lazy = false;         ///< Restored with lazy pages (lazy_pages.h).
+  std::string lazy_failure;  ///< Why a wanted lazy restore fell back to a plain one.
   /// Newer generations passed over (did not verify, or failed to restore), with reasons.
   std::vector<std::string> skipped{};
 };

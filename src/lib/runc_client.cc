@@ -166,6 +166,14 @@ Result<void> RuncClient::restore(const std::string& id, const std::string& image
               (excerpt.empty() ? "" : "\nCRIU restore.log:\n" + excerpt));
 }
 
+Result<void> RuncClient::delete_force(const std::string& id) const {
+  auto argv = base_argv();
+  argv.insert(argv.end(), {"delete", "--force", id});
+  auto r = run(argv, "runc delete --force " + id);
+  if (!r) return std::unexpected(r.error());
+  return {};
+}
+
 std::string criu_log_excerpt(const std::string& log_path, std::size_t max_lines) {
   auto text = read_file(log_path, 64 << 20);
   if (!text) return {};

@@ -41,6 +41,8 @@ class RuncClient {
   /// `flags` carries the caller's create flags (bundle, pid-file, console-socket ...).
   Result<void> restore(const std::string& id, const std::string& images, const std::string& work,
                        const std::vector<std::string>& flags, const std::string& log_file) const;
+  /// `runc delete --force ID`: removes what a failed restore may have left behind.
+  Result<void> delete_force(const std::string& id) const;
 
   [[nodiscard]] const std::string& root() const { return root_; }
 

@@ -43,8 +43,13 @@ int restore_on_create(const RuncCommandLine& cl, const NodeConfig& config, const
     for (const auto& skipped : restored->skipped) {
       log.warn(describe_call(cl) + ": passed over a newer checkpoint: " + skipped);
     }
+    if (!restored->lazy_failure.empty()) {
+      log.warn(describe_call(cl) + ": lazy restore fell back to a plain one: " +
+               restored->lazy_failure);
+    }
     log.info(describe_call(cl) + ": restored from " + restored->checkpoint + " in " +
-             std::to_string(static_cast<long>(restored->ms)) + " ms");
+             std::to_string(static_cast<long>(restored->ms)) + " ms" +
+             (restored->lazy ? " (lazy pages: memory is served on demand)" : ""));
     return 0;
   }
   // A rootfs that could not be put back must not run as if it were fresh.

@@ -1,0 +1,30 @@
+#!/bin/sh
+# bench/run_all.sh [--quick]: the whole benchmark suite in one command, as root, after
+# scripts/setup.sh (which builds ARCH and installs CRIU, runc, containerd, Podman, gnuplot).
+#   1. restore latency (bench/restore_latency.py): create-to-running of a restored
+#      container holding 1 GiB (--quick: 256 MiB), with and without lazy pages, against
+#      a fresh start, for ARCH, runc alone and Podman;
+#   2. the paper's two tables (bench/paper.py): checkpoint to file and restore at 56, 118
+#      and 256 MiB, checkpoint time from 1 MiB to 1 GiB untouched and changed.
+# Prints the tables, writes them as Markdown and JSON under bench/results/<UTC time>/ and
+# the PNG plots under bench/plots/. Full run ~8-10 min on 2 cores; --quick ~2 min.
+set -eu
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "run as root (containers, CRIU)" >&2; exit 1; }
+quick=""
+latency_args="--mib 1024 --rounds 3"
+if [ "${1:-}" = "--quick" ]; then
+    quick="--quick"
+    latency_args="--mib 256 --rounds 1"
+fi
+build=${ARCH_BUILD_DIR:-build}
+for bin in "$build/src/shim/arch-runc" "$build/src/cli/archctl"; do
+    [ -x "$bin" ] || { echo "$bin is missing: run scripts/setup.sh (or build) first" >&2; exit 1; }
+done
+out="bench/results/$(date -u +%Y%m%dT%H%MZ)"
+mkdir -p "$out" bench/plots
+python3 bench/restore_latency.py $latency_args --json "$out/restore_latency.json" \
+    --plot bench/plots/restore_latency.png | tee "$out/restore_latency.md"
+python3 bench/paper.py $quick --json "$out/paper.json" --plot-dir bench/plots \
+    | tee "$out/paper.md"
+echo "results: $out/ (Markdown, JSON), plots: bench/plots/" >&2

@@ -1,0 +1,113 @@
+"""Lazy restore (CRIU lazy pages through userfaultfd) under containerd with arch-runc.
+
+A container is checkpointed as usual, then run again with ARCH_LAZY_RESTORE=1: arch-runc
+starts a `criu lazy-pages` daemon and restores with `runc restore --lazy-pages`, so the
+processes run before their memory is read and pages come from the checkpoint on first
+touch. What a user cares about: the job continues where it was (same process, no repeated
+or missing tick) with its memory bit for bit, and the daemon is gone once it is no longer
+needed (all pages served, or the container killed before that). No timing here: the
+speed is measured by bench/restore_latency.py.
+"""
+
+import os
+
+import pytest
+
+from archtest import checkpoint, proc, workloads
+from test_checkpoint_containerd import check_counter_resumed, request_sum
+
+LAZY = "ARCH_LAZY_RESTORE=1"
+
+
+def lazy_daemons(work):
+    """Pids of `criu lazy-pages` processes working in `work` (a restore's lazy work dir)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"lazy-pages" in args and work.encode() in args and state != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def checkpoint_then_run_lazily(c, cid, argv):
+    out = c.checkpoint(cid)
+    assert c.delete(cid) == 137, "a checkpointed container ends with SIGKILL's status 137"
+    c.run(cid, argv, env=(LAZY,))
+    c.assert_restored(cid, out["checkpoint"])
+    work = os.path.join(c.bundle(cid), "arch-restore")
+    # The lazy attempt ran and was not followed by a plain one (which works in `work`).
+    assert os.path.exists(os.path.join(work, "lazy", "restore.log")), c.diagnostics(cid)
+    assert not os.path.exists(os.path.join(work, "restore.log")), (
+        "the lazy restore fell back to a plain one\n" + c.diagnostics(cid))
+    return out["checkpoint"], os.path.join(work, "lazy")
+
+
+def test_lazy_restore_keeps_memory_intact_and_the_daemon_ends(ctr_containers):
+    c, cid = ctr_containers, checkpoint.new_id("lazy")
+    mib = 128
+    argv = workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=mib)
+    c.run(cid, argv)
+    c.wait_lines(cid, "/data/ticks.txt", 3, workloads.parse_counter)
+    tick, crc = request_sum(c, cid, 0)
+    assert crc == workloads.expected_memory_crc(tick, mib), "the harness's checksum model is wrong"
+
+    ckpt, lazy_work = checkpoint_then_run_lazily(c, cid, argv)
+    n = check_counter_resumed(c, cid, "/data/ticks.txt", ckpt, progress=3)
+    tick2, crc2 = request_sum(c, cid, n)
+    assert tick2 > n
+    assert crc2 == workloads.expected_memory_crc(tick2, mib), (
+        f"memory after the lazy restore does not match the pattern at tick {tick2}")
+    # Every page is in place now (the checksum read them all): the daemon has no purpose left.
+    proc.wait_until(lambda: not lazy_daemons(lazy_work), 60,
+                    "the lazy-pages daemon to end after serving every page")
+    # And the job goes on afterwards, still the same process without a gap.
+    _, values = c.wait_lines(cid, "/data/ticks.txt", tick2 + 3, workloads.parse_counter)
+    workloads.check_sequence(values, "/data/ticks.txt after the lazy-pages daemon ended")
+
+
+def test_lazy_daemon_ends_with_a_container_killed_early(ctr_containers):
+    c, cid = ctr_containers, checkpoint.new_id("lazykill")
+    argv = workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=256, ms=1000)
+    c.run(cid, argv)
+    c.wait_lines(cid, "/data/ticks.txt", 1, workloads.parse_counter)
+    _, lazy_work = checkpoint_then_run_lazily(c, cid, argv)
+    # Killed at once: usually while the daemon still copies pages (it may have finished on
+    # a fast machine; either way none may be left behind).
+    c.signal(cid, "SIGKILL")
+    c.wait_status(cid, "STOPPED")
+    proc.wait_until(lambda: not lazy_daemons(lazy_work), 60,
+                    "the lazy-pages daemon to end with its container")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "checkpoint_container (src/lib/checkpoint.cc, not this branch's file) must call "
+    "wait_for_lazy_pages(c.bundle, ...) before it freezes the container; with that call "
+    "this test passes, without it the second checkpoint loses the pages not yet served"))
+def test_checkpoint_while_pages_are_still_served_keeps_memory(ctr_containers):
+    """A lazily restored container checkpointed again at once (its daemon still copying
+    pages) must come back from that second checkpoint with its memory bit for bit: CRIU
+    saves only the pages present, so the checkpoint has to wait for the daemon."""
+    c, cid = ctr_containers, checkpoint.new_id("lazyagain")
+    mib = 512
+    argv = workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=mib, ms=200)
+    c.run(cid, argv)
+    c.wait_lines(cid, "/data/ticks.txt", 1, workloads.parse_counter)
+    _, lazy_work = checkpoint_then_run_lazily(c, cid, argv)
+    serving = bool(lazy_daemons(lazy_work))
+    out = c.checkpoint(cid)
+    assert c.delete(cid) == 137
+    c.run(cid, argv)
+    c.assert_restored(cid, out["checkpoint"])
+    n = check_counter_resumed(c, cid, "/data/ticks.txt", out["checkpoint"], progress=2)
+    tick, crc = request_sum(c, cid, n)
+    assert crc == workloads.expected_memory_crc(tick, mib), (
+        f"memory lost by a checkpoint taken while lazy pages were still being served "
+        f"(daemon serving at checkpoint start: {serving})")
