@@ -159,6 +159,22 @@ pid_t reap_job_zombies(const std::set<pid_t>& ids, const std::set<pid_t>& keep =
   return taken;
 }
 
+// Reaps every zombie child of ours outside archd's own session, except `keep`.
+void reap_orphans(const std::set<pid_t>& keep) {
+  std::unique_ptr<DIR, int (*)(DIR*)> proc(::opendir("/proc"), ::closedir);
+  pid_t self = ::getpid(), own_session = ::getsid(0);
+  while (proc) {
+    dirent* e = ::readdir(proc.get());
+    if (e == nullptr) break;
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    pid_t p = static_cast<pid_t>(std::atoi(e->d_name));
+    auto st = read_proc_stat(p);
+    if (!st || st->ppid != self || st->state != 'Z' || st->sid == own_session) continue;
+    int status = 0;
+    if (!keep.contains(p)) ::waitpid(p, &status, WNOHANG);
+  }
+}
+
 // Waits (up to `timeout`) until none of `pids` is taken, reaping those that are our zombies.
 Result<void> wait_pids_free(const std::vector<pid_t>& pids, std::chrono::milliseconds timeout) {
   std::set<pid_t> ids(pids.begin(), pids.end());
@@ -258,9 +274,7 @@ void JobManager::reap_loop() {
 void JobManager::reap_once() {
   std::lock_guard lock(mutex_);
   bool changed = false;
-  std::set<pid_t> sessions;
   for (auto& [id, rec] : jobs_) {
-    if (rec.pid > 0) sessions.insert(rec.pid);
     if (!rec.alive() || busy_.contains(id)) continue;
     if (rec.state == job_state::kRunning) {
       int status = 0;
@@ -287,15 +301,17 @@ void JobManager::reap_once() {
     pid_t r = ::waitpid(*it, &status, WNOHANG);
     it = (r == *it || (r < 0 && errno == ECHILD)) ? reap_quietly_.erase(it) : std::next(it);
   }
-  // Orphans: descendants of a job that came back to us (subreaper) and died. Roots of
-  // running jobs are left to the loop above.
+  // Orphans: descendants of jobs that came back to us (subreaper) and died, also of jobs
+  // removed since. They are in other sessions than archd's own, which holds the runc and
+  // CRIU children that their callers wait for. Roots of running jobs are left to the loop
+  // above.
   static int tick = 0;
-  if (++tick % 10 == 0 && !sessions.empty()) {
-    std::set<pid_t> roots;  // Their exit status is recorded above.
+  if (++tick % 10 == 0) {
+    std::set<pid_t> roots;
     for (const auto& [id, rec] : jobs_) {
       if (rec.alive()) roots.insert(rec.pid);
     }
-    reap_job_zombies(sessions, roots);
+    reap_orphans(roots);
   }
   if (changed) save_locked();
 }
@@ -607,6 +623,8 @@ Result<JobRecord> JobManager::restore_tree(JobRecord rec, const std::string& scr
   }
   if (!pid) return std::unexpected(pid.error());
   rec.pid = *pid;
+  // The job's stdout and stderr are now this node's log: the key of its next dump.
+  if (log_fd) rec.log_key = rec.log.substr(1);
   if (auto st = read_proc_stat(rec.pid)) rec.start_time = st->start_time;
   rec.state = job_state::kRunning;
   rec.exit_code = -1;

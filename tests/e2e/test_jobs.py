@@ -174,8 +174,21 @@ def test_export_on_one_node_restore_on_another(nodes, workdir):
     assert b_log.startswith("tick ") and int(b_log.split()[1]) > 0
     assert b.job(job_id)["log"].startswith(b.jobs_dir)
     assert a.logs(job_id) == a_log
-    b.ctl("job", "kill", job_id)
-    assert b.wait_state(job_id, "exited")["exit_signal"] == signal.SIGTERM
+    # B's own checkpoint restores on B, and B's export on a third node after B forgot the
+    # job (its log there is gone): the job's output is always the restoring node's log.
+    checkpoint_and_restore(b, job_id, count_file, extra_lines=10)
+    ticks = [int(line.split()[1]) for line in b.logs(job_id).splitlines()]
+    assert ticks == list(range(ticks[0], ticks[0] + len(ticks))), ticks[:5]
+    out_b = b.checkpoint(job_id, "--export", export_dir)
+    b.ctl("job", "rm", job_id)
+    c = nodes()
+    n = len(counts(count_file))
+    c.restore("--from", out_b["archive"])
+    wait_count(count_file, n + 10)
+    assert_consecutive(count_file, n + 10)
+    assert c.logs(job_id).startswith("tick ")
+    c.ctl("job", "kill", job_id)
+    assert c.wait_state(job_id, "exited")["exit_signal"] == signal.SIGTERM
 
 
 def test_bad_archives_restore_nothing(nodes, workdir):
@@ -222,6 +235,16 @@ def test_bad_archives_restore_nothing(nodes, workdir):
     b.restore("--from", good)
     wait_count(count_file, n + 10)
     assert_consecutive(count_file, n + 10)
+    # Its next checkpoint, on B, names B's log; the log may be rotated away before the
+    # restore: the job then writes to a new one.
+    b.checkpoint(job_id)
+    log = b.job(job_id)["log"]
+    os.rename(log, log + ".1")
+    b.restore(job_id)
+    grown = len(counts(count_file))
+    wait_count(count_file, grown + 10)
+    proc.wait_until(lambda: os.path.exists(log) and os.path.getsize(log) > 0, 10,
+                    "the job to write to its new log")
 
 
 def test_mapped_file_changed_since_dump(nodes, workdir, c_job):
