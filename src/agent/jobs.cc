@@ -124,6 +124,12 @@ std::string proc_link(pid_t pid, const char* what) {
   return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
 }
 
+// Whether the job's pid is still the job's process (not a reused pid).
+bool same_process(const JobRecord& rec) {
+  auto st = read_proc_stat(rec.pid);
+  return st && st->start_time == rec.start_time;
+}
+
 void record_exit(JobRecord& rec, int status) {
   rec.state = job_state::kExited;
   rec.finished = now_seconds();
@@ -407,6 +413,8 @@ Result<JobRecord> JobManager::kill(const std::string& id_or_name, int signal) {
   if (!r.alive()) return fail_code("job " + r.id + " is not running (" + r.state + ")", EINVAL);
   if (signal < 1 || signal >= NSIG)
     return fail_code("bad signal " + std::to_string(signal), EINVAL);
+  if (!same_process(r))
+    return fail_code("job " + r.id + ": process " + std::to_string(r.pid) + " is gone", EINVAL);
   // The job's process group (its session leader's), else the process alone.
   if (::kill(-r.pid, signal) != 0 && ::kill(r.pid, signal) != 0) {
     return fail_errno(fmt::format("kill {} {}", r.pid, signal));
@@ -426,9 +434,11 @@ Result<void> JobManager::remove(const std::string& id_or_name, bool force) {
       return fail_code("job " + id + " is being checkpointed or restored", EBUSY);
     if ((*rec)->alive()) {
       if (!force) return fail_code("job " + id + " is running: kill it first (or --force)", EBUSY);
-      pid = (*rec)->pid;
-      ::kill(-pid, SIGKILL);
-      ::kill(pid, SIGKILL);
+      if (same_process(**rec)) {
+        pid = (*rec)->pid;
+        ::kill(-pid, SIGKILL);
+        ::kill(pid, SIGKILL);
+      }
     }
     busy_.insert(id);
   }
