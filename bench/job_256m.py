@@ -93,7 +93,7 @@ class ArchSide:
 
     def checkpoint(self):
         env, ctl = self.node.archd.env(), self.node.archctl_binary
-        t, out = timed([ctl, "job", "checkpoint", self.job_id, "--export", self.exports, "-o"], env)
+        t, out = timed([ctl, "job", "checkpoint", self.job_id, "--export", self.exports, "-o", "json"], env)
         self.dumps.append(t)
         reply = json.loads(out)
         self.archive = reply["archive"]

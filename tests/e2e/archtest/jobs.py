@@ -161,13 +161,13 @@ class Node:
         return self.jobs().get(job_id)
 
     def jobs(self):
-        return {j["id"]: j for j in json.loads(self.ctl("job", "ps", "-o").stdout)["jobs"]}
+        return {j["id"]: j for j in json.loads(self.ctl("job", "ps", "-o", "json").stdout)["jobs"]}
 
     def checkpoint(self, job_id, *flags):
-        return json.loads(self.ctl("job", "checkpoint", job_id, "-o", *flags).stdout)
+        return json.loads(self.ctl("job", "checkpoint", job_id, "-o", "json", *flags).stdout)
 
     def restore(self, *args):
-        return json.loads(self.ctl("job", "restore", *args, "-o").stdout)
+        return json.loads(self.ctl("job", "restore", *args, "-o", "json").stdout)
 
     def logs(self, job_id):
         return self.ctl("job", "logs", job_id).stdout
