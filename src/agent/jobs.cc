@@ -234,6 +234,28 @@ void JobManager::save_locked() {
   }
 }
 
+void JobManager::set_event_sink(std::function<void(Event)> sink) {
+  std::lock_guard lock(mutex_);
+  sink_ = std::move(sink);
+}
+
+void JobManager::emit_locked(const std::string& id, std::string outcome, std::string detail,
+                             double duration_ms) {
+  if (!sink_) return;
+  sink_({.kind = "job",
+         .ns = kJobsNamespace,
+         .id = id,
+         .outcome = std::move(outcome),
+         .duration_ms = duration_ms,
+         .detail = std::move(detail)});
+}
+
+void JobManager::emit(const std::string& id, std::string outcome, std::string detail,
+                      double duration_ms) {
+  std::lock_guard lock(mutex_);
+  emit_locked(id, std::move(outcome), std::move(detail), duration_ms);
+}
+
 Result<void> JobManager::start() {
   if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return fail_errno("prctl(PR_SET_CHILD_SUBREAPER)");
   if (auto made = make_private_dirs(state_dir_); !made) return made;
@@ -288,6 +310,9 @@ void JobManager::reap_once() {
       if (r == rec.pid) {
         record_exit(rec, status);
         changed = true;
+        emit_locked(id, "exited",
+                    rec.exit_signal != 0 ? fmt::format("signal {}", rec.exit_signal)
+                                         : fmt::format("exit {}", rec.exit_code));
         log_(LogLevel::kInfo, fmt::format("job {} ({}) exited: {}", id, rec.name, rec.exit_code));
       } else if (r < 0 && errno == ECHILD) {
         rec.state = job_state::kDetached;
@@ -299,6 +324,7 @@ void JobManager::reap_once() {
         rec.state = job_state::kLost;
         rec.finished = now_seconds();
         changed = true;
+        emit_locked(id, "lost", "ended while detached: exit status unknown");
       }
     }
   }
@@ -367,6 +393,8 @@ Result<JobRecord> JobManager::run(JobRunRequest r) {
   rec.created = rec.started = now_seconds();
   jobs_[rec.id] = rec;
   save_locked();
+  emit_locked(rec.id, "started",
+              fmt::format("{}: pid {}: {}", rec.name, rec.pid, join_argv(rec.argv)));
   log_(LogLevel::kInfo, fmt::format("job {} ({}) started: pid {}: {}", rec.id, rec.name, rec.pid,
                                     join_argv(rec.argv)));
   return rec;
@@ -457,6 +485,7 @@ Result<void> JobManager::remove(const std::string& id_or_name, bool force) {
   std::lock_guard lock(mutex_);
   jobs_.erase(id);
   save_locked();
+  emit_locked(id, "removed", "");
   return {};
 }
 
@@ -473,7 +502,16 @@ Result<json> JobManager::checkpoint(const std::string& id_or_name, const Checkpo
       return fail_code("job " + id + " is already being checkpointed or restored", EBUSY);
   }
   Busy busy{this, id};
-  return checkpoint_job(id, req, {});
+  auto t0 = std::chrono::steady_clock::now();
+  auto out = checkpoint_job(id, req, {});
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (out) {
+    emit(id, "checkpointed", out->value("archive", out->value("checkpoint", "")), ms);
+  } else {
+    emit(id, "checkpoint-failed", out.error().message(), ms);
+  }
+  return out;
 }
 
 // The dump pipeline: check -> lock key -> staging -> CRIU dump -> job.json -> commit ->
@@ -650,6 +688,21 @@ Result<JobRecord> JobManager::restore_tree(JobRecord rec, const std::string& scr
 }
 
 Result<JobRecord> JobManager::restore(const std::string& id_or_name, const std::string& archive) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto rec = restore_one(id_or_name, archive);
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (rec) {
+    emit(rec->id, "restored",
+         fmt::format("pid {}{}", rec->pid, archive.empty() ? "" : " from " + archive), ms);
+  } else if (rec.error().code() != ENOENT) {
+    emit(id_or_name, "restore-failed", rec.error().message(), ms);
+  }
+  return rec;
+}
+
+Result<JobRecord> JobManager::restore_one(const std::string& id_or_name,
+                                          const std::string& archive) {
   if (!archive.empty()) return restore_imported(id_or_name, archive, true);
   JobRecord rec;
   {

@@ -118,6 +118,10 @@ def test_job_continues_after_restore(nodes, workdir, c_job, kind):
     node.ctl("job", "rm", job_id)
     assert job_id not in node.jobs()
     assert not os.path.exists(os.path.join(node.store, "jobs", job_id))
+    # Each step is in archd's event log.
+    outcomes = [e["outcome"] for e in node.archd.events()
+                if e["kind"] == "job" and e["id"] == job_id]
+    assert outcomes == ["started", "checkpointed", "restored", "exited", "removed"], outcomes
 
 
 def test_leave_running_then_restore_goes_back(nodes, workdir):
