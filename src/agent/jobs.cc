@@ -663,8 +663,8 @@ Result<JobRecord> JobManager::restore_tree(JobRecord rec, const std::string& scr
   }
   std::lock_guard lock(mutex_);  // The reaper must not see the child before its record.
   auto pid = CriuRpc(criu_).restore(o);
-  // CRIU's log of the last restore stays with the job (the scratch copy goes).
-  if (make_private_dirs(job_dir(rec.id))) {
+  // CRIU's log of the last restore stays with a known job (the scratch copy goes).
+  if (jobs_.contains(rec.id) && make_private_dirs(job_dir(rec.id))) {
     std::string kept = job_dir(rec.id) + "/restore.log";
     ::unlink(kept.c_str());
     (void)copy_file(scratch + "/restore.log", kept);
@@ -803,8 +803,15 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
   }
   Busy busy{this, rec.id};
   rec.log_key = job_file.value("log_key", rec.log_key);
+  bool is_new = !get(rec.id);
   auto restored = restore_tree(rec, scratch->path(), job_file);
-  if (!restored) return std::unexpected(restored.error().wrap("restore " + path));
+  if (!restored) {
+    if (is_new) {  // Nothing of a job that never came to be is left behind.
+      (void)remove_directory_contents(job_dir(rec.id));
+      ::rmdir(job_dir(rec.id).c_str());
+    }
+    return std::unexpected(restored.error().wrap("restore " + path));
+  }
   std::lock_guard lock(mutex_);
   JobRecord& r = jobs_[restored->id];
   r.checkpoint = {"", manifest->created, is_archive ? path : ""};

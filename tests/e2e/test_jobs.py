@@ -191,6 +191,16 @@ def test_export_on_one_node_restore_on_another(nodes, workdir):
     wait_count(count_file, n + 10)
     assert_consecutive(count_file, n + 10)
     assert c.logs(job_id).startswith("tick ")
+    # While it runs on C, neither A (its own older checkpoint) nor a fourth node can restore
+    # it: its pids are taken. Nothing is left behind by the refusals.
+    r = a.ctl("job", "restore", job_id, check=False)
+    assert r.returncode != 0 and "still runs" in r.stderr, r.stderr
+    assert a.job(job_id)["state"] == "checkpointed"
+    d4 = nodes()
+    r = d4.ctl("job", "restore", "--from", out_b["archive"], check=False)
+    assert r.returncode != 0 and "still runs" in r.stderr, r.stderr
+    assert d4.jobs() == {}
+    assert not os.path.exists(d4.jobs_dir) or os.listdir(d4.jobs_dir) == ["jobs.json"]
     c.ctl("job", "kill", job_id)
     assert c.wait_state(job_id, "exited")["exit_signal"] == signal.SIGTERM
 
