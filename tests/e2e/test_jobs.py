@@ -47,8 +47,14 @@ def nodes(node_config, e2e_dir):
         return n
 
     yield make
-    for n in made:
-        n.cleanup()
+    errors = []
+    for n in made:  # every node, even when one fails to stop
+        try:
+            n.cleanup()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 @pytest.fixture
