@@ -12,7 +12,8 @@ the same run, on the same program:
 
 The workload is a C program that fills 256 MiB with pseudo-random bytes (incompressible:
 the worst case for the archive) and keeps touching it. Each way is repeated (--rounds) and
-the medians are compared as ratios. Run as root after scripts/setup.sh (or with
+the medians are compared as ratios; the rounds of the two are interleaved (order
+alternating) so that both see the same load. Run as root after scripts/setup.sh (or with
 ARCH_BUILD_DIR pointing at a build):   sudo bench/job_256m.py [--rounds 3]
 """
 
@@ -74,67 +75,81 @@ def timed(argv, env=None, pass_fds=()):
     return elapsed, r.stdout
 
 
-def bench_arch(workdir, hog, rounds):
-    node_config = NodeConfig(log_file=os.path.join(workdir, "arch.log"),
-                             runc="/usr/sbin/runc", criu=CRIU)
-    node = Node(os.path.join(BUILD, "src", "agent", "archd"),
-                os.path.join(BUILD, "src", "cli", "archctl"), os.path.join(workdir, "node"),
-                node_config).start()
-    exports = os.path.join(workdir, "exports")
-    os.makedirs(exports)
-    dumps, restores, sizes, phases = [], [], [], []
-    try:
-        job_id = node.run_job(workdir, hog, name="hog256")
-        proc.wait_until(lambda: "ready" in node.logs(job_id), 120, "the hog to fill its memory")
-        env = node.archd.env()
-        ctl = node.archctl_binary
-        for _ in range(rounds):
-            t, out = timed([ctl, "job", "checkpoint", job_id, "--export", exports, "-o"], env)
-            dumps.append(t)
-            reply = json.loads(out)
-            archive = reply["archive"]
-            phases.append((reply["dump_ms"] / 1000, reply["export_ms"] / 1000))
-            sizes.append(os.path.getsize(archive))
-            t, _ = timed([ctl, "job", "restore", job_id, "--from", archive], env)
-            restores.append(t)
-            os.unlink(archive)
-    finally:
-        node.cleanup()
-    return dumps, restores, statistics.median(sizes), phases
+class ArchSide:
+    """The hog as a job of a private archd; one round = checkpoint --export, restore --from."""
+
+    def __init__(self, workdir, hog):
+        node_config = NodeConfig(log_file=os.path.join(workdir, "arch.log"),
+                                 runc="/usr/sbin/runc", criu=CRIU)
+        self.node = Node(os.path.join(BUILD, "src", "agent", "archd"),
+                         os.path.join(BUILD, "src", "cli", "archctl"),
+                         os.path.join(workdir, "node"), node_config).start()
+        self.exports = os.path.join(workdir, "exports")
+        os.makedirs(self.exports)
+        self.job_id = self.node.run_job(workdir, hog, name="hog256")
+        proc.wait_until(lambda: "ready" in self.node.logs(self.job_id), 120,
+                        "the hog to fill its memory")
+        self.dumps, self.restores, self.sizes, self.phases = [], [], [], []
+
+    def checkpoint(self):
+        env, ctl = self.node.archd.env(), self.node.archctl_binary
+        t, out = timed([ctl, "job", "checkpoint", self.job_id, "--export", self.exports, "-o", "json"], env)
+        self.dumps.append(t)
+        reply = json.loads(out)
+        self.archive = reply["archive"]
+        self.sizes.append(os.path.getsize(self.archive))
+        self.phases.append((reply["dump_ms"] / 1000, reply["export_ms"] / 1000))
+
+    def restore(self):
+        env, ctl = self.node.archd.env(), self.node.archctl_binary
+        t, _ = timed([ctl, "job", "restore", self.job_id, "--from", self.archive], env)
+        self.restores.append(t)
+        os.unlink(self.archive)
+
+    def close(self):
+        self.node.cleanup()
 
 
-def bench_criu(workdir, hog, rounds):
-    # The restored tree is re-parented to us (a subreaper), so we reap it.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    out = open(os.path.join(workdir, "hog.out"), "w")
-    p = subprocess.Popen([hog], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                         start_new_session=True, cwd=workdir)
-    pid = p.pid
-    proc.wait_until(lambda: "ready" in open(out.name).read(), 120, "the hog to fill its memory")
-    dumps, restores = [], []
-    try:
-        for i in range(rounds):
-            images = os.path.join(workdir, f"criu-{i}")
-            os.makedirs(images)
-            t, _ = timed([CRIU, "dump", "-t", str(pid), "-D", images, "-o", "dump.log"])
-            dumps.append(t)
-            if i == 0:
-                p.wait()
-            else:
-                os.waitpid(pid, 0)
-            t, _ = timed([CRIU, "restore", "-D", images, "-d", "-o", "restore.log",
-                          "--inherit-fd", f"fd[{out.fileno()}]:{out.name.lstrip('/')}"],
-                         pass_fds=(out.fileno(),))
-            restores.append(t)
-            shutil.rmtree(images)
-    finally:
+class CriuSide:
+    """The hog started by us (a subreaper, so the restored tree comes back to us); one round
+    = `criu dump` then `criu restore -d`, images in a fresh directory each time."""
+
+    def __init__(self, workdir, hog):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        self.workdir = workdir
+        self.out = open(os.path.join(workdir, "hog.out"), "w")
+        self.p = subprocess.Popen([hog], stdin=subprocess.DEVNULL, stdout=self.out,
+                                  stderr=self.out, start_new_session=True, cwd=workdir)
+        self.pid = self.p.pid
+        proc.wait_until(lambda: "ready" in open(self.out.name).read(), 120,
+                        "the hog to fill its memory")
+        self.dumps, self.restores, self.round = [], [], 0
+
+    def checkpoint(self):
+        self.images = os.path.join(self.workdir, f"criu-{self.round}")
+        os.makedirs(self.images)
+        t, _ = timed([CRIU, "dump", "-t", str(self.pid), "-D", self.images, "-o", "dump.log"])
+        self.dumps.append(t)
+        if self.round == 0:
+            self.p.wait()
+        else:
+            os.waitpid(self.pid, 0)
+        self.round += 1
+
+    def restore(self):
+        fd = self.out.fileno()
+        t, _ = timed([CRIU, "restore", "-D", self.images, "-d", "-o", "restore.log",
+                      "--inherit-fd", f"fd[{fd}]:{self.out.name.lstrip('/')}"], pass_fds=(fd,))
+        self.restores.append(t)
+        shutil.rmtree(self.images)
+
+    def close(self):
         try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
-    return dumps, restores
 
 
 def main():
@@ -150,8 +165,24 @@ def main():
             f.write(HOG_C)
         subprocess.run(["cc", "-O2", "-o", hog, hog + ".c"], check=True)
         load_before = open("/proc/loadavg").read().split()[:3]
-        c_dump, c_restore = bench_criu(workdir, hog, args.rounds)
-        a_dump, a_restore, size, phases = bench_arch(workdir, hog, args.rounds)
+        criu_side = CriuSide(workdir, hog)
+        arch_side = None
+        try:
+            arch_side = ArchSide(workdir, hog)
+            # Interleaved, the order alternating, so both see the same machine.
+            for r in range(args.rounds):
+                sides = [arch_side, criu_side] if r % 2 == 0 else [criu_side, arch_side]
+                for side in sides:
+                    side.checkpoint()
+                for side in sides:
+                    side.restore()
+        finally:
+            criu_side.close()
+            if arch_side:
+                arch_side.close()
+        a_dump, a_restore, phases = arch_side.dumps, arch_side.restores, arch_side.phases
+        size = statistics.median(arch_side.sizes)
+        c_dump, c_restore = criu_side.dumps, criu_side.restores
         load_after = open("/proc/loadavg").read().split()[:3]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -100,6 +100,8 @@ class Agent {
   /// Run, in a thread of its own, beside each drain's finalize, with the drain's deadline in
   /// seconds (archd: checkpoints the process jobs). Set before start().
   void set_drain_hook(std::function<void(double)> hook) { drain_hook_ = std::move(hook); }
+  /// Appends an event to archd's event log (for other parts of archd: process jobs).
+  void record_event(Event e) { event(std::move(e)); }
 
  private:
   Result<DrainRecord> start_drain_locked(DrainRequest request, int64_t resumed_from);

@@ -124,6 +124,12 @@ std::string proc_link(pid_t pid, const char* what) {
   return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
 }
 
+// Whether the job's pid is still the job's process (not a reused pid).
+bool same_process(const JobRecord& rec) {
+  auto st = read_proc_stat(rec.pid);
+  return st && st->start_time == rec.start_time;
+}
+
 void record_exit(JobRecord& rec, int status) {
   rec.state = job_state::kExited;
   rec.finished = now_seconds();
@@ -157,6 +163,22 @@ pid_t reap_job_zombies(const std::set<pid_t>& ids, const std::set<pid_t>& keep =
     if (taken == 0) taken = p;
   }
   return taken;
+}
+
+// Reaps every zombie child of ours outside archd's own session, except `keep`.
+void reap_orphans(const std::set<pid_t>& keep) {
+  std::unique_ptr<DIR, int (*)(DIR*)> proc(::opendir("/proc"), ::closedir);
+  pid_t self = ::getpid(), own_session = ::getsid(0);
+  while (proc) {
+    dirent* e = ::readdir(proc.get());
+    if (e == nullptr) break;
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    pid_t p = static_cast<pid_t>(std::atoi(e->d_name));
+    auto st = read_proc_stat(p);
+    if (!st || st->ppid != self || st->state != 'Z' || st->sid == own_session) continue;
+    int status = 0;
+    if (!keep.contains(p)) ::waitpid(p, &status, WNOHANG);
+  }
 }
 
 // Waits (up to `timeout`) until none of `pids` is taken, reaping those that are our zombies.
@@ -212,6 +234,28 @@ void JobManager::save_locked() {
   }
 }
 
+void JobManager::set_event_sink(std::function<void(Event)> sink) {
+  std::lock_guard lock(mutex_);
+  sink_ = std::move(sink);
+}
+
+void JobManager::emit_locked(const std::string& id, std::string outcome, std::string detail,
+                             double duration_ms) {
+  if (!sink_) return;
+  sink_({.kind = "job",
+         .ns = kJobsNamespace,
+         .id = id,
+         .outcome = std::move(outcome),
+         .duration_ms = duration_ms,
+         .detail = std::move(detail)});
+}
+
+void JobManager::emit(const std::string& id, std::string outcome, std::string detail,
+                      double duration_ms) {
+  std::lock_guard lock(mutex_);
+  emit_locked(id, std::move(outcome), std::move(detail), duration_ms);
+}
+
 Result<void> JobManager::start() {
   if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return fail_errno("prctl(PR_SET_CHILD_SUBREAPER)");
   if (auto made = make_private_dirs(state_dir_); !made) return made;
@@ -258,9 +302,7 @@ void JobManager::reap_loop() {
 void JobManager::reap_once() {
   std::lock_guard lock(mutex_);
   bool changed = false;
-  std::set<pid_t> sessions;
   for (auto& [id, rec] : jobs_) {
-    if (rec.pid > 0) sessions.insert(rec.pid);
     if (!rec.alive() || busy_.contains(id)) continue;
     if (rec.state == job_state::kRunning) {
       int status = 0;
@@ -268,6 +310,9 @@ void JobManager::reap_once() {
       if (r == rec.pid) {
         record_exit(rec, status);
         changed = true;
+        emit_locked(id, "exited",
+                    rec.exit_signal != 0 ? fmt::format("signal {}", rec.exit_signal)
+                                         : fmt::format("exit {}", rec.exit_code));
         log_(LogLevel::kInfo, fmt::format("job {} ({}) exited: {}", id, rec.name, rec.exit_code));
       } else if (r < 0 && errno == ECHILD) {
         rec.state = job_state::kDetached;
@@ -279,6 +324,7 @@ void JobManager::reap_once() {
         rec.state = job_state::kLost;
         rec.finished = now_seconds();
         changed = true;
+        emit_locked(id, "lost", "ended while detached: exit status unknown");
       }
     }
   }
@@ -287,15 +333,17 @@ void JobManager::reap_once() {
     pid_t r = ::waitpid(*it, &status, WNOHANG);
     it = (r == *it || (r < 0 && errno == ECHILD)) ? reap_quietly_.erase(it) : std::next(it);
   }
-  // Orphans: descendants of a job that came back to us (subreaper) and died. Roots of
-  // running jobs are left to the loop above.
+  // Orphans: descendants of jobs that came back to us (subreaper) and died, also of jobs
+  // removed since. They are in other sessions than archd's own, which holds the runc and
+  // CRIU children that their callers wait for. Roots of running jobs are left to the loop
+  // above.
   static int tick = 0;
-  if (++tick % 10 == 0 && !sessions.empty()) {
-    std::set<pid_t> roots;  // Their exit status is recorded above.
+  if (++tick % 10 == 0) {
+    std::set<pid_t> roots;
     for (const auto& [id, rec] : jobs_) {
       if (rec.alive()) roots.insert(rec.pid);
     }
-    reap_job_zombies(sessions, roots);
+    reap_orphans(roots);
   }
   if (changed) save_locked();
 }
@@ -345,6 +393,8 @@ Result<JobRecord> JobManager::run(JobRunRequest r) {
   rec.created = rec.started = now_seconds();
   jobs_[rec.id] = rec;
   save_locked();
+  emit_locked(rec.id, "started",
+              fmt::format("{}: pid {}: {}", rec.name, rec.pid, join_argv(rec.argv)));
   log_(LogLevel::kInfo, fmt::format("job {} ({}) started: pid {}: {}", rec.id, rec.name, rec.pid,
                                     join_argv(rec.argv)));
   return rec;
@@ -391,6 +441,8 @@ Result<JobRecord> JobManager::kill(const std::string& id_or_name, int signal) {
   if (!r.alive()) return fail_code("job " + r.id + " is not running (" + r.state + ")", EINVAL);
   if (signal < 1 || signal >= NSIG)
     return fail_code("bad signal " + std::to_string(signal), EINVAL);
+  if (!same_process(r))
+    return fail_code("job " + r.id + ": process " + std::to_string(r.pid) + " is gone", EINVAL);
   // The job's process group (its session leader's), else the process alone.
   if (::kill(-r.pid, signal) != 0 && ::kill(r.pid, signal) != 0) {
     return fail_errno(fmt::format("kill {} {}", r.pid, signal));
@@ -410,9 +462,11 @@ Result<void> JobManager::remove(const std::string& id_or_name, bool force) {
       return fail_code("job " + id + " is being checkpointed or restored", EBUSY);
     if ((*rec)->alive()) {
       if (!force) return fail_code("job " + id + " is running: kill it first (or --force)", EBUSY);
-      pid = (*rec)->pid;
-      ::kill(-pid, SIGKILL);
-      ::kill(pid, SIGKILL);
+      if (same_process(**rec)) {
+        pid = (*rec)->pid;
+        ::kill(-pid, SIGKILL);
+        ::kill(pid, SIGKILL);
+      }
     }
     busy_.insert(id);
   }
@@ -431,6 +485,7 @@ Result<void> JobManager::remove(const std::string& id_or_name, bool force) {
   std::lock_guard lock(mutex_);
   jobs_.erase(id);
   save_locked();
+  emit_locked(id, "removed", "");
   return {};
 }
 
@@ -447,7 +502,16 @@ Result<json> JobManager::checkpoint(const std::string& id_or_name, const Checkpo
       return fail_code("job " + id + " is already being checkpointed or restored", EBUSY);
   }
   Busy busy{this, id};
-  return checkpoint_job(id, req, {});
+  auto t0 = std::chrono::steady_clock::now();
+  auto out = checkpoint_job(id, req, {});
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (out) {
+    emit(id, "checkpointed", out->value("archive", out->value("checkpoint", "")), ms);
+  } else {
+    emit(id, "checkpoint-failed", out.error().message(), ms);
+  }
+  return out;
 }
 
 // The dump pipeline: check -> lock key -> staging -> CRIU dump -> job.json -> commit ->
@@ -599,14 +663,16 @@ Result<JobRecord> JobManager::restore_tree(JobRecord rec, const std::string& scr
   }
   std::lock_guard lock(mutex_);  // The reaper must not see the child before its record.
   auto pid = CriuRpc(criu_).restore(o);
-  // CRIU's log of the last restore stays with the job (the scratch copy goes).
-  if (make_private_dirs(job_dir(rec.id))) {
+  // CRIU's log of the last restore stays with a known job (the scratch copy goes).
+  if (jobs_.contains(rec.id) && make_private_dirs(job_dir(rec.id))) {
     std::string kept = job_dir(rec.id) + "/restore.log";
     ::unlink(kept.c_str());
     (void)copy_file(scratch + "/restore.log", kept);
   }
   if (!pid) return std::unexpected(pid.error());
   rec.pid = *pid;
+  // The job's stdout and stderr are now this node's log: the key of its next dump.
+  if (log_fd) rec.log_key = rec.log.substr(1);
   if (auto st = read_proc_stat(rec.pid)) rec.start_time = st->start_time;
   rec.state = job_state::kRunning;
   rec.exit_code = -1;
@@ -622,6 +688,21 @@ Result<JobRecord> JobManager::restore_tree(JobRecord rec, const std::string& scr
 }
 
 Result<JobRecord> JobManager::restore(const std::string& id_or_name, const std::string& archive) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto rec = restore_one(id_or_name, archive);
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (rec) {
+    emit(rec->id, "restored",
+         fmt::format("pid {}{}", rec->pid, archive.empty() ? "" : " from " + archive), ms);
+  } else if (rec.error().code() != ENOENT) {
+    emit(id_or_name, "restore-failed", rec.error().message(), ms);
+  }
+  return rec;
+}
+
+Result<JobRecord> JobManager::restore_one(const std::string& id_or_name,
+                                          const std::string& archive) {
   if (!archive.empty()) return restore_imported(id_or_name, archive, true);
   JobRecord rec;
   {
@@ -722,8 +803,15 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
   }
   Busy busy{this, rec.id};
   rec.log_key = job_file.value("log_key", rec.log_key);
+  bool is_new = !get(rec.id);
   auto restored = restore_tree(rec, scratch->path(), job_file);
-  if (!restored) return std::unexpected(restored.error().wrap("restore " + path));
+  if (!restored) {
+    if (is_new) {  // Nothing of a job that never came to be is left behind.
+      (void)remove_directory_contents(job_dir(rec.id));
+      ::rmdir(job_dir(rec.id).c_str());
+    }
+    return std::unexpected(restored.error().wrap("restore " + path));
+  }
   std::lock_guard lock(mutex_);
   JobRecord& r = jobs_[restored->id];
   r.checkpoint = {"", manifest->created, is_archive ? path : ""};

@@ -28,6 +28,7 @@
 
 #include "agent.h"
 #include "error.h"
+#include "event_log.h"
 #include "job_record.h"
 #include "node_config.h"
 
@@ -64,6 +65,10 @@ class JobManager {
   /// and starts the reaper thread.
   Result<void> start();
   void stop();
+  /// Where job events go (archd: its event log): kind "job", namespace "jobs", the job id,
+  /// outcome started | exited | lost | checkpointed | checkpoint-failed | restored |
+  /// restore-failed | removed. Safe to set at any time.
+  void set_event_sink(std::function<void(Event)> sink);
 
   Result<JobRecord> run(JobRunRequest request);
   std::vector<JobRecord> list();
@@ -96,6 +101,7 @@ class JobManager {
   Result<JobRecord*> find_locked(const std::string& id_or_name);
   Result<nlohmann::json> checkpoint_job(const std::string& id, const CheckpointRequest& req,
                                         std::vector<std::string> warnings);
+  Result<JobRecord> restore_one(const std::string& id_or_name, const std::string& archive);
   Result<JobRecord> restore_tree(JobRecord rec, const std::string& scratch,
                                  const nlohmann::json& job_file);
   Result<JobRecord> restore_imported(const std::string& id_hint, const std::string& path,
@@ -103,6 +109,9 @@ class JobManager {
   void reap_loop();
   void reap_once();
   void save_locked();
+  void emit_locked(const std::string& id, std::string outcome, std::string detail,
+                   double duration_ms = 0);
+  void emit(const std::string& id, std::string outcome, std::string detail, double duration_ms = 0);
   std::string job_dir(const std::string& id) const;
 
   NodeConfig config_;
@@ -116,6 +125,7 @@ class JobManager {
   std::set<pid_t> reap_quietly_;  ///< Dumped roots: exit expected, not recorded.
   std::map<std::string, std::vector<pid_t>> dumped_pids_;  ///< Per job, at its last dump.
   bool stopping_ = false;
+  std::function<void(Event)> sink_;
   std::condition_variable wake_;
   std::thread reaper_;
 };

@@ -116,6 +116,7 @@ int main(int argc, char** argv) {
     jobs.stop();
     return log(LogLevel::kError, started.error().message()), 1;
   }
+  jobs.set_event_sink([&agent](agent::Event e) { agent.record_event(std::move(e)); });
   agent::ApiServer api(agent);
   agent::register_job_routes(api.routes(), jobs);
   agent::MetricsServer metrics(agent);

@@ -223,7 +223,7 @@ Handler add_job_command(CLI::App& app) {
       app.add_subcommand("job", "Process jobs: run, checkpoint and restore processes under archd");
   job->require_subcommand(1);
   struct Opts {
-    std::string name, env_file, dir, id, export_dir, from, signal = "TERM";
+    std::string name, env_file, dir, id, export_dir, from, output, signal = "TERM";
     std::vector<std::string> command;
     bool follow = false, leave_running = false, force = false, json = false;
   };
@@ -237,10 +237,12 @@ Handler add_job_command(CLI::App& app) {
                   "NAME=VALUE lines added to (and overriding) this environment");
   run->add_option("--dir", o->dir, "Working directory (default: the current one)");
   run->add_option("command", o->command, "-- CMD ARGS...")->required()->expected(-1);
-  run->add_flag("-o,--json", o->json, "Print the job as JSON");
+  run->add_option("-o,--output", o->output, "json: print the job as JSON")
+      ->check(CLI::IsMember({"json"}));
 
   auto* ps = job->add_subcommand("ps", "Jobs: pid, state, exit status, age, latest checkpoint");
-  ps->add_flag("-o,--json", o->json, "JSON output");
+  ps->add_option("-o,--output", o->output, "json for machine-readable output")
+      ->check(CLI::IsMember({"json"}));
   auto* logs = job->add_subcommand("logs", "A job's output (stdout and stderr)");
   logs->add_option("id", o->id, "Job id or name")->required();
   logs->add_flag("-f,--follow", o->follow, "Keep printing while the job runs");
@@ -257,14 +259,17 @@ Handler add_job_command(CLI::App& app) {
   auto* leave =
       ckpt->add_flag("--leave-running", o->leave_running, "Keep the job running after the dump");
   ckpt->add_option("--export", o->export_dir, "Also write <name>_<UTC time>.tar.zst into DIR");
-  ckpt->add_flag("-o,--json", o->json, "JSON output");
+  ckpt->add_option("-o,--output", o->output, "json for machine-readable output")
+      ->check(CLI::IsMember({"json"}));
   auto* restore = job->add_subcommand(
       "restore", "Restore a job from its newest checkpoint, or from an archive");
   restore->add_option("id", o->id, "Job id or name (optional with --from)");
   restore->add_option("--from", o->from, "An archive from `job checkpoint --export` (any node)");
-  restore->add_flag("-o,--json", o->json, "JSON output");
+  restore->add_option("-o,--output", o->output, "json for machine-readable output")
+      ->check(CLI::IsMember({"json"}));
 
   return [=]() -> int {
+    o->json = o->output == "json";
     if (run->parsed()) {
       std::vector<std::string> extra;
       if (!o->env_file.empty()) {

@@ -15,7 +15,7 @@ Handler add_process_command(CLI::App& app) {
   process->require_subcommand(1);
   struct Opts {
     int pid = 0;
-    std::string path, export_dir;
+    std::string path, export_dir, output;
     bool leave_running = false, tcp_established = false, json = false;
   };
   auto o = std::make_shared<Opts>();
@@ -26,11 +26,13 @@ Handler add_process_command(CLI::App& app) {
       ckpt->add_flag("--leave-running", o->leave_running, "Keep it running after the dump");
   ckpt->add_option("--export", o->export_dir, "Also write <name>_<UTC time>.tar.zst into DIR");
   ckpt->add_flag("--tcp-established", o->tcp_established, "Dump established TCP connections too");
-  ckpt->add_flag("-o,--json", o->json, "JSON output");
+  ckpt->add_option("-o,--output", o->output, "json for machine-readable output")
+      ->check(CLI::IsMember({"json"}));
   auto* restore = process->add_subcommand(
       "restore", "Restore a process checkpoint (a checkpoint directory or an archive)");
   restore->add_option("path", o->path, "Checkpoint directory or .tar.zst archive")->required();
-  restore->add_flag("-o,--json", o->json, "JSON output");
+  restore->add_option("-o,--output", o->output, "json for machine-readable output")
+      ->check(CLI::IsMember({"json"}));
 
   auto absolute = [](std::string p) {
     char cwd[4096];
@@ -39,6 +41,7 @@ Handler add_process_command(CLI::App& app) {
     return p;
   };
   return [=]() -> int {
+    o->json = o->output == "json";
     if (ckpt->parsed()) {
       nlohmann::json body = {{"pid", o->pid},
                              {"export_dir", o->export_dir.empty() ? "" : absolute(o->export_dir)},

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <set>
 
 #include "file_util.h"
@@ -176,6 +177,7 @@ std::vector<std::string> dump_warnings(pid_t root) {
   auto add = [&](std::string w) {
     if (seen.insert(w).second) warnings.push_back(std::move(w));
   };
+  std::map<std::string, std::vector<std::string>> pipes;  // pipe:[ino] -> "pid P fd N"
   for (pid_t pid : process_tree(root)) {
     if (auto st = read_proc_stat(pid); st && st->tty_nr != 0) {
       add(
@@ -198,6 +200,8 @@ std::vector<std::string> dump_warnings(pid_t root) {
             fmt::format("pid {} fd {} is a terminal ({}): it cannot be restored without that "
                         "terminal",
                         pid, fd, t));
+      } else if (t.starts_with("pipe:")) {
+        pipes[t].push_back(fmt::format("pid {} fd {}", pid, fd));
       } else if (t.starts_with("socket:")) {
         add(
             fmt::format("pid {} fd {} is a socket ({}): established TCP connections need "
@@ -205,6 +209,14 @@ std::vector<std::string> dump_warnings(pid_t root) {
                         "cannot be dumped",
                         pid, fd, t));
       }
+    }
+  }
+  for (const auto& [pipe, users] : pipes) {
+    if (users.size() == 1) {
+      add(
+          fmt::format("{} is a {} whose other end seems to be outside the tree: the restored "
+                      "process gets a new pipe that nothing reads or writes",
+                      users[0], pipe));
     }
   }
   return warnings;

@@ -47,8 +47,14 @@ def nodes(node_config, e2e_dir):
         return n
 
     yield make
-    for n in made:
-        n.cleanup()
+    errors = []
+    for n in made:  # every node, even when one fails to stop
+        try:
+            n.cleanup()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 @pytest.fixture
@@ -118,6 +124,10 @@ def test_job_continues_after_restore(nodes, workdir, c_job, kind):
     node.ctl("job", "rm", job_id)
     assert job_id not in node.jobs()
     assert not os.path.exists(os.path.join(node.store, "jobs", job_id))
+    # Each step is in archd's event log.
+    outcomes = [e["outcome"] for e in node.archd.events()
+                if e["kind"] == "job" and e["id"] == job_id]
+    assert outcomes == ["started", "checkpointed", "restored", "exited", "removed"], outcomes
 
 
 def test_leave_running_then_restore_goes_back(nodes, workdir):
@@ -174,8 +184,31 @@ def test_export_on_one_node_restore_on_another(nodes, workdir):
     assert b_log.startswith("tick ") and int(b_log.split()[1]) > 0
     assert b.job(job_id)["log"].startswith(b.jobs_dir)
     assert a.logs(job_id) == a_log
-    b.ctl("job", "kill", job_id)
-    assert b.wait_state(job_id, "exited")["exit_signal"] == signal.SIGTERM
+    # B's own checkpoint restores on B, and B's export on a third node after B forgot the
+    # job (its log there is gone): the job's output is always the restoring node's log.
+    checkpoint_and_restore(b, job_id, count_file, extra_lines=10)
+    ticks = [int(line.split()[1]) for line in b.logs(job_id).splitlines()]
+    assert ticks == list(range(ticks[0], ticks[0] + len(ticks))), ticks[:5]
+    out_b = b.checkpoint(job_id, "--export", export_dir)
+    b.ctl("job", "rm", job_id)
+    c = nodes()
+    n = len(counts(count_file))
+    c.restore("--from", out_b["archive"])
+    wait_count(count_file, n + 10)
+    assert_consecutive(count_file, n + 10)
+    assert c.logs(job_id).startswith("tick ")
+    # While it runs on C, neither A (its own older checkpoint) nor a fourth node can restore
+    # it: its pids are taken. Nothing is left behind by the refusals.
+    r = a.ctl("job", "restore", job_id, check=False)
+    assert r.returncode != 0 and "still runs" in r.stderr, r.stderr
+    assert a.job(job_id)["state"] == "checkpointed"
+    d4 = nodes()
+    r = d4.ctl("job", "restore", "--from", out_b["archive"], check=False)
+    assert r.returncode != 0 and "still runs" in r.stderr, r.stderr
+    assert d4.jobs() == {}
+    assert not os.path.exists(d4.jobs_dir) or os.listdir(d4.jobs_dir) == ["jobs.json"]
+    c.ctl("job", "kill", job_id)
+    assert c.wait_state(job_id, "exited")["exit_signal"] == signal.SIGTERM
 
 
 def test_bad_archives_restore_nothing(nodes, workdir):
@@ -222,6 +255,16 @@ def test_bad_archives_restore_nothing(nodes, workdir):
     b.restore("--from", good)
     wait_count(count_file, n + 10)
     assert_consecutive(count_file, n + 10)
+    # Its next checkpoint, on B, names B's log; the log may be rotated away before the
+    # restore: the job then writes to a new one.
+    b.checkpoint(job_id)
+    log = b.job(job_id)["log"]
+    os.rename(log, log + ".1")
+    b.restore(job_id)
+    grown = len(counts(count_file))
+    wait_count(count_file, grown + 10)
+    proc.wait_until(lambda: os.path.exists(log) and os.path.getsize(log) > 0, 10,
+                    "the job to write to its new log")
 
 
 def test_mapped_file_changed_since_dump(nodes, workdir, c_job):

@@ -7,6 +7,7 @@ their state continued across a checkpoint and restore.
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 
 from . import proc
@@ -161,13 +162,13 @@ class Node:
         return self.jobs().get(job_id)
 
     def jobs(self):
-        return {j["id"]: j for j in json.loads(self.ctl("job", "ps", "-o").stdout)["jobs"]}
+        return {j["id"]: j for j in json.loads(self.ctl("job", "ps", "-o", "json").stdout)["jobs"]}
 
     def checkpoint(self, job_id, *flags):
-        return json.loads(self.ctl("job", "checkpoint", job_id, "-o", *flags).stdout)
+        return json.loads(self.ctl("job", "checkpoint", job_id, "-o", "json", *flags).stdout)
 
     def restore(self, *args):
-        return json.loads(self.ctl("job", "restore", *args, "-o").stdout)
+        return json.loads(self.ctl("job", "restore", *args, "-o", "json").stdout)
 
     def logs(self, job_id):
         return self.ctl("job", "logs", job_id).stdout
@@ -178,9 +179,32 @@ class Node:
                                interval=0.05)
 
     def cleanup(self):
-        """Every job killed and forgotten, then archd stopped (by pid)."""
+        """Every job killed and forgotten, then archd stopped (by pid). Should archd not
+        answer, its children (the jobs' session leaders) are killed by process group."""
         if self.archd.proc is None or self.archd.proc.poll() is not None:
             return
-        for job_id in self.jobs():
-            self.ctl("job", "rm", "--force", job_id, check=False)
-        assert self.archd.stop() == 0, self.archd.log_text()
+        try:
+            try:
+                self.archd.call("POST", "/v1/node/undrain")
+                for job_id in self.jobs():
+                    self.ctl("job", "rm", "--force", job_id, check=False)
+            finally:
+                for pid in children(self.archd.proc.pid):
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+        finally:
+            assert self.archd.stop() == 0, self.archd.log_text()
+
+
+def children(pid):
+    """The pids of `pid`'s children (from /proc)."""
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+        pass
+    return out
