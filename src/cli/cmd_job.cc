@@ -1,7 +1,6 @@
 // archctl job run|ps|logs|kill|rm|checkpoint|restore: process jobs, managed by archd (its
 // local API on [agent] socket: /v1/jobs). Also archd_call(), the API client the job,
 // process and config verbs share.
-#include <curl/curl.h>
 #include <fmt/core.h>
 #include <signal.h>
 #include <unistd.h>
@@ -24,33 +23,6 @@ namespace arch::cli {
 namespace {
 
 using nlohmann::json;
-
-std::size_t collect(char* data, std::size_t size, std::size_t n, void* out) {
-  static_cast<std::string*>(out)->append(data, size * n);
-  return size * n;
-}
-
-std::size_t collect_header(char* data, std::size_t size, std::size_t n, void* out) {
-  std::string line(data, size * n);
-  auto* reply = static_cast<ArchdReply*>(out);
-  auto value = [&](std::string_view name) -> std::optional<std::string> {
-    if (line.size() <= name.size() || strncasecmp(line.c_str(), name.data(), name.size()) != 0)
-      return std::nullopt;
-    std::string v = line.substr(name.size());
-    while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' ')) v.pop_back();
-    while (!v.empty() && v.front() == ' ') v.erase(0, 1);
-    return v;
-  };
-  if (auto v = value("X-Arch-Next-Offset:")) reply->next_offset = *v;
-  if (auto v = value("X-Arch-Job-State:")) reply->job_state = *v;
-  return size * n;
-}
-
-std::string socket_path() {
-  LoadedConfig loaded = load_node_config(config_path_from_env());
-  for (const auto& w : loaded.warnings) fmt::print(stderr, "warning: {}\n", w);
-  return loaded.config.agent.socket;
-}
 
 std::string age(long since) {
   if (since <= 0) return "-";
@@ -173,50 +145,6 @@ int follow_logs(const std::string& id, bool follow) {
 }
 
 }  // namespace
-
-Result<ArchdReply> archd_call(const std::string& method, const std::string& path, const json& body,
-                              long timeout_ms) {
-  static const bool initialised = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
-  static const std::string socket = socket_path();
-  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(initialised ? curl_easy_init() : nullptr,
-                                                           curl_easy_cleanup);
-  if (!curl) return fail("libcurl could not be initialised");
-  std::string url = "http://archd" + path, sent = body.is_null() ? "" : body.dump();
-  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-  CURL* c = curl.get();
-  ArchdReply reply;
-  curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket.c_str());
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-  if (method == "POST") {
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, sent.c_str());
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(sent.size()));
-  }
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &reply.body);
-  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect_header);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &reply);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  CURLcode rc = curl_easy_perform(c);
-  curl_slist_free_all(headers);
-  if (rc == CURLE_COULDNT_CONNECT) {
-    return fail("archd is not running (nothing answers on " + socket +
-                "): process jobs are managed by archd; start it (systemctl start archd)");
-  }
-  if (rc != CURLE_OK) return fail(fmt::format("archd on {}: {}", socket, curl_easy_strerror(rc)));
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply.status);
-  reply.json = json::parse(reply.body, nullptr, false);
-  if (reply.json.is_discarded()) reply.json = nullptr;
-  return reply;
-}
-
-std::string archd_error(const ArchdReply& r) {
-  std::string msg = r.json.is_object() ? r.json.value("error", "") : "";
-  return fmt::format("archd answered {}{}", r.status, msg.empty() ? "" : ": " + msg);
-}
 
 Handler add_job_command(CLI::App& app) {
   auto* job =

@@ -1,7 +1,6 @@
 // archctl node status|drain|undrain: the node agent (archd) through its local API,
 // HTTP/1.1 + JSON on the root-only unix socket [agent] socket (libcurl). When archd is
 // not running, `node drain` says so and names what still works without it.
-#include <curl/curl.h>
 #include <fmt/core.h>
 
 #include <chrono>
@@ -16,66 +15,13 @@ namespace {
 
 using nlohmann::json;
 
-struct Reply {
-  long status = 0;
-  json body;
-};
-
-std::size_t collect(char* data, std::size_t size, std::size_t n, void* out) {
-  static_cast<std::string*>(out)->append(data, size * n);
-  return size * n;
-}
-
-/// One request to archd: `method` `path` with an optional JSON body. Fails when archd
-/// cannot be reached (the message says so) or answers something that is not JSON.
-Result<Reply> call_archd(const std::string& socket, const char* method, const std::string& path,
-                         const json& body = nullptr) {
-  static const bool initialised = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
-  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(initialised ? curl_easy_init() : nullptr,
-                                                           curl_easy_cleanup);
-  if (!curl) return fail("libcurl could not be initialised");
-  std::string url = "http://archd" + path, sent = body.is_null() ? "" : body.dump(), received;
-  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-  CURL* c = curl.get();
-  curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket.c_str());
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-  if (std::string_view(method) == "POST") {
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, sent.c_str());
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(sent.size()));
-  }
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &received);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  CURLcode rc = curl_easy_perform(c);
-  curl_slist_free_all(headers);
-  if (rc == CURLE_COULDNT_CONNECT) {
-    return fail("archd is not running (nothing answers on " + socket + ")");
-  }
-  if (rc != CURLE_OK) {
-    return fail(fmt::format("archd on {}: {}", socket, curl_easy_strerror(rc)));
-  }
-  Reply reply;
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply.status);
-  reply.body = json::parse(received, nullptr, false);
-  if (reply.body.is_discarded())
-    return fail(fmt::format("archd answered {} without JSON", reply.status));
-  return reply;
-}
-
-std::string socket_path() {
-  LoadedConfig loaded = load_node_config(config_path_from_env());
-  for (const auto& w : loaded.warnings) fmt::print(stderr, "warning: {}\n", w);
-  return loaded.config.agent.socket;
-}
-
-// The reply's error message, for a non-2xx status.
-std::string api_error(const Reply& r) {
-  std::string msg = r.body.is_object() ? r.body.value("error", "") : "";
-  return fmt::format("archd answered {}{}", r.status, msg.empty() ? "" : ": " + msg);
+// archd_call() with the reply required to be JSON (every /v1/node and /v1/drains answer is).
+Result<ArchdReply> call_archd(const char* method, const std::string& path,
+                              const json& body = nullptr) {
+  auto r = archd_call(method, path, body, 60000);
+  if (!r) return r;
+  if (r->json.is_null()) return fail(fmt::format("archd answered {} without JSON", r->status));
+  return r;
 }
 
 std::string when(const json& t) {
@@ -141,50 +87,49 @@ void print_status(const json& s) {
 }
 
 int run_status(bool as_json) {
-  auto r = call_archd(socket_path(), "GET", "/v1/node/status");
+  auto r = call_archd("GET", "/v1/node/status");
   if (!r) return report_error(r.error().message());
-  if (r->status != 200) return report_error(api_error(*r));
+  if (r->status != 200) return report_error(archd_error(*r));
   if (as_json) {
-    fmt::print("{}\n", r->body.dump(2));
+    fmt::print("{}\n", r->json.dump(2));
   } else {
-    print_status(r->body);
+    print_status(r->json);
   }
   return 0;
 }
 
 // Polls drain `id` until it is no longer running; returns its record.
-Result<json> wait_for_drain(const std::string& socket, int64_t id) {
+Result<json> wait_for_drain(int64_t id) {
   for (;;) {
-    auto r = call_archd(socket, "GET", fmt::format("/v1/drains/{}", id));
+    auto r = call_archd("GET", fmt::format("/v1/drains/{}", id));
     if (!r) return std::unexpected(r.error());
-    if (r->status != 200) return fail(api_error(*r));
-    if (r->body.value("state", "") != "running") return r->body;
+    if (r->status != 200) return fail(archd_error(*r));
+    if (r->json.value("state", "") != "running") return r->json;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
 }
 
 int run_drain(const std::string& reason, double deadline, bool wait, bool as_json) {
-  std::string socket = socket_path();
   json body = {{"reason", reason.empty() ? "manual drain (archctl)" : reason},
                {"deadline_seconds", deadline}};
-  auto r = call_archd(socket, "POST", "/v1/node/drain", body);
+  auto r = call_archd("POST", "/v1/node/drain", body);
   if (!r) {
     return report_error(r.error().message() +
                         "\nThe node is not marked draining. To checkpoint every running "
                         "ARCH-enabled container without archd: archctl container finalize");
   }
-  if (r->status != 202) return report_error(api_error(*r));
-  int64_t id = r->body.value("drain_id", int64_t{0});
+  if (r->status != 202) return report_error(archd_error(*r));
+  int64_t id = r->json.value("drain_id", int64_t{0});
   if (!wait) {
     if (as_json) {
-      fmt::print("{}\n", r->body.dump(2));
+      fmt::print("{}\n", r->json.dump(2));
     } else {
       fmt::print("drain {} started: node marked draining, finalize running (deadline {} s)\n", id,
-                 r->body.value("deadline_seconds", 0.0));
+                 r->json.value("deadline_seconds", 0.0));
     }
     return 0;
   }
-  auto done = wait_for_drain(socket, id);
+  auto done = wait_for_drain(id);
   if (!done) return report_error(done.error().message());
   if (as_json) {
     fmt::print("{}\n", done->dump(2));
@@ -200,17 +145,17 @@ int run_drain(const std::string& reason, double deadline, bool wait, bool as_jso
 }
 
 int run_undrain(bool as_json) {
-  auto r = call_archd(socket_path(), "POST", "/v1/node/undrain");
+  auto r = call_archd("POST", "/v1/node/undrain");
   if (!r) return report_error(r.error().message());
-  if (r->status != 200) return report_error(api_error(*r));
+  if (r->status != 200) return report_error(archd_error(*r));
   if (as_json) {
-    fmt::print("{}\n", r->body.dump(2));
-  } else if (r->body["cancelled_drain"].is_number()) {
+    fmt::print("{}\n", r->json.dump(2));
+  } else if (r->json["cancelled_drain"].is_number()) {
     fmt::print("node no longer draining (drain {} cancelled: checkpoints in progress finish)\n",
-               r->body["cancelled_drain"].get<int64_t>());
+               r->json["cancelled_drain"].get<int64_t>());
   } else {
     fmt::print("node no longer draining{}\n",
-               r->body.value("was_draining", false) ? "" : " (it was not)");
+               r->json.value("was_draining", false) ? "" : " (it was not)");
   }
   return 0;
 }

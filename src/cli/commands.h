@@ -33,7 +33,7 @@ struct ArchdReply {
   std::string next_offset;  ///< X-Arch-Next-Offset (job logs).
   std::string job_state;    ///< X-Arch-Job-State (job logs).
 };
-/// `method` `path` to archd on the node config's [agent] socket (defined in cmd_job.cc).
+/// `method` `path` to archd on the node config's [agent] socket (archd_client.cc).
 /// Fails when archd cannot be reached; a non-2xx answer is a reply, not an error.
 Result<ArchdReply> archd_call(const std::string& method, const std::string& path,
                               const nlohmann::json& body = nullptr, long timeout_ms = 900000);
