@@ -1,6 +1,5 @@
 // archctl job run|ps|logs|kill|rm|checkpoint|restore: process jobs, managed by archd (its
-// local API on [agent] socket: /v1/jobs). Also archd_call(), the API client the job,
-// process and config verbs share.
+// local API on [agent] socket: /v1/jobs, through archd_call()).
 #include <fmt/core.h>
 #include <signal.h>
 #include <unistd.h>
