@@ -67,6 +67,8 @@ PACKAGES=(
     # runtime and tests (prometheus: promtool checks archd's metrics)
     runc containerd docker.io iptables busybox-static patchelf python3 python3-pytest prometheus
     iproute2 curl ca-certificates
+    # e2e: read zstd-compressed rootfs diffs ([checkpoint] rootfs_compression = zstd)
+    zstd
     # benchmarks
     podman
 )
