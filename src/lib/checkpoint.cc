@@ -222,12 +222,22 @@ struct ContainerCheckpoint::State {
     auto upper = overlay_upperdir(rootfs);
     if (!upper) return std::unexpected(upper.error().wrap("find the writable layer"));
     // The name restore opens; a zstd stream inside is recognised by its magic number.
-    auto tar = open_file(staging->path() + "/rootfs-diff.tar", O_WRONLY | O_CREAT | O_EXCL, 0600);
+    std::string path = staging->path() + "/rootfs-diff.tar";
+    auto tar = open_file(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
     if (!tar) return std::unexpected(tar.error());
     RootfsCaptureOptions capture;
     capture.zstd_level = options.rootfs_zstd_level;
     capture.zstd_threads = options.zstd_threads;
     auto stats = capture_rootfs_diff(*upper, tar->get(), capture);
+    if (!stats && capture.zstd_level > 0) {
+      // Saving the container matters more than its size: once more, uncompressed.
+      notes.push_back("rootfs diff written uncompressed: zstd failed (" +
+                      first_line(stats.error()) + ")");
+      options.rootfs_zstd_level = 0;
+      tar = open_file(path, O_WRONLY | O_TRUNC, 0600);
+      if (!tar) return std::unexpected(tar.error());
+      stats = capture_rootfs_diff(*upper, tar->get(), RootfsCaptureOptions{});
+    }
     if (!stats) return std::unexpected(stats.error().wrap("capture the rootfs diff"));
     timings["rootfs"] = ms_since(start);
     return {};
