@@ -182,7 +182,8 @@ struct ContainerCheckpoint::State {
         options(opts),
         store(rec.store, cfg.keep),
         runc(runc_bin, rec.runc_root, cfg.criu) {
-    if (options.rootfs_zstd_level < 0) options.rootfs_zstd_level = cfg.checkpoint.rootfs_zstd_level();
+    if (options.rootfs_zstd_level < 0)
+      options.rootfs_zstd_level = cfg.checkpoint.rootfs_zstd_level();
     if (options.zstd_threads < 0) options.zstd_threads = cfg.checkpoint.zstd_threads;
   }
 
@@ -304,9 +305,13 @@ ContainerCheckpoint& ContainerCheckpoint::operator=(ContainerCheckpoint&& other)
   }
   return *this;
 }
-ContainerCheckpoint::~ContainerCheckpoint() { abandon(); }
+ContainerCheckpoint::~ContainerCheckpoint() {
+  abandon();
+}
 
-const ContainerRecord& ContainerCheckpoint::container() const { return s_->c; }
+const ContainerRecord& ContainerCheckpoint::container() const {
+  return s_->c;
+}
 
 std::vector<std::string> ContainerCheckpoint::resume_argv() const {
   return s_->runc.resume_argv(s_->c.id);

@@ -40,8 +40,9 @@ struct CheckpointOptions {
 };
 
 struct CheckpointOutcome {
-  std::string path;                          ///< The committed checkpoint directory.
-  std::map<std::string, double> timings_ms;  ///< pre_dump, freeze, rootfs, dump, commit, end, total.
+  std::string path;  ///< The committed checkpoint directory.
+  std::map<std::string, double>
+      timings_ms;  ///< pre_dump, freeze, rootfs, dump, commit, end, total.
   uint64_t bytes = 0;
   /// What the user should know about how it was taken ("pre-copy not used: ...").
   std::vector<std::string> notes{};

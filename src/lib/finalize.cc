@@ -23,8 +23,8 @@
 #include <functional>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "criu_features.h"
@@ -148,7 +148,7 @@ namespace {
 // The registered containers that run, with the state runc gave for each: one `runc list`
 // per runc root (a `runc state` per container only when list fails).
 std::vector<std::pair<ContainerRecord, RuncState>> running_with_state(const NodeConfig& config,
-                                                                     const std::string& runc) {
+                                                                      const std::string& runc) {
   std::vector<std::pair<ContainerRecord, RuncState>> out;
   std::map<std::string, std::map<std::string, RuncState>> by_root;
   for (auto& rec : ContainerRegistry(config.state_dir).all()) {
@@ -233,8 +233,8 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
     auto secs = std::chrono::duration_cast<std::chrono::seconds>(deadline - Clock::now());
     CheckpointOptions mine = copts;
     mine.lock_timeout_s = static_cast<int>(std::clamp<long>(secs.count(), 1, 60));
-    auto c = ContainerCheckpoint::begin(report.containers[i].container, config, runc, mine,
-                                        states[i]);
+    auto c =
+        ContainerCheckpoint::begin(report.containers[i].container, config, runc, mine, states[i]);
     spent[i] += seconds_since(t0);
     if (!c) return failed(i, c.error());
     ckpts[i].emplace(std::move(*c));
@@ -283,9 +283,9 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
 }
 
 FinalizeReport finalize_impl(std::vector<ContainerRecord> containers,
-                             std::vector<std::optional<RuncState>> states,
-                             const NodeConfig& config, const std::string& runc,
-                             const FinalizeOptions& options, Clock::time_point start) {
+                             std::vector<std::optional<RuncState>> states, const NodeConfig& config,
+                             const std::string& runc, const FinalizeOptions& options,
+                             Clock::time_point start) {
   auto deadline = start + std::chrono::duration_cast<Clock::duration>(
                               std::chrono::duration<double>(options.deadline_seconds));
   if (options.on_start) options.on_start(containers);
@@ -341,8 +341,8 @@ FinalizeReport finalize_node(const NodeConfig& config, const std::string& runc,
     states.emplace_back(std::move(st));
   }
   double listed = seconds_since(start);
-  auto report = finalize_impl(std::move(containers), std::move(states), config, runc, options,
-                              start);
+  auto report =
+      finalize_impl(std::move(containers), std::move(states), config, runc, options, start);
   report.phase_seconds["list"] = listed;
   return report;
 }

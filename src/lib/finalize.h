@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <optional>
 #include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -71,7 +71,7 @@ int default_finalize_parallel();
 
 struct FinalizeOptions {
   double deadline_seconds = 110;  ///< From the call; containers not started by then are skipped.
-  int parallel = 0;  ///< Containers dumped at once; 0: default_finalize_parallel().
+  int parallel = 0;               ///< Containers dumped at once; 0: default_finalize_parallel().
   /// When set and true, containers not yet started are skipped ("cancelled").
   const std::atomic<bool>* cancel = nullptr;
   /// Called once with the containers chosen, before any checkpoint starts.

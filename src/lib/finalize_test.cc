@@ -184,7 +184,8 @@ TEST(Finalize, ChoosesOnlyRunningContainers) {
 }
 
 TEST(Finalize, OneRuncListPerRootInsteadOfAStatePerContainer) {
-  auto dir = std::filesystem::temp_directory_path() / ("arch-fin-list-" + std::to_string(::getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("arch-fin-list-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   // `list` answers for every container; `state` fails (and would show in the call log).
   std::string runc = (dir / "runc").string();

@@ -56,8 +56,8 @@ bool parse_int_in(ParseState* state, std::string_view key, std::string_view v, i
   long n = std::strtol(text.c_str(), &end, 10);
   if (text.empty() || *end != '\0' || n < lo || n > hi) {
     state->error = "[" + std::string(section) + "] " + std::string(key) +
-                   " must be a whole number from " +
-                   std::to_string(lo) + " to " + std::to_string(hi);
+                   " must be a whole number from " + std::to_string(lo) + " to " +
+                   std::to_string(hi);
     return false;
   }
   out = static_cast<int>(n);

@@ -144,8 +144,7 @@ Result<void> RuncClient::kill(const std::string& id, const std::string& signal) 
 }
 
 Result<void> RuncClient::checkpoint(const std::string& id, const std::string& images,
-                                    const std::string& work,
-                                    const std::vector<std::string>& extra,
+                                    const std::string& work, const std::vector<std::string>& extra,
                                     const std::string& criu_config) const {
   auto argv = base_argv();
   if (!criu_config.empty()) {

@@ -11,6 +11,7 @@ import concurrent.futures
 import io
 import json
 import os
+import signal
 import subprocess
 import tarfile
 
@@ -167,3 +168,53 @@ def test_zstd_rootfs_diff_is_recorded_and_restores(ctr_containers, zstd_archctl)
     c.run(cid, workloads.counter(path))
     c.assert_restored(cid, ckpt)
     check_counter_resumed(c, cid, path, ckpt)
+
+
+def test_archctl_killed_while_all_are_frozen_thaws_every_container(ctr_containers):
+    """Freezing every container first must not leave them frozen when finalize dies: the one
+    thaw guard of the finalize resumes all of them. kill -9 once all are frozen (one dump
+    worker, so most still wait for their dump): none stays paused, the ones not committed
+    go on counting, and the next finalize saves them."""
+    c = ctr_containers
+    path = "/data/count.txt"
+    ids = [checkpoint.new_id(f"kf{n}") for n in range(4)]
+    for cid in ids:
+        c.run(cid, workloads.counter(path))
+    for cid in ids:
+        proc.wait_until(lambda: counted(c, cid, path), 30, f"{cid} to count")
+
+    p = c.archctl.popen("container", "finalize", "--parallel", "1", "--deadline", "100")
+    try:
+        proc.wait_until(lambda: p.poll() is not None or all(
+            c.runc_status(cid) == "paused" for cid in ids), 60, "finalize to freeze all",
+            interval=0.005)
+        assert p.poll() is None, f"finalize ended before all were frozen: {p.communicate()}"
+    finally:
+        os.kill(p.pid, signal.SIGSTOP)
+        orphans = checkpoint.descendants(p.pid)
+        os.kill(p.pid, signal.SIGKILL)
+        p.communicate(timeout=10)
+    hung = checkpoint.wait_gone(orphans, 60)
+    for pid in hung:
+        os.kill(pid, signal.SIGKILL)
+    assert not hung, f"finalize's children did not finish after it was killed: {hung}"
+
+    proc.wait_until(lambda: all(c.runc_status(cid) != "paused" for cid in ids), 30,
+                    "the thaw guard to resume every container")
+    statuses = {cid: c.runc_status(cid) for cid in ids}
+    running = [cid for cid, s in statuses.items() if s == "running"]
+    assert set(statuses.values()) <= {"running", "stopped"}, statuses
+    assert running, f"every container was already committed and ended: {statuses}"
+    for cid in running:
+        _, now = c.wait_lines(cid, path, 1, workloads.parse_counter)
+        c.wait_lines(cid, path, len(now) + 3, workloads.parse_counter, timeout=15)
+
+    out = c.archctl.json("container", "finalize", "--deadline", "100")
+    results = {r["id"]: r for r in out["containers"] if r["namespace"] == c.ns}
+    assert sorted(results) == sorted(running), (results, statuses)
+    assert {r["result"] for r in results.values()} == {"checkpointed"}, results
+    for cid in running:
+        assert c.delete(cid) == 137
+        c.run(cid, workloads.counter(path))
+        c.assert_restored(cid, results[cid]["detail"])
+        check_counter_resumed(c, cid, path, results[cid]["detail"])
