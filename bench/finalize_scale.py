@@ -210,7 +210,7 @@ def bench_runc_loop(node, workload, n):
 class Podman:
     def __init__(self, workdir, archive):
         self.env = dict(os.environ, PATH=os.path.dirname(CRIU) + ":" + os.environ.get("PATH", ""))
-        store = os.path.join(workdir, "podman")
+        self.store = store = os.path.join(workdir, "podman")
         self.common = ["podman", "--root", os.path.join(store, "root"), "--runroot",
                        os.path.join(store, "run")]
         self.archive = archive
@@ -233,6 +233,11 @@ class Podman:
                 "run", "-d", "--name", name, "--network", "none", "--ulimit", "nproc=4096:4096",
                 "--ulimit", "nofile=1024:1024", workloads.IMAGE_NAME, *workload_argv(workload)),
                 names)
+            # `podman run -d` can return before a loaded machine started the container, and
+            # `checkpoint --all` refuses one still "created": wait until all run.
+            proc.wait_until(lambda: self.cmd("inspect", "-f", "{{.State.Status}}", *names)
+                            .stdout.split().count("running") == n, 300,
+                            "every Podman container to run", interval=0.5)
             if workload != "idle":
                 uppers = self.cmd("inspect", "-f", "{{.GraphDriver.Data.UpperDir}}",
                                   *names).stdout.split()
@@ -248,11 +253,21 @@ class Podman:
                 raise RuntimeError(f"podman checkpoint --all: states {sorted(set(states))}")
             return elapsed
         finally:
+            self.remove_all()
+
+    def remove_all(self):
+        """rm -af until nothing is left (a loaded machine can leave some behind)."""
+        for _ in range(3):
             self.cmd("rm", "-af", "-t", "0", check=False)
+            left = self.cmd("ps", "-aq", check=False).stdout.split()
+            if not left:
+                return
+        raise RuntimeError(f"podman containers left after rm -af: {left}")
 
     def stop(self):
-        self.cmd("rm", "-af", "-t", "0", check=False)
+        self.remove_all()  # raises before the store is reset while containers still run
         self.cmd("system", "reset", "-f", check=False)
+        daemons.unmount_all_under(self.store)  # the overlay driver's own bind mount
 
 
 def write_results(text):
@@ -321,11 +336,17 @@ def main():
                     if tag and (tag, workload, n) in PROFILES:
                         print(f"    {PROFILES[(tag, workload, n)]}", flush=True)
     finally:
+        podman_clean = True
         if podman:
-            podman.stop()
+            try:
+                podman.stop()
+            except RuntimeError as e:
+                podman_clean = False
+                print(f"NOT removing {workdir}: {e}", file=sys.stderr)
         if node:
             node.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if podman_clean:
+            shutil.rmtree(workdir, ignore_errors=True)
     load_after = open("/proc/loadavg").read().strip()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     cmdline = "bench/finalize_scale.py " + " ".join(sys.argv[1:])

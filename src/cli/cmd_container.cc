@@ -175,7 +175,7 @@ Handler add_container_command(CLI::App& app) {
   fin->add_option("--deadline", o->deadline, "Seconds; containers not started by then are skipped")
       ->capture_default_str();
   fin->add_option("--parallel", o->parallel,
-                  "Containers dumped at once (0: [agent] finalize_parallel, else one per CPU)")
+                  "Containers dumped at once (0: [agent] finalize_parallel, else two per CPU)")
       ->capture_default_str();
   fin->add_flag("--pre-copy{on}", o->pre_copy,
                 "Pre-dump running containers first, then dump what changed: --pre-copy (on), "

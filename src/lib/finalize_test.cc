@@ -143,7 +143,7 @@ TEST(Finalize, PreCopyModesAndDefaultParallel) {
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().message().find("off, on or auto"), std::string::npos);
   int cpus = static_cast<int>(std::thread::hardware_concurrency());
-  EXPECT_EQ(default_finalize_parallel(), std::clamp(cpus, 2, 32));
+  EXPECT_EQ(default_finalize_parallel(), std::clamp(2 * std::max(cpus, 1), 2, 32));
 }
 
 TEST(Finalize, NoContainersIsAnEmptyReport) {
