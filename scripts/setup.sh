@@ -69,6 +69,8 @@ PACKAGES=(
     iproute2 curl ca-certificates
     # two-node tests: a real shared file system (GlusterFS server and FUSE client)
     glusterfs-server glusterfs-client
+    # e2e: read zstd-compressed rootfs diffs ([checkpoint] rootfs_compression = zstd)
+    zstd
     # benchmarks (gnuplot-nox: the suite's PNG plots)
     podman gnuplot-nox
 )

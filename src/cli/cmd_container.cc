@@ -123,10 +123,20 @@ int run_checkpoint(const std::string& ref, bool leave_running, bool json) {
   return 0;
 }
 
-int run_finalize(double deadline_s, int parallel, bool json) {
+int run_finalize(double deadline_s, int parallel, const std::string& pre_copy,
+                 const std::string& order, bool json) {
   auto node = load_node();
   if (!node) return report_error(node.error().message());
-  FinalizeReport report = finalize_node(node->config, node->runc, {deadline_s, parallel});
+  FinalizeOptions options;
+  options.deadline_seconds = deadline_s;
+  options.parallel = parallel > 0 ? parallel : node->config.agent.finalize_parallel;
+  if (!pre_copy.empty()) {
+    auto mode = parse_pre_copy_mode(pre_copy);
+    if (!mode) return report_error("--pre-copy: " + mode.error().message());
+    options.pre_copy = *mode;
+  }
+  options.freeze_first = order != "one-by-one";
+  FinalizeReport report = finalize_node(node->config, node->runc, options);
   std::size_t failed = report.not_checkpointed();
   if (json) {
     fmt::print("{}\n", finalize_report_json(report).dump(2));
@@ -137,9 +147,11 @@ int run_finalize(double deadline_s, int parallel, bool json) {
     std::string detail = r.detail.substr(0, r.detail.find('\n'));
     fmt::print("{:<40} {:<13} {:>9.2f}  {}\n", r.container.ns + "/" + r.container.id,
                to_string(r.outcome), r.seconds, detail);
+    for (const auto& note : r.notes) fmt::print("{:<40} note: {}\n", "", note);
   }
-  fmt::print("{} containers, {} checkpointed, {} not, in {:.2f} s\n", report.containers.size(),
-             report.containers.size() - failed, failed, report.total_seconds);
+  fmt::print("{} containers, {} checkpointed, {} not, in {:.2f} s ({} at once)\n",
+             report.containers.size(), report.containers.size() - failed, failed,
+             report.total_seconds, report.parallel);
   return failed == 0 ? 0 : 1;
 }
 
@@ -153,7 +165,9 @@ Handler add_container_command(CLI::App& app) {
     bool leave_running = false;
     std::string output;
     double deadline = 110;
-    int parallel = 4;
+    int parallel = 0;
+    std::string pre_copy;
+    std::string order = "freeze-first";
   };
   auto o = std::make_shared<Opts>();
   auto* list =
@@ -166,14 +180,25 @@ Handler add_container_command(CLI::App& app) {
   auto* fin = cmd->add_subcommand("finalize", "Checkpoint every running ARCH-enabled container");
   fin->add_option("--deadline", o->deadline, "Seconds; containers not started by then are skipped")
       ->capture_default_str();
-  fin->add_option("--parallel", o->parallel, "Containers checkpointed at once")
+  fin->add_option("--parallel", o->parallel,
+                  "Containers dumped at once (0: [agent] finalize_parallel, else two per CPU)")
+      ->capture_default_str();
+  fin->add_flag("--pre-copy{on}", o->pre_copy,
+                "Pre-dump running containers first, then dump what changed: --pre-copy (on), "
+                "--pre-copy=off, --pre-copy=auto (when the kernel tracks dirty pages and the "
+                "deadline leaves room); default: [checkpoint] pre_copy")
+      ->check(CLI::IsMember({"on", "off", "auto"}));
+  fin->add_option("--order", o->order,
+                  "freeze-first: freeze all, then dump (default); one-by-one: freeze each "
+                  "just before its dump")
+      ->check(CLI::IsMember({"freeze-first", "one-by-one"}))
       ->capture_default_str();
   fin->add_option("-o,--output", o->output, "json for machine-readable output");
   return [=] {
     bool json = o->output == "json";
     if (list->parsed()) return run_list(json);
     if (ckpt->parsed()) return run_checkpoint(o->ref, o->leave_running, json);
-    return run_finalize(o->deadline, o->parallel, json);
+    return run_finalize(o->deadline, o->parallel, o->pre_copy, o->order, json);
   };
 }
 

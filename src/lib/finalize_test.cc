@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -116,6 +117,35 @@ TEST(Finalize, FailuresAreReportedWithTheirMessage) {
   EXPECT_TRUE(json["total_seconds"].is_number());
 }
 
+TEST(Finalize, NotesAndPreCopyReachTheReport) {
+  FinalizeOptions options;
+  options.checkpoint = [](const ContainerRecord&) -> Result<CheckpointOutcome> {
+    CheckpointOutcome out{"/ok", {{"dump", 12.5}}, 0};
+    out.notes = {"pre-copy not used: no soft-dirty; plain dump"};
+    out.pre_copy = "unavailable";
+    return out;
+  };
+  auto report =
+      finalize_containers(records(1), {}, "/bin/false", options, std::chrono::steady_clock::now());
+  EXPECT_EQ(report.parallel, default_finalize_parallel()) << "parallel 0 means the default";
+  auto json = finalize_report_json(report);
+  EXPECT_EQ(json["parallel"], default_finalize_parallel());
+  EXPECT_EQ(json["containers"][0]["pre_copy"], "unavailable");
+  EXPECT_EQ(json["containers"][0]["notes"][0], "pre-copy not used: no soft-dirty; plain dump");
+  EXPECT_EQ(json["containers"][0]["timings_ms"]["dump"], 12.5);
+}
+
+TEST(Finalize, PreCopyModesAndDefaultParallel) {
+  EXPECT_EQ(parse_pre_copy_mode("on"), PreCopyMode::kOn);
+  EXPECT_EQ(parse_pre_copy_mode("off"), PreCopyMode::kOff);
+  EXPECT_EQ(parse_pre_copy_mode("auto"), PreCopyMode::kAuto);
+  auto bad = parse_pre_copy_mode("yes");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("off, on or auto"), std::string::npos);
+  int cpus = static_cast<int>(std::thread::hardware_concurrency());
+  EXPECT_EQ(default_finalize_parallel(), std::clamp(2 * std::max(cpus, 1), 2, 32));
+}
+
 TEST(Finalize, NoContainersIsAnEmptyReport) {
   auto report = finalize_containers({}, {}, "/bin/false", {}, std::chrono::steady_clock::now());
   EXPECT_TRUE(report.containers.empty());
@@ -150,6 +180,40 @@ TEST(Finalize, ChoosesOnlyRunningContainers) {
   auto report = finalize_node(config, runc, options);
   ASSERT_EQ(report.containers.size(), 1u);
   EXPECT_EQ(report.containers[0].container.id, "up");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Finalize, OneRuncListPerRootInsteadOfAStatePerContainer) {
+  auto dir =
+      std::filesystem::temp_directory_path() / ("arch-fin-list-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  // `list` answers for every container; `state` fails (and would show in the call log).
+  std::string runc = (dir / "runc").string();
+  std::string calls = (dir / "calls").string();
+  {
+    std::ofstream f(runc);
+    f << "#!/bin/sh\necho \"$*\" >> " << calls << "\n"
+      << "case \"$*\" in *' list --format json') ;; *) exit 1;; esac\n"
+         "echo '[{\"id\":\"up\",\"status\":\"running\",\"pid\":7,\"bundle\":\"/b\"},"
+         "{\"id\":\"frozen\",\"status\":\"paused\",\"pid\":8,\"bundle\":\"/b\"},"
+         "{\"id\":\"up2\",\"status\":\"running\",\"pid\":9,\"bundle\":\"/b\"}]'\n";
+  }
+  ::chmod(runc.c_str(), 0755);
+  NodeConfig config;
+  config.state_dir = (dir / "state").string();
+  ContainerRegistry reg(config.state_dir);
+  for (const char* id : {"up", "frozen", "up2"}) ASSERT_TRUE(reg.record(record(id)));
+
+  auto running = running_containers(config, runc);
+  std::vector<std::string> ids;
+  for (const auto& r : running) ids.push_back(r.id);
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<std::string>{"up", "up2"}));
+  std::ifstream log(calls);
+  std::string line;
+  int n = 0;
+  while (std::getline(log, line)) ++n;
+  EXPECT_EQ(n, 1) << "expected a single runc list for the one runc root";
   std::filesystem::remove_all(dir);
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 #include "file_util.h"
 
@@ -49,13 +50,14 @@ struct ParseState {
 
 // An integer in [lo, hi], or an error naming the key.
 bool parse_int_in(ParseState* state, std::string_view key, std::string_view v, int lo, int hi,
-                  int& out) {
+                  int& out, std::string_view section = "agent") {
   char* end = nullptr;
   std::string text(v);
   long n = std::strtol(text.c_str(), &end, 10);
   if (text.empty() || *end != '\0' || n < lo || n > hi) {
-    state->error = "[agent] " + std::string(key) + " must be a whole number from " +
-                   std::to_string(lo) + " to " + std::to_string(hi);
+    state->error = "[" + std::string(section) + "] " + std::string(key) +
+                   " must be a whole number from " + std::to_string(lo) + " to " +
+                   std::to_string(hi);
     return false;
   }
   out = static_cast<int>(n);
@@ -102,7 +104,29 @@ int on_agent_entry(ParseState* state, std::string_view k, std::string_view v) {
   }
   if (k == "safety_margin_seconds")
     return parse_int_in(state, k, v, 0, 600, a.safety_margin_seconds);
-  if (k == "finalize_parallel") return parse_int_in(state, k, v, 1, 256, a.finalize_parallel);
+  if (k == "finalize_parallel") return parse_int_in(state, k, v, 0, 256, a.finalize_parallel);
+  return 1;
+}
+
+int on_checkpoint_entry(ParseState* state, std::string_view k, std::string_view v) {
+  auto& c = state->config.checkpoint;
+  auto one_of = [&](std::string& out, std::initializer_list<std::string_view> allowed) {
+    for (auto a : allowed) {
+      if (v == a) {
+        out = v;
+        return 1;
+      }
+    }
+    std::string names;
+    for (auto a : allowed) names += (names.empty() ? "" : " or ") + std::string(a);
+    state->error = "[checkpoint] " + std::string(k) + " must be " + names;
+    return 0;
+  };
+  if (k == "rootfs_compression") return one_of(c.rootfs_compression, {"none", "zstd"});
+  if (k == "pre_copy") return one_of(c.pre_copy, {"off", "on", "auto"});
+  if (k == "network_lock") return one_of(c.network_lock, {"skip", "iptables", "nftables"});
+  if (k == "zstd_level") return parse_int_in(state, k, v, 1, 19, c.zstd_level, "checkpoint");
+  if (k == "zstd_threads") return parse_int_in(state, k, v, 0, 64, c.zstd_threads, "checkpoint");
   return 1;
 }
 
@@ -185,6 +209,7 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
   }
   if (s == "agent") return on_agent_entry(state, k, v);
   if (s == "jobs") return on_jobs_entry(state, k, v);
+  if (s == "checkpoint") return on_checkpoint_entry(state, k, v);
   if (s == "log" && k == "level") {
     auto level = parse_log_level(v);
     if (!level) {

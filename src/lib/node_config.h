@@ -12,6 +12,8 @@
 //              rebalance_action, finalize_parallel, containerd_address (see NodeConfig::Agent)
 //   [jobs]     dump_dir, compression = zstd|none, compression_level = 1-19,
 //              leave_running = true|false (see NodeConfig::Jobs)
+//   [checkpoint] rootfs_compression = none|zstd   zstd_level = 3   zstd_threads = 0
+//              pre_copy = off|on|auto   network_lock = skip|iptables|nftables
 // The file and its directory must be owned by root and not writable by group or others;
 // otherwise nothing in it is used (root would be executing what another user chose).
 #pragma once
@@ -60,7 +62,7 @@ struct NodeConfig {
     int imds_token_ttl_seconds = 21600;                         ///< 1-21600.
     int safety_margin_seconds = 15;                             ///< Kept free before the reclaim.
     std::string rebalance_action = "none";                      ///< none | drain.
-    int finalize_parallel = 4;                                  ///< 1-256.
+    int finalize_parallel = 0;  ///< 1-256; 0: sized to the machine (default_finalize_parallel).
     std::string containerd_address = "/run/containerd/containerd.sock";  ///< Event stream.
   } agent;
 
@@ -71,6 +73,22 @@ struct NodeConfig {
     int compression_level = 1;  ///< zstd level, 1-19 (1: measured fastest on memory images).
     bool leave_running = false; ///< Default of `job checkpoint`: keep the job running after the dump.
   } jobs;
+  /// [checkpoint]: how checkpoints are written.
+  struct Checkpoint {
+    std::string rootfs_compression = "none";  ///< none | zstd (the rootfs diff).
+    int zstd_level = 3;                       ///< 1-19.
+    int zstd_threads = 0;                     ///< 0-64; 0: one per CPU.
+    std::string pre_copy = "auto";            ///< off | on | auto (finalize; see finalize.h).
+    /// CRIU's network lock during a dump: skip | iptables | nftables. skip (the default):
+    /// ARCH never dumps TCP connections (CRIU refuses established ones without
+    /// --tcp-established, which ARCH does not pass), so the lock protects nothing here and
+    /// costs four iptables-restore runs per dump (~25% of a small container's dump).
+    std::string network_lock = "skip";
+    /// The rootfs diff's zstd level, 0 when it is not compressed.
+    [[nodiscard]] int rootfs_zstd_level() const {
+      return rootfs_compression == "zstd" ? zstd_level : 0;
+    }
+  } checkpoint;
 };
 
 /// Where archd records each task's exit status for arch-runc: <state dir>/exits/<ns>/<id>.

@@ -60,6 +60,38 @@ TEST(NodeConfig, AgentSection) {
   EXPECT_FALSE(parse_node_config("[agent]\nsocket = relative.sock\n"));
 }
 
+TEST(NodeConfig, CheckpointSection) {
+  auto d = parse_node_config("");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->checkpoint.rootfs_zstd_level(), 0) << "the rootfs diff is uncompressed by default";
+  EXPECT_EQ(d->checkpoint.pre_copy, "auto");
+  EXPECT_EQ(d->agent.finalize_parallel, 0) << "0: sized to the machine";
+  auto c = parse_node_config(
+      "[checkpoint]\nzstd_level = 7\nrootfs_compression = zstd\nzstd_threads = 2\n"
+      "pre_copy = off\n[agent]\nfinalize_parallel = 0\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->checkpoint.rootfs_zstd_level(), 7);
+  EXPECT_EQ(c->checkpoint.zstd_threads, 2);
+  EXPECT_EQ(c->checkpoint.pre_copy, "off");
+  auto bad = parse_node_config("[checkpoint]\nrootfs_compression = lz4\n");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("[checkpoint] rootfs_compression must be none or zstd"),
+            std::string::npos)
+      << bad.error().message();
+  auto level = parse_node_config("[checkpoint]\nzstd_level = 20\n");
+  ASSERT_FALSE(level);
+  EXPECT_NE(level.error().message().find("[checkpoint] zstd_level must be a whole number from 1"),
+            std::string::npos)
+      << level.error().message();
+  EXPECT_FALSE(parse_node_config("[checkpoint]\npre_copy = sometimes\n"));
+  EXPECT_EQ(d->checkpoint.network_lock, "skip");
+  auto nft = parse_node_config("[checkpoint]\nnetwork_lock = nftables\n");
+  ASSERT_TRUE(nft);
+  EXPECT_EQ(nft->checkpoint.network_lock, "nftables");
+  EXPECT_FALSE(parse_node_config("[checkpoint]\nnetwork_lock = off\n"));
+  EXPECT_FALSE(parse_node_config("[agent]\nfinalize_parallel = -1\n"));
+}
+
 TEST(NodeConfig, DefaultsWhenEmpty) {
   auto c = parse_node_config("");
   ASSERT_TRUE(c);

@@ -47,6 +47,7 @@
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <thread>
 #include <unordered_set>
 #include <utility>
 
@@ -288,7 +289,8 @@ Result<void> refuse_lower_references(const Xattrs& xattrs, const std::string& pa
 // Walks one upperdir and writes its tar.
 class DiffWriter {
  public:
-  explicit DiffWriter(int out_fd) : sink_{out_fd, std::nullopt} {}
+  DiffWriter(int out_fd, const RootfsCaptureOptions& options)
+      : sink_{out_fd, std::nullopt}, options_(options) {}
   DiffWriter(const DiffWriter&) = delete;
   DiffWriter& operator=(const DiffWriter&) = delete;
   // A capture that did not finish must not end its tar: it would look complete.
@@ -316,9 +318,11 @@ class DiffWriter {
   Result<void> write_extents(int fd, const std::vector<Extent>& extents, const std::string& path);
   Result<void> write_data(const char* data, size_t size);
   Result<void> skip(const std::string& path, std::string_view why);
+  Result<void> add_zstd(archive* a) const;
 
   ArchiveWriter a_{nullptr, &archive_write_free};
   TarSink sink_;
+  RootfsCaptureOptions options_;
   bool closed_ = false;
   std::map<std::pair<dev_t, ino_t>, std::string> first_link_;
   std::vector<char> buf_ = std::vector<char>(kIoBlock);
@@ -328,12 +332,35 @@ Result<void> DiffWriter::open() {
   a_.reset(archive_write_new());
   if (!a_) return fail("archive_write_new failed");
   archive* a = a_.get();
+  if (options_.zstd_level != 0) {
+    if (auto z = add_zstd(a); !z) return z;
+  }
   bool ok = archive_write_set_format_pax(a) == ARCHIVE_OK &&
             archive_write_set_format_option(a, "pax", "hdrcharset", "BINARY") == ARCHIVE_OK &&
             archive_write_set_bytes_per_block(a, 64 * 1024) == ARCHIVE_OK &&
             archive_write_set_bytes_in_last_block(a, 1) == ARCHIVE_OK &&
             archive_write_open(a, &sink_, nullptr, write_to_sink, nullptr) == ARCHIVE_OK;
   if (!ok) return std::unexpected(tar_error(a, sink_.error).wrap("start tar"));
+  return {};
+}
+
+// zstd over the tar stream: libarchive's filter, multithreaded (one worker per CPU unless
+// told otherwise) where the libzstd it was built with supports it.
+Result<void> DiffWriter::add_zstd(archive* a) const {
+  if (options_.zstd_level < 1 || options_.zstd_level > 19) {
+    return fail(fmt::format("zstd level {} is not in 1-19", options_.zstd_level));
+  }
+  int threads = options_.zstd_threads > 0 ? options_.zstd_threads
+                                          : static_cast<int>(std::thread::hardware_concurrency());
+  std::string level = std::to_string(options_.zstd_level);
+  std::string workers = std::to_string(std::max(1, threads));
+  if (archive_write_add_filter_zstd(a) != ARCHIVE_OK ||
+      archive_write_set_filter_option(a, "zstd", "compression-level", level.c_str()) !=
+          ARCHIVE_OK) {
+    return std::unexpected(tar_error(a, sink_.error).wrap("zstd filter"));
+  }
+  // Older libarchive has no "threads" option: single-threaded zstd then.
+  (void)archive_write_set_filter_option(a, "zstd", "threads", workers.c_str());
   return {};
 }
 
@@ -986,7 +1013,10 @@ Result<void> DiffApplier::finish() {
 // silently lose its tail, so the end-of-archive marker (two zero blocks) must be present.
 Result<void> check_end_marker(archive* a, const TarSource& source) {
   la_int64_t end = archive_read_header_position(a);
-  if (end < 0 || source.bytes < static_cast<uint64_t>(end) + 1024) {
+  // The tar bytes the reader got: the file's own, or what zstd decompressed from it.
+  uint64_t got = archive_filter_count(a) > 1 ? static_cast<uint64_t>(archive_filter_bytes(a, 0))
+                                             : source.bytes;
+  if (end < 0 || got < static_cast<uint64_t>(end) + 1024) {
     return fail("read tar: truncated: no end-of-archive marker");
   }
   return {};
@@ -1064,10 +1094,15 @@ Result<void> reset_overlay(const std::string& mountpoint) {
 }
 
 Result<RootfsDiffStats> capture_rootfs_diff(const std::string& upperdir, int out_fd) {
+  return capture_rootfs_diff(upperdir, out_fd, RootfsCaptureOptions{});
+}
+
+Result<RootfsDiffStats> capture_rootfs_diff(const std::string& upperdir, int out_fd,
+                                            const RootfsCaptureOptions& options) {
   auto failed = [](const Error& e) { return std::unexpected(e.wrap("capture diff")); };
   auto root = open_file(upperdir, O_RDONLY | O_DIRECTORY);
   if (!root) return failed(root.error());
-  DiffWriter writer(out_fd);
+  DiffWriter writer(out_fd, options);
   if (auto r = writer.open(); !r) return failed(r.error());
   if (auto r = writer.walk(root->get(), ""); !r) return failed(r.error());
   if (auto r = writer.close(); !r) return failed(r.error());
@@ -1085,6 +1120,9 @@ Result<RootfsDiffStats> apply_rootfs_diff(int in_fd, const std::string& rootfs) 
   std::unique_ptr<archive, int (*)(archive*)> a(archive_read_new(), &archive_read_free);
   if (!a) return failed(Error("archive_read_new failed"));
   archive_read_support_format_tar(a.get());
+  // Plain tar (every checkpoint before compression existed) or zstd, told by the magic.
+  archive_read_support_filter_none(a.get());
+  archive_read_support_filter_zstd(a.get());
   if (archive_read_open(a.get(), &source, nullptr, read_from_source, nullptr) != ARCHIVE_OK) {
     return failed(tar_error(a.get(), source.error).wrap("read tar"));
   }

@@ -46,7 +46,17 @@ Result<void> reset_overlay(const std::string& mountpoint);
 /// Fails on metacopy/redirect upper layers, whose data lives partly in the lower layers.
 Result<RootfsDiffStats> capture_rootfs_diff(const std::string& upperdir, int out_fd);
 
-/// Reads a tar made by capture_rootfs_diff (or any OCI layer tar) from `in_fd` and applies
+/// How capture_rootfs_diff writes its stream.
+struct RootfsCaptureOptions {
+  int zstd_level = 0;    ///< 1-19: a zstd stream of the tar; 0: the plain tar.
+  int zstd_threads = 0;  ///< zstd workers; 0: one per CPU.
+};
+/// Same, compressed as `options` say. apply_rootfs_diff() reads either form.
+Result<RootfsDiffStats> capture_rootfs_diff(const std::string& upperdir, int out_fd,
+                                            const RootfsCaptureOptions& options);
+
+/// Reads a tar made by capture_rootfs_diff (or any OCI layer tar), plain or zstd-compressed
+/// (recognised by its magic number), from `in_fd` and applies
 /// it into the directory `rootfs`: whiteouts delete, opaque markers empty the directory's
 /// existing children, every other entry is created or replaced with its metadata.
 /// Nothing outside `rootfs` is ever touched, whatever symlinks the rootfs contains: every

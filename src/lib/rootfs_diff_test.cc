@@ -729,3 +729,77 @@ TEST(RootfsDiff, RejectsCorruptAndTruncatedTars) {
 
 }  // namespace
 }  // namespace arch
+
+namespace arch {
+namespace {
+
+Result<RootfsDiffStats> capture_zstd_to(const std::string& upper, const std::string& tar,
+                                        int level = 3) {
+  UniqueFd fd(::open(tar.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  return capture_rootfs_diff(upper, fd.get(), {.zstd_level = level, .zstd_threads = 2});
+}
+
+TEST(RootfsDiff, ZstdCaptureAppliesLikeThePlainTar) {
+  TempDir t;
+  std::string u = t / "upper";
+  make_dirs(u + "/d/e");
+  write_file(u + "/d/e/f.txt", std::string(3 << 20, 'x') + "end");
+  write_sparse(u + "/d/sparse");
+  write_file(u + "/one", "1");
+  ASSERT_EQ(::symlink("e/f.txt", (u + "/d/to-f").c_str()), 0);
+  stamp_tree(u, 1650000000);
+  Listing before = listing(u);
+
+  auto plain = capture_to(u, t / "plain.tar");
+  ASSERT_TRUE(plain) << plain.error().message();
+  auto packed = capture_zstd_to(u, t / "packed.tar");
+  ASSERT_TRUE(packed) << packed.error().message();
+  EXPECT_EQ(packed->bytes, plain->bytes) << "the stats count file data, not stream bytes";
+  std::string z = slurp(t / "packed.tar");
+  ASSERT_GE(z.size(), 4u);
+  EXPECT_EQ(z.substr(0, 4), std::string("\x28\xb5\x2f\xfd", 4)) << "not a zstd frame";
+  EXPECT_LT(z.size() * 20, slurp(t / "plain.tar").size()) << "3 MiB of 'x' barely shrank";
+
+  make_dirs(t / "root");
+  auto applied = apply_from(t / "packed.tar", t / "root");
+  ASSERT_TRUE(applied) << applied.error().message();
+  EXPECT_EQ(listing_text(listing(t / "root")), listing_text(before));
+}
+
+TEST(RootfsDiff, ZstdLevelOutOfRangeIsRefused) {
+  TempDir t;
+  make_dirs(t / "upper");
+  auto r = capture_zstd_to(t / "upper", t / "x.tar", 42);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("zstd level 42"), std::string::npos) << r.error().message();
+}
+
+TEST(RootfsDiff, RejectsTruncatedZstdStreams) {
+  TempDir t;
+  make_dirs(t / "upper/d");
+  // Data zstd cannot shrink much, so that cutting the stream cuts the tar too.
+  std::string noise;
+  uint32_t x = 12345;
+  for (int i = 0; i < 300000; ++i) {
+    x = x * 1103515245u + 12345u;
+    noise += static_cast<char>(x >> 24);
+  }
+  write_file(t / "upper/d/big", noise);
+  write_file(t / "upper/last", "last\n");
+  ASSERT_TRUE(capture_zstd_to(t / "upper", t / "good.tar"));
+  std::string good = slurp(t / "good.tar");
+  auto try_apply = [&](std::string_view data) {
+    write_file(t / "bad.tar", data);
+    fs::remove_all(t / "root");
+    make_dirs(t / "root");
+    return apply_from(t / "bad.tar", t / "root");
+  };
+  ASSERT_TRUE(try_apply(good));
+  for (std::size_t cut : {good.size() / 2, good.size() - 8, std::size_t{100}}) {
+    auto r = try_apply(good.substr(0, cut));
+    EXPECT_FALSE(r) << "a zstd stream cut at " << cut << " of " << good.size() << " applied";
+  }
+}
+
+}  // namespace
+}  // namespace arch

@@ -21,6 +21,21 @@ Result<RuncState> parse_runc_state(std::string_view json_text) {
   return s;
 }
 
+Result<std::vector<RuncState>> parse_runc_list(std::string_view json_text) {
+  auto doc = nlohmann::json::parse(json_text, nullptr, false);
+  if (doc.is_discarded()) return fail("runc list: output is not JSON");
+  std::vector<RuncState> out;
+  if (doc.is_null()) return out;
+  if (!doc.is_array()) return fail("runc list: output is not a JSON array");
+  for (const auto& item : doc) {
+    if (!item.is_object()) return fail("runc list: an entry is not an object");
+    auto s = parse_runc_state(item.dump());
+    if (!s) return std::unexpected(s.error());
+    out.push_back(std::move(*s));
+  }
+  return out;
+}
+
 std::vector<std::string> RuncClient::base_argv(const std::string& log_file) const {
   std::vector<std::string> argv = {runc_, "--root", root_};
   if (!criu_.empty()) {
@@ -90,6 +105,14 @@ Result<RuncState> RuncClient::state(const std::string& id) const {
   return parse_runc_state(r->out);
 }
 
+Result<std::vector<RuncState>> RuncClient::list() const {
+  auto argv = base_argv();
+  argv.insert(argv.end(), {"list", "--format", "json"});
+  auto r = run(argv, "runc list");
+  if (!r) return std::unexpected(r.error());
+  return parse_runc_list(r->out);
+}
+
 Result<void> RuncClient::pause(const std::string& id) const {
   auto argv = base_argv();
   argv.insert(argv.end(), {"pause", id});
@@ -121,9 +144,14 @@ Result<void> RuncClient::kill(const std::string& id, const std::string& signal) 
 }
 
 Result<void> RuncClient::checkpoint(const std::string& id, const std::string& images,
-                                    const std::string& work,
-                                    const std::vector<std::string>& extra) const {
+                                    const std::string& work, const std::vector<std::string>& extra,
+                                    const std::string& criu_config) const {
   auto argv = base_argv();
+  if (!criu_config.empty()) {
+    // runc hands its environment to `criu swrk`, which reads this file after runc's RPC
+    // options (CRIU's documented CRIU_CONFIG_FILE); env(1) sets it for this call only.
+    argv.insert(argv.begin(), {"/usr/bin/env", "CRIU_CONFIG_FILE=" + criu_config});
+  }
   argv.insert(argv.end(), {"checkpoint", "--image-path", images, "--work-path", work});
   argv.insert(argv.end(), extra.begin(), extra.end());
   argv.push_back(id);

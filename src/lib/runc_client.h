@@ -21,6 +21,8 @@ struct RuncState {
 
 /// Parses `runc state` JSON.
 Result<RuncState> parse_runc_state(std::string_view json_text);
+/// Parses `runc list --format json` output (a JSON array of states, or null when empty).
+Result<std::vector<RuncState>> parse_runc_list(std::string_view json_text);
 
 class RuncClient {
  public:
@@ -29,14 +31,19 @@ class RuncClient {
       : runc_(std::move(runc)), root_(std::move(root)), criu_(std::move(criu)) {}
 
   Result<RuncState> state(const std::string& id) const;
+  /// `runc list --format json`: every container under this root, one runc call.
+  Result<std::vector<RuncState>> list() const;
   Result<void> pause(const std::string& id) const;
   Result<void> resume(const std::string& id) const;
   /// The argv of `runc resume ID` (for a process that must thaw it without us).
   std::vector<std::string> resume_argv(const std::string& id) const;
   Result<void> kill(const std::string& id, const std::string& signal) const;
-  /// `runc checkpoint --image-path IMAGES --work-path WORK [extra...] ID`.
+  /// `runc checkpoint --image-path IMAGES --work-path WORK [extra...] ID`. A non-empty
+  /// `criu_config` is a CRIU configuration file runc's CRIU reads (CRIU_CONFIG_FILE): runc
+  /// has no flag for most CRIU options (e.g. network-lock).
   Result<void> checkpoint(const std::string& id, const std::string& images, const std::string& work,
-                          const std::vector<std::string>& extra) const;
+                          const std::vector<std::string>& extra,
+                          const std::string& criu_config = {}) const;
   /// `runc restore --detach --image-path IMAGES --work-path WORK [flags...] ID`, where
   /// `flags` carries the caller's create flags (bundle, pid-file, console-socket ...).
   Result<void> restore(const std::string& id, const std::string& images, const std::string& work,

@@ -87,10 +87,6 @@ def test_lazy_daemon_ends_with_a_container_killed_early(ctr_containers):
                     "the lazy-pages daemon to end with its container")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "checkpoint_container (src/lib/checkpoint.cc, not this branch's file) must call "
-    "wait_for_lazy_pages(c.bundle, ...) before it freezes the container; with that call "
-    "this test passes, without it the second checkpoint loses the pages not yet served"))
 def test_checkpoint_while_pages_are_still_served_keeps_memory(ctr_containers):
     """A lazily restored container checkpointed again at once (its daemon still copying
     pages) must come back from that second checkpoint with its memory bit for bit: CRIU

@@ -1,0 +1,220 @@
+"""Finalize through the phased pipeline (one `runc list`, lock all, freeze all, dump in a pool
+sized to the machine) on a handful of containers, and the zstd-compressed rootfs diff.
+
+What a user cares about: every container is checkpointed, ends, and comes back exactly where
+it was (counters continue without gap or repeat, 16 MiB of memory bit for bit), whichever
+order finalize did the work in; a compressed rootfs diff restores through the unchanged
+restore path. The 25..200-container timings are bench/finalize_scale.py's job, not a test's.
+"""
+
+import concurrent.futures
+import io
+import json
+import os
+import signal
+import subprocess
+import tarfile
+
+import pytest
+
+from archtest import checkpoint, daemons, proc, workloads
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def diff_member(ckpt, path):
+    """A file's bytes from the checkpoint's rootfs-diff.tar, plain or zstd-compressed."""
+    with open(os.path.join(ckpt, "rootfs-diff.tar"), "rb") as f:
+        data = f.read()
+    if data.startswith(ZSTD_MAGIC):
+        data = subprocess.run(["zstd", "-dc"], input=data, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar.getmembers():
+            name = member.name[2:] if member.name.startswith("./") else member.name
+            if name.lstrip("/") == path.lstrip("/") and member.isfile():
+                return tar.extractfile(member).read()
+    return None
+
+
+def manifest_of(ckpt):
+    with open(os.path.join(ckpt, "manifest.json")) as f:
+        return json.load(f)
+
+
+def counted(c, cid, path, n=3):
+    try:
+        return len(workloads.parse_counter(c.read_host(cid, path) or "")[1]) >= n
+    except AssertionError:
+        return False
+
+
+def check_counter_resumed(c, cid, path, ckpt, progress=3):
+    """The checkpoint holds a prefix of the file; the same process (same start line) goes
+    on from there, no value repeated or missing."""
+    at_checkpoint = diff_member(ckpt, path)
+    assert at_checkpoint is not None, f"{path} is not in the checkpoint's rootfs diff"
+    uuid0, values0 = workloads.parse_counter(at_checkpoint.decode())
+    workloads.check_sequence(values0, f"{path} at the checkpoint")
+    uuid, values = c.wait_lines(cid, path, len(values0) + progress, workloads.parse_counter)
+    assert uuid == uuid0, f"{path}: the process started again instead of resuming"
+    workloads.check_sequence(values, f"{path} after the restore")
+    return len(values0)
+
+
+def request_sum(c, cid, after_tick):
+    """SIGUSR1 to the memory workload; returns its next (tick, crc) line past after_tick."""
+    c.signal(cid, "SIGUSR1")
+
+    def answered():
+        sums = workloads.parse_sums(c.read(cid, "/data/sums.txt") or "")
+        return next(((t, crc) for t, crc in sums if t > after_tick), None)
+
+    return proc.wait_until(answered, 30, f"{cid} to write a checksum", interval=0.05)
+
+
+def test_finalize_freezes_all_then_dumps_and_everything_resumes(ctr_containers):
+    c = ctr_containers
+    path = "/data/count.txt"
+    counters = [checkpoint.new_id(f"fs{n}") for n in range(4)]
+    mem = checkpoint.new_id("fsmem")
+    mem_argv = workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=16)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda cid: c.run(cid, workloads.counter(path)), counters))
+    c.run(mem, mem_argv)
+    for cid in counters:
+        proc.wait_until(lambda: counted(c, cid, path), 30, f"{cid} to count")
+    c.wait_lines(mem, "/data/ticks.txt", 2, workloads.parse_counter)
+
+    out = c.archctl.json("container", "finalize", "--deadline", "100")
+    mine = counters + [mem]
+    results = {r["id"]: r for r in out["containers"] if r["namespace"] == c.ns}
+    assert sorted(results) == sorted(mine), out
+    failed = {cid: r["detail"] for cid, r in results.items() if r["result"] != "checkpointed"}
+    assert not failed, failed
+    # The phased pipeline ran: every container was locked and frozen before the dumps.
+    assert {"list", "lock", "freeze", "dump"} <= set(out["phase_seconds"]), out["phase_seconds"]
+    assert out["parallel"] >= 2, out["parallel"]
+    for cid, r in results.items():
+        assert {"freeze", "rootfs", "dump", "commit", "end"} <= set(r["timings_ms"]), (cid, r)
+        extra = manifest_of(r["detail"])["extra"]
+        assert extra["rootfs_diff"]["compression"] == "none", extra
+        # CRIU's network lock is skipped (no TCP state is ever dumped), through a CRIU
+        # config file kept beside the dump log.
+        assert extra["network_lock"] == "skip", extra
+        with open(os.path.join(r["detail"], "criu", "arch-criu.conf")) as f:
+            assert f.read() == "network-lock skip\n"
+
+    statuses = {cid: c.delete(cid) for cid in mine}
+    assert set(statuses.values()) == {137}, statuses
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda cid: c.run(cid, workloads.counter(path)), counters))
+    c.run(mem, mem_argv)
+    for cid in mine:
+        c.assert_restored(cid, results[cid]["detail"])
+    for cid in counters:
+        check_counter_resumed(c, cid, path, results[cid]["detail"])
+    n = check_counter_resumed(c, mem, "/data/ticks.txt", results[mem]["detail"], progress=2)
+    tick, crc = request_sum(c, mem, n)
+    assert crc == workloads.expected_memory_crc(tick, mib=16), (
+        f"16 MiB of memory after the restore do not match the pattern at tick {tick}")
+
+
+def test_finalize_one_by_one_order_still_works(ctr_containers):
+    """--order one-by-one (freeze each just before its dump) gives the same result."""
+    c = ctr_containers
+    path = "/data/count.txt"
+    ids = [checkpoint.new_id(f"ob{n}") for n in range(2)]
+    for cid in ids:
+        c.run(cid, workloads.counter(path))
+    for cid in ids:
+        proc.wait_until(lambda: counted(c, cid, path), 30, f"{cid} to count")
+    out = c.archctl.json("container", "finalize", "--order", "one-by-one", "--parallel", "1")
+    results = {r["id"]: r for r in out["containers"] if r["namespace"] == c.ns}
+    assert {r["result"] for r in results.values()} == {"checkpointed"}, results
+    assert "freeze" not in out["phase_seconds"], out["phase_seconds"]
+    for cid in ids:
+        assert c.delete(cid) == 137
+        c.run(cid, workloads.counter(path))
+        c.assert_restored(cid, results[cid]["detail"])
+        check_counter_resumed(c, cid, path, results[cid]["detail"])
+
+
+@pytest.fixture
+def zstd_archctl(ctr_containers, node_config, e2e_dir):
+    """archctl with the session's node config plus [checkpoint] rootfs_compression = zstd."""
+    directory = os.path.join(e2e_dir, f"etc-arch-zstd-{os.getpid()}")
+    with open(node_config.path) as f:
+        text = f.read()
+    path = daemons.write_node_config(directory, node_config.log_file, criu=node_config.criu,
+                                     store=node_config.store, state=node_config.state)
+    with open(path, "w") as f:
+        f.write(text + "[checkpoint]\nrootfs_compression = zstd\nzstd_level = 3\n")
+    return checkpoint.Archctl(ctr_containers.archctl.path, path)
+
+
+def test_zstd_rootfs_diff_is_recorded_and_restores(ctr_containers, zstd_archctl):
+    c = ctr_containers
+    cid, path = checkpoint.new_id("zstd"), "/data/count.txt"
+    c.run(cid, workloads.counter(path))
+    proc.wait_until(lambda: counted(c, cid, path), 30, f"{cid} to count")
+    out = zstd_archctl.json("container", "checkpoint", f"{c.ns}/{cid}")
+    ckpt = out["checkpoint"]
+    with open(os.path.join(ckpt, "rootfs-diff.tar"), "rb") as f:
+        assert f.read(4) == ZSTD_MAGIC, "the rootfs diff is not zstd-compressed"
+    extra = manifest_of(ckpt)["extra"]
+    assert extra["rootfs_diff"] == {"file": "rootfs-diff.tar", "compression": "zstd",
+                                    "zstd_level": 3}, extra
+    assert c.delete(cid) == 137
+    c.run(cid, workloads.counter(path))
+    c.assert_restored(cid, ckpt)
+    check_counter_resumed(c, cid, path, ckpt)
+
+
+def test_archctl_killed_while_all_are_frozen_thaws_every_container(ctr_containers):
+    """Freezing every container first must not leave them frozen when finalize dies: the one
+    thaw guard of the finalize resumes all of them. kill -9 once all are frozen (one dump
+    worker, so most still wait for their dump): none stays paused, the ones not committed
+    go on counting, and the next finalize saves them."""
+    c = ctr_containers
+    path = "/data/count.txt"
+    ids = [checkpoint.new_id(f"kf{n}") for n in range(4)]
+    for cid in ids:
+        c.run(cid, workloads.counter(path))
+    for cid in ids:
+        proc.wait_until(lambda: counted(c, cid, path), 30, f"{cid} to count")
+
+    p = c.archctl.popen("container", "finalize", "--parallel", "1", "--deadline", "100")
+    try:
+        proc.wait_until(lambda: p.poll() is not None or all(
+            c.runc_status(cid) == "paused" for cid in ids), 60, "finalize to freeze all",
+            interval=0.005)
+        assert p.poll() is None, f"finalize ended before all were frozen: {p.communicate()}"
+    finally:
+        os.kill(p.pid, signal.SIGSTOP)
+        orphans = checkpoint.descendants(p.pid)
+        os.kill(p.pid, signal.SIGKILL)
+        p.communicate(timeout=10)
+    hung = checkpoint.wait_gone(orphans, 60)
+    for pid in hung:
+        os.kill(pid, signal.SIGKILL)
+    assert not hung, f"finalize's children did not finish after it was killed: {hung}"
+
+    proc.wait_until(lambda: all(c.runc_status(cid) != "paused" for cid in ids), 30,
+                    "the thaw guard to resume every container")
+    statuses = {cid: c.runc_status(cid) for cid in ids}
+    running = [cid for cid, s in statuses.items() if s == "running"]
+    assert set(statuses.values()) <= {"running", "stopped"}, statuses
+    assert running, f"every container was already committed and ended: {statuses}"
+    for cid in running:
+        _, now = c.wait_lines(cid, path, 1, workloads.parse_counter)
+        c.wait_lines(cid, path, len(now) + 3, workloads.parse_counter, timeout=15)
+
+    out = c.archctl.json("container", "finalize", "--deadline", "100")
+    results = {r["id"]: r for r in out["containers"] if r["namespace"] == c.ns}
+    assert sorted(results) == sorted(running), (results, statuses)
+    assert {r["result"] for r in results.values()} == {"checkpointed"}, results
+    for cid in running:
+        assert c.delete(cid) == 137
+        c.run(cid, workloads.counter(path))
+        c.assert_restored(cid, results[cid]["detail"])
+        check_counter_resumed(c, cid, path, results[cid]["detail"])
