@@ -384,6 +384,22 @@ dir = /run/arch
 [restore]
 # fresh | fail: what a container create does when its restore fails.
 on_failure = fresh
+# true: restore with CRIU lazy pages (memory served on demand; a container's
+# ARCH_LAZY_RESTORE=1 or 0 wins).
+lazy_pages = false
+
+[checkpoint]
+# none | zstd: compression of the rootfs diff (CRIU's page images are never compressed).
+rootfs_compression = none
+# zstd level (1-19) and threads (0: one per CPU).
+zstd_level = 3
+zstd_threads = 0
+# off | on | auto: pre-copy (a CRIU pre-dump, then a final dump of what changed) in
+# finalize; needs the kernel's soft-dirty tracking, else a plain dump.
+pre_copy = auto
+# skip | iptables | nftables: CRIU's network lock during a dump (ARCH dumps no TCP
+# connections, so skip saves four iptables-restore runs per dump).
+network_lock = skip
 
 [agent]
 # archd's local API (root only).
@@ -401,8 +417,8 @@ imds_token_ttl_seconds = 21600
 safety_margin_seconds = 15
 # none | drain: what a rebalance recommendation does.
 rebalance_action = none
-# Containers checkpointed at once in a drain.
-finalize_parallel = 4
+# Containers checkpointed at once in a drain (0: two per CPU).
+finalize_parallel = 0
 containerd_address = /run/containerd/containerd.sock
 
 [jobs]

@@ -85,6 +85,13 @@ class Server:
         # "force": the brick sits on the root file system, which gluster warns about.
         self.gluster("volume", "create", self.volume, f"{self.address}:{self.brick}", "force")
         self.created = True
+        # Jobs move between nodes within milliseconds here: what one client wrote must be
+        # what the other reads next. GlusterFS's client-side caches (metadata, small-file
+        # and page caches, read-ahead) can serve another client a stale size or content
+        # for about a second, so they are off, as for any volume shared by moving jobs.
+        for option in ("performance.stat-prefetch", "performance.quick-read",
+                       "performance.io-cache", "performance.read-ahead"):
+            self.gluster("volume", "set", self.volume, option, "off")
         self.gluster("volume", "start", self.volume)
         self.started = True
         return self
@@ -114,7 +121,9 @@ class Server:
 def mount(node, server, mountpoint, log_file, timeout=60):
     """FUSE-mounts the server's volume at `mountpoint` inside `node` (a twonode.NsHolder)."""
     os.makedirs(mountpoint, mode=0o755, exist_ok=True)
-    r = node.run(["mount", "-t", "glusterfs", "-o", f"log-file={log_file}",
+    # No kernel attribute or entry caching either (the FUSE defaults cache them for 1 s).
+    r = node.run(["mount", "-t", "glusterfs", "-o",
+                  f"log-file={log_file},attribute-timeout=0,entry-timeout=0",
                   f"{server.address}:/{server.volume}", mountpoint], timeout=timeout)
     if r.returncode != 0:
         raise AssertionError(f"mounting {server.address}:/{server.volume} on {mountpoint} in "
