@@ -15,7 +15,6 @@ Run as root after scripts/setup.sh:   sudo bench/checkpoint_64m.py [--rounds 5]
 """
 
 import argparse
-import json
 import os
 import platform
 import shutil

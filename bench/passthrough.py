@@ -15,7 +15,6 @@ Results are printed as a Markdown table (append them to bench/RESULTS.md).
 """
 
 import argparse
-import json
 import os
 import platform
 import shutil

@@ -30,7 +30,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from finalize_scale import REPO, Node, load  # noqa: E402
+from finalize_scale import REPO, Node  # noqa: E402
 
 from archtest import daemons, proc, workloads  # noqa: E402
 

@@ -7,12 +7,10 @@ import json
 import os
 import time
 
-import pytest
-
-from archtest import checkpoint, proc, workloads
+from archtest import checkpoint, proc
 from archtest.archd import write_config
 from archtest.fake_imds import FakeImds
-from test_archd import COUNT, archctl_json, check_resumes, make_archd, start_counters  # noqa: F401
+from test_archd import archctl_json, check_resumes, make_archd, start_counters  # noqa: F401
 
 
 def configure(a, extra):

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from archtest import checkpoint, proc, workloads
+from archtest import checkpoint, workloads
 
 COUNT = "/data/count.txt"
 

@@ -8,33 +8,15 @@ restore path. The 25..200-container timings are bench/finalize_scale.py's job, n
 """
 
 import concurrent.futures
-import io
 import json
 import os
 import signal
-import subprocess
-import tarfile
 
 import pytest
 
 from archtest import checkpoint, daemons, proc, workloads
-
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-def diff_member(ckpt, path):
-    """A file's bytes from the checkpoint's rootfs-diff.tar, plain or zstd-compressed."""
-    with open(os.path.join(ckpt, "rootfs-diff.tar"), "rb") as f:
-        data = f.read()
-    if data.startswith(ZSTD_MAGIC):
-        data = subprocess.run(["zstd", "-dc"], input=data, capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for member in tar.getmembers():
-            name = member.name[2:] if member.name.startswith("./") else member.name
-            if name.lstrip("/") == path.lstrip("/") and member.isfile():
-                return tar.extractfile(member).read()
-    return None
-
+from archtest.checkpoint import ZSTD_MAGIC
+from test_checkpoint_containerd import check_counter_resumed, request_sum
 
 def manifest_of(ckpt):
     with open(os.path.join(ckpt, "manifest.json")) as f:
@@ -46,30 +28,6 @@ def counted(c, cid, path, n=3):
         return len(workloads.parse_counter(c.read_host(cid, path) or "")[1]) >= n
     except AssertionError:
         return False
-
-
-def check_counter_resumed(c, cid, path, ckpt, progress=3):
-    """The checkpoint holds a prefix of the file; the same process (same start line) goes
-    on from there, no value repeated or missing."""
-    at_checkpoint = diff_member(ckpt, path)
-    assert at_checkpoint is not None, f"{path} is not in the checkpoint's rootfs diff"
-    uuid0, values0 = workloads.parse_counter(at_checkpoint.decode())
-    workloads.check_sequence(values0, f"{path} at the checkpoint")
-    uuid, values = c.wait_lines(cid, path, len(values0) + progress, workloads.parse_counter)
-    assert uuid == uuid0, f"{path}: the process started again instead of resuming"
-    workloads.check_sequence(values, f"{path} after the restore")
-    return len(values0)
-
-
-def request_sum(c, cid, after_tick):
-    """SIGUSR1 to the memory workload; returns its next (tick, crc) line past after_tick."""
-    c.signal(cid, "SIGUSR1")
-
-    def answered():
-        sums = workloads.parse_sums(c.read(cid, "/data/sums.txt") or "")
-        return next(((t, crc) for t, crc in sums if t > after_tick), None)
-
-    return proc.wait_until(answered, 30, f"{cid} to write a checksum", interval=0.05)
 
 
 def test_finalize_freezes_all_then_dumps_and_everything_resumes(ctr_containers):

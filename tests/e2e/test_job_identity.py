@@ -26,7 +26,7 @@ import pytest
 from archtest import checkpoint, proc, workloads
 from archtest.archd import write_config
 
-from test_archd import make_archd  # noqa: F401  (fixture)
+from test_archd import make_archd  # noqa: F401  (a fixture)
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ speed is measured by bench/restore_latency.py.
 
 import os
 
-import pytest
-
 from archtest import checkpoint, proc, workloads
 from test_checkpoint_containerd import check_counter_resumed, request_sum
 

@@ -8,6 +8,7 @@ kills, by pid, anything still in the containers' cgroups (thawing a frozen one f
 and removes those cgroups, and removes the keys the test created from the store.
 """
 
+import io
 import json
 import os
 import re
@@ -221,9 +222,22 @@ def committed_dirs(store, ns, key):
     return sorted(os.path.join(store, ns, key, n) for n in names if n.startswith("ckpt-"))
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _diff_tar(checkpoint_dir):
+    """The checkpoint's rootfs-diff.tar, opened whether plain or zstd-compressed
+    ([checkpoint] rootfs_compression = zstd; Python's tarfile has no zstd, the zstd CLI does)."""
+    with open(os.path.join(checkpoint_dir, "rootfs-diff.tar"), "rb") as f:
+        data = f.read()
+    if data.startswith(ZSTD_MAGIC):
+        data = subprocess.run(["zstd", "-dc"], input=data, capture_output=True, check=True).stdout
+    return tarfile.open(fileobj=io.BytesIO(data))
+
+
 def diff_member(checkpoint_dir, path):
-    """A file's bytes as the checkpoint's rootfs-diff.tar holds it (None when absent)."""
-    with tarfile.open(os.path.join(checkpoint_dir, "rootfs-diff.tar")) as tar:
+    """A file's bytes as the checkpoint's rootfs diff holds it (None when absent)."""
+    with _diff_tar(checkpoint_dir) as tar:
         for member in tar.getmembers():
             name = member.name[2:] if member.name.startswith("./") else member.name
             if name.lstrip("/") == path.lstrip("/") and member.isfile():
@@ -232,8 +246,8 @@ def diff_member(checkpoint_dir, path):
 
 
 def diff_members(checkpoint_dir):
-    """The paths (without a leading "./") in the checkpoint's rootfs-diff.tar."""
-    with tarfile.open(os.path.join(checkpoint_dir, "rootfs-diff.tar")) as tar:
+    """The paths (without a leading "./") in the checkpoint's rootfs diff."""
+    with _diff_tar(checkpoint_dir) as tar:
         return [m.name[2:] if m.name.startswith("./") else m.name for m in tar.getmembers()]
 
 

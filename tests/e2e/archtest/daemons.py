@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 from . import proc
 
