@@ -21,6 +21,7 @@
 #include "checkpoint_store.h"
 #include "criu_rpc.h"
 #include "file_util.h"
+#include "finalize.h"
 #include "job_archive.h"
 #include "job_launch.h"
 #include "manifest.h"
@@ -901,8 +902,10 @@ json JobManager::checkpoint_all(double deadline_seconds) {
     }
   };
   std::vector<std::thread> workers;
-  std::size_t n =
-      std::min<std::size_t>(ids.size(), static_cast<std::size_t>(config_.agent.finalize_parallel));
+  // finalize_parallel 0 means the finalize default (two per CPU), as for the containers.
+  int parallel = config_.agent.finalize_parallel > 0 ? config_.agent.finalize_parallel
+                                                     : default_finalize_parallel();
+  std::size_t n = std::min<std::size_t>(ids.size(), static_cast<std::size_t>(parallel));
   for (std::size_t i = 0; i < n; ++i) workers.emplace_back(worker);
   for (auto& w : workers) w.join();
   return {{"jobs", results}};

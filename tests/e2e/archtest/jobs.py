@@ -125,7 +125,7 @@ class Node:
     def __init__(self, archd_binary, archctl_binary, base, node_config, jobs_section=""):
         node = dataclasses.replace(node_config, store=os.path.join(base, "store"),
                                    state=os.path.join(base, "arch-state"))
-        self.archd = Archd(archd_binary, base, node, metrics=False)
+        self.archd = Archd(archd_binary, base, node, parallel=0, metrics=False)  # 0: the default
         self.archctl_binary = archctl_binary
         self.store = node.store
         self.jobs_dir = os.path.join(base, "agent", "jobs")
