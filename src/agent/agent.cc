@@ -203,10 +203,13 @@ void Agent::run_drain(int64_t id, double deadline_seconds) {
   };
   options.on_result = [this, id](const FinalizeResult& r) { record_result(id, r); };
   std::thread hook;  // Process jobs, beside the containers.
-  if (drain_hook_) hook = std::thread([this, deadline_seconds] { drain_hook_(deadline_seconds); });
+  nlohmann::json extra = nlohmann::json::object();
+  if (drain_hook_) {
+    hook = std::thread([this, deadline_seconds, &extra] { extra = drain_hook_(deadline_seconds); });
+  }
   FinalizeReport report = finalize_node(config_, runc_, options);
   if (hook.joinable()) hook.join();
-  finish_drain(id, report);
+  finish_drain(id, report, extra);
 }
 
 void Agent::record_result(int64_t id, const FinalizeResult& r) {
@@ -238,7 +241,7 @@ void Agent::record_result(int64_t id, const FinalizeResult& r) {
   save_locked();
 }
 
-void Agent::finish_drain(int64_t id, const FinalizeReport& report) {
+void Agent::finish_drain(int64_t id, const FinalizeReport& report, const nlohmann::json& extra) {
   std::lock_guard lock(mutex_);
   bool cut_short = std::any_of(report.containers.begin(), report.containers.end(), [](auto& r) {
     return r.outcome == FinalizeOutcome::kSkipped && r.detail.starts_with("cancelled");
@@ -247,8 +250,22 @@ void Agent::finish_drain(int64_t id, const FinalizeReport& report) {
   std::string summary =
       fmt::format("{} containers, {} checkpointed, {} not, in {:.2f} s", report.containers.size(),
                   report.containers.size() - bad, bad, report.total_seconds);
+  std::size_t jobs = 0, jobs_bad = 0;
+  if (extra.is_object() && extra.contains("jobs") && extra["jobs"].is_array()) {
+    for (const auto& j : extra["jobs"]) {
+      ++jobs;
+      if (j.value("result", "") != "checkpointed") ++jobs_bad;
+    }
+    if (jobs != 0) {
+      summary += fmt::format("; {} process jobs, {} checkpointed, {} not", jobs, jobs - jobs_bad,
+                             jobs_bad);
+    }
+  }
   if (auto* d = state_.find_drain(id)) {
     d->report = finalize_report_json(report);
+    if (extra.is_object()) {
+      for (const auto& [k, v] : extra.items()) d->report[k] = v;
+    }
     d->finished = now_s();
     d->state = !cut_short ? "done" : stopping_ ? "interrupted" : "cancelled";
     event({.kind = "drain",
@@ -256,7 +273,8 @@ void Agent::finish_drain(int64_t id, const FinalizeReport& report) {
            .duration_ms = report.total_seconds * 1000,
            .detail = fmt::format("drain {}: {}", id, summary)});
   }
-  log_(bad == 0 ? LogLevel::kInfo : LogLevel::kWarn, fmt::format("drain {}: {}", id, summary));
+  log_(bad + jobs_bad == 0 ? LogLevel::kInfo : LogLevel::kWarn,
+       fmt::format("drain {}: {}", id, summary));
   drain_running_ = false;
   save_locked();
   wake_.notify_all();

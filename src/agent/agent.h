@@ -98,8 +98,9 @@ class Agent {
   [[nodiscard]] const NodeConfig& config() const { return config_; }
 
   /// Run, in a thread of its own, beside each drain's finalize, with the drain's deadline in
-  /// seconds (archd: checkpoints the process jobs). Set before start().
-  void set_drain_hook(std::function<void(double)> hook) { drain_hook_ = std::move(hook); }
+  /// seconds (archd: checkpoints the process jobs). Its JSON object's members are added to
+  /// the drain's report (archd: "jobs", one result per job). Set before start().
+  void set_drain_hook(std::function<nlohmann::json(double)> hook) { drain_hook_ = std::move(hook); }
   /// Appends an event to archd's event log (for other parts of archd: process jobs).
   void record_event(Event e) { event(std::move(e)); }
 
@@ -107,7 +108,7 @@ class Agent {
   Result<DrainRecord> start_drain_locked(DrainRequest request, int64_t resumed_from);
   void run_drain(int64_t id, double deadline_seconds);
   void record_result(int64_t id, const FinalizeResult& result);
-  void finish_drain(int64_t id, const FinalizeReport& report);
+  void finish_drain(int64_t id, const FinalizeReport& report, const nlohmann::json& extra);
   void resume_interrupted_locked();
   Result<void> write_flag_locked();
   void save_locked();
@@ -137,7 +138,7 @@ class Agent {
   } watcher_;
 
   std::mutex scan_mutex_;  // One refresh() at a time.
-  std::function<void(double)> drain_hook_;
+  std::function<nlohmann::json(double)> drain_hook_;
 };
 
 }  // namespace arch::agent

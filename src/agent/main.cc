@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
   // Process jobs: archd becomes a child subreaper; jobs and logs beside the state file. A
   // drain checkpoints them too (started before the agent, which may resume a drain).
   agent::JobManager jobs(loaded.config, dirname_of(loaded.config.agent.state_file) + "/jobs", log);
-  agent.set_drain_hook([&jobs](double deadline) { jobs.checkpoint_all(deadline); });
+  agent.set_drain_hook([&jobs](double deadline) { return jobs.checkpoint_all(deadline); });
   if (auto started = jobs.start(); !started) {
     return log(LogLevel::kError, "jobs: " + started.error().message()), 1;
   }

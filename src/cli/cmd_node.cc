@@ -46,6 +46,17 @@ void print_report(const json& report) {
   }
   fmt::print("{} containers, {} checkpointed, {} not, in {:.2f} s\n", n, ok, n - ok,
              report.value("total_seconds", 0.0));
+  auto jobs = report.value("jobs", json::array());
+  if (jobs.empty()) return;
+  std::size_t jobs_ok = 0;
+  for (const auto& j : jobs) {
+    std::string detail = j.value("detail", "");
+    fmt::print("{:<40} {:<13} {:>9}  {}\n", "job " + j.value("id", ""), j.value("result", ""), "",
+               detail.substr(0, detail.find('\n')));
+    jobs_ok += j.value("result", "") == "checkpointed";
+  }
+  fmt::print("{} process jobs, {} checkpointed, {} not\n", jobs.size(), jobs_ok,
+             jobs.size() - jobs_ok);
 }
 
 void print_status(const json& s) {
@@ -138,8 +149,11 @@ int run_drain(const std::string& reason, double deadline, bool wait, bool as_jso
     print_report(done->value("report", json::object()));
   }
   bool all_ok = done->value("state", "") == "done";
-  for (const auto& c : done->value("report", json::object()).value("containers", json::array())) {
-    all_ok = all_ok && c.value("result", "") == "checkpointed";
+  auto report = done->value("report", json::object());
+  for (const char* what : {"containers", "jobs"}) {
+    for (const auto& c : report.value(what, json::array())) {
+      all_ok = all_ok && c.value("result", "") == "checkpointed";
+    }
   }
   return all_ok ? 0 : 1;
 }

@@ -467,7 +467,9 @@ def test_drain_checkpoints_jobs(nodes, workdir, e2e_dir):
     try:
         r = node.archd.call("POST", "/v1/node/drain", {"reason": "test", "deadline_seconds": 60})
         assert r.status == 202, r.body
-        node.archd.wait_drain(r.json()["drain_id"])
+        drain = node.archd.wait_drain(r.json()["drain_id"])
+        jobs = {j["id"]: j for j in drain["report"].get("jobs", [])}
+        assert jobs.get(job_id, {}).get("result") == "checkpointed", drain
         job = node.wait_state(job_id, "checkpointed")
         archive = job["checkpoint"]["archive"]
         assert os.path.dirname(archive) == dumps and os.path.basename(archive).startswith("spot_")
