@@ -1,16 +1,38 @@
-"""Shared pieces of the benchmarks: plain runc bundles and static C workloads."""
+"""Shared pieces of the benchmarks: plain runc bundles, static C workloads, and the
+headings and sections of bench/RESULTS.md."""
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
 from archtest import image  # noqa: E402
 
 RUNC = "/usr/sbin/runc"
+RESULTS = os.path.join(REPO, "bench", "RESULTS.md")
+
+
+def run_heading():
+    """The heading of one run in RESULTS.md: when, where, how many cores, which kernel."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return f"### {when}, {platform.node()}, {os.cpu_count()} cores, kernel {platform.release()}"
+
+
+def add_to_results(heading, text):
+    """Puts `text` (one run) first under `heading` in bench/RESULTS.md (heading added at the
+    end when missing), so the newest run of each benchmark comes first."""
+    with open(RESULTS) as f:
+        doc = f.read()
+    if heading not in doc:
+        doc = doc.rstrip("\n") + "\n\n" + heading + "\n"
+    head, _, rest = doc.partition(heading + "\n")
+    with open(RESULTS, "w") as f:
+        f.write(head + heading + "\n\n" + text.rstrip("\n") + "\n" + rest)
 
 
 def compile_static(workdir, name, source):

@@ -16,7 +16,6 @@ Run as root after scripts/setup.sh:   sudo bench/checkpoint_64m.py [--rounds 5]
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -168,8 +167,7 @@ def main():
         podman = bench_podman(parts["podman"], hog, args.rounds)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    print(f"### {when}, {platform.node()}, {os.cpu_count()} cores, kernel {platform.release()}")
+    print(benchlib.run_heading())
     print(f"`bench/checkpoint_64m.py --rounds {args.rounds}` (medians; 64 MiB dirty memory)\n")
     print("| | checkpoint | restore | checkpoint vs ARCH | restore vs ARCH |")
     print("|---|---|---|---|---|")

@@ -24,7 +24,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -36,10 +35,10 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
 from archtest import daemons, proc, workloads  # noqa: E402
+import benchlib  # noqa: E402
 
 RUNC = "/usr/sbin/runc"
 CRIU = "/opt/arch/criu/bin/criu"
-RESULTS = os.path.join(REPO, "bench", "RESULTS.md")
 HEADING = "## Finalize at scale (bench/finalize_scale.py)"
 CREATE_WORKERS = 4
 
@@ -270,17 +269,6 @@ class Podman:
         daemons.unmount_all_under(self.store)  # the overlay driver's own bind mount
 
 
-def write_results(text):
-    with open(RESULTS) as f:
-        doc = f.read()
-    if HEADING not in doc:
-        doc = doc.rstrip("\n") + "\n\n" + HEADING + "\n"
-    head, _, rest = doc.partition(HEADING + "\n")
-    doc = head + HEADING + "\n\n" + text.rstrip("\n") + "\n" + rest
-    with open(RESULTS, "w") as f:
-        f.write(doc)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="25,50,100,200")
@@ -348,9 +336,8 @@ def main():
         if podman_clean:
             shutil.rmtree(workdir, ignore_errors=True)
     load_after = open("/proc/loadavg").read().strip()
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     cmdline = "bench/finalize_scale.py " + " ".join(sys.argv[1:])
-    lines = [f"### {when}, {platform.node()}, {os.cpu_count()} cores, kernel {platform.release()}",
+    lines = [benchlib.run_heading(),
              f"`{cmdline.strip()}`; loadavg before: {load_before}; after: {load_after}", "",
              "Wall time of the checkpoint command(s) only; in brackets the CPU seconds (user + "
              "system) they and their runc, CRIU, tar and gzip children used. With 2 CPUs, "
@@ -381,7 +368,7 @@ def main():
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     if not args.no_write and results:
-        write_results(text)
+        benchlib.add_to_results(HEADING, text)
 
 
 if __name__ == "__main__":

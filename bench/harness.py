@@ -158,20 +158,7 @@ def criu_log_seconds(path):
 
 def lazy_daemons(fragment):
     """Pids of live `criu lazy-pages` processes whose command line contains `fragment`."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if b"lazy-pages" in cmd and fragment.encode() in cmd and state != "Z":
-            pids.append(int(entry))
-    return pids
+    return daemons.pids_with_args("lazy-pages", fragment, substring=True)
 
 
 def median(values):

@@ -22,7 +22,6 @@ import ctypes
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -35,6 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
 from archtest import proc  # noqa: E402
 from archtest.jobs import Node  # noqa: E402
+import benchlib  # noqa: E402
 
 CRIU = os.environ.get("ARCH_CRIU", "/opt/arch/criu/bin/criu")
 BUILD = os.environ.get("ARCH_BUILD_DIR") or os.path.join(REPO, "build")
@@ -188,8 +188,7 @@ def main():
         shutil.rmtree(workdir, ignore_errors=True)
     md, mr = statistics.median(a_dump), statistics.median(a_restore)
     cd, cr = statistics.median(c_dump), statistics.median(c_restore)
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    print(f"### {when}, {platform.node()}, {os.cpu_count()} cores, kernel {platform.release()}")
+    print(benchlib.run_heading())
     print(f"`bench/job_256m.py --rounds {args.rounds}` (medians; 256 MiB of incompressible "
           f"dirty memory; load {' '.join(load_before)} before, {' '.join(load_after)} after)\n")
     print("| | checkpoint | restore | checkpoint vs CRIU | restore vs CRIU |")

@@ -16,7 +16,6 @@ Results are printed as a Markdown table (append them to bench/RESULTS.md).
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -137,8 +136,7 @@ def main():
         life = bench_lifecycle(args.arch_runc, workdir, args.lifecycles, config)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    print(f"### {when}, {platform.node()}, {os.cpu_count()} cores, kernel {platform.release()}")
+    print(benchlib.run_heading())
     print(f"`bench/passthrough.py --calls {args.calls} --lifecycles {args.lifecycles}`\n")
     print("| measurement | runc (median) | arch-runc (median) | ratio | target |")
     print("|---|---|---|---|---|")

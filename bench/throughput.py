@@ -21,7 +21,6 @@ import argparse
 import glob
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -31,10 +30,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from finalize_scale import REPO, Node  # noqa: E402
+import benchlib  # noqa: E402
 
 from archtest import daemons, proc, workloads  # noqa: E402
 
-RESULTS = os.path.join(REPO, "bench", "RESULTS.md")
 HEADING = "## Checkpoint throughput against the disk (bench/throughput.py)"
 MB = 1e6
 
@@ -141,16 +140,6 @@ def zstd_pages(pages, level):
     return size, packed, elapsed
 
 
-def write_results(text):
-    with open(RESULTS) as f:
-        doc = f.read()
-    if HEADING not in doc:
-        doc = doc.rstrip("\n") + "\n\n" + HEADING + "\n"
-    head, _, rest = doc.partition(HEADING + "\n")
-    with open(RESULTS, "w") as f:
-        f.write(head + HEADING + "\n\n" + text.rstrip("\n") + "\n" + rest)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mib", type=int, default=1024, help="dirty memory of the container")
@@ -184,10 +173,9 @@ def main():
         shutil.rmtree(workdir, ignore_errors=True)
     limit = max(disk)
     load_after = open("/proc/loadavg").read().strip()
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t = mem["timings"]
     rate = mem["bytes"] / mem["wall"] / MB
-    lines = [f"### {when}, {platform.node()}, {os.cpu_count()} cores, kernel {platform.release()}",
+    lines = [benchlib.run_heading(),
              f"`bench/throughput.py {' '.join(sys.argv[1:])}`".replace(" `", "`") +
              f"; loadavg before: {load_before}; after: {load_after}", "",
              "| measurement | bytes | time | rate | vs disk |", "|---|---|---|---|---|",
@@ -213,7 +201,7 @@ def main():
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     if not args.no_write:
-        write_results(text)
+        benchlib.add_to_results(HEADING, text)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ speed is measured by bench/restore_latency.py.
 
 import os
 
-from archtest import checkpoint, proc, workloads
+from archtest import checkpoint, daemons, proc, workloads
 from test_checkpoint_containerd import check_counter_resumed, request_sum
 
 LAZY = "ARCH_LAZY_RESTORE=1"
@@ -19,20 +19,7 @@ LAZY = "ARCH_LAZY_RESTORE=1"
 
 def lazy_daemons(work):
     """Pids of `criu lazy-pages` processes working in `work` (a restore's lazy work dir)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if b"lazy-pages" in args and work.encode() in args and state != "Z":
-            pids.append(int(entry))
-    return pids
+    return daemons.pids_with_args("lazy-pages", work)
 
 
 def checkpoint_then_run_lazily(c, cid, argv):

@@ -79,18 +79,22 @@ def unmount_all_under(path):
         subprocess.run(["umount", "-l", point], capture_output=True)
 
 
-def pids_with_arg(arg):
-    """Pids of processes whose command line contains `arg` (an exact argument)."""
+def pids_with_args(*wanted, substring=False):
+    """Pids of live (not zombie) processes whose command line holds every one of `wanted`
+    as an exact argument, or with `substring` anywhere in the command line."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
+                cmd = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
-        if arg.encode() in args:
+        have = cmd if substring else cmd.split(b"\0")
+        if state != "Z" and all(w.encode() in have for w in wanted):
             pids.append(int(entry))
     return pids
 
@@ -220,7 +224,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 pass
         proc.stop_process(self.proc)
         # Shims of tasks that could not be deleted carry our socket path in their argv.
-        for pid in pids_with_arg(self.address):
+        for pid in pids_with_args(self.address):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
