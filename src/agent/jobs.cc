@@ -148,38 +148,26 @@ void record_exit(JobRecord& rec, int status) {
 // live process that does (0: none). A pid stays taken while any process still has it as
 // its session or group id, so all of them must go before CRIU can reuse it.
 pid_t reap_job_zombies(const std::set<pid_t>& ids, const std::set<pid_t>& keep = {}) {
-  std::unique_ptr<DIR, int (*)(DIR*)> proc(::opendir("/proc"), ::closedir);
   pid_t self = ::getpid(), taken = 0;
-  while (proc) {
-    dirent* e = ::readdir(proc.get());
-    if (e == nullptr) break;
-    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    pid_t p = static_cast<pid_t>(std::atoi(e->d_name));
-    auto st = read_proc_stat(p);
-    if (!st || !(ids.contains(p) || ids.contains(st->sid) || ids.contains(st->pgid))) continue;
+  for_each_process([&](pid_t p, const ProcStat& st) {
+    if (!(ids.contains(p) || ids.contains(st.sid) || ids.contains(st.pgid))) return;
     int status = 0;
-    if (st->state == 'Z' && st->ppid == self && !keep.contains(p) &&
+    if (st.state == 'Z' && st.ppid == self && !keep.contains(p) &&
         ::waitpid(p, &status, WNOHANG) == p)
-      continue;
+      return;
     if (taken == 0) taken = p;
-  }
+  });
   return taken;
 }
 
 // Reaps every zombie child of ours outside archd's own session, except `keep`.
 void reap_orphans(const std::set<pid_t>& keep) {
-  std::unique_ptr<DIR, int (*)(DIR*)> proc(::opendir("/proc"), ::closedir);
   pid_t self = ::getpid(), own_session = ::getsid(0);
-  while (proc) {
-    dirent* e = ::readdir(proc.get());
-    if (e == nullptr) break;
-    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    pid_t p = static_cast<pid_t>(std::atoi(e->d_name));
-    auto st = read_proc_stat(p);
-    if (!st || st->ppid != self || st->state != 'Z' || st->sid == own_session) continue;
+  for_each_process([&](pid_t p, const ProcStat& st) {
+    if (st.ppid != self || st.state != 'Z' || st.sid == own_session || keep.contains(p)) return;
     int status = 0;
-    if (!keep.contains(p)) ::waitpid(p, &status, WNOHANG);
-  }
+    ::waitpid(p, &status, WNOHANG);
+  });
 }
 
 // Waits (up to `timeout`) until none of `pids` is taken, reaping those that are our zombies.

@@ -1,6 +1,7 @@
 // JobLaunch: fork/exec of a job with an explicit fd plan, and /proc readers.
 #include "job_launch.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <signal.h>
@@ -9,7 +10,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <map>
 #include <set>
 
@@ -145,6 +148,17 @@ Result<ProcStat> read_proc_stat(pid_t pid) {
   st.tty_nr = std::stoi(f[4]);
   st.start_time = std::stoull(f[19]);
   return st;
+}
+
+void for_each_process(const std::function<void(pid_t, const ProcStat&)>& fn) {
+  std::unique_ptr<DIR, int (*)(DIR*)> proc(::opendir("/proc"), ::closedir);
+  while (proc) {
+    dirent* e = ::readdir(proc.get());
+    if (e == nullptr) break;
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    auto p = static_cast<pid_t>(std::atoi(e->d_name));
+    if (auto st = read_proc_stat(p)) fn(p, *st);
+  }
 }
 
 std::vector<pid_t> process_tree(pid_t root) {

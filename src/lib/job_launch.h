@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,9 @@ struct ProcStat {
   uint64_t start_time = 0;
 };
 Result<ProcStat> read_proc_stat(pid_t pid);
+
+/// Calls `fn(pid, stat)` for every process in /proc whose stat could be read.
+void for_each_process(const std::function<void(pid_t, const ProcStat&)>& fn);
 
 /// The pid and its descendants (through /proc/PID/task/TID/children), parents first.
 std::vector<pid_t> process_tree(pid_t root);
