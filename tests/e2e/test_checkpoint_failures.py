@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tarfile
 
@@ -204,16 +203,8 @@ def test_archctl_killed_mid_checkpoint_leaves_previous_checkpoint_usable(ctr_con
     try:
         wait_point(point, c, cid, p)
     finally:
-        # Stop it first so that no child escapes the snapshot, then kill -9.
-        os.kill(p.pid, signal.SIGSTOP)
-        orphans = checkpoint.descendants(p.pid)
-        os.kill(p.pid, signal.SIGKILL)
-        p.communicate(timeout=10)
-    # Its children (runc checkpoint, CRIU) run on; they must finish by themselves.
-    hung = checkpoint.wait_gone(orphans, 30)
-    for pid in hung:
-        os.kill(pid, signal.SIGKILL)
-    assert not hung, f"archctl's children did not finish after it was killed: {hung}"
+        # Its children (runc checkpoint, CRIU) run on; they must finish by themselves.
+        checkpoint.kill9_and_check_children(p, 30, "archctl")
 
     committed = [x for x in c.checkpoints(cid) if x["state"] in ("committed", "verified")]
     assert [x["path"] for x in committed] == [good], (

@@ -10,7 +10,6 @@ restore path. The 25..200-container timings are bench/finalize_scale.py's job, n
 import concurrent.futures
 import json
 import os
-import signal
 
 import pytest
 
@@ -148,14 +147,7 @@ def test_archctl_killed_while_all_are_frozen_thaws_every_container(ctr_container
             interval=0.005)
         assert p.poll() is None, f"finalize ended before all were frozen: {p.communicate()}"
     finally:
-        os.kill(p.pid, signal.SIGSTOP)
-        orphans = checkpoint.descendants(p.pid)
-        os.kill(p.pid, signal.SIGKILL)
-        p.communicate(timeout=10)
-    hung = checkpoint.wait_gone(orphans, 60)
-    for pid in hung:
-        os.kill(pid, signal.SIGKILL)
-    assert not hung, f"finalize's children did not finish after it was killed: {hung}"
+        checkpoint.kill9_and_check_children(p, 60, "finalize")
 
     proc.wait_until(lambda: all(c.runc_status(cid) != "paused" for cid in ids), 30,
                     "the thaw guard to resume every container")

@@ -135,6 +135,20 @@ def wait_gone(pids, timeout):
         time.sleep(0.02)
 
 
+def kill9_and_check_children(p, timeout, what):
+    """kill -9 of the running archctl `p` (a Popen). It is stopped first so that no child
+    escapes the snapshot of its descendants; those children (runc, CRIU) must then finish
+    by themselves within `timeout`. Any that hang are killed and the test fails."""
+    os.kill(p.pid, signal.SIGSTOP)
+    orphans = descendants(p.pid)
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate(timeout=10)
+    hung = wait_gone(orphans, timeout)
+    for pid in hung:
+        os.kill(pid, signal.SIGKILL)
+    assert not hung, f"{what}'s children did not finish after it was killed: {hung}"
+
+
 def cgroup_hierarchies():
     """Each mounted hierarchy under /sys/fs/cgroup once (cpu and cpuacct may be one)."""
     seen, out = set(), []
