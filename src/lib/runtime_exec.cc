@@ -57,7 +57,8 @@ std::string absolute_bundle(const RuncCommandLine& cl) {
 }
 
 Result<ContainerRecord> make_container_record(const RuncCommandLine& cl, const std::string& bundle,
-                                              const ArchEnv& env, const NodeConfig& config) {
+                                              const ArchEnv& env, const NodeConfig& config,
+                                              std::optional<SharedWorkdir>* workdir_out) {
   ContainerRecord rec;
   rec.id = std::string(cl.container_id());
   rec.runc_root = std::string(cl.effective_root());
@@ -79,6 +80,7 @@ Result<ContainerRecord> make_container_record(const RuncCommandLine& cl, const s
   auto workdir = shared_workdir_for(env, rec.ns, rec.key);
   if (!workdir) return std::unexpected(workdir.error());
   if (*workdir) rec.workdir = (*workdir)->host;
+  if (workdir_out != nullptr) *workdir_out = std::move(*workdir);
   return rec;
 }
 

@@ -3,6 +3,7 @@
 // container a create describes.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "container_registry.h"
@@ -10,6 +11,7 @@
 #include "oci_spec.h"
 #include "runc_command_line.h"
 #include "runc_log.h"
+#include "store_layout.h"
 
 namespace arch {
 
@@ -36,7 +38,9 @@ std::string absolute_bundle(const RuncCommandLine& cl);
 /// The registry record for an ARCH-enabled container being created: namespace derived,
 /// key resolved (resolve_job_key), store and shared work dir from its ARCH_* variables or
 /// the node's config; ids validated.
+/// `workdir`, when given, receives shared mode's work directory (std::nullopt without one).
 Result<ContainerRecord> make_container_record(const RuncCommandLine& cl, const std::string& bundle,
-                                              const ArchEnv& env, const NodeConfig& config);
+                                              const ArchEnv& env, const NodeConfig& config,
+                                              std::optional<SharedWorkdir>* workdir = nullptr);
 
 }  // namespace arch

@@ -84,7 +84,8 @@ std::optional<int> handle_new_container(const RuncCommandLine& cl, const NodeCon
   }
   if (!env->enabled()) return std::nullopt;
   std::string id(cl.container_id());
-  auto rec = make_container_record(cl, bundle, *env, config);
+  std::optional<SharedWorkdir> workdir;
+  auto rec = make_container_record(cl, bundle, *env, config, &workdir);
   if (!rec) {
     if (env->get("ARCH_SHAREDFS_HOST_PATH").empty()) {
       log.error(describe_call(cl) + ": ARCH-enabled container " + id +
@@ -93,13 +94,13 @@ std::optional<int> handle_new_container(const RuncCommandLine& cl, const NodeCon
     }
     return refuse_create(cl, log, "shared mode: " + rec.error().message());
   }
-  if (auto workdir = shared_workdir_for(*env, rec->ns, rec->key); workdir && *workdir) {
+  if (workdir) {
     auto rootfs = read_root_path(bundle);
-    auto ok = rootfs ? apply_shared_workdir(bundle, *rootfs, **workdir)
+    auto ok = rootfs ? apply_shared_workdir(bundle, *rootfs, *workdir)
                      : Result<void>(std::unexpected(rootfs.error()));
     if (!ok) return refuse_create(cl, log, "shared work directory: " + ok.error().message());
-    log.info(describe_call(cl) + ": work directory " + (*workdir)->host + " mounted at " +
-             (*workdir)->container);
+    log.info(describe_call(cl) + ": work directory " + workdir->host + " mounted at " +
+             workdir->container);
   }
   // A new container with an old id must not inherit its predecessor's exit status.
   (void)forget_exit_status(exit_status_dir(config), rec->ns, rec->id);
@@ -140,7 +141,11 @@ void handle_delete(const RuncCommandLine& cl, const NodeConfig& config, const Ru
   ContainerRegistry registry(config.state_dir);
   std::string root(cl.effective_root()), id(cl.container_id());
   auto rec = registry.find(root, id);
-  if (!rec) return;
+  if (!rec) {
+    // Not ARCH-enabled (no record: nothing to do), or a record that cannot be read: drop it.
+    if (rec.error().code() != ENOENT) registry.forget(root, id);
+    return;
+  }
   bool has_checkpoint = has_committed_checkpoint(rec->store, rec->ns, rec->key);
   std::optional<int> status;
   if (has_checkpoint) {
