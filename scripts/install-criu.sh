@@ -2,10 +2,12 @@
 # install-criu.sh [PREFIX]: make a CRIU that works on the running kernel available
 # to ARCH, without touching the host's libc or its apt sources.
 #
-#  1. A host `criu` whose `criu check` passes is used as it is.
+#  1. A host `criu` that works (`criu check` and a trial dump/restore of sockets, see
+#     criu_works in lib.sh) is used as it is.
 #  2. Else PREFIX/bin/criu (default PREFIX=/opt/arch/criu), when it already passes.
 #  3. Else CRIU and its shared-library closure are taken from a newer Debian release
-#     (default: trixie) through a private apt configuration under
+#     (default: forky, CRIU 4.2.1; 4.1.1 from trixie cannot dump INET sockets on
+#     Linux >= 6.16) through a private apt configuration under
 #     /var/cache/arch/apt-<suite> (the host's sources.list is never changed),
 #     unpacked into PREFIX with `dpkg-deb -x`, and PREFIX/bin/criu is rewritten with
 #     patchelf (interpreter = PREFIX's own ld.so, DT_RPATH = PREFIX's lib dir), so it
@@ -15,7 +17,7 @@
 # On success the CRIU path is the only thing printed on stdout; progress goes to stderr.
 #
 # Environment:
-#   ARCH_CRIU_SUITE      Debian suite to take CRIU from (default: trixie)
+#   ARCH_CRIU_SUITE      Debian suite to take CRIU from (default: forky)
 #   ARCH_CRIU_APT_DIR    private apt state/cache (default: /var/cache/arch/apt-<suite>)
 #   ARCH_DEBIAN_MIRROR   Debian mirror URI (default: the URI of the host's own
 #                        Debian source, else http://deb.debian.org/debian)
@@ -43,7 +45,7 @@ PREFIX=${1:-/opt/arch/criu}
 PREFIX=${PREFIX%/}
 [[ $PREFIX == /* ]] || die "PREFIX must be an absolute path, got '$PREFIX'"
 [[ $PREFIX =~ ^[A-Za-z0-9/._+-]+$ ]] || die "PREFIX may only contain [A-Za-z0-9/._+-]: '$PREFIX'"
-SUITE=${ARCH_CRIU_SUITE:-trixie}
+SUITE=${ARCH_CRIU_SUITE:-forky}
 APT_DIR=${ARCH_CRIU_APT_DIR:-/var/cache/arch/apt-$SUITE}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # Always taken along: the loader and libc, and libgcc_s, which glibc dlopen()s for
@@ -60,11 +62,11 @@ for c in "$(command -v criu 2>/dev/null || true)" /usr/sbin/criu /usr/local/sbin
     [[ $(readlink -f "$c") == "$(readlink -f "$PREFIX/bin/criu" 2>/dev/null || echo none)" ]] && continue
     host_criu=$c
     if criu_works "$c"; then
-        log "host CRIU $c passes 'criu check': using it"
+        log "host CRIU $c works (criu check and a socket dump/restore trial): using it"
         printf '%s\n' "$c"
         exit 0
     fi
-    log "host CRIU $c does not pass 'criu check' on this kernel ($(uname -r)); not using it"
+    log "host CRIU $c does not work on this kernel ($(uname -r)); not using it"
     break
 done
 [[ -n $host_criu ]] || log "no host CRIU installed"
@@ -72,16 +74,16 @@ done
 # ---------------------------------------------------------------------------
 # 2. A private CRIU installed before.
 if [[ -z ${ARCH_CRIU_FORCE:-} ]] && criu_works "$PREFIX/bin/criu"; then
-    log "private CRIU $PREFIX/bin/criu passes 'criu check'"
+    log "private CRIU $PREFIX/bin/criu works"
     printf '%s\n' "$PREFIX/bin/criu"
     exit 0
 fi
-[[ -e $PREFIX/bin/criu ]] && log "$PREFIX/bin/criu exists but does not pass 'criu check': reinstalling"
+[[ -e $PREFIX/bin/criu ]] && log "$PREFIX/bin/criu exists but does not work here: reinstalling"
 
 # ---------------------------------------------------------------------------
 # 3. Install a private CRIU from Debian $SUITE.
 if ! command -v dpkg-deb >/dev/null || ! command -v apt-get >/dev/null; then
-    die "no CRIU passes 'criu check', and apt-get/dpkg-deb are missing: cannot install one (Debian only)"
+    die "no working CRIU, and apt-get/dpkg-deb are missing: cannot install one (Debian only)"
 fi
 [[ -r $KEYRING ]] || die "$KEYRING missing: install debian-archive-keyring"
 command -v patchelf >/dev/null || apt_install patchelf

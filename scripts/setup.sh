@@ -4,7 +4,7 @@
 #   1. apt packages: only the missing ones are installed (`apt-get update` only
 #      then); daemons are neither started by the packages nor by this script.
 #   2. CRIU: scripts/install-criu.sh (a host CRIU that passes `criu check`, else a
-#      private one from Debian trixie under /opt/arch/criu).
+#      private one from Debian forky under /opt/arch/criu).
 #   3. Build (CMake + Ninja, Release, incremental) and install arch-runc, archctl and
 #      archd into /usr/local/bin, and archd.service into /etc/systemd/system (enabled,
 #      not started, only where systemd is PID 1).
