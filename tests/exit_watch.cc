@@ -13,9 +13,9 @@
 #include <cstdio>
 #include <thread>
 
-#include "containerd_events.h"
-#include "exit_status.h"
-#include "file_util.h"
+#include "base/file_util.h"
+#include "managed/exit_status.h"
+#include "node/containerd_events.h"
 
 namespace {
 

@@ -15,7 +15,7 @@
 #include <string>
 #include <thread>
 
-#include "imds_client.h"
+#include "node/imds_client.h"
 
 namespace {
 

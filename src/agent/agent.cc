@@ -16,11 +16,11 @@
 #include <map>
 #include <set>
 
-#include "checkpoint_store.h"
-#include "container_registry.h"
-#include "file_util.h"
+#include "base/file_util.h"
+#include "managed/container_registry.h"
 #include "private_dir.h"
-#include "runc_client.h"
+#include "runtime/runc_client.h"
+#include "store/checkpoint_store.h"
 #include "version.h"
 
 namespace arch::agent {

@@ -16,11 +16,11 @@
 #include <string>
 #include <thread>
 
-#include "error.h"
+#include "base/error.h"
+#include "config/node_config.h"
+#include "container/finalize.h"
 #include "event_log.h"
-#include "finalize.h"
 #include "metrics.h"
-#include "node_config.h"
 #include "node_state.h"
 
 namespace arch::agent {

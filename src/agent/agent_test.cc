@@ -10,8 +10,8 @@
 #include <fstream>
 #include <thread>
 
-#include "container_registry.h"
-#include "file_util.h"
+#include "base/file_util.h"
+#include "managed/container_registry.h"
 
 namespace arch::agent {
 namespace {

@@ -12,7 +12,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "file_util.h"
+#include "base/file_util.h"
 #include "private_dir.h"
 
 namespace arch::agent {

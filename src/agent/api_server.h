@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "agent.h"
-#include "error.h"
+#include "base/error.h"
 
 namespace httplib {
 class Server;

@@ -9,7 +9,7 @@
 #include <cmath>
 #include <ctime>
 
-#include "file_util.h"
+#include "base/file_util.h"
 #include "private_dir.h"
 
 namespace arch::agent {

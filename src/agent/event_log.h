@@ -15,8 +15,8 @@
 #include <string_view>
 #include <vector>
 
-#include "error.h"
-#include "unique_fd.h"
+#include "base/error.h"
+#include "base/unique_fd.h"
 
 namespace arch::agent {
 

@@ -6,7 +6,7 @@
 
 #include <filesystem>
 
-#include "file_util.h"
+#include "base/file_util.h"
 
 namespace arch::agent {
 namespace {

@@ -18,16 +18,16 @@
 #include <ctime>
 #include <thread>
 
-#include "checkpoint_store.h"
-#include "criu_rpc.h"
-#include "file_util.h"
-#include "finalize.h"
-#include "job_archive.h"
-#include "job_launch.h"
-#include "manifest.h"
-#include "names.h"
+#include "base/file_util.h"
+#include "base/names.h"
+#include "base/process.h"
+#include "container/finalize.h"
+#include "criu/criu_rpc.h"
+#include "jobs/job_archive.h"
+#include "jobs/job_launch.h"
 #include "private_dir.h"
-#include "process.h"
+#include "store/checkpoint_store.h"
+#include "store/manifest.h"
 
 namespace arch::agent {
 namespace {

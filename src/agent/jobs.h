@@ -27,10 +27,10 @@
 #include <vector>
 
 #include "agent.h"
-#include "error.h"
+#include "base/error.h"
+#include "config/node_config.h"
 #include "event_log.h"
-#include "job_record.h"
-#include "node_config.h"
+#include "jobs/job_record.h"
 
 namespace httplib {
 class Server;

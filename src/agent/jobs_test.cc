@@ -12,7 +12,7 @@
 #include <fstream>
 #include <thread>
 
-#include "job_launch.h"
+#include "jobs/job_launch.h"
 
 namespace arch::agent {
 namespace {

@@ -13,10 +13,10 @@
 
 #include "agent.h"
 #include "api_server.h"
-#include "file_util.h"
+#include "base/file_util.h"
+#include "config/node_config.h"
 #include "jobs.h"
-#include "node_config.h"
-#include "runtime_path.h"
+#include "runtime/runtime_path.h"
 #include "version.h"
 #include "watchers.h"
 

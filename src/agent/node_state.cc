@@ -2,7 +2,7 @@
 // their defaults, so an older file (or one written by an older archd) loads.
 #include "node_state.h"
 
-#include "file_util.h"
+#include "base/file_util.h"
 #include "private_dir.h"
 
 namespace arch::agent {

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "error.h"
+#include "base/error.h"
 #include "metrics.h"
 
 namespace arch::agent {

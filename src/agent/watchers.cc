@@ -3,9 +3,9 @@
 
 #include <fmt/core.h>
 
-#include "containerd_events.h"
-#include "exit_status.h"
-#include "imds_client.h"
+#include "managed/exit_status.h"
+#include "node/containerd_events.h"
+#include "node/imds_client.h"
 
 namespace arch::agent {
 

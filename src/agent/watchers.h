@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "agent.h"
-#include "node_config.h"
+#include "config/node_config.h"
 
 namespace arch {
 class ContainerdEventWatcher;

@@ -10,7 +10,7 @@
 #include <string_view>
 
 #include "commands.h"
-#include "node_config.h"
+#include "config/node_config.h"
 
 namespace arch::cli {
 namespace {

@@ -8,12 +8,12 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "checkpoint_store.h"
+#include "base/duration.h"
 #include "commands.h"
-#include "container_registry.h"
-#include "criu_stats.h"
-#include "duration.h"
-#include "node_config.h"
+#include "config/node_config.h"
+#include "criu/criu_stats.h"
+#include "managed/container_registry.h"
+#include "store/checkpoint_store.h"
 
 namespace arch::cli {
 namespace {
@@ -250,7 +250,8 @@ int run_gc(const std::string& store, const std::string& older_than, bool dry_run
     keys[std::filesystem::path(c.path).parent_path().string()].push_back(std::move(c));
   }
   std::vector<GcAction> actions;
-  for (const auto& [dir, dirs] : keys) gc_key(loaded.config, dirs, cutoff, dry_run, in_use, actions);
+  for (const auto& [dir, dirs] : keys)
+    gc_key(loaded.config, dirs, cutoff, dry_run, in_use, actions);
   bool failed = false;
   nlohmann::json out = nlohmann::json::array();
   for (const auto& a : actions) {
@@ -289,8 +290,9 @@ Handler add_checkpoint_command(CLI::App& app) {
       ->required();
   rm->add_option("--store", o->store, "Look only in this store directory");
   auto* gc = cmd->add_subcommand(
-      "gc", "Remove stale checkpoints: keys whose newest checkpoint is older than --older-than "
-            "(unless a container on this node uses them), and old failed or unfinished ones");
+      "gc",
+      "Remove stale checkpoints: keys whose newest checkpoint is older than --older-than "
+      "(unless a container on this node uses them), and old failed or unfinished ones");
   gc->add_option("--older-than", o->older_than, "Age, e.g. 36h, 7d, 1h30m")->required();
   gc->add_option("--store", o->store,
                  "Only this store directory (default: the node's and its containers' stores)");

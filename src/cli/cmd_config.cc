@@ -6,9 +6,9 @@
 
 #include <memory>
 
+#include "base/file_util.h"
 #include "commands.h"
-#include "file_util.h"
-#include "node_config.h"
+#include "config/node_config.h"
 
 namespace arch::cli {
 

@@ -6,14 +6,14 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
-#include "checkpoint.h"
-#include "checkpoint_store.h"
 #include "commands.h"
-#include "container_registry.h"
-#include "finalize.h"
-#include "node_config.h"
-#include "runc_client.h"
-#include "runtime_path.h"
+#include "config/node_config.h"
+#include "container/checkpoint.h"
+#include "container/finalize.h"
+#include "managed/container_registry.h"
+#include "runtime/runc_client.h"
+#include "runtime/runtime_path.h"
+#include "store/checkpoint_store.h"
 
 namespace arch::cli {
 namespace {

@@ -3,7 +3,7 @@
 #include <fmt/core.h>
 
 #include "commands.h"
-#include "engine_config.h"
+#include "install/engine_config.h"
 
 namespace arch::cli {
 namespace {

@@ -11,9 +11,9 @@
 #include <memory>
 #include <thread>
 
+#include "base/file_util.h"
 #include "commands.h"
-#include "file_util.h"
-#include "node_config.h"
+#include "config/node_config.h"
 
 extern char** environ;
 

@@ -2,9 +2,9 @@
 #include <fcntl.h>
 #include <fmt/core.h>
 
+#include "base/file_util.h"
 #include "commands.h"
-#include "file_util.h"
-#include "node_config.h"
+#include "config/node_config.h"
 
 namespace arch::cli {
 namespace {

@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "commands.h"
-#include "node_config.h"
+#include "config/node_config.h"
 
 namespace arch::cli {
 namespace {

@@ -3,8 +3,8 @@
 #include <unistd.h>
 
 #include "commands.h"
-#include "node_config.h"
-#include "runtime_path.h"
+#include "config/node_config.h"
+#include "runtime/runtime_path.h"
 #include "version.h"
 
 namespace arch::cli {

@@ -13,15 +13,16 @@
 #include <cstdio>
 #include <span>
 
-#include "checkpoint.h"
-#include "checkpoint_store.h"
-#include "container_registry.h"
-#include "node_config.h"
-#include "oci_spec.h"
-#include "restore.h"
-#include "runc_command_line.h"
-#include "runtime_exec.h"
-#include "runtime_path.h"
+#include "config/node_config.h"
+#include "container/checkpoint.h"
+#include "container/restore.h"
+#include "managed/container_record.h"
+#include "managed/container_registry.h"
+#include "runtime/oci_spec.h"
+#include "runtime/runc_command_line.h"
+#include "runtime/runtime_exec.h"
+#include "runtime/runtime_path.h"
+#include "store/checkpoint_store.h"
 
 namespace arch {
 namespace {
@@ -44,8 +45,8 @@ int restore_on_create(const RuncCommandLine& cl, const NodeConfig& config, const
       log.warn(describe_call(cl) + ": passed over a newer checkpoint: " + skipped);
     }
     if (!restored->lazy_failure.empty()) {
-      log.warn(describe_call(cl) + ": lazy restore fell back to a plain one: " +
-               restored->lazy_failure);
+      log.warn(describe_call(cl) +
+               ": lazy restore fell back to a plain one: " + restored->lazy_failure);
     }
     log.info(describe_call(cl) + ": restored from " + restored->checkpoint + " in " +
              std::to_string(static_cast<long>(restored->ms)) + " ms" +
@@ -91,15 +92,15 @@ int remove_finished(const RuncCommandLine& cl, const NodeConfig& config, const R
   if (auto rec = registry.find(root, id)) {
     CheckpointStore store(rec->store, config.keep);
     auto lock = store.lock(rec->ns, rec->key, std::chrono::seconds(10));
-    auto removed = lock ? store.remove(rec->ns, rec->key, *lock)
-                        : Result<void>(std::unexpected(lock.error()));
+    auto removed =
+        lock ? store.remove(rec->ns, rec->key, *lock) : Result<void>(std::unexpected(lock.error()));
     if (removed) {
       log.info(describe_call(cl) + ": job finished (exit 0): checkpoints of " + rec->ns + "/" +
                rec->key + " removed from " + rec->store +
                (rec->workdir.empty() ? std::string() : ", work directory kept"));
     } else {
-      log.error(describe_call(cl) + ": job finished (exit 0) but its checkpoints in " +
-                rec->store + " could not be removed: " + removed.error().message());
+      log.error(describe_call(cl) + ": job finished (exit 0) but its checkpoints in " + rec->store +
+                " could not be removed: " + removed.error().message());
     }
   }
   registry.forget(root, id);

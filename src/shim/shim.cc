@@ -26,17 +26,18 @@
 #include <span>
 #include <string>
 
-#include "container_registry.h"
-#include "exit_status.h"
-#include "file_util.h"
-#include "node_config.h"
-#include "oci_spec.h"
-#include "runc_command_line.h"
-#include "runc_log.h"
-#include "runtime_exec.h"
-#include "runtime_path.h"
-#include "shared_mode.h"
-#include "store_layout.h"
+#include "base/file_util.h"
+#include "config/node_config.h"
+#include "managed/container_record.h"
+#include "managed/container_registry.h"
+#include "managed/exit_status.h"
+#include "managed/shared_mode.h"
+#include "managed/store_layout.h"
+#include "runtime/oci_spec.h"
+#include "runtime/runc_command_line.h"
+#include "runtime/runc_log.h"
+#include "runtime/runtime_exec.h"
+#include "runtime/runtime_path.h"
 #include "version.h"
 
 namespace arch {
@@ -108,12 +109,12 @@ std::optional<int> handle_new_container(const RuncCommandLine& cl, const NodeCon
     log.error(describe_call(cl) + ": ARCH-enabled container " + id +
               ": cannot record it in the registry: " + ok.error().message());
   }
-  std::string where = " (namespace " + rec->ns + ", key " + rec->key + " from " +
-                      rec->key_source + ")";
+  std::string where =
+      " (namespace " + rec->ns + ", key " + rec->key + " from " + rec->key_source + ")";
   if (cl.subcommand != Subcommand::kCreate ||
       !has_committed_checkpoint(rec->store, rec->ns, rec->key)) {
-    log.info(describe_call(cl) + ": ARCH-enabled container " + id + where +
-             ": no checkpoint in " + rec->store + ", starting fresh");
+    log.info(describe_call(cl) + ": ARCH-enabled container " + id + where + ": no checkpoint in " +
+             rec->store + ", starting fresh");
     return std::nullopt;
   }
   auto helper = helper_path();

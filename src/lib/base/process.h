@@ -1,0 +1,48 @@
+// Process: every child process ARCH starts, with an explicit plan for its file
+// descriptors, reaped on every path.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+
+namespace arch {
+
+/// What the child gets: stdin from /dev/null unless `stdin_fd` is given; stdout and
+/// stderr captured (or sent to /dev/null, or to given fds). Nothing else is inherited
+/// (every other fd is O_CLOEXEC by convention).
+struct ProcessOptions {
+  int stdin_fd = -1;                                 ///< -1: /dev/null.
+  int stdout_fd = -1;                                ///< -1: captured into ProcessResult::out.
+  int stderr_fd = -1;                                ///< -1: captured into ProcessResult::err.
+  std::optional<std::chrono::milliseconds> timeout;  ///< Killed (SIGKILL) when exceeded.
+  std::string cwd;                                   ///< Empty: inherit.
+};
+
+struct ProcessResult {
+  int exit_code = -1;  ///< Exit status, or 128 + signal when killed by one.
+  bool timed_out = false;
+  std::string out;
+  std::string err;
+  [[nodiscard]] bool ok() const { return exit_code == 0 && !timed_out; }
+};
+
+/// Runs argv[0] (an absolute path) with `argv`, waits for it and returns how it ended.
+/// The child is killed if the calling thread's process dies first (PR_SET_PDEATHSIG).
+/// Fails only when the process could not be started.
+Result<ProcessResult> run_process(const std::vector<std::string>& argv,
+                                  const ProcessOptions& options = {});
+
+/// Starts argv[0] (absolute) in a new session with stdin from `stdin_fd` and stdout/stderr
+/// on /dev/null, and returns its pid without waiting. The caller reaps it.
+Result<pid_t> spawn_detached(const std::vector<std::string>& argv, int stdin_fd);
+
+/// "argv[0] arg1 ...", for messages.
+std::string join_argv(const std::vector<std::string>& argv);
+
+}  // namespace arch

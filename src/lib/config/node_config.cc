@@ -1,0 +1,439 @@
+// NodeConfig: parsing (inih), trust checks and in-place edits of the node config.
+#include "config/node_config.h"
+
+#include <fcntl.h>
+#include <ini.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+
+#include "base/file_util.h"
+
+namespace arch {
+
+Result<LogLevel> parse_log_level(std::string_view text) {
+  if (text == "error") return LogLevel::kError;
+  if (text == "warn" || text == "warning") return LogLevel::kWarn;
+  if (text == "info") return LogLevel::kInfo;
+  if (text == "debug") return LogLevel::kDebug;
+  return fail("unknown log level '" + std::string(text) + "' (want error, warn, info or debug)");
+}
+
+std::string_view log_level_name(LogLevel level) {
+  switch (level) {
+    case LogLevel::kError:
+      return "error";
+    case LogLevel::kWarn:
+      return "warning";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kDebug:
+      return "debug";
+  }
+  return "info";
+}
+
+std::string config_path_from_env() {
+  const char* env = std::getenv("ARCH_CONFIG");
+  if (env != nullptr && *env != '\0') return env;
+  return kDefaultConfigPath;
+}
+
+namespace {
+
+struct ParseState {
+  NodeConfig config;
+  std::string error;
+};
+
+// An integer in [lo, hi], or an error naming the key.
+bool parse_int_in(ParseState* state, std::string_view key, std::string_view v, int lo, int hi,
+                  int& out, std::string_view section = "agent") {
+  char* end = nullptr;
+  std::string text(v);
+  long n = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || n < lo || n > hi) {
+    state->error = "[" + std::string(section) + "] " + std::string(key) +
+                   " must be a whole number from " + std::to_string(lo) + " to " +
+                   std::to_string(hi);
+    return false;
+  }
+  out = static_cast<int>(n);
+  return true;
+}
+
+int on_agent_entry(ParseState* state, std::string_view k, std::string_view v) {
+  auto& a = state->config.agent;
+  auto path = [&](std::string& out) {
+    if (!v.empty() && v.front() != '/') {
+      state->error = "[agent] " + std::string(k) + " must be an absolute path";
+      return 0;
+    }
+    out = v;
+    return 1;
+  };
+  if (k == "socket") return path(a.socket);
+  if (k == "state_file") return path(a.state_file);
+  if (k == "event_log") return path(a.event_log);
+  if (k == "containerd_address") return path(a.containerd_address);
+  if (k == "metrics_address") {
+    a.metrics_address = v;
+    return 1;
+  }
+  if (k == "imds_endpoint") {
+    if (!v.empty() && !v.starts_with("http://") && !v.starts_with("https://")) {
+      state->error = "[agent] imds_endpoint must be an http:// or https:// URL";
+      return 0;
+    }
+    a.imds_endpoint = v;
+    return 1;
+  }
+  if (k == "rebalance_action") {
+    if (v != "none" && v != "drain") {
+      state->error = "[agent] rebalance_action must be none or drain";
+      return 0;
+    }
+    a.rebalance_action = v;
+    return 1;
+  }
+  if (k == "imds_poll_seconds") return parse_int_in(state, k, v, 1, 60, a.imds_poll_seconds);
+  if (k == "imds_token_ttl_seconds") {
+    return parse_int_in(state, k, v, 1, 21600, a.imds_token_ttl_seconds);
+  }
+  if (k == "safety_margin_seconds")
+    return parse_int_in(state, k, v, 0, 600, a.safety_margin_seconds);
+  if (k == "finalize_parallel") return parse_int_in(state, k, v, 0, 256, a.finalize_parallel);
+  return 1;
+}
+
+int on_checkpoint_entry(ParseState* state, std::string_view k, std::string_view v) {
+  auto& c = state->config.checkpoint;
+  auto one_of = [&](std::string& out, std::initializer_list<std::string_view> allowed) {
+    for (auto a : allowed) {
+      if (v == a) {
+        out = v;
+        return 1;
+      }
+    }
+    std::string names;
+    for (auto a : allowed) names += (names.empty() ? "" : " or ") + std::string(a);
+    state->error = "[checkpoint] " + std::string(k) + " must be " + names;
+    return 0;
+  };
+  if (k == "rootfs_compression") return one_of(c.rootfs_compression, {"none", "zstd"});
+  if (k == "pre_copy") return one_of(c.pre_copy, {"off", "on", "auto"});
+  if (k == "network_lock") return one_of(c.network_lock, {"skip", "iptables", "nftables"});
+  if (k == "zstd_level") return parse_int_in(state, k, v, 1, 19, c.zstd_level, "checkpoint");
+  if (k == "zstd_threads") return parse_int_in(state, k, v, 0, 64, c.zstd_threads, "checkpoint");
+  return 1;
+}
+
+int on_jobs_entry(ParseState* state, std::string_view k, std::string_view v) {
+  auto& j = state->config.jobs;
+  if (k == "dump_dir") {
+    if (!v.empty() && v.front() != '/') {
+      state->error = "[jobs] dump_dir must be an absolute path";
+      return 0;
+    }
+    j.dump_dir = v;
+    return 1;
+  }
+  if (k == "compression") {
+    if (v != "zstd" && v != "none") {
+      state->error = "[jobs] compression must be zstd or none";
+      return 0;
+    }
+    j.compress = v == "zstd";
+    return 1;
+  }
+  if (k == "compression_level") {
+    if (!parse_int_in(state, k, v, 1, 19, j.compression_level)) {
+      state->error = "[jobs] compression_level must be a whole number from 1 to 19";
+      return 0;
+    }
+    return 1;
+  }
+  if (k == "leave_running") {
+    if (v != "true" && v != "false") {
+      state->error = "[jobs] leave_running must be true or false";
+      return 0;
+    }
+    j.leave_running = v == "true";
+    return 1;
+  }
+  return 1;
+}
+
+int on_ini_entry(void* user, const char* section, const char* name, const char* value) {
+  auto* state = static_cast<ParseState*>(user);
+  std::string_view s(section), k(name), v(value);
+  auto need_absolute = [&](std::string& out) {
+    if (!v.empty() && v.front() != '/') {
+      state->error = "[" + std::string(s) + "] " + std::string(k) + " must be an absolute path";
+      return 0;
+    }
+    out = v;
+    return 1;
+  };
+  if (s == "runtime" && k == "runc") return need_absolute(state->config.runc);
+  if (s == "runtime" && k == "criu") return need_absolute(state->config.criu);
+  if (s == "log" && k == "file") return need_absolute(state->config.log_file);
+  if (s == "store" && k == "path") return need_absolute(state->config.store_path);
+  if (s == "state" && k == "dir") return need_absolute(state->config.state_dir);
+  if (s == "store" && k == "keep") {
+    int keep = std::atoi(std::string(v).c_str());
+    if (keep < 1 || keep > 100) {
+      state->error = "[store] keep must be between 1 and 100";
+      return 0;
+    }
+    state->config.keep = keep;
+    return 1;
+  }
+  if (s == "restore" && k == "on_failure") {
+    if (v != "fresh" && v != "fail") {
+      state->error = "[restore] on_failure must be fresh or fail";
+      return 0;
+    }
+    state->config.restore_failure_fails = v == "fail";
+    return 1;
+  }
+  if (s == "restore" && k == "lazy_pages") {
+    if (v != "true" && v != "false") {
+      state->error = "[restore] lazy_pages must be true or false";
+      return 0;
+    }
+    state->config.restore_lazy_pages = v == "true";
+    return 1;
+  }
+  if (s == "agent") return on_agent_entry(state, k, v);
+  if (s == "jobs") return on_jobs_entry(state, k, v);
+  if (s == "checkpoint") return on_checkpoint_entry(state, k, v);
+  if (s == "log" && k == "level") {
+    auto level = parse_log_level(v);
+    if (!level) {
+      state->error = "[log] level: " + level.error().message();
+      return 0;
+    }
+    state->config.log_level = *level;
+  }
+  return 1;  // Unknown keys belong to newer versions or other components.
+}
+
+}  // namespace
+
+Result<NodeConfig> parse_node_config(std::string_view text) {
+  ParseState state;
+  std::string copy(text);
+  int line = ini_parse_string(copy.c_str(), on_ini_entry, &state);
+  if (line != 0) {
+    std::string why = state.error.empty() ? "syntax error" : state.error;
+    return fail("line " + std::to_string(line) + ": " + why);
+  }
+  return state.config;
+}
+
+Result<void> check_trusted_file(int fd, const std::string& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return fail_errno("fstat " + path);
+  if (!S_ISREG(st.st_mode)) return fail(path + " is not a regular file");
+  if (st.st_uid != 0) return fail(path + " is not owned by root");
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+    return fail(path + " is writable by group or others");
+  std::string dir = dirname_of(path);
+  if (::stat(dir.c_str(), &st) != 0) return fail_errno("stat " + dir);
+  if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    return fail("directory " + dir + " is not owned by root or is writable by group or others");
+  }
+  return {};
+}
+
+LoadedConfig load_node_config(const std::string& path) {
+  LoadedConfig loaded;
+  loaded.path = path;
+  auto fd = open_file(path, O_RDONLY | O_NOFOLLOW);
+  if (!fd) {
+    if (fd.error().code() != ENOENT) {
+      loaded.warnings.push_back("node config ignored: " + fd.error().message());
+    }
+    return loaded;
+  }
+  if (auto trusted = check_trusted_file(fd->get(), path); !trusted) {
+    loaded.warnings.push_back("node config ignored: " + trusted.error().message());
+    return loaded;
+  }
+  auto text = read_all(fd->get(), 1 << 20);
+  if (!text) {
+    loaded.warnings.push_back("node config ignored: " + text.error().wrap(path).message());
+    return loaded;
+  }
+  auto config = parse_node_config(*text);
+  if (!config) {
+    loaded.warnings.push_back("node config ignored: " + path + ": " + config.error().message());
+    return loaded;
+  }
+  loaded.config = std::move(*config);
+  loaded.from_file = true;
+  return loaded;
+}
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
+  return s;
+}
+
+// The section name if `line` is a section header, else empty.
+std::string_view section_of(std::string_view line) {
+  line = trim(line);
+  if (line.size() < 2 || line.front() != '[') return {};
+  auto end = line.find(']');
+  if (end == std::string_view::npos) return {};
+  return trim(line.substr(1, end - 1));
+}
+
+bool is_key_line(std::string_view line, std::string_view key) {
+  line = trim(line);
+  auto eq = line.find_first_of("=:");
+  if (eq == std::string_view::npos) return false;
+  return trim(line.substr(0, eq)) == key;
+}
+
+}  // namespace
+
+std::string set_config_value(std::string_view text, std::string_view section, std::string_view key,
+                             std::string_view value) {
+  std::vector<std::string_view> lines;
+  for (std::size_t pos = 0; pos < text.size();) {
+    auto nl = text.find('\n', pos);
+    if (nl == std::string_view::npos) nl = text.size();
+    lines.push_back(text.substr(pos, nl - pos));
+    pos = nl + 1;
+  }
+  std::string entry = std::string(key) + " = " + std::string(value);
+  std::string current;
+  long insert_after = -1;  // Last non-blank line of the wanted section.
+  bool in_section = false;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    auto name = section_of(lines[i]);
+    if (!name.empty()) {
+      in_section = name == section;
+      if (in_section) insert_after = static_cast<long>(i);
+      continue;
+    }
+    if (!in_section) continue;
+    if (is_key_line(lines[i], key)) {
+      std::string out;
+      for (std::size_t j = 0; j < lines.size(); ++j) {
+        out += j == i ? std::string_view(entry) : lines[j];
+        out += '\n';
+      }
+      return out;
+    }
+    if (!trim(lines[i]).empty()) insert_after = static_cast<long>(i);
+  }
+  std::string out;
+  for (std::size_t j = 0; j < lines.size(); ++j) {
+    out += lines[j];
+    out += '\n';
+    if (static_cast<long>(j) == insert_after) out += entry + '\n';
+  }
+  if (insert_after < 0) {
+    if (!out.empty() && out.size() >= 2 && out[out.size() - 2] != '\n') out += '\n';
+    out += "[" + std::string(section) + "]\n" + entry + '\n';
+  }
+  return out;
+}
+
+}  // namespace arch
+
+namespace arch {
+
+std::string default_node_config_text() {
+  return R"(# ARCH node config (INI). Written by `archctl config init`; every key shows its default.
+# This file and its directory must be owned by root and not writable by group or others,
+# or ARCH ignores the whole file. Comments go on their own lines.
+
+[runtime]
+# The real runc that arch-runc execs (empty: /usr/sbin/runc, /usr/bin/runc, ...).
+runc =
+# CRIU for ARCH's own checkpoints and for process jobs (empty: runc's default /
+# /opt/arch/criu/bin/criu for jobs).
+criu =
+
+[log]
+# error | warn | info | debug
+level = info
+file = /var/log/arch/arch.log
+
+[store]
+# Checkpoints of containers without ARCH_CHECKPOINT_HOST_PATH, and of process jobs
+# (namespace "jobs").
+path = /var/lib/arch/checkpoints
+# Committed generations kept per container or job (1-100).
+keep = 2
+
+[state]
+# The registry of ARCH-enabled containers and the draining flag (tmpfs).
+dir = /run/arch
+
+[restore]
+# fresh | fail: what a container create does when its restore fails.
+on_failure = fresh
+# true: restore with CRIU lazy pages (memory served on demand; a container's
+# ARCH_LAZY_RESTORE=1 or 0 wins).
+lazy_pages = false
+
+[checkpoint]
+# none | zstd: compression of the rootfs diff (CRIU's page images are never compressed).
+rootfs_compression = none
+# zstd level (1-19) and threads (0: one per CPU).
+zstd_level = 3
+zstd_threads = 0
+# off | on | auto: pre-copy (a CRIU pre-dump, then a final dump of what changed) in
+# finalize; needs the kernel's soft-dirty tracking, else a plain dump.
+pre_copy = auto
+# skip | iptables | nftables: CRIU's network lock during a dump (ARCH dumps no TCP
+# connections, so skip saves four iptables-restore runs per dump).
+network_lock = skip
+
+[agent]
+# archd's local API (root only).
+socket = /run/arch/archd.sock
+# archd's state; process jobs and their logs live in jobs/ beside it.
+state_file = /var/lib/arch/agent/state.json
+event_log = /var/log/arch/events.jsonl
+# Prometheus metrics; empty: off.
+metrics_address = 127.0.0.1:9477
+# EC2 metadata service for reclaim notices; empty: no watcher.
+imds_endpoint = http://169.254.169.254
+imds_poll_seconds = 2
+imds_token_ttl_seconds = 21600
+# Kept free before a reclaim time.
+safety_margin_seconds = 15
+# none | drain: what a rebalance recommendation does.
+rebalance_action = none
+# Containers checkpointed at once in a drain (0: two per CPU).
+finalize_parallel = 0
+containerd_address = /run/containerd/containerd.sock
+
+[jobs]
+# Every `archctl job checkpoint` also exports <name>_<UTC time>.tar.zst here
+# (empty: only with --export DIR).
+dump_dir =
+# zstd | none: compression of exported archives.
+compression = zstd
+# zstd level, 1 (fastest; ~0.27 s per 256 MiB of incompressible memory here, level 3
+# ~0.43 s) to 19 (smallest).
+compression_level = 1
+# true | false: `archctl job checkpoint` leaves the job running after the dump
+# (false: the job stops once it is checkpointed; --leave-running overrides).
+leave_running = false
+)";
+}
+
+}  // namespace arch

@@ -1,0 +1,138 @@
+// NodeConfig: the node-wide settings in /etc/arch/arch.conf (INI), trusted only when root-owned.
+//
+// Format (INI, '#' or ';' comments; unknown sections and keys are ignored so older
+// binaries read newer files):
+//   [runtime]  runc = /usr/sbin/runc      criu = /opt/arch/criu/bin/criu
+//   [log]      level = error|warn|info|debug   file = /var/log/arch/arch.log
+//   [store]    path = /var/lib/arch/checkpoints   keep = 2
+//   [state]    dir = /run/arch
+//   [restore]  on_failure = fresh|fail   lazy_pages = false|true
+//   [agent]    socket, state_file, event_log, metrics_address, imds_endpoint,
+//              imds_poll_seconds, imds_token_ttl_seconds, safety_margin_seconds,
+//              rebalance_action, finalize_parallel, containerd_address (see NodeConfig::Agent)
+//   [jobs]     dump_dir, compression = zstd|none, compression_level = 1-19,
+//              leave_running = true|false (see NodeConfig::Jobs)
+//   [checkpoint] rootfs_compression = none|zstd   zstd_level = 3   zstd_threads = 0
+//              pre_copy = off|on|auto   network_lock = skip|iptables|nftables
+// The file and its directory must be owned by root and not writable by group or others;
+// otherwise nothing in it is used (root would be executing what another user chose).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/error.h"
+
+namespace arch {
+
+/// Where the node config lives unless ARCH_CONFIG names another file.
+inline constexpr const char* kDefaultConfigPath = "/etc/arch/arch.conf";
+inline constexpr const char* kDefaultLogFile = "/var/log/arch/arch.log";
+
+enum class LogLevel { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
+
+/// Parses "error", "warn"/"warning", "info", "debug".
+Result<LogLevel> parse_log_level(std::string_view text);
+/// The level's name as runc's JSON log uses it ("error", "warning", "info", "debug").
+std::string_view log_level_name(LogLevel level);
+
+inline constexpr const char* kDefaultStorePath = "/var/lib/arch/checkpoints";
+
+struct NodeConfig {
+  std::string runc;  ///< The real runc; empty means "search the usual places".
+  std::string criu;  ///< CRIU for ARCH's own checkpoint calls; empty means runc's default.
+  LogLevel log_level = LogLevel::kInfo;
+  std::string log_file = kDefaultLogFile;
+  std::string store_path = kDefaultStorePath;  ///< [store] path: checkpoints when the
+                                               ///< container names no ARCH_CHECKPOINT_HOST_PATH.
+  int keep = 2;                                ///< [store] keep: committed generations per key.
+  std::string state_dir = "/run/arch";         ///< [state] dir: the registry (tmpfs).
+  bool restore_failure_fails = false;          ///< [restore] on_failure = fresh | fail.
+  bool restore_lazy_pages = false;  ///< [restore] lazy_pages: CRIU lazy pages (see lazy_pages.h).
+
+  /// [agent]: archd, the node agent.
+  struct Agent {
+    std::string socket = "/run/arch/archd.sock";                ///< Local API (root-only).
+    std::string state_file = "/var/lib/arch/agent/state.json";  ///< Survives restarts.
+    std::string event_log = "/var/log/arch/events.jsonl";       ///< JSON lines.
+    std::string metrics_address = "127.0.0.1:9477";             ///< Prometheus; empty: off.
+    std::string imds_endpoint = "http://169.254.169.254";       ///< EC2 metadata; empty: off.
+    int imds_poll_seconds = 2;                                  ///< 1-60.
+    int imds_token_ttl_seconds = 21600;                         ///< 1-21600.
+    int safety_margin_seconds = 15;                             ///< Kept free before the reclaim.
+    std::string rebalance_action = "none";                      ///< none | drain.
+    int finalize_parallel = 0;  ///< 1-256; 0: sized to the machine (default_finalize_parallel).
+    std::string containerd_address = "/run/containerd/containerd.sock";  ///< Event stream.
+  } agent;
+
+  /// [jobs]: process jobs (archctl job / process).
+  struct Jobs {
+    std::string dump_dir;  ///< Every job checkpoint also exported here; empty: only on --export.
+    bool compress = true;  ///< compression = zstd | none (exported archives).
+    int compression_level = 1;  ///< zstd level, 1-19 (1: measured fastest on memory images).
+    bool leave_running =
+        false;  ///< Default of `job checkpoint`: keep the job running after the dump.
+  } jobs;
+  /// [checkpoint]: how checkpoints are written.
+  struct Checkpoint {
+    std::string rootfs_compression = "none";  ///< none | zstd (the rootfs diff).
+    int zstd_level = 3;                       ///< 1-19.
+    int zstd_threads = 0;                     ///< 0-64; 0: one per CPU.
+    std::string pre_copy = "auto";            ///< off | on | auto (finalize; see finalize.h).
+    /// CRIU's network lock during a dump: skip | iptables | nftables. skip (the default):
+    /// ARCH never dumps TCP connections (CRIU refuses established ones without
+    /// --tcp-established, which ARCH does not pass), so the lock protects nothing here and
+    /// costs four iptables-restore runs per dump (~25% of a small container's dump).
+    std::string network_lock = "skip";
+    /// The rootfs diff's zstd level, 0 when it is not compressed.
+    [[nodiscard]] int rootfs_zstd_level() const {
+      return rootfs_compression == "zstd" ? zstd_level : 0;
+    }
+  } checkpoint;
+};
+
+/// Where archd records each task's exit status for arch-runc: <state dir>/exits/<ns>/<id>.
+/// And the flag file whose presence means "this node is draining".
+inline std::string exit_status_dir(const NodeConfig& c) {
+  return c.state_dir + "/exits";
+}
+inline std::string draining_flag(const NodeConfig& c) {
+  return c.state_dir + "/draining";
+}
+
+/// The result of loading: the config (defaults where the file said nothing or could not
+/// be trusted) and the problems found, for the caller to log.
+struct LoadedConfig {
+  NodeConfig config;
+  std::string path;
+  bool from_file = false;
+  std::vector<std::string> warnings;
+};
+
+/// The config file path: $ARCH_CONFIG if set and non-empty, else kDefaultConfigPath.
+std::string config_path_from_env();
+
+/// Parses INI text; an error names the first malformed line or bad value.
+Result<NodeConfig> parse_node_config(std::string_view text);
+
+/// Loads `path`, refusing files (and directories) not owned by root or writable by
+/// group/others. A missing file gives the defaults without a warning. Never fails:
+/// problems become warnings and defaults.
+LoadedConfig load_node_config(const std::string& path);
+
+/// Returns `text` with `key = value` set in `[section]`: an existing key line is replaced,
+/// else the key is added at the end of the section, else the section is appended.
+/// Comments and every other line are kept.
+std::string set_config_value(std::string_view text, std::string_view section, std::string_view key,
+                             std::string_view value);
+
+/// A complete node config with every key at its default and a comment on each
+/// (`archctl config init` writes it). parse_node_config() of it gives NodeConfig{}.
+std::string default_node_config_text();
+
+/// Checks that the file open on `fd` (named `path`) is owned by root and not
+/// group/world-writable, and that its directory is too.
+Result<void> check_trusted_file(int fd, const std::string& path);
+
+}  // namespace arch

@@ -1,0 +1,200 @@
+// Tests for NodeConfig: parsing, trust checks and in-place edits.
+#include "config/node_config.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace arch {
+namespace {
+
+TEST(NodeConfig, ParsesEveryKey) {
+  auto c = parse_node_config(
+      "# comment\n[runtime]\nrunc = /opt/runc\ncriu = /opt/criu/bin/criu\n\n"
+      "[log]\nlevel = debug ; trailing comment\nfile = /var/log/x.log\n[agent]\nfuture = 1\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->runc, "/opt/runc");
+  EXPECT_EQ(c->criu, "/opt/criu/bin/criu");
+  EXPECT_EQ(c->log_level, LogLevel::kDebug);
+  EXPECT_EQ(c->log_file, "/var/log/x.log");
+}
+
+TEST(NodeConfig, StoreStateAndRestoreSections) {
+  auto c = parse_node_config(
+      "[store]\npath = /ckpt\nkeep = 3\n[state]\ndir = /run/x\n[restore]\non_failure = fail\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->store_path, "/ckpt");
+  EXPECT_EQ(c->keep, 3);
+  EXPECT_EQ(c->state_dir, "/run/x");
+  EXPECT_TRUE(c->restore_failure_fails);
+  EXPECT_FALSE(parse_node_config("[store]\nkeep = 0\n"));
+  EXPECT_FALSE(parse_node_config("[restore]\non_failure = maybe\n"));
+  EXPECT_FALSE(c->restore_lazy_pages);
+  auto lazy = parse_node_config("[restore]\nlazy_pages = true\n");
+  ASSERT_TRUE(lazy) << lazy.error().message();
+  EXPECT_TRUE(lazy->restore_lazy_pages);
+  EXPECT_FALSE(parse_node_config("[restore]\nlazy_pages = yes\n"));
+}
+
+TEST(NodeConfig, AgentSection) {
+  auto c = parse_node_config(
+      "[agent]\nsocket = /run/x.sock\nmetrics_address = 127.0.0.1:9999\n"
+      "imds_endpoint = http://127.0.0.1:8111\nimds_poll_seconds = 3\nsafety_margin_seconds = 20\n"
+      "rebalance_action = drain\nfinalize_parallel = 8\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->agent.socket, "/run/x.sock");
+  EXPECT_EQ(c->agent.metrics_address, "127.0.0.1:9999");
+  EXPECT_EQ(c->agent.imds_endpoint, "http://127.0.0.1:8111");
+  EXPECT_EQ(c->agent.imds_poll_seconds, 3);
+  EXPECT_EQ(c->agent.safety_margin_seconds, 20);
+  EXPECT_EQ(c->agent.rebalance_action, "drain");
+  EXPECT_EQ(c->agent.finalize_parallel, 8);
+  EXPECT_EQ(c->agent.imds_token_ttl_seconds, 21600);
+  EXPECT_FALSE(parse_node_config("[agent]\nimds_poll_seconds = 0\n"));
+  EXPECT_FALSE(parse_node_config("[agent]\nimds_poll_seconds = 2x\n"));
+  EXPECT_FALSE(parse_node_config("[agent]\nrebalance_action = panic\n"));
+  EXPECT_FALSE(parse_node_config("[agent]\nimds_endpoint = ftp://x\n"));
+  EXPECT_FALSE(parse_node_config("[agent]\nsocket = relative.sock\n"));
+}
+
+TEST(NodeConfig, CheckpointSection) {
+  auto d = parse_node_config("");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->checkpoint.rootfs_zstd_level(), 0) << "the rootfs diff is uncompressed by default";
+  EXPECT_EQ(d->checkpoint.pre_copy, "auto");
+  EXPECT_EQ(d->agent.finalize_parallel, 0) << "0: sized to the machine";
+  auto c = parse_node_config(
+      "[checkpoint]\nzstd_level = 7\nrootfs_compression = zstd\nzstd_threads = 2\n"
+      "pre_copy = off\n[agent]\nfinalize_parallel = 0\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->checkpoint.rootfs_zstd_level(), 7);
+  EXPECT_EQ(c->checkpoint.zstd_threads, 2);
+  EXPECT_EQ(c->checkpoint.pre_copy, "off");
+  auto bad = parse_node_config("[checkpoint]\nrootfs_compression = lz4\n");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("[checkpoint] rootfs_compression must be none or zstd"),
+            std::string::npos)
+      << bad.error().message();
+  auto level = parse_node_config("[checkpoint]\nzstd_level = 20\n");
+  ASSERT_FALSE(level);
+  EXPECT_NE(level.error().message().find("[checkpoint] zstd_level must be a whole number from 1"),
+            std::string::npos)
+      << level.error().message();
+  EXPECT_FALSE(parse_node_config("[checkpoint]\npre_copy = sometimes\n"));
+  EXPECT_EQ(d->checkpoint.network_lock, "skip");
+  auto nft = parse_node_config("[checkpoint]\nnetwork_lock = nftables\n");
+  ASSERT_TRUE(nft);
+  EXPECT_EQ(nft->checkpoint.network_lock, "nftables");
+  EXPECT_FALSE(parse_node_config("[checkpoint]\nnetwork_lock = off\n"));
+  EXPECT_FALSE(parse_node_config("[agent]\nfinalize_parallel = -1\n"));
+}
+
+TEST(NodeConfig, DefaultsWhenEmpty) {
+  auto c = parse_node_config("");
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(c->runc.empty());
+  EXPECT_EQ(c->log_level, LogLevel::kInfo);
+  EXPECT_EQ(c->log_file, kDefaultLogFile);
+}
+
+TEST(NodeConfig, RejectsBadValuesWithTheLine) {
+  auto level = parse_node_config("[log]\nlevel = loud\n");
+  ASSERT_FALSE(level);
+  EXPECT_NE(level.error().message().find("line 2"), std::string::npos);
+  EXPECT_NE(level.error().message().find("loud"), std::string::npos);
+  EXPECT_FALSE(parse_node_config("[runtime]\nrunc = relative/runc\n"));
+  EXPECT_FALSE(parse_node_config("[runtime\nrunc = /x\n"));
+}
+
+class TrustTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("arch-conf-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+    ::chmod(dir_.c_str(), 0755);
+    path_ = (dir_ / "arch.conf").string();
+    std::ofstream(path_) << "[log]\nlevel = debug\n";
+    ::chmod(path_.c_str(), 0644);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::filesystem::path dir_;
+  std::string path_;
+};
+
+TEST_F(TrustTest, UsesARootOwnedFile) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to own the file";
+  auto loaded = load_node_config(path_);
+  EXPECT_TRUE(loaded.from_file);
+  EXPECT_TRUE(loaded.warnings.empty());
+  EXPECT_EQ(loaded.config.log_level, LogLevel::kDebug);
+}
+
+TEST_F(TrustTest, IgnoresAWorldWritableFile) {
+  ::chmod(path_.c_str(), 0666);
+  auto loaded = load_node_config(path_);
+  EXPECT_FALSE(loaded.from_file);
+  ASSERT_EQ(loaded.warnings.size(), 1u);
+  EXPECT_NE(loaded.warnings[0].find("writable"), std::string::npos);
+  EXPECT_EQ(loaded.config.log_level, LogLevel::kInfo);
+}
+
+TEST_F(TrustTest, IgnoresAFileInAWorldWritableDirectory) {
+  ::chmod(dir_.c_str(), 0777);
+  auto loaded = load_node_config(path_);
+  EXPECT_FALSE(loaded.from_file);
+  ASSERT_EQ(loaded.warnings.size(), 1u);
+}
+
+TEST_F(TrustTest, IgnoresAFileOwnedBySomeoneElse) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to chown";
+  ASSERT_EQ(::chown(path_.c_str(), 65534, 65534), 0);
+  auto loaded = load_node_config(path_);
+  EXPECT_FALSE(loaded.from_file);
+  ASSERT_EQ(loaded.warnings.size(), 1u);
+  EXPECT_NE(loaded.warnings[0].find("not owned by root"), std::string::npos);
+}
+
+TEST_F(TrustTest, IgnoresASymlink) {
+  auto link = (dir_ / "link.conf").string();
+  std::filesystem::create_symlink(path_, link);
+  auto loaded = load_node_config(link);
+  EXPECT_FALSE(loaded.from_file);
+  EXPECT_EQ(loaded.warnings.size(), 1u);
+}
+
+TEST_F(TrustTest, MalformedFileGivesDefaultsAndAWarning) {
+  std::ofstream(path_) << "[log]\nlevel = shouting\n";
+  auto loaded = load_node_config(path_);
+  EXPECT_FALSE(loaded.from_file);
+  ASSERT_EQ(loaded.warnings.size(), 1u);
+  EXPECT_NE(loaded.warnings[0].find("shouting"), std::string::npos);
+}
+
+TEST(NodeConfig, MissingFileIsSilent) {
+  auto loaded = load_node_config("/nonexistent/arch.conf");
+  EXPECT_FALSE(loaded.from_file);
+  EXPECT_TRUE(loaded.warnings.empty());
+}
+
+TEST(NodeConfig, SetValueReplacesKeepsAndAppends) {
+  std::string text = "# top\n[runtime]\nrunc = /r\n\n[log]\n# how loud\nlevel = info\n";
+  std::string replaced = set_config_value(text, "log", "level", "debug");
+  EXPECT_EQ(replaced, "# top\n[runtime]\nrunc = /r\n\n[log]\n# how loud\nlevel = debug\n");
+  std::string added = set_config_value(replaced, "log", "file", "/x.log");
+  EXPECT_EQ(added,
+            "# top\n[runtime]\nrunc = /r\n\n[log]\n# how loud\nlevel = debug\nfile = /x.log\n");
+  std::string inserted = set_config_value(text, "runtime", "criu", "/c");
+  EXPECT_EQ(inserted,
+            "# top\n[runtime]\nrunc = /r\ncriu = /c\n\n[log]\n# how loud\nlevel = info\n");
+  std::string new_section = set_config_value("# only a comment\n", "log", "level", "warn");
+  auto parsed = parse_node_config(new_section);
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(parsed->log_level, LogLevel::kWarn);
+  EXPECT_EQ(new_section.find("# only a comment\n"), 0u);
+}
+
+}  // namespace
+}  // namespace arch

@@ -1,0 +1,473 @@
+// Checkpoint: the pipeline validate → lock → [pre-dump] → freeze → capture rootfs → dump →
+// commit → end, with the thaw-on-failure guarantee. Timings go into the manifest.
+//
+// Pre-copy layout: the pre-dump's images go into `images/parent/` (a real directory, not
+// CRIU's usual `parent` symlink), and the final dump runs with `--parent-path parent`.
+// CRIU links `images/parent` to the parent images only when that name is free, so the
+// checkpoint stays a tree of plain files and directories (what the store's manifest
+// accepts) and `runc restore --image-path images` finds the parent pages by itself.
+#include "container/checkpoint.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stop_token>
+#include <thread>
+
+#include "base/file_util.h"
+#include "base/process.h"
+#include "container/rootfs_diff.h"
+#include "criu/criu_features.h"
+#include "criu/lazy_pages.h"
+#include "managed/store_layout.h"
+#include "runtime/runc_log.h"
+#include "store/checkpoint_store.h"
+#include "store/manifest.h"
+#include "version.h"
+
+namespace arch {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+std::string first_line_of(const std::vector<std::string>& argv) {
+  auto r = run_process(argv, {.stdin_fd = -1,
+                              .stdout_fd = -1,
+                              .stderr_fd = -1,
+                              .timeout = std::chrono::seconds(10),
+                              .cwd = {}});
+  if (!r || !r->ok()) return "unknown";
+  std::string text = r->out.empty() ? r->err : r->out;
+  return text.substr(0, text.find('\n'));
+}
+
+std::string hostname() {
+  char buf[256] = {};
+  ::gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+std::string shell_quote(const std::vector<std::string>& argv) {
+  std::string out;
+  for (const auto& a : argv) {
+    std::string quoted;
+    for (char ch : a) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    out += (out.empty() ? "'" : " '") + quoted + "'";
+  }
+  return out;
+}
+
+// Starts writeback of every file under `dir` without waiting for it: the disk writes the
+// images while the commit hashes them, and the commit's fsyncs find most pages clean.
+void start_writeback(int dirfd) {
+  (void)walk_checkpoint_dir(dirfd, [](const CheckpointEntry& e) -> Result<void> {
+    if (!S_ISREG(e.st.st_mode)) return {};
+    int fd = ::openat(e.parent_fd, e.name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return {};
+    (void)::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    ::close(fd);
+    return {};
+  });
+}
+
+// While CRIU writes the images, starts their writeback every 50 ms from a thread, so that
+// the disk writes during the dump instead of after it (the kernel alone would wait until
+// dirty_background_ratio of RAM is dirty: gigabytes). Stopped and joined by stop().
+class WritebackPump {
+ public:
+  explicit WritebackPump(const std::string& dir) {
+    auto fd = open_file(dir, O_RDONLY | O_DIRECTORY);
+    if (!fd) return;
+    dir_ = std::move(*fd);
+    thread_ = std::jthread([this](std::stop_token stop) {
+      while (!stop.stop_requested()) {
+        std::unique_lock lock(mutex_);
+        if (wake_.wait_for(lock, stop, std::chrono::milliseconds(50),
+                           [&] { return stop.stop_requested(); })) {
+          break;
+        }
+        lock.unlock();
+        start_writeback(dir_.get());
+      }
+    });
+  }
+  WritebackPump(const WritebackPump&) = delete;
+  WritebackPump& operator=(const WritebackPump&) = delete;
+  ~WritebackPump() { stop(); }
+  void stop() {
+    if (!thread_.joinable()) return;
+    thread_.request_stop();
+    thread_.join();
+  }
+
+ private:
+  UniqueFd dir_;
+  std::mutex mutex_;
+  std::condition_variable_any wake_;
+  std::jthread thread_;
+};
+
+}  // namespace
+
+// ------------------------------------------------------------------ ThawGuard
+
+Result<ThawGuard> ThawGuard::arm(const std::vector<std::vector<std::string>>& resume_argvs) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return fail_errno("pipe2");
+  UniqueFd read_end(fds[0]), write_end(fds[1]);
+  // Each resume command is one positional parameter (any number of containers fits).
+  std::vector<std::string> argv = {
+      "/bin/sh", "-c",
+      "t() { for c in \"$@\"; do eval \"$c\" 2>/dev/null; done; }; "
+      "read -r line || { t \"$@\"; sleep 0.5; t \"$@\"; sleep 2; t \"$@\"; }",
+      "arch-thaw-guard"};
+  for (const auto& r : resume_argvs) argv.push_back(shell_quote(r));
+  auto pid = spawn_detached(argv, read_end.get());
+  if (!pid) return std::unexpected(pid.error().wrap("start the thaw guard"));
+  ThawGuard guard;
+  guard.pid_ = *pid;
+  guard.write_end_ = std::move(write_end);
+  return guard;
+}
+
+ThawGuard::ThawGuard(ThawGuard&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)), write_end_(std::move(other.write_end_)) {}
+
+void ThawGuard::disarm() {
+  if (pid_ < 0) return;
+  (void)write_all(write_end_.get(), "done\n");
+  write_end_.reset();
+  int status = 0;
+  retry_eintr([&] { return ::waitpid(pid_, &status, 0); });
+  pid_ = -1;
+}
+
+// ------------------------------------------------------------------ ContainerCheckpoint
+
+struct ContainerCheckpoint::State {
+  ContainerRecord c;
+  const NodeConfig* config = nullptr;
+  std::string runc_path;
+  CheckpointOptions options;
+  CheckpointStore store;
+  std::optional<KeyLock> lock;
+  RuncClient runc;
+  RuncState state;
+  std::optional<Staging> staging;
+  std::optional<ThawGuard> guard;
+  bool frozen = false;
+  bool pre_copied = false;
+  std::string pre_copy = "off";
+  std::vector<std::string> notes;
+  std::map<std::string, double> timings;
+  Clock::time_point total_start = Clock::now();
+
+  State(const ContainerRecord& rec, const NodeConfig& cfg, const std::string& runc_bin,
+        const CheckpointOptions& opts)
+      : c(rec),
+        config(&cfg),
+        runc_path(runc_bin),
+        options(opts),
+        store(rec.store, cfg.keep),
+        runc(runc_bin, rec.runc_root, cfg.criu) {
+    if (options.rootfs_zstd_level < 0)
+      options.rootfs_zstd_level = cfg.checkpoint.rootfs_zstd_level();
+    if (options.zstd_threads < 0) options.zstd_threads = cfg.checkpoint.zstd_threads;
+  }
+
+  Result<void> ensure_staging() {
+    if (staging) return {};
+    auto s = store.begin(*lock);
+    if (!s) return std::unexpected(s.error().wrap("start a checkpoint"));
+    staging.emplace(std::move(*s));
+    return {};
+  }
+
+  // The container must keep running: thaw it (it is frozen since the pause).
+  std::unexpected<Error> thaw_after(const Error& e) {
+    if (!frozen) return std::unexpected(e);
+    auto thawed = runc.resume(c.id);
+    frozen = false;
+    std::string note = thawed ? " (container thawed and still running)"
+                              : " (and thawing failed: " + thawed.error().message() + ")";
+    return std::unexpected(Error(e.message() + note));
+  }
+
+  // The CRIU options runc cannot pass, as a CRIU config file in the checkpoint's CRIU work
+  // directory (kept with its logs: the record of how the dump was made). Empty: none.
+  std::string criu_config(const std::string& work) const {
+    const std::string& method = config->checkpoint.network_lock;
+    if (method.empty() || method == "iptables") return {};  // CRIU's own default
+    if (::mkdir(work.c_str(), 0700) != 0 && errno != EEXIST) return {};
+    std::string path = work + "/arch-criu.conf";
+    auto fd = open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (!fd || !write_all(fd->get(), "network-lock " + method + "\n")) return {};
+    return path;
+  }
+
+  Result<void> capture_rootfs() {
+    auto start = Clock::now();
+    std::string rootfs = state.rootfs.empty() ? c.bundle + "/rootfs" : state.rootfs;
+    auto upper = overlay_upperdir(rootfs);
+    if (!upper) return std::unexpected(upper.error().wrap("find the writable layer"));
+    // The name restore opens; a zstd stream inside is recognised by its magic number.
+    std::string path = staging->path() + "/rootfs-diff.tar";
+    auto tar = open_file(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (!tar) return std::unexpected(tar.error());
+    RootfsCaptureOptions capture;
+    capture.zstd_level = options.rootfs_zstd_level;
+    capture.zstd_threads = options.zstd_threads;
+    auto stats = capture_rootfs_diff(*upper, tar->get(), capture);
+    if (!stats && capture.zstd_level > 0) {
+      // Saving the container matters more than its size: once more, uncompressed.
+      notes.push_back("rootfs diff written uncompressed: zstd failed (" +
+                      first_line(stats.error()) + ")");
+      options.rootfs_zstd_level = 0;
+      tar = open_file(path, O_WRONLY | O_TRUNC, 0600);
+      if (!tar) return std::unexpected(tar.error());
+      stats = capture_rootfs_diff(*upper, tar->get(), RootfsCaptureOptions{});
+    }
+    if (!stats) return std::unexpected(stats.error().wrap("capture the rootfs diff"));
+    timings["rootfs"] = ms_since(start);
+    return {};
+  }
+
+  Result<void> dump() {
+    auto start = Clock::now();
+    std::string images = staging->path() + "/images";
+    std::vector<std::string> extra = {"--leave-running"};
+    if (pre_copied) extra.insert(extra.end(), {"--parent-path", "parent"});
+    WritebackPump pump(staging->path());
+    std::string work = staging->path() + "/criu";
+    auto dumped = runc.checkpoint(c.id, images, work, extra, criu_config(work));
+    if (!dumped && pre_copied) {
+      // The incremental dump failed: one plain dump more, from scratch, before giving up.
+      notes.push_back("dump on top of the pre-dump failed (" + first_line(dumped.error()) +
+                      "); dumped again without it");
+      pre_copy = "failed";
+      pre_copied = false;
+      (void)remove_directory_contents(images);
+      (void)remove_directory_contents(staging->path() + "/criu");
+      dumped = runc.checkpoint(c.id, images, work, {"--leave-running"}, criu_config(work));
+    }
+    if (!dumped) return dumped;
+    timings["dump"] = ms_since(start);
+    return {};
+  }
+
+  static std::string first_line(const Error& e) {
+    const std::string& m = e.message();
+    return m.substr(0, m.find('\n'));
+  }
+
+  Manifest manifest() const {
+    Manifest m;
+    m.ns = c.ns;
+    m.key = c.key;
+    m.container_id = c.id;
+    m.node = hostname();
+    m.created = format_utc(static_cast<long>(std::time(nullptr)));
+    // Asked once per process: finalize checkpoints many containers with the same tools.
+    static const ToolVersions versions = tool_versions(*config, runc_path);
+    m.versions = {kVersion, versions.criu, versions.runc, versions.kernel};
+    m.timings_ms = timings;
+    m.timings_ms["total_before_commit"] = ms_since(total_start);
+    m.extra = {{"rootfs_diff",
+                {{"file", "rootfs-diff.tar"},
+                 {"compression", options.rootfs_zstd_level > 0 ? "zstd" : "none"}}},
+               {"pre_copy", pre_copy},
+               {"network_lock", config->checkpoint.network_lock}};
+    if (options.rootfs_zstd_level > 0) {
+      m.extra["rootfs_diff"]["zstd_level"] = options.rootfs_zstd_level;
+    }
+    return m;
+  }
+};
+
+ContainerCheckpoint::ContainerCheckpoint(std::unique_ptr<State> state) : s_(std::move(state)) {}
+ContainerCheckpoint::ContainerCheckpoint(ContainerCheckpoint&&) noexcept = default;
+ContainerCheckpoint& ContainerCheckpoint::operator=(ContainerCheckpoint&& other) noexcept {
+  if (this != &other) {
+    abandon();
+    s_ = std::move(other.s_);
+  }
+  return *this;
+}
+ContainerCheckpoint::~ContainerCheckpoint() {
+  abandon();
+}
+
+const ContainerRecord& ContainerCheckpoint::container() const {
+  return s_->c;
+}
+
+std::vector<std::string> ContainerCheckpoint::resume_argv() const {
+  return s_->runc.resume_argv(s_->c.id);
+}
+
+Result<ContainerCheckpoint> ContainerCheckpoint::begin(const ContainerRecord& c,
+                                                       const NodeConfig& config,
+                                                       const std::string& runc,
+                                                       const CheckpointOptions& options,
+                                                       const RuncState* known) {
+  auto s = std::make_unique<State>(c, config, runc, options);
+  for (auto [kind, name] :
+       {std::pair{"container id", &c.id}, {"namespace", &c.ns}, {"key", &c.key}}) {
+    if (auto ok = validate_name(kind, *name); !ok) return std::unexpected(ok.error());
+  }
+  auto lock = s->store.lock(c.ns, c.key, std::chrono::seconds(options.lock_timeout_s));
+  if (!lock) return std::unexpected(lock.error().wrap("lock " + c.ns + "/" + c.key));
+  s->lock.emplace(std::move(*lock));
+  (void)s->store.cleanup_stale(*s->lock);
+  if (known != nullptr) {
+    s->state = *known;
+  } else {
+    auto state = s->runc.state(c.id);
+    if (!state) return std::unexpected(state.error());
+    s->state = std::move(*state);
+  }
+  if (s->state.status != "running") {
+    return fail("container " + c.ns + "/" + c.id + " is " + s->state.status + ", not running");
+  }
+  // A lazily restored container whose pages are still being served: CRIU dumps only the
+  // pages present, so the rest would come back as zeros. Wait until all are in.
+  if (auto lazy = wait_for_lazy_pages(c.bundle, std::chrono::seconds(60)); !lazy) {
+    return std::unexpected(lazy.error().wrap("container " + c.ns + "/" + c.id));
+  }
+  return ContainerCheckpoint(std::move(s));
+}
+
+void ContainerCheckpoint::pre_copy() {
+  State& s = *s_;
+  if (!s.options.pre_copy || s.frozen) return;
+  auto feature = criu_dirty_tracking(s.config->criu);
+  if (!feature.supported) {
+    s.pre_copy = "unavailable";
+    s.notes.push_back("pre-copy not used: the kernel has no soft-dirty page tracking (criu: " +
+                      feature.reason + "); plain dump");
+    return;
+  }
+  auto start = Clock::now();
+  if (auto ok = s.ensure_staging(); !ok) {
+    s.pre_copy = "failed";
+    s.notes.push_back("pre-copy not used: " + ok.error().message() + "; plain dump");
+    return;
+  }
+  std::string parent = s.staging->path() + "/images/parent";
+  std::string work = s.staging->path() + "/criu-pre-dump";
+  auto dumped = s.runc.checkpoint(s.c.id, parent, work, {"--pre-dump"}, s.criu_config(work));
+  if (!dumped) {
+    s.pre_copy = "failed";
+    s.notes.push_back("pre-dump failed (" + State::first_line(dumped.error()) + "); plain dump");
+    (void)remove_directory_contents(s.staging->path() + "/images");
+    return;
+  }
+  s.pre_copied = true;
+  s.pre_copy = "used";
+  s.timings["pre_dump"] = ms_since(start);
+}
+
+// g++ 12 misreads the inlined destructor of Result<ThawGuard> below as freeing a non-heap
+// pointer (-Wfree-nonheap-object, a known false positive with std::expected).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wfree-nonheap-object"
+Result<void> ContainerCheckpoint::freeze(bool own_guard) {
+  State& s = *s_;
+  if (s.frozen) return {};
+  auto start = Clock::now();
+  if (own_guard) {
+    auto guard = ThawGuard::arm({s.runc.resume_argv(s.c.id)});
+    if (!guard) return std::unexpected(guard.error());
+    s.guard.emplace(std::move(*guard));
+  }
+  if (auto paused = s.runc.pause(s.c.id); !paused) return std::unexpected(paused.error());
+  s.frozen = true;
+  s.timings["freeze"] = ms_since(start);
+  return {};
+}
+#pragma GCC diagnostic pop
+
+Result<CheckpointOutcome> ContainerCheckpoint::finish() {
+  State& s = *s_;
+  if (auto frozen = freeze(); !frozen) return std::unexpected(frozen.error());
+  if (auto ok = s.ensure_staging(); !ok) return s.thaw_after(ok.error());
+  if (auto ok = s.capture_rootfs(); !ok) return s.thaw_after(ok.error());
+  if (auto ok = s.dump(); !ok) return s.thaw_after(ok.error());
+
+  auto start = Clock::now();
+  start_writeback(s.staging->dirfd());
+  auto committed = s.store.commit(std::move(*s.staging), s.manifest(), *s.lock);
+  s.staging.reset();
+  if (!committed) return s.thaw_after(committed.error().wrap("commit"));
+  s.timings["commit"] = ms_since(start);
+
+  // Committed: only now does the container end (or go on, with leave_running). SIGKILL is
+  // queued while frozen and taken at the thaw, before any of its code runs again, so
+  // nothing happens after the state the checkpoint holds.
+  start = Clock::now();
+  if (!s.options.leave_running) {
+    if (auto killed = s.runc.kill(s.c.id, "KILL"); !killed) {
+      (void)s.runc.resume(s.c.id);
+      s.frozen = false;
+      return fail("checkpoint committed at " + *committed +
+                  " but ending the container failed: " + killed.error().message());
+    }
+  }
+  (void)s.runc.resume(s.c.id);
+  s.frozen = false;
+  if (s.guard) s.guard->disarm();
+  s.timings["end"] = ms_since(start);
+  s.timings["total"] = ms_since(s.total_start);
+
+  CheckpointOutcome out;
+  out.path = *committed;
+  out.timings_ms = s.timings;
+  out.notes = s.notes;
+  out.pre_copy = s.pre_copy;
+  return out;
+}
+
+void ContainerCheckpoint::abandon() {
+  if (!s_) return;
+  if (s_->frozen) {
+    (void)s_->runc.resume(s_->c.id);
+    s_->frozen = false;
+  }
+  if (s_->guard) s_->guard->disarm();
+  s_->staging.reset();
+}
+
+// ------------------------------------------------------------------ one container
+
+ToolVersions tool_versions(const NodeConfig& config, const std::string& runc) {
+  ToolVersions v;
+  if (!config.criu.empty()) v.criu = first_line_of({config.criu, "--version"});
+  v.runc = first_line_of({runc, "--version"});
+  utsname u{};
+  if (::uname(&u) == 0) v.kernel = u.release;
+  return v;
+}
+
+Result<CheckpointOutcome> checkpoint_container(const ContainerRecord& c, const NodeConfig& config,
+                                               const std::string& runc_path,
+                                               const CheckpointOptions& options) {
+  auto ckpt = ContainerCheckpoint::begin(c, config, runc_path, options);
+  if (!ckpt) return std::unexpected(ckpt.error());
+  ckpt->pre_copy();
+  return ckpt->finish();
+}
+
+}  // namespace arch

@@ -1,0 +1,109 @@
+// Finalize: checkpoint every running ARCH-enabled container of the node, in parallel,
+// within a deadline (what a reclaim notice or a drain asks for). Used by
+// `archctl container finalize` and by archd's drains.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/error.h"
+#include "config/node_config.h"
+#include "container/checkpoint.h"
+#include "managed/container_registry.h"
+
+namespace arch {
+
+enum class FinalizeOutcome {
+  kCheckpointed,  ///< Committed; the container has ended.
+  kFailed,        ///< The checkpoint failed; the container keeps running.
+  kSkipped,       ///< Not started: the deadline had passed, or finalize was cancelled.
+};
+
+/// "checkpointed", "failed", "skipped".
+std::string_view to_string(FinalizeOutcome outcome);
+
+/// What happened to one container.
+struct FinalizeResult {
+  ContainerRecord container{};
+  FinalizeOutcome outcome = FinalizeOutcome::kSkipped;
+  std::string detail{};  ///< The checkpoint directory, or why it failed or was skipped.
+  double seconds = 0;    ///< Time spent on its checkpoint.
+  uint64_t bytes = 0;    ///< Bytes committed (0 unless checkpointed).
+  std::map<std::string, double> timings_ms{};
+  std::vector<std::string> notes{};  ///< How it was taken ("pre-copy not used: ...").
+  std::string pre_copy = "off";      ///< "off", "used", "unavailable", "failed".
+};
+
+/// One finalize: a result per container (in registry order) and the wall time.
+struct FinalizeReport {
+  std::vector<FinalizeResult> containers;
+  double total_seconds = 0;
+  int parallel = 0;  ///< The dump pool's size.
+  /// Wall time of each phase: "list", "lock", "pre_copy", "freeze", "dump".
+  std::map<std::string, double> phase_seconds;
+  /// Containers not checkpointed (failed or skipped).
+  [[nodiscard]] std::size_t not_checkpointed() const;
+};
+
+/// Checkpoints one container; the default is checkpoint_container(). Tests pass a fake.
+using CheckpointFn = std::function<Result<CheckpointOutcome>(const ContainerRecord&)>;
+
+/// Whether finalize pre-copies (CRIU pre-dump of each running container, then a final
+/// dump of what changed). kAuto: when the kernel tracks dirty pages and the deadline leaves
+/// room (at least kPreCopyMinDeadlineSeconds). Without soft-dirty tracking every mode
+/// falls back to plain dumps, each result saying so.
+enum class PreCopyMode { kOff, kOn, kAuto };
+inline constexpr double kPreCopyMinDeadlineSeconds = 60;
+/// Parses "off", "on", "auto".
+Result<PreCopyMode> parse_pre_copy_mode(std::string_view text);
+
+/// The dump pool's size when none is asked for: sized to the machine's CPUs (see
+/// bench/RESULTS.md, "Finalize at scale", for the measurement behind it).
+int default_finalize_parallel();
+
+struct FinalizeOptions {
+  double deadline_seconds = 110;  ///< From the call; containers not started by then are skipped.
+  int parallel = 0;               ///< Containers dumped at once; 0: default_finalize_parallel().
+  /// When set and true, containers not yet started are skipped ("cancelled").
+  const std::atomic<bool>* cancel = nullptr;
+  /// Called once with the containers chosen, before any checkpoint starts.
+  std::function<void(const std::vector<ContainerRecord>&)> on_start{};
+  /// Called from the worker threads as each container is done (serialised by finalize).
+  std::function<void(const FinalizeResult&)> on_result{};
+  CheckpointFn checkpoint{};  ///< Empty: checkpoint_container() with the node's config.
+  /// Unset: the node config's [checkpoint] pre_copy.
+  std::optional<PreCopyMode> pre_copy{};
+  /// Freeze every container before the first dump (a consistent cut across the node, and
+  /// running workloads stop competing with the dumps for CPU and disk). false: each
+  /// container is frozen just before its own dump.
+  bool freeze_first = true;
+};
+
+/// The registered containers whose runc state is "running".
+std::vector<ContainerRecord> running_containers(const NodeConfig& config, const std::string& runc);
+
+/// Checkpoints `containers` with options.parallel workers until options.deadline_seconds
+/// (measured from `start`) has passed; one result per container, in the given order.
+FinalizeReport finalize_containers(std::vector<ContainerRecord> containers,
+                                   const NodeConfig& config, const std::string& runc,
+                                   const FinalizeOptions& options,
+                                   std::chrono::steady_clock::time_point start);
+
+/// running_containers() then finalize_containers(), the deadline counted from this call.
+FinalizeReport finalize_node(const NodeConfig& config, const std::string& runc,
+                             const FinalizeOptions& options = {});
+
+/// The report as `archctl container finalize -o json` prints it:
+/// {"total_seconds", "parallel", "phase_seconds", "containers": [{"namespace", "id",
+/// "result", "seconds", "detail", "pre_copy", "notes", "timings_ms"}]}.
+nlohmann::json finalize_report_json(const FinalizeReport& report);
+
+}  // namespace arch

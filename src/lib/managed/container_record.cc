@@ -1,0 +1,39 @@
+// ContainerRecord construction for a create (see container_record.h).
+#include "managed/container_record.h"
+
+#include <ctime>
+
+#include "base/names.h"
+#include "managed/job_identity.h"
+
+namespace arch {
+
+Result<ContainerRecord> make_container_record(const RuncCommandLine& cl, const std::string& bundle,
+                                              const ArchEnv& env, const NodeConfig& config,
+                                              std::optional<SharedWorkdir>* workdir_out) {
+  ContainerRecord rec;
+  rec.id = std::string(cl.container_id());
+  rec.runc_root = std::string(cl.effective_root());
+  rec.ns = derive_namespace(bundle, rec.runc_root);
+  rec.bundle = bundle;
+  rec.log = std::string(cl.log);
+  rec.created = static_cast<long>(::time(nullptr));
+  auto on_stop = env.get("ARCH_CHECKPOINT_ON_STOP");
+  rec.checkpoint_on_stop = on_stop == "1" || on_stop == "true";
+  if (auto ok = validate_name("container id", rec.id); !ok) return std::unexpected(ok.error());
+  if (auto ok = validate_name("namespace", rec.ns); !ok) return std::unexpected(ok.error());
+  auto key = resolve_job_key(env, rec.id);
+  if (!key) return std::unexpected(key.error());
+  rec.key = key->key;
+  rec.key_source = key->source;
+  auto store = store_base_for(env, config);
+  if (!store) return std::unexpected(store.error());
+  rec.store = *store;
+  auto workdir = shared_workdir_for(env, rec.ns, rec.key);
+  if (!workdir) return std::unexpected(workdir.error());
+  if (*workdir) rec.workdir = (*workdir)->host;
+  if (workdir_out != nullptr) *workdir_out = std::move(*workdir);
+  return rec;
+}
+
+}  // namespace arch

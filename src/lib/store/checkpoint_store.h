@@ -1,0 +1,166 @@
+// CheckpointStore: the on-disk home of checkpoints, one directory per (namespace, key),
+// built in staging, committed by rename, read back only when the manifest verifies.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/error.h"
+#include "base/file_lock.h"
+#include "base/unique_fd.h"
+#include "store/manifest.h"
+
+namespace arch {
+
+class CheckpointStore;
+
+/// The exclusive lock on one key, taken by CheckpointStore::lock(). Checkpoint, restore and
+/// delete of a key happen under it; different keys proceed in parallel. Move-only.
+class KeyLock {
+ public:
+  [[nodiscard]] const std::string& ns() const { return ns_; }
+  [[nodiscard]] const std::string& key() const { return key_; }
+  /// The key's directory, `<base>/<ns>/<key>`.
+  [[nodiscard]] const std::string& path() const { return path_; }
+  /// An fd on the key's directory.
+  [[nodiscard]] int dirfd() const { return dir_.get(); }
+  [[nodiscard]] bool held() const { return lock_.held(); }
+
+ private:
+  friend class CheckpointStore;
+  KeyLock() = default;
+  std::string base_, ns_, key_, path_;
+  UniqueFd dir_;
+  FileLock lock_;
+  mutable std::set<std::string> own_staging_;  ///< Begun under this lock: not stale.
+};
+
+/// A checkpoint being built: a private directory in the key's directory, removed with this
+/// object unless it was committed. Writers fill it through path() or dirfd(). Move-only.
+class Staging {
+ public:
+  Staging(Staging&& other) noexcept = default;
+  Staging& operator=(Staging&& other) noexcept;
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+  ~Staging() { discard(); }
+
+  [[nodiscard]] const std::string& path() const { return path_; }
+  [[nodiscard]] int dirfd() const { return dir_.get(); }
+
+ private:
+  friend class CheckpointStore;
+  Staging() = default;
+  void discard();
+  UniqueFd parent_, dir_;
+  std::string name_, path_, ns_, key_;
+};
+
+/// What a directory in the store is.
+enum class CheckpointState {
+  kCommitted,  ///< Committed, its manifest parses (contents not hashed: list without verify).
+  kVerified,   ///< Committed and every file matches the manifest.
+  kCorrupt,    ///< Committed but the manifest is missing, unreadable or does not match.
+  kFailed,     ///< Moved aside (corrupt or failed to restore); reason says why.
+  kStaging,    ///< A checkpoint being written, or left by a writer that died.
+};
+
+/// The name of a state, for display: "committed", "verified", "corrupt", "failed", "staging".
+std::string_view to_string(CheckpointState state);
+
+/// One directory of the store, as list() sees it.
+struct CheckpointInfo {
+  std::string path;  ///< Absolute path of the directory.
+  std::string name;  ///< "ckpt-...", "failed-..." or "staging-...".
+  std::string ns, key;
+  std::string created;  ///< RFC 3339 UTC, from the manifest or else from the name.
+  CheckpointState state = CheckpointState::kCommitted;
+  std::string reason;                ///< Why it is corrupt or failed.
+  uint64_t total_size = 0;           ///< Bytes in its regular files.
+  std::optional<Manifest> manifest;  ///< When it could be parsed.
+};
+
+/// A committed checkpoint whose manifest verified.
+struct CommittedCheckpoint {
+  std::string path;
+  Manifest manifest;
+  /// Newer generations that did not verify, each moved aside: "name: reason" (and, if the
+  /// move failed, why). For the restore log: nothing is skipped silently.
+  std::vector<std::string> skipped;
+};
+
+/// The checkpoint store under a base directory. Layout: `<base>/<ns>/<key>/` (0700) with
+/// `.lock`, `staging-<random>/`, `ckpt-<UTC time>/` (committed, manifest.json inside) and
+/// `failed-<UTC time>/` (moved aside, reason.txt inside). See checkpoint_store.cc.
+class CheckpointStore {
+ public:
+  /// `keep`: committed generations kept per key (at least 1).
+  explicit CheckpointStore(std::string base, int keep = 2);
+
+  [[nodiscard]] const std::string& base() const { return base_; }
+
+  /// Validates the names, creates the directories (0700) and locks the key, waiting as
+  /// `timeout` says (std::nullopt: without limit; see LockTimeout).
+  Result<KeyLock> lock(std::string_view ns, std::string_view key,
+                       LockTimeout timeout = std::nullopt) const;
+
+  /// Removes staging directories left by writers that died (those not begun under `lock`).
+  /// Returns how many were removed.
+  Result<std::size_t> cleanup_stale(const KeyLock& lock) const;
+
+  /// Creates a new staging directory (0700) for a checkpoint of the locked key.
+  Result<Staging> begin(const KeyLock& lock) const;
+
+  /// Commits a staging directory: manifest over its files (ns, key, created and
+  /// versions.arch filled in when empty), modes made 0600/0700, everything fsynced,
+  /// manifest.json written last, renamed to ckpt-<time>, then older generations beyond
+  /// `keep` pruned. Returns the committed path. On failure the staging directory is removed
+  /// and the previous checkpoints are untouched (except when only the final fsync of the key
+  /// directory fails: the generation is then in place but perhaps not yet durable).
+  Result<std::string> commit(Staging&& staging, Manifest base, const KeyLock& lock) const;
+
+  /// Every checkpoint directory of one key, committed ones newest first, then failed ones
+  /// newest first, then staging leftovers. Hashes every file only when `verify`.
+  /// Takes no lock: a directory pruned meanwhile is left out.
+  Result<std::vector<CheckpointInfo>> list(std::string_view ns, std::string_view key,
+                                           bool verify = false) const;
+  /// list() for every namespace and key in the store.
+  Result<std::vector<CheckpointInfo>> list_all(bool verify = false) const;
+
+  /// The newest committed checkpoint that verifies. Newer ones that do not are moved aside
+  /// with the reason. Error code ENOENT when there is none.
+  Result<CommittedCheckpoint> latest_verified(std::string_view ns, std::string_view key,
+                                              const KeyLock& lock) const;
+
+  /// Renames a ckpt-* or staging-* directory of the locked key to failed-<time> and
+  /// records `reason` in its reason.txt.
+  Result<void> move_aside(const std::string& path, std::string_view reason,
+                          const KeyLock& lock) const;
+
+  /// Removes the key: every generation, failed and staging directory, the lock file and the
+  /// key directory. The lock protects nothing afterwards: drop it.
+  Result<void> remove(std::string_view ns, std::string_view key, const KeyLock& lock) const;
+
+  /// Removes one ckpt-*, failed-* or staging-* directory of the locked key.
+  Result<void> remove_one(const std::string& path, const KeyLock& lock) const;
+
+  /// Whether a committed checkpoint appears to exist: a stat per entry, no lock, no hashing.
+  /// For the container-create hot path; restore still goes through latest_verified().
+  [[nodiscard]] bool has_committed(std::string_view ns, std::string_view key) const;
+
+ private:
+  Result<UniqueFd> open_base(bool create) const;
+  Result<void> check_lock(const KeyLock& lock) const;
+  Result<void> check_lock(std::string_view ns, std::string_view key, const KeyLock& lock) const;
+  Result<std::string> child_of_key(const std::string& path, const KeyLock& lock) const;
+  void prune(const KeyLock& lock) const;
+
+  std::string base_;
+  int keep_;
+};
+
+}  // namespace arch

@@ -1,0 +1,99 @@
+// Manifest: the description of one checkpoint (every file with its size and SHA-256, the
+// versions and node it came from), written last into a checkpoint and checked on restore.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/error.h"
+
+namespace arch {
+
+/// The manifest format this build writes; manifests up to this version are read.
+inline constexpr int kManifestFormatVersion = 1;
+/// The manifest's file name at the top of a checkpoint directory.
+inline constexpr const char* kManifestFileName = "manifest.json";
+
+/// One regular file of a checkpoint.
+struct ManifestFile {
+  std::string path;    ///< Relative to the checkpoint directory, '/'-separated.
+  uint64_t size = 0;   ///< In bytes.
+  std::string sha256;  ///< Lower-case hex.
+  bool operator==(const ManifestFile&) const = default;
+};
+
+/// What a checkpoint is: where it came from and what it holds.
+struct Manifest {
+  int format_version = kManifestFormatVersion;
+  std::string ns;            ///< The store namespace (JSON "namespace").
+  std::string key;           ///< The store key.
+  std::string container_id;  ///< The container that was checkpointed.
+  std::string node;          ///< The node it ran on.
+  std::string image;         ///< The container's image.
+  std::string created;       ///< RFC 3339, UTC.
+  struct Versions {
+    std::string arch, criu, runc, kernel;
+    bool operator==(const Versions&) const = default;
+  } versions;
+  std::map<std::string, double> timings_ms;  ///< Phase name -> duration.
+  std::vector<ManifestFile> files;           ///< Sorted by path.
+  nlohmann::json extra;                      ///< Anything else a writer wants kept (or null).
+  bool operator==(const Manifest&) const = default;
+};
+
+void to_json(nlohmann::json& j, const Manifest& m);
+/// Throws nlohmann::json::exception on a wrong type; parse_manifest() is the checked entry.
+void from_json(const nlohmann::json& j, Manifest& m);
+
+/// The manifest as pretty-printed JSON text with a trailing newline.
+std::string serialize_manifest(const Manifest& m);
+
+/// Parses manifest text: refuses a format version newer than kManifestFormatVersion, a
+/// file path that is absolute or climbs ("..") or repeats, and a malformed digest.
+Result<Manifest> parse_manifest(std::string_view text);
+
+/// Size and SHA-256 of a file's contents.
+struct FileDigest {
+  uint64_t size = 0;
+  std::string sha256;  ///< Lower-case hex.
+};
+
+/// Reads `fd` to its end, hashing as it goes (1 MiB at a time).
+Result<FileDigest> digest_fd(int fd);
+
+/// One entry met by walk_checkpoint_dir().
+struct CheckpointEntry {
+  int parent_fd;     ///< The directory that holds it.
+  std::string name;  ///< Its name in that directory.
+  std::string path;  ///< Relative to the walked directory.
+  struct stat st;    ///< lstat of the entry.
+};
+
+/// Walks the tree under `dirfd` without following symlinks, calling `fn` for each regular
+/// file and (after its contents) each directory, in sorted order. Anything else (symlink,
+/// device, fifo, socket) is an error naming it: a checkpoint holds only files and
+/// directories. The first error from `fn` stops the walk.
+Result<void> walk_checkpoint_dir(int dirfd,
+                                 const std::function<Result<void>(const CheckpointEntry&)>& fn);
+
+/// Fills `base.files` with every regular file under `dirfd` (sorted, relative paths, sizes,
+/// digests), leaving out a top-level manifest.json.
+Result<Manifest> build_manifest_files(int dirfd, Manifest base);
+/// Same, for the directory at `dir`.
+Result<Manifest> build_manifest_files(const std::string& dir, Manifest base);
+
+/// Checks the directory against the manifest: every listed file exists with its size and
+/// digest, and nothing else is there but directories and manifest.json. Errors name the
+/// file and the mismatch.
+Result<void> verify_manifest(int dirfd, const Manifest& m);
+/// Same, for the directory at `dir`.
+Result<void> verify_manifest(const std::string& dir, const Manifest& m);
+
+}  // namespace arch

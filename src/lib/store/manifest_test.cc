@@ -1,0 +1,218 @@
+// Tests for the manifest: JSON round trip, version refusal, building and verifying a tree.
+#include "store/manifest.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace arch {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string message(const Error& e) {
+  return e.message();
+}
+
+void write(const fs::path& p, const std::string& data) {
+  fs::create_directories(p.parent_path());
+  std::ofstream(p, std::ios::binary) << data;
+}
+
+Manifest sample() {
+  Manifest m;
+  m.ns = "default";
+  m.key = "job-1";
+  m.container_id = "c1";
+  m.node = "node-a";
+  m.image = "docker.io/library/busybox:latest";
+  m.created = "2024-05-01T12:00:00.000000001Z";
+  m.versions = {"0.1.0", "4.0", "1.1.12", "6.1.0"};
+  m.timings_ms = {{"dump", 812.5}, {"freeze", 3}};
+  m.files = {{"images/pages-1.img", 1 << 20, std::string(64, 'a')},
+             {"rootfs-diff.tar", 0, std::string(64, '0')}};
+  m.extra = {{"criu_args", {"--tcp-established"}}};
+  return m;
+}
+
+TEST(Manifest, RoundTripsThroughJson) {
+  Manifest m = sample();
+  std::string text = serialize_manifest(m);
+  auto back = parse_manifest(text);
+  ASSERT_TRUE(back) << message(back.error());
+  EXPECT_EQ(*back, m);
+  EXPECT_NE(text.find("\"namespace\": \"default\""), std::string::npos) << text;
+  EXPECT_EQ(text.back(), '\n');
+
+  Manifest no_extra = sample();
+  no_extra.extra = nullptr;
+  EXPECT_EQ(serialize_manifest(no_extra).find("extra"), std::string::npos);
+  EXPECT_EQ(*parse_manifest(serialize_manifest(no_extra)), no_extra);
+}
+
+TEST(Manifest, RefusesNewerFormatAndReadsOlderShapes) {
+  auto newer = parse_manifest(R"({"format_version": 2, "files": []})");
+  ASSERT_FALSE(newer);
+  EXPECT_NE(message(newer.error()).find("format version 2 is newer"), std::string::npos)
+      << message(newer.error());
+
+  // Version 1 written by an older build: only the required fields.
+  auto older = parse_manifest(R"({"format_version": 1, "files": [], "future_field": 7})");
+  ASSERT_TRUE(older) << message(older.error());
+  EXPECT_TRUE(older->files.empty());
+  EXPECT_TRUE(older->ns.empty());
+
+  EXPECT_FALSE(parse_manifest(R"({"format_version": 0, "files": []})"));
+  EXPECT_FALSE(parse_manifest(R"({"files": []})"));
+  EXPECT_FALSE(parse_manifest(R"({"format_version": 1})"));
+  EXPECT_FALSE(parse_manifest("not json"));
+  EXPECT_FALSE(parse_manifest("[]"));
+  EXPECT_FALSE(parse_manifest(R"({"format_version": 1, "node": 5, "files": []})"));
+}
+
+TEST(Manifest, RefusesBadFileEntries) {
+  auto with_file = [](const std::string& path, const std::string& size, const std::string& sha) {
+    return parse_manifest(R"({"format_version": 1, "files": [{"path": ")" + path +
+                          R"(", "size": )" + size + R"(, "sha256": ")" + sha + R"("}]})");
+  };
+  std::string good_sha(64, 'f');
+  EXPECT_TRUE(with_file("a/b.img", "1", good_sha));
+  for (const char* path :
+       {"/etc/passwd", "../x", "a/../../x", "a//b", "a/", "./a", "", "manifest.json"}) {
+    EXPECT_FALSE(with_file(path, "1", good_sha)) << path;
+  }
+  EXPECT_FALSE(with_file("a", "-1", good_sha));
+  EXPECT_FALSE(with_file("a", "1.5", good_sha));
+  EXPECT_FALSE(with_file("a", "1", std::string(64, 'F')));
+  EXPECT_FALSE(with_file("a", "1", "abc"));
+  auto twice = parse_manifest(R"({"format_version": 1, "files": [
+      {"path": "a", "size": 1, "sha256": ")" +
+                              good_sha + R"("},
+      {"path": "a", "size": 1, "sha256": ")" +
+                              good_sha + R"("}]})");
+  ASSERT_FALSE(twice);
+  EXPECT_NE(message(twice.error()).find("twice"), std::string::npos);
+}
+
+TEST(Manifest, DigestIsSha256) {
+  auto dir = fs::temp_directory_path() / ("arch-digest-" + std::to_string(::getpid()));
+  write(dir / "abc", "abc");
+  int fd = ::open((dir / "abc").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  auto d = digest_fd(fd);
+  ::close(fd);
+  fs::remove_all(dir);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->size, 3u);
+  EXPECT_EQ(d->sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+class ManifestDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("arch-manifest-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    write(dir_ / "images" / "pages-1.img", std::string(3 << 20, 'p') + "tail");
+    write(dir_ / "images" / "core-1.img", "core");
+    write(dir_ / "rootfs-diff.tar", "tar");
+    write(dir_ / "empty", "");
+    fs::create_directories(dir_ / "empty-dir");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  Manifest build() {
+    auto m = build_manifest_files(dir_.string(), Manifest{});
+    EXPECT_TRUE(m) << message(m.error());
+    return m ? *m : Manifest{};
+  }
+  std::string verify_error(const Manifest& m) {
+    auto r = verify_manifest(dir_.string(), m);
+    return r ? "" : message(r.error());
+  }
+  fs::path dir_;
+};
+
+TEST_F(ManifestDirTest, BuildListsRegularFilesSortedWithDigests) {
+  write(dir_ / "manifest.json", "{}");  // the manifest itself is never listed
+  Manifest m = build();
+  ASSERT_EQ(m.files.size(), 4u);
+  EXPECT_EQ(m.files[0].path, "empty");
+  EXPECT_EQ(m.files[1].path, "images/core-1.img");
+  EXPECT_EQ(m.files[2].path, "images/pages-1.img");
+  EXPECT_EQ(m.files[3].path, "rootfs-diff.tar");
+  EXPECT_EQ(m.files[2].size, (3u << 20) + 4);
+  EXPECT_EQ(m.files[0].sha256, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(verify_error(m), "");
+  // And it survives the trip through JSON.
+  auto back = parse_manifest(serialize_manifest(m));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(verify_error(*back), "");
+}
+
+TEST_F(ManifestDirTest, BuildRefusesSymlinksAndSpecialFiles) {
+  fs::create_symlink("/etc/passwd", dir_ / "images" / "link");
+  auto m = build_manifest_files(dir_.string(), Manifest{});
+  ASSERT_FALSE(m);
+  EXPECT_NE(message(m.error()).find("images/link: a symlink"), std::string::npos)
+      << message(m.error());
+  fs::remove(dir_ / "images" / "link");
+  ASSERT_EQ(::mkfifo((dir_ / "fifo").c_str(), 0600), 0);
+  auto f = build_manifest_files(dir_.string(), Manifest{});
+  ASSERT_FALSE(f);
+  EXPECT_NE(message(f.error()).find("fifo"), std::string::npos);
+}
+
+TEST_F(ManifestDirTest, VerifyDetectsAFlippedByte) {
+  Manifest m = build();
+  {
+    std::fstream f(dir_ / "images" / "pages-1.img",
+                   std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1 << 20);
+    f.put('q');
+  }
+  std::string e = verify_error(m);
+  EXPECT_NE(e.find("images/pages-1.img: sha256"), std::string::npos) << e;
+  EXPECT_NE(e.find("manifest says " + m.files[2].sha256), std::string::npos) << e;
+}
+
+TEST_F(ManifestDirTest, VerifyDetectsATruncatedFile) {
+  Manifest m = build();
+  fs::resize_file(dir_ / "images" / "pages-1.img", 1000);
+  std::string e = verify_error(m);
+  EXPECT_NE(e.find("images/pages-1.img: size 1000 bytes, manifest says 3145732"), std::string::npos)
+      << e;
+}
+
+TEST_F(ManifestDirTest, VerifyDetectsAnExtraFile) {
+  Manifest m = build();
+  write(dir_ / "images" / "planted.img", "x");
+  std::string e = verify_error(m);
+  EXPECT_NE(e.find("unlisted file images/planted.img"), std::string::npos) << e;
+}
+
+TEST_F(ManifestDirTest, VerifyDetectsAMissingFile) {
+  Manifest m = build();
+  fs::remove(dir_ / "images" / "core-1.img");
+  std::string e = verify_error(m);
+  EXPECT_NE(e.find("missing file images/core-1.img"), std::string::npos) << e;
+}
+
+TEST_F(ManifestDirTest, VerifyRefusesAFileReplacedByASymlink) {
+  Manifest m = build();
+  fs::path elsewhere = dir_.string() + "-elsewhere";
+  write(elsewhere / "tar", "tar");  // same contents, outside the checkpoint
+  fs::remove(dir_ / "rootfs-diff.tar");
+  fs::create_symlink(elsewhere / "tar", dir_ / "rootfs-diff.tar");
+  std::string e = verify_error(m);
+  fs::remove_all(elsewhere);
+  EXPECT_NE(e.find("rootfs-diff.tar: a symlink"), std::string::npos) << e;
+}
+
+}  // namespace
+}  // namespace arch
