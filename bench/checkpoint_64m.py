@@ -11,7 +11,7 @@ the same workload in the same run:
 
 Each is repeated (--rounds) and the medians are compared as ratios. The workload is a
 static C program that fills 64 MiB with a pattern and keeps touching it.
-Run as root after scripts/setup.sh:   sudo bench/checkpoint_64m.py [--rounds 5]
+Run as root after scripts/setup.sh:   bench/checkpoint_64m.py [--rounds 5]
 """
 
 import argparse

@@ -14,7 +14,7 @@ The workload is a C program that fills 256 MiB with pseudo-random bytes (incompr
 the worst case for the archive) and keeps touching it. Each way is repeated (--rounds) and
 the medians are compared as ratios; the rounds of the two are interleaved (order
 alternating) so that both see the same load. Run as root after scripts/setup.sh (or with
-ARCH_BUILD_DIR pointing at a build):   sudo bench/job_256m.py [--rounds 3]
+ARCH_BUILD_DIR pointing at a build):   bench/job_256m.py [--rounds 3]
 """
 
 import argparse

@@ -10,7 +10,7 @@ machine noise hits both alike, reported as ratios of medians:
    `ctr task delete -f`, `ctr container delete`) through a private containerd with
    `--runc-binary arch-runc` against the same with runc.
 
-Run as root after scripts/setup.sh:   sudo bench/passthrough.py [--calls 400] [--lifecycles 30]
+Run as root after scripts/setup.sh:   bench/passthrough.py [--calls 400] [--lifecycles 30]
 Results are printed as a Markdown table (append them to bench/RESULTS.md).
 """
 

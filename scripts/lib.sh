@@ -35,7 +35,7 @@ die() {
 }
 
 require_root() {
-    [[ $(id -u) -eq 0 ]] || die "must run as root (try: sudo $0)"
+    [[ $(id -u) -eq 0 ]] || die "must run as root (a root shell; sudo is not on a fresh Debian 12)"
 }
 
 # timed DESCRIPTION CMD [ARGS...]: run CMD, log how long it took, keep its status.
