@@ -89,7 +89,7 @@ TEST(JobLaunchTest, AdoptsAProcessAndRefusesAMissingOne) {
   ASSERT_TRUE(rec) << rec.error().message();
   EXPECT_EQ(rec->kind, "process");
   EXPECT_EQ(rec->name, "sleep");
-  EXPECT_EQ(rec->argv, (std::vector<std::string>{"/bin/sleep", "30"}));
+  EXPECT_EQ(rec->argv, (std::vector<std::string>{"sleep", "30"}));  // argv[0] as exec gave it
   EXPECT_EQ(rec->pid, child);
   EXPECT_GT(rec->start_time, 0u);
   EXPECT_EQ(rec->state, job_state::kRunning);  // our child
