@@ -1,15 +1,18 @@
-// JobManager: launch, reap, checkpoint (CRIU RPC into the store, then an archive), restore
-// (from the store or an archive, verified first), adopt; and the HTTP routes.
+// JobManager: archd's job table around the library's job pipeline (jobs/): launch, reap,
+// lock (busy), events; checkpoint and restore through jobs/job_checkpoint.h and
+// jobs/job_restore.h, with the table updated between their steps.
+//
+// About 650 lines, kept in one file on purpose: every method works on the same table under
+// one mutex with the same invariants (a busy job is left alone by the reaper and by other
+// requests; a restored child is recorded before the reaper can see it), and splitting the
+// class across files would hide them. The steps themselves are in src/lib/jobs.
 #include "jobs.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/core.h>
-#include <httplib.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,15 +22,10 @@
 #include <thread>
 
 #include "base/file_util.h"
-#include "base/names.h"
 #include "base/process.h"
 #include "container/finalize.h"
-#include "criu/criu_rpc.h"
-#include "jobs/job_archive.h"
 #include "jobs/job_launch.h"
 #include "private_dir.h"
-#include "store/checkpoint_store.h"
-#include "store/manifest.h"
 
 namespace arch::agent {
 namespace {
@@ -39,90 +37,8 @@ long now_seconds() {
   return static_cast<long>(std::time(nullptr));
 }
 
-std::string rfc3339(long t) {
-  std::time_t tt = t;
-  std::tm tm{};
-  ::gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-std::string hostname() {
-  char buf[256] = {};
-  ::gethostname(buf, sizeof buf - 1);
-  return buf;
-}
-
-std::string kernel_release() {
-  utsname u{};
-  return ::uname(&u) == 0 ? u.release : "";
-}
-
 std::unexpected<Error> fail_code(std::string message, int code) {
   return std::unexpected(Error(std::move(message), code));
-}
-
-std::string find_criu(const NodeConfig& config) {
-  if (!config.criu.empty()) return config.criu;
-  for (const char* p : {"/opt/arch/criu/bin/criu", "/usr/local/sbin/criu", "/usr/sbin/criu"}) {
-    if (::access(p, X_OK) == 0) return p;
-  }
-  return "/usr/sbin/criu";
-}
-
-Result<void> make_dir(int dirfd, const char* name) {
-  if (::mkdirat(dirfd, name, 0700) != 0 && errno != EEXIST)
-    return fail_errno(std::string("mkdir ") + name);
-  return {};
-}
-
-Result<void> write_at(int dirfd, const char* name, std::string_view data) {
-  UniqueFd fd(::openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd) return fail_errno(std::string("create ") + name);
-  return write_all(fd.get(), data);
-}
-
-Result<void> copy_file(const std::string& from, const std::string& to) {
-  auto in = open_file(from, O_RDONLY | O_NOFOLLOW);
-  if (!in) return std::unexpected(in.error());
-  auto out = open_file(to, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
-  if (!out) return std::unexpected(out.error());
-  for (;;) {
-    ssize_t n = ::copy_file_range(in->get(), nullptr, out->get(), nullptr, 1 << 30, 0);
-    if (n < 0) return fail_errno("copy " + from);
-    if (n == 0) return {};
-  }
-}
-
-// Hard-links (or, across filesystems, copies) the tree `from` into the existing dir `to`,
-// so that CRIU can write beside the images without touching a committed checkpoint.
-Result<void> link_tree(const std::string& from, const std::string& to) {
-  auto dir = open_file(from, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-  if (!dir) return std::unexpected(dir.error());
-  auto names = list_directory(dir->get());
-  if (!names) return std::unexpected(names.error());
-  for (const auto& n : *names) {
-    std::string src = from + "/" + n, dst = to + "/" + n;
-    struct stat st {};
-    if (::lstat(src.c_str(), &st) != 0) return fail_errno("stat " + src);
-    if (S_ISDIR(st.st_mode)) {
-      if (::mkdir(dst.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + dst);
-      if (auto r = link_tree(src, dst); !r) return r;
-    } else if (S_ISREG(st.st_mode)) {
-      if (::link(src.c_str(), dst.c_str()) != 0) {
-        if (errno != EXDEV && errno != EPERM) return fail_errno("link " + src);
-        if (auto r = copy_file(src, dst); !r) return r;
-      }
-    }
-  }
-  return {};
-}
-
-std::string proc_link(pid_t pid, const char* what) {
-  char buf[4096];
-  ssize_t n = ::readlink(fmt::format("/proc/{}/{}", pid, what).c_str(), buf, sizeof buf - 1);
-  return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
 }
 
 // Whether the job's pid is still the job's process (not a reused pid).
@@ -143,23 +59,6 @@ void record_exit(JobRecord& rec, int status) {
   }
 }
 
-// Reaps our zombie children that belong to `ids` (their pid, session or process group is
-// one of them: orphans of a job come back to archd, the subreaper) and returns the first
-// live process that does (0: none). A pid stays taken while any process still has it as
-// its session or group id, so all of them must go before CRIU can reuse it.
-pid_t reap_job_zombies(const std::set<pid_t>& ids, const std::set<pid_t>& keep = {}) {
-  pid_t self = ::getpid(), taken = 0;
-  for_each_process([&](pid_t p, const ProcStat& st) {
-    if (!(ids.contains(p) || ids.contains(st.sid) || ids.contains(st.pgid))) return;
-    int status = 0;
-    if (st.state == 'Z' && st.ppid == self && !keep.contains(p) &&
-        ::waitpid(p, &status, WNOHANG) == p)
-      return;
-    if (taken == 0) taken = p;
-  });
-  return taken;
-}
-
 // Reaps every zombie child of ours outside archd's own session, except `keep`.
 void reap_orphans(const std::set<pid_t>& keep) {
   pid_t self = ::getpid(), own_session = ::getsid(0);
@@ -168,25 +67,6 @@ void reap_orphans(const std::set<pid_t>& keep) {
     int status = 0;
     ::waitpid(p, &status, WNOHANG);
   });
-}
-
-// Waits (up to `timeout`) until none of `pids` is taken, reaping those that are our zombies.
-Result<void> wait_pids_free(const std::vector<pid_t>& pids, std::chrono::milliseconds timeout) {
-  std::set<pid_t> ids(pids.begin(), pids.end());
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    pid_t taken = reap_job_zombies(ids);
-    if (taken == 0) return {};
-    if (std::chrono::steady_clock::now() > deadline) {
-      auto argv = process_argv(taken);
-      return fail_code(
-          fmt::format("pid {} ({}) still runs with a pid, session or process group "
-                      "the checkpoint needs: CRIU restores a job with its original pids",
-                      taken, argv.empty() ? "?" : join_argv(argv)),
-          EBUSY);
-    }
-    std::this_thread::sleep_for(20ms);
-  }
 }
 
 }  // namespace
@@ -205,7 +85,7 @@ JobManager::JobManager(NodeConfig config, std::string state_dir, Logger log)
     : config_(std::move(config)),
       state_dir_(std::move(state_dir)),
       log_(std::move(log)),
-      criu_(find_criu(config_)) {}
+      store_(job_store_config(config_)) {}
 
 JobManager::~JobManager() {
   stop();
@@ -463,12 +343,7 @@ Result<void> JobManager::remove(const std::string& id_or_name, bool force) {
   if (pid > 0) {
     if (auto freed = wait_pids_free({pid}, 5s); !freed) return freed;
   }
-  CheckpointStore store(config_.store_path, config_.keep);
-  if (::access((config_.store_path + "/" + kJobsNamespace + "/" + id).c_str(), F_OK) == 0) {
-    auto klock = store.lock(kJobsNamespace, id, 30s);
-    if (!klock) return std::unexpected(klock.error());
-    if (auto removed = store.remove(kJobsNamespace, id, *klock); !removed) return removed;
-  }
+  if (auto removed = remove_job_checkpoints(store_, id); !removed) return removed;
   remove_directory_contents(job_dir(id));
   ::rmdir(job_dir(id).c_str());
   std::lock_guard lock(mutex_);
@@ -503,8 +378,9 @@ Result<json> JobManager::checkpoint(const std::string& id_or_name, const Checkpo
   return out;
 }
 
-// The dump pipeline: check -> lock key -> staging -> CRIU dump -> job.json -> commit ->
-// (job stopped: expect its exit) -> export -> record.
+// The dump pipeline (its steps in jobs/job_checkpoint.h): check the export directory ->
+// dump (a stopped job's exit is expected from here on) -> commit (failing that, the job is
+// lost) -> export -> record where the checkpoint went.
 Result<json> JobManager::checkpoint_job(const std::string& id, const CheckpointRequest& req,
                                         std::vector<std::string> warnings) {
   JobRecord rec;
@@ -515,153 +391,86 @@ Result<json> JobManager::checkpoint_job(const std::string& id, const CheckpointR
   bool leave = req.leave_running.value_or(config_.jobs.leave_running);
   std::string export_dir = req.export_dir.empty() ? config_.jobs.dump_dir : req.export_dir;
   if (!export_dir.empty()) {
-    struct stat st {};
-    if (export_dir.front() != '/') return fail_code("export directory must be absolute", EINVAL);
-    if (::stat(export_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-      return fail_code("export directory " + export_dir + " does not exist", EINVAL);
+    if (auto ok = check_export_dir(export_dir); !ok) return std::unexpected(ok.error());
   }
-  auto st = read_proc_stat(rec.pid);
-  if (!st || st->start_time != rec.start_time || st->state == 'Z')
-    return fail_code(fmt::format("job {}: process {} is gone", id, rec.pid), EINVAL);
-  bool shell_job = st->sid != rec.pid;
-  std::vector<pid_t> pids = process_tree(rec.pid);
-
-  CheckpointStore store(config_.store_path, config_.keep);
-  auto klock = store.lock(kJobsNamespace, id, 30s);
-  if (!klock) return std::unexpected(klock.error().wrap("checkpoint store"));
-  (void)store.cleanup_stale(*klock);
-  auto staging = store.begin(*klock);
-  if (!staging) return std::unexpected(staging.error());
-  for (const char* sub : {"images", "criu"}) {
-    if (auto r = make_dir(staging->dirfd(), sub); !r) return std::unexpected(r.error());
+  auto dump =
+      dump_job(store_, rec, {.leave_running = leave, .tcp_established = req.tcp_established});
+  if (!dump) return std::unexpected(dump.error());
+  if (!leave) mark_dumped(id, job_state::kCheckpointed, rec.pid);
+  double dump_ms = dump->dump_ms();
+  long when = dump->dumped_at();
+  auto ref = commit_job_dump(store_, std::move(*dump));
+  if (!ref) {
+    if (!leave) mark_dumped(id, job_state::kLost, 0);
+    return std::unexpected(ref.error());
   }
-  UniqueFd images(::openat(staging->dirfd(), "images", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  UniqueFd work(::openat(staging->dirfd(), "criu", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!images || !work) return fail_errno("open staging directories");
-
-  CriuDumpOptions o;
-  o.pid = rec.pid;
-  o.images_dir_fd = images.get();
-  o.work_dir_fd = work.get();
-  o.log_file = "dump.log";
-  o.leave_running = leave;
-  o.shell_job = shell_job;
-  o.tcp_established = req.tcp_established;
-  o.file_locks = true;
-  CriuRpc criu(criu_);
-  auto t0 = std::chrono::steady_clock::now();
-  if (auto dumped = criu.dump(o); !dumped) {
-    return std::unexpected(dumped.error().wrap("checkpoint job " + id + " (it keeps running)"));
-  }
-  double dump_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  if (!leave) {
-    std::lock_guard lock(mutex_);
-    jobs_[id].state = job_state::kCheckpointed;
-    jobs_[id].finished = now_seconds();
-    reap_quietly_.insert(rec.pid);
-    dumped_pids_[id] = pids;
-    save_locked();
-  }
-  json job_file = {{"job", rec},
-                   {"shell_job", shell_job},
-                   {"tcp_established", req.tcp_established},
-                   {"pids", pids},
-                   {"log_key", rec.log_key}};
-  long now = now_seconds();
-  Manifest m;
-  m.ns = kJobsNamespace;
-  m.key = id;
-  m.container_id = id;
-  m.node = hostname();
-  m.image = rec.argv.empty() ? "" : rec.argv[0];
-  m.created = rfc3339(now);
-  if (auto v = criu.version()) m.versions.criu = v->text();
-  m.versions.kernel = kernel_release();
-  m.timings_ms["dump"] = dump_ms;
-  m.extra = {{"kind", rec.kind}, {"name", rec.name}, {"leave_running", leave}};
-  auto wrote = write_at(staging->dirfd(), kJobFileName, job_file.dump(2) + "\n");
-  Result<std::string> committed =
-      wrote ? store.commit(std::move(*staging), m, *klock) : std::unexpected(wrote.error());
-  if (!committed) {
-    if (!leave) {
-      std::lock_guard lock(mutex_);
-      jobs_[id].state = job_state::kLost;
-      save_locked();
-    }
-    return std::unexpected(committed.error().wrap(
-        leave
-            ? "checkpoint job " + id + " (it keeps running)"
-            : "checkpoint job " + id + ": the dump stopped the job but it could not be committed"));
-  }
-  json out = {{"checkpoint", *committed},
+  json out = {{"checkpoint", ref->path},
               {"warnings", warnings},
               {"dump_ms", dump_ms},
               {"leave_running", leave}};
-  JobCheckpointRef ref{*committed, m.created, ""};
   if (!export_dir.empty()) {
-    std::string file = export_dir + "/" + archive_file_name(rec.name, now, config_.jobs.compress);
-    auto t1 = std::chrono::steady_clock::now();
-    auto bytes = export_checkpoint(*committed, file,
-                                   {config_.jobs.compress, config_.jobs.compression_level});
-    if (!bytes) {
-      return std::unexpected(bytes.error().wrap("job " + id + " is checkpointed in " + *committed +
-                                                " but the export failed"));
+    auto exported = export_job_checkpoint(ref->path, export_dir, rec.name, when,
+                                          {config_.jobs.compress, config_.jobs.compression_level});
+    if (!exported) {
+      return std::unexpected(exported.error().wrap("job " + id + " is checkpointed in " +
+                                                   ref->path + " but the export failed"));
     }
-    ref.archive = file;
-    out["archive"] = file;
-    out["archive_bytes"] = *bytes;
-    out["export_ms"] =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
+    ref->archive = exported->archive;
+    out["archive"] = exported->archive;
+    out["archive_bytes"] = exported->bytes;
+    out["export_ms"] = exported->export_ms;
   }
   std::lock_guard lock(mutex_);
-  jobs_[id].checkpoint = ref;
+  jobs_[id].checkpoint = *ref;
   save_locked();
   out["job"] = jobs_[id];
-  log_(LogLevel::kInfo, fmt::format("job {} ({}) checkpointed: {}{}", id, rec.name, *committed,
-                                    ref.archive.empty() ? "" : ", exported " + ref.archive));
+  log_(LogLevel::kInfo, fmt::format("job {} ({}) checkpointed: {}{}", id, rec.name, ref->path,
+                                    ref->archive.empty() ? "" : ", exported " + ref->archive));
   return out;
 }
 
-// CRIU restore from `scratch`/images (a private copy: CRIU writes beside the images), the
-// log handed over in place of the file the job had open, the root made our child.
-Result<JobRecord> JobManager::restore_tree(JobRecord rec, const std::string& scratch,
-                                           const json& job_file) {
-  std::vector<pid_t> pids = job_file.value("pids", std::vector<pid_t>{});
-  if (rec.pid > 0) pids.push_back(rec.pid);
-  if (auto freed = wait_pids_free(pids, 5s); !freed) return std::unexpected(freed.error());
-  auto images = open_file(scratch + "/images", O_RDONLY | O_DIRECTORY);
-  auto work = open_file(scratch, O_RDONLY | O_DIRECTORY);
-  if (!images || !work) return std::unexpected((images ? work : images).error());
-  CriuRestoreOptions o;
-  o.images_dir_fd = images->get();
-  o.work_dir_fd = work->get();
-  o.log_file = "restore.log";
-  o.shell_job = job_file.value("shell_job", false);
-  o.tcp_established = job_file.value("tcp_established", false);
-  o.file_locks = true;
-  UniqueFd log_fd;
-  std::string log_key = job_file.value("log_key", "");
-  if (!rec.log.empty() && !log_key.empty()) {
-    if (auto made = make_private_dirs(dirname_of(rec.log)); !made)
-      return std::unexpected(made.error());
-    auto fd = open_file(rec.log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
-    if (!fd) return std::unexpected(fd.error().wrap("job log"));
-    log_fd = std::move(*fd);
-    o.inherit_fds.emplace_back(log_key, log_fd.get());
+// A dump that stopped the job: its state (checkpointed; lost when the commit failed after
+// all) and, when `root` is set, the root's exit expected rather than recorded.
+void JobManager::mark_dumped(const std::string& id, const char* state, pid_t root) {
+  std::lock_guard lock(mutex_);
+  JobRecord& rec = jobs_[id];
+  rec.state = state;
+  if (root > 0) {
+    rec.finished = now_seconds();
+    reap_quietly_.insert(root);
   }
+  save_locked();
+}
+
+// The job's log on this node, opened to be handed to the restored tree in place of the
+// file it had open (`log_key`); none when the job has no log.
+Result<UniqueFd> JobManager::open_log_for_restore(const JobRecord& rec,
+                                                  const std::string& log_key) {
+  if (rec.log.empty() || log_key.empty()) return UniqueFd();
+  if (auto made = make_private_dirs(dirname_of(rec.log)); !made)
+    return std::unexpected(made.error());
+  auto fd = open_file(rec.log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
+  if (!fd) return std::unexpected(fd.error().wrap("job log"));
+  return std::move(*fd);
+}
+
+// CRIU restore of `src` (once its pids are free), the log handed over, the root made our
+// child and recorded as running.
+Result<JobRecord> JobManager::restore_tree(JobRecord rec, const JobRestoreSource& src) {
+  if (auto freed = wait_pids_free(pids_to_free(src.file(), rec.pid), 5s); !freed)
+    return std::unexpected(freed.error());
+  auto log_fd = open_log_for_restore(rec, src.file().log_key);
+  if (!log_fd) return std::unexpected(log_fd.error());
   std::lock_guard lock(mutex_);  // The reaper must not see the child before its record.
-  auto pid = CriuRpc(criu_).restore(o);
   // CRIU's log of the last restore stays with a known job (the scratch copy goes).
-  if (jobs_.contains(rec.id) && make_private_dirs(job_dir(rec.id))) {
-    std::string kept = job_dir(rec.id) + "/restore.log";
-    ::unlink(kept.c_str());
-    (void)copy_file(scratch + "/restore.log", kept);
-  }
+  std::string keep_log = jobs_.contains(rec.id) && make_private_dirs(job_dir(rec.id))
+                             ? job_dir(rec.id) + "/restore.log"
+                             : "";
+  auto pid = restore_job_tree(store_, src, log_fd->get(), keep_log);
   if (!pid) return std::unexpected(pid.error());
   rec.pid = *pid;
   // The job's stdout and stderr are now this node's log: the key of its next dump.
-  if (log_fd) rec.log_key = rec.log.substr(1);
+  if (*log_fd) rec.log_key = rec.log.substr(1);
   if (auto st = read_proc_stat(rec.pid)) rec.start_time = st->start_time;
   rec.state = job_state::kRunning;
   rec.exit_code = -1;
@@ -670,7 +479,6 @@ Result<JobRecord> JobManager::restore_tree(JobRecord rec, const std::string& scr
   rec.started = now_seconds();
   ++rec.restores;
   jobs_[rec.id] = rec;
-  dumped_pids_.erase(rec.id);
   save_locked();
   log_(LogLevel::kInfo, fmt::format("job {} ({}) restored: pid {}", rec.id, rec.name, rec.pid));
   return rec;
@@ -705,69 +513,23 @@ Result<JobRecord> JobManager::restore_one(const std::string& id_or_name,
       return fail_code("job " + rec.id + " is being checkpointed or restored", EBUSY);
   }
   Busy busy{this, rec.id};
-  CheckpointStore store(config_.store_path, config_.keep);
-  auto klock = store.lock(kJobsNamespace, rec.id, 30s);
-  if (!klock) return std::unexpected(klock.error().wrap("checkpoint store"));
-  auto ckpt = store.latest_verified(kJobsNamespace, rec.id, *klock);
-  if (!ckpt) {
-    if (ckpt.error().code() == ENOENT)
-      return fail_code("job " + rec.id + " has no checkpoint in " + config_.store_path, ENOENT);
-    return std::unexpected(ckpt.error());
-  }
-  auto text = read_file(ckpt->path + "/" + kJobFileName);
-  if (!text) return std::unexpected(text.error().wrap("checkpoint " + ckpt->path));
-  json job_file = json::parse(*text, nullptr, false);
-  if (job_file.is_discarded()) return fail("checkpoint " + ckpt->path + ": job.json is not JSON");
-  auto scratch = store.begin(*klock);
-  if (!scratch) return std::unexpected(scratch.error());
-  if (auto linked = link_tree(ckpt->path, scratch->path()); !linked)
-    return std::unexpected(linked.error());
-  auto restored = restore_tree(rec, scratch->path(), job_file);
+  auto src = open_stored_job(store_, rec.id);
+  if (!src) return std::unexpected(src.error());
+  auto restored = restore_tree(rec, *src);
   if (!restored)
-    return std::unexpected(restored.error().wrap("restore job " + rec.id + " from " + ckpt->path));
+    return std::unexpected(
+        restored.error().wrap("restore job " + rec.id + " from " + src->origin()));
   return restored;
 }
 
-// An archive (or a checkpoint directory) from anywhere: unpacked into a scratch key of the
-// store, verified against its manifest, then restored; the scratch key is removed after.
+// An archive (or a checkpoint directory) from anywhere, imported and verified by the
+// library (jobs/job_restore.h), then restored as the job it names: a job of this node when
+// it has one by that id (or `id_hint`), else a new one. The import goes after.
 Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const std::string& path,
                                                bool is_archive) {
-  CheckpointStore store(config_.store_path, config_.keep);
-  std::string scratch_key = "import-" + new_job_id();
-  auto klock = store.lock(kJobsNamespace, scratch_key, 30s);
-  if (!klock) return std::unexpected(klock.error().wrap("checkpoint store"));
-  struct Cleanup {
-    CheckpointStore& store;
-    std::string key;
-    KeyLock& lock;
-    ~Cleanup() { (void)store.remove(kJobsNamespace, key, lock); }
-  } cleanup{store, scratch_key, *klock};
-  auto scratch = store.begin(*klock);
-  if (!scratch) return std::unexpected(scratch.error());
-  auto unpacked =
-      is_archive ? import_archive(path, scratch->path()) : link_tree(path, scratch->path());
-  if (!unpacked) return fail_code(unpacked.error().message(), EINVAL);
-  auto mtext = read_file(scratch->path() + "/" + kManifestFileName);
-  if (!mtext) return fail_code(path + " has no manifest.json: not an ARCH checkpoint", EINVAL);
-  auto manifest = parse_manifest(*mtext);
-  if (!manifest) return fail_code(path + ": " + manifest.error().message(), EINVAL);
-  // criu/restore.log is ours to write: only what the manifest lists must match.
-  if (auto ok = verify_manifest(scratch->path(), *manifest); !ok)
-    return fail_code(path + " does not verify (damaged?): " + ok.error().message(), EINVAL);
-  if (manifest->ns != kJobsNamespace)
-    return fail_code(path + " is not a job checkpoint (namespace " + manifest->ns + ")", EINVAL);
-  auto text = read_file(scratch->path() + "/" + kJobFileName);
-  json job_file = text ? json::parse(*text, nullptr, false) : json();
-  if (!text || job_file.is_discarded() || !job_file.contains("job"))
-    return fail_code(path + ": job.json is missing or not JSON", EINVAL);
-  JobRecord from;
-  try {
-    from = job_file.at("job").get<JobRecord>();
-  } catch (const json::exception& e) {
-    return fail_code(path + ": job.json: " + e.what(), EINVAL);
-  }
-  if (!validate_name("job id", from.id)) return fail_code(path + ": bad job id", EINVAL);
-
+  auto src = import_job(store_, path, is_archive);
+  if (!src) return std::unexpected(src.error());
+  const JobRecord& from = src->file().job;
   JobRecord rec;
   {
     std::lock_guard lock(mutex_);
@@ -791,9 +553,9 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
       return fail_code("job " + rec.id + " is being checkpointed or restored", EBUSY);
   }
   Busy busy{this, rec.id};
-  rec.log_key = job_file.value("log_key", rec.log_key);
+  rec.log_key = src->file().log_key;
   bool is_new = !get(rec.id);
-  auto restored = restore_tree(rec, scratch->path(), job_file);
+  auto restored = restore_tree(rec, *src);
   if (!restored) {
     if (is_new) {  // Nothing of a job that never came to be is left behind.
       (void)remove_directory_contents(job_dir(rec.id));
@@ -803,8 +565,7 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
   }
   std::lock_guard lock(mutex_);
   JobRecord& r = jobs_[restored->id];
-  r.checkpoint = {"", manifest->created, is_archive ? path : ""};
-  if (!is_archive) r.checkpoint.path = path;
+  r.checkpoint = {is_archive ? "" : path, src->manifest().created, is_archive ? path : ""};
   save_locked();
   return r;
 }
@@ -812,8 +573,8 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
 Result<json> JobManager::checkpoint_process(pid_t pid, const CheckpointRequest& req) {
   if (pid <= 1 || pid == ::getpid())
     return fail_code(fmt::format("refusing to checkpoint pid {}", pid), EINVAL);
-  auto st = read_proc_stat(pid);
-  if (!st) return fail_code(fmt::format("no process {}", pid), ENOENT);
+  auto adopted = adopted_process_record(pid, now_seconds());
+  if (!adopted) return std::unexpected(adopted.error());
   std::vector<std::string> warnings = dump_warnings(pid);
   std::string id;
   {
@@ -822,18 +583,8 @@ Result<json> JobManager::checkpoint_process(pid_t pid, const CheckpointRequest& 
       if (rec.alive() && rec.pid == pid) id = jid;
     }
     if (id.empty()) {
-      JobRecord rec;
-      rec.id = new_job_id();
-      rec.kind = "process";
-      rec.argv = process_argv(pid);
-      rec.name = default_job_name(rec.argv);
-      rec.cwd = proc_link(pid, "cwd");
-      rec.pid = pid;
-      rec.start_time = st->start_time;
-      rec.state = st->ppid == ::getpid() ? job_state::kRunning : job_state::kDetached;
-      rec.created = rec.started = now_seconds();
-      id = rec.id;
-      jobs_[id] = rec;
+      id = adopted->id;
+      jobs_[id] = *adopted;
     }
     if (!busy_.insert(id).second)
       return fail_code("process " + std::to_string(pid) + " is being checkpointed", EBUSY);
@@ -897,137 +648,6 @@ json JobManager::checkpoint_all(double deadline_seconds) {
   for (std::size_t i = 0; i < n; ++i) workers.emplace_back(worker);
   for (auto& w : workers) w.join();
   return {{"jobs", results}};
-}
-
-// ---------------------------------------------------------------- HTTP routes
-
-namespace {
-
-void reply(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(body.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
-                  "application/json");
-}
-
-void reply_error(httplib::Response& res, const Error& e) {
-  int status = e.code() == EINVAL ? 400 : e.code() == ENOENT ? 404 : e.code() == EBUSY ? 409 : 500;
-  reply(res, status, {{"error", status == 500 && e.code() != 0 ? e.message() : e.text()}});
-}
-
-Result<json> body_object(const httplib::Request& req) {
-  if (req.body.empty()) return json::object();
-  auto j = json::parse(req.body, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
-    return std::unexpected(Error("body is not a JSON object", EINVAL));
-  return j;
-}
-
-Result<CheckpointRequest> checkpoint_request(const json& j) {
-  CheckpointRequest r;
-  try {
-    if (j.contains("leave_running") && !j["leave_running"].is_null())
-      r.leave_running = j["leave_running"].get<bool>();
-    r.export_dir = j.value("export_dir", "");
-    r.tcp_established = j.value("tcp_established", false);
-  } catch (const json::exception& e) {
-    return std::unexpected(Error(e.what(), EINVAL));
-  }
-  return r;
-}
-
-template <class F>
-auto with_body(F f) {
-  return [f](const httplib::Request& req, httplib::Response& res) {
-    auto body = body_object(req);
-    if (!body) return reply_error(res, body.error());
-    try {
-      f(req, res, *body);
-    } catch (const json::exception& e) {
-      reply_error(res, Error(std::string("bad request: ") + e.what(), EINVAL));
-    }
-  };
-}
-
-}  // namespace
-
-void register_job_routes(httplib::Server& s, JobManager& jobs) {
-  s.Get("/v1/jobs", [&jobs](const httplib::Request&, httplib::Response& res) {
-    reply(res, 200, {{"jobs", jobs.list()}});
-  });
-  s.Post("/v1/jobs",
-         with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
-           JobRunRequest r{b.at("argv").get<std::vector<std::string>>(),
-                           b.value("env", std::vector<std::string>{}), b.value("cwd", ""),
-                           b.value("name", "")};
-           auto rec = jobs.run(std::move(r));
-           if (!rec) return reply_error(res, rec.error());
-           reply(res, 201, *rec);
-         }));
-  s.Post("/v1/jobs/restore",
-         with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
-           std::string archive = b.value("archive", "");
-           if (archive.empty()) return reply_error(res, Error("archive is required", EINVAL));
-           auto rec = jobs.restore("", archive);
-           if (!rec) return reply_error(res, rec.error());
-           reply(res, 200, *rec);
-         }));
-  s.Get(R"(/v1/jobs/([^/]+))", [&jobs](const httplib::Request& req, httplib::Response& res) {
-    auto rec = jobs.get(req.matches[1].str());
-    if (!rec) return reply_error(res, rec.error());
-    reply(res, 200, *rec);
-  });
-  s.Get(R"(/v1/jobs/([^/]+)/logs)", [&jobs](const httplib::Request& req, httplib::Response& res) {
-    uint64_t offset = req.has_param("offset")
-                          ? std::strtoull(req.get_param_value("offset").c_str(), nullptr, 10)
-                          : 0;
-    auto rec = jobs.get(req.matches[1].str());
-    if (!rec) return reply_error(res, rec.error());
-    auto data = jobs.read_log(rec->id, offset, 1 << 20);
-    if (!data) return reply_error(res, data.error());
-    res.set_header("X-Arch-Next-Offset", std::to_string(offset + data->size()));
-    res.set_header("X-Arch-Job-State", rec->state);
-    res.set_content(*data, "application/octet-stream");
-  });
-  s.Post(R"(/v1/jobs/([^/]+)/kill)",
-         with_body([&jobs](const httplib::Request& req, httplib::Response& res, const json& b) {
-           auto rec = jobs.kill(req.matches[1].str(), b.value("signal", SIGTERM));
-           if (!rec) return reply_error(res, rec.error());
-           reply(res, 200, *rec);
-         }));
-  s.Delete(R"(/v1/jobs/([^/]+))", [&jobs](const httplib::Request& req, httplib::Response& res) {
-    bool force = req.has_param("force") && req.get_param_value("force") == "1";
-    auto done = jobs.remove(req.matches[1].str(), force);
-    if (!done) return reply_error(res, done.error());
-    reply(res, 200, {{"removed", req.matches[1].str()}});
-  });
-  s.Post(R"(/v1/jobs/([^/]+)/checkpoint)",
-         with_body([&jobs](const httplib::Request& req, httplib::Response& res, const json& b) {
-           auto r = checkpoint_request(b);
-           if (!r) return reply_error(res, r.error());
-           auto out = jobs.checkpoint(req.matches[1].str(), *r);
-           if (!out) return reply_error(res, out.error());
-           reply(res, 200, *out);
-         }));
-  s.Post(R"(/v1/jobs/([^/]+)/restore)",
-         with_body([&jobs](const httplib::Request& req, httplib::Response& res, const json& b) {
-           auto rec = jobs.restore(req.matches[1].str(), b.value("archive", ""));
-           if (!rec) return reply_error(res, rec.error());
-           reply(res, 200, *rec);
-         }));
-  s.Post("/v1/processes/checkpoint",
-         with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
-           auto r = checkpoint_request(b);
-           if (!r) return reply_error(res, r.error());
-           auto out = jobs.checkpoint_process(b.at("pid").get<pid_t>(), *r);
-           if (!out) return reply_error(res, out.error());
-           reply(res, 200, *out);
-         }));
-  s.Post("/v1/processes/restore",
-         with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
-           auto rec = jobs.restore_process(b.value("path", ""));
-           if (!rec) return reply_error(res, rec.error());
-           reply(res, 200, *rec);
-         }));
 }
 
 }  // namespace arch::agent

@@ -1,11 +1,12 @@
 // JobManager: archd's process jobs. It launches jobs as archd's children (archd is a child
 // subreaper, so the job's orphaned descendants come back to it too), reaps them and records
-// their exit status, checkpoints them with CRIU through its RPC protocol into the checkpoint
-// store (namespace "jobs", one key per job: SHA-256 manifest, commit by rename), exports a
-// checkpoint as one archive and restores from the store or from an archive made on another
-// node, with the restored tree again archd's child (CRIU's rst_sibling). It also adopts
-// processes archd did not start (`archctl process checkpoint`). Jobs are kept in
+// their exit status, and keeps the job table (locking, busy jobs, events) around the
+// library's job pipeline: checkpoints with CRIU into the store and as archives
+// (jobs/job_checkpoint.h), restores from the store or from an archive made on another node
+// (jobs/job_restore.h), with the restored tree again archd's child (CRIU's rst_sibling). It
+// also adopts processes archd did not start (`archctl process checkpoint`). Jobs are kept in
 // <agent state dir>/jobs/jobs.json and each job's log in <agent state dir>/jobs/<id>/output.log.
+// The HTTP routes are in job_routes.h.
 //
 // archd restarts: a job keeps running (archd's unit uses KillMode=process), but it is no
 // longer archd's child and cannot be made one again while it runs: it is shown as
@@ -30,11 +31,9 @@
 #include "base/error.h"
 #include "config/node_config.h"
 #include "event_log.h"
+#include "jobs/job_checkpoint.h"
 #include "jobs/job_record.h"
-
-namespace httplib {
-class Server;
-}
+#include "jobs/job_restore.h"
 
 namespace arch::agent {
 
@@ -102,8 +101,9 @@ class JobManager {
   Result<nlohmann::json> checkpoint_job(const std::string& id, const CheckpointRequest& req,
                                         std::vector<std::string> warnings);
   Result<JobRecord> restore_one(const std::string& id_or_name, const std::string& archive);
-  Result<JobRecord> restore_tree(JobRecord rec, const std::string& scratch,
-                                 const nlohmann::json& job_file);
+  void mark_dumped(const std::string& id, const char* state, pid_t root);
+  Result<UniqueFd> open_log_for_restore(const JobRecord& rec, const std::string& log_key);
+  Result<JobRecord> restore_tree(JobRecord rec, const JobRestoreSource& src);
   Result<JobRecord> restore_imported(const std::string& id_hint, const std::string& path,
                                      bool is_archive);
   void reap_loop();
@@ -117,20 +117,16 @@ class JobManager {
   NodeConfig config_;
   std::string state_dir_;
   Logger log_;
-  std::string criu_;
+  JobStoreConfig store_;  ///< The store and CRIU of the job pipeline.
 
   std::mutex mutex_;  // Everything below.
   std::map<std::string, JobRecord> jobs_;
   std::set<std::string> busy_;    ///< Jobs in a checkpoint, restore or remove.
   std::set<pid_t> reap_quietly_;  ///< Dumped roots: exit expected, not recorded.
-  std::map<std::string, std::vector<pid_t>> dumped_pids_;  ///< Per job, at its last dump.
   bool stopping_ = false;
   std::function<void(Event)> sink_;
   std::condition_variable wake_;
   std::thread reaper_;
 };
-
-/// Adds the /v1/jobs and /v1/processes routes to archd's API server.
-void register_job_routes(httplib::Server& server, JobManager& jobs);
 
 }  // namespace arch::agent

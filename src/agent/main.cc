@@ -15,6 +15,7 @@
 #include "api_server.h"
 #include "base/file_util.h"
 #include "config/node_config.h"
+#include "job_routes.h"
 #include "jobs.h"
 #include "runtime/runtime_path.h"
 #include "version.h"

@@ -250,4 +250,30 @@ std::vector<std::string> process_argv(pid_t pid) {
   return argv;
 }
 
+namespace {
+
+std::string proc_link(pid_t pid, const char* what) {
+  char buf[4096];
+  ssize_t n = ::readlink(fmt::format("/proc/{}/{}", pid, what).c_str(), buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
+}
+
+}  // namespace
+
+Result<JobRecord> adopted_process_record(pid_t pid, long now) {
+  auto st = read_proc_stat(pid);
+  if (!st) return std::unexpected(Error(fmt::format("no process {}", pid), ENOENT));
+  JobRecord rec;
+  rec.id = new_job_id();
+  rec.kind = "process";
+  rec.argv = process_argv(pid);
+  rec.name = default_job_name(rec.argv);
+  rec.cwd = proc_link(pid, "cwd");
+  rec.pid = pid;
+  rec.start_time = st->start_time;
+  rec.state = st->ppid == ::getpid() ? job_state::kRunning : job_state::kDetached;
+  rec.created = rec.started = now;
+  return rec;
+}
+
 }  // namespace arch

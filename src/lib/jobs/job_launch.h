@@ -1,6 +1,7 @@
 // JobLaunch: starting a process job (own session, stdin /dev/null, stdout and stderr
 // appended to its log, no tty: what CRIU can dump without shell-job tricks) and reading
-// what /proc says about a process tree (identity, session, terminal, sockets).
+// what /proc says about a process tree (identity, session, terminal, sockets), also to
+// adopt a process that was started otherwise.
 #pragma once
 
 #include <sys/types.h>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "jobs/job_record.h"
 
 namespace arch {
 
@@ -51,5 +53,10 @@ std::vector<std::string> dump_warnings(pid_t root);
 
 /// /proc/PID/cmdline as argv.
 std::vector<std::string> process_argv(pid_t pid);
+
+/// A record for a process we did not start (`archctl process checkpoint`): kind "process",
+/// a new id, argv, name and cwd from /proc, running when it is our child (else detached),
+/// created and started at `now`. ENOENT when there is no such process.
+Result<JobRecord> adopted_process_record(pid_t pid, long now);
 
 }  // namespace arch

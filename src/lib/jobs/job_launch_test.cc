@@ -1,4 +1,4 @@
-// Tests for JobLaunch's /proc readers and program lookup (no root needed).
+// Tests for JobLaunch's /proc readers, program lookup and adoption (no root needed).
 #include "jobs/job_launch.h"
 
 #include <gtest/gtest.h>
@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 namespace arch {
@@ -68,6 +69,38 @@ TEST(JobLaunch, TreeAndWarningsForAChildWithAPipeOutAndASocketPair) {
   ::kill(child, SIGKILL);
   ::waitpid(child, nullptr, 0);
   ::close(p[0]);
+}
+
+TEST(JobLaunchTest, AdoptsAProcessAndRefusesAMissingOne) {
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::execl("/bin/sleep", "sleep", "30", nullptr);
+    ::_exit(127);
+  }
+  ASSERT_GT(child, 0);
+  Result<JobRecord> rec;
+  for (int i = 0; i < 200; ++i) {  // until the exec shows in /proc
+    rec = adopted_process_record(child, 1234);
+    if (rec && rec->name == "sleep") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ASSERT_TRUE(rec) << rec.error().message();
+  EXPECT_EQ(rec->kind, "process");
+  EXPECT_EQ(rec->name, "sleep");
+  EXPECT_EQ(rec->argv, (std::vector<std::string>{"sleep", "30"}));  // argv[0] as exec gave it
+  EXPECT_EQ(rec->pid, child);
+  EXPECT_GT(rec->start_time, 0u);
+  EXPECT_EQ(rec->state, job_state::kRunning);  // our child
+  EXPECT_EQ(rec->cwd, std::filesystem::current_path().string());
+  EXPECT_EQ(rec->created, 1234);
+  EXPECT_EQ(rec->id.size(), 12u);
+  EXPECT_TRUE(rec->log.empty());                    // nothing of ours to read
+  auto gone = adopted_process_record(child, 1234);  // reaped: no such process
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code(), ENOENT);
+  EXPECT_FALSE(adopted_process_record(1, 0)->state == job_state::kRunning);  // not our child
 }
 
 }  // namespace

@@ -1,0 +1,216 @@
+// JobCheckpoint: dump a job's process tree with CRIU into the store, commit it under a
+// manifest, export it as an archive.
+#include "jobs/job_checkpoint.h"
+
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+
+#include "base/clock.h"
+#include "base/file_util.h"
+#include "config/node_config.h"
+#include "criu/criu_rpc.h"
+#include "jobs/job_launch.h"
+
+namespace arch {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+// TODO(issue 11): base/host.h has these once the helpers' branches are merged.
+std::string hostname() {
+  char buf[256] = {};
+  ::gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+std::string kernel_release() {
+  utsname u{};
+  return ::uname(&u) == 0 ? u.release : "";
+}
+
+std::unexpected<Error> fail_code(std::string message, int code) {
+  return std::unexpected(Error(std::move(message), code));
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+Result<void> make_dir(int dirfd, const char* name) {
+  if (::mkdirat(dirfd, name, 0700) != 0 && errno != EEXIST)
+    return fail_errno(std::string("mkdir ") + name);
+  return {};
+}
+
+Result<void> write_at(int dirfd, const char* name, std::string_view data) {
+  UniqueFd fd(::openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return fail_errno(std::string("create ") + name);
+  return write_all(fd.get(), data);
+}
+
+Result<UniqueFd> open_subdir(int dirfd, const char* name) {
+  UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return fail_errno(std::string("open staging directory ") + name);
+  return fd;
+}
+
+// CRIU's dump of `job` into `staging`'s images/ (its log in criu/dump.log).
+Result<void> criu_dump(const std::string& criu, const Staging& staging, const JobRecord& job,
+                       const JobCheckpointFile& file, bool leave_running) {
+  for (const char* sub : {"images", "criu"}) {
+    if (auto r = make_dir(staging.dirfd(), sub); !r) return r;
+  }
+  auto images = open_subdir(staging.dirfd(), "images");
+  if (!images) return std::unexpected(images.error());
+  auto work = open_subdir(staging.dirfd(), "criu");
+  if (!work) return std::unexpected(work.error());
+  CriuDumpOptions o;
+  o.pid = job.pid;
+  o.images_dir_fd = images->get();
+  o.work_dir_fd = work->get();
+  o.log_file = "dump.log";
+  o.leave_running = leave_running;
+  o.shell_job = file.shell_job;
+  o.tcp_established = file.tcp_established;
+  o.file_locks = true;
+  return CriuRpc(criu).dump(o);
+}
+
+}  // namespace
+
+JobStoreConfig job_store_config(const NodeConfig& config) {
+  JobStoreConfig c{config.store_path, config.keep, config.criu};
+  if (!c.criu.empty()) return c;
+  c.criu = "/usr/sbin/criu";
+  for (const char* p : {"/opt/arch/criu/bin/criu", "/usr/local/sbin/criu"}) {
+    if (::access(p, X_OK) == 0) {
+      c.criu = p;
+      break;
+    }
+  }
+  return c;
+}
+
+json job_file_json(const JobCheckpointFile& file) {
+  return {{"job", file.job},
+          {"shell_job", file.shell_job},
+          {"tcp_established", file.tcp_established},
+          {"pids", file.pids},
+          {"log_key", file.log_key}};
+}
+
+Result<JobCheckpointFile> parse_job_file(std::string_view text) {
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return fail_code("job.json is not JSON", EINVAL);
+  JobCheckpointFile f;
+  try {
+    f.has_job = j.contains("job");
+    if (f.has_job) f.job = j.at("job").get<JobRecord>();
+    f.shell_job = j.value("shell_job", false);
+    f.tcp_established = j.value("tcp_established", false);
+    f.pids = j.value("pids", std::vector<pid_t>{});
+    f.log_key = j.value("log_key", "");
+  } catch (const json::exception& e) {
+    return fail_code(std::string("job.json: ") + e.what(), EINVAL);
+  }
+  return f;
+}
+
+// The dump: process check -> lock key -> staging -> CRIU dump (the tree stops here unless
+// left running).
+Result<JobDump> dump_job(const JobStoreConfig& config, const JobRecord& job,
+                         const JobDumpRequest& request) {
+  auto st = read_proc_stat(job.pid);
+  if (!st || st->start_time != job.start_time || st->state == 'Z')
+    return fail_code(fmt::format("job {}: process {} is gone", job.id, job.pid), EINVAL);
+  JobCheckpointFile file{.job = job,
+                         .has_job = true,
+                         .shell_job = st->sid != job.pid,
+                         .tcp_established = request.tcp_established,
+                         .pids = process_tree(job.pid),
+                         .log_key = job.log_key};
+
+  CheckpointStore store(config.store_path, config.keep);
+  auto lock = store.lock(kJobsNamespace, job.id, 30s);
+  if (!lock) return std::unexpected(lock.error().wrap("checkpoint store"));
+  (void)store.cleanup_stale(*lock);
+  auto staging = store.begin(*lock);
+  if (!staging) return std::unexpected(staging.error());
+
+  auto t0 = std::chrono::steady_clock::now();
+  if (auto dumped = criu_dump(config.criu, *staging, job, file, request.leave_running); !dumped)
+    return std::unexpected(dumped.error().wrap("checkpoint job " + job.id + " (it keeps running)"));
+  JobDump dump(std::move(store), std::move(*lock), std::move(*staging));
+  dump.dump_ms_ = ms_since(t0);
+  dump.dumped_at_ = static_cast<long>(std::time(nullptr));
+  dump.file_ = std::move(file);
+  dump.leave_running_ = request.leave_running;
+  return dump;
+}
+
+// The commit: job.json -> manifest -> rename into place.
+Result<JobCheckpointRef> commit_job_dump(const JobStoreConfig& config, JobDump&& dump) {
+  const JobRecord& job = dump.file_.job;
+  Manifest m;
+  m.ns = kJobsNamespace;
+  m.key = job.id;
+  m.container_id = job.id;
+  m.node = hostname();
+  m.image = job.argv.empty() ? "" : job.argv[0];
+  m.created = format_utc(dump.dumped_at_);
+  if (auto v = CriuRpc(config.criu).version()) m.versions.criu = v->text();
+  m.versions.kernel = kernel_release();
+  m.timings_ms["dump"] = dump.dump_ms_;
+  m.extra = {{"kind", job.kind}, {"name", job.name}, {"leave_running", dump.leave_running_}};
+  auto wrote =
+      write_at(dump.staging_.dirfd(), kJobFileName, job_file_json(dump.file_).dump(2) + "\n");
+  Result<std::string> committed = wrote
+                                      ? dump.store_.commit(std::move(dump.staging_), m, dump.lock_)
+                                      : std::unexpected(wrote.error());
+  if (!committed) {
+    return std::unexpected(committed.error().wrap(
+        dump.leave_running_ ? "checkpoint job " + job.id + " (it keeps running)"
+                            : "checkpoint job " + job.id +
+                                  ": the dump stopped the job but it could not be committed"));
+  }
+  return JobCheckpointRef{*committed, m.created, ""};
+}
+
+Result<void> remove_job_checkpoints(const JobStoreConfig& config, const std::string& id) {
+  if (::access((config.store_path + "/" + kJobsNamespace + "/" + id).c_str(), F_OK) != 0) return {};
+  CheckpointStore store(config.store_path, config.keep);
+  auto lock = store.lock(kJobsNamespace, id, 30s);
+  if (!lock) return std::unexpected(lock.error());
+  return store.remove(kJobsNamespace, id, *lock);
+}
+
+Result<void> check_export_dir(const std::string& dir) {
+  struct stat st {};
+  if (dir.empty() || dir.front() != '/')
+    return fail_code("export directory must be absolute", EINVAL);
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return fail_code("export directory " + dir + " does not exist", EINVAL);
+  return {};
+}
+
+Result<JobExport> export_job_checkpoint(const std::string& ckpt, const std::string& dir,
+                                        std::string_view name, long when,
+                                        const ExportOptions& options) {
+  JobExport out;
+  out.archive = dir + "/" + archive_file_name(name, when, options.compress);
+  auto t0 = std::chrono::steady_clock::now();
+  auto bytes = export_checkpoint(ckpt, out.archive, options);
+  if (!bytes) return std::unexpected(bytes.error());
+  out.bytes = *bytes;
+  out.export_ms = ms_since(t0);
+  return out;
+}
+
+}  // namespace arch
