@@ -23,6 +23,7 @@
 #include "base/process.h"
 #include "container/finalize.h"
 #include "criu/criu_rpc.h"
+#include "http_reply.h"
 #include "jobs/job_archive.h"
 #include "jobs/job_launch.h"
 #include "private_dir.h"
@@ -59,8 +60,10 @@ std::string kernel_release() {
   return ::uname(&u) == 0 ? u.release : "";
 }
 
+// An error of the kind `code` stands for (EINVAL, ENOENT, EBUSY), without errno text.
+// TODO(issue 11): fail(ErrorKind::..., message) at each call once the job code has moved.
 std::unexpected<Error> fail_code(std::string message, int code) {
-  return std::unexpected(Error(std::move(message), code));
+  return std::unexpected(Error(kind_of_errno(code), std::move(message)));
 }
 
 std::string find_criu(const NodeConfig& config) {
@@ -684,7 +687,7 @@ Result<JobRecord> JobManager::restore(const std::string& id_or_name, const std::
   if (rec) {
     emit(rec->id, "restored",
          fmt::format("pid {}{}", rec->pid, archive.empty() ? "" : " from " + archive), ms);
-  } else if (rec.error().code() != ENOENT) {
+  } else if (rec.error().kind() != ErrorKind::kNotFound) {
     emit(id_or_name, "restore-failed", rec.error().message(), ms);
   }
   return rec;
@@ -845,7 +848,7 @@ Result<json> JobManager::checkpoint_process(pid_t pid, const CheckpointRequest& 
     for (const auto& w : warnings) msg += "\nwarning: " + w;
     std::lock_guard lock(mutex_);
     if (jobs_[id].kind == "process" && jobs_[id].checkpoint.path.empty()) jobs_.erase(id);
-    return fail_code(msg, done.error().code() == EINVAL ? EINVAL : 0);
+    return std::unexpected(Error(done.error().kind(), msg));
   }
   return done;
 }
@@ -903,22 +906,11 @@ json JobManager::checkpoint_all(double deadline_seconds) {
 
 namespace {
 
-void reply(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(body.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
-                  "application/json");
-}
-
-void reply_error(httplib::Response& res, const Error& e) {
-  int status = e.code() == EINVAL ? 400 : e.code() == ENOENT ? 404 : e.code() == EBUSY ? 409 : 500;
-  reply(res, status, {{"error", status == 500 && e.code() != 0 ? e.message() : e.text()}});
-}
-
 Result<json> body_object(const httplib::Request& req) {
   if (req.body.empty()) return json::object();
   auto j = json::parse(req.body, nullptr, false);
   if (j.is_discarded() || !j.is_object())
-    return std::unexpected(Error("body is not a JSON object", EINVAL));
+    return fail(ErrorKind::kInvalidInput, "body is not a JSON object");
   return j;
 }
 
@@ -930,7 +922,7 @@ Result<CheckpointRequest> checkpoint_request(const json& j) {
     r.export_dir = j.value("export_dir", "");
     r.tcp_established = j.value("tcp_established", false);
   } catch (const json::exception& e) {
-    return std::unexpected(Error(e.what(), EINVAL));
+    return fail(ErrorKind::kInvalidInput, e.what());
   }
   return r;
 }
@@ -943,7 +935,7 @@ auto with_body(F f) {
     try {
       f(req, res, *body);
     } catch (const json::exception& e) {
-      reply_error(res, Error(std::string("bad request: ") + e.what(), EINVAL));
+      reply_error(res, Error(ErrorKind::kInvalidInput, std::string("bad request: ") + e.what()));
     }
   };
 }
@@ -966,7 +958,8 @@ void register_job_routes(httplib::Server& s, JobManager& jobs) {
   s.Post("/v1/jobs/restore",
          with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
            std::string archive = b.value("archive", "");
-           if (archive.empty()) return reply_error(res, Error("archive is required", EINVAL));
+           if (archive.empty())
+             return reply_error(res, Error(ErrorKind::kInvalidInput, "archive is required"));
            auto rec = jobs.restore("", archive);
            if (!rec) return reply_error(res, rec.error());
            reply(res, 200, *rec);

@@ -1,9 +1,77 @@
-// Error: message formatting and wrapping.
+// Error: kinds, message formatting and wrapping.
 #include "base/error.h"
 
 #include <cstring>
 
 namespace arch {
+
+std::string_view name(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kInternal:
+      return "internal";
+    case ErrorKind::kNotFound:
+      return "not-found";
+    case ErrorKind::kInvalidInput:
+      return "invalid-input";
+    case ErrorKind::kConflict:
+      return "conflict";
+    case ErrorKind::kPermission:
+      return "permission";
+    case ErrorKind::kUnavailable:
+      return "unavailable";
+    case ErrorKind::kTimeout:
+      return "timeout";
+    case ErrorKind::kUnsupported:
+      return "unsupported";
+  }
+  return "internal";
+}
+
+ErrorKind kind_of_errno(int err) {
+  switch (err) {
+    case ENOENT:
+    case ESRCH:
+    case ENXIO:
+    case ENODEV:
+      return ErrorKind::kNotFound;
+    case EINVAL:
+    case ENAMETOOLONG:
+    case E2BIG:
+    case ELOOP:
+    case ENOTDIR:
+    case EISDIR:
+    case EBADMSG:
+      return ErrorKind::kInvalidInput;
+    case EEXIST:
+    case EBUSY:
+    case ENOTEMPTY:
+    case ETXTBSY:
+    case EWOULDBLOCK:
+    case EALREADY:
+      return ErrorKind::kConflict;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      return ErrorKind::kPermission;
+    case ECONNREFUSED:
+    case ECONNRESET:
+    case ECONNABORTED:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case ENOTCONN:
+      return ErrorKind::kUnavailable;
+    case ETIMEDOUT:
+    case ETIME:
+      return ErrorKind::kTimeout;
+    case ENOTSUP:
+    case ENOSYS:
+    case EAFNOSUPPORT:
+    case EPROTONOSUPPORT:
+      return ErrorKind::kUnsupported;
+    default:
+      return ErrorKind::kInternal;
+  }
+}
 
 std::string Error::message() const {
   if (errno_ == 0) return message_;
@@ -18,6 +86,12 @@ Error Error::wrap(std::string_view context) const {
   wrapped.message_.insert(0, ": ");
   wrapped.message_.insert(0, context);
   return wrapped;
+}
+
+Error Error::with_kind(ErrorKind kind) const {
+  Error out = *this;
+  out.kind_ = kind;
+  return out;
 }
 
 Error errno_error(std::string what) {

@@ -7,6 +7,7 @@
 
 #include <ctime>
 
+#include "base/clock.h"
 #include "base/file_util.h"
 
 namespace arch {
@@ -137,12 +138,7 @@ std::string default_job_name(const std::vector<std::string>& argv) {
 }
 
 std::string archive_file_name(std::string_view name, long when, bool compressed) {
-  std::time_t t = when;
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-  return fmt::format("{}_{}{}", name, stamp, compressed ? ".tar.zst" : ".tar");
+  return fmt::format("{}_{}{}", name, format_utc(when, true), compressed ? ".tar.zst" : ".tar");
 }
 
 }  // namespace arch
