@@ -3,28 +3,25 @@
 
 #include <cstring>
 
+#include "base/enum_names.h"
+
 namespace arch {
 
+namespace {
+
+constexpr EnumNames<ErrorKind, 8> kKindNames{{{{ErrorKind::kInternal, "internal"},
+                                               {ErrorKind::kNotFound, "not-found"},
+                                               {ErrorKind::kInvalidInput, "invalid-input"},
+                                               {ErrorKind::kConflict, "conflict"},
+                                               {ErrorKind::kPermission, "permission"},
+                                               {ErrorKind::kUnavailable, "unavailable"},
+                                               {ErrorKind::kTimeout, "timeout"},
+                                               {ErrorKind::kUnsupported, "unsupported"}}}};
+
+}  // namespace
+
 std::string_view name(ErrorKind kind) {
-  switch (kind) {
-    case ErrorKind::kInternal:
-      return "internal";
-    case ErrorKind::kNotFound:
-      return "not-found";
-    case ErrorKind::kInvalidInput:
-      return "invalid-input";
-    case ErrorKind::kConflict:
-      return "conflict";
-    case ErrorKind::kPermission:
-      return "permission";
-    case ErrorKind::kUnavailable:
-      return "unavailable";
-    case ErrorKind::kTimeout:
-      return "timeout";
-    case ErrorKind::kUnsupported:
-      return "unsupported";
-  }
-  return "internal";
+  return kKindNames.name(kind, "internal");
 }
 
 ErrorKind kind_of_errno(int err) {
