@@ -101,7 +101,7 @@ TEST_F(AgentTest, ASecondDrainWhileOneRunsIsAConflict) {
   ASSERT_TRUE(agent->drain({DrainKind::kManual, "one", 30}));
   auto second = agent->drain({DrainKind::kManual, "two", 30});
   ASSERT_FALSE(second);
-  EXPECT_EQ(second.error().code(), EBUSY);
+  EXPECT_EQ(second.error().kind(), ErrorKind::kConflict);
   EXPECT_FALSE(agent->drain({DrainKind::kManual, "bad", 0}));
   wait_drained(*agent);
   EXPECT_TRUE(agent->drain({DrainKind::kManual, "three", 30}));
