@@ -59,10 +59,10 @@ runc_path=/usr/sbin/runc
 PACKAGES=(
     # build
     build-essential cmake ninja-build pkg-config git g++
-    nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libinih-dev libtomlplusplus-dev
+    nlohmann-json3-dev libcli11-dev libfmt-dev libinih-dev libtomlplusplus-dev
     libarchive-dev libssl-dev libcurl4-openssl-dev libcpp-httplib-dev
     libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-    libgtest-dev libgmock-dev googletest libbenchmark-dev
+    libgtest-dev libgmock-dev googletest
     clang-format clang-tidy
     # runtime and tests (prometheus: promtool checks archd's metrics)
     runc containerd docker.io iptables busybox-static patchelf python3 python3-pytest prometheus

@@ -16,7 +16,9 @@
 #include <map>
 #include <set>
 
+#include "base/clock.h"
 #include "base/file_util.h"
+#include "base/host.h"
 #include "managed/container_registry.h"
 #include "private_dir.h"
 #include "runtime/runc_client.h"
@@ -32,16 +34,6 @@ using SysClock = std::chrono::system_clock;
 constexpr std::size_t kStatusEvents = 50;
 constexpr auto kHousekeepingInterval = std::chrono::seconds(5);
 
-long now_s() {
-  return static_cast<long>(std::time(nullptr));
-}
-
-std::string host_name() {
-  char buf[256] = {};
-  ::gethostname(buf, sizeof buf - 1);
-  return buf;
-}
-
 std::string_view notice_kind(Notice::Kind kind) {
   return kind == Notice::Kind::kSpot ? "spot" : "rebalance";
 }
@@ -51,16 +43,9 @@ json notice_json(const std::optional<NoticeRecord>& n) {
   return {{"kind", n->kind}, {"action", n->action}, {"time", n->time_text}, {"seen", n->seen}};
 }
 
+// The event log's outcome of a checkpoint: "ok", else finalize's own name ("failed", ...).
 std::string_view checkpoint_outcome(FinalizeOutcome o) {
-  switch (o) {
-    case FinalizeOutcome::kCheckpointed:
-      return "ok";
-    case FinalizeOutcome::kFailed:
-      return "failed";
-    case FinalizeOutcome::kSkipped:
-      return "skipped";
-  }
-  return "failed";
+  return o == FinalizeOutcome::kCheckpointed ? "ok" : to_string(o);
 }
 
 // True when the engine's runc log of a restored container says arch-runc restored it.
@@ -90,7 +75,7 @@ Agent::~Agent() {
 }
 
 Result<void> Agent::start() {
-  started_ = now_s();
+  started_ = now_seconds();
   auto loaded = load_node_state(config_.agent.state_file);
   if (!loaded) return std::unexpected(loaded.error().wrap("load state"));
   if (auto opened = events_.open(); !opened) {
@@ -139,16 +124,16 @@ void Agent::stop() {
 
 Result<DrainRecord> Agent::drain(DrainRequest request) {
   if (!(request.deadline_seconds >= 1 && request.deadline_seconds <= 3600)) {
-    return std::unexpected(Error("deadline_seconds must be from 1 to 3600", EINVAL));
+    return fail(ErrorKind::kInvalidInput, "deadline_seconds must be from 1 to 3600");
   }
   if (request.reason.size() > 1024) {
-    return std::unexpected(Error("reason is longer than 1024 bytes", EINVAL));
+    return fail(ErrorKind::kInvalidInput, "reason is longer than 1024 bytes");
   }
   std::lock_guard lock(mutex_);
-  if (stopping_) return std::unexpected(Error("archd is stopping", EBUSY));
+  if (stopping_) return fail(ErrorKind::kUnavailable, "archd is stopping");
   if (drain_running_) {
-    return std::unexpected(
-        Error(fmt::format("drain {} is still running", state_.drains.back().id), EBUSY));
+    return fail(ErrorKind::kConflict,
+                fmt::format("drain {} is still running", state_.drains.back().id));
   }
   if (request.kind == DrainKind::kManual) ++state_.counters.notices["manual"];
   auto d = start_drain_locked(std::move(request), 0);
@@ -160,7 +145,7 @@ Result<DrainRecord> Agent::start_drain_locked(DrainRequest request, int64_t resu
   if (request.reason.empty()) request.reason = std::string(to_string(request.kind)) + " drain";
   if (!state_.draining) {
     state_.draining = true;
-    state_.draining_since = now_s();
+    state_.draining_since = now_seconds();
   }
   state_.drain_kind = request.kind;
   state_.drain_reason = request.reason;
@@ -171,7 +156,7 @@ Result<DrainRecord> Agent::start_drain_locked(DrainRequest request, int64_t resu
   d.id = state_.next_drain_id++;
   d.kind = request.kind;
   d.reason = request.reason;
-  d.requested = now_s();
+  d.requested = now_seconds();
   d.deadline_seconds = request.deadline_seconds;
   d.resumed_from = resumed_from;
   d.report = {{"containers", json::array()}};
@@ -266,7 +251,7 @@ void Agent::finish_drain(int64_t id, const FinalizeReport& report, const nlohman
     if (extra.is_object()) {
       for (const auto& [k, v] : extra.items()) d->report[k] = v;
     }
-    d->finished = now_s();
+    d->finished = now_seconds();
     d->state = !cut_short ? "done" : stopping_ ? "interrupted" : "cancelled";
     event({.kind = "drain",
            .outcome = d->state,
@@ -286,10 +271,10 @@ void Agent::resume_interrupted_locked() {
   if (last.state != "running" && last.state != "interrupted") return;
   bool unfinished_run = last.state == "running";
   last.state = "interrupted";
-  if (unfinished_run) last.finished = now_s();
+  if (unfinished_run) last.finished = now_seconds();
   if (!state_.draining) return;
-  double left =
-      static_cast<double>(last.requested) + last.deadline_seconds - static_cast<double>(now_s());
+  double left = static_cast<double>(last.requested) + last.deadline_seconds -
+                static_cast<double>(now_seconds());
   if (left < 1) {
     log_(LogLevel::kWarn,
          fmt::format("drain {} was interrupted and its deadline has passed: not resumed", last.id));
@@ -325,7 +310,7 @@ json Agent::undrain() {
 
 void Agent::on_notice(const Notice& n) {
   std::lock_guard lock(mutex_);
-  NoticeRecord rec{std::string(notice_kind(n.kind)), n.action, n.time_text, now_s()};
+  NoticeRecord rec{std::string(notice_kind(n.kind)), n.action, n.time_text, now_seconds()};
   auto& last = state_.last_notice;
   if (last && last->kind == rec.kind && last->action == rec.action &&
       last->time_text == rec.time_text) {
@@ -356,7 +341,7 @@ void Agent::on_notice(const Notice& n) {
 void Agent::on_watcher_poll(bool ok, const std::string& error) {
   std::lock_guard lock(mutex_);
   watcher_.state = ok ? "polling" : "error";
-  watcher_.last_poll = now_s();
+  watcher_.last_poll = now_seconds();
   watcher_.last_error = ok ? std::string() : error;
 }
 

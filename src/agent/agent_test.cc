@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "base/temp_dir.h"
 #include "managed/container_registry.h"
 
 namespace arch::agent {
@@ -21,12 +22,7 @@ using namespace std::chrono_literals;
 class AgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = (std::filesystem::temp_directory_path() /
-            ("arch-agent-" + std::to_string(::getpid()) + "-" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-               .string();
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
+    dir_ = tmp_.path();
     config_.state_dir = dir_ + "/state";
     config_.store_path = dir_ + "/store";
     config_.agent.state_file = dir_ + "/agent/state.json";
@@ -38,7 +34,6 @@ class AgentTest : public ::testing::Test {
                             "[ \"$id\" = slow ] && sleep 1\nexit 1\n";
     ::chmod(runc_.c_str(), 0755);
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   std::unique_ptr<Agent> make_agent() {
     return std::make_unique<Agent>(config_, runc_, [](LogLevel, const std::string&) {});
@@ -56,6 +51,7 @@ class AgentTest : public ::testing::Test {
     return agent.status();
   }
 
+  TempDir tmp_{"arch-agent-"};
   std::string dir_, runc_;
   NodeConfig config_;
 };
@@ -105,7 +101,7 @@ TEST_F(AgentTest, ASecondDrainWhileOneRunsIsAConflict) {
   ASSERT_TRUE(agent->drain({DrainKind::kManual, "one", 30}));
   auto second = agent->drain({DrainKind::kManual, "two", 30});
   ASSERT_FALSE(second);
-  EXPECT_EQ(second.error().code(), EBUSY);
+  EXPECT_EQ(second.error().kind(), ErrorKind::kConflict);
   EXPECT_FALSE(agent->drain({DrainKind::kManual, "bad", 0}));
   wait_drained(*agent);
   EXPECT_TRUE(agent->drain({DrainKind::kManual, "three", 30}));

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "base/file_util.h"
+#include "http_reply.h"
 #include "private_dir.h"
 
 namespace arch::agent {
@@ -20,32 +21,20 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* kJson = "application/json";
-
-void reply(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(body.dump(2) + "\n", kJson);
-}
-
-void reply_error(httplib::Response& res, const Error& e) {
-  int status = e.code() == EINVAL ? 400 : e.code() == EBUSY ? 409 : 500;
-  reply(res, status, {{"error", status == 500 ? e.message() : e.text()}});
-}
-
 // Parses the optional JSON body of POST /v1/node/drain.
 Result<DrainRequest> drain_request(const httplib::Request& req) {
   DrainRequest r;
   if (req.body.empty()) return r;
   auto j = json::parse(req.body, nullptr, false);
   if (j.is_discarded() || !j.is_object())
-    return std::unexpected(Error("body is not a JSON object", EINVAL));
+    return fail(ErrorKind::kInvalidInput, "body is not a JSON object");
   if (auto it = j.find("reason"); it != j.end()) {
-    if (!it->is_string()) return std::unexpected(Error("reason must be a string", EINVAL));
+    if (!it->is_string()) return fail(ErrorKind::kInvalidInput, "reason must be a string");
     r.reason = it->get<std::string>();
   }
   if (auto it = j.find("deadline_seconds"); it != j.end()) {
     if (!it->is_number())
-      return std::unexpected(Error("deadline_seconds must be a number", EINVAL));
+      return fail(ErrorKind::kInvalidInput, "deadline_seconds must be a number");
     r.deadline_seconds = it->get<double>();
   }
   return r;
@@ -174,7 +163,8 @@ ApiServer::ApiServer(Agent& agent) {
   });
   s.Get(R"(/v1/drains/(\d+))", [&agent](const httplib::Request& req, httplib::Response& res) {
     auto d = agent.drain_record(std::strtoll(req.matches[1].str().c_str(), nullptr, 10));
-    if (!d) return reply(res, 404, {{"error", "no drain " + req.matches[1].str()}});
+    if (!d)
+      return reply_error(res, Error(ErrorKind::kNotFound, "no drain " + req.matches[1].str()));
     reply(res, 200, *d);
   });
   s.Get("/v1/events", [&agent](const httplib::Request& req, httplib::Response& res) {

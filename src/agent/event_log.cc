@@ -9,6 +9,7 @@
 #include <cmath>
 #include <ctime>
 
+#include "base/clock.h"
 #include "base/file_util.h"
 #include "private_dir.h"
 
@@ -40,15 +41,7 @@ Result<std::string> read_tail(int fd) {
 }  // namespace
 
 std::string now_rfc3339_ms() {
-  auto now = std::chrono::system_clock::now();
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-  std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[40];
-  std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms % 1000));
-  return buf;
+  return format_utc_ns(now_nanoseconds(), UtcPrecision::kMillis);
 }
 
 nlohmann::json event_json(const Event& e) {

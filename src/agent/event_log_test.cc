@@ -7,14 +7,14 @@
 #include <filesystem>
 
 #include "base/file_util.h"
+#include "base/temp_dir.h"
 
 namespace arch::agent {
 namespace {
 
 TEST(EventLog, AppendsJsonLinesAndReloadsThem) {
-  auto dir = std::filesystem::temp_directory_path() / ("arch-events-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  std::string path = (dir / "log" / "events.jsonl").string();
+  TempDir dir("arch-events-");
+  std::string path = dir / "log/events.jsonl";
   {
     EventLog log(path);
     ASSERT_TRUE(log.open());
@@ -52,7 +52,6 @@ TEST(EventLog, AppendsJsonLinesAndReloadsThem) {
   EXPECT_EQ(since[1].kind, "notice");
   EXPECT_EQ(again.since(3, 10).size(), 1u);
   EXPECT_EQ(again.recent(1).front().seq, 4u);
-  std::filesystem::remove_all(dir);
 }
 
 TEST(EventLog, TimesAreRfc3339WithMilliseconds) {

@@ -1,5 +1,5 @@
 // JobRoutes: the /v1/jobs and /v1/processes routes: JSON in, JobManager call, JSON out;
-// errno codes of the errors become HTTP statuses (EINVAL 400, ENOENT 404, EBUSY 409).
+// error kinds become HTTP statuses through http_reply.h.
 #include "job_routes.h"
 
 #include <httplib.h>
@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "http_reply.h"
 #include "jobs.h"
 
 namespace arch::agent {
@@ -16,22 +17,11 @@ using nlohmann::json;
 
 namespace {
 
-void reply(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(body.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
-                  "application/json");
-}
-
-void reply_error(httplib::Response& res, const Error& e) {
-  int status = e.code() == EINVAL ? 400 : e.code() == ENOENT ? 404 : e.code() == EBUSY ? 409 : 500;
-  reply(res, status, {{"error", status == 500 && e.code() != 0 ? e.message() : e.text()}});
-}
-
 Result<json> body_object(const httplib::Request& req) {
   if (req.body.empty()) return json::object();
   auto j = json::parse(req.body, nullptr, false);
   if (j.is_discarded() || !j.is_object())
-    return std::unexpected(Error("body is not a JSON object", EINVAL));
+    return fail(ErrorKind::kInvalidInput, "body is not a JSON object");
   return j;
 }
 
@@ -43,7 +33,7 @@ Result<CheckpointRequest> checkpoint_request(const json& j) {
     r.export_dir = j.value("export_dir", "");
     r.tcp_established = j.value("tcp_established", false);
   } catch (const json::exception& e) {
-    return std::unexpected(Error(e.what(), EINVAL));
+    return fail(ErrorKind::kInvalidInput, e.what());
   }
   return r;
 }
@@ -56,7 +46,7 @@ auto with_body(F f) {
     try {
       f(req, res, *body);
     } catch (const json::exception& e) {
-      reply_error(res, Error(std::string("bad request: ") + e.what(), EINVAL));
+      reply_error(res, Error(ErrorKind::kInvalidInput, std::string("bad request: ") + e.what()));
     }
   };
 }
@@ -79,7 +69,8 @@ void register_job_routes(httplib::Server& s, JobManager& jobs) {
   s.Post("/v1/jobs/restore",
          with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
            std::string archive = b.value("archive", "");
-           if (archive.empty()) return reply_error(res, Error("archive is required", EINVAL));
+           if (archive.empty())
+             return reply_error(res, Error(ErrorKind::kInvalidInput, "archive is required"));
            auto rec = jobs.restore("", archive);
            if (!rec) return reply_error(res, rec.error());
            reply(res, 200, *rec);

@@ -21,6 +21,7 @@
 #include <ctime>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/file_util.h"
 #include "base/process.h"
 #include "container/finalize.h"
@@ -32,14 +33,6 @@ namespace {
 
 using nlohmann::json;
 using namespace std::chrono_literals;
-
-long now_seconds() {
-  return static_cast<long>(std::time(nullptr));
-}
-
-std::unexpected<Error> fail_code(std::string message, int code) {
-  return std::unexpected(Error(std::move(message), code));
-}
 
 // Whether the job's pid is still the job's process (not a reused pid).
 bool same_process(const JobRecord& rec) {
@@ -223,24 +216,27 @@ Result<JobRecord*> JobManager::find_locked(const std::string& id_or_name) {
   for (auto& [id, rec] : jobs_) {
     if (rec.name != id_or_name) continue;
     if (found != nullptr) {
-      return fail_code("more than one job is named '" + id_or_name + "': use its id", EINVAL);
+      return fail(ErrorKind::kInvalidInput,
+                  "more than one job is named '" + id_or_name + "': use its id");
     }
     found = &rec;
   }
-  if (found == nullptr) return fail_code("no job '" + id_or_name + "'", ENOENT);
+  if (found == nullptr) return fail(ErrorKind::kNotFound, "no job '" + id_or_name + "'");
   return found;
 }
 
 Result<JobRecord> JobManager::run(JobRunRequest r) {
-  if (r.argv.empty() || r.argv[0].empty()) return fail_code("no command to run", EINVAL);
+  if (r.argv.empty() || r.argv[0].empty())
+    return fail(ErrorKind::kInvalidInput, "no command to run");
   if (r.cwd.empty() || r.cwd.front() != '/')
-    return fail_code("the directory must be absolute", EINVAL);
+    return fail(ErrorKind::kInvalidInput, "the directory must be absolute");
   for (const auto& e : r.env) {
     if (e.find('=') == std::string::npos || e.front() == '=')
-      return fail_code("environment entry '" + e + "' is not NAME=VALUE", EINVAL);
+      return fail(ErrorKind::kInvalidInput, "environment entry '" + e + "' is not NAME=VALUE");
   }
   if (r.name.empty()) r.name = default_job_name(r.argv);
-  if (auto ok = validate_job_name(r.name); !ok) return fail_code(ok.error().text(), EINVAL);
+  if (auto ok = validate_job_name(r.name); !ok)
+    return fail(ErrorKind::kInvalidInput, ok.error().text());
   JobRecord rec;
   rec.id = new_job_id();
   rec.name = r.name;
@@ -255,7 +251,7 @@ Result<JobRecord> JobManager::run(JobRunRequest r) {
   if (!pid) {
     remove_directory_contents(job_dir(rec.id));
     ::rmdir(job_dir(rec.id).c_str());
-    return fail_code(pid.error().message(), EINVAL);
+    return fail(ErrorKind::kInvalidInput, pid.error().message());
   }
   rec.pid = *pid;
   if (auto st = read_proc_stat(rec.pid)) rec.start_time = st->start_time;
@@ -290,7 +286,7 @@ Result<std::string> JobManager::read_log(const std::string& id_or_name, uint64_t
   auto rec = get(id_or_name);
   if (!rec) return std::unexpected(rec.error());
   if (rec->log.empty())
-    return fail_code("job " + rec->id + " has no log (an adopted process)", EINVAL);
+    return fail(ErrorKind::kInvalidInput, "job " + rec->id + " has no log (an adopted process)");
   auto fd = open_file(rec->log, O_RDONLY | O_NOFOLLOW);
   if (!fd)
     return fd.error().code() == ENOENT ? Result<std::string>("") : std::unexpected(fd.error());
@@ -307,11 +303,13 @@ Result<JobRecord> JobManager::kill(const std::string& id_or_name, int signal) {
   auto rec = find_locked(id_or_name);
   if (!rec) return std::unexpected(rec.error());
   JobRecord& r = **rec;
-  if (!r.alive()) return fail_code("job " + r.id + " is not running (" + r.state + ")", EINVAL);
+  if (!r.alive())
+    return fail(ErrorKind::kInvalidInput, "job " + r.id + " is not running (" + r.state + ")");
   if (signal < 1 || signal >= NSIG)
-    return fail_code("bad signal " + std::to_string(signal), EINVAL);
+    return fail(ErrorKind::kInvalidInput, "bad signal " + std::to_string(signal));
   if (!same_process(r))
-    return fail_code("job " + r.id + ": process " + std::to_string(r.pid) + " is gone", EINVAL);
+    return fail(ErrorKind::kInvalidInput,
+                "job " + r.id + ": process " + std::to_string(r.pid) + " is gone");
   // The job's process group (its session leader's), else the process alone.
   if (::kill(-r.pid, signal) != 0 && ::kill(r.pid, signal) != 0) {
     return fail_errno(fmt::format("kill {} {}", r.pid, signal));
@@ -328,9 +326,10 @@ Result<void> JobManager::remove(const std::string& id_or_name, bool force) {
     if (!rec) return std::unexpected(rec.error());
     id = (*rec)->id;
     if (busy_.contains(id))
-      return fail_code("job " + id + " is being checkpointed or restored", EBUSY);
+      return fail(ErrorKind::kConflict, "job " + id + " is being checkpointed or restored");
     if ((*rec)->alive()) {
-      if (!force) return fail_code("job " + id + " is running: kill it first (or --force)", EBUSY);
+      if (!force)
+        return fail(ErrorKind::kConflict, "job " + id + " is running: kill it first (or --force)");
       if (same_process(**rec)) {
         pid = (*rec)->pid;
         ::kill(-pid, SIGKILL);
@@ -361,9 +360,10 @@ Result<json> JobManager::checkpoint(const std::string& id_or_name, const Checkpo
     if (!rec) return std::unexpected(rec.error());
     id = (*rec)->id;
     if (!(*rec)->alive())
-      return fail_code("job " + id + " is not running (" + (*rec)->state + ")", EINVAL);
+      return fail(ErrorKind::kInvalidInput,
+                  "job " + id + " is not running (" + (*rec)->state + ")");
     if (!busy_.insert(id).second)
-      return fail_code("job " + id + " is already being checkpointed or restored", EBUSY);
+      return fail(ErrorKind::kConflict, "job " + id + " is already being checkpointed or restored");
   }
   Busy busy{this, id};
   auto t0 = std::chrono::steady_clock::now();
@@ -492,7 +492,7 @@ Result<JobRecord> JobManager::restore(const std::string& id_or_name, const std::
   if (rec) {
     emit(rec->id, "restored",
          fmt::format("pid {}{}", rec->pid, archive.empty() ? "" : " from " + archive), ms);
-  } else if (rec.error().code() != ENOENT) {
+  } else if (rec.error().kind() != ErrorKind::kNotFound) {
     emit(id_or_name, "restore-failed", rec.error().message(), ms);
   }
   return rec;
@@ -508,9 +508,10 @@ Result<JobRecord> JobManager::restore_one(const std::string& id_or_name,
     if (!found) return std::unexpected(found.error());
     rec = **found;
     if (rec.alive())
-      return fail_code("job " + rec.id + " is running: checkpoint or kill it first", EBUSY);
+      return fail(ErrorKind::kConflict,
+                  "job " + rec.id + " is running: checkpoint or kill it first");
     if (!busy_.insert(rec.id).second)
-      return fail_code("job " + rec.id + " is being checkpointed or restored", EBUSY);
+      return fail(ErrorKind::kConflict, "job " + rec.id + " is being checkpointed or restored");
   }
   Busy busy{this, rec.id};
   auto src = open_stored_job(store_, rec.id);
@@ -538,8 +539,8 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
     if (found) {
       rec = **found;
     } else if (!id_hint.empty() && id_hint != from.id) {
-      return fail_code("no job '" + id_hint + "' here, and " + path + " holds job " + from.id,
-                       ENOENT);
+      return fail(ErrorKind::kNotFound,
+                  "no job '" + id_hint + "' here, and " + path + " holds job " + from.id);
     } else {
       rec = from;  // As it was at the dump, when it was running there.
       rec.state = job_state::kCheckpointed;
@@ -548,9 +549,10 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
       rec.checkpoint = {};
     }
     if (rec.alive())
-      return fail_code("job " + rec.id + " is running: checkpoint or kill it first", EBUSY);
+      return fail(ErrorKind::kConflict,
+                  "job " + rec.id + " is running: checkpoint or kill it first");
     if (!busy_.insert(rec.id).second)
-      return fail_code("job " + rec.id + " is being checkpointed or restored", EBUSY);
+      return fail(ErrorKind::kConflict, "job " + rec.id + " is being checkpointed or restored");
   }
   Busy busy{this, rec.id};
   rec.log_key = src->file().log_key;
@@ -572,7 +574,7 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
 
 Result<json> JobManager::checkpoint_process(pid_t pid, const CheckpointRequest& req) {
   if (pid <= 1 || pid == ::getpid())
-    return fail_code(fmt::format("refusing to checkpoint pid {}", pid), EINVAL);
+    return fail(ErrorKind::kInvalidInput, fmt::format("refusing to checkpoint pid {}", pid));
   auto adopted = adopted_process_record(pid, now_seconds());
   if (!adopted) return std::unexpected(adopted.error());
   std::vector<std::string> warnings = dump_warnings(pid);
@@ -587,7 +589,8 @@ Result<json> JobManager::checkpoint_process(pid_t pid, const CheckpointRequest& 
       jobs_[id] = *adopted;
     }
     if (!busy_.insert(id).second)
-      return fail_code("process " + std::to_string(pid) + " is being checkpointed", EBUSY);
+      return fail(ErrorKind::kConflict,
+                  "process " + std::to_string(pid) + " is being checkpointed");
   }
   Busy busy{this, id};
   auto done = checkpoint_job(id, req, warnings);
@@ -596,15 +599,16 @@ Result<json> JobManager::checkpoint_process(pid_t pid, const CheckpointRequest& 
     for (const auto& w : warnings) msg += "\nwarning: " + w;
     std::lock_guard lock(mutex_);
     if (jobs_[id].kind == "process" && jobs_[id].checkpoint.path.empty()) jobs_.erase(id);
-    return fail_code(msg, done.error().code() == EINVAL ? EINVAL : 0);
+    return std::unexpected(Error(done.error().kind(), msg));
   }
   return done;
 }
 
 Result<JobRecord> JobManager::restore_process(const std::string& path) {
   struct stat st {};
-  if (path.empty() || path.front() != '/') return fail_code("the path must be absolute", EINVAL);
-  if (::stat(path.c_str(), &st) != 0) return fail_code(path + " does not exist", ENOENT);
+  if (path.empty() || path.front() != '/')
+    return fail(ErrorKind::kInvalidInput, "the path must be absolute");
+  if (::stat(path.c_str(), &st) != 0) return fail(ErrorKind::kNotFound, path + " does not exist");
   return restore_imported("", path, S_ISREG(st.st_mode));
 }
 

@@ -87,22 +87,22 @@ TEST_F(JobsTest, OwnSessionNoTerminalAndKill) {
   EXPECT_EQ(st->ppid, ::getpid());
   auto busy = m->remove(rec->id, false);
   ASSERT_FALSE(busy);
-  EXPECT_EQ(busy.error().code(), EBUSY);
+  EXPECT_EQ(busy.error().kind(), ErrorKind::kConflict);
   ASSERT_TRUE(m->kill(rec->id, SIGTERM));
   auto done = wait_state(*m, rec->id, job_state::kExited);
   EXPECT_EQ(done.exit_signal, SIGTERM);
   EXPECT_EQ(done.exit_code, 128 + SIGTERM);
   EXPECT_FALSE(m->kill(rec->id, SIGTERM));  // not running
   ASSERT_TRUE(m->remove(rec->id, false));
-  EXPECT_EQ(m->get(rec->id).error().code(), ENOENT);
+  EXPECT_EQ(m->get(rec->id).error().kind(), ErrorKind::kNotFound);
 }
 
 TEST_F(JobsTest, RefusesBadRequests) {
   auto m = manager();
-  EXPECT_EQ(m->run({{}, {}, dir_, ""}).error().code(), EINVAL);
-  EXPECT_EQ(m->run({{"sh"}, {}, "relative", ""}).error().code(), EINVAL);
-  EXPECT_EQ(m->run({{"sh"}, {"NOEQUALS"}, dir_, ""}).error().code(), EINVAL);
-  EXPECT_EQ(m->run({{"sh"}, {}, dir_, "../bad"}).error().code(), EINVAL);
+  EXPECT_EQ(m->run({{}, {}, dir_, ""}).error().kind(), ErrorKind::kInvalidInput);
+  EXPECT_EQ(m->run({{"sh"}, {}, "relative", ""}).error().kind(), ErrorKind::kInvalidInput);
+  EXPECT_EQ(m->run({{"sh"}, {"NOEQUALS"}, dir_, ""}).error().kind(), ErrorKind::kInvalidInput);
+  EXPECT_EQ(m->run({{"sh"}, {}, dir_, "../bad"}).error().kind(), ErrorKind::kInvalidInput);
   auto missing = m->run({{"no-such-program-xyz"}, {"PATH=/usr/bin"}, dir_, ""});
   ASSERT_FALSE(missing);
   EXPECT_NE(missing.error().message().find("not found"), std::string::npos);
@@ -117,8 +117,8 @@ TEST_F(JobsTest, RefusesBadRequests) {
   EXPECT_NE(bad_exec.error().message().find("Exec format error"), std::string::npos)
       << bad_exec.error().message();
   EXPECT_TRUE(m->list().empty());
-  EXPECT_EQ(m->checkpoint("nope", {}).error().code(), ENOENT);
-  EXPECT_EQ(m->restore("nope", "").error().code(), ENOENT);
+  EXPECT_EQ(m->checkpoint("nope", {}).error().kind(), ErrorKind::kNotFound);
+  EXPECT_EQ(m->restore("nope", "").error().kind(), ErrorKind::kNotFound);
 }
 
 TEST_F(JobsTest, JobsSurviveARestart) {

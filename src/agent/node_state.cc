@@ -2,6 +2,7 @@
 // their defaults, so an older file (or one written by an older archd) loads.
 #include "node_state.h"
 
+#include "base/enum_names.h"
 #include "base/file_util.h"
 #include "private_dir.h"
 
@@ -9,6 +10,10 @@ namespace arch::agent {
 namespace {
 
 using nlohmann::json;
+
+constexpr EnumNames<DrainKind, 3> kDrainKinds{{{{DrainKind::kManual, "manual"},
+                                                {DrainKind::kNotice, "notice"},
+                                                {DrainKind::kRebalance, "rebalance"}}}};
 
 json histogram_json(const Histogram& h) {
   return {{"bounds", h.bounds}, {"counts", h.counts}, {"sum", h.sum}, {"count", h.count}};
@@ -72,22 +77,12 @@ DrainRecord drain_from(const json& j) {
 }  // namespace
 
 std::string_view to_string(DrainKind kind) {
-  switch (kind) {
-    case DrainKind::kManual:
-      return "manual";
-    case DrainKind::kNotice:
-      return "notice";
-    case DrainKind::kRebalance:
-      return "rebalance";
-  }
-  return "manual";
+  return kDrainKinds.name(kind, "manual");
 }
 
 Result<DrainKind> parse_drain_kind(std::string_view text) {
-  if (text == "manual") return DrainKind::kManual;
-  if (text == "notice") return DrainKind::kNotice;
-  if (text == "rebalance") return DrainKind::kRebalance;
-  return fail("unknown drain kind '" + std::string(text) + "'");
+  if (auto kind = kDrainKinds.parse(text)) return *kind;
+  return fail(ErrorKind::kInvalidInput, "unknown drain kind '" + std::string(text) + "'");
 }
 
 DrainRecord* NodeState::find_drain(int64_t id) {

@@ -8,16 +8,10 @@
 #include <filesystem>
 
 #include "base/file_util.h"
+#include "base/temp_dir.h"
 
 namespace arch::agent {
 namespace {
-
-std::string temp_dir(const char* name) {
-  auto dir = std::filesystem::temp_directory_path() /
-             (std::string(name) + "-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  return dir.string();
-}
 
 NodeState sample_state() {
   NodeState s;
@@ -49,7 +43,8 @@ NodeState sample_state() {
 }
 
 TEST(NodeState, RoundTripsThroughTheFile) {
-  std::string dir = temp_dir("arch-state");
+  TempDir tmp("arch-state-");
+  std::string dir = tmp.path();
   std::string path = dir + "/agent/state.json";
   NodeState s = sample_state();
   ASSERT_TRUE(save_node_state(path, s));
@@ -62,11 +57,11 @@ TEST(NodeState, RoundTripsThroughTheFile) {
   auto loaded = load_node_state(path);
   ASSERT_TRUE(loaded) << loaded.error().message();
   EXPECT_EQ(*loaded, s);
-  std::filesystem::remove_all(dir);
 }
 
 TEST(NodeState, MissingFileIsAFreshState) {
-  auto loaded = load_node_state(temp_dir("arch-state-missing") + "/state.json");
+  TempDir tmp("arch-state-missing-");
+  auto loaded = load_node_state(tmp / "state.json");
   ASSERT_TRUE(loaded);
   EXPECT_FALSE(loaded->draining);
   EXPECT_EQ(loaded->next_drain_id, 1);

@@ -11,6 +11,7 @@
 
 #include "commands.h"
 #include "config/node_config.h"
+#include "exit_codes.h"
 
 namespace arch::cli {
 namespace {
@@ -75,18 +76,26 @@ Result<ArchdReply> archd_call(const std::string& method, const std::string& path
   CURLcode rc = curl_easy_perform(c);
   curl_slist_free_all(headers);
   if (rc == CURLE_COULDNT_CONNECT) {
-    return fail("archd is not running (nothing answers on " + socket + ")");
+    return fail(ErrorKind::kUnavailable,
+                "archd is not running (nothing answers on " + socket + ")");
   }
-  if (rc != CURLE_OK) return fail(fmt::format("archd on {}: {}", socket, curl_easy_strerror(rc)));
+  if (rc == CURLE_OPERATION_TIMEDOUT)
+    return fail(ErrorKind::kTimeout,
+                fmt::format("archd on {}: {}", socket, curl_easy_strerror(rc)));
+  if (rc != CURLE_OK) {
+    return fail(ErrorKind::kUnavailable,
+                fmt::format("archd on {}: {}", socket, curl_easy_strerror(rc)));
+  }
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply.status);
   reply.json = json::parse(reply.body, nullptr, false);
   if (reply.json.is_discarded()) reply.json = nullptr;
   return reply;
 }
 
-std::string archd_error(const ArchdReply& r) {
+Error archd_error(const ArchdReply& r) {
   std::string msg = r.json.is_object() ? r.json.value("error", "") : "";
-  return fmt::format("archd answered {}{}", r.status, msg.empty() ? "" : ": " + msg);
+  return Error(kind_of_http_status(r.status),
+               fmt::format("archd answered {}{}", r.status, msg.empty() ? "" : ": " + msg));
 }
 
 }  // namespace arch::cli

@@ -12,6 +12,7 @@
 #include "commands.h"
 #include "config/node_config.h"
 #include "criu/criu_stats.h"
+#include "exit_codes.h"
 #include "managed/container_registry.h"
 #include "store/checkpoint_store.h"
 
@@ -101,7 +102,7 @@ uint64_t size_matching(const std::string& dir, std::string_view prefix) {
 int run_inspect(const std::string& store, const std::string& ref, bool json) {
   LoadedConfig loaded = load_node_config(config_path_from_env());
   auto c = resolve(loaded.config, store, ref, true);
-  if (!c) return report_error(c.error().message());
+  if (!c) return report_error(c.error());
   std::string images = c->path + "/images";
   uint64_t memory = size_matching(images, "pages-");
   uint64_t all_images = size_matching(images, "");
@@ -162,12 +163,12 @@ int run_inspect(const std::string& store, const std::string& ref, bool json) {
 int run_rm(const std::string& store, const std::string& ref) {
   LoadedConfig loaded = load_node_config(config_path_from_env());
   auto c = resolve(loaded.config, store, ref, false);
-  if (!c) return report_error(c.error().message());
+  if (!c) return report_error(c.error());
   std::string base = std::filesystem::path(c->path).parent_path().parent_path().parent_path();
   CheckpointStore s(base, loaded.config.keep);
   auto lock = s.lock(c->ns, c->key, std::chrono::seconds(30));
-  if (!lock) return report_error(lock.error().message());
-  if (auto ok = s.remove_one(c->path, *lock); !ok) return report_error(ok.error().message());
+  if (!lock) return report_error(lock.error());
+  if (auto ok = s.remove_one(c->path, *lock); !ok) return report_error(ok.error());
   fmt::print("removed {}\n", c->path);
   return 0;
 }
@@ -239,7 +240,7 @@ void gc_key(const NodeConfig& config, const std::vector<CheckpointInfo>& dirs, l
 
 int run_gc(const std::string& store, const std::string& older_than, bool dry_run, bool json) {
   auto age = parse_duration(older_than);
-  if (!age) return report_error(age.error().message());
+  if (!age) return report_error(age.error());
   LoadedConfig loaded = load_node_config(config_path_from_env());
   long cutoff = static_cast<long>(::time(nullptr)) - static_cast<long>(age->count());
   std::set<std::string> in_use;
@@ -264,7 +265,7 @@ int run_gc(const std::string& store, const std::string& older_than, bool dry_run
   }
   if (json) fmt::print("{}\n", out.dump(2));
   if (!json && actions.empty()) fmt::print("nothing older than {}\n", older_than);
-  return failed ? 1 : 0;
+  return failed ? kExitPartial : kExitOk;
 }
 
 }  // namespace
@@ -280,10 +281,10 @@ Handler add_checkpoint_command(CLI::App& app) {
   auto* list = cmd->add_subcommand("list", "Every checkpoint: committed, corrupt, moved aside");
   list->add_option("--store", o->store, "Look only in this store directory");
   list->add_flag("--verify", o->verify, "Check every file against its manifest (reads them all)");
-  list->add_option("-o,--output", o->output, "json for machine-readable output");
+  add_output_option(list, o->output);
   auto* inspect = cmd->add_subcommand("inspect", "Sizes, versions, timings, CRIU statistics");
   inspect->add_option("checkpoint", o->ref, "Checkpoint directory or NAMESPACE/KEY")->required();
-  inspect->add_option("-o,--output", o->output, "json for machine-readable output");
+  add_output_option(inspect, o->output);
   inspect->add_option("--store", o->store, "Look only in this store directory");
   auto* rm = cmd->add_subcommand("rm", "Remove a checkpoint");
   rm->add_option("checkpoint", o->ref, "Checkpoint directory or NAMESPACE/KEY (its newest)")
@@ -297,7 +298,7 @@ Handler add_checkpoint_command(CLI::App& app) {
   gc->add_option("--store", o->store,
                  "Only this store directory (default: the node's and its containers' stores)");
   gc->add_flag("--dry-run", o->dry_run, "Show what would be removed");
-  gc->add_option("-o,--output", o->output, "json for machine-readable output");
+  add_output_option(gc, o->output);
   return [=] {
     bool json = o->output == "json";
     if (list->parsed()) return run_list(o->store, o->verify, json);

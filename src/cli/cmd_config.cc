@@ -36,25 +36,28 @@ Handler add_config_command(CLI::App& app) {
       for (const auto& w : loaded.warnings) fmt::print(stderr, "warning: {}\n", w);
       if (!loaded.from_file) return fmt::print("# {}: not used, defaults apply\n", path), 0;
       auto text = read_file(path);
-      if (!text) return report_error(text.error().message());
+      if (!text) return report_error(text.error());
       fmt::print("# {}\n{}", path, *text);
       return 0;
     }
-    if (path.empty() || path.front() != '/') return report_error("--path must be absolute");
+    if (path.empty() || path.front() != '/')
+      return report_error(Error(ErrorKind::kInvalidInput, "--path must be absolute"));
     struct stat st {};
     if (::lstat(path.c_str(), &st) == 0) {
-      if (!o->force) return report_error(path + " exists: not replacing it (use --force)");
+      if (!o->force)
+        return report_error(
+            Error(ErrorKind::kConflict, path + " exists: not replacing it (use --force)"));
       auto old = read_file(path);
       if (old) (void)write_file_atomic(path + ".bak", *old, 0600);
     }
     std::string dir = dirname_of(path);
     if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-      return report_error("mkdir " + dir + ": " + std::strerror(errno));
+      return report_error(errno_error("mkdir " + dir));
     std::string text = default_node_config_text();
     if (auto parsed = parse_node_config(text); !parsed)
       return report_error("internal: default config: " + parsed.error().message());
     if (auto written = write_file_atomic(path, text, 0644); !written)
-      return report_error(written.error().message());
+      return report_error(written.error());
     fmt::print("wrote {}\n", path);
     return 0;
   };

@@ -10,6 +10,7 @@
 #include "config/node_config.h"
 #include "container/checkpoint.h"
 #include "container/finalize.h"
+#include "exit_codes.h"
 #include "managed/container_registry.h"
 #include "runtime/runc_client.h"
 #include "runtime/runtime_path.h"
@@ -50,7 +51,7 @@ std::string latest_checkpoint(const ContainerRecord& rec) {
 
 int run_list(bool json) {
   auto node = load_node();
-  if (!node) return report_error(node.error().message());
+  if (!node) return report_error(node.error());
   auto records = ContainerRegistry(node->config.state_dir).all();
   std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) {
     return std::tie(a.ns, a.id) < std::tie(b.ns, b.id);
@@ -105,11 +106,11 @@ std::string timings_text(const std::map<std::string, double>& t) {
 
 int run_checkpoint(const std::string& ref, bool leave_running, bool json) {
   auto node = load_node();
-  if (!node) return report_error(node.error().message());
+  if (!node) return report_error(node.error());
   auto rec = find_container(*node, ref);
-  if (!rec) return report_error(rec.error().message());
+  if (!rec) return report_error(rec.error());
   auto out = checkpoint_container(*rec, node->config, node->runc, {leave_running, 60});
-  if (!out) return report_error(rec->ns + "/" + rec->id + ": " + out.error().message());
+  if (!out) return report_error(out.error().wrap(rec->ns + "/" + rec->id));
   if (json) {
     fmt::print("{}\n", nlohmann::json{{"namespace", rec->ns},
                                       {"id", rec->id},
@@ -126,13 +127,13 @@ int run_checkpoint(const std::string& ref, bool leave_running, bool json) {
 int run_finalize(double deadline_s, int parallel, const std::string& pre_copy,
                  const std::string& order, bool json) {
   auto node = load_node();
-  if (!node) return report_error(node.error().message());
+  if (!node) return report_error(node.error());
   FinalizeOptions options;
   options.deadline_seconds = deadline_s;
   options.parallel = parallel > 0 ? parallel : node->config.agent.finalize_parallel;
   if (!pre_copy.empty()) {
     auto mode = parse_pre_copy_mode(pre_copy);
-    if (!mode) return report_error("--pre-copy: " + mode.error().message());
+    if (!mode) return report_error(mode.error().wrap("--pre-copy"));
     options.pre_copy = *mode;
   }
   options.freeze_first = order != "one-by-one";
@@ -140,7 +141,7 @@ int run_finalize(double deadline_s, int parallel, const std::string& pre_copy,
   std::size_t failed = report.not_checkpointed();
   if (json) {
     fmt::print("{}\n", finalize_report_json(report).dump(2));
-    return failed == 0 ? 0 : 1;
+    return failed == 0 ? kExitOk : kExitPartial;
   }
   fmt::print("{:<40} {:<13} {:>9}  {}\n", "NAMESPACE/ID", "RESULT", "SECONDS", "DETAIL");
   for (const auto& r : report.containers) {
@@ -152,7 +153,7 @@ int run_finalize(double deadline_s, int parallel, const std::string& pre_copy,
   fmt::print("{} containers, {} checkpointed, {} not, in {:.2f} s ({} at once)\n",
              report.containers.size(), report.containers.size() - failed, failed,
              report.total_seconds, report.parallel);
-  return failed == 0 ? 0 : 1;
+  return failed == 0 ? kExitOk : kExitPartial;
 }
 
 }  // namespace
@@ -172,11 +173,11 @@ Handler add_container_command(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* list =
       cmd->add_subcommand("list", "ARCH-enabled containers, their state and latest checkpoint");
-  list->add_option("-o,--output", o->output, "json for machine-readable output");
+  add_output_option(list, o->output);
   auto* ckpt = cmd->add_subcommand("checkpoint", "Checkpoint one container (it then ends)");
   ckpt->add_option("container", o->ref, "NAMESPACE/ID (or ID when unambiguous)")->required();
   ckpt->add_flag("--leave-running", o->leave_running, "Keep it running after the checkpoint");
-  ckpt->add_option("-o,--output", o->output, "json for machine-readable output");
+  add_output_option(ckpt, o->output);
   auto* fin = cmd->add_subcommand("finalize", "Checkpoint every running ARCH-enabled container");
   fin->add_option("--deadline", o->deadline, "Seconds; containers not started by then are skipped")
       ->capture_default_str();
@@ -193,7 +194,7 @@ Handler add_container_command(CLI::App& app) {
                   "just before its dump")
       ->check(CLI::IsMember({"freeze-first", "one-by-one"}))
       ->capture_default_str();
-  fin->add_option("-o,--output", o->output, "json for machine-readable output");
+  add_output_option(fin, o->output);
   return [=] {
     bool json = o->output == "json";
     if (list->parsed()) return run_list(json);

@@ -34,7 +34,7 @@ int run_install(const InstallOptions& opts) {
     edit = edit_engine_file(
         path, [&](std::string_view t) { return containerd_config_uninstall(t, opts.arch_runc); });
   }
-  if (!edit) return report_error(edit.error().message());
+  if (!edit) return report_error(edit.error());
   if (!edit->changed) {
     fmt::print("{}: already {}\n", path, opts.uninstall ? "without ARCH" : "set up for ARCH");
     return 0;

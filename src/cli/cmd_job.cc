@@ -14,6 +14,7 @@
 #include "base/file_util.h"
 #include "commands.h"
 #include "config/node_config.h"
+#include "exit_codes.h"
 
 extern char** environ;
 
@@ -131,7 +132,7 @@ int follow_logs(const std::string& id, bool follow) {
   uint64_t offset = 0;
   for (;;) {
     auto r = archd_call("GET", "/v1/jobs/" + q(id) + "/logs?offset=" + std::to_string(offset));
-    if (!r) return report_error(r.error().message());
+    if (!r) return report_error(r.error());
     if (r->status != 200) return report_error(archd_error(*r));
     std::fwrite(r->body.data(), 1, r->body.size(), stdout);
     std::fflush(stdout);
@@ -168,8 +169,7 @@ Handler add_job_command(CLI::App& app) {
       ->check(CLI::IsMember({"json"}));
 
   auto* ps = job->add_subcommand("ps", "Jobs: pid, state, exit status, age, latest checkpoint");
-  ps->add_option("-o,--output", o->output, "json for machine-readable output")
-      ->check(CLI::IsMember({"json"}));
+  add_output_option(ps, o->output);
   auto* logs = job->add_subcommand("logs", "A job's output (stdout and stderr)");
   logs->add_option("id", o->id, "Job id or name")->required();
   logs->add_flag("-f,--follow", o->follow, "Keep printing while the job runs");
@@ -186,14 +186,12 @@ Handler add_job_command(CLI::App& app) {
   auto* leave =
       ckpt->add_flag("--leave-running", o->leave_running, "Keep the job running after the dump");
   ckpt->add_option("--export", o->export_dir, "Also write <name>_<UTC time>.tar.zst into DIR");
-  ckpt->add_option("-o,--output", o->output, "json for machine-readable output")
-      ->check(CLI::IsMember({"json"}));
+  add_output_option(ckpt, o->output);
   auto* restore = job->add_subcommand(
       "restore", "Restore a job from its newest checkpoint, or from an archive");
   restore->add_option("id", o->id, "Job id or name (optional with --from)");
   restore->add_option("--from", o->from, "An archive from `job checkpoint --export` (any node)");
-  restore->add_option("-o,--output", o->output, "json for machine-readable output")
-      ->check(CLI::IsMember({"json"}));
+  add_output_option(restore, o->output);
 
   return [=]() -> int {
     o->json = o->output == "json";
@@ -201,7 +199,7 @@ Handler add_job_command(CLI::App& app) {
       std::vector<std::string> extra;
       if (!o->env_file.empty()) {
         auto env = read_env_file(o->env_file);
-        if (!env) return report_error(env.error().message());
+        if (!env) return report_error(env.error());
         extra = *env;
       }
       std::string dir = o->dir;
@@ -214,25 +212,26 @@ Handler add_job_command(CLI::App& app) {
       json body = {
           {"argv", o->command}, {"env", job_environment(extra)}, {"cwd", dir}, {"name", o->name}};
       auto r = archd_call("POST", "/v1/jobs", body);
-      if (!r) return report_error(r.error().message());
+      if (!r) return report_error(r.error());
       return print_json_or(*r, o->json, [&] { fmt::print("{}\n", r->json.value("id", "")); });
     }
     if (ps->parsed()) {
       auto r = archd_call("GET", "/v1/jobs");
-      if (!r) return report_error(r.error().message());
+      if (!r) return report_error(r.error());
       return print_json_or(*r, o->json, [&] { print_jobs(r->json.value("jobs", json::array())); });
     }
     if (logs->parsed()) return follow_logs(o->id, o->follow);
     if (kill->parsed()) {
       auto sig = parse_signal(o->signal);
-      if (!sig) return report_error("unknown signal '" + o->signal + "'");
+      if (!sig)
+        return report_error(Error(ErrorKind::kInvalidInput, "unknown signal '" + o->signal + "'"));
       auto r = archd_call("POST", "/v1/jobs/" + q(o->id) + "/kill", json{{"signal", *sig}});
-      if (!r) return report_error(r.error().message());
+      if (!r) return report_error(r.error());
       return print_json_or(*r, false, [] {});
     }
     if (rm->parsed()) {
       auto r = archd_call("DELETE", "/v1/jobs/" + q(o->id) + (o->force ? "?force=1" : ""));
-      if (!r) return report_error(r.error().message());
+      if (!r) return report_error(r.error());
       return print_json_or(*r, false, [&] { fmt::print("removed {}\n", o->id); });
     }
     if (ckpt->parsed()) {
@@ -244,7 +243,7 @@ Handler add_job_command(CLI::App& app) {
           body["export_dir"] = std::string(cwd) + "/" + o->export_dir;
       }
       auto r = archd_call("POST", "/v1/jobs/" + q(o->id) + "/checkpoint", body);
-      if (!r) return report_error(r.error().message());
+      if (!r) return report_error(r.error());
       return print_json_or(*r, o->json, [&] {
         for (const auto& w : r->json.value("warnings", json::array()))
           fmt::print(stderr, "warning: {}\n", w.get<std::string>());
@@ -257,7 +256,8 @@ Handler add_job_command(CLI::App& app) {
     }
     if (restore->parsed()) {
       if (o->id.empty() && o->from.empty())
-        return report_error("job restore needs a job id or --from ARCHIVE");
+        return report_error(
+            Error(ErrorKind::kInvalidInput, "job restore needs a job id or --from ARCHIVE"));
       std::string from = o->from;
       if (!from.empty() && from.front() != '/') {
         char cwd[4096];
@@ -265,13 +265,13 @@ Handler add_job_command(CLI::App& app) {
       }
       std::string path = o->id.empty() ? "/v1/jobs/restore" : "/v1/jobs/" + q(o->id) + "/restore";
       auto r = archd_call("POST", path, json{{"archive", from}});
-      if (!r) return report_error(r.error().message());
+      if (!r) return report_error(r.error());
       return print_json_or(*r, o->json, [&] {
         fmt::print("restored job {} ({}): pid {}\n", r->json.value("id", ""),
                    r->json.value("name", ""), r->json.value("pid", 0));
       });
     }
-    return 1;
+    return kExitUsage;
   };
 }
 

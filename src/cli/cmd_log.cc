@@ -28,11 +28,10 @@ int run_log(const LogOptions& opts) {
     return 0;
   }
   if (!opts.level.empty()) {
-    if (auto level = parse_log_level(opts.level); !level)
-      return report_error(level.error().message());
+    if (auto level = parse_log_level(opts.level); !level) return report_error(level.error());
   }
   if (!opts.file.empty() && opts.file.front() != '/') {
-    return report_error("--file must be an absolute path");
+    return report_error(Error(ErrorKind::kInvalidInput, "--file must be an absolute path"));
   }
   std::string text;
   if (auto current = read_file(path); current) {
@@ -40,14 +39,15 @@ int run_log(const LogOptions& opts) {
   } else if (current.error().code() == ENOENT) {
     text = kNewConfigHeader;
   } else {
-    return report_error(current.error().message());
+    return report_error(current.error());
   }
   if (!opts.level.empty()) text = set_config_value(text, "log", "level", opts.level);
   if (!opts.file.empty()) text = set_config_value(text, "log", "file", opts.file);
   if (auto parsed = parse_node_config(text); !parsed) {
-    return report_error(path + " would become invalid: " + parsed.error().message());
+    return report_error(
+        parsed.error().wrap(path + " would become invalid").with_kind(ErrorKind::kInvalidInput));
   }
-  if (auto w = write_file_atomic(path, text, 0644); !w) return report_error(w.error().message());
+  if (auto w = write_file_atomic(path, text, 0644); !w) return report_error(w.error());
   fmt::print("updated {}\n", path);
   return 0;
 }

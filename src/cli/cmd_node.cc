@@ -7,8 +7,10 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "base/clock.h"
 #include "commands.h"
 #include "config/node_config.h"
+#include "exit_codes.h"
 
 namespace arch::cli {
 namespace {
@@ -26,12 +28,7 @@ Result<ArchdReply> call_archd(const char* method, const std::string& path,
 
 std::string when(const json& t) {
   if (!t.is_number()) return "-";
-  std::time_t secs = t.get<std::time_t>();
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  return format_utc(t.get<long>());
 }
 
 void print_report(const json& report) {
@@ -99,7 +96,7 @@ void print_status(const json& s) {
 
 int run_status(bool as_json) {
   auto r = call_archd("GET", "/v1/node/status");
-  if (!r) return report_error(r.error().message());
+  if (!r) return report_error(r.error());
   if (r->status != 200) return report_error(archd_error(*r));
   if (as_json) {
     fmt::print("{}\n", r->json.dump(2));
@@ -114,7 +111,7 @@ Result<json> wait_for_drain(int64_t id) {
   for (;;) {
     auto r = call_archd("GET", fmt::format("/v1/drains/{}", id));
     if (!r) return std::unexpected(r.error());
-    if (r->status != 200) return fail(archd_error(*r));
+    if (r->status != 200) return std::unexpected(archd_error(*r));
     if (r->json.value("state", "") != "running") return r->json;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
@@ -125,9 +122,10 @@ int run_drain(const std::string& reason, double deadline, bool wait, bool as_jso
                {"deadline_seconds", deadline}};
   auto r = call_archd("POST", "/v1/node/drain", body);
   if (!r) {
-    return report_error(r.error().message() +
-                        "\nThe node is not marked draining. To checkpoint every running "
-                        "ARCH-enabled container without archd: archctl container finalize");
+    return report_error(Error(
+        r.error().kind(), r.error().message() +
+                              "\nThe node is not marked draining. To checkpoint every running "
+                              "ARCH-enabled container without archd: archctl container finalize"));
   }
   if (r->status != 202) return report_error(archd_error(*r));
   int64_t id = r->json.value("drain_id", int64_t{0});
@@ -141,7 +139,7 @@ int run_drain(const std::string& reason, double deadline, bool wait, bool as_jso
     return 0;
   }
   auto done = wait_for_drain(id);
-  if (!done) return report_error(done.error().message());
+  if (!done) return report_error(done.error());
   if (as_json) {
     fmt::print("{}\n", done->dump(2));
   } else {
@@ -155,12 +153,12 @@ int run_drain(const std::string& reason, double deadline, bool wait, bool as_jso
       all_ok = all_ok && c.value("result", "") == "checkpointed";
     }
   }
-  return all_ok ? 0 : 1;
+  return all_ok ? kExitOk : kExitPartial;
 }
 
 int run_undrain(bool as_json) {
   auto r = call_archd("POST", "/v1/node/undrain");
-  if (!r) return report_error(r.error().message());
+  if (!r) return report_error(r.error());
   if (r->status != 200) return report_error(archd_error(*r));
   if (as_json) {
     fmt::print("{}\n", r->json.dump(2));
@@ -186,17 +184,18 @@ Handler add_node_command(CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
   auto* status = cmd->add_subcommand("status", "Draining or not, watcher, containers, events");
-  status->add_option("-o,--output", o->output, "json for machine-readable output");
+  add_output_option(status, o->output);
   auto* drain = cmd->add_subcommand(
       "drain", "Mark the node draining and checkpoint every running ARCH-enabled container");
   drain->add_option("--reason", o->reason, "Why (shown in status and the event log)");
   drain
       ->add_option("--deadline", o->deadline, "Seconds; containers not started by then are skipped")
       ->capture_default_str();
-  drain->add_flag("--wait", o->wait, "Wait for the drain's report; exit 1 if any container failed");
-  drain->add_option("-o,--output", o->output, "json for machine-readable output");
+  drain->add_flag("--wait", o->wait,
+                  "Wait for the drain's report; exit 7 if any container or job failed");
+  add_output_option(drain, o->output);
   auto* undrain = cmd->add_subcommand("undrain", "The node is no longer draining");
-  undrain->add_option("-o,--output", o->output, "json for machine-readable output");
+  add_output_option(undrain, o->output);
   return [=] {
     bool as_json = o->output == "json";
     if (status->parsed()) return run_status(as_json);

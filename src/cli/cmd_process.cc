@@ -26,13 +26,11 @@ Handler add_process_command(CLI::App& app) {
       ckpt->add_flag("--leave-running", o->leave_running, "Keep it running after the dump");
   ckpt->add_option("--export", o->export_dir, "Also write <name>_<UTC time>.tar.zst into DIR");
   ckpt->add_flag("--tcp-established", o->tcp_established, "Dump established TCP connections too");
-  ckpt->add_option("-o,--output", o->output, "json for machine-readable output")
-      ->check(CLI::IsMember({"json"}));
+  add_output_option(ckpt, o->output);
   auto* restore = process->add_subcommand(
       "restore", "Restore a process checkpoint (a checkpoint directory or an archive)");
   restore->add_option("path", o->path, "Checkpoint directory or .tar.zst archive")->required();
-  restore->add_option("-o,--output", o->output, "json for machine-readable output")
-      ->check(CLI::IsMember({"json"}));
+  add_output_option(restore, o->output);
 
   auto absolute = [](std::string p) {
     char cwd[4096];
@@ -48,7 +46,7 @@ Handler add_process_command(CLI::App& app) {
                              {"tcp_established", o->tcp_established}};
       if (leave->count() > 0) body["leave_running"] = true;
       auto r = archd_call("POST", "/v1/processes/checkpoint", body);
-      if (!r) return report_error(r.error().message());
+      if (!r) return report_error(r.error());
       if (r->status != 200) return report_error(archd_error(*r));
       if (o->json) return fmt::print("{}\n", r->json.dump(2)), 0;
       for (const auto& w : r->json.value("warnings", nlohmann::json::array()))
@@ -61,7 +59,7 @@ Handler add_process_command(CLI::App& app) {
     }
     auto r =
         archd_call("POST", "/v1/processes/restore", nlohmann::json{{"path", absolute(o->path)}});
-    if (!r) return report_error(r.error().message());
+    if (!r) return report_error(r.error());
     if (r->status != 200) return report_error(archd_error(*r));
     if (o->json) return fmt::print("{}\n", r->json.dump(2)), 0;
     fmt::print("restored as job {} ({}): pid {}\n", r->json.value("id", ""),

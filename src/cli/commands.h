@@ -24,6 +24,9 @@ Handler add_job_command(CLI::App& app);
 Handler add_process_command(CLI::App& app);
 Handler add_config_command(CLI::App& app);
 
+/// Adds `-o,--output json` (machine-readable output) to `cmd`; any other value is a usage error.
+void add_output_option(CLI::App* cmd, std::string& output);
+
 /// One answer of archd's local API: the status, the raw body, and the body as JSON (null
 /// when it is not JSON), plus the response headers archctl reads.
 struct ArchdReply {
@@ -37,10 +40,12 @@ struct ArchdReply {
 /// Fails when archd cannot be reached; a non-2xx answer is a reply, not an error.
 Result<ArchdReply> archd_call(const std::string& method, const std::string& path,
                               const nlohmann::json& body = nullptr, long timeout_ms = 900000);
-/// "archd answered 404: no job 'x'".
-std::string archd_error(const ArchdReply& reply);
+/// "archd answered 404: no job 'x'", of the kind the status stands for (cli/exit_codes.h).
+Error archd_error(const ArchdReply& reply);
 
-/// Prints "archctl: error: <message>" to stderr and returns 1.
+/// Prints "archctl: error: <message>" to stderr and returns the exit code of its kind.
+int report_error(const Error& error);
+/// Prints "archctl: error: <message>" to stderr and returns 1 (kExitFailure).
 int report_error(const std::string& message);
 
 }  // namespace arch::cli

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "exit_codes.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"archctl: checkpoint and restore for containers (ARCH)"};
@@ -26,20 +27,32 @@ int main(int argc, char** argv) {
   add(arch::cli::add_job_command);
   add(arch::cli::add_process_command);
   add(arch::cli::add_config_command);
+  app.footer(arch::cli::kExitCodesHelp);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 prints its message (or the help) itself; its own codes (105, 106...) never leak.
+    return app.exit(e) == 0 ? arch::cli::kExitOk : arch::cli::kExitUsage;
   }
   for (auto& verb : verbs) {
     if (verb.command->parsed()) return verb.handler();
   }
-  return 1;
+  return arch::cli::kExitUsage;
 }
 
 namespace arch::cli {
+int report_error(const Error& error) {
+  std::fprintf(stderr, "archctl: error: %s\n", error.message().c_str());
+  return exit_code(error.kind());
+}
+
+void add_output_option(CLI::App* cmd, std::string& output) {
+  cmd->add_option("-o,--output", output, "json for machine-readable output")
+      ->check(CLI::IsMember({"json"}));
+}
+
 int report_error(const std::string& message) {
   std::fprintf(stderr, "archctl: error: %s\n", message.c_str());
-  return 1;
+  return kExitFailure;
 }
 }  // namespace arch::cli

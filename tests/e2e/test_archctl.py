@@ -144,3 +144,26 @@ def test_version(archctl):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("archctl version ")
     assert "runc:" in r.stdout
+
+
+def test_exit_codes_follow_the_documented_table(archctl, tmp_path):
+    """src/cli/exit_codes.h: the argument parser's own codes (105, 106, 109...) never leak."""
+    help_text = run([archctl, "--help"])
+    assert help_text.returncode == 0
+    assert "Exit codes:" in help_text.stdout and "7  partial failure" in help_text.stdout
+    for argv, words in [([], "subcommand"), (["version", "--bogus"], "--bogus"),
+                        (["frobnicate"], "subcommand"), (["container", "list", "-o", "yaml"], "yaml"),
+                        (["checkpoint", "gc"], "--older-than"), (["job", "kill"], "id")]:
+        r = run([archctl, *argv])
+        assert r.returncode == 2, (argv, r.returncode, r.stderr)
+        assert words in r.stderr, (argv, r.stderr)
+    # Errors archctl finds itself: invalid input 2, conflict 4.
+    r = run([archctl, "config", "init", "--path", "relative.conf"])
+    assert r.returncode == 2 and "must be absolute" in r.stderr, r.stderr
+    existing = tmp_path / "arch.conf"
+    existing.write_text("[log]\n")
+    r = run([archctl, "config", "init", "--path", str(existing)])
+    assert r.returncode == 4 and "not replacing it" in r.stderr, r.stderr
+    assert existing.read_text() == "[log]\n"
+    r = run([archctl, "checkpoint", "gc", "--older-than", "soon", "--store", str(tmp_path)])
+    assert r.returncode == 2 and "invalid duration" in r.stderr, r.stderr

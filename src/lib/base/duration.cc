@@ -10,8 +10,9 @@ namespace arch {
 
 Result<std::chrono::seconds> parse_duration(std::string_view text) {
   auto bad = [&](std::string_view why) {
-    return fail("invalid duration \"" + std::string(text) + "\": " + std::string(why) +
-                " (examples: 90s, 15m, 36h, 7d, 1h30m)");
+    return fail(ErrorKind::kInvalidInput, "invalid duration \"" + std::string(text) +
+                                              "\": " + std::string(why) +
+                                              " (examples: 90s, 15m, 36h, 7d, 1h30m)");
   };
   if (text.empty()) return bad("empty");
   long long total = 0;
@@ -55,14 +56,15 @@ Result<long> parse_utc_time(std::string_view text) {
   int consumed = 0;
   if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
                   &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6) {
-    return fail("not an RFC 3339 UTC time: " + s);
+    return fail(ErrorKind::kInvalidInput, "not an RFC 3339 UTC time: " + s);
   }
   std::string_view rest = text.substr(static_cast<std::size_t>(consumed));
   if (!rest.empty() && rest.front() == '.') {
     rest.remove_prefix(1);
     while (!rest.empty() && rest.front() >= '0' && rest.front() <= '9') rest.remove_prefix(1);
   }
-  if (rest != "Z") return fail("not an RFC 3339 UTC time (want a trailing Z): " + s);
+  if (rest != "Z")
+    return fail(ErrorKind::kInvalidInput, "not an RFC 3339 UTC time (want a trailing Z): " + s);
   tm.tm_year -= 1900;
   tm.tm_mon -= 1;
   return static_cast<long>(::timegm(&tm));

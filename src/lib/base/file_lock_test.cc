@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <thread>
 
+#include "base/temp_dir.h"
+
 namespace arch {
 namespace {
 
@@ -18,15 +20,8 @@ using std::chrono::milliseconds;
 
 class FileLockTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("arch-lock-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::create_directories(dir_);
-    path_ = (dir_ / "x.lock").string();
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::filesystem::path dir_;
+  void SetUp() override { path_ = tmp_ / "x.lock"; }
+  TempDir tmp_{"arch-lock-"};
   std::string path_;
 };
 
@@ -120,7 +115,7 @@ TEST_F(FileLockTest, WaiterRelocksWhenTheHolderUnlinksTheFile) {
 }
 
 TEST_F(FileLockTest, RefusesASymlink) {
-  auto target = (dir_ / "target").string();
+  auto target = tmp_ / "target";
   ASSERT_EQ(::symlink(target.c_str(), path_.c_str()), 0);
   auto lock = FileLock::acquire(path_);
   ASSERT_FALSE(lock);

@@ -9,30 +9,29 @@
 #include <cstring>
 #include <initializer_list>
 
+#include "base/enum_names.h"
 #include "base/file_util.h"
 
 namespace arch {
 
+namespace {
+
+constexpr EnumNames<LogLevel, 5> kLogLevels{{{{LogLevel::kError, "error"},
+                                              {LogLevel::kWarn, "warning"},
+                                              {LogLevel::kWarn, "warn"},
+                                              {LogLevel::kInfo, "info"},
+                                              {LogLevel::kDebug, "debug"}}}};
+
+}  // namespace
+
 Result<LogLevel> parse_log_level(std::string_view text) {
-  if (text == "error") return LogLevel::kError;
-  if (text == "warn" || text == "warning") return LogLevel::kWarn;
-  if (text == "info") return LogLevel::kInfo;
-  if (text == "debug") return LogLevel::kDebug;
-  return fail("unknown log level '" + std::string(text) + "' (want error, warn, info or debug)");
+  if (auto level = kLogLevels.parse(text)) return *level;
+  return fail(ErrorKind::kInvalidInput,
+              "unknown log level '" + std::string(text) + "' (want error, warn, info or debug)");
 }
 
 std::string_view log_level_name(LogLevel level) {
-  switch (level) {
-    case LogLevel::kError:
-      return "error";
-    case LogLevel::kWarn:
-      return "warning";
-    case LogLevel::kInfo:
-      return "info";
-    case LogLevel::kDebug:
-      return "debug";
-  }
-  return "info";
+  return kLogLevels.name(level, "info");
 }
 
 std::string config_path_from_env() {

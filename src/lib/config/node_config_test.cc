@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "base/temp_dir.h"
+
 namespace arch {
 namespace {
 
@@ -112,14 +114,13 @@ TEST(NodeConfig, RejectsBadValuesWithTheLine) {
 class TrustTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("arch-conf-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir_);
+    dir_ = tmp_.path();
     ::chmod(dir_.c_str(), 0755);
     path_ = (dir_ / "arch.conf").string();
     std::ofstream(path_) << "[log]\nlevel = debug\n";
     ::chmod(path_.c_str(), 0644);
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  TempDir tmp_{"arch-conf-"};
   std::filesystem::path dir_;
   std::string path_;
 };

@@ -10,7 +10,6 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +23,7 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "base/host.h"
 #include "base/process.h"
 #include "container/rootfs_diff.h"
 #include "criu/criu_features.h"
@@ -52,12 +52,6 @@ std::string first_line_of(const std::vector<std::string>& argv) {
   if (!r || !r->ok()) return "unknown";
   std::string text = r->out.empty() ? r->err : r->out;
   return text.substr(0, text.find('\n'));
-}
-
-std::string hostname() {
-  char buf[256] = {};
-  ::gethostname(buf, sizeof buf - 1);
-  return buf;
 }
 
 std::string shell_quote(const std::vector<std::string>& argv) {
@@ -278,7 +272,7 @@ struct ContainerCheckpoint::State {
     m.ns = c.ns;
     m.key = c.key;
     m.container_id = c.id;
-    m.node = hostname();
+    m.node = host_name();
     m.created = format_utc(static_cast<long>(std::time(nullptr)));
     // Asked once per process: finalize checkpoints many containers with the same tools.
     static const ToolVersions versions = tool_versions(*config, runc_path);
@@ -456,8 +450,7 @@ ToolVersions tool_versions(const NodeConfig& config, const std::string& runc) {
   ToolVersions v;
   if (!config.criu.empty()) v.criu = first_line_of({config.criu, "--version"});
   v.runc = first_line_of({runc, "--version"});
-  utsname u{};
-  if (::uname(&u) == 0) v.kernel = u.release;
+  v.kernel = kernel_release();
   return v;
 }
 

@@ -27,6 +27,7 @@
 #include <optional>
 #include <thread>
 
+#include "base/enum_names.h"
 #include "base/file_util.h"
 #include "criu/criu_features.h"
 #include "runtime/runc_client.h"
@@ -108,16 +109,15 @@ void raise_fd_limit(std::size_t containers) {
 
 }  // namespace
 
+constexpr EnumNames<FinalizeOutcome, 3> kOutcomes{
+    {{{FinalizeOutcome::kCheckpointed, "checkpointed"},
+      {FinalizeOutcome::kFailed, "failed"},
+      {FinalizeOutcome::kSkipped, "skipped"}}}};
+constexpr EnumNames<PreCopyMode, 3> kPreCopyModes{
+    {{{PreCopyMode::kOff, "off"}, {PreCopyMode::kOn, "on"}, {PreCopyMode::kAuto, "auto"}}}};
+
 std::string_view to_string(FinalizeOutcome outcome) {
-  switch (outcome) {
-    case FinalizeOutcome::kCheckpointed:
-      return "checkpointed";
-    case FinalizeOutcome::kFailed:
-      return "failed";
-    case FinalizeOutcome::kSkipped:
-      return "skipped";
-  }
-  return "unknown";
+  return kOutcomes.name(outcome, "unknown");
 }
 
 std::size_t FinalizeReport::not_checkpointed() const {
@@ -127,10 +127,9 @@ std::size_t FinalizeReport::not_checkpointed() const {
 }
 
 Result<PreCopyMode> parse_pre_copy_mode(std::string_view text) {
-  if (text == "off") return PreCopyMode::kOff;
-  if (text == "on") return PreCopyMode::kOn;
-  if (text == "auto") return PreCopyMode::kAuto;
-  return fail("pre-copy mode must be off, on or auto, not \"" + std::string(text) + "\"");
+  if (auto mode = kPreCopyModes.parse(text)) return *mode;
+  return fail(ErrorKind::kInvalidInput,
+              "pre-copy mode must be off, on or auto, not \"" + std::string(text) + "\"");
 }
 
 int default_finalize_parallel() {

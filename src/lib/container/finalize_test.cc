@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "base/temp_dir.h"
+
 namespace arch {
 namespace {
 
@@ -153,8 +155,8 @@ TEST(Finalize, NoContainersIsAnEmptyReport) {
 }
 
 TEST(Finalize, ChoosesOnlyRunningContainers) {
-  auto dir = std::filesystem::temp_directory_path() / ("arch-fin-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  TempDir tmp("arch-fin-");
+  std::filesystem::path dir = tmp.path();
   // A runc whose `state ID` says running for "up", paused for "frozen", and fails otherwise.
   std::string runc = (dir / "runc").string();
   {
@@ -180,13 +182,11 @@ TEST(Finalize, ChoosesOnlyRunningContainers) {
   auto report = finalize_node(config, runc, options);
   ASSERT_EQ(report.containers.size(), 1u);
   EXPECT_EQ(report.containers[0].container.id, "up");
-  std::filesystem::remove_all(dir);
 }
 
 TEST(Finalize, OneRuncListPerRootInsteadOfAStatePerContainer) {
-  auto dir =
-      std::filesystem::temp_directory_path() / ("arch-fin-list-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  TempDir tmp("arch-fin-list-");
+  std::filesystem::path dir = tmp.path();
   // `list` answers for every container; `state` fails (and would show in the call log).
   std::string runc = (dir / "runc").string();
   std::string calls = (dir / "calls").string();
@@ -214,7 +214,6 @@ TEST(Finalize, OneRuncListPerRootInsteadOfAStatePerContainer) {
   int n = 0;
   while (std::getline(log, line)) ++n;
   EXPECT_EQ(n, 1) << "expected a single runc list for the one runc root";
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

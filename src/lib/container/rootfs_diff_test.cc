@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "base/file_util.h"
+#include "base/temp_dir.h"
 #include "base/unique_fd.h"
 
 namespace arch {
@@ -38,26 +39,6 @@ namespace fs = std::filesystem;
 bool is_root() {
   return ::geteuid() == 0;
 }
-
-// A directory under /tmp, removed with everything in it.
-class TempDir {
- public:
-  explicit TempDir(const std::string& prefix = "arch-diff-") {
-    std::string tmpl = (fs::temp_directory_path() / (prefix + "XXXXXX")).string();
-    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const std::string& path() const { return path_; }
-  [[nodiscard]] std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
-
- private:
-  std::string path_;
-};
 
 // Unmounts what it holds, on every path out of a test.
 class MountGuard {

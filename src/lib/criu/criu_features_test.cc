@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "base/temp_dir.h"
 #include "runtime/runc_client.h"
 
 namespace arch {
@@ -36,12 +37,10 @@ std::string fake_criu(const std::string& dir, bool supported) {
 }
 
 TEST(CriuFeatures, DirtyTrackingFollowsCriuCheck) {
-  std::string tmpl = std::filesystem::temp_directory_path().string() + "/arch-criu-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-  auto yes = criu_dirty_tracking(fake_criu(tmpl, true));
-  auto no = criu_dirty_tracking(fake_criu(tmpl, false));
-  auto missing = criu_dirty_tracking(tmpl + "/nothing-here");
-  std::filesystem::remove_all(tmpl);
+  TempDir tmp("arch-criu-");
+  auto yes = criu_dirty_tracking(fake_criu(tmp.path(), true));
+  auto no = criu_dirty_tracking(fake_criu(tmp.path(), false));
+  auto missing = criu_dirty_tracking(tmp / "nothing-here");
   EXPECT_TRUE(yes.supported);
   EXPECT_TRUE(yes.reason.empty());
   EXPECT_FALSE(no.supported);

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "base/temp_dir.h"
 
 namespace arch {
 namespace {
@@ -26,15 +27,6 @@ const char* kCriu = "/opt/arch/criu/bin/criu";
 bool have_criu() {
   return ::access(kCriu, X_OK) == 0;
 }
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/criu-rpc-test-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 std::vector<long> read_counts(const fs::path& p) {
   std::ifstream in(p);
@@ -76,13 +68,13 @@ pid_t start_counter(const fs::path& file) {
 }
 
 TEST(CriuLogErrors, KeepsTheLastErrorLinesWithoutTheRlimitNoise) {
-  TempDir d;
-  std::ofstream(d.path / "x.log") << "(00.1) info\n"
-                                     "(00.2) Error (criu/util.c:1533): rlimit: Can't setup "
-                                     "RLIMIT_NOFILE for self: Operation not permitted\n"
-                                     "(00.3) Error (criu/files-reg.c:2): File a has bad size\n"
-                                     "(00.4) Error (criu/cr-restore.c:1): Restoring FAILED.\n";
-  auto dir = open_file(d.path, O_RDONLY | O_DIRECTORY);
+  TempDir d("criu-rpc-test-");
+  std::ofstream(d / "x.log") << "(00.1) info\n"
+                                "(00.2) Error (criu/util.c:1533): rlimit: Can't setup "
+                                "RLIMIT_NOFILE for self: Operation not permitted\n"
+                                "(00.3) Error (criu/files-reg.c:2): File a has bad size\n"
+                                "(00.4) Error (criu/cr-restore.c:1): Restoring FAILED.\n";
+  auto dir = open_file(d.path(), O_RDONLY | O_DIRECTORY);
   ASSERT_TRUE(dir);
   std::string out = criu_log_errors(dir->get(), "x.log");
   EXPECT_EQ(out,
@@ -108,14 +100,14 @@ TEST(CriuRpc, VersionOverSwrk) {
 
 TEST(CriuRpc, DumpAndRestoreAChildThatStaysOurs) {
   if (!have_criu() || ::geteuid() != 0) GTEST_SKIP() << "needs root and " << kCriu;
-  TempDir d;
-  fs::create_directories(d.path / "images");
-  fs::path count = d.path / "count.txt";
+  TempDir d("criu-rpc-test-");
+  fs::create_directories(d / "images");
+  fs::path count = d / "count.txt";
   pid_t pid = start_counter(count);
   ASSERT_TRUE(wait_for([&] { return read_counts(count).size() >= 20; }, std::chrono::seconds(10)));
 
-  auto images = open_file(d.path / "images", O_RDONLY | O_DIRECTORY);
-  auto work = open_file(d.path, O_RDONLY | O_DIRECTORY);
+  auto images = open_file(d / "images", O_RDONLY | O_DIRECTORY);
+  auto work = open_file(d.path(), O_RDONLY | O_DIRECTORY);
   ASSERT_TRUE(images && work);
   CriuDumpOptions dump;
   dump.pid = pid;
@@ -148,11 +140,11 @@ TEST(CriuRpc, DumpAndRestoreAChildThatStaysOurs) {
 
 TEST(CriuRpc, AFailedDumpSaysWhy) {
   if (!have_criu() || ::geteuid() != 0) GTEST_SKIP() << "needs root and " << kCriu;
-  TempDir d;
+  TempDir d("criu-rpc-test-");
   pid_t pid = ::fork();
   if (pid == 0) ::_exit(0);
   ::waitpid(pid, nullptr, 0);  // A pid that no longer exists.
-  auto dir = open_file(d.path, O_RDONLY | O_DIRECTORY);
+  auto dir = open_file(d.path(), O_RDONLY | O_DIRECTORY);
   ASSERT_TRUE(dir);
   CriuDumpOptions dump;
   dump.pid = pid;

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "base/temp_dir.h"
 #include "runtime/runc_client.h"
 
 namespace arch {
@@ -38,18 +39,14 @@ TEST(LazyPages, ConfiguredCriuIsUsedAsIs) {
 
 class LazyPagesDaemonTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/arch-lazy-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { (void)std::system(("rm -rf " + dir_).c_str()); }
+  void SetUp() override { dir_ = tmp_.path(); }
   std::string script(const std::string& name, const std::string& body) {
     std::string path = dir_ + "/" + name;
     std::ofstream(path) << "#!/bin/sh\n" << body << "\n";
     ::chmod(path.c_str(), 0755);
     return path;
   }
+  TempDir tmp_{"arch-lazy-test-"};
   std::string dir_;
 };
 

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "base/temp_dir.h"
+
 namespace arch {
 namespace {
 
@@ -105,8 +107,8 @@ TEST(ContainerdConfig, NewFileAndMalformedFiles) {
 }
 
 TEST(EngineFile, BacksUpAndReplacesDurably) {
-  auto dir = std::filesystem::temp_directory_path() / ("arch-engine-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  TempDir tmp("arch-engine-");
+  std::filesystem::path dir = tmp.path();
   auto path = (dir / "daemon.json").string();
   std::ofstream(path) << R"({"debug":true})";
   auto edit =
@@ -127,7 +129,6 @@ TEST(EngineFile, BacksUpAndReplacesDurably) {
   EXPECT_FALSE(refused);
   std::ifstream kept(path);
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "{broken");
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "base/file_util.h"
+#include "base/temp_dir.h"
 #include "store/manifest.h"
 
 namespace arch {
@@ -21,8 +22,7 @@ namespace fs = std::filesystem;
 class JobArchiveTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/job-archive-test-XXXXXX";
-    root_ = ::mkdtemp(tmpl);
+    root_ = tmp_.path();
     ckpt_ = root_ / "ckpt";
     fs::create_directories(ckpt_ / "images");
     fs::create_directories(ckpt_ / "criu");
@@ -38,7 +38,6 @@ class JobArchiveTest : public ::testing::Test {
     ASSERT_TRUE(
         write_file_atomic((ckpt_ / kManifestFileName).string(), serialize_manifest(*built), 0600));
   }
-  void TearDown() override { fs::remove_all(root_); }
 
   // Imports `archive` into a fresh directory and verifies it against its manifest.
   Result<void> import_and_verify(const fs::path& archive) {
@@ -53,6 +52,7 @@ class JobArchiveTest : public ::testing::Test {
     return verify_manifest(out.string(), *m);
   }
 
+  TempDir tmp_{"job-archive-test-"};
   fs::path root_, ckpt_;
   int n_ = 0;
 };

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -13,6 +12,7 @@
 
 #include "base/clock.h"
 #include "base/file_util.h"
+#include "base/host.h"
 #include "config/node_config.h"
 #include "criu/criu_rpc.h"
 #include "jobs/job_launch.h"
@@ -22,22 +22,6 @@ namespace {
 
 using nlohmann::json;
 using namespace std::chrono_literals;
-
-// TODO(issue 11): base/host.h has these once the helpers' branches are merged.
-std::string hostname() {
-  char buf[256] = {};
-  ::gethostname(buf, sizeof buf - 1);
-  return buf;
-}
-
-std::string kernel_release() {
-  utsname u{};
-  return ::uname(&u) == 0 ? u.release : "";
-}
-
-std::unexpected<Error> fail_code(std::string message, int code) {
-  return std::unexpected(Error(std::move(message), code));
-}
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -108,7 +92,8 @@ json job_file_json(const JobCheckpointFile& file) {
 
 Result<JobCheckpointFile> parse_job_file(std::string_view text) {
   json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return fail_code("job.json is not JSON", EINVAL);
+  if (j.is_discarded() || !j.is_object())
+    return fail(ErrorKind::kInvalidInput, "job.json is not JSON");
   JobCheckpointFile f;
   try {
     f.has_job = j.contains("job");
@@ -118,7 +103,7 @@ Result<JobCheckpointFile> parse_job_file(std::string_view text) {
     f.pids = j.value("pids", std::vector<pid_t>{});
     f.log_key = j.value("log_key", "");
   } catch (const json::exception& e) {
-    return fail_code(std::string("job.json: ") + e.what(), EINVAL);
+    return fail(ErrorKind::kInvalidInput, std::string("job.json: ") + e.what());
   }
   return f;
 }
@@ -129,7 +114,8 @@ Result<JobDump> dump_job(const JobStoreConfig& config, const JobRecord& job,
                          const JobDumpRequest& request) {
   auto st = read_proc_stat(job.pid);
   if (!st || st->start_time != job.start_time || st->state == 'Z')
-    return fail_code(fmt::format("job {}: process {} is gone", job.id, job.pid), EINVAL);
+    return fail(ErrorKind::kInvalidInput,
+                fmt::format("job {}: process {} is gone", job.id, job.pid));
   JobCheckpointFile file{.job = job,
                          .has_job = true,
                          .shell_job = st->sid != job.pid,
@@ -162,7 +148,7 @@ Result<JobCheckpointRef> commit_job_dump(const JobStoreConfig& config, JobDump&&
   m.ns = kJobsNamespace;
   m.key = job.id;
   m.container_id = job.id;
-  m.node = hostname();
+  m.node = host_name();
   m.image = job.argv.empty() ? "" : job.argv[0];
   m.created = format_utc(dump.dumped_at_);
   if (auto v = CriuRpc(config.criu).version()) m.versions.criu = v->text();
@@ -194,9 +180,9 @@ Result<void> remove_job_checkpoints(const JobStoreConfig& config, const std::str
 Result<void> check_export_dir(const std::string& dir) {
   struct stat st {};
   if (dir.empty() || dir.front() != '/')
-    return fail_code("export directory must be absolute", EINVAL);
+    return fail(ErrorKind::kInvalidInput, "export directory must be absolute");
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    return fail_code("export directory " + dir + " does not exist", EINVAL);
+    return fail(ErrorKind::kInvalidInput, "export directory " + dir + " does not exist");
   return {};
 }
 

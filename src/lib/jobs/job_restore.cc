@@ -45,10 +45,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::unexpected<Error> fail_code(std::string message, int code) {
-  return std::unexpected(Error(std::move(message), code));
-}
-
 Result<void> copy_file(const std::string& from, const std::string& to) {
   auto in = open_file(from, O_RDONLY | O_NOFOLLOW);
   if (!in) return std::unexpected(in.error());
@@ -105,20 +101,24 @@ pid_t reap_job_zombies(const std::set<pid_t>& ids) {
 Result<void> check_import(JobRestoreSource::State& s, const std::string& path) {
   const std::string& dir = s.scratch->path();
   auto mtext = read_file(dir + "/" + kManifestFileName);
-  if (!mtext) return fail_code(path + " has no manifest.json: not an ARCH checkpoint", EINVAL);
+  if (!mtext)
+    return fail(ErrorKind::kInvalidInput, path + " has no manifest.json: not an ARCH checkpoint");
   auto manifest = parse_manifest(*mtext);
-  if (!manifest) return fail_code(path + ": " + manifest.error().message(), EINVAL);
+  if (!manifest) return fail(ErrorKind::kInvalidInput, path + ": " + manifest.error().message());
   // criu/restore.log is ours to write: only what the manifest lists must match.
   if (auto ok = verify_manifest(dir, *manifest); !ok)
-    return fail_code(path + " does not verify (damaged?): " + ok.error().message(), EINVAL);
+    return fail(ErrorKind::kInvalidInput,
+                path + " does not verify (damaged?): " + ok.error().message());
   if (manifest->ns != kJobsNamespace)
-    return fail_code(path + " is not a job checkpoint (namespace " + manifest->ns + ")", EINVAL);
+    return fail(ErrorKind::kInvalidInput,
+                path + " is not a job checkpoint (namespace " + manifest->ns + ")");
   auto text = read_file(dir + "/" + kJobFileName);
-  if (!text) return fail_code(path + ": job.json is missing", EINVAL);
+  if (!text) return fail(ErrorKind::kInvalidInput, path + ": job.json is missing");
   auto file = parse_job_file(*text);
-  if (!file) return fail_code(path + ": " + file.error().text(), EINVAL);
-  if (!file->has_job) return fail_code(path + ": job.json names no job", EINVAL);
-  if (!validate_name("job id", file->job.id)) return fail_code(path + ": bad job id", EINVAL);
+  if (!file) return fail(ErrorKind::kInvalidInput, path + ": " + file.error().text());
+  if (!file->has_job) return fail(ErrorKind::kInvalidInput, path + ": job.json names no job");
+  if (!validate_name("job id", file->job.id))
+    return fail(ErrorKind::kInvalidInput, path + ": bad job id");
   s.manifest = std::move(*manifest);
   s.file = std::move(*file);
   return {};
@@ -152,8 +152,8 @@ Result<JobRestoreSource> open_stored_job(const JobStoreConfig& config, const std
   if (!lock) return std::unexpected(lock.error().wrap("checkpoint store"));
   auto ckpt = store.latest_verified(kJobsNamespace, id, *lock);
   if (!ckpt) {
-    if (ckpt.error().code() == ENOENT)
-      return fail_code("job " + id + " has no checkpoint in " + config.store_path, ENOENT);
+    if (ckpt.error().kind() == ErrorKind::kNotFound)
+      return fail(ErrorKind::kNotFound, "job " + id + " has no checkpoint in " + config.store_path);
     return std::unexpected(ckpt.error());
   }
   auto text = read_file(ckpt->path + "/" + kJobFileName);
@@ -187,7 +187,7 @@ Result<JobRestoreSource> import_job(const JobStoreConfig& config, const std::str
   s->scratch = std::move(*scratch);
   auto unpacked =
       is_archive ? import_archive(path, s->scratch->path()) : link_tree(path, s->scratch->path());
-  if (!unpacked) return fail_code(unpacked.error().message(), EINVAL);
+  if (!unpacked) return fail(ErrorKind::kInvalidInput, unpacked.error().message());
   if (auto ok = check_import(*s, path); !ok) return std::unexpected(ok.error());
   return JobRestoreSource(std::move(s));
 }
@@ -206,11 +206,10 @@ Result<void> wait_pids_free(const std::vector<pid_t>& pids, std::chrono::millise
     if (taken == 0) return {};
     if (std::chrono::steady_clock::now() > deadline) {
       auto argv = process_argv(taken);
-      return fail_code(
-          fmt::format("pid {} ({}) still runs with a pid, session or process group "
-                      "the checkpoint needs: CRIU restores a job with its original pids",
-                      taken, argv.empty() ? "?" : join_argv(argv)),
-          EBUSY);
+      return fail(ErrorKind::kConflict,
+                  fmt::format("pid {} ({}) still runs with a pid, session or process group "
+                              "the checkpoint needs: CRIU restores a job with its original pids",
+                              taken, argv.empty() ? "?" : join_argv(argv)));
     }
     std::this_thread::sleep_for(20ms);
   }

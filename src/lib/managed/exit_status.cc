@@ -11,6 +11,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "base/clock.h"
 #include "base/file_util.h"
 #include "base/names.h"
 
@@ -53,13 +54,7 @@ Result<ExitRecord> parse_record(const std::string& path, const std::string& text
 }  // namespace
 
 std::string format_exit_time(int64_t seconds, int32_t nanos) {
-  std::time_t secs = static_cast<std::time_t>(seconds);
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[64];
-  int n = std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%09dZ", tm.tm_year + 1900,
-                        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, nanos);
-  return std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  return format_utc_ns(seconds * 1'000'000'000 + nanos, UtcPrecision::kNanos);
 }
 
 Result<std::string> exit_status_path(const std::string& dir, const std::string& ns,

@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/temp_dir.h"
+
 namespace arch {
 namespace {
 
@@ -24,8 +26,8 @@ TEST(RuncLog, TextLineMatchesLogrus) {
 }
 
 TEST(RuncLog, AppendsOnlyAtOrAboveTheThreshold) {
-  auto path = std::filesystem::temp_directory_path() / ("arch-log-" + std::to_string(::getpid()));
-  std::filesystem::remove(path);
+  TempDir tmp("arch-log-");
+  std::filesystem::path path = tmp / "runc.log";
   RuncLog log(path.string(), LogFormat::kJson, LogLevel::kInfo, 0600);
   log.debug("dropped");
   log.info("first");
@@ -39,7 +41,6 @@ TEST(RuncLog, AppendsOnlyAtOrAboveTheThreshold) {
   EXPECT_EQ(lines[1]["level"], "error");
   EXPECT_EQ(std::filesystem::status(path).permissions() & std::filesystem::perms::all,
             std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
-  std::filesystem::remove(path);
 }
 
 TEST(RuncLog, UnwritableLogIsNotFatal) {

@@ -36,6 +36,7 @@
 #include <ctime>
 #include <memory>
 
+#include "base/clock.h"
 #include "base/file_util.h"
 #include "base/names.h"
 #include "managed/store_layout.h"
@@ -61,24 +62,13 @@ int64_t now_ns() {
   return int64_t{ts.tv_sec} * kNanos + ts.tv_nsec;
 }
 
-std::tm utc(int64_t ns) {
-  time_t secs = static_cast<time_t>(ns / kNanos);
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  return tm;
-}
-
 // yyyymmddThhmmss.nnnnnnnnnZ
 std::string stamp(int64_t ns) {
-  std::tm tm = utc(ns);
-  return fmt::format("{:04}{:02}{:02}T{:02}{:02}{:02}.{:09}Z", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ns % kNanos);
+  return format_utc_ns(ns, UtcPrecision::kNanos, true);
 }
 
 std::string rfc3339(int64_t ns) {
-  std::tm tm = utc(ns);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ns % kNanos);
+  return format_utc_ns(ns, UtcPrecision::kNanos);
 }
 
 std::optional<int64_t> parse_stamp(std::string_view s) {
