@@ -744,8 +744,9 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
   } cleanup{store, scratch_key, *klock};
   auto scratch = store.begin(*klock);
   if (!scratch) return std::unexpected(scratch.error());
+  ExpansionLimits caps{config_.limits.max_archive_bytes, config_.limits.max_entries};
   auto unpacked =
-      is_archive ? import_archive(path, scratch->path()) : link_tree(path, scratch->path());
+      is_archive ? import_archive(path, scratch->path(), caps) : link_tree(path, scratch->path());
   if (!unpacked) return fail_code(unpacked.error().message(), EINVAL);
   auto mtext = read_file(scratch->path() + "/" + kManifestFileName);
   if (!mtext) return fail_code(path + " has no manifest.json: not an ARCH checkpoint", EINVAL);
