@@ -137,11 +137,13 @@ void ConnectionGate::watch() {
   }
 }
 
+// Every connection is cut first, so no worker waits for a slow client to finish.
 void ConnectionGate::shutdown() {
   {
     std::lock_guard lock(mutex_);
     if (stopping_ && workers_.empty()) return;
     stopping_ = true;
+    for (auto& [id, c] : connections_) cut_locked(c);
   }
   tasks_ready_.notify_all();
   stop_watch_.notify_all();
