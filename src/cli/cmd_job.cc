@@ -175,7 +175,8 @@ Handler add_job_command(CLI::App& app) {
   run->add_option("--name", o->name, "A name for the job (default: the command's name)");
   run->add_option("-e,--env", o->env,
                   "NAME=VALUE (or NAME: its value here) for the job's environment; repeatable. "
-                  "The job gets only what --env and --env-file give");
+                  "The job gets only what --env and --env-file give")
+      ->allow_extra_args(false);
   run->add_option("--env-file", o->env_file,
                   "NAME=VALUE lines for the job's environment (--env wins)");
   run->add_option("--dir", o->dir, "Working directory (default: the current one)");
