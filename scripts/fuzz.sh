@@ -21,8 +21,11 @@ CC=clang CXX=clang++ cmake -S "$here/fuzz" -B "$build" -G Ninja -DCMAKE_BUILD_TY
 ninja -C "$build" ${ARCH_FUZZ_JOBS:+-j$ARCH_FUZZ_JOBS} >/dev/null
 
 targets=("$@")
-if [ ${#targets[@]} -eq 0 ]; then
-  targets=(oci_spec manifest rootfs_diff job_archive runc_command_line job_identity zstd_frames)
+if [ ${#targets[@]} -eq 0 ]; then  # every target fuzz/CMakeLists.txt builds
+  for exe in "$build"/*_fuzz; do
+    name=$(basename "$exe")
+    targets+=("${name%_fuzz}")
+  done
 fi
 
 seeds="$build/seeds"
