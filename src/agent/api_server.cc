@@ -3,6 +3,7 @@
 #include "api_server.h"
 
 #include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,10 +11,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 #include "base/file_util.h"
 #include "http_reply.h"
+#include "connection_gate.h"
 #include "private_dir.h"
 
 namespace arch::agent {
@@ -76,6 +79,30 @@ Result<void> prepare_socket_path(const std::string& path) {
   return {};
 }
 
+// Is `fd` a unix socket whose own name is `path` (a connection accepted on it)?
+bool unix_socket_named(int fd, const std::string& path) {
+  sockaddr_un addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return false;
+  return addr.sun_family == AF_UNIX && len > offsetof(sockaddr_un, sun_path) &&
+         std::strncmp(addr.sun_path, path.c_str(), sizeof addr.sun_path) == 0;
+}
+
+// Is `fd` a TCP socket on local port `port` (a connection accepted on it)?
+bool tcp_socket_on_port(int fd, int port) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return false;
+  if (addr.ss_family == AF_INET)
+    return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port) == port;
+  if (addr.ss_family == AF_INET6)
+    return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port) == port;
+  return false;
+}
+
+constexpr std::size_t kMaxConnections = 16;
+constexpr std::chrono::seconds kConnectionDeadline{10};
+
 }  // namespace
 
 Result<std::pair<std::string, int>> parse_host_port(const std::string& address) {
@@ -103,7 +130,13 @@ Result<std::pair<std::string, int>> parse_host_port(const std::string& address) 
 
 HttpServer::HttpServer() : server_(std::make_unique<httplib::Server>()) {
   server_->set_keep_alive_max_count(16);
-  server_->set_read_timeout(10, 0);
+  server_->set_keep_alive_timeout(2);
+  server_->set_read_timeout(5, 0);
+  server_->set_write_timeout(5, 0);
+  server_->new_task_queue = [this] {
+    return new ConnectionGate({kMaxConnections, kConnectionDeadline},
+                              [this](int fd) { return is_accepted_ && is_accepted_(fd); });
+  };
   server_->set_payload_max_length(64 << 10);
   server_->set_exception_handler(
       [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
@@ -191,6 +224,7 @@ Result<void> ApiServer::start(const std::string& socket_path) {
   if (auto ready = prepare_socket_path(socket_path); !ready) return ready;
   if (!server_->bind_to_port(socket_path, 80)) return fail_errno("listen on " + socket_path);
   path_ = socket_path;
+  is_accepted_ = [path = socket_path](int fd) { return unix_socket_named(fd, path); };
   if (::chmod(path_.c_str(), 0600) != 0) return fail_errno("chmod " + path_);
   run();
   return {};
@@ -218,6 +252,7 @@ Result<void> MetricsServer::start(const std::string& address) {
   if (!server_->bind_to_port(hp->first, hp->second)) {
     return fail_errno("listen on " + address + " for metrics");
   }
+  is_accepted_ = [port = hp->second](int fd) { return tcp_socket_on_port(fd, port); };
   run();
   return {};
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -17,7 +18,9 @@ class Server;
 
 namespace arch::agent {
 
-/// One HTTP server and the thread that runs it.
+/// One HTTP server and the thread that runs it. Its connections are bounded (see
+/// connection_gate.h): at most kMaxConnections at once, each cut kConnectionDeadline
+/// after its accept, with read and write timeouts on every call.
 class HttpServer {
  public:
   HttpServer();
@@ -35,6 +38,8 @@ class HttpServer {
   /// that main shuts archd down.
   void run();
   std::unique_ptr<httplib::Server> server_;
+  /// Recognises the server's accepted sockets by their local address (set before run()).
+  std::function<bool(int fd)> is_accepted_;
 
  private:
   std::thread thread_;

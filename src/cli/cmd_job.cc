@@ -16,8 +16,6 @@
 #include "config/node_config.h"
 #include "exit_codes.h"
 
-extern char** environ;
-
 namespace arch::cli {
 
 namespace {
@@ -84,14 +82,29 @@ Result<std::vector<std::string>> read_env_file(const std::string& path) {
   return out;
 }
 
-// The caller's environment, overridden by `extra` ("K=V").
-std::vector<std::string> job_environment(const std::vector<std::string>& extra) {
+// The job's environment: only what the user gave, the --env-file lines then each --env
+// ("NAME=VALUE", or "NAME" for this process's own value of NAME), a later NAME replacing
+// an earlier one. archctl's own environment is never passed on as a whole: it is root's,
+// and a job may run on another node later.
+Result<std::vector<std::string>> job_environment(const std::vector<std::string>& file_lines,
+                                                 const std::vector<std::string>& flags) {
   std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
-  for (const auto& x : extra) {
-    std::string key = x.substr(0, x.find('=') + 1);
+  auto set = [&](const std::string& entry) {
+    std::string key = entry.substr(0, entry.find('=') + 1);
     std::erase_if(env, [&](const std::string& e) { return e.starts_with(key); });
-    env.push_back(x);
+    env.push_back(entry);
+  };
+  for (const auto& line : file_lines) set(line);
+  for (const auto& flag : flags) {
+    auto eq = flag.find('=');
+    if (eq == 0 || flag.empty()) return fail("--env " + flag + ": not NAME=VALUE or NAME");
+    if (eq != std::string::npos) {
+      set(flag);
+      continue;
+    }
+    const char* value = std::getenv(flag.c_str());
+    if (value == nullptr) return fail("--env " + flag + ": not set in this environment");
+    set(flag + "=" + value);
   }
   return env;
 }
@@ -152,7 +165,7 @@ Handler add_job_command(CLI::App& app) {
   job->require_subcommand(1);
   struct Opts {
     std::string name, env_file, dir, id, export_dir, from, output, signal = "TERM";
-    std::vector<std::string> command;
+    std::vector<std::string> command, env;
     bool follow = false, leave_running = false, force = false, json = false;
   };
   auto o = std::make_shared<Opts>();
@@ -161,8 +174,12 @@ Handler add_job_command(CLI::App& app) {
       "run",
       "Start CMD as a job of archd (own session, no tty, output to the job's log); prints its id");
   run->add_option("--name", o->name, "A name for the job (default: the command's name)");
+  run->add_option("-e,--env", o->env,
+                  "NAME=VALUE (or NAME: its value here) for the job's environment; repeatable. "
+                  "The job gets only what --env and --env-file give")
+      ->allow_extra_args(false);
   run->add_option("--env-file", o->env_file,
-                  "NAME=VALUE lines added to (and overriding) this environment");
+                  "NAME=VALUE lines for the job's environment (--env wins)");
   run->add_option("--dir", o->dir, "Working directory (default: the current one)");
   run->add_option("command", o->command, "-- CMD ARGS...")->required()->expected(-1);
   run->add_option("-o,--output", o->output, "json: print the job as JSON")
@@ -196,12 +213,14 @@ Handler add_job_command(CLI::App& app) {
   return [=]() -> int {
     o->json = o->output == "json";
     if (run->parsed()) {
-      std::vector<std::string> extra;
+      std::vector<std::string> lines;
       if (!o->env_file.empty()) {
-        auto env = read_env_file(o->env_file);
-        if (!env) return report_error(env.error());
-        extra = *env;
+        auto from_file = read_env_file(o->env_file);
+        if (!from_file) return report_error(from_file.error());
+        lines = *from_file;
       }
+      auto env = job_environment(lines, o->env);
+      if (!env) return report_error(env.error());
       std::string dir = o->dir;
       if (dir.empty() || dir.front() != '/') {
         char cwd[4096];
@@ -209,8 +228,7 @@ Handler add_job_command(CLI::App& app) {
           return report_error("cannot read the current directory");
         dir = dir.empty() ? cwd : std::string(cwd) + "/" + dir;
       }
-      json body = {
-          {"argv", o->command}, {"env", job_environment(extra)}, {"cwd", dir}, {"name", o->name}};
+      json body = {{"argv", o->command}, {"env", *env}, {"cwd", dir}, {"name", o->name}};
       auto r = archd_call("POST", "/v1/jobs", body);
       if (!r) return report_error(r.error());
       return print_json_or(*r, o->json, [&] { fmt::print("{}\n", r->json.value("id", "")); });

@@ -5,9 +5,13 @@
 #include <ini.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cctype>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <limits>
 
 #include "base/enum_names.h"
 #include "base/file_util.h"
@@ -61,6 +65,51 @@ bool parse_int_in(ParseState* state, std::string_view key, std::string_view v, i
   }
   out = static_cast<int>(n);
   return true;
+}
+
+// "4096" or "64G": a whole number with an optional binary suffix K, M, G or T (then
+// optionally "B" or "iB"); at least 1.
+bool parse_byte_size(std::string_view v, uint64_t& out) {
+  uint64_t n = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || end == v.data() || n == 0) return false;
+  std::string_view unit(end, static_cast<size_t>(v.data() + v.size() - end));
+  int shift = 0;
+  if (!unit.empty()) {
+    constexpr std::string_view kUnits = "KMGT";
+    auto at = kUnits.find(static_cast<char>(std::toupper(static_cast<unsigned char>(unit[0]))));
+    if (at == std::string_view::npos) return false;
+    shift = 10 * static_cast<int>(at + 1);
+    unit.remove_prefix(1);
+    if (unit != "" && unit != "B" && unit != "iB") return false;
+  }
+  if (n > (std::numeric_limits<uint64_t>::max() >> shift)) return false;
+  out = n << shift;
+  return true;
+}
+
+int on_restore_limit(ParseState* state, std::string_view k, std::string_view v) {
+  auto& l = state->config.limits;
+  if (k == "max_entries") {
+    bool digits = !v.empty() && std::all_of(v.begin(), v.end(), [](char c) {
+      return std::isdigit(static_cast<unsigned char>(c)) != 0;
+    });
+    if (!digits || !parse_byte_size(v, l.max_entries)) {
+      state->error = "[restore] max_entries must be a positive whole number";
+      return 0;
+    }
+    return 1;
+  }
+  uint64_t* field = k == "max_rootfs_bytes"    ? &l.max_rootfs_bytes
+                    : k == "max_archive_bytes" ? &l.max_archive_bytes
+                                               : nullptr;
+  if (field == nullptr) return 1;
+  if (!parse_byte_size(v, *field)) {
+    state->error = "[restore] " + std::string(k) +
+                   " must be a positive number of bytes (K, M, G, T suffixes allowed)";
+    return 0;
+  }
+  return 1;
 }
 
 int on_agent_entry(ParseState* state, std::string_view k, std::string_view v) {
@@ -206,6 +255,7 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
     state->config.restore_lazy_pages = v == "true";
     return 1;
   }
+  if (s == "restore" && k.starts_with("max_")) return on_restore_limit(state, k, v);
   if (s == "agent") return on_agent_entry(state, k, v);
   if (s == "jobs") return on_jobs_entry(state, k, v);
   if (s == "checkpoint") return on_checkpoint_entry(state, k, v);
@@ -386,6 +436,15 @@ on_failure = fresh
 # true: restore with CRIU lazy pages (memory served on demand; a container's
 # ARCH_LAZY_RESTORE=1 or 0 wins).
 lazy_pages = false
+# Caps on what a checkpoint may expand to when it is unpacked (K, M, G, T suffixes).
+# A rootfs diff also stops at the bytes and entries its capture counted (in the
+# manifest), a job archive at the files its manifest lists: the tighter limit wins.
+# File data of a rootfs diff:
+max_rootfs_bytes = 64G
+# Files of an imported job archive:
+max_archive_bytes = 256G
+# Entries (files, directories, links, ...) of either:
+max_entries = 4000000
 
 [checkpoint]
 # none | zstd: compression of the rootfs diff (CRIU's page images are never compressed).

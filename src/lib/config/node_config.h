@@ -7,6 +7,7 @@
 //   [store]    path = /var/lib/arch/checkpoints   keep = 2
 //   [state]    dir = /run/arch
 //   [restore]  on_failure = fresh|fail   lazy_pages = false|true
+//              max_rootfs_bytes = 64G   max_archive_bytes = 256G   max_entries = 4000000
 //   [agent]    socket, state_file, event_log, metrics_address, imds_endpoint,
 //              imds_poll_seconds, imds_token_ttl_seconds, safety_margin_seconds,
 //              rebalance_action, finalize_parallel, containerd_address (see NodeConfig::Agent)
@@ -18,6 +19,7 @@
 // otherwise nothing in it is used (root would be executing what another user chose).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,6 +52,13 @@ struct NodeConfig {
   std::string state_dir = "/run/arch";         ///< [state] dir: the registry (tmpfs).
   bool restore_failure_fails = false;          ///< [restore] on_failure = fresh | fail.
   bool restore_lazy_pages = false;  ///< [restore] lazy_pages: CRIU lazy pages (see lazy_pages.h).
+  /// [restore] the node's caps on what a checkpoint may expand to when it is unpacked,
+  /// beside the counts its manifest records (the tighter wins). Sizes take K/M/G/T.
+  struct Limits {
+    uint64_t max_rootfs_bytes = uint64_t{64} << 30;    ///< A rootfs diff's file data.
+    uint64_t max_archive_bytes = uint64_t{256} << 30;  ///< A job archive's files.
+    uint64_t max_entries = 4'000'000;                  ///< Entries of either.
+  } limits;
 
   /// [agent]: archd, the node agent.
   struct Agent {

@@ -102,6 +102,33 @@ TEST(NodeConfig, DefaultsWhenEmpty) {
   EXPECT_EQ(c->log_file, kDefaultLogFile);
 }
 
+TEST(NodeConfig, RestoreLimits) {
+  auto d = parse_node_config("");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->limits.max_rootfs_bytes, uint64_t{64} << 30);
+  EXPECT_EQ(d->limits.max_archive_bytes, uint64_t{256} << 30);
+  EXPECT_EQ(d->limits.max_entries, 4000000u);
+  auto c = parse_node_config(
+      "[restore]\nmax_rootfs_bytes = 512M\nmax_archive_bytes = 4096\nmax_entries = 10\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->limits.max_rootfs_bytes, uint64_t{512} << 20);
+  EXPECT_EQ(c->limits.max_archive_bytes, 4096u);
+  EXPECT_EQ(c->limits.max_entries, 10u);
+  auto t = parse_node_config("[restore]\nmax_archive_bytes = 2TiB\n");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->limits.max_archive_bytes, uint64_t{2} << 40);
+  for (const char* bad : {"max_rootfs_bytes = 0", "max_rootfs_bytes = -1", "max_rootfs_bytes = 1X",
+                          "max_rootfs_bytes = 99999999999T", "max_entries = 1K",
+                          "max_archive_bytes = "}) {
+    EXPECT_FALSE(parse_node_config(std::string("[restore]\n") + bad + "\n")) << bad;
+  }
+  auto text = parse_node_config(default_node_config_text());
+  ASSERT_TRUE(text);
+  EXPECT_EQ(text->limits.max_rootfs_bytes, d->limits.max_rootfs_bytes);
+  EXPECT_EQ(text->limits.max_archive_bytes, d->limits.max_archive_bytes);
+  EXPECT_EQ(text->limits.max_entries, d->limits.max_entries);
+}
+
 TEST(NodeConfig, RejectsBadValuesWithTheLine) {
   auto level = parse_node_config("[log]\nlevel = loud\n");
   ASSERT_FALSE(level);

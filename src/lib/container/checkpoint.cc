@@ -167,6 +167,7 @@ struct ContainerCheckpoint::State {
   std::string pre_copy = "off";
   std::vector<std::string> notes;
   std::map<std::string, double> timings;
+  RootfsDiffStats rootfs_stats;  // what the capture wrote: restore stops at these counts
   Clock::time_point total_start = Clock::now();
 
   State(const ContainerRecord& rec, const NodeConfig& cfg, const std::string& runc_bin,
@@ -235,6 +236,7 @@ struct ContainerCheckpoint::State {
       stats = capture_rootfs_diff(*upper, tar->get(), RootfsCaptureOptions{});
     }
     if (!stats) return std::unexpected(stats.error().wrap("capture the rootfs diff"));
+    rootfs_stats = std::move(*stats);
     timings["rootfs"] = ms_since(start);
     return {};
   }
@@ -281,7 +283,9 @@ struct ContainerCheckpoint::State {
     m.timings_ms["total_before_commit"] = ms_since(total_start);
     m.extra = {{"rootfs_diff",
                 {{"file", "rootfs-diff.tar"},
-                 {"compression", options.rootfs_zstd_level > 0 ? "zstd" : "none"}}},
+                 {"compression", options.rootfs_zstd_level > 0 ? "zstd" : "none"},
+                 {"bytes", rootfs_stats.bytes},
+                 {"entries", rootfs_stats.entries}}},
                {"pre_copy", pre_copy},
                {"network_lock", config->checkpoint.network_lock}};
     if (options.rootfs_zstd_level > 0) {

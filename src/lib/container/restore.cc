@@ -29,6 +29,23 @@ std::vector<std::string> restore_flags_from_create(const RuncCommandLine& create
   return flags;
 }
 
+// The manifest's counts of its rootfs diff (extra.rootfs_diff.bytes / .entries, written
+// at capture) within the node's caps; a manifest without them gets the caps alone.
+ExpansionLimits rootfs_diff_limits(const Manifest& m, const NodeConfig& config) {
+  ExpansionLimits node{config.limits.max_rootfs_bytes, config.limits.max_entries};
+  ExpansionLimits recorded;
+  auto diff = m.extra.is_object() ? m.extra.find("rootfs_diff") : m.extra.end();
+  if (m.extra.is_object() && diff != m.extra.end() && diff->is_object()) {
+    auto number = [&](const char* key, uint64_t& out) {
+      auto it = diff->find(key);
+      if (it != diff->end() && it->is_number_unsigned()) out = it->get<uint64_t>();
+    };
+    number("bytes", recorded.bytes);
+    number("entries", recorded.entries);
+  }
+  return node.min(recorded);
+}
+
 namespace {
 
 // One attempt: this checkpoint's rootfs diff into the new rootfs, then runc restore.
@@ -40,7 +57,9 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
   auto tar = open_file(ckpt.path + "/rootfs-diff.tar", O_RDONLY);
   if (!tar) return std::unexpected(tar.error());
   *touched_rootfs = true;
-  if (auto applied = apply_rootfs_diff(tar->get(), rootfs); !applied) {
+  if (auto applied =
+          apply_rootfs_diff(tar->get(), rootfs, rootfs_diff_limits(ckpt.manifest, config));
+      !applied) {
     return std::unexpected(applied.error().wrap("apply rootfs diff"));
   }
   std::string work = rec.bundle + "/arch-restore";

@@ -11,9 +11,11 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/expansion_limit.h"
 #include "config/node_config.h"
 #include "managed/container_registry.h"
 #include "runtime/runc_command_line.h"
+#include "store/manifest.h"
 
 namespace arch {
 
@@ -37,5 +39,9 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
 /// socket, no-pivot); create-only flags (no-new-keyring, preserve-fds) are dropped.
 std::vector<std::string> restore_flags_from_create(const RuncCommandLine& create,
                                                    const std::string& bundle);
+
+/// What the checkpoint's rootfs diff may expand to: the bytes and entries its capture
+/// recorded in the manifest (extra.rootfs_diff), within the node's [restore] caps.
+ExpansionLimits rootfs_diff_limits(const Manifest& m, const NodeConfig& config);
 
 }  // namespace arch

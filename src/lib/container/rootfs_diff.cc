@@ -538,6 +538,7 @@ Result<void> DiffWriter::add_special(const std::string& path, const struct stat&
 
 Result<void> DiffWriter::write_header(archive_entry* e, const std::string& path) {
   int r = archive_write_header(a_.get(), e);
+  ++stats.entries;
   if (r == ARCHIVE_WARN) {
     stats.warnings.push_back(path + ": " + tar_error(a_.get(), sink_.error).message());
   } else if (r != ARCHIVE_OK) {
@@ -559,6 +560,7 @@ struct TarSource {
   std::vector<char> buf = std::vector<char>(kIoBlock);
   uint64_t bytes = 0;  // delivered to libarchive so far
   std::optional<Error> error;
+  std::optional<ZstdWindowCheck> zstd;  // watching the frames of a zstd stream
 };
 
 la_ssize_t read_from_source(archive* a, void* data, const void** out) {
@@ -570,6 +572,15 @@ la_ssize_t read_from_source(archive* a, void* data, const void** out) {
     source->error = Error("read tar", err);
     archive_set_error(a, err, "read failed");
     return -1;
+  }
+  std::string_view got(source->buf.data(), static_cast<size_t>(n));
+  if (source->bytes == 0 && is_zstd_magic(got)) source->zstd.emplace();
+  if (source->zstd) {
+    if (auto ok = source->zstd->feed(got); !ok) {
+      source->error = ok.error();
+      archive_set_error(a, ok.error().code() != 0 ? ok.error().code() : EINVAL, "bad zstd frame");
+      return -1;
+    }
   }
   source->bytes += static_cast<uint64_t>(n);
   *out = source->buf.data();
@@ -641,9 +652,17 @@ Xattrs entry_xattrs(archive_entry* e) {
   return out;
 }
 
+// The tar bytes the format reader has consumed: what zstd decompressed, or the file's own.
+uint64_t tar_stream_bytes(archive* a, const TarSource& source) {
+  return archive_filter_count(a) > 1 ? static_cast<uint64_t>(archive_filter_bytes(a, 0))
+                                     : source.bytes;
+}
+
 // Writes the current entry's data blocks at their offsets (a sparse entry's holes are
-// simply not written); returns the number of bytes written.
-Result<uint64_t> copy_entry_data(archive* a, TarSource& source, int fd, const std::string& path) {
+// simply not written), each block counted against `budget` before it is written;
+// returns the number of bytes written.
+Result<uint64_t> copy_entry_data(archive* a, TarSource& source, ExpansionBudget& budget, int fd,
+                                 const std::string& path) {
   uint64_t total = 0;
   for (;;) {
     const void* buf = nullptr;
@@ -653,6 +672,9 @@ Result<uint64_t> copy_entry_data(archive* a, TarSource& source, int fd, const st
     if (r == ARCHIVE_EOF) return total;
     if (r < ARCHIVE_WARN)
       return std::unexpected(tar_error(a, source.error).wrap("data of " + path));
+    if (auto ok = budget.check_stream(tar_stream_bytes(a, source)); !ok)
+      return std::unexpected(ok.error().wrap(path));
+    if (auto ok = budget.add_bytes(size); !ok) return std::unexpected(ok.error().wrap(path));
     for (const char* data = static_cast<const char*>(buf); size > 0;) {
       ssize_t n = retry_eintr([&] { return ::pwrite(fd, data, size, offset); });
       if (n < 0) return fail_errno("write " + path);
@@ -667,7 +689,8 @@ Result<uint64_t> copy_entry_data(archive* a, TarSource& source, int fd, const st
 // Lays tar entries into one rootfs.
 class DiffApplier {
  public:
-  explicit DiffApplier(UniqueFd root) : root_(std::move(root)) {}
+  DiffApplier(UniqueFd root, const ExpansionLimits& limits)
+      : root_(std::move(root)), budget_(limits) {}
   Result<void> apply(archive* a, archive_entry* e, TarSource& source);
   Result<void> finish();
   RootfsDiffStats stats;
@@ -698,6 +721,7 @@ class DiffApplier {
     std::array<timespec, 2> times;
   };
   UniqueFd root_;
+  ExpansionBudget budget_;
   std::unordered_set<std::string> applied_;  // paths this diff created, kept by opaque markers
   std::vector<DirTimes> dir_times_;          // set last: adding children changes them
 };
@@ -718,8 +742,21 @@ Result<UniqueFd> DiffApplier::open_dir(const std::string& dir, bool create) {
   return open_in_root(root_.get(), dir, O_PATH | O_DIRECTORY);
 }
 
+// Every header counts as an entry. An entry whose data is not written (anything but a
+// regular file) must still fit the stream budget, since the reader skips it by
+// decompressing it; a regular file's data is counted block by block as it is written.
 Result<void> DiffApplier::apply(archive* a, archive_entry* e, TarSource& source) {
-  auto p = parse_entry_path(archive_entry_pathname(e));
+  const char* raw = archive_entry_pathname(e);
+  std::string shown_path = raw != nullptr ? raw : "";
+  if (auto ok = budget_.add_entry(); !ok) return std::unexpected(ok.error().wrap(shown_path));
+  ++stats.entries;
+  bool writes_data = archive_entry_filetype(e) == AE_IFREG && archive_entry_hardlink(e) == nullptr;
+  uint64_t consumed = tar_stream_bytes(a, source);
+  if (!writes_data && archive_entry_size_is_set(e) && archive_entry_size(e) > 0)
+    consumed += static_cast<uint64_t>(archive_entry_size(e));
+  if (auto ok = budget_.check_stream(consumed); !ok)
+    return std::unexpected(ok.error().wrap(shown_path));
+  auto p = parse_entry_path(raw);
   if (!p) return std::unexpected(p.error());
   if (p->name.empty()) return {};  // the root itself: the new container's stays as it is
   if (p->name.starts_with(kWhiteoutPrefix)) return apply_marker(*p);
@@ -871,7 +908,7 @@ Result<void> DiffApplier::apply_regular(int parent, const EntryPath& p, archive*
                     0600);
   }));
   if (!fd) return fail_errno("create " + p.path);
-  auto copied = copy_entry_data(a, source, fd.get(), p.path);
+  auto copied = copy_entry_data(a, source, budget_, fd.get(), p.path);
   if (!copied) return std::unexpected(copied.error());
   stats.bytes += *copied;
   if (retry_eintr([&] { return ::ftruncate(fd.get(), archive_entry_size(e)); }) != 0) {
@@ -1014,8 +1051,7 @@ Result<void> DiffApplier::finish() {
 Result<void> check_end_marker(archive* a, const TarSource& source) {
   la_int64_t end = archive_read_header_position(a);
   // The tar bytes the reader got: the file's own, or what zstd decompressed from it.
-  uint64_t got = archive_filter_count(a) > 1 ? static_cast<uint64_t>(archive_filter_bytes(a, 0))
-                                             : source.bytes;
+  uint64_t got = tar_stream_bytes(a, source);
   if (end < 0 || got < static_cast<uint64_t>(end) + 1024) {
     return fail("read tar: truncated: no end-of-archive marker");
   }
@@ -1112,6 +1148,11 @@ Result<RootfsDiffStats> capture_rootfs_diff(const std::string& upperdir, int out
 // Pipeline: open the root -> read entries one by one and apply each -> require the
 // end-of-archive marker -> set directory times.
 Result<RootfsDiffStats> apply_rootfs_diff(int in_fd, const std::string& rootfs) {
+  return apply_rootfs_diff(in_fd, rootfs, ExpansionLimits{});
+}
+
+Result<RootfsDiffStats> apply_rootfs_diff(int in_fd, const std::string& rootfs,
+                                          const ExpansionLimits& limits) {
   auto failed = [](const Error& e) { return std::unexpected(e.wrap("apply diff")); };
   auto root = open_file(rootfs, O_PATH | O_DIRECTORY);
   if (!root) return failed(root.error());
@@ -1126,7 +1167,7 @@ Result<RootfsDiffStats> apply_rootfs_diff(int in_fd, const std::string& rootfs) 
   if (archive_read_open(a.get(), &source, nullptr, read_from_source, nullptr) != ARCHIVE_OK) {
     return failed(tar_error(a.get(), source.error).wrap("read tar"));
   }
-  DiffApplier applier(std::move(*root));
+  DiffApplier applier(std::move(*root), limits);
   for (;;) {
     archive_entry* e = nullptr;
     int r = archive_read_next_header(a.get(), &e);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/expansion_limit.h"
 
 namespace arch {
 
@@ -22,6 +23,7 @@ struct RootfsDiffStats {
   uint64_t opaque_dirs = 0;  ///< opaque directory markers (`.wh..wh..opq`)
   uint64_t bytes = 0;        ///< file data bytes stored or written (holes excluded)
   uint64_t skipped = 0;      ///< entries left out (sockets, names that look like markers, ...)
+  uint64_t entries = 0;      ///< tar entries written or read (every header, markers included)
   /// One line per skipped entry or tolerated failure ("skipped socket run/app.sock").
   std::vector<std::string> warnings;
 };
@@ -63,6 +65,14 @@ Result<RootfsDiffStats> capture_rootfs_diff(const std::string& upperdir, int out
 /// parent is resolved with openat2(RESOLVE_IN_ROOT) and the last component is never
 /// followed. Entries with absolute paths or ".." components are refused. A truncated or
 /// corrupt tar fails, after having applied the entries before the damage.
+/// A zstd stream whose frames need a window above kMaxZstdWindow is refused unread.
 Result<RootfsDiffStats> apply_rootfs_diff(int in_fd, const std::string& rootfs);
+
+/// Same, stopping with an EFBIG error as soon as the diff writes more file data bytes or
+/// holds more entries than `limits` allow (what its checkpoint's capture counted, and the
+/// node's caps), or its decompressed stream grows past limits.stream_bytes(). Bytes are
+/// counted as they are written, so nothing expands beyond the limit before the refusal.
+Result<RootfsDiffStats> apply_rootfs_diff(int in_fd, const std::string& rootfs,
+                                          const ExpansionLimits& limits);
 
 }  // namespace arch

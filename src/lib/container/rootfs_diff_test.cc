@@ -782,5 +782,99 @@ TEST(RootfsDiff, RejectsTruncatedZstdStreams) {
   }
 }
 
+// ---- Limits: a diff stops at what its capture counted ----
+
+Result<RootfsDiffStats> apply_limited(const std::string& tar, const std::string& rootfs,
+                                      ExpansionLimits limits) {
+  UniqueFd fd(::open(tar.c_str(), O_RDONLY | O_CLOEXEC));
+  return apply_rootfs_diff(fd.get(), rootfs, limits);
+}
+
+// Bytes the files under `root` occupy on disk (allocated blocks).
+uint64_t disk_bytes(const std::string& root) {
+  uint64_t total = 0;
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    struct stat st {};
+    if (::lstat(e.path().c_str(), &st) == 0 && S_ISREG(st.st_mode))
+      total += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  return total;
+}
+
+TEST(RootfsDiffLimits, CaptureCountsWhatApplyNeeds) {
+  TempDir t;
+  std::string u = t / "upper";
+  make_dirs(u + "/d/e");
+  write_file(u + "/d/e/f.txt", std::string(100000, 'x'));
+  write_sparse(u + "/d/sparse");
+  write_file(u + "/one", "1");
+  ASSERT_EQ(::symlink("e/f.txt", (u + "/d/to-f").c_str()), 0);
+  auto captured = capture_zstd_to(u, t / "diff.tar");
+  ASSERT_TRUE(captured) << captured.error().message();
+  EXPECT_EQ(captured->bytes, 100000u + 8192u + 1u) << "data bytes, holes excluded";
+  EXPECT_EQ(captured->entries, 6u) << "d, d/e, d/e/f.txt, d/sparse, d/to-f, one";
+  ExpansionLimits exact{captured->bytes, captured->entries};
+
+  make_dirs(t / "exact");
+  auto applied = apply_limited(t / "diff.tar", t / "exact", exact);
+  ASSERT_TRUE(applied) << applied.error().message();
+  EXPECT_EQ(applied->entries, captured->entries);
+  EXPECT_EQ(applied->bytes, captured->bytes);
+
+  for (ExpansionLimits tight : {ExpansionLimits{exact.bytes - 1, exact.entries},
+                                ExpansionLimits{exact.bytes, exact.entries - 1}}) {
+    fs::remove_all(t / "tight");
+    make_dirs(t / "tight");
+    auto r = apply_limited(t / "diff.tar", t / "tight", tight);
+    ASSERT_FALSE(r) << "applied beyond " << tight.bytes << " bytes / " << tight.entries;
+    EXPECT_EQ(r.error().code(), EFBIG) << r.error().message();
+    EXPECT_NE(r.error().message().find("expands past its limit"), std::string::npos)
+        << r.error().message();
+  }
+}
+
+// A zstd diff of 64 MiB of one byte is a few KiB; applied with a 1 MiB limit it stops
+// there, having allocated no more than that.
+TEST(RootfsDiffLimits, ZstdBombStopsAtTheLimitWithoutExpanding) {
+  TempDir t;
+  make_dirs(t / "upper");
+  write_file(t / "upper/bomb", std::string(64 << 20, 'A'));
+  ASSERT_TRUE(capture_zstd_to(t / "upper", t / "bomb.tar", 19));
+  EXPECT_LT(fs::file_size(t / "bomb.tar"), 64u << 10);
+  make_dirs(t / "root");
+  auto r = apply_limited(t / "bomb.tar", t / "root", {1 << 20, 100});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), EFBIG) << r.error().message();
+  EXPECT_NE(r.error().message().find("bomb"), std::string::npos) << r.error().message();
+  EXPECT_LE(disk_bytes(t / "root"), (1u << 20) + 4096u);
+}
+
+// Entries without data still cost: a stream of many empty files stops at the count.
+TEST(RootfsDiffLimits, ManyEntriesStopAtTheCount) {
+  TempDir t;
+  {
+    TarBuilder b(t / "many.tar");
+    for (int i = 0; i < 500; ++i) b.file("f" + std::to_string(i), "");
+  }
+  make_dirs(t / "root");
+  auto r = apply_limited(t / "many.tar", t / "root", {kUnlimited, 100});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), EFBIG);
+  EXPECT_EQ(std::distance(fs::directory_iterator(t / "root"), fs::directory_iterator{}), 100);
+}
+
+// A frame asking for a 128 MiB window is refused before the decompressor allocates it.
+TEST(RootfsDiffLimits, ZstdWindowAboveTheCapIsRefused) {
+  TempDir t;
+  std::string frame("\x28\xb5\x2f\xfd\x00", 5);
+  frame.push_back(static_cast<char>(17 << 3));  // window log 27
+  frame += std::string("\x03\x00\x00", 3) + std::string(4096, '\0');
+  write_file(t / "wide.tar", frame);
+  make_dirs(t / "root");
+  auto r = apply_from(t / "wide.tar", t / "root");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("window"), std::string::npos) << r.error().message();
+}
+
 }  // namespace
 }  // namespace arch

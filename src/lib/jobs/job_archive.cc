@@ -8,9 +8,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <map>
 #include <memory>
+#include <optional>
+#include <set>
+#include <string_view>
 #include <vector>
 
+#include "base/expansion_limit.h"
 #include "base/file_util.h"
 #include "base/unique_fd.h"
 #include "store/manifest.h"
@@ -66,8 +71,17 @@ Result<void> write_archive(const std::string& ckpt_dir, int out_fd, const Export
   }
   auto dir = open_file(ckpt_dir, O_RDONLY | O_DIRECTORY);
   if (!dir) return std::unexpected(dir.error());
-  auto walked = walk_checkpoint_dir(
-      dir->get(), [&](const CheckpointEntry& e) { return add_file(a.get(), e, ckpt_dir); });
+  // manifest.json first: import plans (and bounds) everything after it from the manifest.
+  CheckpointEntry top{dir->get(), kManifestFileName, kManifestFileName, {}};
+  if (::fstatat(dir->get(), kManifestFileName, &top.st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return fail_errno("stat " + ckpt_dir + "/" + kManifestFileName);
+  }
+  if (!S_ISREG(top.st.st_mode)) return fail(ckpt_dir + "/manifest.json is not a regular file");
+  if (auto added = add_file(a.get(), top, ckpt_dir); !added) return added;
+  auto walked = walk_checkpoint_dir(dir->get(), [&](const CheckpointEntry& e) -> Result<void> {
+    if (e.path == kManifestFileName) return {};
+    return add_file(a.get(), e, ckpt_dir);
+  });
   if (!walked) return walked;
   if (archive_write_close(a.get()) != ARCHIVE_OK) {
     return std::unexpected(archive_error(a.get(), "finish archive"));
@@ -90,37 +104,192 @@ bool safe_relative_path(const std::string& p) {
   return true;
 }
 
-Result<void> extract_entry(archive* a, archive_entry* e, const std::string& dest) {
+// The archive file read by hand so that a zstd stream's frame headers are checked (window
+// size) before libarchive's decompressor sees them.
+struct ArchiveSource {
+  int fd = -1;
+  std::vector<char> buf = std::vector<char>(1 << 20);
+  uint64_t bytes = 0;
+  std::optional<Error> error;
+  std::optional<ZstdWindowCheck> zstd;
+};
+
+la_ssize_t read_source(archive* a, void* data, const void** out) {
+  auto* s = static_cast<ArchiveSource*>(data);
+  ssize_t n = retry_eintr([&] { return ::read(s->fd, s->buf.data(), s->buf.size()); });
+  if (n < 0) {
+    s->error = errno_error("read");
+    archive_set_error(a, s->error->code(), "read failed");
+    return -1;
+  }
+  std::string_view got(s->buf.data(), static_cast<std::size_t>(n));
+  if (s->bytes == 0 && is_zstd_magic(got)) s->zstd.emplace();
+  if (s->zstd) {
+    if (auto ok = s->zstd->feed(got); !ok) {
+      s->error = ok.error();
+      archive_set_error(a, ok.error().code() != 0 ? ok.error().code() : EINVAL, "%s",
+                        ok.error().message().c_str());
+      return -1;
+    }
+  }
+  s->bytes += static_cast<uint64_t>(n);
+  *out = s->buf.data();
+  return n;
+}
+
+// What the archive's manifest allows: its files with their sizes, and their parent
+// directories. Every other entry is refused before anything of it is written.
+struct ArchivePlan {
+  std::map<std::string, uint64_t> files;  // path -> size; erased once extracted
+  std::set<std::string> dirs;
+  ExpansionLimits limits;
+};
+
+ArchivePlan plan_from(const Manifest& m, uint64_t manifest_size, const ExpansionLimits& caps) {
+  ArchivePlan plan;
+  uint64_t bytes = manifest_size;
+  for (const auto& f : m.files) {
+    plan.files.emplace(f.path, f.size);
+    bytes = f.size > kUnlimited - bytes ? kUnlimited : bytes + f.size;
+    for (auto slash = f.path.find('/'); slash != std::string::npos;
+         slash = f.path.find('/', slash + 1)) {
+      plan.dirs.insert(f.path.substr(0, slash));
+    }
+  }
+  plan.limits = caps.min({bytes, 1 + plan.files.size() + plan.dirs.size()});
+  return plan;
+}
+
+// Extracts one archive into a directory, within its manifest and the node's caps.
+class Extractor {
+ public:
+  Extractor(archive* a, const ArchiveSource& source, std::string dest, const ExpansionLimits& caps)
+      : a_(a), source_(source), dest_(std::move(dest)), caps_(caps), budget_(caps) {}
+  Result<void> entry(archive_entry* e);
+
+ private:
+  Result<void> manifest(archive_entry* e, const std::string& path);
+  Result<void> file(archive_entry* e, const std::string& path);
+  Result<void> write_data(int fd, const std::string& path, uint64_t allowed, std::string* keep);
+  Result<void> make_parents(const std::string& path);
+  uint64_t stream_bytes() const {
+    return archive_filter_count(a_) > 1 ? static_cast<uint64_t>(archive_filter_bytes(a_, 0))
+                                        : source_.bytes;
+  }
+
+  archive* a_;
+  const ArchiveSource& source_;
+  std::string dest_;
+  ExpansionLimits caps_;
+  ExpansionBudget budget_;
+  std::optional<ArchivePlan> plan_;
+};
+
+Result<void> Extractor::entry(archive_entry* e) {
   std::string path = archive_entry_pathname(e) != nullptr ? archive_entry_pathname(e) : "";
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   if (!safe_relative_path(path)) return fail("archive holds an unsafe path '" + path + "'");
-  std::string target = dest + "/" + path;
-  // Directories follow their contents in our archives: make the parents first (only
-  // directories and files are ever created here, so no component can be a link).
-  for (auto slash = path.find('/'); slash != std::string::npos; slash = path.find('/', slash + 1)) {
-    std::string parent = dest + "/" + path.substr(0, slash);
-    if (::mkdir(parent.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + parent);
-  }
+  if (auto ok = budget_.add_entry(); !ok) return ok;
+  if (auto ok = budget_.check_stream(stream_bytes()); !ok) return ok;
   mode_t type = archive_entry_filetype(e);
+  if (!plan_) {
+    if (path != kManifestFileName || type != AE_IFREG) {
+      return fail("archive does not begin with manifest.json but with '" + path +
+                  "' (not written by this ARCH version?)");
+    }
+    return manifest(e, path);
+  }
   if (type == AE_IFDIR) {
+    if (!plan_->dirs.contains(path)) return fail("directory '" + path + "' is not in the manifest");
+    if (auto ok = make_parents(path); !ok) return ok;
+    std::string target = dest_ + "/" + path;
     if (::mkdir(target.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + path);
     return {};
   }
   if (type != AE_IFREG) return fail("archive holds '" + path + "', which is not a regular file");
-  auto fd = open_file(target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+  return file(e, path);
+}
+
+// The first entry: kept in memory as it is written (bounded), then parsed for the plan.
+Result<void> Extractor::manifest(archive_entry* e, const std::string& path) {
+  if (!archive_entry_size_is_set(e) || archive_entry_size(e) < 0 ||
+      static_cast<uint64_t>(archive_entry_size(e)) > kMaxArchiveManifestBytes) {
+    return fail("manifest.json is larger than " + std::to_string(kMaxArchiveManifestBytes) +
+                " bytes");
+  }
+  auto fd = open_file(dest_ + "/" + path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
   if (!fd) return std::unexpected(fd.error());
-  for (;;) {
-    const void* buf = nullptr;
-    size_t size = 0;
-    la_int64_t offset = 0;
-    int r = archive_read_data_block(a, &buf, &size, &offset);
-    if (r == ARCHIVE_EOF) break;
-    if (r != ARCHIVE_OK) return std::unexpected(archive_error(a, "read " + path));
-    if (::lseek(fd->get(), offset, SEEK_SET) < 0) return fail_errno("seek " + path);
-    auto w = write_all(fd->get(), std::string_view(static_cast<const char*>(buf), size));
-    if (!w) return w;
+  std::string text;
+  auto size = static_cast<uint64_t>(archive_entry_size(e));
+  if (auto ok = write_data(fd->get(), path, size, &text); !ok) return ok;
+  auto m = parse_manifest(text);
+  if (!m) return std::unexpected(m.error().wrap("manifest.json"));
+  plan_ = plan_from(*m, size, caps_);
+  budget_ = ExpansionBudget(plan_->limits);
+  (void)budget_.add_entry();  // manifest.json itself, within its own plan
+  (void)budget_.add_bytes(size);
+  return {};
+}
+
+// A file the manifest lists, once, with the size it lists: checked before a byte is written.
+Result<void> Extractor::file(archive_entry* e, const std::string& path) {
+  auto it = plan_->files.find(path);
+  if (it == plan_->files.end()) return fail("file '" + path + "' is not in the manifest");
+  uint64_t size = it->second;
+  plan_->files.erase(it);
+  if (!archive_entry_size_is_set(e) || archive_entry_size(e) < 0 ||
+      static_cast<uint64_t>(archive_entry_size(e)) != size) {
+    return std::unexpected(Error("file '" + path + "' holds " +
+                                     std::to_string(archive_entry_size(e)) +
+                                     " bytes, the manifest says " + std::to_string(size),
+                                 EFBIG));
+  }
+  if (auto ok = budget_.fits(size); !ok) return std::unexpected(ok.error().wrap(path));
+  if (auto ok = make_parents(path); !ok) return ok;
+  auto fd = open_file(dest_ + "/" + path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+  if (!fd) return std::unexpected(fd.error());
+  return write_data(fd->get(), path, size, nullptr);
+}
+
+// Directories follow their contents in our archives: the parents are made first (only
+// directories and files are ever created here, so no component can be a link).
+Result<void> Extractor::make_parents(const std::string& path) {
+  for (auto slash = path.find('/'); slash != std::string::npos; slash = path.find('/', slash + 1)) {
+    std::string parent = dest_ + "/" + path.substr(0, slash);
+    if (::mkdir(parent.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + parent);
   }
   return {};
+}
+
+// The entry's data blocks at their offsets, never more than `allowed` bytes in all, each
+// block counted against the budget before it is written.
+Result<void> Extractor::write_data(int fd, const std::string& path, uint64_t allowed,
+                                   std::string* keep) {
+  uint64_t written = 0;
+  for (;;) {
+    const void* buf = nullptr;
+    std::size_t size = 0;
+    la_int64_t offset = 0;
+    int r = archive_read_data_block(a_, &buf, &size, &offset);
+    if (r == ARCHIVE_EOF) return {};
+    if (r != ARCHIVE_OK) return std::unexpected(archive_error(a_, "read " + path));
+    if (auto ok = budget_.check_stream(stream_bytes()); !ok) return ok;
+    if (size > allowed - written || offset < 0 || static_cast<uint64_t>(offset) > allowed - size) {
+      return std::unexpected(Error(
+          path + " holds more than the " + std::to_string(allowed) + " bytes it declares", EFBIG));
+    }
+    if (keep == nullptr) {
+      if (auto ok = budget_.add_bytes(size); !ok) return std::unexpected(ok.error().wrap(path));
+    }
+    written += size;
+    std::string_view data(static_cast<const char*>(buf), size);
+    if (keep != nullptr) {
+      if (static_cast<uint64_t>(offset) != keep->size()) return fail(path + " is sparse");
+      keep->append(data);
+    }
+    if (::lseek(fd, offset, SEEK_SET) < 0) return fail_errno("seek " + path);
+    if (auto w = write_all(fd, data); !w) return w;
+  }
 }
 
 }  // namespace
@@ -146,15 +315,25 @@ Result<uint64_t> export_checkpoint(const std::string& ckpt_dir, const std::strin
 }
 
 Result<void> import_archive(const std::string& archive_path, const std::string& dest_dir) {
+  return import_archive(archive_path, dest_dir, ExpansionLimits{});
+}
+
+Result<void> import_archive(const std::string& archive_path, const std::string& dest_dir,
+                            const ExpansionLimits& caps) {
   std::unique_ptr<archive, int (*)(archive*)> a(archive_read_new(), archive_read_free);
   if (!a) return fail("archive_read_new failed");
   archive_read_support_format_tar(a.get());
-  archive_read_support_filter_all(a.get());
+  // What export writes: zstd or nothing (no external decompressor programs, no xz memory).
+  archive_read_support_filter_none(a.get());
+  archive_read_support_filter_zstd(a.get());
   auto fd = open_file(archive_path, O_RDONLY);
   if (!fd) return std::unexpected(fd.error().wrap("archive"));
-  if (archive_read_open_fd(a.get(), fd->get(), 1 << 20) != ARCHIVE_OK) {
+  ArchiveSource source;
+  source.fd = fd->get();
+  if (archive_read_open(a.get(), &source, nullptr, read_source, nullptr) != ARCHIVE_OK) {
     return std::unexpected(archive_error(a.get(), archive_path + " is not a readable archive"));
   }
+  Extractor extractor(a.get(), source, dest_dir, caps);
   std::size_t entries = 0;
   for (;;) {
     archive_entry* e = nullptr;
@@ -163,7 +342,10 @@ Result<void> import_archive(const std::string& archive_path, const std::string& 
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
       return std::unexpected(archive_error(a.get(), archive_path + " is damaged"));
     }
-    auto done = extract_entry(a.get(), e, dest_dir);
+    auto done = extractor.entry(e);
+    if (!done && done.error().code() == EFBIG) {
+      return std::unexpected(done.error().wrap(archive_path + " is refused"));
+    }
     if (!done) return std::unexpected(done.error().wrap(archive_path + " is damaged"));
     ++entries;
   }

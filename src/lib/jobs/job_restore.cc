@@ -185,8 +185,9 @@ Result<JobRestoreSource> import_job(const JobStoreConfig& config, const std::str
   auto scratch = s->store.begin(s->lock);
   if (!scratch) return std::unexpected(scratch.error());
   s->scratch = std::move(*scratch);
-  auto unpacked =
-      is_archive ? import_archive(path, s->scratch->path()) : link_tree(path, s->scratch->path());
+  ExpansionLimits caps{config.max_archive_bytes, config.max_entries};
+  auto unpacked = is_archive ? import_archive(path, s->scratch->path(), caps)
+                             : link_tree(path, s->scratch->path());
   if (!unpacked) return fail(ErrorKind::kInvalidInput, unpacked.error().message());
   if (auto ok = check_import(*s, path); !ok) return std::unexpected(ok.error());
   return JobRestoreSource(std::move(s));
