@@ -23,6 +23,7 @@ Handler add_node_command(CLI::App& app);
 Handler add_job_command(CLI::App& app);
 Handler add_process_command(CLI::App& app);
 Handler add_config_command(CLI::App& app);
+Handler add_key_command(CLI::App& app);
 
 /// One answer of archd's local API: the status, the raw body, and the body as JSON (null
 /// when it is not JSON), plus the response headers archctl reads.
