@@ -255,8 +255,7 @@ std::string cap_names(uint64_t mask) {
   for (std::size_t bit = 0; bit < 64; ++bit) {
     if ((mask & (uint64_t{1} << bit)) == 0) continue;
     if (!out.empty()) out += ",";
-    out += bit < kCapabilities.size() ? std::string(kCapabilities[bit])
-                                      : fmt::format("cap{}", bit);
+    out += bit < kCapabilities.size() ? std::string(kCapabilities[bit]) : fmt::format("cap{}", bit);
   }
   return out;
 }
