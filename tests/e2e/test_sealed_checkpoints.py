@@ -273,7 +273,10 @@ def test_planted_job_archive_is_refused(job_nodes, e2e_dir):
     a, b = job_nodes(), job_nodes()
     d = tempfile.mkdtemp(prefix="job-", dir=e2e_dir)
     exports = tempfile.mkdtemp(prefix="exports-", dir=e2e_dir)
-    job_id = a.run_job(d, sys.executable, "-c", PY_JOB)
+    env_file = os.path.join(d, "job.env")
+    with open(env_file, "w") as f:
+        f.write("JOB_TAG=sealed\n")
+    job_id = a.run_job(d, sys.executable, "-c", PY_JOB, env_file=env_file)
     count_file = os.path.join(d, "count.txt")
     wait_count(count_file, 10)
     out = a.checkpoint(job_id, "--export", exports)
