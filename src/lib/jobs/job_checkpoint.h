@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -28,6 +29,9 @@ struct JobStoreConfig {
   std::string store_path;
   int keep = 2;      ///< Committed generations kept per job.
   std::string criu;  ///< The criu binary.
+  /// The node keys that seal commits and check restores ([keys]; nullptr: none, so
+  /// checkpoints and restores are refused naming `archctl key init`).
+  std::shared_ptr<const Keyring> keys;
 };
 
 /// From the node config: [store] path and keep; [runtime] criu, else the first of

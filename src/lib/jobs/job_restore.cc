@@ -153,7 +153,7 @@ const std::string& JobRestoreSource::origin() const {
 // From the store: lock the job's key -> newest verified generation -> job.json -> scratch
 // copy beside it.
 Result<JobRestoreSource> open_stored_job(const JobStoreConfig& config, const std::string& id) {
-  CheckpointStore store(config.store_path, config.keep, shared_node_keyring(config));
+  CheckpointStore store(config.store_path, config.keep, config.keys);
   auto lock = store.lock(kJobsNamespace, id, 30s);
   if (!lock) return std::unexpected(lock.error().wrap("checkpoint store"));
   auto ckpt = store.latest_verified(kJobsNamespace, id, *lock);
@@ -182,7 +182,7 @@ Result<JobRestoreSource> open_stored_job(const JobStoreConfig& config, const std
 // removed with the source, also when a step fails.
 Result<JobRestoreSource> import_job(const JobStoreConfig& config, const std::string& path,
                                     bool is_archive) {
-  CheckpointStore store(config.store_path, config.keep, shared_node_keyring(config));
+  CheckpointStore store(config.store_path, config.keep, config.keys);
   auto lock = store.lock(kJobsNamespace, "import-" + new_job_id(), 30s);
   if (!lock) return std::unexpected(lock.error().wrap("checkpoint store"));
   auto s = std::make_unique<JobRestoreSource::State>(std::move(store), std::move(*lock));
