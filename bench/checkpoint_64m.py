@@ -61,7 +61,8 @@ def bench_arch(workdir, hog, rounds):
     with open(conf, "w") as f:
         f.write(f"[runtime]\nrunc = {RUNC}\ncriu = {CRIU}\n"
                 f"[log]\nlevel = info\nfile = {workdir}/arch.log\n"
-                f"[store]\npath = {workdir}/store\n[state]\ndir = {workdir}/state\n")
+                f"[store]\npath = {workdir}/store\n[state]\ndir = {workdir}/state\n"
+                f"[keys]\ndir = {daemons.make_key_dir(os.path.join(etc, 'keys'))[0]}\n")
     os.chmod(conf, 0o644)
     env = dict(os.environ, ARCH_CONFIG=conf)
     ctd = daemons.Containerd(os.path.join(workdir, "containerd"), env={"ARCH_CONFIG": conf})

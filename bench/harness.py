@@ -238,7 +238,8 @@ class ArchEngine(Engine):
         with open(self.conf, "w") as f:
             f.write(f"[runtime]\nrunc = {RUNC}\ncriu = {CRIU}\n"
                     f"[log]\nlevel = info\nfile = {workdir}/arch.log\n"
-                    f"[store]\npath = {self.store}\n[state]\ndir = {workdir}/state\n")
+                    f"[store]\npath = {self.store}\n[state]\ndir = {workdir}/state\n"
+                    f"[keys]\ndir = {daemons.make_key_dir(os.path.join(etc, 'keys'))[0]}\n")
         os.chmod(self.conf, 0o644)
         self.env = dict(os.environ, ARCH_CONFIG=self.conf)
         self.ctd = daemons.Containerd(os.path.join(workdir, "containerd"),

@@ -10,6 +10,7 @@
 #      not started, only where systemd is PID 1).
 #   4. Node configuration /etc/arch/arch.conf (written only when absent) and the
 #      log directory /var/log/arch.
+#   5. The node key that seals checkpoints (`archctl key init`: only when none exists).
 #
 # Options:
 #   --no-build   only install dependencies and CRIU, and write the configuration
@@ -183,6 +184,19 @@ else
     fi
 fi
 install -d -m 0700 -o root -g root "$log_dir"
+
+# ---------------------------------------------------------------------------
+# 5. The node key that seals checkpoints ([keys] dir, default /etc/arch/keys): created
+#    when there is none (`archctl key init` keeps an existing one). Nodes that share a
+#    store need the same key: `archctl key export` on one, `archctl key import` on the
+#    others (or install it from a secrets manager at boot).
+archctl_bin=$bin_dir/archctl
+[[ -x $archctl_bin ]] || archctl_bin=$build_dir/src/cli/archctl
+if [[ -x $archctl_bin ]]; then
+    ARCH_CONFIG=$conf "$archctl_bin" key init >&2 || die "archctl key init failed (see above)"
+else
+    warn "no archctl to run 'archctl key init': checkpoints cannot be sealed until a key exists"
+fi
 
 # ---------------------------------------------------------------------------
 # Summary.

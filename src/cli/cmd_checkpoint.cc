@@ -30,8 +30,9 @@ std::set<std::string> store_bases(const NodeConfig& config, const std::string& e
 std::vector<CheckpointInfo> all_checkpoints(const NodeConfig& config, const std::string& store,
                                             bool verify) {
   std::vector<CheckpointInfo> out;
+  auto keys = shared_node_keyring(config);  // seals are checked when this node has keys
   for (const auto& base : store_bases(config, store)) {
-    auto list = CheckpointStore(base, config.keep).list_all(verify);
+    auto list = CheckpointStore(base, config.keep, keys).list_all(verify);
     if (list) out.insert(out.end(), list->begin(), list->end());
   }
   return out;
@@ -130,6 +131,9 @@ int run_inspect(const std::string& store, const std::string& ref, bool json) {
                        {"kernel", c->manifest->versions.kernel}};
     doc["timings_ms"] = c->manifest->timings_ms;
     doc["files"] = c->manifest->files.size();
+    doc["format_version"] = c->manifest->format_version;
+    doc["seal_key_id"] = c->manifest->seal.key_id;
+    doc["spec_digest"] = c->manifest->spec.digest;
   }
   if (stats) doc["criu_dump_statistics"] = *stats;
   if (json) {

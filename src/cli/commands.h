@@ -23,6 +23,7 @@ Handler add_node_command(CLI::App& app);
 Handler add_job_command(CLI::App& app);
 Handler add_process_command(CLI::App& app);
 Handler add_config_command(CLI::App& app);
+Handler add_key_command(CLI::App& app);
 
 /// Adds `-o,--output json` (machine-readable output) to `cmd`; any other value is a usage error.
 void add_output_option(CLI::App* cmd, std::string& output);

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   add(arch::cli::add_job_command);
   add(arch::cli::add_process_command);
   add(arch::cli::add_config_command);
+  add(arch::cli::add_key_command);
   app.footer(arch::cli::kExitCodesHelp);
   try {
     app.parse(argc, argv);

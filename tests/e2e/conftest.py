@@ -93,6 +93,7 @@ class NodeConfig:
     criu: Optional[str] = None   # [runtime] criu, when a CRIU was found
     store: Optional[str] = None  # [store] path: the session's private checkpoint store
     state: Optional[str] = None  # [state] dir: the session's private container registry
+    keys: Optional[str] = None   # [keys] dir: the session's node key (one key)
 
 
 def criu_path():
@@ -109,9 +110,10 @@ def node_config(e2e_dir):
     log_file = os.path.join(e2e_dir, "arch.log")
     store = os.path.join(e2e_dir, "store")
     state = os.path.join(e2e_dir, "arch-state")
+    keys, _ = daemons.make_key_dir(os.path.join(e2e_dir, "keys"))
     path = daemons.write_node_config(os.path.join(e2e_dir, "etc-arch"), log_file,
-                                     criu=criu_path(), store=store, state=state)
-    return NodeConfig(path, log_file, daemons.RUNC, criu_path(), store, state)
+                                     criu=criu_path(), store=store, state=state, keys=keys)
+    return NodeConfig(path, log_file, daemons.RUNC, criu_path(), store, state, keys)
 
 
 @pytest.fixture(scope="session")

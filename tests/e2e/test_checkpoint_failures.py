@@ -16,7 +16,6 @@
 
 import hashlib
 import io
-import json
 import os
 import secrets
 import shutil
@@ -25,7 +24,7 @@ import tarfile
 
 import pytest
 
-from archtest import checkpoint, daemons, image, proc, workloads
+from archtest import checkpoint, daemons, image, proc, seal, workloads
 
 COUNT = "/data/count.txt"
 
@@ -61,20 +60,12 @@ def pages_image(ckpt):
     return os.path.join(images, pages[0])
 
 
-def reseal_manifest(ckpt, rel_paths):
-    """Updates the manifest's size and sha256 of files changed on purpose, so the manifest
-    verifies and the damage reaches the restore itself."""
-    path = os.path.join(ckpt, "manifest.json")
-    with open(path) as f:
-        manifest = json.load(f)
-    entries = {e["path"]: e for e in manifest["files"]}
-    for rel in rel_paths:
-        with open(os.path.join(ckpt, rel), "rb") as f:
-            data = f.read()
-        entries[rel]["size"] = len(data)
-        entries[rel]["sha256"] = hashlib.sha256(data).hexdigest()
-    with open(path, "w") as f:
-        json.dump(manifest, f, indent=2)
+def reseal_manifest(ckpt, rel_paths, keys_dir):
+    """Updates the manifest's size and sha256 of files changed on purpose and seals it again
+    with the node key (as only the node admin could), so the manifest verifies and the
+    damage reaches the restore itself."""
+    manifest = seal.recompute_files(seal.read_manifest(ckpt), ckpt, rel_paths)
+    seal.write_manifest(ckpt, seal.seal(manifest, *seal.read_key(keys_dir)))
 
 
 def assert_started_fresh(c, cid, old_uuid):
@@ -150,7 +141,7 @@ def test_checkpoint_criu_cannot_restore_leaves_no_trace_of_its_rootfs(ctr_contai
     inventory = os.path.join(ckpt, "images", "inventory.img")
     with open(inventory, "r+b") as f:
         f.write(b"\0" * os.fstat(f.fileno()).st_size)
-    reseal_manifest(ckpt, ["images/inventory.img"])
+    reseal_manifest(ckpt, ["images/inventory.img"], c.node.keys)
     assert [x["state"] for x in c.archctl.json("checkpoint", "list", "--verify")
             if x["key"] == cid] == ["verified"]
 
@@ -356,7 +347,7 @@ def test_tampered_rootfs_diff_cannot_reach_the_host(ctr_containers, host_canary)
     before = snapshot(host_canary)
     with open(os.path.join(ckpt, "rootfs-diff.tar"), "wb") as f:
         f.write(tampered_diff(host_canary))
-    reseal_manifest(ckpt, ["rootfs-diff.tar"])
+    reseal_manifest(ckpt, ["rootfs-diff.tar"], c.node.keys)
 
     r = c.run(cid, workloads.counter(COUNT), check=False)
     try:

@@ -230,6 +230,11 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
   if (s == "log" && k == "file") return need_absolute(state->config.log_file);
   if (s == "store" && k == "path") return need_absolute(state->config.store_path);
   if (s == "state" && k == "dir") return need_absolute(state->config.state_dir);
+  if (s == "keys" && k == "dir") return need_absolute(state->config.keys.dir);
+  if (s == "keys" && k == "active") {
+    state->config.keys.active = v;
+    return 1;
+  }
   if (s == "store" && k == "keep") {
     int keep = std::atoi(std::string(v).c_str());
     if (keep < 1 || keep > 100) {
@@ -429,6 +434,14 @@ keep = 2
 [state]
 # The registry of ARCH-enabled containers and the draining flag (tmpfs).
 dir = /run/arch
+
+[keys]
+# The node keys that seal checkpoints (root-only; `archctl key init|list|rotate|export|
+# import|rm`). Nodes that share a store share the key.
+dir = /etc/arch/keys
+# The key that seals new checkpoints (empty: the one `archctl key rotate` made active, or
+# the only key). Every key in dir still verifies.
+active =
 
 [restore]
 # fresh | fail: what a container create does when its restore fails.

@@ -15,6 +15,7 @@
 //              leave_running = true|false (see NodeConfig::Jobs)
 //   [checkpoint] rootfs_compression = none|zstd   zstd_level = 3   zstd_threads = 0
 //              pre_copy = off|on|auto   network_lock = skip|iptables|nftables
+//   [keys]     dir = /etc/arch/keys   active = <key id> (see NodeConfig::Keys)
 // The file and its directory must be owned by root and not writable by group or others;
 // otherwise nothing in it is used (root would be executing what another user chose).
 #pragma once
@@ -40,6 +41,7 @@ Result<LogLevel> parse_log_level(std::string_view text);
 std::string_view log_level_name(LogLevel level);
 
 inline constexpr const char* kDefaultStorePath = "/var/lib/arch/checkpoints";
+inline constexpr const char* kDefaultKeysDir = "/etc/arch/keys";
 
 struct NodeConfig {
   std::string runc;  ///< The real runc; empty means "search the usual places".
@@ -99,6 +101,12 @@ struct NodeConfig {
       return rootfs_compression == "zstd" ? zstd_level : 0;
     }
   } checkpoint;
+  /// [keys]: the node keys that seal checkpoints (store/node_key.h).
+  struct Keys {
+    std::string dir = kDefaultKeysDir;  ///< Root-only directory of `<key id>.key` files.
+    std::string active;  ///< The key that seals; empty: the directory's `active` file, or
+                         ///< its only key.
+  } keys;
 };
 
 /// Where archd records each task's exit status for arch-runc: <state dir>/exits/<ns>/<id>.

@@ -41,6 +41,18 @@ TEST(NodeConfig, StoreStateAndRestoreSections) {
   EXPECT_FALSE(parse_node_config("[restore]\nlazy_pages = yes\n"));
 }
 
+TEST(NodeConfig, KeysSection) {
+  auto defaults = parse_node_config("");
+  ASSERT_TRUE(defaults);
+  EXPECT_EQ(defaults->keys.dir, "/etc/arch/keys");
+  EXPECT_EQ(defaults->keys.active, "");
+  auto c = parse_node_config("[keys]\ndir = /secrets/arch\nactive = 0123456789abcdef\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->keys.dir, "/secrets/arch");
+  EXPECT_EQ(c->keys.active, "0123456789abcdef");
+  EXPECT_FALSE(parse_node_config("[keys]\ndir = keys\n"));
+}
+
 TEST(NodeConfig, AgentSection) {
   auto c = parse_node_config(
       "[agent]\nsocket = /run/x.sock\nmetrics_address = 127.0.0.1:9999\n"

@@ -30,6 +30,7 @@
 #include "criu/lazy_pages.h"
 #include "managed/store_layout.h"
 #include "runtime/runc_log.h"
+#include "runtime/spec_digest.h"
 #include "store/checkpoint_store.h"
 #include "store/manifest.h"
 #include "version.h"
@@ -166,17 +167,18 @@ struct ContainerCheckpoint::State {
   bool pre_copied = false;
   std::string pre_copy = "off";
   std::vector<std::string> notes;
+  SpecDigest spec;  ///< Of the bundle's config.json: what a restore must match.
   std::map<std::string, double> timings;
   RootfsDiffStats rootfs_stats;  // what the capture wrote: restore stops at these counts
   Clock::time_point total_start = Clock::now();
 
   State(const ContainerRecord& rec, const NodeConfig& cfg, const std::string& runc_bin,
-        const CheckpointOptions& opts)
+        const CheckpointOptions& opts, std::shared_ptr<const Keyring> keys)
       : c(rec),
         config(&cfg),
         runc_path(runc_bin),
         options(opts),
-        store(rec.store, cfg.keep),
+        store(rec.store, cfg.keep, std::move(keys)),
         runc(runc_bin, rec.runc_root, cfg.criu) {
     if (options.rootfs_zstd_level < 0)
       options.rootfs_zstd_level = cfg.checkpoint.rootfs_zstd_level();
@@ -281,6 +283,7 @@ struct ContainerCheckpoint::State {
     m.versions = {kVersion, versions.criu, versions.runc, versions.kernel};
     m.timings_ms = timings;
     m.timings_ms["total_before_commit"] = ms_since(total_start);
+    m.spec = {spec.digest, spec.fields};
     m.extra = {{"rootfs_diff",
                 {{"file", "rootfs-diff.tar"},
                  {"compression", options.rootfs_zstd_level > 0 ? "zstd" : "none"},
@@ -321,11 +324,19 @@ Result<ContainerCheckpoint> ContainerCheckpoint::begin(const ContainerRecord& c,
                                                        const std::string& runc,
                                                        const CheckpointOptions& options,
                                                        const RuncState* known) {
-  auto s = std::make_unique<State>(c, config, runc, options);
   for (auto [kind, name] :
        {std::pair{"container id", &c.id}, {"namespace", &c.ns}, {"key", &c.key}}) {
     if (auto ok = validate_name(kind, *name); !ok) return std::unexpected(ok.error());
   }
+  // No key, no checkpoint: an unsealed one would never be restored.
+  auto keys = load_node_keyring(config);
+  if (!keys) return std::unexpected(keys.error().wrap("checkpoint cannot be sealed"));
+  // The privileges the container runs with, bound into the checkpoint.
+  auto spec = bundle_spec_digest(c.bundle);
+  if (!spec) return std::unexpected(spec.error().wrap("spec digest"));
+  auto s = std::make_unique<State>(c, config, runc, options,
+                                   std::make_shared<const Keyring>(std::move(*keys)));
+  s->spec = std::move(*spec);
   auto lock = s->store.lock(c.ns, c.key, std::chrono::seconds(options.lock_timeout_s));
   if (!lock) return std::unexpected(lock.error().wrap("lock " + c.ns + "/" + c.key));
   s->lock.emplace(std::move(*lock));

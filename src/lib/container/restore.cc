@@ -1,9 +1,11 @@
-// Restore: verified checkpoint → rootfs diff → runc restore, with the failure policy's
-// bookkeeping (move aside with reason, rootfs put back).
+// Restore: sealed and verified checkpoint → spec binding → rootfs diff → runc restore →
+// credentials of the restored tasks, with the failure policy's bookkeeping (move aside with
+// reason, rootfs put back).
 #include "container/restore.h"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <fmt/core.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,7 +15,9 @@
 #include "container/rootfs_diff.h"
 #include "criu/lazy_pages.h"
 #include "managed/store_layout.h"
+#include "runtime/oci_spec.h"
 #include "runtime/runc_client.h"
+#include "runtime/spec_digest.h"
 #include "store/checkpoint_store.h"
 
 namespace arch {
@@ -48,6 +52,36 @@ ExpansionLimits rootfs_diff_limits(const Manifest& m, const NodeConfig& config) 
 
 namespace {
 
+// Every task of the restored container against what its spec grants: CRIU restores
+// credentials from the images, so a checkpoint must not bring back more than the spec gives.
+Result<void> check_restored_credentials(const RuncClient& runc, const ContainerRecord& rec) {
+  auto text = read_file(rec.bundle + "/config.json");
+  if (!text) return std::unexpected(text.error().wrap("read the spec"));
+  auto spec = spec_credentials(*text);
+  if (!spec) return std::unexpected(spec.error());
+  auto pids = runc.pids(rec.id);
+  if (!pids) return std::unexpected(pids.error());
+  std::vector<std::string> excess;
+  for (int pid : *pids) {
+    std::string task_dir = "/proc/" + std::to_string(pid) + "/task";
+    auto dir = open_file(task_dir, O_RDONLY | O_DIRECTORY);
+    if (!dir) continue;  // exited meanwhile
+    auto tids = list_directory(dir->get());
+    if (!tids) continue;
+    for (const auto& tid : *tids) {
+      auto status = read_file(task_dir + "/" + tid + "/status", 1 << 16);
+      if (!status) continue;
+      for (const auto& e : credential_excess(*status, *spec)) {
+        excess.push_back(fmt::format("task {}: {}", tid, e));
+      }
+    }
+  }
+  if (excess.empty()) return {};
+  std::string why = "restored tasks hold more than the spec grants:";
+  for (std::size_t i = 0; i < excess.size() && i < 8; ++i) why += " " + excess[i] + ";";
+  return fail(why);
+}
+
 // One attempt: this checkpoint's rootfs diff into the new rootfs, then runc restore.
 // `touched_rootfs` says whether the rootfs may have changed (so it must be put back).
 Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncCommandLine& create,
@@ -69,9 +103,15 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
       restore_maybe_lazily(runc, config.criu, rec.id, ckpt.path + "/images", work,
                            restore_flags_from_create(create, rec.bundle), std::string(create.log),
                            lazy_restore_wanted(config, rec.bundle));
+  if (restored) {
+    if (auto creds = check_restored_credentials(runc, rec); !creds) {
+      restored = std::unexpected(creds.error().wrap("refused after restore (tasks killed)"));
+    }
+  }
   if (!restored) {
-    // runc may have left a half-made container behind; the next attempt (or the fresh
-    // create) needs the id.
+    // runc may have left a half-made container behind (or a restored one whose
+    // credentials are refused: delete --force kills its tasks); the next attempt (or the
+    // fresh create) needs the id.
     std::vector<std::string> del = {runc_path, "--root",  rec.runc_root,
                                     "delete",  "--force", rec.id};
     (void)run_process(del);
@@ -90,10 +130,17 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
                                          bool* rootfs_clean) {
   if (rootfs_clean != nullptr) *rootfs_clean = true;
   auto start = std::chrono::steady_clock::now();
-  CheckpointStore store(rec.store, config.keep);
+  // No key, no restore: nothing unsealed is trusted (and nothing is moved aside for it).
+  auto keys = load_node_keyring(config);
+  if (!keys) return std::unexpected(keys.error().wrap("cannot check checkpoint seals"));
+  CheckpointStore store(rec.store, config.keep, std::make_shared<const Keyring>(std::move(*keys)));
   auto lock = store.lock(rec.ns, rec.key, std::chrono::seconds(60));
   if (!lock) return std::unexpected(lock.error().wrap("lock " + rec.ns + "/" + rec.key));
   (void)store.cleanup_stale(*lock);
+
+  // The new container's spec, to compare with the one each checkpoint was taken under.
+  auto spec = bundle_spec_digest(rec.bundle);
+  if (!spec) return std::unexpected(spec.error().wrap("spec digest of the new container"));
 
   auto root_path = read_root_path(rec.bundle);
   std::string rootfs = root_path ? *root_path : rec.bundle + "/rootfs";
@@ -108,6 +155,15 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
           ckpt.error().code() == ENOENT ? ckpt.error().text() : ckpt.error().message();
       for (const auto& f : failed) why += "; " + f;
       return fail("no usable checkpoint: " + why);
+    }
+    // A spec that grants other privileges is not the checkpoint's fault: it stays.
+    if (ckpt->manifest.spec.digest != spec->digest) {
+      auto fields = differing_spec_fields(ckpt->manifest.spec.fields, spec->fields);
+      std::string names;
+      for (const auto& f : fields) names += (names.empty() ? "" : ", ") + f;
+      return fail("the new container's spec differs from the checkpoint's in " +
+                  (names.empty() ? std::string("its digest") : names) + " (checkpoint " +
+                  ckpt->path + " kept, not restored)");
     }
     if (auto upper = overlay_upperdir(rootfs); !upper) {
       Error e = upper.error().wrap("find the new container's writable layer");

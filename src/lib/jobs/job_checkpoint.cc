@@ -71,7 +71,7 @@ Result<void> criu_dump(const std::string& criu, const Staging& staging, const Jo
 
 JobStoreConfig job_store_config(const NodeConfig& config) {
   JobStoreConfig c{config.store_path, config.keep, config.criu, config.limits.max_archive_bytes,
-                   config.limits.max_entries};
+                   config.limits.max_entries, shared_node_keyring(config)};
   if (!c.criu.empty()) return c;
   c.criu = "/usr/sbin/criu";
   for (const char* p : {"/opt/arch/criu/bin/criu", "/usr/local/sbin/criu"}) {
@@ -124,7 +124,7 @@ Result<JobDump> dump_job(const JobStoreConfig& config, const JobRecord& job,
                          .pids = process_tree(job.pid),
                          .log_key = job.log_key};
 
-  CheckpointStore store(config.store_path, config.keep);
+  CheckpointStore store(config.store_path, config.keep, config.keys);
   auto lock = store.lock(kJobsNamespace, job.id, 30s);
   if (!lock) return std::unexpected(lock.error().wrap("checkpoint store"));
   (void)store.cleanup_stale(*lock);
@@ -172,7 +172,7 @@ Result<JobCheckpointRef> commit_job_dump(const JobStoreConfig& config, JobDump&&
 
 Result<void> remove_job_checkpoints(const JobStoreConfig& config, const std::string& id) {
   if (::access((config.store_path + "/" + kJobsNamespace + "/" + id).c_str(), F_OK) != 0) return {};
-  CheckpointStore store(config.store_path, config.keep);
+  CheckpointStore store(config.store_path, config.keep, config.keys);
   auto lock = store.lock(kJobsNamespace, id, 30s);
   if (!lock) return std::unexpected(lock.error());
   return store.remove(kJobsNamespace, id, *lock);

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -30,6 +31,9 @@ struct JobStoreConfig {
   std::string criu;  ///< The criu binary.
   uint64_t max_archive_bytes = uint64_t{256} << 30;  ///< [restore] caps on an imported archive.
   uint64_t max_entries = 4'000'000;
+  /// The node keys that seal commits and check restores ([keys]; nullptr: none, so
+  /// checkpoints and restores are refused naming `archctl key init`).
+  std::shared_ptr<const Keyring> keys;
 };
 
 /// From the node config: [store] path and keep; [runtime] criu, else the first of

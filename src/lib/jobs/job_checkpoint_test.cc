@@ -22,7 +22,7 @@ class JobCheckpointTest : public ::testing::Test {
   void SetUp() override {
     char tmpl[] = "/tmp/job-checkpoint-test-XXXXXX";
     root_ = ::mkdtemp(tmpl);
-    config_ = {(root_ / "store").string(), 2, "/nonexistent/criu"};
+    config_ = {(root_ / "store").string(), 2, "/nonexistent/criu", nullptr};
   }
   void TearDown() override { fs::remove_all(root_); }
 

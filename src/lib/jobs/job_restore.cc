@@ -19,6 +19,7 @@
 #include "jobs/job_archive.h"
 #include "jobs/job_launch.h"
 #include "store/checkpoint_store.h"
+#include "store/seal.h"
 
 namespace arch {
 
@@ -103,7 +104,12 @@ Result<void> check_import(JobRestoreSource::State& s, const std::string& path) {
   auto mtext = read_file(dir + "/" + kManifestFileName);
   if (!mtext)
     return fail(ErrorKind::kInvalidInput, path + " has no manifest.json: not an ARCH checkpoint");
-  auto manifest = parse_manifest(*mtext);
+  // Sealed by a node key this node holds, before anything in it is used.
+  if (s.store.keys() == nullptr) {
+    return fail(ErrorKind::kPermission,
+                path + ": no node key to check its seal (create one with `archctl key init`)");
+  }
+  auto manifest = open_sealed_manifest(*mtext, *s.store.keys());
   if (!manifest) return fail(ErrorKind::kInvalidInput, path + ": " + manifest.error().message());
   // criu/restore.log is ours to write: only what the manifest lists must match.
   if (auto ok = verify_manifest(dir, *manifest); !ok)
@@ -147,7 +153,7 @@ const std::string& JobRestoreSource::origin() const {
 // From the store: lock the job's key -> newest verified generation -> job.json -> scratch
 // copy beside it.
 Result<JobRestoreSource> open_stored_job(const JobStoreConfig& config, const std::string& id) {
-  CheckpointStore store(config.store_path, config.keep);
+  CheckpointStore store(config.store_path, config.keep, config.keys);
   auto lock = store.lock(kJobsNamespace, id, 30s);
   if (!lock) return std::unexpected(lock.error().wrap("checkpoint store"));
   auto ckpt = store.latest_verified(kJobsNamespace, id, *lock);
@@ -176,7 +182,7 @@ Result<JobRestoreSource> open_stored_job(const JobStoreConfig& config, const std
 // removed with the source, also when a step fails.
 Result<JobRestoreSource> import_job(const JobStoreConfig& config, const std::string& path,
                                     bool is_archive) {
-  CheckpointStore store(config.store_path, config.keep);
+  CheckpointStore store(config.store_path, config.keep, config.keys);
   auto lock = store.lock(kJobsNamespace, "import-" + new_job_id(), 30s);
   if (!lock) return std::unexpected(lock.error().wrap("checkpoint store"));
   auto s = std::make_unique<JobRestoreSource::State>(std::move(store), std::move(*lock));

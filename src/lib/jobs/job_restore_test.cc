@@ -16,6 +16,7 @@
 #include "base/file_util.h"
 #include "jobs/job_archive.h"
 #include "store/checkpoint_store.h"
+#include "store/seal.h"
 
 namespace arch {
 namespace {
@@ -30,7 +31,11 @@ class JobRestoreTest : public ::testing::Test {
   void SetUp() override {
     char tmpl[] = "/tmp/job-restore-test-XXXXXX";
     root_ = ::mkdtemp(tmpl);
-    config_ = {(root_ / "store").string(), 2, "/nonexistent/criu"};
+    auto key = generate_node_key();
+    ASSERT_TRUE(key);
+    auto ring = std::make_shared<Keyring>();
+    ring->add(*key, true);
+    config_ = {(root_ / "store").string(), 2, "/nonexistent/criu", ring};
   }
   void TearDown() override { fs::remove_all(root_); }
 
@@ -38,7 +43,7 @@ class JobRestoreTest : public ::testing::Test {
   // would leave it (fake images); `job_json` replaces job.json when set.
   std::string commit(const std::string& ns, const std::string& id,
                      const std::string& job_json = "") {
-    CheckpointStore store(config_.store_path, config_.keep);
+    CheckpointStore store(config_.store_path, config_.keep, config_.keys);
     auto lock = store.lock(ns, id);
     EXPECT_TRUE(lock) << lock.error().message();
     auto staging = store.begin(*lock);
@@ -132,11 +137,27 @@ TEST_F(JobRestoreTest, RefusesWhatIsNotAGoodJobCheckpoint) {
   fs::path bad_id = commit("jobs", "cccccccccccc", R"({"job": {"id": "../../etc"}})");
   fs::path no_job = commit("jobs", "dddddddddddd", R"({"pids": [1]})");
   fs::path not_json = commit("jobs", "eeeeeeeeeeee", "{not json");
+  // A manifest recomputed without the node key (unsealed) or sealed with another node's key.
+  fs::path unsealed = commit("jobs", "ffffffffffff");
+  fs::path foreign_key = commit("jobs", "gggggggggggg");
+  {
+    auto m = parse_manifest(*read_file((unsealed / kManifestFileName).string()));
+    ASSERT_TRUE(m);
+    m->seal = {};
+    ASSERT_TRUE(
+        write_file_atomic((unsealed / kManifestFileName).string(), serialize_manifest(*m), 0600));
+    auto other = generate_node_key();
+    ASSERT_TRUE(other);
+    ASSERT_TRUE(write_file_atomic((foreign_key / kManifestFileName).string(),
+                                  *seal_manifest(*m, *other), 0600));
+  }
   fs::path plain = root_ / "plain";
   fs::create_directories(plain);
   std::ofstream(root_ / "junk.tar.zst") << "not an archive\n";
   std::vector<std::pair<fs::path, std::string>> cases = {
       {damaged, "does not verify"},
+      {unsealed, "unsealed checkpoint"},
+      {foreign_key, "does not hold"},
       {foreign, "not a job checkpoint"},
       {bad_id, "bad job id"},
       {no_job, "names no job"},

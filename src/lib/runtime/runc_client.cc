@@ -143,6 +143,22 @@ Result<void> RuncClient::kill(const std::string& id, const std::string& signal) 
   return {};
 }
 
+Result<std::vector<int>> RuncClient::pids(const std::string& id) const {
+  auto argv = base_argv();
+  argv.insert(argv.end(), {"ps", "--format", "json", id});
+  auto r = run(argv, "runc ps " + id);
+  if (!r) return std::unexpected(r.error());
+  auto j = nlohmann::json::parse(r->out, nullptr, /*allow_exceptions=*/false);
+  std::vector<int> out;
+  if (j.is_null()) return out;
+  if (!j.is_array()) return fail("runc ps " + id + ": not a JSON array");
+  for (const auto& pid : j) {
+    if (!pid.is_number_integer()) return fail("runc ps " + id + ": not a list of pids");
+    out.push_back(pid.get<int>());
+  }
+  return out;
+}
+
 Result<void> RuncClient::checkpoint(const std::string& id, const std::string& images,
                                     const std::string& work, const std::vector<std::string>& extra,
                                     const std::string& criu_config) const {

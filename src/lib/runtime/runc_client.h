@@ -38,6 +38,8 @@ class RuncClient {
   /// The argv of `runc resume ID` (for a process that must thaw it without us).
   std::vector<std::string> resume_argv(const std::string& id) const;
   Result<void> kill(const std::string& id, const std::string& signal) const;
+  /// `runc ps --format json ID`: the pids of every process in the container.
+  Result<std::vector<int>> pids(const std::string& id) const;
   /// `runc checkpoint --image-path IMAGES --work-path WORK [extra...] ID`. A non-empty
   /// `criu_config` is a CRIU configuration file runc's CRIU reads (CRIU_CONFIG_FILE): runc
   /// has no flag for most CRIU options (e.g. network-lock).

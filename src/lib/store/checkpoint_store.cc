@@ -40,6 +40,7 @@
 #include "base/file_util.h"
 #include "base/names.h"
 #include "managed/store_layout.h"
+#include "store/seal.h"
 #include "version.h"
 
 namespace arch {
@@ -318,20 +319,28 @@ bool environmental(const Error& e) {
     case ENOMEM:
     case EAGAIN:
     case EINTR:
+    case ENOKEY:  // this node has no key: the checkpoint may be fine
       return true;
     default:
       return false;
   }
 }
 
-// Reads, parses and verifies the committed generation `name` in the key directory.
+std::unexpected<Error> no_key() {
+  return std::unexpected(Error(
+      "no node key to check the checkpoint's seal (create one with `archctl key init`)", ENOKEY));
+}
+
+// Reads the committed generation `name` in the key directory, checks its seal before using
+// anything in it, then every file against the manifest.
 Result<Manifest> load_verified(int keyfd, const std::string& name, std::string_view ns,
-                               std::string_view key) {
+                               std::string_view key, const Keyring* keys) {
+  if (keys == nullptr || keys->empty()) return no_key();
   auto dir = open_dir_at(keyfd, name, name);
   if (!dir) return std::unexpected(dir.error());
   auto text = read_at(dir->get(), kManifestFileName, kMaxManifestSize);
   if (!text) return std::unexpected(text.error());
-  auto m = parse_manifest(*text);
+  auto m = open_sealed_manifest(*text, *keys);
   if (!m) return m;
   if (m->ns != ns || m->key != key) {
     return fail(fmt::format("manifest is for {}/{}, not {}/{}", m->ns, m->key, ns, key));
@@ -348,7 +357,8 @@ std::string trim_newlines(std::string s) {
 // One store directory as list() reports it; nothing when it vanished (pruned) meanwhile.
 std::optional<CheckpointInfo> describe(int keyfd, const std::string& name, Kind kind,
                                        std::string_view ns, std::string_view key,
-                                       const std::string& key_path, bool verify) {
+                                       const std::string& key_path, bool verify,
+                                       const Keyring* keys) {
   CheckpointInfo info;
   info.name = name;
   info.path = key_path + "/" + name;
@@ -383,9 +393,13 @@ std::optional<CheckpointInfo> describe(int keyfd, const std::string& name, Kind 
     info.reason = reason ? trim_newlines(*reason) : "(no reason recorded)";
     return info;
   }
+  auto sealed = m && keys != nullptr && !keys->empty() ? open_sealed_manifest(*text, *keys) : m;
   if (!m) {
     info.state = CheckpointState::kCorrupt;
     info.reason = m.error().message();
+  } else if (!sealed) {
+    info.state = CheckpointState::kCorrupt;
+    info.reason = sealed.error().message();
   } else if (m->ns != ns || m->key != key) {
     info.state = CheckpointState::kCorrupt;
     info.reason = fmt::format("manifest is for {}/{}", m->ns, m->key);
@@ -402,7 +416,7 @@ std::optional<CheckpointInfo> describe(int keyfd, const std::string& name, Kind 
 // Appends the directories of one key to `out`, committed ones newest first, then failed
 // ones, then staging leftovers. A store, namespace or key that does not exist holds none.
 Result<void> list_key(const std::string& base_path, std::string_view ns, std::string_view key,
-                      bool verify, std::vector<CheckpointInfo>& out) {
+                      bool verify, const Keyring* keys, std::vector<CheckpointInfo>& out) {
   const std::string ns_path = base_path + "/" + std::string(ns);
   const std::string key_path = ns_path + "/" + std::string(key);
   auto absent = [](const Error& e) { return e.code() == ENOENT; };
@@ -416,7 +430,7 @@ Result<void> list_key(const std::string& base_path, std::string_view ns, std::st
     auto names = entries_of(key_dir->get(), kind);
     if (!names) return std::unexpected(names.error().wrap("list " + key_path));
     for (const auto& name : *names) {
-      auto info = describe(key_dir->get(), name, kind, ns, key, key_path, verify);
+      auto info = describe(key_dir->get(), name, kind, ns, key, key_path, verify, keys);
       if (info) out.push_back(std::move(*info));
     }
   }
@@ -473,8 +487,8 @@ std::string_view to_string(CheckpointState state) {
 
 // ---- CheckpointStore ---------------------------------------------------------------
 
-CheckpointStore::CheckpointStore(std::string base, int keep)
-    : base_(std::move(base)), keep_(std::max(keep, 1)) {
+CheckpointStore::CheckpointStore(std::string base, int keep, std::shared_ptr<const Keyring> keys)
+    : base_(std::move(base)), keep_(std::max(keep, 1)), keys_(std::move(keys)) {
   while (base_.size() > 1 && base_.back() == '/') base_.pop_back();
 }
 
@@ -607,6 +621,8 @@ Result<std::string> CheckpointStore::commit(Staging&& staging, Manifest base,
   Staging s = std::move(staging);  // removed on every failure path below
   auto failed = [](const Error& e) { return std::unexpected(e.wrap("commit")); };
   if (auto ok = check_lock(lock); !ok) return failed(ok.error());
+  const NodeKey* seal_key = keys_ ? keys_->active() : nullptr;
+  if (seal_key == nullptr) return failed(no_key().error().wrap("seal"));
   if (!s.dir_.valid() || s.ns_ != lock.ns_ || s.key_ != lock.key_) {
     return failed(Error("staging directory does not belong to " + lock.path_));
   }
@@ -626,9 +642,11 @@ Result<std::string> CheckpointStore::commit(Staging&& staging, Manifest base,
   // 2. Private and durable: every file and directory.
   if (auto ok = seal_tree(s.dirfd()); !ok) return failed(ok.error().wrap(s.path_));
   if (::fchmod(s.dirfd(), 0700) != 0) return failed(errno_error("chmod " + s.path_));
-  // 3. The manifest, last (its write fsyncs the staging directory too).
-  if (auto ok = write_at(s.dirfd(), kManifestFileName, kManifestTemp, serialize_manifest(*m));
-      !ok) {
+  // 3. The manifest, sealed with the node's active key, last (its write fsyncs the staging
+  // directory too).
+  auto text = seal_manifest(std::move(*m), *seal_key);
+  if (!text) return failed(text.error().wrap(s.path_));
+  if (auto ok = write_at(s.dirfd(), kManifestFileName, kManifestTemp, *text); !ok) {
     return failed(ok.error().wrap(s.path_));
   }
   // 4. The commit point: staging-* becomes ckpt-<stamp>.
@@ -658,7 +676,8 @@ Result<std::vector<CheckpointInfo>> CheckpointStore::list(std::string_view ns, s
   if (auto ok = validate_name("namespace", ns); !ok) return std::unexpected(ok.error());
   if (auto ok = validate_name("key", key); !ok) return std::unexpected(ok.error());
   std::vector<CheckpointInfo> out;
-  if (auto ok = list_key(base_, ns, key, verify, out); !ok) return std::unexpected(ok.error());
+  if (auto ok = list_key(base_, ns, key, verify, keys_.get(), out); !ok)
+    return std::unexpected(ok.error());
   return out;
 }
 
@@ -681,7 +700,8 @@ Result<std::vector<CheckpointInfo>> CheckpointStore::list_all(bool verify) const
     std::sort(keys->begin(), keys->end());
     for (const auto& key : *keys) {
       if (!validate_name("key", key)) continue;
-      if (auto ok = list_key(base_, ns, key, verify, out); !ok) return std::unexpected(ok.error());
+      if (auto ok = list_key(base_, ns, key, verify, keys_.get(), out); !ok)
+        return std::unexpected(ok.error());
     }
   }
   return out;
@@ -695,7 +715,7 @@ Result<CommittedCheckpoint> CheckpointStore::latest_verified(std::string_view ns
   if (!names) return std::unexpected(names.error().wrap(lock.path_));
   CommittedCheckpoint found;
   for (const auto& name : *names) {
-    auto m = load_verified(lock.dirfd(), name, ns, key);
+    auto m = load_verified(lock.dirfd(), name, ns, key, keys_.get());
     if (m) {
       found.path = lock.path_ + "/" + name;
       found.manifest = std::move(*m);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -13,6 +14,7 @@
 #include "base/file_lock.h"
 #include "base/unique_fd.h"
 #include "store/manifest.h"
+#include "store/node_key.h"
 
 namespace arch {
 
@@ -98,10 +100,17 @@ struct CommittedCheckpoint {
 /// `failed-<UTC time>/` (moved aside, reason.txt inside). See checkpoint_store.cc.
 class CheckpointStore {
  public:
-  /// `keep`: committed generations kept per key (at least 1).
-  explicit CheckpointStore(std::string base, int keep = 2);
+  /// `keep`: committed generations kept per key (at least 1). `keys`: the node keys that
+  /// seal commits (the active one) and verify reads; without them commit fails and
+  /// latest_verified() refuses (error code ENOKEY, nothing moved aside).
+  explicit CheckpointStore(std::string base, int keep = 2,
+                           std::shared_ptr<const Keyring> keys = nullptr);
 
   [[nodiscard]] const std::string& base() const { return base_; }
+  /// The node keys (nullptr when the store has none).
+  [[nodiscard]] const Keyring* keys() const {
+    return keys_ && !keys_->empty() ? keys_.get() : nullptr;
+  }
 
   /// Validates the names, creates the directories (0700) and locks the key, waiting as
   /// `timeout` says (std::nullopt: without limit; see LockTimeout).
@@ -117,7 +126,8 @@ class CheckpointStore {
 
   /// Commits a staging directory: manifest over its files (ns, key, created and
   /// versions.arch filled in when empty), modes made 0600/0700, everything fsynced,
-  /// manifest.json written last, renamed to ckpt-<time>, then older generations beyond
+  /// manifest.json sealed with the active key (store/seal.h) and written last, renamed to
+  /// ckpt-<time>, then older generations beyond
   /// `keep` pruned. Returns the committed path. On failure the staging directory is removed
   /// and the previous checkpoints are untouched (except when only the final fsync of the key
   /// directory fails: the generation is then in place but perhaps not yet durable).
@@ -131,8 +141,9 @@ class CheckpointStore {
   /// list() for every namespace and key in the store.
   Result<std::vector<CheckpointInfo>> list_all(bool verify = false) const;
 
-  /// The newest committed checkpoint that verifies. Newer ones that do not are moved aside
-  /// with the reason. Error code ENOENT when there is none.
+  /// The newest committed checkpoint whose seal (store/seal.h) and files verify. Newer ones
+  /// that do not (unsealed, foreign key, tampered, corrupt) are moved aside with the reason.
+  /// Error code ENOENT when there is none, ENOKEY when the store has no keys.
   Result<CommittedCheckpoint> latest_verified(std::string_view ns, std::string_view key,
                                               const KeyLock& lock) const;
 
@@ -161,6 +172,7 @@ class CheckpointStore {
 
   std::string base_;
   int keep_;
+  std::shared_ptr<const Keyring> keys_;
 };
 
 }  // namespace arch

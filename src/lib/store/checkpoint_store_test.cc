@@ -12,9 +12,11 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "base/file_util.h"
+#include "store/seal.h"
 
 namespace arch {
 namespace {
@@ -54,6 +56,11 @@ class CheckpointStoreTest : public ::testing::Test {
     fs::remove_all(root_);
     fs::create_directories(root_);
     base_ = root_ / "store";
+    auto key = generate_node_key();
+    ASSERT_TRUE(key);
+    auto ring = std::make_shared<Keyring>();
+    ring->add(*key, true);
+    keys_ = ring;
   }
   void TearDown() override {
     if (mounted_) ::umount2(root_.c_str(), MNT_DETACH);
@@ -82,11 +89,12 @@ class CheckpointStoreTest : public ::testing::Test {
   }
 
   fs::path root_, base_;
+  std::shared_ptr<const Keyring> keys_;
   bool mounted_ = false;
 };
 
 TEST_F(CheckpointStoreTest, CommitMakesAPrivateGenerationWithItsManifest) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   EXPECT_FALSE(store.has_committed("default", "job"));
   ::umask(022);
   std::string path = commit(store, {{"images/pages-1.img", "pages"}, {"rootfs-diff.tar", "tar"}});
@@ -120,7 +128,7 @@ TEST_F(CheckpointStoreTest, CommitMakesAPrivateGenerationWithItsManifest) {
 }
 
 TEST_F(CheckpointStoreTest, LatestVerifiedReturnsTheNewest) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   std::string first = commit(store, {{"a", "one"}});
   std::string second = commit(store, {{"a", "two"}});
   ASSERT_LT(first, second);
@@ -135,7 +143,7 @@ TEST_F(CheckpointStoreTest, LatestVerifiedReturnsTheNewest) {
 }
 
 TEST_F(CheckpointStoreTest, NoCheckpointIsENOENT) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   auto lock = store.lock("default", "job");
   ASSERT_TRUE(lock);
   auto latest = store.latest_verified("default", "job", *lock);
@@ -144,7 +152,7 @@ TEST_F(CheckpointStoreTest, NoCheckpointIsENOENT) {
 }
 
 TEST_F(CheckpointStoreTest, CorruptNewestIsMovedAsideWithReasonAndTheOlderReturned) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   std::string good = commit(store, {{"pages.img", std::string(5000, 'g')}});
   std::string bad = commit(store, {{"pages.img", std::string(5000, 'b')}});
   {
@@ -180,7 +188,7 @@ TEST_F(CheckpointStoreTest, CorruptNewestIsMovedAsideWithReasonAndTheOlderReturn
 }
 
 TEST_F(CheckpointStoreTest, EveryGenerationCorruptMeansNoneAndAllMovedAside) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   std::string only = commit(store, {{"a", "1"}});
   fs::remove(only + "/manifest.json");
   auto lock = store.lock("default", "job");
@@ -195,7 +203,7 @@ TEST_F(CheckpointStoreTest, EveryGenerationCorruptMeansNoneAndAllMovedAside) {
 }
 
 TEST_F(CheckpointStoreTest, CrashedWritersStagingIsIgnoredAndCleanedUp) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   std::string good = commit(store, {{"a", "good"}});
   pid_t child = ::fork();
   ASSERT_GE(child, 0);
@@ -240,7 +248,7 @@ TEST_F(CheckpointStoreTest, CrashedWritersStagingIsIgnoredAndCleanedUp) {
 }
 
 TEST_F(CheckpointStoreTest, PrunesBeyondKeepOnlyAfterACommit) {
-  CheckpointStore store(base_.string(), /*keep=*/2);
+  CheckpointStore store(base_.string(), /*keep=*/2, keys_);
   std::string g1 = commit(store, {{"a", "1"}});
   std::string g2 = commit(store, {{"a", "2"}});
   ASSERT_EQ(entries(key_dir(), "ckpt-").size(), 2u);
@@ -268,7 +276,7 @@ TEST_F(CheckpointStoreTest, PrunesBeyondKeepOnlyAfterACommit) {
 }
 
 TEST_F(CheckpointStoreTest, GenerationNamesIncreaseWithinOneClockTick) {
-  CheckpointStore store(base_.string(), /*keep=*/10);
+  CheckpointStore store(base_.string(), /*keep=*/10, keys_);
   std::vector<std::string> paths;
   for (int i = 0; i < 5; ++i) paths.push_back(commit(store, {{"a", std::to_string(i)}}));
   for (std::size_t i = 1; i < paths.size(); ++i) EXPECT_LT(paths[i - 1], paths[i]);
@@ -281,7 +289,7 @@ TEST_F(CheckpointStoreTest, GenerationNamesIncreaseWithinOneClockTick) {
 }
 
 TEST_F(CheckpointStoreTest, SameKeySerialisesDifferentKeysDoNot) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   auto held = store.lock("default", "job");
   ASSERT_TRUE(held);
 
@@ -308,7 +316,7 @@ TEST_F(CheckpointStoreTest, SameKeySerialisesDifferentKeysDoNot) {
 }
 
 TEST_F(CheckpointStoreTest, LockExcludesAnotherProcess) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   int ready[2];
   ASSERT_EQ(::pipe(ready), 0);
   pid_t child = ::fork();
@@ -335,7 +343,7 @@ TEST_F(CheckpointStoreTest, LockExcludesAnotherProcess) {
 }
 
 TEST_F(CheckpointStoreTest, SymlinksNamedLikeGenerationsAreIgnored) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   std::string real = commit(store, {{"a", "real"}}, "default", "job");
   std::string other = commit(store, {{"a", "other"}}, "default", "other");
 
@@ -375,7 +383,7 @@ TEST_F(CheckpointStoreTest, SymlinksNamedLikeGenerationsAreIgnored) {
 }
 
 TEST_F(CheckpointStoreTest, SymlinkedNamespaceOrKeyDirectoryIsRefused) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   fs::create_directories(base_);
   fs::create_directories(root_ / "elsewhere");
   fs::create_directory_symlink(root_ / "elsewhere", base_ / "evil");
@@ -387,7 +395,7 @@ TEST_F(CheckpointStoreTest, SymlinkedNamespaceOrKeyDirectoryIsRefused) {
 }
 
 TEST_F(CheckpointStoreTest, ACheckpointCopiedFromAnotherKeyIsNotRestored) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   std::string theirs = commit(store, {{"a", "theirs"}}, "default", "victim");
   auto lock = store.lock("default", "job");
   ASSERT_TRUE(lock);
@@ -399,7 +407,7 @@ TEST_F(CheckpointStoreTest, ACheckpointCopiedFromAnotherKeyIsNotRestored) {
 }
 
 TEST_F(CheckpointStoreTest, RefusesBadNamesBeforeTouchingTheDisk) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   for (auto [ns, key] :
        std::vector<std::pair<std::string, std::string>>{{"..", "job"},
                                                         {"default", "../x"},
@@ -418,7 +426,7 @@ TEST_F(CheckpointStoreTest, RefusesBadNamesBeforeTouchingTheDisk) {
 }
 
 TEST_F(CheckpointStoreTest, LockOfAnotherKeyIsRefused) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   commit(store, {{"a", "1"}});
   auto other = store.lock("default", "other");
   ASSERT_TRUE(other);
@@ -426,12 +434,12 @@ TEST_F(CheckpointStoreTest, LockOfAnotherKeyIsRefused) {
   ASSERT_FALSE(latest);
   EXPECT_NE(latest.error().message().find("key lock is for default/other"), std::string::npos);
   EXPECT_FALSE(store.remove("default", "job", *other));
-  CheckpointStore elsewhere((root_ / "other-store").string());
+  CheckpointStore elsewhere((root_ / "other-store").string(), 2, keys_);
   EXPECT_FALSE(elsewhere.begin(*other));
 }
 
 TEST_F(CheckpointStoreTest, ListAllWalksEveryNamespaceAndKey) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   commit(store, {{"a", "1"}}, "default", "a");
   commit(store, {{"a", "2"}}, "default", "b");
   commit(store, {{"a", "3"}}, "k8s.io", "c");
@@ -451,14 +459,14 @@ TEST_F(CheckpointStoreTest, ListAllWalksEveryNamespaceAndKey) {
   EXPECT_EQ((*cheap)[0].state, CheckpointState::kCommitted);
   EXPECT_EQ(to_string((*cheap)[0].state), "committed");
 
-  CheckpointStore missing((root_ / "nothing-here").string());
+  CheckpointStore missing((root_ / "nothing-here").string(), 2, keys_);
   auto none = missing.list_all();
   ASSERT_TRUE(none);
   EXPECT_TRUE(none->empty());
 }
 
 TEST_F(CheckpointStoreTest, RemoveTakesTheKeyAwayAndAWaiterStartsAfresh) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   commit(store, {{"a", "1"}});
   commit(store, {{"a", "2"}});
   auto lock = store.lock("default", "job");
@@ -488,7 +496,7 @@ TEST_F(CheckpointStoreTest, RemoveTakesTheKeyAwayAndAWaiterStartsAfresh) {
 }
 
 TEST_F(CheckpointStoreTest, RemoveOneTakesOneGeneration) {
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   std::string g1 = commit(store, {{"a", "1"}});
   std::string g2 = commit(store, {{"a", "2"}});
   auto lock = store.lock("default", "job");
@@ -506,7 +514,7 @@ TEST_F(CheckpointStoreTest, FullFilesystemFailsTheCommitAndKeepsThePrevious) {
     GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
   }
   mounted_ = true;
-  CheckpointStore store(base_.string());
+  CheckpointStore store(base_.string(), 2, keys_);
   std::string good = commit(store, {{"a", "small"}});
   ASSERT_FALSE(good.empty());
   {
@@ -531,6 +539,128 @@ TEST_F(CheckpointStoreTest, FullFilesystemFailsTheCommitAndKeepsThePrevious) {
   EXPECT_TRUE(entries(key_dir(), "staging-").empty());
   EXPECT_EQ(entries(key_dir(), "ckpt-").size(), 1u);
   EXPECT_TRUE(entries(key_dir(), "failed-").empty());
+}
+
+// ---- seals -------------------------------------------------------------------------
+
+// Rewrites a committed generation's manifest.json with `text` (as a planter would).
+void replace_manifest(const std::string& dir, const std::string& text) {
+  ASSERT_TRUE(write_file_atomic(dir + "/manifest.json", text, 0600));
+}
+
+TEST_F(CheckpointStoreTest, UnsealedForeignOrTamperedCheckpointsAreMovedAsideWithTheReason) {
+  CheckpointStore store(base_.string(), /*keep=*/10, keys_);
+  std::string good = commit(store, {{"pages.img", "good"}});
+  auto foreign = generate_node_key();
+  ASSERT_TRUE(foreign);
+  struct Plant {
+    std::string why;  // expected in the reason
+    std::function<std::string(Manifest)> manifest;
+  };
+  std::vector<Plant> plants = {
+      {"unsealed checkpoint (manifest format 1",
+       [](Manifest m) {
+         m.format_version = 1;
+         m.seal = {};
+         return serialize_manifest(m);
+       }},
+      {"unsealed checkpoint (no seal)",
+       [](Manifest m) {
+         m.seal = {};
+         return serialize_manifest(m);
+       }},
+      {"which this node does not hold",
+       [&](Manifest m) { return *seal_manifest(std::move(m), *foreign); }},
+      {"MAC does not match",
+       [](Manifest m) {
+         m.container_id = "planted";  // recomputed by someone without the key
+         return serialize_manifest(m);
+       }},
+  };
+  for (const auto& plant : plants) {
+    SCOPED_TRACE(plant.why);
+    // A planted generation: real files, a manifest recomputed over them.
+    std::string bad = commit(store, {{"pages.img", "evil payload"}});
+    auto text = read_file(bad + "/manifest.json");
+    ASSERT_TRUE(text);
+    auto m = parse_manifest(*text);
+    ASSERT_TRUE(m);
+    replace_manifest(bad, plant.manifest(*m));
+    auto lock = store.lock("default", "job");
+    ASSERT_TRUE(lock);
+    auto latest = store.latest_verified("default", "job", *lock);
+    ASSERT_TRUE(latest) << latest.error().message();
+    EXPECT_EQ(latest->path, good);
+    ASSERT_EQ(latest->skipped.size(), 1u);
+    EXPECT_NE(latest->skipped[0].find(plant.why), std::string::npos) << latest->skipped[0];
+    EXPECT_FALSE(fs::exists(bad));
+  }
+  auto failed = entries(key_dir(), "failed-");
+  ASSERT_EQ(failed.size(), plants.size());
+  auto reason = read_file((key_dir() / failed.back() / "reason.txt").string());
+  ASSERT_TRUE(reason);
+  EXPECT_NE(reason->find("seal: "), std::string::npos) << *reason;
+}
+
+TEST_F(CheckpointStoreTest, AListShowsABadSealAsCorrupt) {
+  CheckpointStore store(base_.string(), 2, keys_);
+  std::string path = commit(store, {{"a", "1"}});
+  auto text = read_file(path + "/manifest.json");
+  ASSERT_TRUE(text);
+  auto m = parse_manifest(*text);
+  ASSERT_TRUE(m);
+  m->node = "elsewhere";
+  replace_manifest(path, serialize_manifest(*m));
+  auto infos = store.list("default", "job");
+  ASSERT_TRUE(infos);
+  ASSERT_EQ(infos->size(), 1u);
+  EXPECT_EQ((*infos)[0].state, CheckpointState::kCorrupt);
+  EXPECT_NE((*infos)[0].reason.find("MAC does not match"), std::string::npos);
+}
+
+TEST_F(CheckpointStoreTest, WithoutAKeyNothingIsCommittedOrRestoredAndNothingMovedAside) {
+  CheckpointStore sealed(base_.string(), 2, keys_);
+  std::string path = commit(sealed, {{"a", "1"}});
+  CheckpointStore keyless(base_.string(), 2, nullptr);
+  auto lock = keyless.lock("default", "job");
+  ASSERT_TRUE(lock);
+  auto staging = keyless.begin(*lock);
+  ASSERT_TRUE(staging);
+  auto committed = keyless.commit(std::move(*staging), Manifest{}, *lock);
+  ASSERT_FALSE(committed);
+  EXPECT_NE(committed.error().message().find("archctl key init"), std::string::npos)
+      << committed.error().message();
+  auto latest = keyless.latest_verified("default", "job", *lock);
+  ASSERT_FALSE(latest);
+  EXPECT_EQ(latest.error().code(), ENOKEY);
+  EXPECT_TRUE(fs::exists(path));
+  EXPECT_TRUE(entries(key_dir(), "failed-").empty());
+}
+
+TEST_F(CheckpointStoreTest, AfterRotationTheOldKeyStillVerifiesAndTheNewOneSeals) {
+  CheckpointStore before(base_.string(), /*keep=*/10, keys_);
+  std::string old_gen = commit(before, {{"a", "old"}});
+  auto fresh = generate_node_key();
+  ASSERT_TRUE(fresh);
+  auto rotated = std::make_shared<Keyring>(*keys_);
+  rotated->add(*fresh, true);
+  CheckpointStore after(base_.string(), /*keep=*/10, rotated);
+  {
+    auto lock = after.lock("default", "job");
+    ASSERT_TRUE(lock);
+    auto latest = after.latest_verified("default", "job", *lock);
+    ASSERT_TRUE(latest) << latest.error().message();
+    EXPECT_EQ(latest->path, old_gen);
+    EXPECT_EQ(latest->manifest.seal.key_id, keys_->active()->id);
+  }
+  std::string new_gen = commit(after, {{"a", "new"}});
+  auto lock = after.lock("default", "job");
+  ASSERT_TRUE(lock);
+  auto latest = after.latest_verified("default", "job", *lock);
+  ASSERT_TRUE(latest);
+  EXPECT_EQ(latest->path, new_gen);
+  EXPECT_EQ(latest->manifest.seal.key_id, fresh->id);
+  EXPECT_EQ(latest->manifest.format_version, kManifestFormatVersion);
 }
 
 }  // namespace

@@ -6,7 +6,14 @@
 //    "versions": {"arch": "...", "criu": "...", "runc": "...", "kernel": "..."},
 //    "timings_ms": {"dump": 812.5, ...},
 //    "files": [{"path": "images/pages-1.img", "size": 1048576, "sha256": "<64 hex>"}, ...],
-//    "extra": {...}}                                      (extra only when not null)
+//    "extra": {...},                                      (extra only when not null)
+//    "spec": {"digest": "<64 hex>", "fields": {"process.capabilities.bounding": "<hex>", ...}},
+//    "encryption": null,
+//    "seal": {"alg": "HMAC-SHA256", "key_id": "<16 hex>", "mac": "<64 hex>"}}
+// Format 2 added spec, encryption and seal (see store/seal.cc for what the seal covers);
+// format 1 manifests still parse (to list them) but are never restored: they are unsealed.
+// "encryption" is reserved for encrypted page images: null means the files are plain, and
+// a reader refuses any other value it does not know.
 // "files" lists every regular file of the checkpoint except manifest.json itself, sorted by
 // path; directories are implied by the paths and nothing else (symlinks, devices) may exist.
 // A reader refuses a format_version newer than its own and reads older ones; fields it
@@ -142,6 +149,13 @@ void to_json(nlohmann::json& j, const Manifest& m) {
        {"timings_ms", m.timings_ms},
        {"files", std::move(files)}};
   if (!m.extra.is_null()) j["extra"] = m.extra;
+  if (m.format_version >= 2) {
+    j["spec"] = {{"digest", m.spec.digest}, {"fields", m.spec.fields}};
+    j["encryption"] = m.encryption;
+    if (!m.seal.alg.empty()) {
+      j["seal"] = {{"alg", m.seal.alg}, {"key_id", m.seal.key_id}, {"mac", m.seal.mac}};
+    }
+  }
 }
 
 void from_json(const nlohmann::json& j, Manifest& m) {
@@ -173,6 +187,16 @@ void from_json(const nlohmann::json& j, Manifest& m) {
     m.files.push_back(std::move(file));
   }
   m.extra = j.value("extra", nlohmann::json());
+  if (auto spec = j.find("spec"); spec != j.end() && !spec->is_null()) {
+    get_optional(*spec, "digest", m.spec.digest);
+    get_optional(*spec, "fields", m.spec.fields);
+  }
+  m.encryption = j.value("encryption", nlohmann::json());
+  if (auto seal = j.find("seal"); seal != j.end() && !seal->is_null()) {
+    seal->at("alg").get_to(m.seal.alg);
+    seal->at("key_id").get_to(m.seal.key_id);
+    seal->at("mac").get_to(m.seal.mac);
+  }
 }
 
 std::string serialize_manifest(const Manifest& m) {
@@ -182,6 +206,10 @@ std::string serialize_manifest(const Manifest& m) {
 Result<Manifest> parse_manifest(std::string_view text) {
   auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return fail("manifest: not valid JSON");
+  return parse_manifest_json(j);
+}
+
+Result<Manifest> parse_manifest_json(const nlohmann::json& j) {
   if (!j.is_object()) return fail("manifest: not a JSON object");
   auto version = j.find("format_version");
   if (version == j.end() || !version->is_number_integer()) {
@@ -202,6 +230,9 @@ Result<Manifest> parse_manifest(std::string_view text) {
   }
   if (auto files = validate_files(m.files); !files) {
     return std::unexpected(files.error().wrap("manifest"));
+  }
+  if (!m.encryption.is_null()) {
+    return fail("manifest: encrypted checkpoint (\"encryption\" is set): this ARCH cannot read it");
   }
   return m;
 }

@@ -16,8 +16,9 @@
 
 namespace arch {
 
-/// The manifest format this build writes; manifests up to this version are read.
-inline constexpr int kManifestFormatVersion = 1;
+/// The manifest format this build writes; manifests up to this version are read (but only
+/// sealed ones, version 2 and later, are restored: store/seal.h).
+inline constexpr int kManifestFormatVersion = 2;
 /// The manifest's file name at the top of a checkpoint directory.
 inline constexpr const char* kManifestFileName = "manifest.json";
 
@@ -27,6 +28,21 @@ struct ManifestFile {
   uint64_t size = 0;   ///< In bytes.
   std::string sha256;  ///< Lower-case hex.
   bool operator==(const ManifestFile&) const = default;
+};
+
+/// The seal over a manifest (store/seal.h): an HMAC with one of the node keys.
+struct ManifestSeal {
+  std::string alg;     ///< "HMAC-SHA256".
+  std::string key_id;  ///< The node key that sealed it (store/node_key.h).
+  std::string mac;     ///< Lower-case hex.
+  bool operator==(const ManifestSeal&) const = default;
+};
+
+/// The security-relevant part of the container's OCI spec (runtime/spec_digest.h).
+struct ManifestSpec {
+  std::string digest;                         ///< Lower-case hex SHA-256; empty: none recorded.
+  std::map<std::string, std::string> fields;  ///< Field name -> its digest.
+  bool operator==(const ManifestSpec&) const = default;
 };
 
 /// What a checkpoint is: where it came from and what it holds.
@@ -45,6 +61,11 @@ struct Manifest {
   std::map<std::string, double> timings_ms;  ///< Phase name -> duration.
   std::vector<ManifestFile> files;           ///< Sorted by path.
   nlohmann::json extra;                      ///< Anything else a writer wants kept (or null).
+  ManifestSpec spec;                         ///< The container's spec digest (JSON "spec").
+  /// Reserved for page-image encryption (JSON "encryption"): null in format 2. A reader
+  /// refuses a manifest whose encryption it does not know.
+  nlohmann::json encryption;
+  ManifestSeal seal;  ///< Empty alg: unsealed (format 1, or not yet sealed).
   bool operator==(const Manifest&) const = default;
 };
 
@@ -57,7 +78,10 @@ std::string serialize_manifest(const Manifest& m);
 
 /// Parses manifest text: refuses a format version newer than kManifestFormatVersion, a
 /// file path that is absolute or climbs ("..") or repeats, and a malformed digest.
+/// Refuses an "encryption" other than null. Does not check the seal (store/seal.h does).
 Result<Manifest> parse_manifest(std::string_view text);
+/// Same, for parsed JSON.
+Result<Manifest> parse_manifest_json(const nlohmann::json& j);
 
 /// Size and SHA-256 of a file's contents.
 struct FileDigest {

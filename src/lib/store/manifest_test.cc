@@ -55,9 +55,9 @@ TEST(Manifest, RoundTripsThroughJson) {
 }
 
 TEST(Manifest, RefusesNewerFormatAndReadsOlderShapes) {
-  auto newer = parse_manifest(R"({"format_version": 2, "files": []})");
+  auto newer = parse_manifest(R"({"format_version": 3, "files": []})");
   ASSERT_FALSE(newer);
-  EXPECT_NE(message(newer.error()).find("format version 2 is newer"), std::string::npos)
+  EXPECT_NE(message(newer.error()).find("format version 3 is newer"), std::string::npos)
       << message(newer.error());
 
   // Version 1 written by an older build: only the required fields.

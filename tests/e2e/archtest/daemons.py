@@ -7,6 +7,7 @@ every task and container it knows is removed, so no shim, mount, cgroup or runc 
 is left; a final sweep unmounts anything still mounted under the base directory.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,12 +29,34 @@ def docker_client():
     return shutil.which("docker")
 
 
+def key_id(hex_key):
+    """A node key's id, as ARCH derives it (store/node_key.h)."""
+    return hashlib.sha256(b"arch-node-key-id:" + hex_key.encode()).hexdigest()[:16]
+
+
+def make_key_dir(path):
+    """A root-only [keys] dir holding one node key (kept if it already holds one), as
+    `archctl key init` makes it. Returns (path, key id)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    existing = sorted(n for n in os.listdir(path) if n.endswith(".key"))
+    if existing:
+        return path, existing[0][:-4]
+    hex_key = os.urandom(32).hex()
+    kid = key_id(hex_key)
+    fd = os.open(os.path.join(path, kid + ".key"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(hex_key + "\n")
+    return path, kid
+
+
 def write_node_config(directory, log_file, runc=RUNC, level="debug", criu=None, store=None,
-                      state=None, on_failure=None):
+                      state=None, on_failure=None, keys=None):
     """Writes an arch.conf that arch-runc accepts (root-owned, not group/world writable).
 
     criu, store ([store] path), state ([state] dir) and on_failure ([restore]) are
-    written only when given."""
+    written only when given. keys ([keys] dir): a key dir; by default <directory>/keys,
+    made with one key (make_key_dir)."""
     os.makedirs(directory, mode=0o755, exist_ok=True)
     os.chmod(directory, 0o755)
     path = os.path.join(directory, "arch.conf")
@@ -47,6 +70,9 @@ def write_node_config(directory, log_file, runc=RUNC, level="debug", criu=None, 
         text += f"[state]\ndir = {state}\n"
     if on_failure:
         text += f"[restore]\non_failure = {on_failure}\n"
+    if keys is None:
+        keys, _ = make_key_dir(os.path.join(directory, "keys"))
+    text += f"[keys]\ndir = {keys}\n"
     with open(path, "w") as f:
         f.write(text)
     os.chmod(path, 0o644)

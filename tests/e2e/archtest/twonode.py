@@ -223,6 +223,7 @@ class NodeConf:
     log_file: str
     store: str
     state: str
+    keys: str  # [keys] dir: the cluster's, shared by both nodes (they share the store)
 
 
 class Node:
@@ -235,7 +236,8 @@ class Node:
         self.base = os.path.join(cluster.base, f"node-{name}")
         self.holder = NsHolder(f"node {name}", f"{cluster.prefix}-{name}")
         self.conf = NodeConf(daemons.RUNC, cluster.bin.criu, os.path.join(self.base, "arch.log"),
-                             os.path.join(self.base, "store"), os.path.join(self.base, "state"))
+                             os.path.join(self.base, "store"), os.path.join(self.base, "state"),
+                             cluster.keys)
         self.runc_root = os.path.join(self.base, "runc-root")
         self.output_dir = os.path.join(self.base, "container-output")
         self.imds = None
@@ -496,6 +498,7 @@ class Cluster:
         self.image_archive = image_archive
         self.ns = ns or f"arch-2n-{self.id}"  # the containerd namespace, the same on both
         self.shared = os.path.join(base, "shared")  # the mount point, on both nodes
+        self.keys = os.path.join(base, "keys")  # one node key for both nodes
         self.storage = NsHolder("storage", f"{self.prefix}-s")
         self.server = gluster.Server(self.storage, os.path.join(base, "gluster"),
                                      STORAGE_ADDRESS, f"arch2n{self.id}")
@@ -535,6 +538,7 @@ class Cluster:
     def start(self):
         os.makedirs(self.base, mode=0o700, exist_ok=True)
         os.makedirs(self.shared, mode=0o755, exist_ok=True)
+        daemons.make_key_dir(self.keys)
         self._network()
         self.storage.start()
         self.server.start()

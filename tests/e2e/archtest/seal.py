@@ -1,0 +1,66 @@
+"""Manifest seals as ARCH writes them (store/seal.cc), for tests that play the node admin
+(re-sealing a checkpoint damaged on purpose) or the attacker (recomputing a manifest
+without the key, or with another node's key).
+
+The MAC is HMAC-SHA256 with the node key over b"arch-manifest-seal-v1\\0" + key id +
+b"\\0" + the manifest without "seal" as compact JSON with sorted keys."""
+
+import hashlib
+import hmac
+import json
+import os
+
+from . import daemons
+
+
+def canonical(doc):
+    doc = {k: v for k, v in doc.items() if k != "seal"}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def read_key(keys_dir, kid=None):
+    """(id, secret bytes) of a key in a [keys] dir: `kid`, else the only/active one."""
+    if kid is None:
+        active = os.path.join(keys_dir, "active")
+        if os.path.exists(active):
+            with open(active) as f:
+                kid = f.read().strip()
+        else:
+            kid = sorted(n[:-4] for n in os.listdir(keys_dir) if n.endswith(".key"))[0]
+    with open(os.path.join(keys_dir, kid + ".key")) as f:
+        return kid, bytes.fromhex(f.read().strip())
+
+
+def seal(doc, kid, secret):
+    """Sets doc["seal"] for the key (kid, secret); returns doc."""
+    message = b"arch-manifest-seal-v1\0" + kid.encode() + b"\0" + canonical(doc).encode()
+    doc["seal"] = {"alg": "HMAC-SHA256", "key_id": kid,
+                   "mac": hmac.new(secret, message, hashlib.sha256).hexdigest()}
+    return doc
+
+
+def read_manifest(ckpt):
+    with open(os.path.join(ckpt, "manifest.json")) as f:
+        return json.load(f)
+
+
+def write_manifest(ckpt, doc):
+    with open(os.path.join(ckpt, "manifest.json"), "w") as f:
+        json.dump(doc, f, indent=2)
+
+
+def recompute_files(doc, ckpt, rel_paths=None):
+    """Updates size and sha256 of the listed files (all when None) from the disk."""
+    for entry in doc["files"]:
+        if rel_paths is not None and entry["path"] not in rel_paths:
+            continue
+        with open(os.path.join(ckpt, entry["path"]), "rb") as f:
+            data = f.read()
+        entry["size"] = len(data)
+        entry["sha256"] = hashlib.sha256(data).hexdigest()
+    return doc
+
+
+def foreign_key_dir(path):
+    """Another node's [keys] dir (a key this node does not hold)."""
+    return daemons.make_key_dir(path)[0]
