@@ -93,6 +93,9 @@ class NodeConfig:
     criu: Optional[str] = None   # [runtime] criu, when a CRIU was found
     store: Optional[str] = None  # [store] path: the session's private checkpoint store
     state: Optional[str] = None  # [state] dir: the session's private container registry
+    # [roots]: allowed store roots (name -> path). The session's temp dir is one, so tests'
+    # ARCH_CHECKPOINT_HOST_PATH / ARCH_SHAREDFS_HOST_PATH directories below it are allowed.
+    roots: dict = dataclasses.field(default_factory=dict)
 
 
 def criu_path():
@@ -109,9 +112,10 @@ def node_config(e2e_dir):
     log_file = os.path.join(e2e_dir, "arch.log")
     store = os.path.join(e2e_dir, "store")
     state = os.path.join(e2e_dir, "arch-state")
+    roots = {"e2e": e2e_dir}
     path = daemons.write_node_config(os.path.join(e2e_dir, "etc-arch"), log_file,
-                                     criu=criu_path(), store=store, state=state)
-    return NodeConfig(path, log_file, daemons.RUNC, criu_path(), store, state)
+                                     criu=criu_path(), store=store, state=state, roots=roots)
+    return NodeConfig(path, log_file, daemons.RUNC, criu_path(), store, state, roots)
 
 
 @pytest.fixture(scope="session")

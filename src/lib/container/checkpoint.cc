@@ -181,7 +181,7 @@ struct ContainerCheckpoint::State {
         config(&cfg),
         runc_path(runc_bin),
         options(opts),
-        store(rec.store, cfg.keep),
+        store(rec.store, cfg.keep, rec.store_root),
         runc(runc_bin, rec.runc_root, cfg.criu) {
     if (options.rootfs_zstd_level < 0)
       options.rootfs_zstd_level = cfg.checkpoint.rootfs_zstd_level();
@@ -275,7 +275,7 @@ struct ContainerCheckpoint::State {
 
   Manifest manifest() const {
     Manifest m;
-    m.ns = c.ns;
+    m.ns = c.owner;  // The manifest's "namespace" names the owner.
     m.key = c.key;
     m.container_id = c.id;
     m.node = hostname();
@@ -328,8 +328,8 @@ Result<ContainerCheckpoint> ContainerCheckpoint::begin(const ContainerRecord& c,
        {std::pair{"container id", &c.id}, {"namespace", &c.ns}, {"key", &c.key}}) {
     if (auto ok = validate_name(kind, *name); !ok) return std::unexpected(ok.error());
   }
-  auto lock = s->store.lock(c.ns, c.key, std::chrono::seconds(options.lock_timeout_s));
-  if (!lock) return std::unexpected(lock.error().wrap("lock " + c.ns + "/" + c.key));
+  auto lock = s->store.lock(c.owner, c.key, std::chrono::seconds(options.lock_timeout_s));
+  if (!lock) return std::unexpected(lock.error().wrap("lock " + c.owner + "/" + c.key));
   s->lock.emplace(std::move(*lock));
   (void)s->store.cleanup_stale(*s->lock);
   if (known != nullptr) {

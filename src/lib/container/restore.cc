@@ -71,9 +71,9 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
                                          bool* rootfs_clean) {
   if (rootfs_clean != nullptr) *rootfs_clean = true;
   auto start = std::chrono::steady_clock::now();
-  CheckpointStore store(rec.store, config.keep);
-  auto lock = store.lock(rec.ns, rec.key, std::chrono::seconds(60));
-  if (!lock) return std::unexpected(lock.error().wrap("lock " + rec.ns + "/" + rec.key));
+  CheckpointStore store(rec.store, config.keep, rec.store_root);
+  auto lock = store.lock(rec.owner, rec.key, std::chrono::seconds(60));
+  if (!lock) return std::unexpected(lock.error().wrap("lock " + rec.owner + "/" + rec.key));
   (void)store.cleanup_stale(*lock);
 
   auto root_path = read_root_path(rec.bundle);
@@ -82,7 +82,7 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
   // reason, the rootfs is put back, and the generation before it is tried.
   std::vector<std::string> failed;
   for (int attempt = 0; attempt < kMaxRestoreAttempts; ++attempt) {
-    auto ckpt = store.latest_verified(rec.ns, rec.key, *lock);
+    auto ckpt = store.latest_verified(rec.owner, rec.key, *lock);
     if (!ckpt) {
       // ENOENT means "none left that verifies"; the reasons are in the text.
       std::string why =

@@ -93,15 +93,18 @@ struct CommittedCheckpoint {
   std::vector<std::string> skipped;
 };
 
-/// The checkpoint store under a base directory. Layout: `<base>/<ns>/<key>/` (0700) with
+/// The checkpoint store under a base directory. Layout: `<base>/<owner>/<key>/` (0700) with
 /// `.lock`, `staging-<random>/`, `ckpt-<UTC time>/` (committed, manifest.json inside) and
 /// `failed-<UTC time>/` (moved aside, reason.txt inside). See checkpoint_store.cc.
 class CheckpointStore {
  public:
-  /// `keep`: committed generations kept per key (at least 1).
-  explicit CheckpointStore(std::string base, int keep = 2);
+  /// `keep`: committed generations kept per key (at least 1). `root`: the allowed root the
+  /// base lies under (see managed/store_layout.h), the trust anchor of every walk; empty:
+  /// the base is its own root.
+  explicit CheckpointStore(std::string base, int keep = 2, std::string root = {});
 
   [[nodiscard]] const std::string& base() const { return base_; }
+  [[nodiscard]] const std::string& root() const { return root_; }
 
   /// Validates the names, creates the directories (0700) and locks the key, waiting as
   /// `timeout` says (std::nullopt: without limit; see LockTimeout).
@@ -160,6 +163,7 @@ class CheckpointStore {
   void prune(const KeyLock& lock) const;
 
   std::string base_;
+  std::string root_;
   int keep_;
 };
 

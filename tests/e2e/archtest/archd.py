@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 
-from . import proc
+from . import daemons, proc
 
 
 def free_port():
@@ -68,6 +68,7 @@ def write_config(directory, node, socket_path, state_file, event_log, metrics_po
         text += f"criu = {node.criu}\n"
     text += f"[log]\nlevel = debug\nfile = {node.log_file}\n"
     text += f"[store]\npath = {node.store}\n[state]\ndir = {node.state}\n"
+    text += daemons.roots_section(getattr(node, "roots", None))
     text += (f"[agent]\nsocket = {socket_path}\nstate_file = {state_file}\n"
              f"event_log = {event_log}\n"
              f"metrics_address = {'127.0.0.1:%d' % metrics_port if metrics_port else ''}\n"

@@ -223,6 +223,7 @@ class NodeConf:
     log_file: str
     store: str
     state: str
+    roots: dict = dataclasses.field(default_factory=dict)  # [roots]: allowed store roots
 
 
 class Node:
@@ -235,7 +236,8 @@ class Node:
         self.base = os.path.join(cluster.base, f"node-{name}")
         self.holder = NsHolder(f"node {name}", f"{cluster.prefix}-{name}")
         self.conf = NodeConf(daemons.RUNC, cluster.bin.criu, os.path.join(self.base, "arch.log"),
-                             os.path.join(self.base, "store"), os.path.join(self.base, "state"))
+                             os.path.join(self.base, "store"), os.path.join(self.base, "state"),
+                             {"cluster": cluster.base})
         self.runc_root = os.path.join(self.base, "runc-root")
         self.output_dir = os.path.join(self.base, "container-output")
         self.imds = None
