@@ -35,7 +35,8 @@ def refused(c, cid, argv, env):
     r = c.run(cid, argv, env=env, check=False)
     assert r.returncode != 0, f"the create of {cid} was not refused\n{c.diagnostics(cid)}"
     assert c.status(cid) != "RUNNING"
-    return r.stderr + "\n" + open(c.node.log_file, errors="replace").read()
+    log = c.node.log_file
+    return r.stderr + "\n" + (open(log, errors="replace").read() if os.path.exists(log) else "")
 
 
 def tree_of(path):
