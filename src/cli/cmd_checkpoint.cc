@@ -19,20 +19,30 @@
 namespace arch::cli {
 namespace {
 
-// The stores to look in: the node's, every one a registered container names, and --store.
-std::set<std::string> store_bases(const NodeConfig& config, const std::string& extra) {
-  std::set<std::string> bases = {config.store_path};
-  for (const auto& rec : ContainerRegistry(config.state_dir).all()) bases.insert(rec.store);
-  if (!extra.empty()) bases = {extra};
+// The stores to look in: the node's, every one a registered container names, and --store,
+// each with its root (the trust anchor every walk starts from): a registered container's
+// allowed root; the node's store and --store (the admin's choice) are their own roots.
+std::map<std::string, std::string> store_bases(const NodeConfig& config, const std::string& extra) {
+  if (!extra.empty()) return {{extra, extra}};
+  std::map<std::string, std::string> bases = {{config.store_path, config.store_path}};
+  for (const auto& rec : ContainerRegistry(config.state_dir).all())
+    bases.emplace(rec.store, rec.store_root.empty() ? rec.store : rec.store_root);
   return bases;
+}
+
+// The store `base` as its root allows (itself when unknown).
+CheckpointStore store_at(const NodeConfig& config, const std::string& base) {
+  auto bases = store_bases(config, {});
+  auto it = bases.find(base);
+  return CheckpointStore(base, config.keep, it == bases.end() ? base : it->second);
 }
 
 std::vector<CheckpointInfo> all_checkpoints(const NodeConfig& config, const std::string& store,
                                             bool verify) {
   std::vector<CheckpointInfo> out;
   auto keys = shared_node_keyring(config);  // seals are checked when this node has keys
-  for (const auto& base : store_bases(config, store)) {
-    auto list = CheckpointStore(base, config.keep, keys).list_all(verify);
+  for (const auto& [base, root] : store_bases(config, store)) {
+    auto list = CheckpointStore(base, config.keep, root, keys).list_all(verify);
     if (list) out.insert(out.end(), list->begin(), list->end());
   }
   return out;
@@ -169,7 +179,7 @@ int run_rm(const std::string& store, const std::string& ref) {
   auto c = resolve(loaded.config, store, ref, false);
   if (!c) return report_error(c.error());
   std::string base = std::filesystem::path(c->path).parent_path().parent_path().parent_path();
-  CheckpointStore s(base, loaded.config.keep);
+  CheckpointStore s = store_at(loaded.config, base);
   auto lock = s.lock(c->ns, c->key, std::chrono::seconds(30));
   if (!lock) return report_error(lock.error());
   if (auto ok = s.remove_one(c->path, *lock); !ok) return report_error(ok.error());
@@ -225,7 +235,7 @@ void gc_key(const NodeConfig& config, const std::vector<CheckpointInfo>& dirs, l
     }
     return;
   }
-  CheckpointStore store(base, config.keep);
+  CheckpointStore store = store_at(config, base);
   auto lock = store.lock(any.ns, any.key, std::chrono::seconds(0));
   if (!lock) {
     actions.push_back({key_dir, "key", "kept: " + lock.error().message()});
@@ -249,7 +259,7 @@ int run_gc(const std::string& store, const std::string& older_than, bool dry_run
   long cutoff = static_cast<long>(::time(nullptr)) - static_cast<long>(age->count());
   std::set<std::string> in_use;
   for (const auto& rec : ContainerRegistry(loaded.config.state_dir).all())
-    in_use.insert(rec.store + "\n" + rec.ns + "\n" + rec.key);
+    in_use.insert(rec.store + "\n" + rec.owner + "\n" + rec.key);
   std::map<std::string, std::vector<CheckpointInfo>> keys;
   for (auto& c : all_checkpoints(loaded.config, store, false)) {
     keys[std::filesystem::path(c.path).parent_path().string()].push_back(std::move(c));

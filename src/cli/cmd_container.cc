@@ -38,7 +38,7 @@ std::string status_of(const Node& node, const ContainerRecord& rec) {
 }
 
 std::string latest_checkpoint(const ContainerRecord& rec) {
-  auto list = CheckpointStore(rec.store).list(rec.ns, rec.key);
+  auto list = CheckpointStore(rec.store, 2, rec.store_root).list(rec.owner, rec.key);
   if (!list) return "-";
   std::string latest = "-";
   for (const auto& c : *list) {
@@ -58,14 +58,15 @@ int run_list(bool json) {
   });
   nlohmann::json out = nlohmann::json::array();
   if (!json) {
-    fmt::print("{:<32} {:<9} {:<40} {:<28} {}\n", "NAMESPACE/ID", "STATUS", "KEY (FROM)",
-               "LATEST CHECKPOINT", "STORE");
+    fmt::print("{:<32} {:<9} {:<20} {:<40} {:<28} {}\n", "NAMESPACE/ID", "STATUS", "OWNER",
+               "KEY (FROM)", "LATEST CHECKPOINT", "STORE");
   }
   for (const auto& rec : records) {
     std::string status = status_of(*node, rec), latest = latest_checkpoint(rec);
     if (json) {
       out.push_back({{"namespace", rec.ns},
                      {"id", rec.id},
+                     {"owner", rec.owner},
                      {"key", rec.key},
                      {"key_source", rec.key_source.empty() ? "container-id" : rec.key_source},
                      {"workdir", rec.workdir},
@@ -75,7 +76,7 @@ int run_list(bool json) {
                      {"bundle", rec.bundle}});
     } else {
       std::string source = rec.key_source.empty() ? "container-id" : rec.key_source;
-      fmt::print("{:<32} {:<9} {:<40} {:<28} {}\n", rec.ns + "/" + rec.id, status,
+      fmt::print("{:<32} {:<9} {:<20} {:<40} {:<28} {}\n", rec.ns + "/" + rec.id, status, rec.owner,
                  rec.key + " (" + source + ")", latest, rec.store);
     }
   }

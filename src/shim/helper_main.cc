@@ -90,12 +90,12 @@ int remove_finished(const RuncCommandLine& cl, const NodeConfig& config, const R
   ContainerRegistry registry(config.state_dir);
   std::string root(cl.effective_root()), id(cl.container_id());
   if (auto rec = registry.find(root, id)) {
-    CheckpointStore store(rec->store, config.keep);
-    auto lock = store.lock(rec->ns, rec->key, std::chrono::seconds(10));
-    auto removed =
-        lock ? store.remove(rec->ns, rec->key, *lock) : Result<void>(std::unexpected(lock.error()));
+    CheckpointStore store(rec->store, config.keep, rec->store_root);
+    auto lock = store.lock(rec->owner, rec->key, std::chrono::seconds(10));
+    auto removed = lock ? store.remove(rec->owner, rec->key, *lock)
+                        : Result<void>(std::unexpected(lock.error()));
     if (removed) {
-      log.info(describe_call(cl) + ": job finished (exit 0): checkpoints of " + rec->ns + "/" +
+      log.info(describe_call(cl) + ": job finished (exit 0): checkpoints of " + rec->owner + "/" +
                rec->key + " removed from " + rec->store +
                (rec->workdir.empty() ? std::string() : ", work directory kept"));
     } else {

@@ -13,7 +13,9 @@
 //   delete: the registry record is dropped; a finished job's (exit 0) checkpoints are
 //     removed by arch-runc-helper;
 //   shared mode (ARCH_SHAREDFS_HOST_PATH + ARCH_WORKDIR_CONTAINER_PATH): the spec gets the
-//     job's work directory before runc sees it.
+//     job's work directory (bound into ARCH's state dir) before runc sees it;
+//   a store or share outside the node's allowed roots: the create fails with the reason
+//     (or, with [store] on_disallowed = unmanaged, runs without ARCH, with a warning).
 #include "shim.h"
 
 #include <unistd.h>
@@ -87,8 +89,15 @@ std::optional<int> handle_new_container(const RuncCommandLine& cl, const NodeCon
   std::string id(cl.container_id());
   std::optional<SharedWorkdir> workdir;
   auto rec = make_container_record(cl, bundle, *env, config, &workdir);
+  if (!rec && rec.error().code() == EPERM) {
+    // The container named a store outside the node's allowed roots.
+    if (!config.disallowed_unmanaged) return refuse_create(cl, log, rec.error().message());
+    log.warn(describe_call(cl) + ": ARCH-enabled container " + id +
+             " runs unmanaged ([store] on_disallowed = unmanaged): " + rec.error().message());
+    return std::nullopt;
+  }
   if (!rec) {
-    if (env->get("ARCH_SHAREDFS_HOST_PATH").empty()) {
+    if (env->get("ARCH_SHAREDFS_HOST_PATH").empty() && env->get("ARCH_SHAREDFS").empty()) {
       log.error(describe_call(cl) + ": ARCH-enabled container " + id +
                 " not managed: " + rec.error().message());
       return std::nullopt;
@@ -100,8 +109,8 @@ std::optional<int> handle_new_container(const RuncCommandLine& cl, const NodeCon
     auto ok = rootfs ? apply_shared_workdir(bundle, *rootfs, *workdir)
                      : Result<void>(std::unexpected(rootfs.error()));
     if (!ok) return refuse_create(cl, log, "shared work directory: " + ok.error().message());
-    log.info(describe_call(cl) + ": work directory " + workdir->host + " mounted at " +
-             workdir->container);
+    log.info(describe_call(cl) + ": work directory " + workdir->host + " bound at " +
+             workdir->mount + ", mounted at " + workdir->container);
   }
   // A new container with an old id must not inherit its predecessor's exit status.
   (void)forget_exit_status(exit_status_dir(config), rec->ns, rec->id);
@@ -109,10 +118,10 @@ std::optional<int> handle_new_container(const RuncCommandLine& cl, const NodeCon
     log.error(describe_call(cl) + ": ARCH-enabled container " + id +
               ": cannot record it in the registry: " + ok.error().message());
   }
-  std::string where =
-      " (namespace " + rec->ns + ", key " + rec->key + " from " + rec->key_source + ")";
+  std::string where = " (namespace " + rec->ns + ", owner " + rec->owner + ", key " + rec->key +
+                      " from " + rec->key_source + ")";
   if (cl.subcommand != Subcommand::kCreate ||
-      !has_committed_checkpoint(rec->store, rec->ns, rec->key)) {
+      !has_committed_checkpoint(rec->store_root, rec->store, rec->owner, rec->key)) {
     log.info(describe_call(cl) + ": ARCH-enabled container " + id + where + ": no checkpoint in " +
              rec->store + ", starting fresh");
     return std::nullopt;
@@ -147,7 +156,13 @@ void handle_delete(const RuncCommandLine& cl, const NodeConfig& config, const Ru
     if (rec.error().code() != ENOENT) registry.forget(root, id);
     return;
   }
-  bool has_checkpoint = has_committed_checkpoint(rec->store, rec->ns, rec->key);
+  if (!rec->workdir.empty()) {
+    // Shared mode's bind of the work directory (the container holds its own copy).
+    if (auto ok = release_workdir_mount(config.state_dir, root, id); !ok) {
+      log.warn(describe_call(cl) + ": work directory bind: " + ok.error().message());
+    }
+  }
+  bool has_checkpoint = has_committed_checkpoint(rec->store_root, rec->store, rec->owner, rec->key);
   std::optional<int> status;
   if (has_checkpoint) {
     // Only archd records exits: without it (no socket) the status stays unknown.

@@ -94,6 +94,9 @@ class NodeConfig:
     store: Optional[str] = None  # [store] path: the session's private checkpoint store
     state: Optional[str] = None  # [state] dir: the session's private container registry
     keys: Optional[str] = None   # [keys] dir: the session's node key (one key)
+    # [roots]: allowed store roots (name -> path). The session's temp dir is one, so tests'
+    # ARCH_CHECKPOINT_HOST_PATH / ARCH_SHAREDFS_HOST_PATH directories below it are allowed.
+    roots: dict = dataclasses.field(default_factory=dict)
 
 
 def criu_path():
@@ -111,9 +114,11 @@ def node_config(e2e_dir):
     store = os.path.join(e2e_dir, "store")
     state = os.path.join(e2e_dir, "arch-state")
     keys, _ = daemons.make_key_dir(os.path.join(e2e_dir, "keys"))
+    roots = {"e2e": e2e_dir}
     path = daemons.write_node_config(os.path.join(e2e_dir, "etc-arch"), log_file,
-                                     criu=criu_path(), store=store, state=state, keys=keys)
-    return NodeConfig(path, log_file, daemons.RUNC, criu_path(), store, state, keys)
+                                     criu=criu_path(), store=store, state=state, keys=keys,
+                                     roots=roots)
+    return NodeConfig(path, log_file, daemons.RUNC, criu_path(), store, state, keys, roots)
 
 
 @pytest.fixture(scope="session")

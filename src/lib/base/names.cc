@@ -51,4 +51,19 @@ Result<void> validate_name(std::string_view kind, std::string_view name) {
   return {};
 }
 
+Result<void> validate_owner(std::string_view name) {
+  if (name.size() > kMaxNameLength) return validate_name("owner", name);  // Says why.
+  std::size_t pos = 0;
+  for (;;) {
+    std::size_t plus = name.find('+', pos);
+    auto part =
+        name.substr(pos, plus == std::string_view::npos ? std::string_view::npos : plus - pos);
+    if (auto ok = validate_name("owner part", part); !ok) {
+      return fail("invalid owner " + printable(name) + ": " + ok.error().message());
+    }
+    if (plus == std::string_view::npos) return {};
+    pos = plus + 1;
+  }
+}
+
 }  // namespace arch

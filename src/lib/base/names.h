@@ -17,4 +17,9 @@ inline constexpr std::size_t kMaxNameLength = 128;
 /// why it was refused.
 Result<void> validate_name(std::string_view kind, std::string_view name);
 
+/// An owner (see managed/owner.h): one or more valid names joined by '+' ("default",
+/// "k8s.io+team-a", "ecs+prod+web"), at most kMaxNameLength characters in all. '+' never
+/// occurs in a containerd namespace, so derived owners cannot collide with plain ones.
+Result<void> validate_owner(std::string_view name);
+
 }  // namespace arch

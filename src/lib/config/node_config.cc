@@ -15,6 +15,7 @@
 
 #include "base/enum_names.h"
 #include "base/file_util.h"
+#include "base/names.h"
 
 namespace arch {
 
@@ -214,6 +215,48 @@ int on_jobs_entry(ParseState* state, std::string_view k, std::string_view v) {
   return 1;
 }
 
+// [roots] <name> = <path>: a valid name other than "local", an absolute path without '.'
+// or '..' components (repeated and trailing '/' dropped).
+int on_roots_entry(ParseState* state, std::string_view k, std::string_view v) {
+  if (auto ok = validate_name("[roots] name", k); !ok) {
+    state->error = ok.error().message();
+    return 0;
+  }
+  if (k == kLocalRootName) {
+    state->error = "[roots] local is the [store] path; choose another name";
+    return 0;
+  }
+  if (v.empty() || v.front() != '/') {
+    state->error = "[roots] " + std::string(k) + " must be an absolute path";
+    return 0;
+  }
+  std::string clean;
+  std::size_t pos = 0;
+  while (pos < v.size()) {
+    std::size_t next = v.find('/', pos);
+    if (next == std::string_view::npos) next = v.size();
+    std::string_view part = v.substr(pos, next - pos);
+    if (part == "." || part == "..") {
+      state->error = "[roots] " + std::string(k) + " must not contain '.' or '..'";
+      return 0;
+    }
+    if (!part.empty()) clean += "/" + std::string(part);
+    pos = next + 1;
+  }
+  if (clean.empty()) {
+    state->error = "[roots] " + std::string(k) + " must not be /";
+    return 0;
+  }
+  for (auto& r : state->config.roots) {
+    if (r.name == k) {
+      r.path = clean;
+      return 1;
+    }
+  }
+  state->config.roots.push_back({std::string(k), clean});
+  return 1;
+}
+
 int on_ini_entry(void* user, const char* section, const char* name, const char* value) {
   auto* state = static_cast<ParseState*>(user);
   std::string_view s(section), k(name), v(value);
@@ -235,6 +278,15 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
     state->config.keys.active = v;
     return 1;
   }
+  if (s == "store" && k == "on_disallowed") {
+    if (v != "fail" && v != "unmanaged") {
+      state->error = "[store] on_disallowed must be fail or unmanaged";
+      return 0;
+    }
+    state->config.disallowed_unmanaged = v == "unmanaged";
+    return 1;
+  }
+  if (s == "roots") return on_roots_entry(state, k, v);
   if (s == "store" && k == "keep") {
     int keep = std::atoi(std::string(v).c_str());
     if (keep < 1 || keep > 100) {
@@ -407,6 +459,12 @@ std::string set_config_value(std::string_view text, std::string_view section, st
 
 namespace arch {
 
+std::vector<StoreRoot> allowed_roots(const NodeConfig& c) {
+  std::vector<StoreRoot> out = {{kLocalRootName, c.store_path}};
+  out.insert(out.end(), c.roots.begin(), c.roots.end());
+  return out;
+}
+
 std::string default_node_config_text() {
   return R"(# ARCH node config (INI). Written by `archctl config init`; every key shows its default.
 # This file and its directory must be owned by root and not writable by group or others,
@@ -430,6 +488,21 @@ file = /var/log/arch/arch.log
 path = /var/lib/arch/checkpoints
 # Committed generations kept per container or job (1-100).
 keep = 2
+# fail | unmanaged: a container whose ARCH_STORE / ARCH_SHAREDFS / ARCH_CHECKPOINT_HOST_PATH /
+# ARCH_SHAREDFS_HOST_PATH names no allowed root (the path above, named "local", or one
+# under [roots]) either fails to create, with the reason in the engine's log (fail), or
+# runs without ARCH, with a warning (unmanaged).
+on_disallowed = fail
+
+[roots]
+# Further directories where root may keep checkpoints, one "name = path" line each (for
+# example the node's EFS or JuiceFS mount). A container picks one by name: ARCH_STORE=<name>
+# (its checkpoints in <path>/<owner>/<key>) or ARCH_SHAREDFS=<name> (shared mode:
+# <path>/checkpoint and <path>/work). ARCH_CHECKPOINT_HOST_PATH and ARCH_SHAREDFS_HOST_PATH
+# must name an allowed root or a directory under one. Every root, and every directory
+# from it down to a key, must be owned by root and not writable by group or others; no
+# symlink is followed below a root.
+# shared = /mnt/shared
 
 [state]
 # The registry of ARCH-enabled containers and the draining flag (tmpfs).

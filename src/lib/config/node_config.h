@@ -4,7 +4,8 @@
 // binaries read newer files):
 //   [runtime]  runc = /usr/sbin/runc      criu = /opt/arch/criu/bin/criu
 //   [log]      level = error|warn|info|debug   file = /var/log/arch/arch.log
-//   [store]    path = /var/lib/arch/checkpoints   keep = 2
+//   [store]    path = /var/lib/arch/checkpoints   keep = 2   on_disallowed = fail|unmanaged
+//   [roots]    <name> = <absolute path>   (further allowed store roots; see StoreRoot)
 //   [state]    dir = /run/arch
 //   [restore]  on_failure = fresh|fail   lazy_pages = false|true
 //              max_rootfs_bytes = 64G   max_archive_bytes = 256G   max_entries = 4000000
@@ -43,6 +44,17 @@ std::string_view log_level_name(LogLevel level);
 inline constexpr const char* kDefaultStorePath = "/var/lib/arch/checkpoints";
 inline constexpr const char* kDefaultKeysDir = "/etc/arch/keys";
 
+/// The name of the default store root ([store] path) among the allowed roots.
+inline constexpr const char* kLocalRootName = "local";
+
+/// A directory root may write checkpoints (and shared work directories) under: the node's
+/// default store ("local") or one named in [roots]. Roots must be owned by root and not
+/// writable by group or others; everything below is reached without following symlinks.
+struct StoreRoot {
+  std::string name;  ///< "local", or the [roots] key.
+  std::string path;  ///< Absolute, clean.
+};
+
 struct NodeConfig {
   std::string runc;  ///< The real runc; empty means "search the usual places".
   std::string criu;  ///< CRIU for ARCH's own checkpoint calls; empty means runc's default.
@@ -51,8 +63,12 @@ struct NodeConfig {
   std::string store_path = kDefaultStorePath;  ///< [store] path: checkpoints when the
                                                ///< container names no ARCH_CHECKPOINT_HOST_PATH.
   int keep = 2;                                ///< [store] keep: committed generations per key.
-  std::string state_dir = "/run/arch";         ///< [state] dir: the registry (tmpfs).
-  bool restore_failure_fails = false;          ///< [restore] on_failure = fresh | fail.
+  /// [store] on_disallowed = fail | unmanaged: a container whose ARCH_* variables name a
+  /// path outside every allowed root fails to create (fail), or runs without ARCH.
+  bool disallowed_unmanaged = false;
+  std::vector<StoreRoot> roots;         ///< [roots]: further allowed roots, in file order.
+  std::string state_dir = "/run/arch";  ///< [state] dir: the registry (tmpfs).
+  bool restore_failure_fails = false;   ///< [restore] on_failure = fresh | fail.
   bool restore_lazy_pages = false;  ///< [restore] lazy_pages: CRIU lazy pages (see lazy_pages.h).
   /// [restore] the node's caps on what a checkpoint may expand to when it is unpacked,
   /// beside the counts its manifest records (the tighter wins). Sizes take K/M/G/T.
@@ -117,6 +133,9 @@ inline std::string exit_status_dir(const NodeConfig& c) {
 inline std::string draining_flag(const NodeConfig& c) {
   return c.state_dir + "/draining";
 }
+
+/// Every allowed root: "local" ([store] path) first, then [roots] in file order.
+std::vector<StoreRoot> allowed_roots(const NodeConfig& c);
 
 /// The result of loading: the config (defaults where the file said nothing or could not
 /// be trusted) and the problems found, for the caller to log.

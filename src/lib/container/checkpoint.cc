@@ -178,7 +178,7 @@ struct ContainerCheckpoint::State {
         config(&cfg),
         runc_path(runc_bin),
         options(opts),
-        store(rec.store, cfg.keep, std::move(keys)),
+        store(rec.store, cfg.keep, rec.store_root, std::move(keys)),
         runc(runc_bin, rec.runc_root, cfg.criu) {
     if (options.rootfs_zstd_level < 0)
       options.rootfs_zstd_level = cfg.checkpoint.rootfs_zstd_level();
@@ -273,7 +273,7 @@ struct ContainerCheckpoint::State {
 
   Manifest manifest() const {
     Manifest m;
-    m.ns = c.ns;
+    m.ns = c.owner;  // The manifest's "namespace" names the owner.
     m.key = c.key;
     m.container_id = c.id;
     m.node = host_name();
@@ -337,8 +337,8 @@ Result<ContainerCheckpoint> ContainerCheckpoint::begin(const ContainerRecord& c,
   auto s = std::make_unique<State>(c, config, runc, options,
                                    std::make_shared<const Keyring>(std::move(*keys)));
   s->spec = std::move(*spec);
-  auto lock = s->store.lock(c.ns, c.key, std::chrono::seconds(options.lock_timeout_s));
-  if (!lock) return std::unexpected(lock.error().wrap("lock " + c.ns + "/" + c.key));
+  auto lock = s->store.lock(c.owner, c.key, std::chrono::seconds(options.lock_timeout_s));
+  if (!lock) return std::unexpected(lock.error().wrap("lock " + c.owner + "/" + c.key));
   s->lock.emplace(std::move(*lock));
   (void)s->store.cleanup_stale(*s->lock);
   if (known != nullptr) {

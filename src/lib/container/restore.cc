@@ -133,9 +133,9 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
   // No key, no restore: nothing unsealed is trusted (and nothing is moved aside for it).
   auto keys = load_node_keyring(config);
   if (!keys) return std::unexpected(keys.error().wrap("cannot check checkpoint seals"));
-  CheckpointStore store(rec.store, config.keep, std::make_shared<const Keyring>(std::move(*keys)));
-  auto lock = store.lock(rec.ns, rec.key, std::chrono::seconds(60));
-  if (!lock) return std::unexpected(lock.error().wrap("lock " + rec.ns + "/" + rec.key));
+  CheckpointStore store(rec.store, config.keep, rec.store_root, std::make_shared<const Keyring>(std::move(*keys)));
+  auto lock = store.lock(rec.owner, rec.key, std::chrono::seconds(60));
+  if (!lock) return std::unexpected(lock.error().wrap("lock " + rec.owner + "/" + rec.key));
   (void)store.cleanup_stale(*lock);
 
   // The new container's spec, to compare with the one each checkpoint was taken under.
@@ -148,7 +148,7 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
   // reason, the rootfs is put back, and the generation before it is tried.
   std::vector<std::string> failed;
   for (int attempt = 0; attempt < kMaxRestoreAttempts; ++attempt) {
-    auto ckpt = store.latest_verified(rec.ns, rec.key, *lock);
+    auto ckpt = store.latest_verified(rec.owner, rec.key, *lock);
     if (!ckpt) {
       // ENOENT means "none left that verifies"; the reasons are in the text.
       std::string why =

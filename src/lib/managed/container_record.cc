@@ -5,6 +5,8 @@
 
 #include "base/names.h"
 #include "managed/job_identity.h"
+#include "managed/owner.h"
+#include "managed/shared_mode.h"
 
 namespace arch {
 
@@ -26,12 +28,20 @@ Result<ContainerRecord> make_container_record(const RuncCommandLine& cl, const s
   if (!key) return std::unexpected(key.error());
   rec.key = key->key;
   rec.key_source = key->source;
-  auto store = store_base_for(env, config);
-  if (!store) return std::unexpected(store.error());
-  rec.store = *store;
-  auto workdir = shared_workdir_for(env, rec.ns, rec.key);
+  auto owner = derive_owner(rec.ns, env);
+  if (!owner) return std::unexpected(owner.error());
+  rec.owner = *owner;
+  auto place = store_place_for(env, config);
+  if (!place) return std::unexpected(place.error());
+  if (auto ok = check_store_place(*place); !ok) return std::unexpected(ok.error());
+  rec.store = place->base;
+  rec.store_root = place->root;
+  auto workdir = shared_workdir_for(*place, env, rec.owner, rec.key);
   if (!workdir) return std::unexpected(workdir.error());
-  if (*workdir) rec.workdir = (*workdir)->host;
+  if (*workdir) {
+    (*workdir)->mount = workdir_mount_path(config.state_dir, rec.runc_root, rec.id);
+    rec.workdir = (*workdir)->host;
+  }
   if (workdir_out != nullptr) *workdir_out = std::move(*workdir);
   return rec;
 }

@@ -14,9 +14,10 @@
 
 namespace arch {
 
-/// The registry record for an ARCH-enabled container being created: namespace derived,
-/// key resolved (resolve_job_key), store and shared work dir from its ARCH_* variables or
-/// the node's config; ids validated.
+/// The registry record for an ARCH-enabled container being created: namespace and owner
+/// derived (derive_owner), key resolved (resolve_job_key), store and shared work dir chosen
+/// by its ARCH_* variables among the node's allowed roots (store_place_for: EPERM when it
+/// names none); ids validated.
 /// `workdir`, when given, receives shared mode's work directory (std::nullopt without one).
 Result<ContainerRecord> make_container_record(const RuncCommandLine& cl, const std::string& bundle,
                                               const ArchEnv& env, const NodeConfig& config,

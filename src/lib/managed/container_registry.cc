@@ -24,6 +24,14 @@ std::string fnv64_hex(std::string_view s) {
   return buf;
 }
 
+}  // namespace
+
+std::string runc_root_hash(std::string_view runc_root) {
+  return fnv64_hex(runc_root);
+}
+
+namespace {
+
 std::string last_component(std::string_view path) {
   while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
   auto slash = path.find_last_of('/');
@@ -78,6 +86,8 @@ Result<void> ContainerRegistry::record(const ContainerRecord& rec) const {
                         {"runc_root", rec.runc_root},
                         {"bundle", rec.bundle},
                         {"store", rec.store},
+                        {"store_root", rec.store_root},
+                        {"owner", rec.owner},
                         {"log", rec.log},
                         {"created", rec.created},
                         {"checkpoint_on_stop", rec.checkpoint_on_stop}};
@@ -100,6 +110,9 @@ Result<ContainerRecord> read_record(const std::string& path) {
   rec.runc_root = doc.value("runc_root", "");
   rec.bundle = doc.value("bundle", "");
   rec.store = doc.value("store", "");
+  // Records written before owners and roots: the namespace owned, the store its own root.
+  rec.store_root = doc.value("store_root", rec.store);
+  rec.owner = doc.value("owner", rec.ns);
   rec.log = doc.value("log", "");
   rec.created = doc.value("created", 0L);
   rec.checkpoint_on_stop = doc.value("checkpoint_on_stop", false);

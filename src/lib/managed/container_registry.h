@@ -36,7 +36,13 @@ struct ContainerRecord {
   bool checkpoint_on_stop = false;  ///< ARCH_CHECKPOINT_ON_STOP=1: a SIGTERM checkpoints it.
   std::string key_source{};  ///< Where the key came from: "ARCH_JOB_ID", ..., "container-id".
   std::string workdir{};     ///< Shared mode: the work directory on the host, else empty.
+  std::string store_root{};  ///< The allowed root `store` lies under (see store_layout.h).
+  std::string owner{};       ///< Whom its checkpoints belong to (see owner.h).
 };
+
+/// A short stable name for a runc root (FNV-1a 64, hex): containers of different engines
+/// may share an id, never a (runc root, id) pair.
+std::string runc_root_hash(std::string_view runc_root);
 
 /// The containerd namespace of a container: from the shim's bundle path
 /// (.../io.containerd.runtime.v2.task/<ns>/<id>), else from the runc root

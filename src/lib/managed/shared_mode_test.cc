@@ -25,28 +25,79 @@ ArchEnv shared_env(const std::string& shared, const std::string& inside) {
   return env;
 }
 
-TEST(StoreLayout, SharedModeWinsAndPathsAreClean) {
+NodeConfig config_with_roots() {
   NodeConfig config;
+  config.roots = {{"shared", "/mnt/shared"}, {"efs", "/mnt/efs"}, {"efs-jobs", "/mnt/efs/jobs"}};
+  return config;
+}
+
+StorePlace place_of(const ArchEnv& env) {
+  auto place = store_place_for(env, config_with_roots());
+  EXPECT_TRUE(place) << place.error().message();
+  return place ? *place : StorePlace{};
+}
+
+TEST(StoreLayout, SharedModeWinsAndPathsAreClean) {
   ArchEnv env = shared_env("/mnt/shared/", "/work/");
-  env.vars["ARCH_CHECKPOINT_HOST_PATH"] = "/local";
-  EXPECT_EQ(store_base_for(env, config).value(), "/mnt/shared/checkpoint");
-  auto wd = shared_workdir_for(env, "default", "job-1");
+  env.vars["ARCH_CHECKPOINT_HOST_PATH"] = "/mnt/efs";
+  StorePlace place = place_of(env);
+  EXPECT_EQ(place.base, "/mnt/shared/checkpoint");
+  EXPECT_EQ(place.root, "/mnt/shared");
+  auto wd = shared_workdir_for(place, env, "default", "job-1");
   ASSERT_TRUE(wd && *wd);
   EXPECT_EQ((*wd)->host, "/mnt/shared/work/default/job-1");
+  EXPECT_EQ((*wd)->root, "/mnt/shared");
   EXPECT_EQ((*wd)->container, "/work");
-  EXPECT_FALSE(store_base_for(shared_env("relative", "/w"), config));
-  EXPECT_FALSE(store_base_for(shared_env("/mnt/../etc", "/w"), config));
-  EXPECT_FALSE(shared_workdir_for(shared_env("/mnt/s", "/w/../.."), "default", "k"));
-  EXPECT_FALSE(shared_workdir_for(shared_env("/mnt/s", "/"), "default", "k"));
-  EXPECT_FALSE(shared_workdir_for(shared_env("/mnt/s", "/w"), "default", "../k"));
-  ArchEnv no_workdir = shared_env("/mnt/s", "");
-  auto none = shared_workdir_for(no_workdir, "default", "k");
+  auto config = config_with_roots();
+  EXPECT_FALSE(store_place_for(shared_env("relative", "/w"), config));
+  EXPECT_FALSE(store_place_for(shared_env("/mnt/../etc", "/w"), config));
+  EXPECT_FALSE(shared_workdir_for(place, shared_env("/mnt/shared", "/w/../.."), "default", "k"));
+  EXPECT_FALSE(shared_workdir_for(place, shared_env("/mnt/shared", "/"), "default", "k"));
+  EXPECT_FALSE(shared_workdir_for(place, shared_env("/mnt/shared", "/w"), "default", "../k"));
+  auto none = shared_workdir_for(place, shared_env("/mnt/shared", ""), "default", "k");
   ASSERT_TRUE(none);
   EXPECT_FALSE(*none);
 }
 
+TEST(StoreLayout, HostPathsMustBeAnAllowedRootOrUnderOne) {
+  auto config = config_with_roots();
+  ArchEnv env;
+  for (const char* bad : {"/etc", "/etc/arch", "/mnt/shared2", "/", "/mnt", "/var/lib/arch"}) {
+    env.vars["ARCH_CHECKPOINT_HOST_PATH"] = bad;
+    auto place = store_place_for(env, config);
+    ASSERT_FALSE(place) << bad;
+    EXPECT_EQ(place.error().code(), EPERM) << bad;
+    EXPECT_NE(place.error().message().find("shared = /mnt/shared"), std::string::npos);
+    ArchEnv shared = shared_env(bad, "/w");
+    EXPECT_FALSE(store_place_for(shared, config)) << bad;
+  }
+  env.vars["ARCH_CHECKPOINT_HOST_PATH"] = "/mnt/efs/jobs/x";
+  StorePlace place = place_of(env);
+  EXPECT_EQ(place.root, "/mnt/efs/jobs");  // The most specific root.
+  EXPECT_EQ(place.base, "/mnt/efs/jobs/x");
+  env.vars["ARCH_CHECKPOINT_HOST_PATH"] = "/var/lib/arch/checkpoints/sub";
+  EXPECT_EQ(place_of(env).root_name, "local");
+}
+
+TEST(StoreLayout, RootsChosenByName) {
+  ArchEnv env;
+  env.vars["ARCH_STORE"] = "efs";
+  StorePlace place = place_of(env);
+  EXPECT_EQ(place.base, "/mnt/efs");
+  EXPECT_TRUE(place.shared.empty());
+  env.vars["ARCH_SHAREDFS"] = "shared";
+  place = place_of(env);
+  EXPECT_EQ(place.base, "/mnt/shared/checkpoint");
+  EXPECT_EQ(place.shared, "/mnt/shared");
+  env.vars["ARCH_SHAREDFS"] = "nope";
+  auto r = store_place_for(env, config_with_roots());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), EPERM);
+  EXPECT_EQ(place_of(ArchEnv{}).base, kDefaultStorePath);
+}
+
 TEST(SharedMode, SpecGetsTheMountAndCwd) {
-  SharedWorkdir wd{"/mnt/s", "/mnt/s/work/default/j", "/work"};
+  SharedWorkdir wd{"/mnt", "/mnt/s", "/mnt/s/work/default/j", "/work", "/run/arch/mounts/h/c/work"};
   auto text = add_workdir_to_spec(
       R"({"process":{"cwd":"/","args":["sh"]},"mounts":[{"destination":"/proc","type":"proc","source":"proc"}]})",
       wd);
@@ -54,7 +105,8 @@ TEST(SharedMode, SpecGetsTheMountAndCwd) {
   auto spec = nlohmann::json::parse(*text);
   EXPECT_EQ(spec["process"]["cwd"], "/work");
   ASSERT_EQ(spec["mounts"].size(), 2u);
-  EXPECT_EQ(spec["mounts"][1]["source"], "/mnt/s/work/default/j");
+  // runc mounts ARCH's root-only bind of the work directory, never the shared path.
+  EXPECT_EQ(spec["mounts"][1]["source"], "/run/arch/mounts/h/c/work");
   EXPECT_EQ(spec["mounts"][1]["destination"], "/work");
   EXPECT_EQ(spec["mounts"][1]["type"], "bind");
   // Idempotent: the same edit again changes nothing.
@@ -64,7 +116,7 @@ TEST(SharedMode, SpecGetsTheMountAndCwd) {
 }
 
 TEST(SharedMode, RefusesACollidingMountAndBadSpecs) {
-  SharedWorkdir wd{"/mnt/s", "/mnt/s/work/default/j", "/work"};
+  SharedWorkdir wd{"/mnt", "/mnt/s", "/mnt/s/work/default/j", "/work", "/run/arch/mounts/h/c/work"};
   auto clash = add_workdir_to_spec(
       R"({"process":{},"mounts":[{"destination":"/work","type":"bind","source":"/data"}]})", wd);
   ASSERT_FALSE(clash);
@@ -79,6 +131,7 @@ class SharedModeDirs : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("arch-shared-" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "shared");
+    for (auto p : {dir_, dir_ / "shared"}) ::chmod(p.c_str(), 0755);
     fs::create_directories(dir_ / "bundle" / "rootfs" / "etc");
     // An image symlink that would lead a host-side mkdir out of the rootfs.
     fs::create_symlink(dir_ / "outside", dir_ / "bundle" / "rootfs" / "work");
@@ -87,14 +140,20 @@ class SharedModeDirs : public ::testing::Test {
                                       "root":{"path":"rootfs"}})",
                                   0644));
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override {
+    (void)release_workdir_mount((dir_ / "state").string(), "/run/r", "c1");
+    fs::remove_all(dir_);
+  }
+  SharedWorkdir workdir(const std::string& shared, const std::string& inside) const {
+    return {dir_.string(), (dir_ / shared).string(), (dir_ / shared / "work/default/job").string(),
+            inside, workdir_mount_path((dir_ / "state").string(), "/run/r", "c1")};
+  }
   fs::path dir_;
 };
 
 TEST_F(SharedModeDirs, CreatesWorkDirAndMountPointInsideTheRootfs) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to chown the work directory";
-  SharedWorkdir wd{(dir_ / "shared").string(), (dir_ / "shared/work/default/job").string(),
-                   "/data/out"};
+  SharedWorkdir wd = workdir("shared", "/data/out");
   auto ok = apply_shared_workdir((dir_ / "bundle").string(), (dir_ / "bundle/rootfs").string(), wd);
   ASSERT_TRUE(ok) << ok.error().message();
   struct stat st {};
@@ -104,13 +163,46 @@ TEST_F(SharedModeDirs, CreatesWorkDirAndMountPointInsideTheRootfs) {
   EXPECT_TRUE(fs::is_directory(dir_ / "bundle/rootfs/data/out"));
   auto spec = nlohmann::json::parse(read_file((dir_ / "bundle/config.json").string()).value());
   EXPECT_EQ(spec["process"]["cwd"], "/data/out");
-  EXPECT_EQ(spec["mounts"][0]["source"], wd.host);
+  EXPECT_EQ(spec["mounts"][0]["source"], wd.mount);
+  // The bind shows the work directory, and goes at delete.
+  EXPECT_TRUE(fs::exists(fs::path(wd.mount)));
+  ASSERT_TRUE(write_file_atomic(wd.host + "/probe", "x", 0644));
+  EXPECT_TRUE(fs::exists(fs::path(wd.mount) / "probe"));
+  ASSERT_TRUE(release_workdir_mount((dir_ / "state").string(), "/run/r", "c1"));
+  EXPECT_FALSE(fs::exists(fs::path(wd.mount)));
+  EXPECT_TRUE(fs::exists(fs::path(wd.host) / "probe"));
+}
+
+TEST_F(SharedModeDirs, ASymlinkPlantedAtAnyLevelIsNeverMounted) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to bind-mount";
+  fs::create_directories(dir_ / "victim");
+  ::chmod((dir_ / "victim").c_str(), 0755);
+  ASSERT_TRUE(write_file_atomic((dir_ / "victim/secret").string(), "host", 0644));
+  for (const char* level : {"shared/work", "shared/work/default", "shared/work/default/job"}) {
+    fs::remove_all(dir_ / "shared/work");
+    fs::create_directories((dir_ / level).parent_path());
+    fs::create_symlink(dir_ / "victim", dir_ / level);
+    SharedWorkdir wd = workdir("shared", "/data/out");
+    auto ok =
+        apply_shared_workdir((dir_ / "bundle").string(), (dir_ / "bundle/rootfs").string(), wd);
+    ASSERT_FALSE(ok) << level;
+    EXPECT_FALSE(fs::exists(fs::path(wd.mount) / "secret")) << level;
+    EXPECT_FALSE(fs::exists(dir_ / "victim/default")) << level;
+  }
+}
+
+TEST_F(SharedModeDirs, AGroupWritableShareIsRefused) {
+  ::chmod((dir_ / "shared").c_str(), 0777);
+  SharedWorkdir wd = workdir("shared", "/data/out");
+  auto ok = apply_shared_workdir((dir_ / "bundle").string(), (dir_ / "bundle/rootfs").string(), wd);
+  ASSERT_FALSE(ok);
+  EXPECT_NE(ok.error().message().find("writable by group or others"), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir_ / "shared/work"));
 }
 
 TEST_F(SharedModeDirs, ImageSymlinkCannotLeadTheMountPointOutOfTheRootfs) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to chown the work directory";
-  SharedWorkdir wd{(dir_ / "shared").string(), (dir_ / "shared/work/default/job").string(),
-                   "/work/out"};
+  SharedWorkdir wd = workdir("shared", "/work/out");
   // /work -> <host dir>/outside resolves inside the rootfs, where it does not exist.
   auto ok = apply_shared_workdir((dir_ / "bundle").string(), (dir_ / "bundle/rootfs").string(), wd);
   EXPECT_FALSE(ok);
@@ -120,8 +212,7 @@ TEST_F(SharedModeDirs, ImageSymlinkCannotLeadTheMountPointOutOfTheRootfs) {
 }
 
 TEST_F(SharedModeDirs, UnmountedSharePathIsAnErrorNotALocalDirectory) {
-  SharedWorkdir wd{(dir_ / "not-mounted").string(),
-                   (dir_ / "not-mounted/work/default/job").string(), "/work"};
+  SharedWorkdir wd = workdir("not-mounted", "/work");
   auto ok = apply_shared_workdir((dir_ / "bundle").string(), (dir_ / "bundle/rootfs").string(), wd);
   ASSERT_FALSE(ok);
   EXPECT_NE(ok.error().message().find("mounted"), std::string::npos);

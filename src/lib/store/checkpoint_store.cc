@@ -1,6 +1,6 @@
 // CheckpointStore: layout, locking, the commit protocol and the reader's trust rule.
 //
-// Layout: `<base>/<ns>/<key>/` (every directory 0700, owned by us, every file 0600):
+// Layout: `<base>/<owner>/<key>/` (every directory 0700, owned by us, every file 0600):
 //   .lock                 flock'ed by whoever checkpoints, restores or deletes this key
 //   staging-<16 hex>/     a checkpoint being written (stale if no one holds .lock)
 //   ckpt-<stamp>/         committed generations, manifest.json inside
@@ -21,6 +21,13 @@
 // one that fails is renamed to failed-<stamp> with the reason, never deleted. Names
 // become paths only after validate_name(), and everything below the base is reached with
 // *at() calls and O_NOFOLLOW from directory fds.
+//
+// Trust: the base lies under an allowed root (the node's, see managed/store_layout.h). The
+// root must be owned by us (root) and not writable by group or others, and so must every
+// directory from it down to a key (openat2 without symlinks, base/beneath.h); ARCH never
+// chmods or chowns a directory it did not create. Deletes work from the key's fd, never
+// follow a symlink and never cross a mount point (a directory whose mount differs from its
+// parent's is refused), so they never leave the store.
 #include "store/checkpoint_store.h"
 
 #include <dirent.h>
@@ -37,6 +44,7 @@
 #include <memory>
 
 #include "base/clock.h"
+#include "base/beneath.h"
 #include "base/file_util.h"
 #include "base/names.h"
 #include "managed/store_layout.h"
@@ -151,28 +159,27 @@ Result<UniqueFd> open_dir_at(int parent, const std::string& name, const std::str
   return UniqueFd(fd);
 }
 
-// A store directory must be ours: another owner could plant checkpoints in it.
-// Permissions wider than 0700 are narrowed.
-Result<void> check_private(int fd, const std::string& path) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return fail_errno("stat " + path);
-  if (st.st_uid != ::geteuid()) {
-    return fail(fmt::format("{}: owned by uid {}, not by us (uid {}); refusing to use it", path,
-                            st.st_uid, ::geteuid()));
-  }
-  if ((st.st_mode & 077) != 0 && ::fchmod(fd, 0700) != 0) return fail_errno("chmod " + path);
-  return {};
+// Creates (0700) if missing and opens a store directory: one we did not create must be
+// ours and not writable by group or others (another user could plant checkpoints in it);
+// it is never chmod'ed.
+Result<UniqueFd> make_dir_at(int parent, const std::string& name, const std::string& path) {
+  return open_trusted_path(parent, name, dirname_of(path), BeneathOptions{.create = true});
 }
 
-// Creates (0700) if missing and opens a store directory, checking that it is ours.
-Result<UniqueFd> make_dir_at(int parent, const std::string& name, const std::string& path) {
-  if (::mkdirat(parent, name.c_str(), 0700) != 0 && errno != EEXIST) {
-    return fail_errno("mkdir " + path);
+// A directory on another mount than its parent (a bind or a filesystem mounted inside the
+// store): deletes never descend into it.
+Result<void> check_same_mount(int parent, int child, const std::string& name) {
+  struct stat ps {
+  }, cs{};
+  if (::fstat(parent, &ps) != 0 || ::fstat(child, &cs) != 0) return fail_errno("stat " + name);
+  auto pm = mount_id_of(parent);
+  auto cm = mount_id_of(child);
+  if (!pm || !cm) return fail_errno("statx " + name);
+  if (ps.st_dev != cs.st_dev || *pm != *cm) {
+    return std::unexpected(
+        Error(name + ": a mount point inside the store; refusing to delete across it", EXDEV));
   }
-  auto fd = open_dir_at(parent, name, path);
-  if (!fd) return fd;
-  if (auto ok = check_private(fd->get(), path); !ok) return std::unexpected(ok.error());
-  return fd;
+  return {};
 }
 
 Result<void> fsync_fd(int fd, const std::string& what) {
@@ -191,6 +198,7 @@ Result<void> remove_tree_at(int parent, const std::string& name) {
   if (S_ISDIR(st.st_mode)) {
     auto dir = open_dir_at(parent, name, name);
     if (!dir) return std::unexpected(dir.error());
+    if (auto ok = check_same_mount(parent, dir->get(), name); !ok) return ok;
     auto names = dir_names(dir->get());
     if (!names) return std::unexpected(names.error().wrap(name));
     for (const auto& child : *names) {
@@ -415,14 +423,13 @@ std::optional<CheckpointInfo> describe(int keyfd, const std::string& name, Kind 
 
 // Appends the directories of one key to `out`, committed ones newest first, then failed
 // ones, then staging leftovers. A store, namespace or key that does not exist holds none.
-Result<void> list_key(const std::string& base_path, std::string_view ns, std::string_view key,
-                      bool verify, const Keyring* keys, std::vector<CheckpointInfo>& out) {
+Result<void> list_key(int basefd, const std::string& base_path, std::string_view ns,
+                      std::string_view key, bool verify, const Keyring* keys,
+                      std::vector<CheckpointInfo>& out) {
   const std::string ns_path = base_path + "/" + std::string(ns);
   const std::string key_path = ns_path + "/" + std::string(key);
   auto absent = [](const Error& e) { return e.code() == ENOENT; };
-  auto base = open_file(base_path, O_RDONLY | O_DIRECTORY);
-  if (!base) return absent(base.error()) ? Result<void>() : std::unexpected(base.error());
-  auto ns_dir = open_dir_at(base->get(), std::string(ns), ns_path);
+  auto ns_dir = open_dir_at(basefd, std::string(ns), ns_path);
   if (!ns_dir) return absent(ns_dir.error()) ? Result<void>() : std::unexpected(ns_dir.error());
   auto key_dir = open_dir_at(ns_dir->get(), std::string(key), key_path);
   if (!key_dir) return absent(key_dir.error()) ? Result<void>() : std::unexpected(key_dir.error());
@@ -487,22 +494,34 @@ std::string_view to_string(CheckpointState state) {
 
 // ---- CheckpointStore ---------------------------------------------------------------
 
-CheckpointStore::CheckpointStore(std::string base, int keep, std::shared_ptr<const Keyring> keys)
-    : base_(std::move(base)), keep_(std::max(keep, 1)), keys_(std::move(keys)) {
+CheckpointStore::CheckpointStore(std::string base, int keep, std::string root,
+                                 std::shared_ptr<const Keyring> keys)
+    : base_(std::move(base)), root_(std::move(root)), keep_(std::max(keep, 1)), keys_(std::move(keys)) {
   while (base_.size() > 1 && base_.back() == '/') base_.pop_back();
+  while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
+  if (root_.empty()) root_ = base_;
 }
 
 Result<UniqueFd> CheckpointStore::open_base(bool create) const {
   if (base_.empty()) return fail("checkpoint store: no base directory");
-  if (create) {
+  if (!path_is_under(base_, root_)) {
+    return std::unexpected(Error(base_ + " is not under its root " + root_, EPERM));
+  }
+  // The root is the node's (its config): created when it is the store itself, as the
+  // default store is on first use; a named root must exist.
+  if (create && root_ == base_) {
     if (auto made = mkdir_parents(base_); !made) return std::unexpected(made.error());
   }
-  return open_file(base_, O_RDONLY | O_DIRECTORY);
+  auto root = open_trusted_root(root_);
+  if (!root) return std::unexpected(root.error().wrap("store root"));
+  if (root_ == base_) return root;
+  return open_trusted_path(root->get(), relative_to_root(base_, root_), root_,
+                           BeneathOptions{.create = create});
 }
 
 Result<KeyLock> CheckpointStore::lock(std::string_view ns, std::string_view key,
                                       LockTimeout timeout) const {
-  if (auto ok = validate_name("namespace", ns); !ok) return std::unexpected(ok.error());
+  if (auto ok = validate_owner(ns); !ok) return std::unexpected(ok.error());
   if (auto ok = validate_name("key", key); !ok) return std::unexpected(ok.error());
   const std::string ns_path = base_ + "/" + std::string(ns);
   const std::string key_path = ns_path + "/" + std::string(key);
@@ -673,10 +692,15 @@ void CheckpointStore::prune(const KeyLock& lock) const {
 
 Result<std::vector<CheckpointInfo>> CheckpointStore::list(std::string_view ns, std::string_view key,
                                                           bool verify) const {
-  if (auto ok = validate_name("namespace", ns); !ok) return std::unexpected(ok.error());
+  if (auto ok = validate_owner(ns); !ok) return std::unexpected(ok.error());
   if (auto ok = validate_name("key", key); !ok) return std::unexpected(ok.error());
   std::vector<CheckpointInfo> out;
-  if (auto ok = list_key(base_, ns, key, verify, keys_.get(), out); !ok)
+  auto base = open_base(/*create=*/false);
+  if (!base) {
+    if (base.error().code() == ENOENT) return out;
+    return std::unexpected(base.error());
+  }
+  if (auto ok = list_key(base->get(), base_, ns, key, verify, keys_.get(), out); !ok)
     return std::unexpected(ok.error());
   return out;
 }
@@ -692,7 +716,7 @@ Result<std::vector<CheckpointInfo>> CheckpointStore::list_all(bool verify) const
   if (!namespaces) return std::unexpected(namespaces.error().wrap("list " + base_));
   std::sort(namespaces->begin(), namespaces->end());
   for (const auto& ns : *namespaces) {
-    if (!validate_name("namespace", ns)) continue;
+    if (!validate_owner(ns)) continue;
     auto ns_dir = open_dir_at(base->get(), ns, base_ + "/" + ns);
     if (!ns_dir) continue;  // not a directory (or a symlink): not ours
     auto keys = dir_names(ns_dir->get());
@@ -700,7 +724,7 @@ Result<std::vector<CheckpointInfo>> CheckpointStore::list_all(bool verify) const
     std::sort(keys->begin(), keys->end());
     for (const auto& key : *keys) {
       if (!validate_name("key", key)) continue;
-      if (auto ok = list_key(base_, ns, key, verify, keys_.get(), out); !ok)
+      if (auto ok = list_key(base->get(), base_, ns, key, verify, keys_.get(), out); !ok)
         return std::unexpected(ok.error());
     }
   }
@@ -798,7 +822,7 @@ Result<void> CheckpointStore::remove_one(const std::string& path, const KeyLock&
 
 bool CheckpointStore::has_committed(std::string_view ns, std::string_view key) const {
   // One implementation, shared with arch-runc's hot path (store_layout.cc).
-  return has_committed_checkpoint(base_, std::string(ns), std::string(key));
+  return has_committed_checkpoint(root_, base_, std::string(ns), std::string(key));
 }
 
 }  // namespace arch

@@ -95,18 +95,24 @@ struct CommittedCheckpoint {
   std::vector<std::string> skipped;
 };
 
-/// The checkpoint store under a base directory. Layout: `<base>/<ns>/<key>/` (0700) with
+/// The checkpoint store under a base directory. Layout: `<base>/<owner>/<key>/` (0700) with
 /// `.lock`, `staging-<random>/`, `ckpt-<UTC time>/` (committed, manifest.json inside) and
 /// `failed-<UTC time>/` (moved aside, reason.txt inside). See checkpoint_store.cc.
 class CheckpointStore {
  public:
-  /// `keep`: committed generations kept per key (at least 1). `keys`: the node keys that
-  /// seal commits (the active one) and verify reads; without them commit fails and
-  /// latest_verified() refuses (error code ENOKEY, nothing moved aside).
-  explicit CheckpointStore(std::string base, int keep = 2,
+  /// `keep`: committed generations kept per key (at least 1). `root`: the allowed root the
+  /// base lies under (see managed/store_layout.h), the trust anchor of every walk; empty:
+  /// the base is its own root. `keys`: the node keys that seal commits (the active one) and
+  /// verify reads; without them commit fails and latest_verified() refuses (error code
+  /// ENOKEY, nothing moved aside).
+  explicit CheckpointStore(std::string base, int keep = 2, std::string root = {},
                            std::shared_ptr<const Keyring> keys = nullptr);
+  /// The base as its own root, with `keys`.
+  CheckpointStore(std::string base, int keep, std::shared_ptr<const Keyring> keys)
+      : CheckpointStore(std::move(base), keep, std::string(), std::move(keys)) {}
 
   [[nodiscard]] const std::string& base() const { return base_; }
+  [[nodiscard]] const std::string& root() const { return root_; }
   /// The node keys (nullptr when the store has none).
   [[nodiscard]] const Keyring* keys() const {
     return keys_ && !keys_->empty() ? keys_.get() : nullptr;
@@ -171,6 +177,7 @@ class CheckpointStore {
   void prune(const KeyLock& lock) const;
 
   std::string base_;
+  std::string root_;
   int keep_;
   std::shared_ptr<const Keyring> keys_;
 };

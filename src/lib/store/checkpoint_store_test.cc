@@ -621,7 +621,7 @@ TEST_F(CheckpointStoreTest, AListShowsABadSealAsCorrupt) {
 TEST_F(CheckpointStoreTest, WithoutAKeyNothingIsCommittedOrRestoredAndNothingMovedAside) {
   CheckpointStore sealed(base_.string(), 2, keys_);
   std::string path = commit(sealed, {{"a", "1"}});
-  CheckpointStore keyless(base_.string(), 2, nullptr);
+  CheckpointStore keyless(base_.string(), 2, std::shared_ptr<const Keyring>{});
   auto lock = keyless.lock("default", "job");
   ASSERT_TRUE(lock);
   auto staging = keyless.begin(*lock);
@@ -661,6 +661,63 @@ TEST_F(CheckpointStoreTest, AfterRotationTheOldKeyStillVerifiesAndTheNewOneSeals
   EXPECT_EQ(latest->path, new_gen);
   EXPECT_EQ(latest->manifest.seal.key_id, fresh->id);
   EXPECT_EQ(latest->manifest.format_version, kManifestFormatVersion);
+}
+
+TEST_F(CheckpointStoreTest, RemoveNeverFollowsASymlinkOrCrossesAMountPoint) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to bind-mount";
+  CheckpointStore store(base_.string(), 2, keys_);
+  std::string g1 = commit(store, {{"a", "1"}});
+  fs::create_directories(root_ / "victim/sub");
+  write(root_ / "victim/file", "precious");
+  write(root_ / "victim/sub/file", "precious");
+  // A symlink and a bind mount of the victim inside the generation.
+  fs::create_directory_symlink(root_ / "victim", fs::path(g1) / "link");
+  fs::create_directories(fs::path(g1) / "bound");
+  ASSERT_EQ(::mount((root_ / "victim").c_str(), (fs::path(g1) / "bound").c_str(), nullptr, MS_BIND,
+                    nullptr),
+            0)
+      << std::strerror(errno);
+  {
+    auto lock = store.lock("default", "job");
+    ASSERT_TRUE(lock);
+    auto removed = store.remove("default", "job", *lock);
+    ASSERT_FALSE(removed);
+    EXPECT_EQ(removed.error().code(), EXDEV) << removed.error().message();
+  }
+  EXPECT_EQ(read_file((root_ / "victim/file").string()).value_or(""), "precious");
+  EXPECT_EQ(read_file((root_ / "victim/sub/file").string()).value_or(""), "precious");
+  ::umount2((fs::path(g1) / "bound").c_str(), MNT_DETACH);
+  {
+    auto lock = store.lock("default", "job");
+    ASSERT_TRUE(lock);
+    ASSERT_TRUE(store.remove("default", "job", *lock));
+  }
+  EXPECT_EQ(read_file((root_ / "victim/file").string()).value_or(""), "precious");
+  EXPECT_FALSE(fs::exists(key_dir()));
+}
+
+TEST_F(CheckpointStoreTest, BaseUnderARootIsWalkedWithoutSymlinks) {
+  fs::create_directories(root_ / "elsewhere");
+  ::chmod(root_.c_str(), 0755);
+  fs::create_directory_symlink(root_ / "elsewhere", root_ / "sub");
+  CheckpointStore store((root_ / "sub/store").string(), 2, root_.string());
+  auto lock = store.lock("default", "job");
+  ASSERT_FALSE(lock);
+  EXPECT_TRUE(fs::is_empty(root_ / "elsewhere"));
+  // A base outside its root is refused outright.
+  CheckpointStore outside("/etc", 2, root_.string());
+  auto no = outside.lock("default", "job");
+  ASSERT_FALSE(no);
+  EXPECT_EQ(no.error().code(), EPERM);
+}
+
+TEST_F(CheckpointStoreTest, AGroupWritableKeyDirectoryIsRefusedNotChmodded) {
+  CheckpointStore store(base_.string(), 2, keys_);
+  commit(store, {{"a", "1"}});
+  ::chmod(key_dir().c_str(), 0777);
+  auto lock = store.lock("default", "job");
+  ASSERT_FALSE(lock);
+  EXPECT_EQ(mode_of(key_dir()), 0777u);
 }
 
 }  // namespace

@@ -72,6 +72,7 @@ def write_config(directory, node, socket_path, state_file, event_log, metrics_po
     if not keys:
         keys, _ = daemons.make_key_dir(os.path.join(directory, "keys"))
     text += f"[keys]\ndir = {keys}\n"
+    text += daemons.roots_section(getattr(node, "roots", None))
     text += (f"[agent]\nsocket = {socket_path}\nstate_file = {state_file}\n"
              f"event_log = {event_log}\n"
              f"metrics_address = {'127.0.0.1:%d' % metrics_port if metrics_port else ''}\n"

@@ -50,13 +50,22 @@ def make_key_dir(path):
     return path, kid
 
 
+def roots_section(roots, on_disallowed=None):
+    """[roots] lines (name -> path) and [store] on_disallowed, as arch.conf text."""
+    text = f"[store]\non_disallowed = {on_disallowed}\n" if on_disallowed else ""
+    if roots:
+        text += "[roots]\n" + "".join(f"{name} = {path}\n" for name, path in roots.items())
+    return text
+
+
 def write_node_config(directory, log_file, runc=RUNC, level="debug", criu=None, store=None,
-                      state=None, on_failure=None, keys=None):
+                      state=None, on_failure=None, keys=None, roots=None, on_disallowed=None):
     """Writes an arch.conf that arch-runc accepts (root-owned, not group/world writable).
 
-    criu, store ([store] path), state ([state] dir) and on_failure ([restore]) are
-    written only when given. keys ([keys] dir): a key dir; by default <directory>/keys,
-    made with one key (make_key_dir)."""
+    criu, store ([store] path), state ([state] dir), on_failure ([restore]), roots
+    ([roots]: the allowed store roots besides [store] path, name -> path) and
+    on_disallowed ([store]) are written only when given. keys ([keys] dir): a key dir; by
+    default <directory>/keys, made with one key (make_key_dir)."""
     os.makedirs(directory, mode=0o755, exist_ok=True)
     os.chmod(directory, 0o755)
     path = os.path.join(directory, "arch.conf")
@@ -73,6 +82,7 @@ def write_node_config(directory, log_file, runc=RUNC, level="debug", criu=None, 
     if keys is None:
         keys, _ = make_key_dir(os.path.join(directory, "keys"))
     text += f"[keys]\ndir = {keys}\n"
+    text += roots_section(roots, on_disallowed)
     with open(path, "w") as f:
         f.write(text)
     os.chmod(path, 0o644)

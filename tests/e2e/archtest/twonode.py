@@ -224,6 +224,7 @@ class NodeConf:
     store: str
     state: str
     keys: str  # [keys] dir: the cluster's, shared by both nodes (they share the store)
+    roots: dict = dataclasses.field(default_factory=dict)  # [roots]: allowed store roots
 
 
 class Node:
@@ -237,7 +238,7 @@ class Node:
         self.holder = NsHolder(f"node {name}", f"{cluster.prefix}-{name}")
         self.conf = NodeConf(daemons.RUNC, cluster.bin.criu, os.path.join(self.base, "arch.log"),
                              os.path.join(self.base, "store"), os.path.join(self.base, "state"),
-                             cluster.keys)
+                             cluster.keys, {"cluster": cluster.base})
         self.runc_root = os.path.join(self.base, "runc-root")
         self.output_dir = os.path.join(self.base, "container-output")
         self.imds = None
