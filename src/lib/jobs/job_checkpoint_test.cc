@@ -67,7 +67,7 @@ TEST_F(JobCheckpointTest, JobFileDefaultsAndRefusals) {
        {"", "not json", "[1,2]", R"({"pids": "x"})", R"({"job": 7})", R"({"shell_job": "yes"})"}) {
     auto r = parse_job_file(bad);
     ASSERT_FALSE(r) << bad;
-    EXPECT_EQ(r.error().code(), EINVAL) << bad;
+    EXPECT_EQ(r.error().kind(), ErrorKind::kInvalidInput) << bad;
     EXPECT_NE(r.error().message().find("job.json"), std::string::npos) << r.error().message();
   }
 }
@@ -79,7 +79,7 @@ TEST_F(JobCheckpointTest, ExportDirMustBeAnAbsoluteDirectory) {
                           (root_ / "missing").string(), (root_ / "file").string()}) {
     auto r = check_export_dir(bad);
     ASSERT_FALSE(r) << bad;
-    EXPECT_EQ(r.error().code(), EINVAL) << bad;
+    EXPECT_EQ(r.error().kind(), ErrorKind::kInvalidInput) << bad;
   }
 }
 
@@ -106,7 +106,7 @@ TEST_F(JobCheckpointTest, DumpRefusesAProcessThatIsNotTheJob) {
   gone.pid = child;
   auto r = dump_job(config_, gone, {});
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code(), EINVAL);
+  EXPECT_EQ(r.error().kind(), ErrorKind::kInvalidInput);
   EXPECT_NE(r.error().message().find("is gone"), std::string::npos) << r.error().message();
   // A live pid whose start time is not the job's: a reused pid, never dumped.
   JobRecord reused = gone;
@@ -114,7 +114,7 @@ TEST_F(JobCheckpointTest, DumpRefusesAProcessThatIsNotTheJob) {
   reused.start_time = 1;
   auto r2 = dump_job(config_, reused, {});
   ASSERT_FALSE(r2);
-  EXPECT_EQ(r2.error().code(), EINVAL);
+  EXPECT_EQ(r2.error().kind(), ErrorKind::kInvalidInput);
   EXPECT_FALSE(fs::exists(root_ / "store" / "jobs" / gone.id));  // nothing was staged
 }
 

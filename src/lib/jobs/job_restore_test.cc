@@ -103,7 +103,7 @@ TEST_F(JobRestoreTest, OpensTheStoredCheckpointInAScratchCopy) {
 TEST_F(JobRestoreTest, NoStoredCheckpointIsENOENT) {
   auto src = open_stored_job(config_, kId);
   ASSERT_FALSE(src);
-  EXPECT_EQ(src.error().code(), ENOENT);
+  EXPECT_EQ(src.error().kind(), ErrorKind::kNotFound);
   EXPECT_NE(src.error().message().find("has no checkpoint"), std::string::npos);
 }
 
@@ -168,14 +168,14 @@ TEST_F(JobRestoreTest, RefusesWhatIsNotAGoodJobCheckpoint) {
   for (const auto& [path, why] : cases) {
     auto src = import_job(config_, path, false);
     ASSERT_FALSE(src) << path;
-    EXPECT_EQ(src.error().code(), EINVAL) << src.error().message();
+    EXPECT_EQ(src.error().kind(), ErrorKind::kInvalidInput) << src.error().message();
     EXPECT_NE(src.error().message().find(why), std::string::npos) << src.error().message();
     EXPECT_NE(src.error().message().find(path.string()), std::string::npos)
         << src.error().message();
   }
   auto junk = import_job(config_, (root_ / "junk.tar.zst").string(), true);
   ASSERT_FALSE(junk);
-  EXPECT_EQ(junk.error().code(), EINVAL);
+  EXPECT_EQ(junk.error().kind(), ErrorKind::kInvalidInput);
   for (const auto& k : keys()) EXPECT_NE(k.rfind("import-", 0), 0u) << k << " left behind";
 }
 
@@ -183,7 +183,7 @@ TEST_F(JobRestoreTest, RemovedCheckpointsAreGone) {
   std::string ckpt = commit("jobs", kId);
   ASSERT_TRUE(remove_job_checkpoints(config_, kId));
   EXPECT_FALSE(fs::exists(ckpt));
-  EXPECT_EQ(open_stored_job(config_, kId).error().code(), ENOENT);
+  EXPECT_EQ(open_stored_job(config_, kId).error().kind(), ErrorKind::kNotFound);
   EXPECT_TRUE(remove_job_checkpoints(config_, kId));  // none: nothing to do
   // A name that climbs out of the namespace is refused, not followed.
   EXPECT_FALSE(remove_job_checkpoints(config_, "../jobs"));
@@ -216,7 +216,7 @@ TEST_F(JobRestoreTest, WaitPidsFreeReapsZombiesAndRefusesLiveOnes) {
   ::kill(live, SIGKILL);
   ::waitpid(live, nullptr, 0);
   ASSERT_FALSE(busy);
-  EXPECT_EQ(busy.error().code(), EBUSY);
+  EXPECT_EQ(busy.error().kind(), ErrorKind::kConflict);
   EXPECT_NE(busy.error().message().find("still runs"), std::string::npos);
 }
 
