@@ -108,3 +108,10 @@ for i, f in enumerate(frames):
     seed("zstd_frames", f"f{i}", f)
 if zstd(diff):
     seed("zstd_frames", "diff", zstd(diff))
+
+# seal: manifests with a seal by a key the target does not hold, and specs.
+sealed = dict(manifest, format_version=2, encryption=None,
+              seal={"alg": "HMAC-SHA256", "key_id": "0" * 16, "mac": "0" * 64})
+seed("seal", "sealed", json.dumps(sealed))
+seed("seal", "unsealed", json.dumps(manifest))
+seed("seal", "spec", json.dumps(spec))

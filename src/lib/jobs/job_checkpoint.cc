@@ -70,8 +70,12 @@ Result<void> criu_dump(const std::string& criu, const Staging& staging, const Jo
 }  // namespace
 
 JobStoreConfig job_store_config(const NodeConfig& config) {
-  JobStoreConfig c{config.store_path, config.keep, config.criu, config.limits.max_archive_bytes,
-                   config.limits.max_entries, shared_node_keyring(config)};
+  JobStoreConfig c{config.store_path,
+                   config.keep,
+                   config.criu,
+                   shared_node_keyring(config),
+                   config.limits.max_archive_bytes,
+                   config.limits.max_entries};
   if (!c.criu.empty()) return c;
   c.criu = "/usr/sbin/criu";
   for (const char* p : {"/opt/arch/criu/bin/criu", "/usr/local/sbin/criu"}) {

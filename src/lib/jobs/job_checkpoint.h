@@ -29,11 +29,11 @@ struct JobStoreConfig {
   std::string store_path;
   int keep = 2;      ///< Committed generations kept per job.
   std::string criu;  ///< The criu binary.
-  uint64_t max_archive_bytes = uint64_t{256} << 30;  ///< [restore] caps on an imported archive.
-  uint64_t max_entries = 4'000'000;
   /// The node keys that seal commits and check restores ([keys]; nullptr: none, so
   /// checkpoints and restores are refused naming `archctl key init`).
   std::shared_ptr<const Keyring> keys;
+  uint64_t max_archive_bytes = uint64_t{256} << 30;  ///< [restore] caps on an imported archive.
+  uint64_t max_entries = 4'000'000;
 };
 
 /// From the node config: [store] path and keep; [runtime] criu, else the first of

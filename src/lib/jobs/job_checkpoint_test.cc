@@ -122,6 +122,9 @@ TEST_F(JobCheckpointTest, ExportNamesTheArchiveAfterTheJob) {
   fs::path ckpt = root_ / "ckpt";
   fs::create_directories(ckpt / "images");
   std::ofstream(ckpt / "images" / "core-1.img") << "core";
+  // An archive starts with the checkpoint's manifest (job_archive.h); its contents do not
+  // matter to the export.
+  std::ofstream(ckpt / "manifest.json") << "{}";
   fs::create_directories(root_ / "out");
   long when = 1764979200;  // 2025-12-06T00:00:00Z
   auto e = export_job_checkpoint(ckpt.string(), (root_ / "out").string(), "counter", when,

@@ -28,6 +28,10 @@
 // chmods or chowns a directory it did not create. Deletes work from the key's fd, never
 // follow a symlink and never cross a mount point (a directory whose mount differs from its
 // parent's is refused), so they never leave the store.
+//
+// Length (~830 lines): one protocol (layout, lock, commit, the reader's trust rule, seals,
+// removal that never leaves the store) whose parts share the same fd-relative helpers and
+// invariants; kept in one file so the protocol can be read top to bottom.
 #include "store/checkpoint_store.h"
 
 #include <dirent.h>
