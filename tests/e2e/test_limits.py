@@ -100,7 +100,9 @@ def test_rootfs_diff_expanding_beyond_its_manifest_is_refused(ctr_containers):
     assert len(bomb_diff) < 2 << 20, len(bomb_diff)
     with open(diff_path, "wb") as f:
         f.write(bomb_diff)
-    reseal_manifest(ckpt, ["rootfs-diff.tar"])  # the digest only: extra keeps its counts
+    # The digest only, sealed again with the node key (as only the admin could): extra keeps
+    # its counts, so the limit, not the seal, must stop it.
+    reseal_manifest(ckpt, ["rootfs-diff.tar"], c.node.keys)
 
     start = time.monotonic()
     r = c.run(cid, workloads.counter(COUNT), check=False)
