@@ -55,11 +55,20 @@ def main():
         sys.exit("run as root: the demo starts containerd and runs containers")
     base = tempfile.mkdtemp(prefix="arch-demo-")
     os.chmod(base, 0o700)
+    # The demo's own node config: its store is the default root (allowed by the node, not
+    # chosen by the container) and its node key seals the checkpoint (SECURITY.md).
     store = os.path.join(base, "checkpoints")
-    ctd = daemons.Containerd(os.path.join(base, "containerd"))
-    run = ["run", "-d", "--runc-binary", ARCH_RUNC, "--env", "ARCH_ENABLE=1",
-           "--env", f"ARCH_CHECKPOINT_HOST_PATH={store}", image.IMAGE_NAME, CID,
-           "sh", "-c", COUNTER]
+    os.makedirs(store, mode=0o700)
+    criu = "/opt/arch/criu/bin/criu"  # where setup's install-criu.sh puts a private CRIU
+    config = daemons.write_node_config(os.path.join(base, "etc-arch"),
+                                       os.path.join(base, "arch.log"), level="info",
+                                       criu=criu if os.access(criu, os.X_OK) else None,
+                                       store=store, state=os.path.join(base, "state"))
+    os.environ["ARCH_CONFIG"] = config  # for archctl, and containerd's arch-runc calls
+    ctd = daemons.Containerd(os.path.join(base, "containerd"),
+                             env={"ARCH_CONFIG": config, "PATH": os.environ.get("PATH", "")})
+    run = ["run", "-d", "--runc-binary", ARCH_RUNC, "--env", "ARCH_ENABLE=1", image.IMAGE_NAME,
+           CID, "sh", "-c", COUNTER]
     try:
         say("arch-runc and archctl are installed")
         show([ARCH_RUNC, "--version"])
