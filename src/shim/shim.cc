@@ -89,8 +89,8 @@ std::optional<int> handle_new_container(const RuncCommandLine& cl, const NodeCon
   std::string id(cl.container_id());
   std::optional<SharedWorkdir> workdir;
   auto rec = make_container_record(cl, bundle, *env, config, &workdir);
-  if (!rec && rec.error().code() == EPERM) {
-    // The container named a store outside the node's allowed roots.
+  if (!rec && rec.error().kind() == ErrorKind::kPermission) {
+    // The container named a store outside the node's allowed roots (or one they refuse).
     if (!config.disallowed_unmanaged) return refuse_create(cl, log, rec.error().message());
     log.warn(describe_call(cl) + ": ARCH-enabled container " + id +
              " runs unmanaged ([store] on_disallowed = unmanaged): " + rec.error().message());

@@ -16,7 +16,7 @@ namespace arch {
 
 /// The registry record for an ARCH-enabled container being created: namespace and owner
 /// derived (derive_owner), key resolved (resolve_job_key), store and shared work dir chosen
-/// by its ARCH_* variables among the node's allowed roots (store_place_for: EPERM when it
+/// by its ARCH_* variables among the node's allowed roots (store_place_for: kind kPermission when it
 /// names none); ids validated.
 /// `workdir`, when given, receives shared mode's work directory (std::nullopt without one).
 Result<ContainerRecord> make_container_record(const RuncCommandLine& cl, const std::string& bundle,

@@ -66,7 +66,7 @@ TEST(StoreLayout, HostPathsMustBeAnAllowedRootOrUnderOne) {
     env.vars["ARCH_CHECKPOINT_HOST_PATH"] = bad;
     auto place = store_place_for(env, config);
     ASSERT_FALSE(place) << bad;
-    EXPECT_EQ(place.error().code(), EPERM) << bad;
+    EXPECT_EQ(place.error().kind(), ErrorKind::kPermission) << bad;
     EXPECT_NE(place.error().message().find("shared = /mnt/shared"), std::string::npos);
     ArchEnv shared = shared_env(bad, "/w");
     EXPECT_FALSE(store_place_for(shared, config)) << bad;
@@ -92,7 +92,7 @@ TEST(StoreLayout, RootsChosenByName) {
   env.vars["ARCH_SHAREDFS"] = "nope";
   auto r = store_place_for(env, config_with_roots());
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code(), EPERM);
+  EXPECT_EQ(r.error().kind(), ErrorKind::kPermission);
   EXPECT_EQ(place_of(ArchEnv{}).base, kDefaultStorePath);
 }
 

@@ -44,10 +44,11 @@ std::string roots_list(const NodeConfig& config) {
 }
 
 std::unexpected<Error> not_allowed(const NodeConfig& config, const std::string& what) {
-  return std::unexpected(Error(
-      what + " is not an allowed store root nor under one (the node allows: " + roots_list(config) +
-          ")",
-      EPERM));
+  return std::unexpected(
+      Error(ErrorKind::kPermission, what +
+                                        " is not an allowed store root nor under one (the node "
+                                        "allows: " +
+                                        roots_list(config) + ")"));
 }
 
 // The allowed root named `name`.
@@ -111,7 +112,7 @@ Result<StorePlace> store_place_for(const ArchEnv& env, const NodeConfig& config)
 }
 
 Result<void> check_store_place(const StorePlace& place) {
-  auto refuse = [](const Error& e) { return std::unexpected(Error(e.message(), EPERM)); };
+  auto refuse = [](const Error& e) { return std::unexpected(e.with_kind(ErrorKind::kPermission)); };
   auto root = open_trusted_root(place.root);
   if (!root) {
     if (root.error().code() == ENOENT && place.root == place.base) return {};  // Made later.

@@ -32,13 +32,13 @@ struct StorePlace {
 ///   <dir>/checkpoint; else ARCH_STORE=<root name> or ARCH_CHECKPOINT_HOST_PATH=<dir>: base <dir>;
 ///   else the node's [store] path.
 /// A host path must be absolute, free of "." and "..", and an allowed root or under one
-/// (the most specific root is chosen). Not allowed: an error with code EPERM, naming the
+/// (the most specific root is chosen). Not allowed: an error of kind kPermission, naming the
 /// allowed roots (the node's [store] on_disallowed decides what the create does).
 Result<StorePlace> store_place_for(const ArchEnv& env, const NodeConfig& config);
 
 /// Checks what exists of the path from the place's root down to its base: the root and
 /// every existing directory owned by root, not writable by group or others, none a
-/// symlink (missing ones are fine: ARCH creates them 0700 later). Errors have code EPERM.
+/// symlink (missing ones are fine: ARCH creates them 0700 later). Errors are of kind kPermission.
 Result<void> check_store_place(const StorePlace& place);
 
 /// Shared mode's work directory: where it lives on the host and where the container sees it.
