@@ -95,11 +95,12 @@ int main(int argc, char** argv) {
     const char* env = std::getenv("ARCH_CONFIG");
     args.explicit_config = env != nullptr && *env != '\0';
   }
-  LoadedConfig loaded = load_node_config(args.config);
+  LoadedConfig loaded = load_node_config(args.config, args.explicit_config);
   auto log = stderr_logger(loaded.config.log_level);
   for (const auto& w : loaded.warnings) log(LogLevel::kWarn, w);
-  if (args.explicit_config && !loaded.from_file) {
-    log(LogLevel::kError, "node config " + args.config + " was not used (see above): not starting");
+  if (!loaded.error.empty()) {
+    // Never run a drain or a restore on a policy that could not be read.
+    log(LogLevel::kError, loaded.error + ": not starting (check it with `archctl config check`)");
     return 2;
   }
   auto runc = resolve_runtime(loaded.config, "/proc/self/exe");

@@ -39,10 +39,10 @@ std::size_t collect_header(char* data, std::size_t size, std::size_t n, void* ou
   return size * n;
 }
 
-std::string socket_path() {
-  LoadedConfig loaded = load_node_config(config_path_from_env());
-  for (const auto& w : loaded.warnings) fmt::print(stderr, "warning: {}\n", w);
-  return loaded.config.agent.socket;
+Result<std::string> socket_path() {
+  auto config = node_config();
+  if (!config) return std::unexpected(config.error());
+  return config->agent.socket;
 }
 
 }  // namespace
@@ -50,7 +50,9 @@ std::string socket_path() {
 Result<ArchdReply> archd_call(const std::string& method, const std::string& path, const json& body,
                               long timeout_ms) {
   static const bool initialised = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
-  static const std::string socket = socket_path();
+  static const Result<std::string> socket_or = socket_path();
+  if (!socket_or) return std::unexpected(socket_or.error());
+  const std::string& socket = *socket_or;
   std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(initialised ? curl_easy_init() : nullptr,
                                                            curl_easy_cleanup);
   if (!curl) return fail("libcurl could not be initialised");

@@ -60,8 +60,9 @@ std::string human_bytes(uint64_t n) {
 }
 
 int run_list(const std::string& store, bool verify, bool json) {
-  LoadedConfig loaded = load_node_config(config_path_from_env());
-  auto list = all_checkpoints(loaded.config, store, verify);
+  auto config = node_config();
+  if (!config) return report_error(config.error());
+  auto list = all_checkpoints(*config, store, verify);
   if (json) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& c : list) {
@@ -93,10 +94,15 @@ Result<CheckpointInfo> resolve(const NodeConfig& config, const std::string& stor
   for (const auto& c : all_checkpoints(config, store, verify)) {
     bool by_path = c.path == ref || c.path == std::filesystem::weakly_canonical(ref).string();
     bool by_key = c.ns + "/" + c.key == ref && c.name.starts_with("ckpt-");
-    if (by_path || by_key) found = c;  // list is oldest first: the last match is the newest
+    if (by_path || by_key) {  // the store lists each key's checkpoints newest first
+      found = c;
+      break;
+    }
   }
-  if (!found)
-    return fail("no checkpoint " + ref + " (give a checkpoint directory or NAMESPACE/KEY)");
+  if (!found) {
+    return fail(ErrorKind::kNotFound,
+                "no checkpoint " + ref + " (give a checkpoint directory or NAMESPACE/KEY)");
+  }
   return *found;
 }
 
@@ -111,8 +117,9 @@ uint64_t size_matching(const std::string& dir, std::string_view prefix) {
 }
 
 int run_inspect(const std::string& store, const std::string& ref, bool json) {
-  LoadedConfig loaded = load_node_config(config_path_from_env());
-  auto c = resolve(loaded.config, store, ref, true);
+  auto config = node_config();
+  if (!config) return report_error(config.error());
+  auto c = resolve(*config, store, ref, true);
   if (!c) return report_error(c.error());
   std::string images = c->path + "/images";
   uint64_t memory = size_matching(images, "pages-");
@@ -175,11 +182,12 @@ int run_inspect(const std::string& store, const std::string& ref, bool json) {
 }
 
 int run_rm(const std::string& store, const std::string& ref) {
-  LoadedConfig loaded = load_node_config(config_path_from_env());
-  auto c = resolve(loaded.config, store, ref, false);
+  auto config = node_config();
+  if (!config) return report_error(config.error());
+  auto c = resolve(*config, store, ref, false);
   if (!c) return report_error(c.error());
   std::string base = std::filesystem::path(c->path).parent_path().parent_path().parent_path();
-  CheckpointStore s = store_at(loaded.config, base);
+  CheckpointStore s = store_at(*config, base);
   auto lock = s.lock(c->ns, c->key, std::chrono::seconds(30));
   if (!lock) return report_error(lock.error());
   if (auto ok = s.remove_one(c->path, *lock); !ok) return report_error(ok.error());
@@ -255,18 +263,18 @@ void gc_key(const NodeConfig& config, const std::vector<CheckpointInfo>& dirs, l
 int run_gc(const std::string& store, const std::string& older_than, bool dry_run, bool json) {
   auto age = parse_duration(older_than);
   if (!age) return report_error(age.error());
-  LoadedConfig loaded = load_node_config(config_path_from_env());
+  auto config = node_config();
+  if (!config) return report_error(config.error());
   long cutoff = static_cast<long>(::time(nullptr)) - static_cast<long>(age->count());
   std::set<std::string> in_use;
-  for (const auto& rec : ContainerRegistry(loaded.config.state_dir).all())
+  for (const auto& rec : ContainerRegistry((*config).state_dir).all())
     in_use.insert(rec.store + "\n" + rec.owner + "\n" + rec.key);
   std::map<std::string, std::vector<CheckpointInfo>> keys;
-  for (auto& c : all_checkpoints(loaded.config, store, false)) {
+  for (auto& c : all_checkpoints((*config), store, false)) {
     keys[std::filesystem::path(c.path).parent_path().string()].push_back(std::move(c));
   }
   std::vector<GcAction> actions;
-  for (const auto& [dir, dirs] : keys)
-    gc_key(loaded.config, dirs, cutoff, dry_run, in_use, actions);
+  for (const auto& [dir, dirs] : keys) gc_key((*config), dirs, cutoff, dry_run, in_use, actions);
   bool failed = false;
   nlohmann::json out = nlohmann::json::array();
   for (const auto& a : actions) {

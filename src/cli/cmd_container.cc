@@ -25,11 +25,11 @@ struct Node {
 };
 
 Result<Node> load_node() {
-  LoadedConfig loaded = load_node_config(config_path_from_env());
-  for (const auto& w : loaded.warnings) fmt::print(stderr, "warning: {}\n", w);
-  auto runc = resolve_runtime(loaded.config, "/proc/self/exe");
+  auto config = node_config();
+  if (!config) return std::unexpected(config.error());
+  auto runc = resolve_runtime(*config, "/proc/self/exe");
   if (!runc) return std::unexpected(runc.error());
-  return Node{loaded.config, *runc};
+  return Node{*config, *runc};
 }
 
 std::string status_of(const Node& node, const ContainerRecord& rec) {
@@ -40,13 +40,13 @@ std::string status_of(const Node& node, const ContainerRecord& rec) {
 std::string latest_checkpoint(const ContainerRecord& rec) {
   auto list = CheckpointStore(rec.store, 2, rec.store_root).list(rec.owner, rec.key);
   if (!list) return "-";
-  std::string latest = "-";
+  // list() gives each kind newest first: the first committed one is the latest.
   for (const auto& c : *list) {
     if (c.state == CheckpointState::kCommitted || c.state == CheckpointState::kVerified) {
-      latest = c.name;
+      return c.name;
     }
   }
-  return latest;
+  return "-";
 }
 
 int run_list(bool json) {

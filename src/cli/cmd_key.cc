@@ -17,12 +17,16 @@ struct KeyOptions {
   bool json = false;
 };
 
-std::string keys_dir() {
-  return load_node_config(config_path_from_env()).config.keys.dir;
+Result<std::string> keys_dir() {
+  auto config = node_config();
+  if (!config) return std::unexpected(config.error());
+  return config->keys.dir;
 }
 
 int run_init() {
-  std::string dir = keys_dir();
+  auto dir_or = keys_dir();
+  if (!dir_or) return report_error(dir_or.error());
+  const std::string& dir = *dir_or;
   bool created = false;
   auto key = init_node_keys(dir, &created);
   if (!key) return report_error(key.error().message());
@@ -31,8 +35,9 @@ int run_init() {
 }
 
 int run_list(bool json) {
-  LoadedConfig loaded = load_node_config(config_path_from_env());
-  auto ring = load_node_keyring(loaded.config);
+  auto config = node_config();
+  if (!config) return report_error(config.error());
+  auto ring = load_node_keyring(*config);
   if (!ring) return report_error(ring.error().message());
   const NodeKey* active = ring->active();
   if (json) {
@@ -48,7 +53,9 @@ int run_list(bool json) {
 }
 
 int run_rotate() {
-  std::string dir = keys_dir();
+  auto dir_or = keys_dir();
+  if (!dir_or) return report_error(dir_or.error());
+  const std::string& dir = *dir_or;
   auto key = rotate_node_key(dir);
   if (!key) return report_error(key.error().message());
   fmt::print("new active key {} in {} (older keys still verify until `archctl key rm`)\n", key->id,
@@ -57,11 +64,12 @@ int run_rotate() {
 }
 
 int run_export(const std::string& id) {
-  LoadedConfig loaded = load_node_config(config_path_from_env());
-  auto ring = load_node_keyring(loaded.config);
+  auto config = node_config();
+  if (!config) return report_error(config.error());
+  auto ring = load_node_keyring(*config);
   if (!ring) return report_error(ring.error().message());
   const NodeKey* key = id.empty() ? ring->active() : ring->find(id);
-  if (key == nullptr) return report_error("no key " + id + " in " + loaded.config.keys.dir);
+  if (key == nullptr) return report_error("no key " + id + " in " + config->keys.dir);
   fmt::print("{}", export_node_key(*key));
   return 0;
 }
@@ -71,7 +79,9 @@ int run_import(const std::string& file) {
   if (!text) return report_error(text.error().wrap(file).message());
   auto key = parse_exported_node_key(*text);
   if (!key) return report_error(key.error().wrap(file).message());
-  std::string dir = keys_dir();
+  auto dir_or = keys_dir();
+  if (!dir_or) return report_error(dir_or.error());
+  const std::string& dir = *dir_or;
   if (auto ok = install_node_key(dir, *key); !ok) return report_error(ok.error().message());
   // The first key of a node becomes its active one; otherwise the active key stays.
   if (auto ring = load_keyring(dir); !ring) {
@@ -82,7 +92,9 @@ int run_import(const std::string& file) {
 }
 
 int run_rm(const std::string& id) {
-  std::string dir = keys_dir();
+  auto dir_or = keys_dir();
+  if (!dir_or) return report_error(dir_or.error());
+  const std::string& dir = *dir_or;
   if (auto ok = remove_node_key(dir, id); !ok) return report_error(ok.error().message());
   fmt::print("removed key {} (checkpoints sealed with it are no longer restored here)\n", id);
   return 0;

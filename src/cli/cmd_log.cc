@@ -21,10 +21,9 @@ struct LogOptions {
 int run_log(const LogOptions& opts) {
   std::string path = config_path_from_env();
   if (opts.level.empty() && opts.file.empty()) {
-    LoadedConfig loaded = load_node_config(path);
-    for (const auto& w : loaded.warnings) fmt::print(stderr, "warning: {}\n", w);
-    fmt::print("level: {}\nfile:  {}\n", log_level_name(loaded.config.log_level),
-               loaded.config.log_file);
+    auto config = node_config();
+    if (!config) return report_error(config.error());
+    fmt::print("level: {}\nfile:  {}\n", log_level_name(config->log_level), config->log_file);
     return 0;
   }
   if (!opts.level.empty()) {

@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "config/node_config.h"
+#include "exit_codes.h"
 #include "runtime/runtime_path.h"
 #include "version.h"
 
@@ -12,15 +13,17 @@ namespace arch::cli {
 Handler add_version_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("version", "Show ARCH's version and the runc it uses");
   (void)cmd;
-  return [] {
+  return []() -> int {
     fmt::print("archctl version {} (commit {})\n", kVersion, kGitCommit);
-    LoadedConfig loaded = load_node_config(config_path_from_env());
+    LoadedConfig loaded = load_node_config_from_env();
     fmt::print("config:  {}{}\n", loaded.path, loaded.from_file ? "" : " (not used; defaults)");
     for (const auto& w : loaded.warnings) fmt::print("warning: {}\n", w);
+    if (!loaded.error.empty()) fmt::print("error:   {}\n", loaded.error);
     auto runtime = resolve_runtime(loaded.config, "/proc/self/exe");
     fmt::print("runc:    {}\n", runtime ? *runtime : "unusable: " + runtime.error().message());
     fmt::print("criu:    {}\n",
                loaded.config.criu.empty() ? "(runc's default)" : loaded.config.criu);
+    if (!loaded.error.empty()) return kExitUsage;
     return runtime ? 0 : 1;
   };
 }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "base/error.h"
+#include "config/node_config.h"
 
 namespace arch::cli {
 
@@ -24,6 +25,8 @@ Handler add_job_command(CLI::App& app);
 Handler add_process_command(CLI::App& app);
 Handler add_config_command(CLI::App& app);
 Handler add_key_command(CLI::App& app);
+/// `archctl completion bash`: a bash completion script made from `app`'s commands.
+Handler add_completion_command(CLI::App& app);
 
 /// Adds `-o,--output json` (machine-readable output) to `cmd`; any other value is a usage error.
 void add_output_option(CLI::App* cmd, std::string& output);
@@ -43,6 +46,12 @@ Result<ArchdReply> archd_call(const std::string& method, const std::string& path
                               const nlohmann::json& body = nullptr, long timeout_ms = 900000);
 /// "archd answered 404: no job 'x'", of the kind the status stands for (cli/exit_codes.h).
 Error archd_error(const ArchdReply& reply);
+
+/// The node config archctl acts on ($ARCH_CONFIG or /etc/arch/arch.conf; the defaults
+/// when that file is absent). Its warnings go to stderr. A file that exists (or that
+/// ARCH_CONFIG names) but cannot be used is an error: archctl never acts on a policy it
+/// could not read.
+Result<NodeConfig> node_config();
 
 /// Prints "archctl: error: <message>" to stderr and returns the exit code of its kind.
 int report_error(const Error& error);

@@ -114,8 +114,15 @@ int main(int argc, char** argv) {
   using namespace arch;
   std::span<const char* const> args(argv, static_cast<std::size_t>(argc));
   RuncCommandLine cl = parse_runc_command_line(args);
-  LoadedConfig loaded = load_node_config(config_path_from_env());
+  LoadedConfig loaded = load_node_config_from_env();
   RuncLog log = log_for_call(cl, loaded.config);
+  if (!loaded.error.empty()) {
+    // arch-runc passes calls through on such a config; reaching here means it changed
+    // between the two reads. Act on no policy: fail the call with the reason.
+    log.error(describe_call(cl) + ": " + loaded.error);
+    std::fprintf(stderr, "%s: %s\n", describe_call(cl).c_str(), loaded.error.c_str());
+    return 1;
+  }
   auto runtime = resolve_runtime(loaded.config, "/proc/self/exe");
   if (!runtime) {
     log.error(describe_call(cl) + ": " + runtime.error().message());

@@ -229,9 +229,13 @@ void handle_kill(const RuncCommandLine& cl, const NodeConfig& config, const Runc
 int run_shim(int argc, const char* const* argv) {
   std::span<const char* const> args(argv, static_cast<std::size_t>(argc));
   RuncCommandLine cl = parse_runc_command_line(args);
-  LoadedConfig loaded = load_node_config(config_path_from_env());
+  LoadedConfig loaded = load_node_config_from_env();
   RuncLog log = log_for_call(cl, loaded.config);
   for (const auto& warning : loaded.warnings) log.warn("arch-runc: " + warning);
+  // A config that cannot be read is no policy: every call goes to runc unchanged, and the
+  // reason is in the log (archd and archctl refuse to act on it, so the operator hears).
+  const bool managed = loaded.error.empty();
+  if (!managed) log.error("arch-runc: " + loaded.error + "; passing the call through to runc");
 
   auto runtime = resolve_runtime(loaded.config, "/proc/self/exe");
   if (runtime && std::getenv(kHopVariable) != nullptr) {
@@ -251,7 +255,7 @@ int run_shim(int argc, const char* const* argv) {
     std::printf("arch-runc version %s (commit %s)\n", kVersion, kGitCommit);
     std::fflush(stdout);
   }
-  if (cl.exact && !cl.help) {
+  if (managed && cl.exact && !cl.help) {
     if (cl.subcommand == Subcommand::kCreate || cl.subcommand == Subcommand::kRun) {
       if (auto status = handle_new_container(cl, loaded.config, log, argv)) return *status;
     } else if (cl.subcommand == Subcommand::kDelete) {

@@ -16,6 +16,7 @@
 #include "base/enum_names.h"
 #include "base/file_util.h"
 #include "base/names.h"
+#include "base/suggest.h"
 
 namespace arch {
 
@@ -257,9 +258,64 @@ int on_roots_entry(ParseState* state, std::string_view k, std::string_view v) {
   return 1;
 }
 
+// The sections and keys this version knows: those of default_node_config_text(), which
+// shows every key ([roots] takes any name). Anything else is a typo or a newer version's
+// key, and either way the operator must hear of it rather than have it silently ignored.
+struct KnownKeys {
+  std::vector<std::string> sections;
+  std::vector<std::pair<std::string, std::string>> keys;  // (section, key)
+};
+
+const KnownKeys& known_keys() {
+  static const KnownKeys known = [] {
+    KnownKeys k;
+    std::string text = default_node_config_text();
+    std::string section;
+    for (std::size_t pos = 0; pos < text.size();) {
+      auto nl = text.find('\n', pos);
+      if (nl == std::string::npos) nl = text.size();
+      std::string_view line(text.data() + pos, nl - pos);
+      pos = nl + 1;
+      if (line.empty() || line.front() == '#' || line.front() == ';') continue;
+      if (line.front() == '[') {
+        section = std::string(line.substr(1, line.find(']') - 1));
+        k.sections.push_back(section);
+        continue;
+      }
+      auto eq = line.find('=');
+      if (eq == std::string_view::npos) continue;
+      auto key = line.substr(0, eq);
+      while (!key.empty() && key.back() == ' ') key.remove_suffix(1);
+      k.keys.emplace_back(section, std::string(key));
+    }
+    return k;
+  }();
+  return known;
+}
+
+// Refuses a section or key this version does not know, naming the closest known one.
+bool check_known(ParseState* state, std::string_view s, std::string_view k) {
+  const KnownKeys& known = known_keys();
+  if (std::find(known.sections.begin(), known.sections.end(), s) == known.sections.end()) {
+    state->error = "unknown section [" + std::string(s) + "]" + did_you_mean(s, known.sections);
+    return false;
+  }
+  if (s == "roots") return true;  // any root name
+  std::vector<std::string> in_section;
+  for (const auto& [sec, key] : known.keys) {
+    if (sec != s) continue;
+    if (key == k) return true;
+    in_section.push_back(key);
+  }
+  state->error =
+      "[" + std::string(s) + "] " + std::string(k) + ": unknown key" + did_you_mean(k, in_section);
+  return false;
+}
+
 int on_ini_entry(void* user, const char* section, const char* name, const char* value) {
   auto* state = static_cast<ParseState*>(user);
   std::string_view s(section), k(name), v(value);
+  if (!check_known(state, s, k)) return 0;
   auto need_absolute = [&](std::string& out) {
     if (!v.empty() && v.front() != '/') {
       state->error = "[" + std::string(s) + "] " + std::string(k) + " must be an absolute path";
@@ -324,14 +380,38 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
     }
     state->config.log_level = *level;
   }
-  return 1;  // Unknown keys belong to newer versions or other components.
+  return 1;
+}
+
+// `text` with inline comments removed: a '#' or ';' after a space or tab starts a
+// comment to the end of the line (inih alone knows only ';'). Whole-line comments and
+// the line count stay as they were, so errors name the operator's line numbers.
+std::string strip_inline_comments(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t pos = 0; pos < text.size();) {
+    auto nl = text.find('\n', pos);
+    if (nl == std::string_view::npos) nl = text.size();
+    std::string_view line = text.substr(pos, nl - pos);
+    for (std::size_t i = 1; i < line.size(); ++i) {
+      if ((line[i] == '#' || line[i] == ';') && (line[i - 1] == ' ' || line[i - 1] == '\t')) {
+        auto first = line.find_first_not_of(" \t");
+        if (first != i) line = line.substr(0, i);  // else a whole-line comment: inih skips it
+        break;
+      }
+    }
+    out.append(line);
+    if (nl < text.size()) out += '\n';
+    pos = nl + 1;
+  }
+  return out;
 }
 
 }  // namespace
 
 Result<NodeConfig> parse_node_config(std::string_view text) {
   ParseState state;
-  std::string copy(text);
+  std::string copy = strip_inline_comments(text);
   int line = ini_parse_string(copy.c_str(), on_ini_entry, &state);
   if (line != 0) {
     std::string why = state.error.empty() ? "syntax error" : state.error;
@@ -355,33 +435,40 @@ Result<void> check_trusted_file(int fd, const std::string& path) {
   return {};
 }
 
-LoadedConfig load_node_config(const std::string& path) {
+LoadedConfig load_node_config(const std::string& path, bool must_exist) {
   LoadedConfig loaded;
   loaded.path = path;
+  auto refuse = [&](const std::string& why) {
+    loaded.error = "node config " + path + " not used: " + why;
+    return loaded;
+  };
   auto fd = open_file(path, O_RDONLY | O_NOFOLLOW);
   if (!fd) {
-    if (fd.error().code() != ENOENT) {
-      loaded.warnings.push_back("node config ignored: " + fd.error().message());
+    if (fd.error().code() == ENOENT && !must_exist) return loaded;  // defaults apply
+    if (fd.error().code() == ENOENT) {
+      return refuse("no such file (ARCH_CONFIG names it; unset ARCH_CONFIG for " +
+                    std::string(kDefaultConfigPath) + ")");
     }
-    return loaded;
+    if (fd.error().code() == ELOOP) return refuse("it is a symlink (give the file itself)");
+    return refuse(fd.error().message());
   }
   if (auto trusted = check_trusted_file(fd->get(), path); !trusted) {
-    loaded.warnings.push_back("node config ignored: " + trusted.error().message());
-    return loaded;
+    return refuse(trusted.error().message() +
+                  " (fix: chown root:root it and its directory, chmod go-w both)");
   }
   auto text = read_all(fd->get(), 1 << 20);
-  if (!text) {
-    loaded.warnings.push_back("node config ignored: " + text.error().wrap(path).message());
-    return loaded;
-  }
+  if (!text) return refuse(text.error().message());
   auto config = parse_node_config(*text);
-  if (!config) {
-    loaded.warnings.push_back("node config ignored: " + path + ": " + config.error().message());
-    return loaded;
-  }
+  if (!config) return refuse(config.error().message());
   loaded.config = std::move(*config);
   loaded.from_file = true;
   return loaded;
+}
+
+LoadedConfig load_node_config_from_env() {
+  const char* env = std::getenv("ARCH_CONFIG");
+  bool named = env != nullptr && *env != '\0';
+  return load_node_config(named ? std::string(env) : std::string(kDefaultConfigPath), named);
 }
 
 namespace {

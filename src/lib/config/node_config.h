@@ -1,7 +1,7 @@
 // NodeConfig: the node-wide settings in /etc/arch/arch.conf (INI), trusted only when root-owned.
 //
-// Format (INI, '#' or ';' comments; unknown sections and keys are ignored so older
-// binaries read newer files):
+// Format (INI; '#' or ';' starts a comment at the start of a line or after a space or
+// tab; an unknown section or key is an error naming the closest known one):
 //   [runtime]  runc = /usr/sbin/runc      criu = /opt/arch/criu/bin/criu
 //   [log]      level = error|warn|info|debug   file = /var/log/arch/arch.log
 //   [store]    path = /var/lib/arch/checkpoints   keep = 2   on_disallowed = fail|unmanaged
@@ -140,10 +140,14 @@ std::vector<StoreRoot> allowed_roots(const NodeConfig& c);
 /// The result of loading: the config (defaults where the file said nothing or could not
 /// be trusted) and the problems found, for the caller to log.
 struct LoadedConfig {
-  NodeConfig config;
+  NodeConfig config;  ///< The file's settings, or the defaults when it is absent or unusable.
   std::string path;
   bool from_file = false;
-  std::vector<std::string> warnings;
+  /// Non-empty when the file exists (or ARCH_CONFIG names it) but cannot be used: malformed
+  /// (with its line), unknown section or key, not root-owned, unreadable. archd and archctl
+  /// refuse to act on it; arch-runc logs it and passes every call through to runc.
+  std::string error;
+  std::vector<std::string> warnings;  ///< Problems that do not stop its use.
 };
 
 /// The config file path: $ARCH_CONFIG if set and non-empty, else kDefaultConfigPath.
@@ -153,9 +157,12 @@ std::string config_path_from_env();
 Result<NodeConfig> parse_node_config(std::string_view text);
 
 /// Loads `path`, refusing files (and directories) not owned by root or writable by
-/// group/others. A missing file gives the defaults without a warning. Never fails:
-/// problems become warnings and defaults.
-LoadedConfig load_node_config(const std::string& path);
+/// group/others. A missing file gives the defaults (an error with `must_exist`). Never
+/// fails: a file that cannot be used sets LoadedConfig::error and gives the defaults.
+LoadedConfig load_node_config(const std::string& path, bool must_exist = false);
+
+/// load_node_config() of config_path_from_env(); a file ARCH_CONFIG names must exist.
+LoadedConfig load_node_config_from_env();
 
 /// Returns `text` with `key = value` set in `[section]`: an existing key line is replaced,
 /// else the key is added at the end of the section, else the section is appended.
