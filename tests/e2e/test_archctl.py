@@ -152,7 +152,7 @@ def test_exit_codes_follow_the_documented_table(archctl, tmp_path):
     assert help_text.returncode == 0
     assert "Exit codes:" in help_text.stdout and "7  partial failure" in help_text.stdout
     for argv, words in [([], "subcommand"), (["version", "--bogus"], "--bogus"),
-                        (["frobnicate"], "subcommand"), (["container", "list", "-o", "yaml"], "yaml"),
+                        (["frobnicate"], "not a command"), (["container", "list", "-o", "yaml"], "yaml"),
                         (["checkpoint", "gc"], "--older-than"), (["job", "kill"], "id")]:
         r = run([archctl, *argv])
         assert r.returncode == 2, (argv, r.returncode, r.stderr)

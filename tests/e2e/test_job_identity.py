@@ -158,6 +158,12 @@ def test_corrupt_newest_generation_falls_back_to_the_one_before(ctr_containers, 
     older = c.checkpoint(first, extra=("--leave-running",))["checkpoint"]
     c.wait_lines(first, "/data/n.txt", 15, workloads.parse_counter)
     newer = c.checkpoint(first)["checkpoint"]
+    # LATEST is the newest committed generation (it once showed the oldest).
+    listed = {x["id"]: x for x in c.archctl.json("container", "list")}
+    assert listed[first]["latest_checkpoint"] == os.path.basename(newer), (listed[first], older)
+    inspected = c.archctl.json("checkpoint", "inspect", f"{c.ns}/{job}", "--store",
+                               os.path.join(shared, "checkpoint"))
+    assert inspected["path"] == newer, (inspected["path"], older)
     assert c.delete(first) == 137
     assert sorted(glob.glob(key_dir(shared, c.ns, job) + "/ckpt-*")) == sorted([older, newer])
     pages = sorted(glob.glob(os.path.join(newer, "images", "pages-*.img")))
