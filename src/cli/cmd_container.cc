@@ -126,7 +126,7 @@ int run_checkpoint(const std::string& ref, bool leave_running, bool json) {
 }
 
 int run_finalize(double deadline_s, int parallel, const std::string& pre_copy,
-                 const std::string& order, bool json) {
+                 const std::string& order, bool json, bool quiet) {
   auto node = load_node();
   if (!node) return report_error(node.error());
   FinalizeOptions options;
@@ -138,6 +138,21 @@ int run_finalize(double deadline_s, int parallel, const std::string& pre_copy,
     options.pre_copy = *mode;
   }
   options.freeze_first = order != "one-by-one";
+  // Progress on a terminal (stderr, so stdout stays the table or the JSON): a drain under
+  // a reclaim notice must not look hung for the minute it takes.
+  if (!quiet && ::isatty(STDERR_FILENO) == 1) {
+    auto total = std::make_shared<std::size_t>(0);
+    auto done = std::make_shared<std::size_t>(0);
+    options.on_start = [total, deadline_s](const std::vector<ContainerRecord>& chosen) {
+      *total = chosen.size();
+      fmt::print(stderr, "finalizing {} containers, deadline {:.0f} s\n", chosen.size(),
+                 deadline_s);
+    };
+    options.on_result = [total, done](const FinalizeResult& r) {
+      fmt::print(stderr, "[{}/{}] {}/{}: {} in {:.2f} s\n", ++*done, *total, r.container.ns,
+                 r.container.id, to_string(r.outcome), r.seconds);
+    };
+  }
   FinalizeReport report = finalize_node(node->config, node->runc, options);
   std::size_t failed = report.not_checkpointed();
   if (json) {
@@ -170,6 +185,7 @@ Handler add_container_command(CLI::App& app) {
     int parallel = 0;
     std::string pre_copy;
     std::string order = "freeze-first";
+    bool quiet = false;
   };
   auto o = std::make_shared<Opts>();
   auto* list =
@@ -195,12 +211,13 @@ Handler add_container_command(CLI::App& app) {
                   "just before its dump")
       ->check(CLI::IsMember({"freeze-first", "one-by-one"}))
       ->capture_default_str();
+  fin->add_flag("-q,--quiet", o->quiet, "No progress lines on a terminal");
   add_output_option(fin, o->output);
   return [=] {
     bool json = o->output == "json";
     if (list->parsed()) return run_list(json);
     if (ckpt->parsed()) return run_checkpoint(o->ref, o->leave_running, json);
-    return run_finalize(o->deadline, o->parallel, o->pre_copy, o->order, json);
+    return run_finalize(o->deadline, o->parallel, o->pre_copy, o->order, json, o->quiet);
   };
 }
 

@@ -149,3 +149,20 @@ def test_bash_completion_knows_the_commands(archctl):
     assert set(complete("archctl", "container", "")) >= {"list", "checkpoint", "finalize"}
     assert "--store" in complete("archctl", "checkpoint", "list", "--st")
     assert complete("archctl", "zzz") == []
+
+
+def test_finalize_shows_progress_only_on_a_terminal(archctl, tmp_path):
+    skip_unless_root()
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    conf = write_conf(tmp_path, f"[state]\ndir = {state}\n")
+    env = with_config(conf)
+    cmd = f"{archctl} container finalize --deadline 5"
+    # `script` gives archctl a terminal (util-linux); its output is the terminal's.
+    on_tty = run(["script", "-qec", cmd, "/dev/null"], env=env)
+    assert on_tty.returncode == 0, on_tty.stdout
+    assert "finalizing 0 containers" in on_tty.stdout, on_tty.stdout
+    quiet = run(["script", "-qec", cmd + " -q", "/dev/null"], env=env)
+    assert quiet.returncode == 0 and "finalizing" not in quiet.stdout, quiet.stdout
+    piped = run([*cmd.split()], env=env)
+    assert piped.returncode == 0 and "finalizing" not in piped.stderr + piped.stdout
