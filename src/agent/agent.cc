@@ -200,6 +200,7 @@ void Agent::run_drain(int64_t id, double deadline_seconds) {
 void Agent::record_result(int64_t id, const FinalizeResult& r) {
   std::lock_guard lock(mutex_);
   auto& c = state_.counters;
+  if (r.outcome == FinalizeOutcome::kSkipped) ++c.checkpoints_skipped;
   if (r.outcome != FinalizeOutcome::kSkipped) {
     c.checkpoint_seconds.observe(r.seconds);
     if (r.outcome == FinalizeOutcome::kCheckpointed) {

@@ -6,6 +6,8 @@
 
 #include <cmath>
 
+#include "version.h"
+
 namespace arch::agent {
 namespace {
 
@@ -62,6 +64,9 @@ std::string render_metrics(const MetricsSnapshot& s) {
          "Container checkpoints made by archd (drains and notices), by outcome.");
   sample(out, "arch_checkpoints_total{outcome=\"ok\"}", d(c.checkpoints_ok));
   sample(out, "arch_checkpoints_total{outcome=\"failed\"}", d(c.checkpoints_failed));
+  family(out, "arch_checkpoints_skipped_total", "counter",
+         "Containers a drain skipped: not started before its deadline (or cancelled).");
+  sample(out, "arch_checkpoints_skipped_total", d(c.checkpoints_skipped));
   family(out, "arch_restores_total", "counter",
          "Restores seen by archd: ok as recorded by arch-runc in the registry, failed from "
          "checkpoints moved aside (failed-* directories).");
@@ -89,6 +94,9 @@ std::string render_metrics(const MetricsSnapshot& s) {
   family(out, "arch_quarantined_checkpoints", "gauge",
          "Checkpoints moved aside (failed-* directories) in the node's checkpoint stores.");
   sample(out, "arch_quarantined_checkpoints", d(s.quarantined_checkpoints));
+  family(out, "arch_build_info", "gauge", "1, labelled with the version and commit archd runs.");
+  sample(out, fmt::format("arch_build_info{{version=\"{}\",commit=\"{}\"}}", kVersion, kGitCommit),
+         1);
   family(out, "arch_node_draining", "gauge", "1 while the node is draining, else 0.");
   sample(out, "arch_node_draining", s.draining ? 1 : 0);
   return out;

@@ -10,9 +10,11 @@
 
 namespace arch::agent {
 
-/// Upper bounds (seconds) of the checkpoint duration histogram's buckets.
-inline const std::vector<double> kCheckpointSecondsBuckets = {0.5, 1,  2,  5,   10,
-                                                              20,  30, 60, 120, 300};
+/// Upper bounds (seconds) of the checkpoint and restore duration histograms' buckets:
+/// from a small container's tens of milliseconds to a large one's minutes. (Counts kept
+/// with other bounds in an older state file are dropped; sum and count stay.)
+inline const std::vector<double> kCheckpointSecondsBuckets = {
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
 
 /// A Prometheus histogram: per-bucket counts (not cumulative; the last is +Inf), sum, count.
 struct Histogram {
@@ -30,6 +32,7 @@ struct Histogram {
 struct Counters {
   uint64_t checkpoints_ok = 0;              ///< Checkpoints archd made that committed.
   uint64_t checkpoints_failed = 0;          ///< Checkpoints archd made that failed.
+  uint64_t checkpoints_skipped = 0;         ///< Containers a drain did not start by its deadline.
   uint64_t checkpoint_bytes = 0;            ///< Bytes committed by those checkpoints.
   uint64_t restores_ok = 0;                 ///< Restores seen (registry + engine log evidence).
   uint64_t restores_failed = 0;             ///< Checkpoints moved aside (failed-* dirs) seen.

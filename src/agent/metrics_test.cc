@@ -8,15 +8,17 @@ namespace {
 
 TEST(Metrics, HistogramCountsIntoTheFirstBucketThatHoldsTheValue) {
   Histogram h;
-  h.observe(0.2);
-  h.observe(0.5);  // le="0.5" is inclusive
-  h.observe(7);
+  h.observe(0.004);
+  h.observe(0.01);  // le="0.01" is inclusive
+  h.observe(0.2);   // (0.1, 0.25]
+  h.observe(7);     // (5, 10]
   h.observe(1000);
   EXPECT_EQ(h.counts[0], 2u);
-  EXPECT_EQ(h.counts[4], 1u);  // (5, 10]
+  EXPECT_EQ(h.counts[4], 1u);
+  EXPECT_EQ(h.counts[9], 1u);
   EXPECT_EQ(h.counts.back(), 1u);
-  EXPECT_EQ(h.count, 4u);
-  EXPECT_DOUBLE_EQ(h.sum, 1007.7);
+  EXPECT_EQ(h.count, 5u);
+  EXPECT_DOUBLE_EQ(h.sum, 1007.214);
 }
 
 TEST(Metrics, FormatsSampleValuesAsPrometheusDoes) {
@@ -30,6 +32,7 @@ TEST(Metrics, RendersEveryFamilyWithHelpTypeAndSamples) {
   MetricsSnapshot s;
   s.counters.checkpoints_ok = 3;
   s.counters.checkpoints_failed = 1;
+  s.counters.checkpoints_skipped = 2;
   s.counters.checkpoint_bytes = 123456789;
   s.counters.restores_ok = 2;
   s.counters.notices["spot"] = 1;
@@ -45,11 +48,13 @@ TEST(Metrics, RendersEveryFamilyWithHelpTypeAndSamples) {
            "# TYPE arch_checkpoints_total counter\n",
            "arch_checkpoints_total{outcome=\"ok\"} 3\n",
            "arch_checkpoints_total{outcome=\"failed\"} 1\n",
+           "arch_checkpoints_skipped_total 2\n",
+           "arch_build_info{version=\"",
            "arch_restores_total{outcome=\"ok\"} 2\n",
            "arch_restores_total{outcome=\"failed\"} 0\n",
            "# TYPE arch_checkpoint_duration_seconds histogram\n",
            "arch_checkpoint_duration_seconds_bucket{le=\"1\"} 0\n",
-           "arch_checkpoint_duration_seconds_bucket{le=\"2\"} 1\n",
+           "arch_checkpoint_duration_seconds_bucket{le=\"2.5\"} 1\n",
            "arch_checkpoint_duration_seconds_bucket{le=\"30\"} 2\n",
            "arch_checkpoint_duration_seconds_bucket{le=\"+Inf\"} 2\n",
            "arch_checkpoint_duration_seconds_sum 26.5\n",
@@ -73,8 +78,8 @@ TEST(Metrics, RendersEveryFamilyWithHelpTypeAndSamples) {
   std::size_t helps = 0, types = 0;
   for (std::size_t p = 0; (p = text.find("# HELP ", p)) != std::string::npos; ++p) ++helps;
   for (std::size_t p = 0; (p = text.find("# TYPE ", p)) != std::string::npos; ++p) ++types;
-  EXPECT_EQ(helps, 10u);
-  EXPECT_EQ(types, 10u);
+  EXPECT_EQ(helps, 12u);
+  EXPECT_EQ(types, 12u);
 }
 
 TEST(Metrics, ZeroesWhenNothingHappened) {

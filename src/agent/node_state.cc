@@ -33,6 +33,7 @@ Histogram histogram_from(const json& j) {
 
 json counters_json(const Counters& c) {
   return {{"checkpoints_ok", c.checkpoints_ok},
+          {"checkpoints_skipped", c.checkpoints_skipped},
           {"checkpoints_failed", c.checkpoints_failed},
           {"checkpoint_bytes", c.checkpoint_bytes},
           {"restores_ok", c.restores_ok},
@@ -47,6 +48,7 @@ Counters counters_from(const json& j) {
   Counters c;
   if (!j.is_object()) return c;
   c.checkpoints_ok = j.value("checkpoints_ok", uint64_t{0});
+  c.checkpoints_skipped = j.value("checkpoints_skipped", uint64_t{0});
   c.checkpoints_failed = j.value("checkpoints_failed", uint64_t{0});
   c.checkpoint_bytes = j.value("checkpoint_bytes", uint64_t{0});
   c.restores_ok = j.value("restores_ok", uint64_t{0});
