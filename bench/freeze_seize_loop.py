@@ -16,6 +16,10 @@ The failure the issue saw (CRIU 4.1.1, 1 of 7 under ARCH): `Timeout reached ...
 Unseizable non-zombie <pid> found, state D`, after 10 s. Usage (root, after building):
 
   python3 bench/freeze_seize_loop.py [--runs 50] [--modes arch,runc,runc-pause] [--json F]
+                                     [--image busybox|real]
+
+--image real: bash in the real-workload image (tests/e2e/archtest/realimage.py, built or
+taken from its cache) runs the `pipeline` workload of realworkloads.py instead of busybox sh.
 
 Prints one line per run and a table (mode, runs, failed, failures that are the seize
 race, median and max checkpoint seconds); exits 1 when any run failed.
@@ -35,7 +39,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
-from archtest import daemons, image, proc  # noqa: E402
+from archtest import daemons, image, proc, realimage, realworkloads  # noqa: E402
 
 RUNC = daemons.RUNC
 CRIU = os.path.join(os.environ.get("ARCH_CRIU_PREFIX") or "/opt/arch/criu", "bin", "criu")
@@ -63,8 +67,13 @@ def seize_race(text):
 
 
 class Loop:
-    def __init__(self, workdir):
+    def __init__(self, workdir, real=False):
         self.workdir = workdir
+        self.real = real
+        if real:
+            self.image, self.argv = realimage.IMAGE_NAME, realworkloads.by_name("pipeline").argv()
+        else:
+            self.image, self.argv = image.IMAGE_NAME, ["sh", "-c", PIPELINE]
         etc = os.path.join(workdir, "etc")
         os.makedirs(etc, mode=0o755)
         self.store = os.path.join(workdir, "store")
@@ -82,9 +91,10 @@ class Loop:
         self.runc_root = os.path.join(workdir, "runc-root")
 
     def start(self):
-        archives = image.build_archives(self.workdir)
+        archive = (realimage.oci_archive(realimage.build()) if self.real
+                   else image.build_archives(self.workdir)[0])
         self.ctd.start()
-        self.ctd.ctr("images", "import", archives[0], ns=NS, check=True, timeout=120)
+        self.ctd.ctr("images", "import", archive, ns=NS, check=True, timeout=900)
         os.makedirs(self.runc_root, mode=0o700)
 
     def stop(self):
@@ -105,7 +115,7 @@ class Loop:
     def run_once(self, mode):
         cid = f"fz-{mode}-{secrets.token_hex(3)}"
         self.ctd.ctr("run", "-d", "--runc-binary", ARCH_RUNC, "--runc-root", self.runc_root,
-                     "--env", "ARCH_ENABLE=1", image.IMAGE_NAME, cid, "sh", "-c", PIPELINE,
+                     "--env", "ARCH_ENABLE=1", self.image, cid, *self.argv,
                      ns=NS, check=True)
         try:
             proc.wait_until(lambda: len(self.rootfs_file(cid, "/data/pipe.txt").split()) >= 20,
@@ -160,6 +170,7 @@ def main():
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--modes", default="arch,runc,runc-pause")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--image", choices=("busybox", "real"), default="busybox")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
@@ -169,7 +180,7 @@ def main():
     modes = args.modes.split(",")
     results = collections.defaultdict(list)
     workdir = tempfile.mkdtemp(prefix="arch-freeze-loop-")
-    loop = Loop(workdir)
+    loop = Loop(workdir, real=args.image == "real")
     try:
         loop.start()
         # Interleaved, so that a noisy minute of the shared machine hits every mode alike.
