@@ -31,6 +31,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -174,6 +175,8 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
+    # SIGTERM ends the run through the finally blocks: containers, daemons, temp dirs go.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for path in (ARCH_RUNC, ARCHCTL, CRIU, RUNC):
         if not os.access(path, os.X_OK):
             sys.exit(f"{path} is missing (build ARCH, run scripts/setup.sh)")

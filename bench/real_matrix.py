@@ -9,11 +9,16 @@ state, checkpoint, remove the container, restore, and check the program's own st
   ARCH    private containerd + arch-runc (ARCH_ENABLE=1, own network namespace, as `ctr
           run` makes it); `archctl container checkpoint`, `ctr task delete`, `ctr run` of the
           same id (arch-runc restores it).
-  Podman  podman 4.3 on runc with the same CRIU first on PATH, `--network none` (own
-          network namespace with loopback only), `podman container checkpoint --export F
-          --file-locks`, `podman rm`, `podman container restore --import F --file-locks`.
+  Podman  podman 4.3 on runc with the same CRIU first on PATH, its default network (CNI
+          bridge: eth0 and lo, a namespace Podman makes and re-makes at the restore),
+          `podman container checkpoint --export F --file-locks`, `podman rm`,
+          `podman container restore --import F --file-locks`; io_uring's container runs
+          with `--security-opt seccomp=unconfined` (Podman's profile refuses io_uring_setup).
+  podman-nonet  the same with `--network none` (own namespace with loopback only, as
+          `ctr run` makes it for ARCH).
 
-Usage (root): python3 bench/real_matrix.py [--engines arch,podman] [--only a,b] [--json F]
+Usage (root): python3 bench/real_matrix.py [--engines arch,podman,podman-nonet] [--only a,b]
+                                           [--json F]
 Prints a Markdown table: workload, then per engine "ok" or "FAIL: reason" with the
 checkpoint and restore seconds.
 """
@@ -23,7 +28,7 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
+import signal
 import sys
 import tempfile
 import time
@@ -83,10 +88,17 @@ class Arch:
     def ctr(self, *args, **kw):
         return self.ctd.ctr(*args, ns=self.NS, **kw)
 
-    def run(self, name, argv):
-        self.argv[name] = argv
+    def run(self, name, argv, volume=None, io_uring=False):
+        self.argv[name] = self.mounts(name, volume) + [realimage.IMAGE_NAME, name, *argv]
         self.ctr("run", "-d", "--runc-binary", ARCH_RUNC, "--runc-root", self.runc_root,
-                 "--env", "ARCH_ENABLE=1", realimage.IMAGE_NAME, name, *argv, check=True)
+                 "--env", "ARCH_ENABLE=1", *self.argv[name], check=True)
+
+    def mounts(self, name, volume):
+        if not volume:
+            return []
+        host = os.path.join(self.workdir, "volumes", name)
+        os.makedirs(host, exist_ok=True)
+        return ["--mount", f"type=bind,src={host},dst={volume},options=rbind:rw"]
 
     def exec_fn(self, name):
         def run(argv, timeout):
@@ -116,7 +128,7 @@ class Arch:
     def restore(self, name):
         r, s = timed(self.ctd.ctr_argv("run", "-d", "--runc-binary", ARCH_RUNC, "--runc-root",
                                        self.runc_root, "--env", "ARCH_ENABLE=1",
-                                       realimage.IMAGE_NAME, name, *self.argv[name], ns=self.NS))
+                                       *self.argv[name], ns=self.NS))
         restored = False
         try:
             with open(os.path.join(self.ctd.task_dir(self.NS), name, "log.json")) as f:
@@ -135,8 +147,11 @@ class Arch:
 class Podman:
     label = "Podman"
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, network=None):
         self.workdir = workdir
+        self.network = network  # None: Podman's default (CNI bridge: eth0 and lo)
+        if network:
+            self.label = f"Podman --network {network}"
         self.env = dict(os.environ, PATH=os.path.dirname(CRIU) + ":" + os.environ["PATH"])
         self.common = ["podman", "--root", os.path.join(workdir, "root"), "--runroot",
                        os.path.join(workdir, "run")]
@@ -153,9 +168,16 @@ class Podman:
         self.podman("rm", "-af")
         self.podman("system", "reset", "-f")
 
-    def run(self, name, argv):
+    def run(self, name, argv, volume=None, io_uring=False):
         self.current[name] = name
-        r = self.podman("run", "-d", "--name", name, "--network", "none",
+        # Podman's default seccomp profile has no io_uring_* calls: fio could not even start.
+        vol = ["--security-opt", "seccomp=unconfined"] if io_uring else []
+        if volume:
+            host = os.path.join(self.workdir, "volumes", name)
+            os.makedirs(host, exist_ok=True)
+            vol += ["-v", f"{host}:{volume}:rw"]
+        net = ["--network", self.network] if self.network else []
+        r = self.podman("run", "-d", "--name", name, *net, *vol,
                         "--ulimit", "nproc=4096:4096", "--ulimit", "nofile=20000:20000",
                         realimage.IMAGE_NAME, *argv)
         assert r.returncode == 0, r.stderr
@@ -202,7 +224,7 @@ def one(engine, w):
     name = f"rm-{w.name.replace('_', '-')}-{secrets.token_hex(2)}"
     ck = rs = None
     try:
-        engine.run(name, w.argv())
+        engine.run(name, w.argv(), w.volume, w.io_uring)
         ex = engine.exec_fn(name)
         proc.wait_until(lambda: w.ready(ex), 120, f"{w.name} ready", interval=0.2)
         state = w.prepare(ex)
@@ -247,13 +269,16 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
+    # SIGTERM ends the run through the finally blocks: containers, daemons, temp dirs go.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     image_dir = realimage.build()
     ws = realworkloads.all_workloads()
     if args.only:
         ws = [w for w in ws if w.name in args.only.split(",")]
     workdir = tempfile.mkdtemp(prefix="arch-real-matrix-")
-    engines = [{"arch": Arch, "podman": Podman}[e](os.path.join(workdir, e))
-               for e in args.engines.split(",")]
+    makers = {"arch": Arch, "podman": Podman,
+              "podman-nonet": lambda d: Podman(d, network="none")}
+    engines = [makers[e](os.path.join(workdir, e)) for e in args.engines.split(",")]
     results = {}
     try:
         for e in engines:
