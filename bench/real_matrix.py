@@ -233,9 +233,11 @@ def one(engine, w):
             still = engine.running(name)
             reason = realworkloads.clean_error(text)
             if w.expect_dump_failure:
-                return (still and w.expect_dump_failure in text,
-                        f"dump refused ({'container kept running' if still else 'container LOST'})"
-                        f": {reason}", ck, None)
+                named = w.expect_dump_failure in text
+                return (still, f"dump refused, container "
+                        f"{'kept running' if still else 'LOST'}, the error "
+                        f"{'names' if named else 'does not name'} {w.expect_dump_failure}: "
+                        f"{reason}", ck, None)
             return False, f"checkpoint failed: {reason}", ck, None
         if w.expect_dump_failure:
             return False, "checkpoint of an io_uring user succeeded", ck, None
