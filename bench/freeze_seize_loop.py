@@ -33,6 +33,7 @@ import secrets
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +49,7 @@ BUILD = os.environ.get("ARCH_BUILD_DIR") or os.path.join(REPO, "build")
 ARCH_RUNC = os.path.join(BUILD, "src", "shim", "arch-runc")
 ARCHCTL = os.path.join(BUILD, "src", "cli", "archctl")
 NS = "arch-freeze-loop"
+TIMEOUT = 90  # seconds for one checkpoint: the race costs CRIU's 10 s seize timeout
 
 # A pipeline whose producer forks a process per line (cat), a reader loop, and background
 # jobs: a sleeping loop, a long sleep and a busy `yes | head` pipe restarted now and then.
@@ -122,34 +124,47 @@ class Loop:
             proc.wait_until(lambda: len(self.rootfs_file(cid, "/data/pipe.txt").split()) >= 20,
                             60, f"{cid} to make progress", interval=0.05)
             start = time.monotonic()
-            if mode == "arch":
-                r = proc.run([ARCHCTL, "container", "checkpoint", f"{NS}/{cid}"], env=self.env,
-                             timeout=180)
-                text = r.stdout + r.stderr
-            else:
-                images = os.path.join(self.workdir, "images", cid)
-                os.makedirs(images)
-                text = ""
-                r = None
-                if mode == "runc-pause":
-                    r = self.runc("pause", cid)
-                    text = r.stdout + r.stderr
-                if r is None or r.returncode == 0:
-                    r = self.runc("checkpoint", "--image-path", images, "--work-path", images,
-                                  "--leave-running", cid, timeout=180)
-                    text += r.stdout + r.stderr
-                    try:
-                        with open(os.path.join(images, "dump.log"), errors="replace") as f:
-                            text += "".join(line for line in f if "Error" in line)
-                    except OSError:
-                        pass
-                if mode == "runc-pause":
-                    self.runc("resume", cid)
-                shutil.rmtree(images, ignore_errors=True)
-            seconds = time.monotonic() - start
-            return r.returncode == 0, seconds, text
+            try:
+                ok, text = self.checkpoint(mode, cid)
+            except subprocess.TimeoutExpired as e:
+                ok, text = False, (f"timed out after {e.timeout} s: {' '.join(e.cmd[-4:])}\n"
+                                   + self.dump_errors(cid))
+            return ok, time.monotonic() - start, text
         finally:
             self.remove(cid)
+
+    def checkpoint(self, mode, cid):
+        """Checkpoints cid the way `mode` says; returns (ok, output and CRIU errors)."""
+        if mode == "arch":
+            r = proc.run([ARCHCTL, "container", "checkpoint", f"{NS}/{cid}"], env=self.env,
+                         timeout=TIMEOUT)
+            return r.returncode == 0, r.stdout + r.stderr
+        images = self.images(cid)
+        os.makedirs(images)
+        text = ""
+        if mode == "runc-pause":
+            r = self.runc("pause", cid)
+            if r.returncode != 0:
+                return False, r.stdout + r.stderr
+        r = self.runc("checkpoint", "--image-path", images, "--work-path", images,
+                      "--leave-running", cid, timeout=TIMEOUT)
+        text = r.stdout + r.stderr + self.dump_errors(cid)
+        if mode == "runc-pause":
+            self.runc("resume", cid)
+        shutil.rmtree(images, ignore_errors=True)
+        return r.returncode == 0, text
+
+    def images(self, cid):
+        return os.path.join(self.workdir, "images", cid)
+
+    def dump_errors(self, cid):
+        """The Error lines and the last lines of a runc-mode run's dump.log."""
+        try:
+            with open(os.path.join(self.images(cid), "dump.log"), errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return ""
+        return "\n".join([x for x in lines if "Error" in x] + ["..."] + lines[-5:])
 
     def remove(self, cid):
         if self.ctd.task_status(NS, cid) == "PAUSED":
