@@ -143,6 +143,7 @@ fi
 if [[ -n $image_pid ]]; then
     if timed "real-workload test image (waiting for pid $image_pid)" wait "$image_pid"; then
         log "real-workload test image: $(tail -1 "$image_log")"
+        rm -f "$image_log"
     else
         warn "building the real-workload test image failed (its tests will try again or skip):"
         tail -20 "$image_log" >&2
