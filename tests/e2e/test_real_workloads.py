@@ -214,3 +214,22 @@ def test_docker_nodejs_resumes(docker_env, real_image_dir, archctl_cli, node_con
     finally:
         left = c.cleanup()
     assert not left, f"processes were left in the containers' cgroups (killed): {left}"
+
+
+def test_image_cache_is_keyed_and_never_trusts_a_partial_entry(tmp_path, monkeypatch):
+    """The cache key follows the package list; an entry without its done marker (a build
+    that was killed half way) or with a missing archive is not an image."""
+    monkeypatch.setattr(realimage, "CACHE_ROOT", str(tmp_path))
+    pkgs = realimage.PACKAGES
+    assert realimage.cache_key(pkgs) == realimage.cache_key(tuple(reversed(pkgs)))
+    assert realimage.cache_key(pkgs) != realimage.cache_key(pkgs + ("postgresql",))
+    d = realimage.cache_dir(pkgs)
+    os.makedirs(d)
+    assert realimage.cached(pkgs) is None
+    for name in (realimage.OCI_NAME, realimage.DOCKER_NAME):
+        open(os.path.join(d, name), "w").close()
+    assert realimage.cached(pkgs) is None, "an entry without done.json was trusted"
+    open(os.path.join(d, realimage.DONE_NAME), "w").close()
+    assert realimage.cached(pkgs) == d
+    os.remove(os.path.join(d, realimage.DOCKER_NAME))
+    assert realimage.cached(pkgs) is None, "an entry missing an archive was trusted"
