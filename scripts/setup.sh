@@ -11,6 +11,9 @@
 #   4. Node configuration /etc/arch/arch.conf (written only when absent) and the
 #      log directory /var/log/arch.
 #   5. The node key that seals checkpoints (`archctl key init`: only when none exists).
+#   With ARCH_TEST_IMAGE=1 (scripts/test.sh sets it): the real-workload test image
+#   (tests/e2e/archtest/realimage.py: debootstrap + Debian packages, cached under
+#   /var/cache/arch-test) is built in the background while ARCH compiles.
 #
 # Options:
 #   --no-build   only install dependencies and CRIU, and write the configuration
@@ -21,6 +24,7 @@
 #   ARCH_BUILD_DIR     build directory (default: <repo>/build)
 #   ARCH_CRIU_PREFIX   where install-criu.sh puts a private CRIU (default: /opt/arch/criu)
 #   ARCH_BIN_DIR       where the binaries are installed (default: /usr/local/bin)
+#   ARCH_TEST_IMAGE    1: also build the real-workload test image (see above)
 set -euo pipefail
 
 ARCH_SCRIPT_NAME=setup # used by lib.sh
@@ -74,6 +78,8 @@ PACKAGES=(
     zstd
     # benchmarks (gnuplot-nox: the suite's PNG plots)
     podman gnuplot-nox
+    # e2e real-workload image (tests/e2e/archtest/realimage.py): a Debian rootfs from the mirror
+    debootstrap
 )
 
 log "repository: $repo"
@@ -87,6 +93,18 @@ timed "apt packages" apt_install "${PACKAGES[@]}"
 criu=$(timed "CRIU (install-criu.sh $criu_prefix)" "$scripts_dir/install-criu.sh" "$criu_prefix") ||
     die "no working CRIU: scripts/install-criu.sh failed (see above)"
 [[ -n $criu && -x $criu ]] || die "install-criu.sh printed no usable CRIU path ('$criu')"
+
+# ---------------------------------------------------------------------------
+# 2b. The real-workload test image, in the background while ARCH compiles (the two use
+#     different resources: the mirror and disk against the CPU). A cached image takes ~1 s.
+image_pid=
+if [[ ${ARCH_TEST_IMAGE:-0} == 1 ]]; then
+    image_log=$(mktemp /tmp/arch-realimage.XXXXXX)
+    python3 "$repo/tests/e2e/archtest/realimage.py" build >"$image_log" 2>&1 &
+    image_pid=$!
+    on_exit "kill $image_pid 2>/dev/null"
+    log "real-workload test image: building in the background (pid $image_pid, log $image_log)"
+fi
 
 # ---------------------------------------------------------------------------
 # 3. Build and install the binaries.
@@ -120,6 +138,16 @@ if [[ $build -eq 1 ]]; then
     done
 else
     log "--no-build: not building"
+fi
+
+if [[ -n $image_pid ]]; then
+    if timed "real-workload test image (waiting for pid $image_pid)" wait "$image_pid"; then
+        log "real-workload test image: $(tail -1 "$image_log")"
+        rm -f "$image_log"
+    else
+        warn "building the real-workload test image failed (its tests will try again or skip):"
+        tail -20 "$image_log" >&2
+    fi
 fi
 
 # ---------------------------------------------------------------------------
