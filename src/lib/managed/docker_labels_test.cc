@@ -102,8 +102,8 @@ TEST_F(DockerLabelsTest, FifoAndDirectoryAreRefused) {
 }
 
 TEST_F(DockerLabelsTest, BadIdsAreRefusedBeforeAnyPath) {
-  for (const std::string id : {std::string("../../etc"), std::string(64, 'A'), std::string("abc"),
-                               std::string(63, 'a') + "/", std::string(65, 'a')}) {
+  for (const std::string& id : {std::string("../../etc"), std::string(64, 'A'), std::string("abc"),
+                                std::string(63, 'a') + "/", std::string(65, 'a')}) {
     auto labels = read_docker_labels(root_, id);
     ASSERT_FALSE(labels) << id;
     EXPECT_NE(labels.error().message().find("64 hex"), std::string::npos);
