@@ -4,7 +4,8 @@
 // The pass-through path is the hot path (containerd makes 5+ runtime calls per
 // container): one parse, one small config read, at most one log write, and the exec. No
 // threads, nothing printed to stdout. What ARCH changes:
-//   create/run of an ARCH-enabled container: recorded in the registry; a create with a
+//   create/run of an ARCH-enabled container: recorded in the registry (a detached watcher
+//     drops the record again if runc ends without keeping the container); a create with a
 //     committed checkpoint is handed to arch-runc-helper (which carries the heavy
 //     dependencies, so this binary stays small and static);
 //   kill ID 15 of an ARCH-enabled container on a draining node (or with
