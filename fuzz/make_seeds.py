@@ -42,6 +42,13 @@ for i, s in enumerate([spec, generated, {"process": {}}, {}]):
     seed("oci_spec", f"spec{i}", json.dumps(s))
     seed("job_identity", f"spec{i}", "c0ffee\n" + json.dumps(s))
 
+ecs = {"com.amazonaws.ecs.cluster": "prod",
+       "com.amazonaws.ecs.task-definition-family": "web",
+       "com.amazonaws.ecs.task-arn": "arn:aws:ecs:eu-west-1:1:task/prod/0123"}
+for i, labels in enumerate([ecs, dict(ecs, **{"com.amazonaws.ecs.cluster":
+                                              "arn:aws:ecs:eu-west-1:1:cluster/prod"}), {}]):
+    seed("docker_labels", f"config{i}", json.dumps({"ID": "0" * 64, "Config": {"Labels": labels}}))
+
 manifest = {
     "format_version": 1, "namespace": "default", "key": "k", "container_id": "c",
     "node": "n", "image": "", "created": "2026-01-01T00:00:00Z",

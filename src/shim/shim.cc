@@ -4,7 +4,8 @@
 // The pass-through path is the hot path (containerd makes 5+ runtime calls per
 // container): one parse, one small config read, at most one log write, and the exec. No
 // threads, nothing printed to stdout. What ARCH changes:
-//   create/run of an ARCH-enabled container: recorded in the registry; a create with a
+//   create/run of an ARCH-enabled container: recorded in the registry (a detached watcher
+//     drops the record again if runc ends without keeping the container); a create with a
 //     committed checkpoint is handed to arch-runc-helper (which carries the heavy
 //     dependencies, so this binary stays small and static);
 //   kill ID 15 of an ARCH-enabled container on a draining node (or with
@@ -18,6 +19,7 @@
 //     (or, with [store] on_disallowed = unmanaged, runs without ARCH, with a warning).
 #include "shim.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -29,6 +31,7 @@
 #include <string>
 
 #include "base/file_util.h"
+#include "base/process.h"
 #include "config/node_config.h"
 #include "managed/container_record.h"
 #include "managed/container_registry.h"
@@ -40,7 +43,6 @@
 #include "runtime/runc_log.h"
 #include "runtime/runtime_exec.h"
 #include "runtime/runtime_path.h"
-#include "version.h"
 
 namespace arch {
 namespace {
@@ -68,6 +70,34 @@ int refuse_create(const RuncCommandLine& cl, const RuncLog& log, const std::stri
   log.error(msg + "; refusing to create the container");
   std::fprintf(stderr, "%s\n", msg.c_str());
   return 1;
+}
+
+// The record of a create/run is written before runc runs, and only a `delete` through
+// arch-runc removes it. runc may never keep the container (it refuses the create, or a
+// foreground `run` ends and runc deletes the container itself): a watcher waits for this
+// process (runc, or arch-runc-helper, after the exec) to end, and when runc then has no
+// state for the container and the record is still the one written here, drops the record
+// and shared mode's bind of the work directory.
+void drop_record_unless_runc_keeps(const ContainerRecord& rec, const NodeConfig& config,
+                                   const RuncCommandLine& cl, const RuncLog& log) {
+  ContainerRegistry registry(config.state_dir);
+  std::string path = registry.path_for(rec.runc_root, rec.id, ".json");
+  struct stat written {};
+  if (::stat(path.c_str(), &written) != 0) return;
+  std::string runc_state = rec.runc_root + "/" + rec.id;
+  auto dropped = [&] {
+    struct stat st {};
+    if (::lstat(runc_state.c_str(), &st) == 0) return;  // runc keeps it: delete cleans up.
+    if (::stat(path.c_str(), &st) != 0 || st.st_ino != written.st_ino) return;  // Replaced.
+    if (!rec.workdir.empty()) (void)release_workdir_mount(config.state_dir, rec.runc_root, rec.id);
+    registry.forget(rec.runc_root, rec.id);
+    log.info(describe_call(cl) + ": runc kept no container " + rec.id +
+             " (refused, or a foreground run that ended): its ARCH record is dropped");
+  };
+  if (auto ok = watch_exit(::getpid(), dropped); !ok) {
+    log.warn(describe_call(cl) +
+             ": cannot watch for runc dropping the container: " + ok.error().message());
+  }
 }
 
 // create/run: the one place arch-runc reads config.json. A problem with ARCH's bookkeeping
@@ -117,6 +147,8 @@ std::optional<int> handle_new_container(const RuncCommandLine& cl, const NodeCon
   if (auto ok = ContainerRegistry(config.state_dir).record(*rec); !ok) {
     log.error(describe_call(cl) + ": ARCH-enabled container " + id +
               ": cannot record it in the registry: " + ok.error().message());
+  } else {
+    drop_record_unless_runc_keeps(*rec, config, cl, log);
   }
   std::string where = " (namespace " + rec->ns + ", owner " + rec->owner + ", key " + rec->key +
                       " from " + rec->key_source + ")";
@@ -238,7 +270,7 @@ int run_shim(int argc, const char* const* argv) {
   if (!managed) log.error("arch-runc: " + loaded.error + "; passing the call through to runc");
 
   auto runtime = resolve_runtime(loaded.config, "/proc/self/exe");
-  if (runtime && std::getenv(kHopVariable) != nullptr) {
+  if (runtime && is_runtime_loop()) {
     runtime = std::unexpected(Error("[runtime] runc = " + *runtime +
                                     " leads back to arch-runc (a copy of arch-runc installed "
                                     "as runc, or a wrapper that calls it)"));
@@ -250,11 +282,6 @@ int run_shim(int argc, const char* const* argv) {
     return 1;
   }
 
-  if (cl.version && cl.subcommand == Subcommand::kNone) {
-    // Our line first: tools that parse `runc --version` (dockerd) read runc's lines last.
-    std::printf("arch-runc version %s (commit %s)\n", kVersion, kGitCommit);
-    std::fflush(stdout);
-  }
   if (managed && cl.exact && !cl.help) {
     if (cl.subcommand == Subcommand::kCreate || cl.subcommand == Subcommand::kRun) {
       if (auto status = handle_new_container(cl, loaded.config, log, argv)) return *status;

@@ -208,10 +208,18 @@ class DockerEnv:
         return runtime_log.BundleLogTap(self.ctd.task_dir("moby"), matrix.keep_dir_for(self.base))
 
 
+def ecs_config_path(e2e_dir):
+    """The node config of the session dockerd's "arch-ecs" runtime ([owners] ecs = true)."""
+    return os.path.join(e2e_dir, "etc-arch-ecs", "arch.conf")
+
+
 @pytest.fixture(scope="session")
 def docker_env(e2e_dir, containerd_env, image_archives, capture_wrappers):
     skip_unless_binaries(daemons.DOCKERD, daemons.docker_client() or "docker")
-    runtimes = {"capture": capture_wrappers["dockerd"].path, "arch": arch_runc_path()}
+    runtimes = {"capture": capture_wrappers["dockerd"].path, "arch": arch_runc_path(),
+                # arch-runc with the node config ECS tests write (test_ecs_owners.py)
+                "arch-ecs": daemons.config_wrapper(os.path.join(e2e_dir, "arch-ecs-runc"),
+                                                   ecs_config_path(e2e_dir), arch_runc_path())}
     dockerd = daemons.Dockerd(os.path.join(e2e_dir, "dockerd"), containerd_env.ctd, runtimes,
                               DOCKER_CGROUP_PARENT)
     try:

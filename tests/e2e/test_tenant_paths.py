@@ -255,3 +255,112 @@ def test_exit_zero_cleanup_stays_inside_the_store(ctr_containers, shared, victim
     os.rmdir(bound)
     shutil.rmtree(key_dir, ignore_errors=True)
     assert tree_of(victim) == before
+
+
+# ---- (e) the work directory swapped between ARCH's check and runc's mount
+
+def variant_runtime(e2e_dir, node_config, name, runc=None, on_disallowed=None):
+    """arch-runc with its own node config (the session's, but for `runc` and
+    `on_disallowed`), as a runtime binary for ctr (--runc-binary)."""
+    from conftest import arch_runc_path
+    directory = os.path.join(e2e_dir, f"etc-arch-{name}")
+    path = daemons.write_node_config(directory, node_config.log_file,
+                                     runc=runc or node_config.runc, criu=node_config.criu,
+                                     store=node_config.store, state=node_config.state,
+                                     keys=node_config.keys, roots=node_config.roots,
+                                     on_disallowed=on_disallowed)
+    return daemons.config_wrapper(os.path.join(directory, "arch-runc"), path, arch_runc_path())
+
+
+@pytest.fixture
+def variant_containers(ctr_workloads, workload_image, archctl_cli, node_config):
+    """Makes CtrContainers whose runtime is a given arch-runc wrapper; all removed after."""
+    made = []
+
+    def make(runtime):
+        c = CtrContainers(ctr_workloads, workload_image.name, runtime, archctl_cli, node_config)
+        made.append(c)
+        return c
+
+    yield make
+    left = {}
+    for c in made:
+        left.update(c.cleanup())
+    assert not left, f"processes were left in the containers' cgroups (killed): {left}"
+
+
+def test_work_dir_swapped_after_the_check_is_not_mounted(variant_containers, node_config,
+                                                          e2e_dir, shared, victim):
+    from conftest import NAMESPACE
+    job = checkpoint.new_id("race")
+    workdir = os.path.join(shared, "work", NAMESPACE, job)
+    marker = os.path.join(e2e_dir, f"swapped-{job}")
+    # The "real runc" of this node: on create, after ARCH checked and opened the work
+    # directory, the tenant swaps it for a symlink to a host directory, then runc runs.
+    swap_runc = daemons.write_script(os.path.join(e2e_dir, f"swap-runc-{job}", "runc"), f"""
+for a in "$@"; do
+  if [ "$a" = create ] && [ -d {workdir} ] && [ ! -L {workdir} ]; then
+    mv {workdir} {workdir}.moved && ln -s {victim} {workdir} && echo swapped > {marker}
+  fi
+done
+exec {daemons.RUNC} "$@"
+""")
+    c = variant_containers(variant_runtime(e2e_dir, node_config, f"swap-{job}", runc=swap_runc))
+    before = tree_of(victim)
+    cid = checkpoint.new_id("race")
+    c.run(cid, counting_job(), env=job_env(job, shared))
+    c.wait_lines(cid, "/data/n.txt", 3, workloads.parse_counter)
+    assert os.path.exists(marker), "the wrapper did not swap the work directory"
+    assert os.path.islink(workdir)
+
+    # The container has its own work directory (the one ARCH opened, now renamed on the
+    # host), never the host directory the symlink names.
+    listing = c.exec(cid, "ls", "-a", "/work").stdout.split()
+    assert "host-secret" not in listing, f"a host directory was mounted: {listing}"
+    assert "out.txt" in listing, listing
+    proc.wait_until(lambda: os.path.exists(os.path.join(workdir + ".moved", "out.txt")), 10,
+                    "the job to write into its own work directory")
+    mountinfo = c.exec(cid, "cat", "/proc/self/mountinfo").stdout
+    work_lines = [ln for ln in mountinfo.splitlines() if ln.split()[4] == "/work"]
+    assert len(work_lines) == 1, mountinfo
+    assert victim not in mountinfo, f"the host directory is mounted:\n{work_lines}"
+    c.exec(cid, "sh", "-c", "echo from-container > /work/probe")
+    assert not os.path.exists(os.path.join(victim, "probe"))
+    assert tree_of(victim) == before, "the host directory was changed"
+    c.remove(cid)
+    assert not daemons.mounts_under(victim)
+
+
+# ---- (f) [store] on_disallowed: fail (default) or unmanaged
+
+def test_on_disallowed_fail_or_unmanaged(ctr_containers, variant_containers, node_config,
+                                         e2e_dir, outside_dir):
+    argv = workloads.counter("/data/n.txt")
+    before = tree_of(outside_dir)
+
+    # fail (the session's config): the create fails with the permission error.
+    c = ctr_containers
+    cid = checkpoint.new_id("disallowed-fail")
+    log = refused(c, cid, argv, [f"ARCH_CHECKPOINT_HOST_PATH={outside_dir}",
+                                 f"ARCH_JOB_ID={cid}"])
+    assert "not an allowed store root" in log, log[-3000:]
+    c.remove(cid)
+
+    # unmanaged: the container runs, without ARCH: not registered, not checkpointable,
+    # the refusal in the node's log.
+    u = variant_containers(variant_runtime(e2e_dir, node_config, "unmanaged",
+                                           on_disallowed="unmanaged"))
+    cid = checkpoint.new_id("disallowed-unmanaged")
+    u.run(cid, argv, env=[f"ARCH_CHECKPOINT_HOST_PATH={outside_dir}", f"ARCH_JOB_ID={cid}"])
+    u.wait_lines(cid, "/data/n.txt", 3, workloads.parse_counter)
+    assert u.status(cid) == "RUNNING"
+    listed = [x["id"] for x in u.archctl.json("container", "list")]
+    assert cid not in listed, "an unmanaged container was registered"
+    r = u.archctl.run("container", "checkpoint", f"{u.ns}/{cid}", "-o", "json")
+    assert r.returncode != 0, f"an unmanaged container was checkpointed: {r.stdout}"
+    # The engine's runc log for the container (the shim's --log) has the warning.
+    warned = [m for m in u.log_messages(cid) if f"container {cid} runs unmanaged" in m]
+    assert warned and "not an allowed store root" in warned[0], u.diagnostics(cid)
+    assert u.read(cid, "/data/n.txt") is not None
+    assert tree_of(outside_dir) == before, "the disallowed path was changed"
+    assert not os.path.exists(os.path.join(node_config.store, u.ns, cid))

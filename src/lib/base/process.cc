@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -59,6 +60,32 @@ Result<pid_t> spawn_detached(const std::vector<std::string>& argv, int stdin_fd)
     exec_child(cargv, stdin_fd, devnull->get(), devnull->get(), nullptr);
   }
   return pid;
+}
+
+Result<void> watch_exit(pid_t pid, const std::function<void()>& then) {
+  // A pidfd (close-on-exec) becomes readable when `pid` exits, whoever its parent is.
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd) return fail_errno("pidfd_open " + std::to_string(pid));
+  pid_t child = ::fork();
+  if (child < 0) return fail_errno("fork");
+  if (child == 0) {
+    if (::fork() != 0) ::_exit(0);  // The watcher is the grandchild, reparented at once.
+    ::setsid();
+    int keep = pidfd.get() >= 3 ? pidfd.get() : ::fcntl(pidfd.get(), F_DUPFD_CLOEXEC, 3);
+    int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
+    if (keep > 3) ::syscall(SYS_close_range, 3U, static_cast<unsigned>(keep - 1), 0U);
+    ::syscall(SYS_close_range, static_cast<unsigned>(keep + 1), ~0U, 0U);
+    pollfd p{keep, POLLIN, 0};
+    while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    then();
+    ::_exit(0);
+  }
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  return {};
 }
 
 std::string join_argv(const std::vector<std::string>& argv) {

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -41,6 +42,13 @@ Result<ProcessResult> run_process(const std::vector<std::string>& argv,
 /// Starts argv[0] (absolute) in a new session with stdin from `stdin_fd` and stdout/stderr
 /// on /dev/null, and returns its pid without waiting. The caller reaps it.
 Result<pid_t> spawn_detached(const std::vector<std::string>& argv, int stdin_fd);
+
+/// Forks a watcher that outlives the caller: it waits until the process `pid` (normally
+/// the caller itself, about to exec another program under the same pid) has exited, runs
+/// `then`, and exits. The watcher is detached at once (double fork, new session; the
+/// caller waits only for the intermediate child), has stdio on /dev/null and no other fd of
+/// the caller, so it holds no pipe or lock the caller's caller waits on.
+Result<void> watch_exit(pid_t pid, const std::function<void()>& then);
 
 /// "argv[0] arg1 ...", for messages.
 std::string join_argv(const std::vector<std::string>& argv);

@@ -343,6 +343,21 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
     return 1;
   }
   if (s == "roots") return on_roots_entry(state, k, v);
+  if (s == "owners" && k == "ecs") {
+    if (v != "true" && v != "false") {
+      state->error = "[owners] ecs must be true or false";
+      return 0;
+    }
+    state->config.owners_ecs = v == "true";
+    return 1;
+  }
+  if (s == "docker" && k == "data_root") {
+    if (v.empty()) {
+      state->error = "[docker] data_root must be an absolute path";
+      return 0;
+    }
+    return need_absolute(state->config.docker_data_root);
+  }
   if (s == "store" && k == "keep") {
     int keep = std::atoi(std::string(v).c_str());
     if (keep < 1 || keep > 100) {
@@ -590,6 +605,17 @@ on_disallowed = fail
 # from it down to a key, must be owned by root and not writable by group or others; no
 # symlink is followed below a root.
 # shared = /mnt/shared
+
+[owners]
+# true: on an ECS (or AWS Batch on ECS) host, a Docker container the ECS agent created is
+# owned by "ecs+<cluster>+<task definition family>", from the agent's labels in Docker's
+# own record of the container; its keys are scoped to that owner. false: every Docker
+# container is owned by "moby". Turn it on only where Docker's API is the ECS agent's.
+ecs = false
+
+[docker]
+# dockerd's --data-root: where ARCH reads <data_root>/containers/<id>/config.v2.json.
+data_root = /var/lib/docker
 
 [state]
 # The registry of ARCH-enabled containers and the draining flag (tmpfs).

@@ -17,6 +17,8 @@
 //   [checkpoint] rootfs_compression = none|zstd   zstd_level = 3   zstd_threads = 0
 //              pre_copy = off|on|auto   network_lock = skip|iptables|nftables
 //   [keys]     dir = /etc/arch/keys   active = <key id> (see NodeConfig::Keys)
+//   [owners]   ecs = false|true   (Docker containers of ECS tasks owned by cluster and family)
+//   [docker]   data_root = /var/lib/docker   (where dockerd keeps config.v2.json)
 // The file and its directory must be owned by root and not writable by group or others;
 // otherwise nothing in it is used (root would be executing what another user chose).
 #pragma once
@@ -117,6 +119,13 @@ struct NodeConfig {
       return rootfs_compression == "zstd" ? zstd_level : 0;
     }
   } checkpoint;
+  /// [owners] ecs: a Docker container (namespace "moby") that the ECS agent created is
+  /// owned by "ecs+<cluster>+<family>" from the agent's labels in Docker's own record of it
+  /// (managed/owner.h); off, every Docker container is owned by "moby". The node decides:
+  /// turn it on only where the ECS agent is the one creating containers through Docker.
+  bool owners_ecs = false;
+  /// [docker] data_root: dockerd's --data-root (where <id>/config.v2.json is read).
+  std::string docker_data_root = "/var/lib/docker";
   /// [keys]: the node keys that seal checkpoints (store/node_key.h).
   struct Keys {
     std::string dir = kDefaultKeysDir;  ///< Root-only directory of `<key id>.key` files.

@@ -129,9 +129,9 @@ TEST(NodeConfig, RestoreLimits) {
   auto t = parse_node_config("[restore]\nmax_archive_bytes = 2TiB\n");
   ASSERT_TRUE(t);
   EXPECT_EQ(t->limits.max_archive_bytes, uint64_t{2} << 40);
-  for (const char* bad : {"max_rootfs_bytes = 0", "max_rootfs_bytes = -1", "max_rootfs_bytes = 1X",
-                          "max_rootfs_bytes = 99999999999T", "max_entries = 1K",
-                          "max_archive_bytes = "}) {
+  for (const char* bad :
+       {"max_rootfs_bytes = 0", "max_rootfs_bytes = -1", "max_rootfs_bytes = 1X",
+        "max_rootfs_bytes = 99999999999T", "max_entries = 1K", "max_archive_bytes = "}) {
     EXPECT_FALSE(parse_node_config(std::string("[restore]\n") + bad + "\n")) << bad;
   }
   auto text = parse_node_config(default_node_config_text());
@@ -139,6 +139,24 @@ TEST(NodeConfig, RestoreLimits) {
   EXPECT_EQ(text->limits.max_rootfs_bytes, d->limits.max_rootfs_bytes);
   EXPECT_EQ(text->limits.max_archive_bytes, d->limits.max_archive_bytes);
   EXPECT_EQ(text->limits.max_entries, d->limits.max_entries);
+}
+
+TEST(NodeConfig, EcsOwnersAreTheNodesChoice) {
+  auto d = parse_node_config("");
+  ASSERT_TRUE(d);
+  EXPECT_FALSE(d->owners_ecs);
+  EXPECT_EQ(d->docker_data_root, "/var/lib/docker");
+  auto on = parse_node_config("[owners]\necs = true\n[docker]\ndata_root = /srv/docker\n");
+  ASSERT_TRUE(on) << on.error().message();
+  EXPECT_TRUE(on->owners_ecs);
+  EXPECT_EQ(on->docker_data_root, "/srv/docker");
+  EXPECT_FALSE(parse_node_config("[owners]\necs = yes\n"));
+  EXPECT_FALSE(parse_node_config("[docker]\ndata_root = relative\n"));
+  EXPECT_FALSE(parse_node_config("[docker]\ndata_root =\n"));
+  auto text = parse_node_config(default_node_config_text());
+  ASSERT_TRUE(text);
+  EXPECT_FALSE(text->owners_ecs);
+  EXPECT_EQ(text->docker_data_root, "/var/lib/docker");
 }
 
 TEST(NodeConfig, RejectsBadValuesWithTheLine) {

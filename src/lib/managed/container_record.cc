@@ -4,6 +4,7 @@
 #include <ctime>
 
 #include "base/names.h"
+#include "managed/docker_labels.h"
 #include "managed/job_identity.h"
 #include "managed/owner.h"
 #include "managed/shared_mode.h"
@@ -28,7 +29,15 @@ Result<ContainerRecord> make_container_record(const RuncCommandLine& cl, const s
   if (!key) return std::unexpected(key.error());
   rec.key = key->key;
   rec.key_source = key->source;
-  auto owner = derive_owner(rec.ns, env);
+  // ECS owners come from Docker's own record of the container, read only when the node
+  // enables them (never because the container asks).
+  std::optional<Labels> labels;
+  if (config.owners_ecs && rec.ns == kDockerNamespace) {
+    auto read = read_docker_labels(config.docker_data_root, rec.id);
+    if (!read) return std::unexpected(read.error().wrap("owner"));
+    labels = std::move(*read);
+  }
+  auto owner = derive_owner(rec.ns, env, labels ? &*labels : nullptr);
   if (!owner) return std::unexpected(owner.error());
   rec.owner = *owner;
   auto place = store_place_for(env, config);

@@ -1,11 +1,14 @@
 // RuntimeExec: execve into runc, log routing.
 #include "runtime/runtime_exec.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 namespace arch {
@@ -28,12 +31,38 @@ std::string describe_call(const RuncCommandLine& cl) {
   return what;
 }
 
+namespace {
+
+// A script starts with "#!": the only kind of runtime that is a wrapper in practice.
+bool is_script(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char head[2] = {};
+  bool script = ::read(fd, head, 2) == 2 && head[0] == '#' && head[1] == '!';
+  ::close(fd);
+  return script;
+}
+
+}  // namespace
+
+bool is_runtime_loop() {
+  const char* marker = std::getenv(kHopVariable);
+  if (marker == nullptr) return false;
+  char* end = nullptr;
+  long pid = std::strtol(marker, &end, 10);
+  if (end == marker || *end != '\0') return false;
+  return pid == ::getpid() || pid == ::getppid();
+}
+
 int exec_runtime(const std::string& runtime, const char* const* argv, const RuncLog& log,
                  const RuncCommandLine& cl) {
   std::vector<const char*> envp;
-  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
-  std::string hop = std::string(kHopVariable) + "=1";
-  envp.push_back(hop.c_str());
+  const std::string prefix = std::string(kHopVariable) + "=";
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (!std::string_view(*e).starts_with(prefix)) envp.push_back(*e);
+  }
+  std::string hop = std::string(kHopVariable) + "=" + std::to_string(::getpid());
+  if (is_script(runtime)) envp.push_back(hop.c_str());
   envp.push_back(nullptr);
   // argv is handed over untouched, argv[0] included; only the binary changes.
   ::execve(runtime.c_str(), const_cast<char* const*>(argv), const_cast<char* const*>(envp.data()));

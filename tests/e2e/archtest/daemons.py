@@ -89,6 +89,22 @@ def write_node_config(directory, log_file, runc=RUNC, level="debug", criu=None, 
     return path
 
 
+def write_script(path, text):
+    """A root-owned 0755 shell script (what arch-runc accepts as a runtime)."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n" + text)
+    os.chmod(path, 0o755)
+    return path
+
+
+def config_wrapper(path, config, arch_runc):
+    """A runtime for an engine (ctr --runc-binary, a dockerd runtime) that runs arch-runc
+    with the node config `config`: one container can use another node config than the
+    session's (containerd's environment names that one)."""
+    return write_script(path, f'ARCH_CONFIG={config} exec {arch_runc} "$@"\n')
+
+
 def file_tail(path, n=40):
     """The last n lines of a daemon's log ("" when it cannot be read)."""
     try:
