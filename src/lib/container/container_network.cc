@@ -25,8 +25,9 @@ Result<std::string> ip_binary() {
   for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
     if (::access(p, X_OK) == 0) return std::string(p);
   }
-  return fail("iproute2's ip is not installed (/usr/sbin/ip): it reads and makes the "
-              "container's network namespace");
+  return fail(
+      "iproute2's ip is not installed (/usr/sbin/ip): it reads and makes the "
+      "container's network namespace");
 }
 
 // Runs `fn` on a new thread (so that namespace changes stay on it) and returns its result.
@@ -74,7 +75,7 @@ bool valid_route_value(const std::string& s) {
 }
 
 Result<ino_t> netns_inode(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return fail_errno("stat " + path);
   return st.st_ino;
 }

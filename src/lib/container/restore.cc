@@ -140,8 +140,8 @@ Result<RestoreNetwork> prepare_network(const Manifest& m, const ContainerRecord&
       out.note = "network: own namespace remade";
     }
     if (out.netns) {
-      out.criu_lines.push_back(fmt::format("inherit-fd fd[{}]:{}", kInheritedNetnsFd,
-                                           record->criu_key));
+      out.criu_lines.push_back(
+          fmt::format("inherit-fd fd[{}]:{}", kInheritedNetnsFd, record->criu_key));
     }
   }
   auto conns = dumped_connections(m);
@@ -153,9 +153,9 @@ Result<RestoreNetwork> prepare_network(const Manifest& m, const ContainerRecord&
     } else {
       out.criu_lines.push_back("tcp-close");  // runc 1.1 has no --tcp-close
     }
-    out.note += fmt::format("{}{} TCP connection(s) {}: {}", out.note.empty() ? "" : "; ",
-                            conns.size(), decision.restore ? "restored" : "closed",
-                            decision.reason);
+    out.note +=
+        fmt::format("{}{} TCP connection(s) {}: {}", out.note.empty() ? "" : "; ", conns.size(),
+                    decision.restore ? "restored" : "closed", decision.reason);
   }
   out.record = std::move(*record);
   return out;
@@ -184,8 +184,10 @@ Result<void> check_restored_network(const RuncClient& runc, const ContainerRecor
   if (missing->empty()) return {};
   std::string names;
   for (const auto& n : *missing) names += (names.empty() ? "" : ", ") + n;
-  return fail("the restored network namespace lacks interfaces that were up at the "
-              "checkpoint: " + names);
+  return fail(
+      "the restored network namespace lacks interfaces that were up at the "
+      "checkpoint: " +
+      names);
 }
 
 // One attempt: this checkpoint's rootfs diff into the new rootfs, then runc restore.
@@ -253,7 +255,8 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
   // No key, no restore: nothing unsealed is trusted (and nothing is moved aside for it).
   auto keys = load_node_keyring(config);
   if (!keys) return std::unexpected(keys.error().wrap("cannot check checkpoint seals"));
-  CheckpointStore store(rec.store, config.keep, rec.store_root, std::make_shared<const Keyring>(std::move(*keys)));
+  CheckpointStore store(rec.store, config.keep, rec.store_root,
+                        std::make_shared<const Keyring>(std::move(*keys)));
   auto lock = store.lock(rec.owner, rec.key, std::chrono::seconds(60));
   if (!lock) return std::unexpected(lock.error().wrap("lock " + rec.owner + "/" + rec.key));
   (void)store.cleanup_stale(*lock);

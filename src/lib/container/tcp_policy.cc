@@ -25,16 +25,19 @@ Result<TcpPolicy> parse_tcp_policy(std::string_view text) {
 
 std::string_view tcp_policy_name(TcpPolicy policy) {
   switch (policy) {
-    case TcpPolicy::kAuto: return "auto";
-    case TcpPolicy::kRestore: return "restore";
-    case TcpPolicy::kClose: return "close";
-    case TcpPolicy::kFail: return "fail";
+    case TcpPolicy::kAuto:
+      return "auto";
+    case TcpPolicy::kRestore:
+      return "restore";
+    case TcpPolicy::kClose:
+      return "close";
+    case TcpPolicy::kFail:
+      return "fail";
   }
   return "auto";
 }
 
-Result<TcpPolicy> container_tcp_policy(std::string_view node_default,
-                                       std::string_view env_value) {
+Result<TcpPolicy> container_tcp_policy(std::string_view node_default, std::string_view env_value) {
   if (!env_value.empty()) return parse_tcp_policy(env_value);
   auto node = parse_tcp_policy(node_default);
   return node ? node : TcpPolicy::kAuto;
