@@ -74,6 +74,20 @@ TEST(NodeConfig, AgentSection) {
   EXPECT_FALSE(parse_node_config("[agent]\nsocket = relative.sock\n"));
 }
 
+TEST(NodeConfig, CheckpointTcpPolicy) {
+  auto d = parse_node_config("");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->checkpoint.tcp, "auto");
+  auto c = parse_node_config("[checkpoint]\ntcp = close\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->checkpoint.tcp, "close");
+  auto bad = parse_node_config("[checkpoint]\ntcp = tcp-close\n");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("[checkpoint] tcp must be auto or restore or close or fail"),
+            std::string::npos)
+      << bad.error().message();
+}
+
 TEST(NodeConfig, CheckpointSection) {
   auto d = parse_node_config("");
   ASSERT_TRUE(d);
@@ -129,9 +143,9 @@ TEST(NodeConfig, RestoreLimits) {
   auto t = parse_node_config("[restore]\nmax_archive_bytes = 2TiB\n");
   ASSERT_TRUE(t);
   EXPECT_EQ(t->limits.max_archive_bytes, uint64_t{2} << 40);
-  for (const char* bad : {"max_rootfs_bytes = 0", "max_rootfs_bytes = -1", "max_rootfs_bytes = 1X",
-                          "max_rootfs_bytes = 99999999999T", "max_entries = 1K",
-                          "max_archive_bytes = "}) {
+  for (const char* bad :
+       {"max_rootfs_bytes = 0", "max_rootfs_bytes = -1", "max_rootfs_bytes = 1X",
+        "max_rootfs_bytes = 99999999999T", "max_entries = 1K", "max_archive_bytes = "}) {
     EXPECT_FALSE(parse_node_config(std::string("[restore]\n") + bad + "\n")) << bad;
   }
   auto text = parse_node_config(default_node_config_text());
