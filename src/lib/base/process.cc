@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/file_util.h"
@@ -25,13 +26,22 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
 
 // In the child: only async-signal-safe calls until exec.
 [[noreturn]] void exec_child(const std::vector<const char*>& argv, int in, int out, int err,
-                             const char* cwd) {
+                             const char* cwd, int extra = -1, int extra_as = -1) {
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  // The extra fd first goes above every fd the plan names, so no dup2 below clobbers it.
+  if (extra >= 0 && (extra = ::fcntl(extra, F_DUPFD_CLOEXEC, std::max(extra_as, 3) + 1)) < 0)
+    ::_exit(127);
   if (::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) ::_exit(127);
   if (cwd != nullptr && ::chdir(cwd) != 0) ::_exit(127);
-  ::close_range(3, ~0U, 0);  // The fd plan is exactly 0, 1, 2.
+  if (extra >= 0) {
+    if (::dup2(extra, extra_as) < 0) ::_exit(127);  // dup2 clears O_CLOEXEC on extra_as
+    ::close_range(3, static_cast<unsigned>(extra_as) - 1, 0);
+    ::close_range(static_cast<unsigned>(extra_as) + 1, ~0U, 0);
+  } else {
+    ::close_range(3, ~0U, 0);  // The fd plan is exactly 0, 1, 2.
+  }
   ::execv(argv[0], const_cast<char* const*>(argv.data()));
   ::_exit(127);
 }
@@ -124,7 +134,8 @@ Result<ProcessResult> run_process(const std::vector<std::string>& argv,
     // after the ARCH process that started it was killed.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(127);
-    exec_child(cargv, in, out, err, cwd);
+    exec_child(cargv, in, out, err, cwd, options.inherit_as >= 3 ? options.inherit_fd : -1,
+               options.inherit_as);
   }
   out_pipe->second.reset();
   err_pipe->second.reset();

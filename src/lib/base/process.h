@@ -23,6 +23,10 @@ struct ProcessOptions {
   int stderr_fd = -1;                                ///< -1: captured into ProcessResult::err.
   std::optional<std::chrono::milliseconds> timeout;  ///< Killed (SIGKILL) when exceeded.
   std::string cwd;                                   ///< Empty: inherit.
+  /// One more fd for the child: `inherit_fd` (ours) becomes `inherit_as` (>= 3) in it,
+  /// e.g. a network namespace runc hands on to CRIU (`inherit-fd`). -1: none.
+  int inherit_fd = -1;
+  int inherit_as = -1;
 };
 
 struct ProcessResult {

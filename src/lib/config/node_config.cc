@@ -175,6 +175,7 @@ int on_checkpoint_entry(ParseState* state, std::string_view k, std::string_view 
   if (k == "rootfs_compression") return one_of(c.rootfs_compression, {"none", "zstd"});
   if (k == "pre_copy") return one_of(c.pre_copy, {"off", "on", "auto"});
   if (k == "network_lock") return one_of(c.network_lock, {"skip", "iptables", "nftables"});
+  if (k == "tcp") return one_of(c.tcp, {"auto", "restore", "close", "fail"});
   if (k == "zstd_level") return parse_int_in(state, k, v, 1, 19, c.zstd_level, "checkpoint");
   if (k == "zstd_threads") return parse_int_in(state, k, v, 0, 64, c.zstd_threads, "checkpoint");
   return 1;
@@ -654,9 +655,13 @@ zstd_threads = 0
 # off | on | auto: pre-copy (a CRIU pre-dump, then a final dump of what changed) in
 # finalize; needs the kernel's soft-dirty tracking, else a plain dump.
 pre_copy = auto
-# skip | iptables | nftables: CRIU's network lock during a dump (ARCH dumps no TCP
-# connections, so skip saves four iptables-restore runs per dump).
+# skip | iptables | nftables: CRIU's network lock during a dump (skip saves four
+# iptables-restore runs per dump; a dump with TCP connections always locks, iptables then).
 network_lock = skip
+# auto | restore | close | fail: established TCP connections (ARCH_TCP per container).
+# auto: dumped; restored on the same node where their addresses exist, else closed (the
+# application sees a reset and reconnects). fail: such a container is not checkpointed.
+tcp = auto
 
 [agent]
 # archd's local API (root only).

@@ -16,6 +16,7 @@
 //              leave_running = true|false (see NodeConfig::Jobs)
 //   [checkpoint] rootfs_compression = none|zstd   zstd_level = 3   zstd_threads = 0
 //              pre_copy = off|on|auto   network_lock = skip|iptables|nftables
+//              tcp = auto|restore|close|fail
 //   [keys]     dir = /etc/arch/keys   active = <key id> (see NodeConfig::Keys)
 //   [owners]   ecs = false|true   (Docker containers of ECS tasks owned by cluster and family)
 //   [docker]   data_root = /var/lib/docker   (where dockerd keeps config.v2.json)
@@ -114,6 +115,10 @@ struct NodeConfig {
     /// --tcp-established, which ARCH does not pass), so the lock protects nothing here and
     /// costs four iptables-restore runs per dump (~25% of a small container's dump).
     std::string network_lock = "skip";
+    /// TCP connections: auto | restore | close | fail (container_tcp_policy(); ARCH_TCP
+    /// overrides per container). A dump with connections always locks the network
+    /// (iptables when network_lock is skip).
+    std::string tcp = "auto";
     /// The rootfs diff's zstd level, 0 when it is not compressed.
     [[nodiscard]] int rootfs_zstd_level() const {
       return rootfs_compression == "zstd" ? zstd_level : 0;

@@ -74,6 +74,20 @@ TEST(NodeConfig, AgentSection) {
   EXPECT_FALSE(parse_node_config("[agent]\nsocket = relative.sock\n"));
 }
 
+TEST(NodeConfig, CheckpointTcpPolicy) {
+  auto d = parse_node_config("");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->checkpoint.tcp, "auto");
+  auto c = parse_node_config("[checkpoint]\ntcp = close\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->checkpoint.tcp, "close");
+  auto bad = parse_node_config("[checkpoint]\ntcp = tcp-close\n");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("[checkpoint] tcp must be auto or restore or close or fail"),
+            std::string::npos)
+      << bad.error().message();
+}
+
 TEST(NodeConfig, CheckpointSection) {
   auto d = parse_node_config("");
   ASSERT_TRUE(d);

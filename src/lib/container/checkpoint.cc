@@ -9,6 +9,7 @@
 #include "container/checkpoint.h"
 
 #include <fcntl.h>
+#include <fmt/core.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,10 +26,13 @@
 #include "base/file_util.h"
 #include "base/host.h"
 #include "base/process.h"
+#include "container/container_network.h"
 #include "container/rootfs_diff.h"
+#include "container/tcp_policy.h"
 #include "criu/criu_features.h"
 #include "criu/lazy_pages.h"
 #include "managed/store_layout.h"
+#include "runtime/oci_spec.h"
 #include "runtime/runc_log.h"
 #include "runtime/spec_digest.h"
 #include "store/checkpoint_store.h"
@@ -170,6 +174,10 @@ struct ContainerCheckpoint::State {
   SpecDigest spec;  ///< Of the bundle's config.json: what a restore must match.
   std::map<std::string, double> timings;
   RootfsDiffStats rootfs_stats;  // what the capture wrote: restore stops at these counts
+  TcpPolicy tcp_policy = TcpPolicy::kAuto;
+  std::optional<NetworkRecord> network;  // the container's network namespace (after freeze)
+  std::vector<TcpEndpoint> tcp;          // its TCP connections (dumped with it)
+  std::vector<std::string> criu_lines;   // further CRIU config lines (network, TCP)
   Clock::time_point total_start = Clock::now();
 
   State(const ContainerRecord& rec, const NodeConfig& cfg, const std::string& runc_bin,
@@ -206,13 +214,40 @@ struct ContainerCheckpoint::State {
   // The CRIU options runc cannot pass, as a CRIU config file in the checkpoint's CRIU work
   // directory (kept with its logs: the record of how the dump was made). Empty: none.
   std::string criu_config(const std::string& work) const {
-    const std::string& method = config->checkpoint.network_lock;
-    if (method.empty() || method == "iptables") return {};  // CRIU's own default
+    std::string method = config->checkpoint.network_lock;
+    if (!tcp.empty() && method == "skip") method = "iptables";  // connections: lock
+    std::string text;
+    if (!method.empty() && method != "iptables") text += "network-lock " + method + "\n";
+    for (const auto& line : criu_lines) text += line + "\n";
+    if (text.empty()) return {};  // CRIU's own defaults
     if (::mkdir(work.c_str(), 0700) != 0 && errno != EEXIST) return {};
     std::string path = work + "/arch-criu.conf";
     auto fd = open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (!fd || !write_all(fd->get(), "network-lock " + method + "\n")) return {};
+    if (!fd || !write_all(fd->get(), text)) return {};
     return path;
+  }
+
+  // Frozen: the container's network namespace (so the restore can give it back and check
+  // it) and its TCP connections (dumped with it, or refused with ARCH_TCP=fail).
+  Result<void> inspect_network() {
+    auto net = record_container_network(state.pid, c.bundle);
+    if (!net) return std::unexpected(net.error().wrap("record the container's network"));
+    auto line = dump_criu_line(*net, state.pid);
+    if (!line) return std::unexpected(line.error());
+    if (!line->empty()) criu_lines.push_back(*line);
+    network = std::move(*net);
+    auto pids = runc.pids(c.id);
+    if (!pids) return std::unexpected(pids.error());
+    auto conns = container_tcp_connections(*pids);
+    if (!conns) return std::unexpected(conns.error());
+    tcp = std::move(*conns);
+    if (!tcp.empty() && tcp_policy == TcpPolicy::kFail) {
+      return fail(fmt::format(
+          "the container holds {} established TCP connection(s) (e.g. {} -> {}) and its TCP "
+          "policy is fail (ARCH_TCP or [checkpoint] tcp): not checkpointed",
+          tcp.size(), tcp.front().local, tcp.front().remote));
+    }
+    return {};
   }
 
   Result<void> capture_rootfs() {
@@ -246,7 +281,9 @@ struct ContainerCheckpoint::State {
   Result<void> dump() {
     auto start = Clock::now();
     std::string images = staging->path() + "/images";
-    std::vector<std::string> extra = {"--leave-running"};
+    std::vector<std::string> base = {"--leave-running"};
+    if (!tcp.empty()) base.push_back("--tcp-established");
+    std::vector<std::string> extra = base;
     if (pre_copied) extra.insert(extra.end(), {"--parent-path", "parent"});
     WritebackPump pump(staging->path());
     std::string work = staging->path() + "/criu";
@@ -259,7 +296,7 @@ struct ContainerCheckpoint::State {
       pre_copied = false;
       (void)remove_directory_contents(images);
       (void)remove_directory_contents(staging->path() + "/criu");
-      dumped = runc.checkpoint(c.id, images, work, {"--leave-running"}, criu_config(work));
+      dumped = runc.checkpoint(c.id, images, work, base, criu_config(work));
     }
     if (!dumped) return dumped;
     timings["dump"] = ms_since(start);
@@ -291,6 +328,12 @@ struct ContainerCheckpoint::State {
                  {"entries", rootfs_stats.entries}}},
                {"pre_copy", pre_copy},
                {"network_lock", config->checkpoint.network_lock}};
+    if (network) m.extra["network"] = to_json(*network);
+    nlohmann::json conns = nlohmann::json::array();
+    for (const auto& t : tcp) conns.push_back({{"local", t.local}, {"remote", t.remote}});
+    m.extra["tcp"] = {{"policy", std::string(tcp_policy_name(tcp_policy))},
+                      {"dumped", !tcp.empty()},
+                      {"connections", conns}};
     if (options.rootfs_zstd_level > 0) {
       m.extra["rootfs_diff"]["zstd_level"] = options.rootfs_zstd_level;
     }
@@ -337,6 +380,12 @@ Result<ContainerCheckpoint> ContainerCheckpoint::begin(const ContainerRecord& c,
   auto s = std::make_unique<State>(c, config, runc, options,
                                    std::make_shared<const Keyring>(std::move(*keys)));
   s->spec = std::move(*spec);
+  // The TCP policy, strictly one of its names (the value never reaches CRIU as text).
+  auto env = read_arch_env(c.bundle);
+  if (!env) return std::unexpected(env.error());
+  auto policy = container_tcp_policy(config.checkpoint.tcp, env->get("ARCH_TCP"));
+  if (!policy) return std::unexpected(policy.error().wrap("container " + c.ns + "/" + c.id));
+  s->tcp_policy = *policy;
   auto lock = s->store.lock(c.owner, c.key, std::chrono::seconds(options.lock_timeout_s));
   if (!lock) return std::unexpected(lock.error().wrap("lock " + c.owner + "/" + c.key));
   s->lock.emplace(std::move(*lock));
@@ -413,6 +462,7 @@ Result<CheckpointOutcome> ContainerCheckpoint::finish() {
   State& s = *s_;
   if (auto frozen = freeze(); !frozen) return std::unexpected(frozen.error());
   if (auto ok = s.ensure_staging(); !ok) return s.thaw_after(ok.error());
+  if (auto ok = s.inspect_network(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.capture_rootfs(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.dump(); !ok) return s.thaw_after(ok.error());
 

@@ -10,9 +10,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <optional>
 
 #include "base/file_util.h"
+#include "base/host.h"
+#include "container/container_network.h"
 #include "container/rootfs_diff.h"
+#include "container/tcp_policy.h"
 #include "criu/lazy_pages.h"
 #include "managed/store_layout.h"
 #include "runtime/oci_spec.h"
@@ -82,11 +86,116 @@ Result<void> check_restored_credentials(const RuncClient& runc, const ContainerR
   return fail(why);
 }
 
+// The network a restore gives the container: the namespace fd runc hands on to CRIU (when
+// ARCH makes or opens it), the CRIU config lines, the runc flags, and the record the
+// check after the restore compares against (none for a checkpoint from before it).
+struct RestoreNetwork {
+  std::optional<NetworkRecord> record;
+  UniqueFd netns;
+  std::vector<std::string> criu_lines;
+  std::vector<std::string> flags;
+  std::string note;
+};
+
+std::vector<TcpEndpoint> dumped_connections(const Manifest& m) {
+  std::vector<TcpEndpoint> out;
+  if (!m.extra.is_object() || !m.extra.contains("tcp")) return out;
+  const auto& tcp = m.extra["tcp"];
+  if (!tcp.is_object() || !tcp.value("dumped", false)) return out;
+  auto list = tcp.find("connections");
+  if (list == tcp.end() || !list->is_array()) return out;
+  for (const auto& c : *list) {
+    if (c.is_object()) out.push_back({c.value("local", ""), c.value("remote", "")});
+  }
+  return out;
+}
+
+Result<RestoreNetwork> prepare_network(const Manifest& m, const ContainerRecord& rec,
+                                       TcpPolicy policy) {
+  RestoreNetwork out;
+  if (!m.extra.is_object() || !m.extra.contains("network")) return out;  // older checkpoint
+  auto record = network_record_from_json(m.extra["network"]);
+  if (!record) return std::unexpected(record.error());
+  auto spec = spec_network_namespace(rec.bundle);
+  if (!spec) return std::unexpected(spec.error());
+  std::vector<std::string> addresses;
+  if (record->mode != "host") {
+    if (!spec->path.empty()) {
+      // The new container joins a namespace (a pod sandbox): the processes go there.
+      auto fd = open_file(spec->path, O_RDONLY);
+      if (!fd) return std::unexpected(fd.error().wrap("open the new network namespace"));
+      auto have = namespace_addresses(fd->get());
+      if (!have) return std::unexpected(have.error());
+      addresses = std::move(*have);
+      // runc hands the spec's namespace to CRIU itself under its own key.
+      if (record->criu_key != kRuncNetnsKey) out.netns = std::move(*fd);
+      out.note = "network: joined " + spec->path;
+    } else {
+      auto fd = make_network_namespace(*record);
+      if (!fd) return std::unexpected(fd.error().wrap("remake the network namespace"));
+      auto have = namespace_addresses(fd->get());
+      if (!have) return std::unexpected(have.error());
+      addresses = std::move(*have);
+      out.netns = std::move(*fd);
+      out.note = "network: own namespace remade";
+    }
+    if (out.netns) {
+      out.criu_lines.push_back(
+          fmt::format("inherit-fd fd[{}]:{}", kInheritedNetnsFd, record->criu_key));
+    }
+  }
+  auto conns = dumped_connections(m);
+  if (!conns.empty()) {
+    auto decision = decide_tcp(policy == TcpPolicy::kFail ? TcpPolicy::kAuto : policy, conns,
+                               m.node == host_name(), addresses);
+    if (decision.restore) {
+      out.flags.push_back("--tcp-established");
+    } else {
+      out.criu_lines.push_back("tcp-close");  // runc 1.1 has no --tcp-close
+    }
+    out.note +=
+        fmt::format("{}{} TCP connection(s) {}: {}", out.note.empty() ? "" : "; ", conns.size(),
+                    decision.restore ? "restored" : "closed", decision.reason);
+  }
+  out.record = std::move(*record);
+  return out;
+}
+
+// The CRIU config file of a restore (in its work dir, kept with its log); empty: none.
+Result<std::string> write_restore_criu_config(const std::string& work,
+                                              const std::vector<std::string>& lines) {
+  if (lines.empty()) return std::string();
+  std::string text;
+  for (const auto& l : lines) text += l + "\n";
+  std::string path = work + "/arch-criu-restore.conf";
+  auto fd = open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (!fd) return std::unexpected(fd.error());
+  if (auto ok = write_all(fd->get(), text); !ok) return std::unexpected(ok.error());
+  return path;
+}
+
+// After the restore: every interface that was up at the checkpoint is up again.
+Result<void> check_restored_network(const RuncClient& runc, const ContainerRecord& rec,
+                                    const NetworkRecord& record) {
+  auto state = runc.state(rec.id);
+  if (!state) return std::unexpected(state.error());
+  auto missing = missing_interfaces(record, state->pid);
+  if (!missing) return std::unexpected(missing.error().wrap("check the restored network"));
+  if (missing->empty()) return {};
+  std::string names;
+  for (const auto& n : *missing) names += (names.empty() ? "" : ", ") + n;
+  return fail(
+      "the restored network namespace lacks interfaces that were up at the "
+      "checkpoint: " +
+      names);
+}
+
 // One attempt: this checkpoint's rootfs diff into the new rootfs, then runc restore.
 // `touched_rootfs` says whether the rootfs may have changed (so it must be put back).
 Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncCommandLine& create,
                                  const ContainerRecord& rec, const NodeConfig& config,
                                  const std::string& runc_path, const std::string& rootfs,
+                                 TcpPolicy tcp_policy, std::string* network_note,
                                  bool* touched_rootfs) {
   auto tar = open_file(ckpt.path + "/rootfs-diff.tar", O_RDONLY);
   if (!tar) return std::unexpected(tar.error());
@@ -99,13 +208,26 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
   std::string work = rec.bundle + "/arch-restore";
   if (::mkdir(work.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + work);
   RuncClient runc(runc_path, rec.runc_root, config.criu);
+  auto net = prepare_network(ckpt.manifest, rec, tcp_policy);
+  if (!net) return std::unexpected(net.error());
+  auto criu_conf = write_restore_criu_config(work, net->criu_lines);
+  if (!criu_conf) return std::unexpected(criu_conf.error());
+  runc.set_restore_criu(*criu_conf, net->netns ? net->netns.get() : -1,
+                        net->netns ? kInheritedNetnsFd : -1);
+  *network_note = net->note;
+  auto flags = restore_flags_from_create(create, rec.bundle);
+  flags.insert(flags.end(), net->flags.begin(), net->flags.end());
   auto restored =
-      restore_maybe_lazily(runc, config.criu, rec.id, ckpt.path + "/images", work,
-                           restore_flags_from_create(create, rec.bundle), std::string(create.log),
-                           lazy_restore_wanted(config, rec.bundle));
+      restore_maybe_lazily(runc, config.criu, rec.id, ckpt.path + "/images", work, flags,
+                           std::string(create.log), lazy_restore_wanted(config, rec.bundle));
   if (restored) {
     if (auto creds = check_restored_credentials(runc, rec); !creds) {
       restored = std::unexpected(creds.error().wrap("refused after restore (tasks killed)"));
+    }
+  }
+  if (restored && net->record) {
+    if (auto up = check_restored_network(runc, rec, *net->record); !up) {
+      restored = std::unexpected(up.error().wrap("refused after restore (tasks killed)"));
     }
   }
   if (!restored) {
@@ -133,7 +255,8 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
   // No key, no restore: nothing unsealed is trusted (and nothing is moved aside for it).
   auto keys = load_node_keyring(config);
   if (!keys) return std::unexpected(keys.error().wrap("cannot check checkpoint seals"));
-  CheckpointStore store(rec.store, config.keep, rec.store_root, std::make_shared<const Keyring>(std::move(*keys)));
+  CheckpointStore store(rec.store, config.keep, rec.store_root,
+                        std::make_shared<const Keyring>(std::move(*keys)));
   auto lock = store.lock(rec.owner, rec.key, std::chrono::seconds(60));
   if (!lock) return std::unexpected(lock.error().wrap("lock " + rec.owner + "/" + rec.key));
   (void)store.cleanup_stale(*lock);
@@ -141,6 +264,13 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
   // The new container's spec, to compare with the one each checkpoint was taken under.
   auto spec = bundle_spec_digest(rec.bundle);
   if (!spec) return std::unexpected(spec.error().wrap("spec digest of the new container"));
+
+  // The container's TCP policy, strictly one of its names: a malformed ARCH_TCP is the
+  // new container's fault, not the checkpoint's (kept, not restored).
+  auto env = read_arch_env(rec.bundle);
+  if (!env) return std::unexpected(env.error());
+  auto tcp_policy = container_tcp_policy(config.checkpoint.tcp, env->get("ARCH_TCP"));
+  if (!tcp_policy) return std::unexpected(tcp_policy.error().wrap("checkpoint kept, not restored"));
 
   auto root_path = read_root_path(rec.bundle);
   std::string rootfs = root_path ? *root_path : rec.bundle + "/rootfs";
@@ -171,7 +301,9 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
       return std::unexpected(e.wrap("restore from " + ckpt->path + " (moved aside)"));
     }
     bool touched_rootfs = false;
-    auto done = restore_from(*ckpt, create, rec, config, runc_path, rootfs, &touched_rootfs);
+    std::string network_note;
+    auto done = restore_from(*ckpt, create, rec, config, runc_path, rootfs, *tcp_policy,
+                             &network_note, &touched_rootfs);
     if (done) {
       if (auto marked = ContainerRegistry(config.state_dir).mark_restored(rec.runc_root, rec.id);
           !marked) {
@@ -181,6 +313,7 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
       out.checkpoint = ckpt->path;
       out.lazy = done->lazy;
       out.lazy_failure = done->lazy_failure;
+      out.network = network_note;
       out.skipped = std::move(failed);
       for (const auto& s : ckpt->skipped) out.skipped.push_back(s);
       for (const auto& f : ckpt->manifest.files) out.bytes += f.size;

@@ -25,6 +25,9 @@ struct RestoreOutcome {
   uint64_t bytes = 0;        ///< Bytes of the checkpoint (its manifest's files).
   bool lazy = false;         ///< Restored with lazy pages (lazy_pages.h).
   std::string lazy_failure;  ///< Why a wanted lazy restore fell back to a plain one.
+  /// What became of the network: "own network namespace remade (lo, ...); 2 TCP
+  /// connection(s) closed: rescheduled to another node". Empty: nothing to say.
+  std::string network;
   /// Newer generations passed over (did not verify, or failed to restore), with reasons.
   std::vector<std::string> skipped{};
 };

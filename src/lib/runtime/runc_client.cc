@@ -164,8 +164,10 @@ Result<void> RuncClient::checkpoint(const std::string& id, const std::string& im
                                     const std::string& criu_config) const {
   auto argv = base_argv();
   if (!criu_config.empty()) {
-    // runc hands its environment to `criu swrk`, which reads this file after runc's RPC
-    // options (CRIU's documented CRIU_CONFIG_FILE); env(1) sets it for this call only.
+    // runc hands its environment to `criu swrk`, which reads this file (CRIU's documented
+    // CRIU_CONFIG_FILE) *before* runc's RPC options: it sets what runc leaves unset
+    // (network-lock, external, tcp-close ...), and cannot undo what runc sets (runc 1.1
+    // always asks for an empty network namespace). env(1) sets it for this call only.
     argv.insert(argv.begin(), {"/usr/bin/env", "CRIU_CONFIG_FILE=" + criu_config});
   }
   argv.insert(argv.end(), {"checkpoint", "--image-path", images, "--work-path", work});
@@ -183,6 +185,9 @@ Result<void> RuncClient::restore(const std::string& id, const std::string& image
                                  const std::string& work, const std::vector<std::string>& flags,
                                  const std::string& log_file) const {
   auto argv = base_argv(log_file);
+  if (!restore_criu_config_.empty()) {
+    argv.insert(argv.begin(), {"/usr/bin/env", "CRIU_CONFIG_FILE=" + restore_criu_config_});
+  }
   argv.insert(argv.end(), {"restore", "--detach", "--image-path", images, "--work-path", work});
   argv.insert(argv.end(), flags.begin(), flags.end());
   argv.push_back(id);
@@ -193,6 +198,8 @@ Result<void> RuncClient::restore(const std::string& id, const std::string& image
   opts.stdout_fd = 1;
   opts.stderr_fd = 2;
   opts.timeout = std::chrono::minutes(10);
+  opts.inherit_fd = restore_fd_;
+  opts.inherit_as = restore_fd_as_;
   auto r = run_process(argv, opts);
   if (!r) return std::unexpected(r.error().wrap("runc restore " + id));
   if (r->ok()) return {};

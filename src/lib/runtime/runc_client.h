@@ -50,6 +50,14 @@ class RuncClient {
   /// `flags` carries the caller's create flags (bundle, pid-file, console-socket ...).
   Result<void> restore(const std::string& id, const std::string& images, const std::string& work,
                        const std::vector<std::string>& flags, const std::string& log_file) const;
+  /// For every later restore(): a CRIU configuration file runc's CRIU reads
+  /// (CRIU_CONFIG_FILE; empty: none) and one fd of ours that runc inherits, and hands on to
+  /// `criu swrk`, at number `fd_as` (what the file's `inherit-fd fd[N]:KEY` names; -1: none).
+  void set_restore_criu(std::string config_file, int fd = -1, int fd_as = -1) {
+    restore_criu_config_ = std::move(config_file);
+    restore_fd_ = fd;
+    restore_fd_as_ = fd_as;
+  }
   /// `runc delete --force ID`: removes what a failed restore may have left behind.
   Result<void> delete_force(const std::string& id) const;
 
@@ -62,6 +70,9 @@ class RuncClient {
   std::string runc_;
   std::string root_;
   std::string criu_;
+  std::string restore_criu_config_;
+  int restore_fd_ = -1;
+  int restore_fd_as_ = -1;
 };
 
 /// The lines of a CRIU log that explain a failure ("Error", "error", "Warn" lines; the

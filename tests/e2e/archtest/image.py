@@ -20,7 +20,8 @@ IMAGE_NAME = "arch.test/busybox:1"
 # Applets the tests use (busybox-static provides them all).
 APPLETS = (
     "sh ash echo sleep usleep cat env ls tty stty true false kill ps id hostname printf "
-    "test [ wc head tail tr date mkdir rm mv touch seq yes sed grep awk expr pwd uname"
+    "test [ wc head tail tr date mkdir rm mv touch seq yes sed grep awk expr pwd uname "
+    "nc httpd ip"
 ).split()
 
 _MTIME = 1_600_000_000

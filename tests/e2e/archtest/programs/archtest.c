@@ -16,6 +16,15 @@
  *                                  SIGUSR1 appends "T CRC32\n" of the whole buffer to SUMS.
  *   archtest mutate                changes the root filesystem (see do_mutate), writes
  *                                  "start <uuid>" to /ready and then waits forever.
+ *   archtest tcpclient IP PORT LOG [MS]
+ *                                  streams records to a TCP server at IP:PORT: on every
+ *                                  connect the server first sends "N\n", the number of
+ *                                  records it holds; the client then sends "N+1\n",
+ *                                  waits for that line back (the acknowledgement), sends
+ *                                  the next every MS ms (default 20). On any error (reset,
+ *                                  EOF) it reconnects and resumes from what the server
+ *                                  says it holds. LOG gets "start <uuid>\n", then
+ *                                  "connect\n" per connection and "lost <why>\n" per loss.
  *   archtest list [ROOT]           prints one line per entry below ROOT (default "/") on
  *                                  ROOT's filesystem: path, type, mode, uid, gid, size,
  *                                  link target or SHA-256, hardlink group, holes, xattrs.
@@ -33,7 +42,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
@@ -455,6 +467,67 @@ static int list(int argc, char **argv) {
   return fflush(stdout) == 0 ? 0 : 1;
 }
 
+/* One line (without '\n') from a socket, byte by byte; -1 on EOF or error. */
+static int read_line(int fd, char *buf, size_t size) {
+  size_t n = 0;
+  while (n + 1 < size) {
+    char c;
+    ssize_t got = read(fd, &c, 1);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return -1;
+    if (c == '\n') break;
+    buf[n++] = c;
+  }
+  buf[n] = '\0';
+  return (int)n;
+}
+
+static int tcpclient(int argc, char **argv) {
+  if (argc < 3) return 2;
+  long ms = argc > 3 ? atol(argv[3]) : 20;
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[1]))};
+  if (inet_pton(AF_INET, argv[0], &addr.sin_addr) != 1) return 2;
+  signal(SIGPIPE, SIG_IGN);
+  int log = open_append(argv[2]);
+  append_start_line(log);
+  char line[64], want[64];
+  for (;;) {
+    int sk = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (sk < 0) die("socket");
+    if (connect(sk, (struct sockaddr *)&addr, sizeof addr) != 0) {
+      close(sk);
+      sleep_ms(100);
+      continue;
+    }
+    append_line(log, "connect\n");
+    const char *why = "greeting";
+    if (read_line(sk, line, sizeof line) >= 0) {
+      unsigned long next = strtoul(line, NULL, 10) + 1;
+      for (;; ++next) {
+        snprintf(want, sizeof want, "%lu\n", next);
+        ssize_t len = (ssize_t)strlen(want);
+        if (send(sk, want, (size_t)len, 0) != len) {
+          why = "send";
+          break;
+        }
+        if (read_line(sk, line, sizeof line) < 0) {
+          why = "ack";
+          break;
+        }
+        if (strtoul(line, NULL, 10) != next) {
+          why = "wrong ack";
+          break;
+        }
+        sleep_ms(ms);
+      }
+    }
+    snprintf(line, sizeof line, "lost %s %d\n", why, errno);
+    append_line(log, line);
+    close(sk);
+    sleep_ms(100);
+  }
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: archtest counter|produce|consume|memory|mutate|list ...\n");
@@ -464,6 +537,7 @@ int main(int argc, char **argv) {
   argc -= 2;
   argv += 2;
   if (strcmp(cmd, "counter") == 0) return counter(argc, argv);
+  if (strcmp(cmd, "tcpclient") == 0) return tcpclient(argc, argv);
   if (strcmp(cmd, "produce") == 0) return produce(argc, argv);
   if (strcmp(cmd, "consume") == 0) return consume(argc, argv);
   if (strcmp(cmd, "memory") == 0) return memory(argc, argv);
