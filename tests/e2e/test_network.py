@@ -305,7 +305,8 @@ def test_tcp_fail_refuses_the_checkpoint_and_the_container_keeps_running(ctr_con
     wait_records(net, 10)
     r = c.archctl.run("container", "checkpoint", f"{c.ns}/{cid}", "-o", "json")
     assert r.returncode != 0, r.stdout
-    assert "TCP" in r.stderr and "policy is fail" in r.stderr, r.stderr
+    err = r.stdout + r.stderr  # -o json: the error is JSON on stdout
+    assert "TCP" in err and "policy is fail" in err, err
     assert c.status(cid) == "RUNNING"
     held = len(net.records_held())
     check_records(wait_records(net, held + 10))
@@ -318,7 +319,7 @@ def test_arch_tcp_cannot_inject_criu_options(ctr_containers, value):
     c, cid = ctr_containers, checkpoint.new_id("tcpinj")
     run_ctr(c, cid, SERVER, [f"ARCH_TCP={value}"])
     r = c.archctl.run("container", "checkpoint", f"{c.ns}/{cid}", "-o", "json")
-    assert r.returncode != 0 and "ARCH_TCP must be auto, restore, close or fail" in r.stderr, (
+    assert r.returncode != 0 and "ARCH_TCP must be auto, restore, close or fail" in r.stdout, (
         r.stdout, r.stderr)
     assert c.status(cid) == "RUNNING"
     assert c.checkpoints(cid) == []

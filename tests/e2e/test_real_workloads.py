@@ -132,7 +132,6 @@ def test_workload_resumes_with_its_state(real, w):
         raise AssertionError(f"{w.name} after the restore: {e}\n{c.diagnostics(cid, ckpt)}")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 item 2: loopback comes back DOWN after a restore")
 def test_restored_loopback_is_up(real):
     """The container's own network namespace comes back with loopback up (what every
     server above needs to answer)."""

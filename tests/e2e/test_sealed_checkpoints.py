@@ -162,7 +162,7 @@ def test_checkpoint_without_a_node_key_fails_naming_key_init(ctr_containers, e2e
     run_with(c, cid)
     c.wait_lines(cid, COUNT, 3, workloads.parse_counter)
     r = keyless.run("container", "checkpoint", f"{c.ns}/{cid}", "-o", "json")
-    assert r.returncode != 0 and "archctl key init" in r.stderr, (r.stdout, r.stderr)
+    assert r.returncode != 0 and "archctl key init" in r.stdout, (r.stdout, r.stderr)
     assert c.status(cid) == "RUNNING", "a checkpoint that cannot be sealed ended the container"
     assert listed(c, cid) == []
     stop(c, cid)

@@ -173,8 +173,7 @@ def _redis():
 
     # No RDB, no AOF: the keys can come back only from the restored memory.
     return Workload("redis", "exec redis-server --bind 127.0.0.1 --port 6379 --save '' "
-                    "--appendonly no --protected-mode no", ready, prepare, verify,
-                    xfail_arch="issue 13 item 2: loopback comes back DOWN after a restore")
+                    "--appendonly no --protected-mode no", ready, prepare, verify)
 
 
 def _http_check(url, body_path):
@@ -206,16 +205,14 @@ def _nginx():
     r, p, v = _http_check("http://127.0.0.1:8080/index.html", "/data/www/index.html")
     return Workload("nginx", "echo starting > /data/www/index.html\n"
                     "exec nginx -c /data/nginx.conf", r, p, v,
-                    files={"/data/nginx.conf": NGINX_CONF},
-                    xfail_arch="issue 13 item 2: loopback comes back DOWN after a restore")
+                    files={"/data/nginx.conf": NGINX_CONF})
 
 
 def _http_server():
     r, p, v = _http_check("http://127.0.0.1:8000/index.html", "/data/www/index.html")
     return Workload("python-http", "echo starting > /data/www/index.html\n"
                     "exec python3 -m http.server 8000 --bind 127.0.0.1 --directory /data/www",
-                    r, p, v,
-                    xfail_arch="issue 13 item 2: loopback comes back DOWN after a restore")
+                    r, p, v)
 
 
 # ------------------------------------------------------------------ compute
