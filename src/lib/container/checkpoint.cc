@@ -9,6 +9,7 @@
 #include "container/checkpoint.h"
 
 #include <fcntl.h>
+#include <fmt/core.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,10 +26,14 @@
 #include "base/file_util.h"
 #include "base/host.h"
 #include "base/process.h"
+#include "container/restore.h"
 #include "container/rootfs_diff.h"
+#include "criu/criu_errors.h"
 #include "criu/criu_features.h"
+#include "criu/file_locks.h"
 #include "criu/lazy_pages.h"
 #include "managed/store_layout.h"
+#include "runtime/oci_spec.h"
 #include "runtime/runc_log.h"
 #include "runtime/spec_digest.h"
 #include "store/checkpoint_store.h"
@@ -39,6 +44,18 @@ namespace arch {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// What a failed dump keeps of each CRIU log: its last bytes (the errors are at the end).
+constexpr std::size_t kMaxKeptLogBytes = 1 << 20;
+
+// The last `max` bytes of `text`, from a line start, marked when cut.
+std::string log_tail(const std::string& text, std::size_t max) {
+  if (text.size() <= max) return text;
+  std::size_t from = text.size() - max;
+  auto nl = text.find('\n', from);
+  from = nl == std::string::npos ? from : nl + 1;
+  return fmt::format("[... first {} bytes of the log not kept ...]\n", from) + text.substr(from);
+}
 
 double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -170,6 +187,7 @@ struct ContainerCheckpoint::State {
   SpecDigest spec;  ///< Of the bundle's config.json: what a restore must match.
   std::map<std::string, double> timings;
   RootfsDiffStats rootfs_stats;  // what the capture wrote: restore stops at these counts
+  std::vector<HeldLock> locks;   // held at the dump: restore checks they are held again
   Clock::time_point total_start = Clock::now();
 
   State(const ContainerRecord& rec, const NodeConfig& cfg, const std::string& runc_bin,
@@ -193,25 +211,81 @@ struct ContainerCheckpoint::State {
     return {};
   }
 
-  // The container must keep running: thaw it (it is frozen since the pause).
-  std::unexpected<Error> thaw_after(const Error& e) {
-    if (!frozen) return std::unexpected(e);
+  // The container must keep running: thaw it (it is frozen since the pause). Returns what
+  // happened, for the error ("" when it was not frozen).
+  std::string thaw() {
+    if (!frozen) return {};
     auto thawed = runc.resume(c.id);
     frozen = false;
-    std::string note = thawed ? " (container thawed and still running)"
-                              : " (and thawing failed: " + thawed.error().message() + ")";
-    return std::unexpected(Error(e.message() + note));
+    return thawed ? " (container thawed and still running)"
+                  : " (and thawing failed: " + thawed.error().message() + ")";
+  }
+  std::unexpected<Error> thaw_after(const Error& e) {
+    if (!frozen) return std::unexpected(e);
+    return std::unexpected(Error(e.message() + thaw()));
+  }
+
+  // The file locks the container's tasks hold, recorded while they are frozen.
+  Result<void> record_locks() {
+    auto pids = runc.pids(c.id);
+    if (!pids) return std::unexpected(pids.error().wrap("list the container's tasks"));
+    locks = locks_held_by(*pids);
+    return {};
+  }
+
+  // A failed dump: the container runs on, CRIU's log is kept in the store as failed-<time>
+  // (bounded), and the error's first line says in one sentence what happened and what to
+  // do; CRIU's own lines follow it.
+  std::unexpected<Error> dump_failed(const Error& e) {
+    std::string thaw_note = thaw();
+    std::string dump_log, pre_dump_log;
+    if (staging) {
+      if (auto t = read_file(staging->path() + "/criu/dump.log", 256 << 20)) dump_log = *t;
+      if (auto t = read_file(staging->path() + "/criu-pre-dump/pre-dump.log", 256 << 20))
+        pre_dump_log = *t;
+    }
+    auto why = explain_criu_log(dump_log);
+    if (!why) why = explain_criu_log(e.message(), /*error_lines_only=*/false);
+    std::string sentence =
+        why ? std::string(why->sentence)
+            : "CRIU could not dump the container, for a reason ARCH does not know: see CRIU's "
+              "lines (archctl checkpoint inspect --verbose).";
+    std::string reason = sentence;
+    if (why) reason += "\nCRIU: " + why->line;
+    for (const auto& line : criu_error_lines(dump_log, 20)) reason += "\n  " + line;
+    reason += "\nrunc: " + first_line(e);
+    std::string kept_note;
+    if (staging) {
+      std::vector<std::pair<std::string, std::string>> files;
+      if (!dump_log.empty()) files.emplace_back("dump.log", log_tail(dump_log, kMaxKeptLogBytes));
+      if (!pre_dump_log.empty())
+        files.emplace_back("pre-dump.log", log_tail(pre_dump_log, kMaxKeptLogBytes));
+      auto kept = store.keep_failed_dump(std::move(*staging), reason, files,
+                                         config->checkpoint.failed_dumps_kept, *lock);
+      staging.reset();
+      if (!kept) {
+        kept_note = "; CRIU's log not kept: " + kept.error().message();
+      } else if (!kept->empty()) {
+        kept_note = "; CRIU's log kept in " + *kept;
+      }
+    }
+    std::string line = why ? " (CRIU: " + why->line.substr(0, 300) + ")" : "";
+    return std::unexpected(Error(
+        e.kind(), "dump failed: " + sentence + line + kept_note + thaw_note + "\n" + e.message()));
   }
 
   // The CRIU options runc cannot pass, as a CRIU config file in the checkpoint's CRIU work
   // directory (kept with its logs: the record of how the dump was made). Empty: none.
   std::string criu_config(const std::string& work) const {
     const std::string& method = config->checkpoint.network_lock;
-    if (method.empty() || method == "iptables") return {};  // CRIU's own default
+    std::string text;
+    if (!method.empty() && method != "iptables") text += "network-lock " + method + "\n";
+    // The node's ghost-file limit (CRIU's own, 1 MiB, refuses common deleted files).
+    text += fmt::format("ghost-limit {}\n", config->checkpoint.ghost_limit);
     if (::mkdir(work.c_str(), 0700) != 0 && errno != EEXIST) return {};
     std::string path = work + "/arch-criu.conf";
     auto fd = open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (!fd || !write_all(fd->get(), "network-lock " + method + "\n")) return {};
+    if (!fd || !write_all(fd->get(), text)) return {};
     return path;
   }
 
@@ -246,7 +320,8 @@ struct ContainerCheckpoint::State {
   Result<void> dump() {
     auto start = Clock::now();
     std::string images = staging->path() + "/images";
-    std::vector<std::string> extra = {"--leave-running"};
+    // --file-locks: locks are dumped and taken again at restore (which checks they are).
+    std::vector<std::string> extra = {"--leave-running", "--file-locks"};
     if (pre_copied) extra.insert(extra.end(), {"--parent-path", "parent"});
     WritebackPump pump(staging->path());
     std::string work = staging->path() + "/criu";
@@ -259,7 +334,8 @@ struct ContainerCheckpoint::State {
       pre_copied = false;
       (void)remove_directory_contents(images);
       (void)remove_directory_contents(staging->path() + "/criu");
-      dumped = runc.checkpoint(c.id, images, work, {"--leave-running"}, criu_config(work));
+      dumped = runc.checkpoint(c.id, images, work, {"--leave-running", "--file-locks"},
+                               criu_config(work));
     }
     if (!dumped) return dumped;
     timings["dump"] = ms_since(start);
@@ -290,7 +366,9 @@ struct ContainerCheckpoint::State {
                  {"bytes", rootfs_stats.bytes},
                  {"entries", rootfs_stats.entries}}},
                {"pre_copy", pre_copy},
-               {"network_lock", config->checkpoint.network_lock}};
+               {"network_lock", config->checkpoint.network_lock},
+               {"ghost_limit", config->checkpoint.ghost_limit},
+               {"file_locks", locks_to_json(locks)}};
     if (options.rootfs_zstd_level > 0) {
       m.extra["rootfs_diff"]["zstd_level"] = options.rootfs_zstd_level;
     }
@@ -334,6 +412,7 @@ Result<ContainerCheckpoint> ContainerCheckpoint::begin(const ContainerRecord& c,
   // The privileges the container runs with, bound into the checkpoint.
   auto spec = bundle_spec_digest(c.bundle);
   if (!spec) return std::unexpected(spec.error().wrap("spec digest"));
+  if (auto own = tenant_criu_config(c.bundle); !own) return std::unexpected(own.error());
   auto s = std::make_unique<State>(c, config, runc, options,
                                    std::make_shared<const Keyring>(std::move(*keys)));
   s->spec = std::move(*spec);
@@ -413,8 +492,9 @@ Result<CheckpointOutcome> ContainerCheckpoint::finish() {
   State& s = *s_;
   if (auto frozen = freeze(); !frozen) return std::unexpected(frozen.error());
   if (auto ok = s.ensure_staging(); !ok) return s.thaw_after(ok.error());
+  if (auto ok = s.record_locks(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.capture_rootfs(); !ok) return s.thaw_after(ok.error());
-  if (auto ok = s.dump(); !ok) return s.thaw_after(ok.error());
+  if (auto ok = s.dump(); !ok) return s.dump_failed(ok.error());
 
   auto start = Clock::now();
   start_writeback(s.staging->dirfd());

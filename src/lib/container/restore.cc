@@ -13,6 +13,7 @@
 
 #include "base/file_util.h"
 #include "container/rootfs_diff.h"
+#include "criu/file_locks.h"
 #include "criu/lazy_pages.h"
 #include "managed/store_layout.h"
 #include "runtime/oci_spec.h"
@@ -50,6 +51,18 @@ ExpansionLimits rootfs_diff_limits(const Manifest& m, const NodeConfig& config) 
   return node.min(recorded);
 }
 
+Result<void> tenant_criu_config(const std::string& bundle) {
+  auto text = read_file(bundle + "/config.json");
+  if (!text) return std::unexpected(text.error().wrap("read the spec"));
+  auto own = criu_config_from_spec(*text);
+  if (!own) return std::unexpected(own.error().wrap(bundle + "/config.json"));
+  if (own->empty()) return {};
+  return fail(ErrorKind::kPermission,
+              fmt::format("the container's spec sets the annotation {} ({}): a container may "
+                          "not choose CRIU's options; remove the annotation",
+                          kCriuConfigAnnotation, own->substr(0, 200)));
+}
+
 namespace {
 
 // Every task of the restored container against what its spec grants: CRIU restores
@@ -82,6 +95,28 @@ Result<void> check_restored_credentials(const RuncClient& runc, const ContainerR
   return fail(why);
 }
 
+// Every file lock recorded at the dump (the manifest's extra.file_locks) must be held again
+// by the restored tasks: CRIU restores locks in its file-locks mode, and one it failed to
+// take would leave the program believing it holds a lock it does not.
+Result<void> check_restored_locks(const RuncClient& runc, const ContainerRecord& rec,
+                                  const Manifest& m) {
+  auto it = m.extra.is_object() ? m.extra.find("file_locks") : m.extra.end();
+  if (!m.extra.is_object() || it == m.extra.end()) return {};  // older checkpoint
+  auto recorded = locks_from_json(*it);
+  if (!recorded) return std::unexpected(recorded.error().wrap("manifest"));
+  if (recorded->empty()) return {};
+  auto pids = runc.pids(rec.id);
+  if (!pids) return std::unexpected(pids.error());
+  auto missing = missing_locks(*recorded, locks_held_by(*pids));
+  if (missing.empty()) return {};
+  std::string why = fmt::format(
+      "{} of {} file locks held at the checkpoint are not held by "
+      "the restored tasks:",
+      missing.size(), recorded->size());
+  for (std::size_t i = 0; i < missing.size() && i < 8; ++i) why += " " + describe(missing[i]) + ";";
+  return fail(why);
+}
+
 // One attempt: this checkpoint's rootfs diff into the new rootfs, then runc restore.
 // `touched_rootfs` says whether the rootfs may have changed (so it must be put back).
 Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncCommandLine& create,
@@ -99,13 +134,16 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
   std::string work = rec.bundle + "/arch-restore";
   if (::mkdir(work.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + work);
   RuncClient runc(runc_path, rec.runc_root, config.criu);
+  auto flags = restore_flags_from_create(create, rec.bundle);
+  flags.push_back("--file-locks");  // the dump took them (checked below)
   auto restored =
-      restore_maybe_lazily(runc, config.criu, rec.id, ckpt.path + "/images", work,
-                           restore_flags_from_create(create, rec.bundle), std::string(create.log),
-                           lazy_restore_wanted(config, rec.bundle));
+      restore_maybe_lazily(runc, config.criu, rec.id, ckpt.path + "/images", work, flags,
+                           std::string(create.log), lazy_restore_wanted(config, rec.bundle));
   if (restored) {
     if (auto creds = check_restored_credentials(runc, rec); !creds) {
       restored = std::unexpected(creds.error().wrap("refused after restore (tasks killed)"));
+    } else if (auto locks = check_restored_locks(runc, rec, ckpt.manifest); !locks) {
+      restored = std::unexpected(locks.error().wrap("refused after restore (tasks killed)"));
     }
   }
   if (!restored) {
@@ -141,6 +179,8 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
   // The new container's spec, to compare with the one each checkpoint was taken under.
   auto spec = bundle_spec_digest(rec.bundle);
   if (!spec) return std::unexpected(spec.error().wrap("spec digest of the new container"));
+  // Not the checkpoint's fault either: nothing is moved aside.
+  if (auto own = tenant_criu_config(rec.bundle); !own) return std::unexpected(own.error());
 
   auto root_path = read_root_path(rec.bundle);
   std::string rootfs = root_path ? *root_path : rec.bundle + "/rootfs";

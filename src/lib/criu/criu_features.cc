@@ -42,23 +42,27 @@ std::string criu_check_reason(const std::string& output, int exit_code) {
 }
 
 CriuFeature criu_dirty_tracking(const std::string& criu) {
+  return criu_feature(criu, "mem_dirty_track");
+}
+
+CriuFeature criu_feature(const std::string& criu, const std::string& name) {
   static std::mutex mutex;
-  static std::map<std::string, CriuFeature> cache;
+  static std::map<std::pair<std::string, std::string>, CriuFeature> cache;
   std::lock_guard lock(mutex);
-  if (auto it = cache.find(criu); it != cache.end()) return it->second;
+  auto key = std::pair{criu, name};
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
   std::string binary = criu.empty() ? criu_on_path() : criu;
   CriuFeature f;
   if (binary.empty()) {
     f.reason = "no criu binary configured or on PATH";
-    cache[criu] = f;
+    cache[key] = f;
     return f;
   }
-  auto r = run_process({binary, "check", "--feature", "mem_dirty_track"},
-                       {.stdin_fd = -1,
-                        .stdout_fd = -1,
-                        .stderr_fd = -1,
-                        .timeout = std::chrono::seconds(20),
-                        .cwd = {}});
+  auto r = run_process({binary, "check", "--feature", name}, {.stdin_fd = -1,
+                                                              .stdout_fd = -1,
+                                                              .stderr_fd = -1,
+                                                              .timeout = std::chrono::seconds(20),
+                                                              .cwd = {}});
   if (!r) {
     f.reason = "cannot run " + binary + ": " + r.error().message();
   } else if (r->ok()) {
@@ -66,7 +70,7 @@ CriuFeature criu_dirty_tracking(const std::string& criu) {
   } else {
     f.reason = criu_check_reason(r->out + r->err, r->exit_code);
   }
-  cache[criu] = f;
+  cache[key] = f;
   return f;
 }
 
