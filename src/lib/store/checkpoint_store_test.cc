@@ -728,12 +728,12 @@ namespace {
 
 TEST_F(CheckpointStoreTest, AFailedDumpKeepsOnlyItsLogsAndAtMostKeptOfThem) {
   CheckpointStore store(base_.string(), 2, keys_);
-  std::string good = commit(store, {{"images/pages-1.img", "pages"}});
-  ASSERT_FALSE(good.empty());
-  auto lock = store.lock("default", "job");
-  ASSERT_TRUE(lock);
   // A failed restore's directory (moved aside, holds a manifest) is never pruned as a dump.
   std::string other = commit(store, {{"images/pages-1.img", "pages"}});
+  std::string good = commit(store, {{"images/pages-1.img", "pages"}});
+  ASSERT_FALSE(good.empty());
+  auto lock = store.lock("default", "job");  // commit() locks by itself: only after it
+  ASSERT_TRUE(lock);
   ASSERT_TRUE(store.move_aside(other, "restore failed", *lock));
   std::vector<std::string> kept;
   for (int i = 0; i < 4; ++i) {
