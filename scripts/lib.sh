@@ -138,29 +138,37 @@ criu_works() {
     fi
 }
 
-# criu_trial PATH: dump and restore (each bounded by a timeout) a Python process that holds
-# a listening TCP socket, an established TCP pair over loopback and a unix socket pair; true
+# criu_trial PATH [MODE]: dump and restore (each bounded by a timeout) a Python process that
+# holds, for MODE all (the default), a listening TCP socket, an established TCP pair over
+# loopback and a unix socket pair (or only one of them: listen, established, unix); true
 # when the restored process answers a counter read through its own sockets. Needs python3.
 criu_trial() {
-    local criu=$1 dir pid rc=1 line
-    command -v python3 >/dev/null || { log "criu trial skipped: no python3"; return 0; }
+    local criu=$1 mode=${2:-all} dir pid rc=1 line
+    local py
+    py=$(command -v /usr/bin/python3 || command -v python3) || { log "criu trial skipped: no python3"; return 0; }
     dir=$(mktemp -d /tmp/arch-criu-trial.XXXXXX)
     cat >"$dir/trial.py" <<'PY'
 import os, socket, sys, time
 os.closerange(3, 65536)  # no inherited fds (a caller's lock file would need --file-locks)
-srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
-cli = socket.create_connection(srv.getsockname()); acc, _ = srv.accept()
-a, b = socket.socketpair()
+mode = sys.argv[2]
+srv = cli = acc = a = b = None
+if mode in ("all", "listen", "established"):
+    srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+if mode in ("all", "established"):
+    cli = socket.create_connection(srv.getsockname()); acc, _ = srv.accept()
+if mode in ("all", "unix"):
+    a, b = socket.socketpair()
 n = 0
 while True:
     n += 1
-    cli.sendall(b"x"); acc.recv(1); a.sendall(b"y"); b.recv(1)
+    if cli: cli.sendall(b"x"); acc.recv(1)
+    if a: a.sendall(b"y"); b.recv(1)
     with open(sys.argv[1] + ".tmp", "w") as f:
         f.write(str(n))
     os.replace(sys.argv[1] + ".tmp", sys.argv[1])
     time.sleep(0.02)
 PY
-    (cd "$dir" && exec setsid python3 trial.py count </dev/null >/dev/null 2>&1) &
+    (cd "$dir" && exec setsid "$py" trial.py count "$mode" </dev/null >/dev/null 2>&1) &
     pid=$!
     for _ in $(seq 100); do [[ -s $dir/count ]] && break; sleep 0.05; done
     mkdir "$dir/img"
@@ -177,13 +185,36 @@ PY
             done
         fi
     fi
-    [[ $rc -eq 0 ]] || log "criu trial failed with $criu (logs: $dir/img/dump.log, restore.log)"
+    [[ $rc -eq 0 ]] || log "criu trial ($mode) failed with $criu (logs: $dir/img/dump.log, restore.log)"
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    # A hung dump leaves CRIU's own processes: end them by pid (those whose cwd is ours).
+    # A hung dump leaves CRIU's own processes, and a restore its restored one: end them by
+    # pid (those whose cwd is ours).
     for p in $(ls /proc | grep -E '^[0-9]+$'); do
         [[ $(readlink "/proc/$p/cwd" 2>/dev/null) == "$dir"* ]] && kill -9 "$p" 2>/dev/null
     done
     [[ $rc -eq 0 ]] && rm -rf "$dir"
     return $rc
+}
+
+# criu_trial_record PATH FILE: runs criu_trial once per socket kind and writes what passed to
+# FILE (JSON, root-owned 0644, replaced atomically), which `archctl version` and `archctl
+# node status` show ([runtime] criu_trial). Returns 0 when every kind passed.
+criu_trial_record() {
+    local criu=$1 file=$2 version kernel when tmp all=true kind ok json=""
+    version=$("$criu" --version 2>/dev/null | awk '/^Version:/ {print $2; exit}')
+    kernel=$(uname -r)
+    when=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    for kind in listen established unix; do
+        if criu_trial "$criu" "$kind"; then ok=true; else ok=false; all=false; fi
+        json+="${json:+, }\"$kind\": $ok"
+    done
+    install -d -m 0755 -o root -g root "$(dirname "$file")"
+    tmp=$(mktemp "$file.XXXXXX")
+    printf '{"criu": "%s", "version": "%s", "kernel": "%s", "time": "%s", "passed": %s, "checks": {%s}}\n' \
+        "$criu" "$version" "$kernel" "$when" "$all" "$json" >"$tmp"
+    chown root:root "$tmp"
+    chmod 0644 "$tmp"
+    mv "$tmp" "$file"
+    [[ $all == true ]]
 }

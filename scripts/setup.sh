@@ -213,6 +213,15 @@ else
 fi
 install -d -m 0700 -o root -g root "$log_dir"
 
+# The functional CRIU trial, per socket kind, recorded for `archctl version` and `archctl
+# node status` ([runtime] criu_trial, default /var/lib/arch/criu-trial.json).
+trial_criu=${conf_criu:-$criu}
+if criu_trial_record "$trial_criu" /var/lib/arch/criu-trial.json; then
+    log "CRIU trial passed with $trial_criu (recorded in /var/lib/arch/criu-trial.json)"
+else
+    warn "CRIU trial did not pass every socket kind with $trial_criu (see /var/lib/arch/criu-trial.json)"
+fi
+
 # ---------------------------------------------------------------------------
 # 5. The node key that seals checkpoints ([keys] dir, default /etc/arch/keys): created
 #    when there is none (`archctl key init` keeps an existing one). Nodes that share a

@@ -19,6 +19,7 @@
 #include "base/clock.h"
 #include "base/file_util.h"
 #include "base/host.h"
+#include "criu/criu_report.h"
 #include "managed/container_registry.h"
 #include "private_dir.h"
 #include "runtime/runc_client.h"
@@ -365,8 +366,10 @@ json Agent::status() {
   std::lock_guard lock(mutex_);
   json drain = nullptr;
   if (!state_.drains.empty()) drain = drain_json(state_.drains.back());
+  json criu = criu_report(config_);  // probes cached after the first status call
   return {{"node", host_name()},
           {"version", kVersion},
+          {"criu", criu},
           {"pid", ::getpid()},
           {"started", started_},
           {"draining", state_.draining},

@@ -4,6 +4,7 @@
 
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -11,6 +12,7 @@
 #include "base/duration.h"
 #include "commands.h"
 #include "config/node_config.h"
+#include "criu/criu_errors.h"
 #include "criu/criu_stats.h"
 #include "exit_codes.h"
 #include "managed/container_registry.h"
@@ -116,7 +118,20 @@ uint64_t size_matching(const std::string& dir, std::string_view prefix) {
   return total;
 }
 
-int run_inspect(const std::string& store, const std::string& ref, bool json) {
+// A failed dump's kept CRIU logs (failed-*/dump-logs/*.log), by file name.
+std::map<std::string, std::string> dump_logs(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/dump-logs", ec)) {
+    if (!e.is_regular_file() || e.is_symlink()) continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    out[e.path().filename().string()] = std::move(text);
+  }
+  return out;
+}
+
+int run_inspect(const std::string& store, const std::string& ref, bool json, bool verbose) {
   auto config = node_config();
   if (!config) return report_error(config.error());
   auto c = resolve(*config, store, ref, true);
@@ -153,13 +168,27 @@ int run_inspect(const std::string& store, const std::string& ref, bool json) {
     doc["spec_digest"] = c->manifest->spec.digest;
   }
   if (stats) doc["criu_dump_statistics"] = *stats;
+  // A failed dump: the sentence is the reason's first line; CRIU's error lines are in the
+  // kept log (always in JSON, with --verbose in text).
+  auto logs = dump_logs(c->path);
+  for (const auto& [name, text] : logs) {
+    doc["dump_logs"][name] = {{"path", c->path + "/dump-logs/" + name},
+                              {"criu_error_lines", criu_error_lines(text, 40)}};
+  }
   if (json) {
     fmt::print("{}\n", doc.dump(2));
     return 0;
   }
+  std::string reason = verbose ? c->reason : c->reason.substr(0, c->reason.find('\n'));
   fmt::print("checkpoint  {}\nstate       {}{}\nkey         {}/{}\ncreated     {}\n", c->path,
-             to_string(c->state), c->reason.empty() ? "" : " (" + c->reason + ")", c->ns, c->key,
+             to_string(c->state), reason.empty() ? "" : " (" + reason + ")", c->ns, c->key,
              c->created);
+  for (const auto& [name, text] : logs) {
+    fmt::print("CRIU log    {}/dump-logs/{}\n", c->path, name);
+    if (!verbose) continue;
+    for (const auto& line : criu_error_lines(text, 40)) fmt::print("  {}\n", line);
+  }
+  if (!logs.empty() && !verbose) fmt::print("            (--verbose: CRIU's error lines)\n");
   if (c->manifest) {
     const auto& m = *c->manifest;
     fmt::print("container   {} on node {}\nversions    arch {}, {}, {}, kernel {}\n",
@@ -297,7 +326,7 @@ Handler add_checkpoint_command(CLI::App& app) {
   cmd->require_subcommand(1);
   struct Opts {
     std::string ref, store, output, older_than;
-    bool verify = false, dry_run = false;
+    bool verify = false, dry_run = false, verbose = false;
   };
   auto o = std::make_shared<Opts>();
   auto* list = cmd->add_subcommand("list", "Every checkpoint: committed, corrupt, moved aside");
@@ -308,6 +337,8 @@ Handler add_checkpoint_command(CLI::App& app) {
   inspect->add_option("checkpoint", o->ref, "Checkpoint directory or NAMESPACE/KEY")->required();
   add_output_option(inspect, o->output);
   inspect->add_option("--store", o->store, "Look only in this store directory");
+  inspect->add_flag("-v,--verbose", o->verbose,
+                    "The whole reason and, for a failed dump, CRIU's error lines");
   auto* rm = cmd->add_subcommand("rm", "Remove a checkpoint");
   rm->add_option("checkpoint", o->ref, "Checkpoint directory or NAMESPACE/KEY (its newest)")
       ->required();
@@ -324,7 +355,7 @@ Handler add_checkpoint_command(CLI::App& app) {
   return [=] {
     bool json = o->output == "json";
     if (list->parsed()) return run_list(o->store, o->verify, json);
-    if (inspect->parsed()) return run_inspect(o->store, o->ref, json);
+    if (inspect->parsed()) return run_inspect(o->store, o->ref, json, o->verbose);
     if (gc->parsed()) return run_gc(o->store, o->older_than, o->dry_run, json);
     return run_rm(o->store, o->ref);
   };

@@ -105,13 +105,22 @@ std::string timings_text(const std::map<std::string, double>& t) {
   return out;
 }
 
-int run_checkpoint(const std::string& ref, bool leave_running, bool json) {
+int run_checkpoint(const std::string& ref, bool leave_running, bool json, bool verbose) {
   auto node = load_node();
   if (!node) return report_error(node.error());
   auto rec = find_container(*node, ref);
   if (!rec) return report_error(rec.error());
   auto out = checkpoint_container(*rec, node->config, node->runc, {leave_running, 60});
-  if (!out) return report_error(out.error().wrap(rec->ns + "/" + rec->id));
+  if (!out) {
+    // The first line says what happened and what to do; CRIU's and runc's own lines follow
+    // it, shown with --verbose (and kept in the store's failed-*/ with the log).
+    Error e = out.error().wrap(rec->ns + "/" + rec->id);
+    std::string text = e.message();
+    if (!verbose && text.find('\n') != std::string::npos) {
+      e = Error(e.kind(), text.substr(0, text.find('\n')) + " (--verbose: CRIU's lines)");
+    }
+    return report_error(e);
+  }
   if (json) {
     fmt::print("{}\n", nlohmann::json{{"namespace", rec->ns},
                                       {"id", rec->id},
@@ -180,6 +189,7 @@ Handler add_container_command(CLI::App& app) {
   struct Opts {
     std::string ref;
     bool leave_running = false;
+    bool verbose = false;
     std::string output;
     double deadline = 110;
     int parallel = 0;
@@ -194,6 +204,7 @@ Handler add_container_command(CLI::App& app) {
   auto* ckpt = cmd->add_subcommand("checkpoint", "Checkpoint one container (it then ends)");
   ckpt->add_option("container", o->ref, "NAMESPACE/ID (or ID when unambiguous)")->required();
   ckpt->add_flag("--leave-running", o->leave_running, "Keep it running after the checkpoint");
+  ckpt->add_flag("-v,--verbose", o->verbose, "On failure, also CRIU's and runc's own lines");
   add_output_option(ckpt, o->output);
   auto* fin = cmd->add_subcommand("finalize", "Checkpoint every running ARCH-enabled container");
   fin->add_option("--deadline", o->deadline, "Seconds; containers not started by then are skipped")
@@ -216,7 +227,7 @@ Handler add_container_command(CLI::App& app) {
   return [=] {
     bool json = o->output == "json";
     if (list->parsed()) return run_list(json);
-    if (ckpt->parsed()) return run_checkpoint(o->ref, o->leave_running, json);
+    if (ckpt->parsed()) return run_checkpoint(o->ref, o->leave_running, json, o->verbose);
     return run_finalize(o->deadline, o->parallel, o->pre_copy, o->order, json, o->quiet);
   };
 }

@@ -10,6 +10,7 @@
 #include "base/clock.h"
 #include "commands.h"
 #include "config/node_config.h"
+#include "criu/criu_report.h"
 #include "exit_codes.h"
 
 namespace arch::cli {
@@ -80,6 +81,7 @@ void print_status(const json& s) {
                d.value("id", 0), d.value("state", ""), d.value("reason", ""), d.value("done", 0),
                d.value("total", 0), d.value("deadline_seconds", 0.0));
   }
+  if (s.contains("criu") && s["criu"].is_object()) fmt::print("{}", criu_report_text(s["criu"]));
   fmt::print("\n{:<40} {:<9} {}\n", "NAMESPACE/ID", "STATUS", "STORE");
   for (const auto& c : s["containers"]) {
     fmt::print("{:<40} {:<9} {}\n", c.value("namespace", "") + "/" + c.value("id", ""),

@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "config/node_config.h"
 #include "exit_codes.h"
+#include "criu/criu_report.h"
 #include "runtime/runtime_path.h"
 #include "version.h"
 
@@ -21,8 +22,9 @@ Handler add_version_command(CLI::App& app) {
     if (!loaded.error.empty()) fmt::print("error:   {}\n", loaded.error);
     auto runtime = resolve_runtime(loaded.config, "/proc/self/exe");
     fmt::print("runc:    {}\n", runtime ? *runtime : "unusable: " + runtime.error().message());
-    fmt::print("criu:    {}\n",
-               loaded.config.criu.empty() ? "(runc's default)" : loaded.config.criu);
+    // CRIU's path and version, the functional trial setup recorded (per socket kind) and
+    // the `criu check --feature` probes.
+    fmt::print("{}", criu_report_text(criu_report(loaded.config)));
     if (!loaded.error.empty()) return kExitUsage;
     return runtime ? 0 : 1;
   };

@@ -251,6 +251,9 @@ def test_draining_state_survives_a_crash(make_archd):
     assert os.path.exists(a.flag), "archd re-asserts the draining flag at start"
     out = archctl(a, "node", "status")
     assert out.returncode == 0 and "draining:   yes" in out.stdout and "crash test" in out.stdout
+    # CRIU as archd sees it: path and version, setup's trial (or why there is none), probes.
+    assert "criu:" in out.stdout and "trial:" in out.stdout and "lazy pages" in out.stdout, out.stdout
+    assert set(st["criu"]["features"]) >= {"dirty_tracking", "lazy_pages", "file_locks"}, st["criu"]
     assert archctl_json(a, "node", "undrain")["was_draining"] is True
     assert not a.status()["draining"] and not os.path.exists(a.flag)
 

@@ -166,7 +166,6 @@ def test_io_uring_fails_and_keeps_running(real):
     assert [x for x in c.checkpoints(cid) if x["state"] == "committed"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 item 7: the user sees raw CRIU text")
 def test_io_uring_failure_is_one_clear_sentence(real):
     c, cid = real, checkpoint.new_id("real-uring-msg")
     r = _io_uring_checkpoint(c, cid)

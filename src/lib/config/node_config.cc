@@ -178,6 +178,16 @@ int on_checkpoint_entry(ParseState* state, std::string_view k, std::string_view 
   if (k == "tcp") return one_of(c.tcp, {"auto", "restore", "close", "fail"});
   if (k == "zstd_level") return parse_int_in(state, k, v, 1, 19, c.zstd_level, "checkpoint");
   if (k == "zstd_threads") return parse_int_in(state, k, v, 0, 64, c.zstd_threads, "checkpoint");
+  if (k == "failed_dumps_kept")
+    return parse_int_in(state, k, v, 0, 100, c.failed_dumps_kept, "checkpoint");
+  if (k == "ghost_limit") {
+    // CRIU's own limit is a 64-bit byte count; 0 would refuse every deleted file.
+    if (!parse_byte_size(v, c.ghost_limit) || c.ghost_limit == 0) {
+      state->error = "[checkpoint] ghost_limit must be a positive number of bytes (K, M, G, T)";
+      return 0;
+    }
+    return 1;
+  }
   return 1;
 }
 
@@ -327,6 +337,7 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
   };
   if (s == "runtime" && k == "runc") return need_absolute(state->config.runc);
   if (s == "runtime" && k == "criu") return need_absolute(state->config.criu);
+  if (s == "runtime" && k == "criu_trial") return need_absolute(state->config.criu_trial);
   if (s == "log" && k == "file") return need_absolute(state->config.log_file);
   if (s == "store" && k == "path") return need_absolute(state->config.store_path);
   if (s == "state" && k == "dir") return need_absolute(state->config.state_dir);
@@ -662,6 +673,11 @@ network_lock = skip
 # auto: dumped; restored on the same node where their addresses exist, else closed (the
 # application sees a reset and reconnects). fail: such a container is not checkpointed.
 tcp = auto
+# The largest deleted-but-open file a dump stores (CRIU's ghost limit; K, M, G suffixes).
+# Such files are stored in the checkpoint and count in its size.
+ghost_limit = 64M
+# Failed dumps whose CRIU logs are kept per key as failed-*/ (0: none kept).
+failed_dumps_kept = 3
 
 [agent]
 # archd's local API (root only).

@@ -3,6 +3,7 @@
 // Format (INI; '#' or ';' starts a comment at the start of a line or after a space or
 // tab; an unknown section or key is an error naming the closest known one):
 //   [runtime]  runc = /usr/sbin/runc      criu = /opt/arch/criu/bin/criu
+//              criu_trial = /var/lib/arch/criu-trial.json
 //   [log]      level = error|warn|info|debug   file = /var/log/arch/arch.log
 //   [store]    path = /var/lib/arch/checkpoints   keep = 2   on_disallowed = fail|unmanaged
 //   [roots]    <name> = <absolute path>   (further allowed store roots; see StoreRoot)
@@ -17,6 +18,7 @@
 //   [checkpoint] rootfs_compression = none|zstd   zstd_level = 3   zstd_threads = 0
 //              pre_copy = off|on|auto   network_lock = skip|iptables|nftables
 //              tcp = auto|restore|close|fail
+//              ghost_limit = 64M   failed_dumps_kept = 3
 //   [keys]     dir = /etc/arch/keys   active = <key id> (see NodeConfig::Keys)
 //   [owners]   ecs = false|true   (Docker containers of ECS tasks owned by cluster and family)
 //   [docker]   data_root = /var/lib/docker   (where dockerd keeps config.v2.json)
@@ -61,6 +63,9 @@ struct StoreRoot {
 struct NodeConfig {
   std::string runc;  ///< The real runc; empty means "search the usual places".
   std::string criu;  ///< CRIU for ARCH's own checkpoint calls; empty means runc's default.
+  /// [runtime] criu_trial: where setup records its functional CRIU trial (JSON, root-owned;
+  /// shown by archctl version and node status).
+  std::string criu_trial = "/var/lib/arch/criu-trial.json";
   LogLevel log_level = LogLevel::kInfo;
   std::string log_file = kDefaultLogFile;
   std::string store_path = kDefaultStorePath;  ///< [store] path: checkpoints when the
@@ -119,6 +124,11 @@ struct NodeConfig {
     /// overrides per container). A dump with connections always locks the network
     /// (iptables when network_lock is skip).
     std::string tcp = "auto";
+    /// CRIU's ghost-file limit: the largest deleted-but-open file a dump stores (in the
+    /// checkpoint's images, so it counts in the checkpoint's size). K/M/G suffixes.
+    uint64_t ghost_limit = uint64_t{64} << 20;
+    /// Failed dumps whose CRIU logs are kept per key (failed-*/ with dump-logs/), newest.
+    int failed_dumps_kept = 3;
     /// The rootfs diff's zstd level, 0 when it is not compressed.
     [[nodiscard]] int rootfs_zstd_level() const {
       return rootfs_compression == "zstd" ? zstd_level : 0;

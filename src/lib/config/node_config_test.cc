@@ -120,6 +120,20 @@ TEST(NodeConfig, CheckpointSection) {
   EXPECT_FALSE(parse_node_config("[agent]\nfinalize_parallel = -1\n"));
 }
 
+TEST(NodeConfig, GhostLimitAndFailedDumpsKept) {
+  auto d = parse_node_config("");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->checkpoint.ghost_limit, uint64_t{64} << 20);
+  EXPECT_EQ(d->checkpoint.failed_dumps_kept, 3);
+  auto set = parse_node_config("[checkpoint]\nghost_limit = 1G\nfailed_dumps_kept = 0\n");
+  ASSERT_TRUE(set);
+  EXPECT_EQ(set->checkpoint.ghost_limit, uint64_t{1} << 30);
+  EXPECT_EQ(set->checkpoint.failed_dumps_kept, 0);
+  EXPECT_FALSE(parse_node_config("[checkpoint]\nghost_limit = 0\n"));
+  EXPECT_FALSE(parse_node_config("[checkpoint]\nghost_limit = lots\n"));
+  EXPECT_FALSE(parse_node_config("[checkpoint]\nfailed_dumps_kept = 101\n"));
+}
+
 TEST(NodeConfig, DefaultsWhenEmpty) {
   auto c = parse_node_config("");
   ASSERT_TRUE(c);

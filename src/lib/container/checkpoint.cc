@@ -27,9 +27,12 @@
 #include "base/host.h"
 #include "base/process.h"
 #include "container/container_network.h"
+#include "container/restore.h"
 #include "container/rootfs_diff.h"
 #include "container/tcp_policy.h"
+#include "criu/criu_errors.h"
 #include "criu/criu_features.h"
+#include "criu/file_locks.h"
 #include "criu/lazy_pages.h"
 #include "managed/store_layout.h"
 #include "runtime/oci_spec.h"
@@ -43,6 +46,18 @@ namespace arch {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// What a failed dump keeps of each CRIU log: its last bytes (the errors are at the end).
+constexpr std::size_t kMaxKeptLogBytes = 1 << 20;
+
+// The last `max` bytes of `text`, from a line start, marked when cut.
+std::string log_tail(const std::string& text, std::size_t max) {
+  if (text.size() <= max) return text;
+  std::size_t from = text.size() - max;
+  auto nl = text.find('\n', from);
+  from = nl == std::string::npos ? from : nl + 1;
+  return fmt::format("[... first {} bytes of the log not kept ...]\n", from) + text.substr(from);
+}
 
 double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -178,6 +193,7 @@ struct ContainerCheckpoint::State {
   std::optional<NetworkRecord> network;  // the container's network namespace (after freeze)
   std::vector<TcpEndpoint> tcp;          // its TCP connections (dumped with it)
   std::vector<std::string> criu_lines;   // further CRIU config lines (network, TCP)
+  std::vector<HeldLock> locks;           // held at the dump: restore checks they are held again
   Clock::time_point total_start = Clock::now();
 
   State(const ContainerRecord& rec, const NodeConfig& cfg, const std::string& runc_bin,
@@ -201,14 +217,67 @@ struct ContainerCheckpoint::State {
     return {};
   }
 
-  // The container must keep running: thaw it (it is frozen since the pause).
-  std::unexpected<Error> thaw_after(const Error& e) {
-    if (!frozen) return std::unexpected(e);
+  // The container must keep running: thaw it (it is frozen since the pause). Returns what
+  // happened, for the error ("" when it was not frozen).
+  std::string thaw() {
+    if (!frozen) return {};
     auto thawed = runc.resume(c.id);
     frozen = false;
-    std::string note = thawed ? " (container thawed and still running)"
-                              : " (and thawing failed: " + thawed.error().message() + ")";
-    return std::unexpected(Error(e.message() + note));
+    return thawed ? " (container thawed and still running)"
+                  : " (and thawing failed: " + thawed.error().message() + ")";
+  }
+  std::unexpected<Error> thaw_after(const Error& e) {
+    if (!frozen) return std::unexpected(e);
+    return std::unexpected(Error(e.message() + thaw()));
+  }
+
+  // The file locks the container's tasks hold, recorded while they are frozen.
+  Result<void> record_locks() {
+    auto pids = runc.pids(c.id);
+    if (!pids) return std::unexpected(pids.error().wrap("list the container's tasks"));
+    locks = locks_held_by(*pids);
+    return {};
+  }
+
+  // A failed dump: the container runs on, CRIU's log is kept in the store as failed-<time>
+  // (bounded), and the error's first line says in one sentence what happened and what to
+  // do; CRIU's own lines follow it.
+  std::unexpected<Error> dump_failed(const Error& e) {
+    std::string thaw_note = thaw();
+    std::string dump_log, pre_dump_log;
+    if (staging) {
+      if (auto t = read_file(staging->path() + "/criu/dump.log", 256 << 20)) dump_log = *t;
+      if (auto t = read_file(staging->path() + "/criu-pre-dump/pre-dump.log", 256 << 20))
+        pre_dump_log = *t;
+    }
+    auto why = explain_criu_log(dump_log);
+    if (!why) why = explain_criu_log(e.message(), /*error_lines_only=*/false);
+    std::string sentence =
+        why ? std::string(why->sentence)
+            : "CRIU could not dump the container, for a reason ARCH does not know: see CRIU's "
+              "lines (archctl checkpoint inspect --verbose).";
+    std::string reason = sentence;
+    if (why) reason += "\nCRIU: " + why->line;
+    for (const auto& line : criu_error_lines(dump_log, 20)) reason += "\n  " + line;
+    reason += "\nrunc: " + first_line(e);
+    std::string kept_note;
+    if (staging) {
+      std::vector<std::pair<std::string, std::string>> files;
+      if (!dump_log.empty()) files.emplace_back("dump.log", log_tail(dump_log, kMaxKeptLogBytes));
+      if (!pre_dump_log.empty())
+        files.emplace_back("pre-dump.log", log_tail(pre_dump_log, kMaxKeptLogBytes));
+      auto kept = store.keep_failed_dump(std::move(*staging), reason, files,
+                                         config->checkpoint.failed_dumps_kept, *lock);
+      staging.reset();
+      if (!kept) {
+        kept_note = "; CRIU's log not kept: " + kept.error().message();
+      } else if (!kept->empty()) {
+        kept_note = "; CRIU's log kept in " + *kept;
+      }
+    }
+    std::string line = why ? " (CRIU: " + why->line.substr(0, 300) + ")" : "";
+    return std::unexpected(Error(
+        e.kind(), "dump failed: " + sentence + line + kept_note + thaw_note + "\n" + e.message()));
   }
 
   // The CRIU options runc cannot pass, as a CRIU config file in the checkpoint's CRIU work
@@ -218,8 +287,9 @@ struct ContainerCheckpoint::State {
     if (!tcp.empty() && method == "skip") method = "iptables";  // connections: lock
     std::string text;
     if (!method.empty() && method != "iptables") text += "network-lock " + method + "\n";
+    // The node's ghost-file limit (CRIU's own, 1 MiB, refuses common deleted files).
+    text += fmt::format("ghost-limit {}\n", config->checkpoint.ghost_limit);
     for (const auto& line : criu_lines) text += line + "\n";
-    if (text.empty()) return {};  // CRIU's own defaults
     if (::mkdir(work.c_str(), 0700) != 0 && errno != EEXIST) return {};
     std::string path = work + "/arch-criu.conf";
     auto fd = open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -281,7 +351,8 @@ struct ContainerCheckpoint::State {
   Result<void> dump() {
     auto start = Clock::now();
     std::string images = staging->path() + "/images";
-    std::vector<std::string> base = {"--leave-running"};
+    // --file-locks: locks are dumped and taken again at restore (which checks they are).
+    std::vector<std::string> base = {"--leave-running", "--file-locks"};
     if (!tcp.empty()) base.push_back("--tcp-established");
     std::vector<std::string> extra = base;
     if (pre_copied) extra.insert(extra.end(), {"--parent-path", "parent"});
@@ -327,7 +398,9 @@ struct ContainerCheckpoint::State {
                  {"bytes", rootfs_stats.bytes},
                  {"entries", rootfs_stats.entries}}},
                {"pre_copy", pre_copy},
-               {"network_lock", config->checkpoint.network_lock}};
+               {"network_lock", config->checkpoint.network_lock},
+               {"ghost_limit", config->checkpoint.ghost_limit},
+               {"file_locks", locks_to_json(locks)}};
     if (network) m.extra["network"] = to_json(*network);
     nlohmann::json conns = nlohmann::json::array();
     for (const auto& t : tcp) conns.push_back({{"local", t.local}, {"remote", t.remote}});
@@ -377,6 +450,7 @@ Result<ContainerCheckpoint> ContainerCheckpoint::begin(const ContainerRecord& c,
   // The privileges the container runs with, bound into the checkpoint.
   auto spec = bundle_spec_digest(c.bundle);
   if (!spec) return std::unexpected(spec.error().wrap("spec digest"));
+  if (auto own = tenant_criu_config(c.bundle); !own) return std::unexpected(own.error());
   auto s = std::make_unique<State>(c, config, runc, options,
                                    std::make_shared<const Keyring>(std::move(*keys)));
   s->spec = std::move(*spec);
@@ -463,8 +537,9 @@ Result<CheckpointOutcome> ContainerCheckpoint::finish() {
   if (auto frozen = freeze(); !frozen) return std::unexpected(frozen.error());
   if (auto ok = s.ensure_staging(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.inspect_network(); !ok) return s.thaw_after(ok.error());
+  if (auto ok = s.record_locks(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.capture_rootfs(); !ok) return s.thaw_after(ok.error());
-  if (auto ok = s.dump(); !ok) return s.thaw_after(ok.error());
+  if (auto ok = s.dump(); !ok) return s.dump_failed(ok.error());
 
   auto start = Clock::now();
   start_writeback(s.staging->dirfd());

@@ -17,6 +17,7 @@
 #include "container/container_network.h"
 #include "container/rootfs_diff.h"
 #include "container/tcp_policy.h"
+#include "criu/file_locks.h"
 #include "criu/lazy_pages.h"
 #include "managed/store_layout.h"
 #include "runtime/oci_spec.h"
@@ -52,6 +53,18 @@ ExpansionLimits rootfs_diff_limits(const Manifest& m, const NodeConfig& config) 
     number("entries", recorded.entries);
   }
   return node.min(recorded);
+}
+
+Result<void> tenant_criu_config(const std::string& bundle) {
+  auto text = read_file(bundle + "/config.json");
+  if (!text) return std::unexpected(text.error().wrap("read the spec"));
+  auto own = criu_config_from_spec(*text);
+  if (!own) return std::unexpected(own.error().wrap(bundle + "/config.json"));
+  if (own->empty()) return {};
+  return fail(ErrorKind::kPermission,
+              fmt::format("the container's spec sets the annotation {} ({}): a container may "
+                          "not choose CRIU's options; remove the annotation",
+                          kCriuConfigAnnotation, own->substr(0, 200)));
 }
 
 namespace {
@@ -190,6 +203,28 @@ Result<void> check_restored_network(const RuncClient& runc, const ContainerRecor
       names);
 }
 
+// Every file lock recorded at the dump (the manifest's extra.file_locks) must be held again
+// by the restored tasks: CRIU restores locks in its file-locks mode, and one it failed to
+// take would leave the program believing it holds a lock it does not.
+Result<void> check_restored_locks(const RuncClient& runc, const ContainerRecord& rec,
+                                  const Manifest& m) {
+  auto it = m.extra.is_object() ? m.extra.find("file_locks") : m.extra.end();
+  if (!m.extra.is_object() || it == m.extra.end()) return {};  // older checkpoint
+  auto recorded = locks_from_json(*it);
+  if (!recorded) return std::unexpected(recorded.error().wrap("manifest"));
+  if (recorded->empty()) return {};
+  auto pids = runc.pids(rec.id);
+  if (!pids) return std::unexpected(pids.error());
+  auto missing = missing_locks(*recorded, locks_held_by(*pids));
+  if (missing.empty()) return {};
+  std::string why = fmt::format(
+      "{} of {} file locks held at the checkpoint are not held by "
+      "the restored tasks:",
+      missing.size(), recorded->size());
+  for (std::size_t i = 0; i < missing.size() && i < 8; ++i) why += " " + describe(missing[i]) + ";";
+  return fail(why);
+}
+
 // One attempt: this checkpoint's rootfs diff into the new rootfs, then runc restore.
 // `touched_rootfs` says whether the rootfs may have changed (so it must be put back).
 Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncCommandLine& create,
@@ -217,12 +252,15 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
   *network_note = net->note;
   auto flags = restore_flags_from_create(create, rec.bundle);
   flags.insert(flags.end(), net->flags.begin(), net->flags.end());
+  flags.push_back("--file-locks");  // the dump took them (checked below)
   auto restored =
       restore_maybe_lazily(runc, config.criu, rec.id, ckpt.path + "/images", work, flags,
                            std::string(create.log), lazy_restore_wanted(config, rec.bundle));
   if (restored) {
     if (auto creds = check_restored_credentials(runc, rec); !creds) {
       restored = std::unexpected(creds.error().wrap("refused after restore (tasks killed)"));
+    } else if (auto locks = check_restored_locks(runc, rec, ckpt.manifest); !locks) {
+      restored = std::unexpected(locks.error().wrap("refused after restore (tasks killed)"));
     }
   }
   if (restored && net->record) {
@@ -264,6 +302,8 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
   // The new container's spec, to compare with the one each checkpoint was taken under.
   auto spec = bundle_spec_digest(rec.bundle);
   if (!spec) return std::unexpected(spec.error().wrap("spec digest of the new container"));
+  // Not the checkpoint's fault either: nothing is moved aside.
+  if (auto own = tenant_criu_config(rec.bundle); !own) return std::unexpected(own.error());
 
   // The container's TCP policy, strictly one of its names: a malformed ARCH_TCP is the
   // new container's fault, not the checkpoint's (kept, not restored).

@@ -43,6 +43,11 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
 std::vector<std::string> restore_flags_from_create(const RuncCommandLine& create,
                                                    const std::string& bundle);
 
+/// Refuses (permission) a container whose spec names its own CRIU configuration file
+/// (the org.criu.config annotation, which runc passes to CRIU): CRIU runs as root, and its
+/// options (ghost limit, action scripts ...) are the node's to choose, not the tenant's.
+Result<void> tenant_criu_config(const std::string& bundle);
+
 /// What the checkpoint's rootfs diff may expand to: the bytes and entries its capture
 /// recorded in the manifest (extra.rootfs_diff), within the node's [restore] caps.
 ExpansionLimits rootfs_diff_limits(const Manifest& m, const NodeConfig& config);

@@ -33,6 +33,11 @@ std::string criu_check_reason(const std::string& output, int exit_code) {
     if (line.find("Warn") == std::string::npos && line.find("Error") == std::string::npos) {
       continue;
     }
+    // CRIU's start-up complaints on every run, not about the feature asked.
+    if (line.find("Hardware breakpoints") != std::string::npos ||
+        line.find("RLIMIT_NOFILE") != std::string::npos) {
+      continue;
+    }
     // "Warn  (criu/cr-check.c:824): Dirty tracking is OFF." -> the text after "): ".
     auto pos = line.find("): ");
     std::string text = pos == std::string::npos ? line : line.substr(pos + 3);
@@ -42,23 +47,27 @@ std::string criu_check_reason(const std::string& output, int exit_code) {
 }
 
 CriuFeature criu_dirty_tracking(const std::string& criu) {
+  return criu_feature(criu, "mem_dirty_track");
+}
+
+CriuFeature criu_feature(const std::string& criu, const std::string& name) {
   static std::mutex mutex;
-  static std::map<std::string, CriuFeature> cache;
+  static std::map<std::pair<std::string, std::string>, CriuFeature> cache;
   std::lock_guard lock(mutex);
-  if (auto it = cache.find(criu); it != cache.end()) return it->second;
+  auto key = std::pair{criu, name};
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
   std::string binary = criu.empty() ? criu_on_path() : criu;
   CriuFeature f;
   if (binary.empty()) {
     f.reason = "no criu binary configured or on PATH";
-    cache[criu] = f;
+    cache[key] = f;
     return f;
   }
-  auto r = run_process({binary, "check", "--feature", "mem_dirty_track"},
-                       {.stdin_fd = -1,
-                        .stdout_fd = -1,
-                        .stderr_fd = -1,
-                        .timeout = std::chrono::seconds(20),
-                        .cwd = {}});
+  auto r = run_process({binary, "check", "--feature", name}, {.stdin_fd = -1,
+                                                              .stdout_fd = -1,
+                                                              .stderr_fd = -1,
+                                                              .timeout = std::chrono::seconds(20),
+                                                              .cwd = {}});
   if (!r) {
     f.reason = "cannot run " + binary + ": " + r.error().message();
   } else if (r->ok()) {
@@ -66,7 +75,7 @@ CriuFeature criu_dirty_tracking(const std::string& criu) {
   } else {
     f.reason = criu_check_reason(r->out + r->err, r->exit_code);
   }
-  cache[criu] = f;
+  cache[key] = f;
   return f;
 }
 

@@ -17,6 +17,10 @@ struct CriuFeature {
 /// Asked once per CRIU binary and process; `criu` empty means "criu" on PATH.
 CriuFeature criu_dirty_tracking(const std::string& criu);
 
+/// `criu check --feature NAME` for any feature CRIU knows ("uffd-noncoop", "fdinfo_lock"
+/// ...), asked once per CRIU binary, feature and process.
+CriuFeature criu_feature(const std::string& criu, const std::string& name);
+
 /// The reason text of a failed `criu check --feature` run: its warning or error lines
 /// ("Warn (criu/cr-check.c:824): Dirty tracking is OFF ..." -> "Dirty tracking is OFF ..."),
 /// else the exit status. Exposed for tests.

@@ -22,6 +22,12 @@ TEST(CriuFeatures, ReasonIsCriusWarningText) {
   EXPECT_EQ(criu_check_reason(out, 1), "Dirty tracking is OFF. Memory snapshot will not work.");
   EXPECT_EQ(criu_check_reason("", 3), "criu check exited with status 3");
   EXPECT_EQ(criu_check_reason("Error (criu/a.c:1): x\nWarn (criu/b.c:2): y\n", 1), "x; y");
+  // CRIU's start-up warnings on this machine are not the feature's reason.
+  EXPECT_EQ(criu_check_reason("Warn  (criu/kerndat.c:1799): Hardware breakpoints don't seem to "
+                              "work (status=137f)\nWarn  (criu/cr-check.c:824): Dirty tracking "
+                              "is OFF.\n",
+                              1),
+            "Dirty tracking is OFF.");
 }
 
 // A fake criu that answers `check --feature mem_dirty_track` as told.

@@ -13,6 +13,7 @@
 
 #include "base/file_util.h"
 #include "base/unique_fd.h"
+#include "criu/criu_errors.h"
 #include "criu_rpc.pb.h"
 
 namespace arch {
@@ -152,6 +153,10 @@ Error failure(const criu::Resp& resp, const CriuCommonOptions& o) {
   int dir = o.work_dir_fd >= 0 ? o.work_dir_fd : o.images_dir_fd;
   std::string log = o.log_file.empty() ? "" : criu_log_errors(dir, o.log_file);
   if (!log.empty()) msg += "\nCRIU's log (" + o.log_file + "):\n" + log;
+  // The known failures in one sentence with what to do (criu_errors.h), CRIU's words after.
+  if (auto why = explain_criu_log(msg, /*error_lines_only=*/false)) {
+    msg = fmt::format("criu {} failed: {}\n", type_name(resp.type()), why->sentence) + msg;
+  }
   return Error(msg);
 }
 

@@ -89,4 +89,16 @@ Result<ArchEnv> read_arch_env(const std::string& bundle) {
   return env;
 }
 
+Result<std::string> criu_config_from_spec(std::string_view config_json) {
+  nlohmann::json spec = nlohmann::json::parse(config_json, nullptr, /*allow_exceptions=*/false);
+  if (spec.is_discarded() || !spec.is_object()) return fail("config.json is not a JSON object");
+  auto annotations = spec.find("annotations");
+  if (annotations == spec.end() || !annotations->is_object()) return std::string();
+  auto it = annotations->find(std::string(kCriuConfigAnnotation));
+  if (it == annotations->end()) return std::string();
+  // Anything but a string is refused as well: runc would not read it, but it is no
+  // container's business either.
+  return it->is_string() ? it->get<std::string>() : it->dump();
+}
+
 }  // namespace arch

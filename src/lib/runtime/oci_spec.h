@@ -35,4 +35,13 @@ Result<std::string> read_root_path(const std::string& bundle);
 /// Reads `<bundle>/config.json` and extracts its ARCH_* variables.
 Result<ArchEnv> read_arch_env(const std::string& bundle);
 
+/// The annotation runc hands to CRIU as its configuration file (RPC config_file) at
+/// checkpoint and restore. A container's spec is the tenant's: ARCH refuses to checkpoint
+/// or restore one that sets it (see criu_config_from_spec).
+inline constexpr std::string_view kCriuConfigAnnotation = "org.criu.config";
+
+/// The value of the spec's `org.criu.config` annotation ("" when absent or empty): a
+/// CRIU configuration file the container chose, which ARCH must not let CRIU read.
+Result<std::string> criu_config_from_spec(std::string_view config_json);
+
 }  // namespace arch

@@ -51,5 +51,16 @@ TEST(OciSpec, MissingBundleNamesThePath) {
   EXPECT_EQ(env.error().code(), ENOENT);
 }
 
+TEST(OciSpec, CriuConfigAnnotationIsFound) {
+  EXPECT_EQ(criu_config_from_spec(R"({"process":{}})").value(), "");
+  EXPECT_EQ(criu_config_from_spec(R"({"annotations":{"a":"b"}})").value(), "");
+  EXPECT_EQ(criu_config_from_spec(R"({"annotations":{"org.criu.config":"/x.conf"}})").value(),
+            "/x.conf");
+  EXPECT_EQ(criu_config_from_spec(R"({"annotations":{"org.criu.config":""}})").value(), "");
+  EXPECT_EQ(criu_config_from_spec(R"({"annotations":{"org.criu.config":["/x"]}})").value(),
+            R"(["/x"])");
+  EXPECT_FALSE(criu_config_from_spec("not json"));
+}
+
 }  // namespace
 }  // namespace arch

@@ -4,7 +4,8 @@
 //   .lock                 flock'ed by whoever checkpoints, restores or deletes this key
 //   staging-<16 hex>/     a checkpoint being written (stale if no one holds .lock)
 //   ckpt-<stamp>/         committed generations, manifest.json inside
-//   failed-<stamp>/       moved aside (corrupt, or failed to restore), reason.txt inside
+//   failed-<stamp>/       moved aside (corrupt, or failed to restore), reason.txt inside;
+//                         a failed dump's holds only dump-logs/ (bounded tails of CRIU's logs)
 // where <stamp> is the UTC time `yyyymmddThhmmss.nnnnnnnnnZ`, so names sort by age. A new
 // generation's stamp is past every existing one, even within one clock tick.
 //
@@ -63,6 +64,7 @@ constexpr std::string_view kFailedPrefix = "failed-";
 constexpr std::string_view kStagingPrefix = "staging-";
 constexpr const char* kLockName = ".lock";
 constexpr const char* kReasonName = "reason.txt";
+constexpr const char* kDumpLogsName = "dump-logs";
 constexpr const char* kManifestTemp = ".manifest.json.tmp";
 constexpr std::size_t kMaxManifestSize = 64 << 20;
 constexpr int64_t kNanos = 1'000'000'000;
@@ -785,6 +787,62 @@ Result<void> CheckpointStore::move_aside(const std::string& path, std::string_vi
   }
   if (auto ok = fsync_fd(lock.dirfd(), lock.path_); !ok) return failed(ok.error());
   return {};
+}
+
+Result<std::string> CheckpointStore::keep_failed_dump(
+    Staging&& staging, std::string_view reason,
+    const std::vector<std::pair<std::string, std::string>>& files, int kept,
+    const KeyLock& lock) const {
+  Staging s = std::move(staging);  // removed on every early return
+  auto failed = [&](const Error& e) { return std::unexpected(e.wrap("keep failed dump")); };
+  if (auto ok = check_lock(lock); !ok) return failed(ok.error());
+  if (kept <= 0) return std::string();
+  if (!s.dir_.valid() || s.ns_ != lock.ns_ || s.key_ != lock.key_) {
+    return failed(Error("staging directory does not belong to " + lock.path_));
+  }
+  // The images may be large (and the store full): they go first.
+  auto names = dir_names(s.dirfd());
+  if (!names) return failed(names.error());
+  for (const auto& name : *names) {
+    if (auto r = remove_tree_at(s.dirfd(), name); !r) return failed(r.error());
+  }
+  if (::mkdirat(s.dirfd(), kDumpLogsName, 0700) != 0) return failed(errno_error("mkdir dump-logs"));
+  auto logs = open_dir_at(s.dirfd(), kDumpLogsName, s.path_ + "/" + kDumpLogsName);
+  if (!logs) return failed(logs.error());
+  for (const auto& [name, content] : files) {
+    if (auto ok = validate_name("log name", name); !ok) return failed(ok.error());
+    if (auto ok = write_at(logs->get(), name, "." + name + ".tmp", content); !ok)
+      return failed(ok.error());
+  }
+  if (auto ok = write_at(s.dirfd(), kReasonName, ".reason.txt.tmp", std::string(reason) + "\n");
+      !ok) {
+    return failed(ok.error());
+  }
+  auto to = rename_to_stamped(lock.dirfd(), s.name_, kFailedPrefix);
+  if (!to) return failed(to.error());
+  s.name_.clear();  // renamed: no longer the staging's to remove
+  s.parent_.reset();
+  if (auto ok = fsync_fd(lock.dirfd(), lock.path_); !ok) return failed(ok.error());
+  prune_failed_dumps(lock, kept);
+  return lock.path_ + "/" + *to;
+}
+
+void CheckpointStore::prune_failed_dumps(const KeyLock& lock, int kept) const {
+  auto names = entries_of(lock.dirfd(), Kind::kFailed);  // newest first
+  if (!names) return;
+  int seen = 0;
+  bool removed = false;
+  for (const auto& name : *names) {
+    struct stat st {};
+    std::string logs = name + "/" + kDumpLogsName;
+    if (::fstatat(lock.dirfd(), logs.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !S_ISDIR(st.st_mode)) {
+      continue;  // a moved-aside checkpoint, not a failed dump
+    }
+    if (++seen <= kept) continue;
+    removed = remove_tree_at(lock.dirfd(), name).has_value() || removed;
+  }
+  if (removed) (void)fsync_fd(lock.dirfd(), lock.path_);
 }
 
 Result<void> CheckpointStore::remove(std::string_view ns, std::string_view key,

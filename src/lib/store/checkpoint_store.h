@@ -158,6 +158,16 @@ class CheckpointStore {
   Result<void> move_aside(const std::string& path, std::string_view reason,
                           const KeyLock& lock) const;
 
+  /// Keeps what a failed dump left to explain itself: everything in `staging` is removed,
+  /// `files` (name -> content, e.g. the tails of CRIU's logs) are written into its
+  /// `dump-logs/`, `reason` into reason.txt, and it is renamed to failed-<time>. Then the
+  /// oldest failed dumps of the key (failed-* holding dump-logs/) beyond `kept` are removed
+  /// (`kept` 0: this one too). Returns the failed-* path (empty when not kept).
+  Result<std::string> keep_failed_dump(
+      Staging&& staging, std::string_view reason,
+      const std::vector<std::pair<std::string, std::string>>& files, int kept,
+      const KeyLock& lock) const;
+
   /// Removes the key: every generation, failed and staging directory, the lock file and the
   /// key directory. The lock protects nothing afterwards: drop it.
   Result<void> remove(std::string_view ns, std::string_view key, const KeyLock& lock) const;
@@ -175,6 +185,7 @@ class CheckpointStore {
   Result<void> check_lock(std::string_view ns, std::string_view key, const KeyLock& lock) const;
   Result<std::string> child_of_key(const std::string& path, const KeyLock& lock) const;
   void prune(const KeyLock& lock) const;
+  void prune_failed_dumps(const KeyLock& lock, int kept) const;
 
   std::string base_;
   std::string root_;

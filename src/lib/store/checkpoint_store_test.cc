@@ -722,3 +722,64 @@ TEST_F(CheckpointStoreTest, AGroupWritableKeyDirectoryIsRefusedNotChmodded) {
 
 }  // namespace
 }  // namespace arch
+
+namespace arch {
+namespace {
+
+TEST_F(CheckpointStoreTest, AFailedDumpKeepsOnlyItsLogsAndAtMostKeptOfThem) {
+  CheckpointStore store(base_.string(), 2, keys_);
+  // A failed restore's directory (moved aside, holds a manifest) is never pruned as a dump.
+  std::string other = commit(store, {{"images/pages-1.img", "pages"}});
+  std::string good = commit(store, {{"images/pages-1.img", "pages"}});
+  ASSERT_FALSE(good.empty());
+  auto lock = store.lock("default", "job");  // commit() locks by itself: only after it
+  ASSERT_TRUE(lock);
+  ASSERT_TRUE(store.move_aside(other, "restore failed", *lock));
+  std::vector<std::string> kept;
+  for (int i = 0; i < 4; ++i) {
+    auto staging = store.begin(*lock);
+    ASSERT_TRUE(staging);
+    write(fs::path(staging->path()) / "images" / "pages-1.img", std::string(4096, 'x'));
+    write(fs::path(staging->path()) / "criu" / "dump.log", "Error (x.c:1): boom");
+    auto failed = store.keep_failed_dump(std::move(*staging), "dump failed " + std::to_string(i),
+                                         {{"dump.log", "tail " + std::to_string(i)}}, 2, *lock);
+    ASSERT_TRUE(failed) << failed.error().message();
+    kept.push_back(*failed);
+  }
+  auto failed = entries(key_dir(), "failed-");
+  ASSERT_EQ(failed.size(), 3u);  // the two newest dumps and the moved-aside checkpoint
+  EXPECT_FALSE(fs::exists(kept[0]));
+  EXPECT_FALSE(fs::exists(kept[1]));
+  for (const auto& dir : {kept[2], kept[3]}) {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename());
+    std::sort(names.begin(), names.end());
+    EXPECT_EQ(names, (std::vector<std::string>{"dump-logs", "reason.txt"})) << dir;
+  }
+  EXPECT_EQ(read_file(kept[3] + "/dump-logs/dump.log").value(), "tail 3");
+  EXPECT_EQ(read_file(kept[3] + "/reason.txt").value(), "dump failed 3\n");
+  EXPECT_TRUE(entries(key_dir(), "staging-").empty());
+  EXPECT_TRUE(fs::exists(good));  // the good generation is untouched
+  auto listed = store.list("default", "job");
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(std::count_if(listed->begin(), listed->end(),
+                          [](const CheckpointInfo& c) { return c.state == CheckpointState::kFailed; }),
+            3);
+
+  // kept 0: nothing is kept, the staging directory is removed all the same.
+  auto staging = store.begin(*lock);
+  ASSERT_TRUE(staging);
+  std::string path = staging->path();
+  auto none = store.keep_failed_dump(std::move(*staging), "x", {}, 0, *lock);
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->empty());
+  EXPECT_FALSE(fs::exists(path));
+  // A log name cannot leave dump-logs/.
+  staging = store.begin(*lock);
+  ASSERT_TRUE(staging);
+  EXPECT_FALSE(store.keep_failed_dump(std::move(*staging), "x", {{"../evil", "x"}}, 2, *lock));
+  EXPECT_FALSE(fs::exists(key_dir() / "evil"));
+}
+
+}  // namespace
+}  // namespace arch

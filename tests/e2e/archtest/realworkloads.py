@@ -374,8 +374,7 @@ def _flock():
 
     script = (f"touch /data/lock\nexec flock /data/lock bash -c '{START} > /data/flock.txt; i=0; "
               "while :; do i=$((i+1)); echo $i >> /data/flock.txt; sleep 0.05; done'")
-    return Workload("flock", script, r, prepare, verify,
-                    xfail_arch="issue 13 item 4: CRIU needs file-locks mode for an flock")
+    return Workload("flock", script, r, prepare, verify)
 
 
 def _deleted_file():
@@ -396,8 +395,7 @@ def _deleted_file():
               "sha256sum /proc/self/fd/3 > /data/ghost.sha\n"
               f"{START} > /data/ghost.txt; i=0\n"
               "while :; do i=$((i+1)); echo $i >> /data/ghost.txt; sleep 0.05; done")
-    return Workload("deleted-file", script, r, prepare, verify,
-                    xfail_arch="issue 13 item 5: CRIU's default ghost-file limit is 1 MiB")
+    return Workload("deleted-file", script, r, prepare, verify)
 
 
 def _io_uring():

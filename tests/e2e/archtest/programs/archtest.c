@@ -28,6 +28,21 @@
  *   archtest list [ROOT]           prints one line per entry below ROOT (default "/") on
  *                                  ROOT's filesystem: path, type, mode, uid, gid, size,
  *                                  link target or SHA-256, hardlink group, holes, xattrs.
+ *   archtest lock flock|posix FILE STATUS [MS]
+ *                                  takes an exclusive lock on FILE (flock(2), or a POSIX
+ *                                  fcntl lock on the whole file), appends "start <uuid>" to
+ *                                  STATUS, then every MS ms (default 50) "N held" while
+ *                                  /proc/self/fdinfo shows the lock on its fd, else "N lost".
+ *   archtest trylock flock|posix FILE
+ *                                  tries the same lock without waiting; prints "busy" (exit
+ *                                  0) when another process holds it, "got" (exit 1) if not.
+ *   archtest ghost FILE MIB STATUS [MS]
+ *                                  writes MIB MiB of the page pattern (below) to FILE, keeps
+ *                                  it open and unlinks it; appends "start <uuid>" to STATUS,
+ *                                  then every MS ms reads the whole file back and appends
+ *                                  "N ok" or "N bad".
+ *   archtest iouring STATUS        sets up an io_uring instance, keeps it, and counts in
+ *                                  STATUS like counter (CRIU cannot dump io_uring).
  *
  * Memory pattern (MIB MiB, 4096-byte pages p = 0 .. P-1): page p is 256 copies of the
  * 16 bytes (u64le p, u64le 0x41524348434b5054). Tick T sets the first 8 bytes of page
@@ -44,8 +59,10 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
@@ -528,9 +545,120 @@ static int tcpclient(int argc, char **argv) {
   }
 }
 
+/* ---- lock, trylock: file locks that must survive a checkpoint ---- */
+
+static int take_lock(int fd, const char *kind, int wait) {
+  if (strcmp(kind, "flock") == 0) return flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB));
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  return fcntl(fd, wait ? F_SETLKW : F_SETLK, &fl);
+}
+
+/* Whether /proc/self/fdinfo/FD lists a lock of this kind: the kernel shows there the locks
+ * this open file (flock) or this process (POSIX) owns, in /proc/locks's format. */
+static int holds_lock(int fd, const char *kind) {
+  char path[64], buf[4096];
+  snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+  int info = open(path, O_RDONLY | O_CLOEXEC);
+  if (info < 0) return 0;
+  ssize_t n = read(info, buf, sizeof buf - 1);
+  close(info);
+  buf[n > 0 ? n : 0] = '\0';
+  const char *want = strcmp(kind, "flock") == 0 ? "FLOCK" : "POSIX";
+  for (char *line = strstr(buf, "lock:"); line != NULL; line = strstr(line + 5, "lock:")) {
+    char *end = strchr(line, '\n');
+    size_t len = end ? (size_t)(end - line) : strlen(line);
+    if (memmem(line, len, want, strlen(want)) && memmem(line, len, "WRITE", 5)) return 1;
+  }
+  return 0;
+}
+
+static int lock_holder(int argc, char **argv) {
+  if (argc < 3) return 2;
+  long ms = argc > 3 ? atol(argv[3]) : 50;
+  int fd = open(argv[1], O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) die(argv[1]);
+  if (take_lock(fd, argv[0], 1) != 0) die("lock");
+  int status = open_append(argv[2]);
+  append_start_line(status);
+  char line[48];
+  for (unsigned long n = 1;; ++n) {
+    snprintf(line, sizeof line, "%lu %s\n", n, holds_lock(fd, argv[0]) ? "held" : "lost");
+    append_line(status, line);
+    sleep_ms(ms);
+  }
+}
+
+static int trylock(int argc, char **argv) {
+  if (argc < 2) return 2;
+  int fd = open(argv[1], O_RDWR | O_CLOEXEC);
+  if (fd < 0) die(argv[1]);
+  if (take_lock(fd, argv[0], 0) == 0) {
+    puts("got");
+    return 1;
+  }
+  if (errno != EWOULDBLOCK && errno != EAGAIN && errno != EACCES) die("trylock");
+  puts("busy");
+  return 0;
+}
+
+/* ---- ghost: a deleted file kept open, its content checked ---- */
+
+static void fill_page(unsigned char *page, uint64_t p) {
+  uint64_t *w = (uint64_t *)page;
+  for (int i = 0; i < PAGE / 8; i += 2) {
+    w[i] = p;
+    w[i + 1] = MAGIC;
+  }
+}
+
+static int ghost(int argc, char **argv) {
+  if (argc < 3) return 2;
+  size_t pages = (size_t)atol(argv[1]) * 256;
+  long ms = argc > 3 ? atol(argv[3]) : 50;
+  int fd = open(argv[0], O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) die(argv[0]);
+  static unsigned char page[PAGE], want[PAGE];
+  for (size_t p = 0; p < pages; ++p) {
+    fill_page(page, p);
+    write_all(fd, (const char *)page, PAGE);
+  }
+  if (fsync(fd) != 0) die("fsync");
+  if (unlink(argv[0]) != 0) die("unlink");
+  int status = open_append(argv[2]);
+  append_start_line(status);
+  char line[48];
+  for (unsigned long n = 1;; ++n) {
+    int ok = 1;
+    for (size_t p = 0; p < pages && ok; ++p) {
+      fill_page(want, p);
+      ok = pread(fd, page, PAGE, (off_t)(p * PAGE)) == PAGE && memcmp(page, want, PAGE) == 0;
+    }
+    struct stat st;
+    ok = ok && fstat(fd, &st) == 0 && (size_t)st.st_size == pages * PAGE;
+    snprintf(line, sizeof line, "%lu %s\n", n, ok ? "ok" : "bad");
+    append_line(status, line);
+    sleep_ms(ms);
+  }
+}
+
+/* ---- iouring: a process CRIU cannot dump ---- */
+
+static int iouring(int argc, char **argv) {
+  if (argc < 1) return 2;
+  unsigned char params[120]; /* struct io_uring_params: 120 bytes, zeroed = defaults */
+  memset(params, 0, sizeof params);
+  long ring = syscall(425 /* __NR_io_uring_setup */, 8, params);
+  if (ring < 0) die("io_uring_setup");
+  char *counter_argv[] = {argv[0], "50", NULL};
+  return counter(2, counter_argv);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: archtest counter|produce|consume|memory|mutate|list ...\n");
+    fprintf(stderr, "usage: archtest counter|produce|consume|memory|mutate|list|lock|trylock|ghost|iouring ...\n");
     return 2;
   }
   const char *cmd = argv[1];
@@ -543,6 +671,10 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "memory") == 0) return memory(argc, argv);
   if (strcmp(cmd, "mutate") == 0) return do_mutate();
   if (strcmp(cmd, "list") == 0) return list(argc, argv);
+  if (strcmp(cmd, "lock") == 0) return lock_holder(argc, argv);
+  if (strcmp(cmd, "trylock") == 0) return trylock(argc, argv);
+  if (strcmp(cmd, "ghost") == 0) return ghost(argc, argv);
+  if (strcmp(cmd, "iouring") == 0) return iouring(argc, argv);
   fprintf(stderr, "archtest: unknown command %s\n", cmd);
   return 2;
 }
