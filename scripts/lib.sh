@@ -170,6 +170,7 @@ while True:
 PY
     (cd "$dir" && exec setsid "$py" trial.py count "$mode" </dev/null >/dev/null 2>&1) &
     pid=$!
+    disown "$pid"  # CRIU's dump kills it: no "Killed" job notice in setup's output
     for _ in $(seq 100); do [[ -s $dir/count ]] && break; sleep 0.05; done
     mkdir "$dir/img"
     if (cd "$dir" && timeout 30 "$criu" dump -t "$pid" -D "$dir/img" -o dump.log --tcp-established \
