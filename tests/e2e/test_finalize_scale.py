@@ -61,8 +61,11 @@ def test_finalize_freezes_all_then_dumps_and_everything_resumes(ctr_containers):
         assert extra["network_lock"] == "skip", extra
         with open(os.path.join(r["detail"], "criu", "arch-criu.conf")) as f:
             lines = f.read().splitlines()
+        # It also carries the node's ghost limit (64M by default).
         assert lines[0] == "network-lock skip", lines
-        assert len(lines) == 2 and lines[1].startswith("external net["), lines
+        assert "ghost-limit 67108864" in lines, lines
+        externals = [l for l in lines if l.startswith("external net[")]
+        assert len(lines) == 3 and len(externals) == 1, lines
 
     statuses = {cid: c.delete(cid) for cid in mine}
     assert set(statuses.values()) == {137}, statuses

@@ -590,6 +590,8 @@ runc =
 # CRIU for ARCH's own checkpoints and for process jobs (empty: runc's default /
 # /opt/arch/criu/bin/criu for jobs).
 criu =
+# Where setup records its functional CRIU trial (root-owned JSON; archctl version shows it).
+criu_trial = /var/lib/arch/criu-trial.json
 
 [log]
 # error | warn | info | debug

@@ -298,6 +298,17 @@ TEST(NodeConfig, UnknownKeysAndSectionsAreErrorsWithASuggestion) {
   ASSERT_TRUE(roots) << roots.error().message();
 }
 
+TEST(NodeConfig, EveryHandledKeyIsKnown) {
+  // A key the parser handles but the default text lacks would be refused as unknown.
+  for (const char* text :
+       {"[runtime]\ncriu_trial = /x.json\n", "[checkpoint]\nghost_limit = 8M\n",
+        "[checkpoint]\nfailed_dumps_kept = 1\n", "[checkpoint]\ntcp = close\n",
+        "[owners]\necs = true\n", "[docker]\ndata_root = /d\n"}) {
+    auto c = parse_node_config(text);
+    EXPECT_TRUE(c) << text << ": " << c.error().message();
+  }
+}
+
 TEST(NodeConfig, EveryDefaultKeyIsKnown) {
   // The default text is where known keys come from; it must parse to the defaults.
   auto c = parse_node_config(default_node_config_text());
