@@ -275,9 +275,11 @@ struct ContainerCheckpoint::State {
         kept_note = "; CRIU's log kept in " + *kept;
       }
     }
-    std::string line = why ? " (CRIU: " + why->line.substr(0, 300) + ")" : "";
+    // The first line is the sentence (what archctl shows); CRIU's own lines follow it
+    // (archctl --verbose, the node log, and reason.txt beside the kept log).
+    std::string line = why ? "\nCRIU: " + why->line.substr(0, 300) : "";
     return std::unexpected(Error(
-        e.kind(), "dump failed: " + sentence + line + kept_note + thaw_note + "\n" + e.message()));
+        e.kind(), "dump failed: " + sentence + kept_note + thaw_note + line + "\n" + e.message()));
   }
 
   // The CRIU options runc cannot pass, as a CRIU config file in the checkpoint's CRIU work

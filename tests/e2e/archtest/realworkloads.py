@@ -400,7 +400,10 @@ def _deleted_file():
 
 def _io_uring():
     def ready(exec_):
-        rc, out, _ = exec_(["bash", "-c", "pgrep -x fio && test -s /data/fio.bin"], 10)
+        # Ready once a fio process holds its ring (fio lays out the file first: a dump then
+        # would find no io_uring at all).
+        rc, out, _ = exec_(["bash", "-c", "pgrep -x fio >/dev/null && "
+                            "ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q 'io_uring'"], 10)
         return rc == 0
 
     def prepare(exec_):
