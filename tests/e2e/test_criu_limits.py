@@ -172,7 +172,8 @@ def test_ghost_file_above_the_limit_fails_with_the_sentence(ctr_containers, e2e_
     assert r.returncode != 0, r.stdout
     first = r.stderr.strip().splitlines()[0]
     assert "ghost-file limit" in first and "ghost_limit" in first, r.stderr
-    assert "Can't dump ghost file" in first, f"the CRIU line is not named: {r.stderr}"
+    # CRIU's own line is not in the sentence (it is kept in reason.txt, and --verbose shows it).
+    assert "Can't dump ghost file" not in first, r.stderr
     assert "still running" in first, r.stderr
     assert_runs_on(c, cid, STATUS, parse_status)
     failed = failed_dirs(c, cid)
