@@ -236,6 +236,15 @@ def archctl_path():
     return os.path.join(build_dir(), "src", "cli", "archctl")
 
 
+@pytest.fixture
+def archctl_bin():
+    """The built archctl's path (the test is skipped when it is not built)."""
+    path = archctl_path()
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"archctl is not built: {path}")
+    return path
+
+
 @dataclasses.dataclass
 class WorkloadImage:
     name: str

@@ -23,11 +23,8 @@ root = "/var/lib/containerd-test-only"
 
 
 @pytest.fixture
-def archctl():
-    path = os.path.join(build_dir(), "src", "cli", "archctl")
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"archctl is not built: {path}")
-    return path
+def archctl(archctl_bin):
+    return archctl_bin
 
 
 def run(argv, env=None):

@@ -17,11 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.fixture
-def archctl():
-    path = os.path.join(build_dir(), "src", "cli", "archctl")
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"archctl is not built: {path}")
-    return path
+def archctl(archctl_bin):
+    return archctl_bin
 
 
 def run(argv, env=None, stdin=None):
