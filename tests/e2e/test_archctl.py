@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import build_dir, skip_unless_root
+from conftest import skip_unless_root
 from archtest import daemons
 
 CONTAINERD_CONFIG = """version = 2
