@@ -6,7 +6,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/core.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -135,8 +137,15 @@ Result<RestoreNetwork> prepare_network(const Manifest& m, const ContainerRecord&
   if (record->mode != "host") {
     if (!spec->path.empty()) {
       // The new container joins a namespace (a pod sandbox): the processes go there.
-      auto fd = open_file(spec->path, O_RDONLY);
+      // The spec's path (also /proc/<pid>/ns/net, a link): never blocks on a FIFO, and must be a
+      // namespace file (nsfs) before root enters it.
+      auto fd = open_file(spec->path, O_RDONLY | O_NONBLOCK);
       if (!fd) return std::unexpected(fd.error().wrap("open the new network namespace"));
+      struct statfs fs {};
+      if (::fstatfs(fd->get(), &fs) != 0 || fs.f_type != NSFS_MAGIC) {
+        return fail(ErrorKind::kPermission,
+                    "the spec's network namespace " + spec->path + " is not a namespace file");
+      }
       auto have = namespace_addresses(fd->get());
       if (!have) return std::unexpected(have.error());
       addresses = std::move(*have);
