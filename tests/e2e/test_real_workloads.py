@@ -61,17 +61,6 @@ class RealContainers(checkpoint.CtrContainers):
     def __init__(self, *args, volume_root):
         super().__init__(*args)
         self.volume_root = volume_root
-        self.volumes = {}  # cid -> container path
-
-    def run_argv(self, cid, argv, env=(), image=None):
-        full = super().run_argv(cid, argv, env, image)
-        if cid in self.volumes:
-            host = os.path.join(self.volume_root, cid)
-            os.makedirs(host, exist_ok=True)
-            at = full.index("-d") + 1
-            full[at:at] = ["--mount", f"type=bind,src={host},dst={self.volumes[cid]},"
-                           "options=rbind:rw"]
-        return full
 
 
 @pytest.fixture
@@ -92,7 +81,7 @@ def exec_in(c, cid):
 
 def start(c, cid, w):
     if w.volume:
-        c.volumes[cid] = w.volume
+        c.binds[cid] = (os.path.join(c.volume_root, cid), w.volume)
     c.run(cid, w.argv())
     try:
         proc.wait_until(lambda: w.ready(exec_in(c, cid)), 120, f"{w.name} to be ready",

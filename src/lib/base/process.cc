@@ -54,6 +54,19 @@ int exit_code_of(int status) {
 
 }  // namespace
 
+Result<UniqueFd> open_pidfd(pid_t pid) {
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) return fail_errno("pidfd_open " + std::to_string(pid));
+  return UniqueFd(fd);
+}
+
+Result<void> signal_pidfd(int pidfd, int sig) {
+  if (::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0) != 0 && errno != ESRCH) {
+    return fail_errno("pidfd_send_signal " + std::to_string(sig));
+  }
+  return {};
+}
+
 Result<pid_t> spawn_detached(const std::vector<std::string>& argv, int stdin_fd) {
   if (argv.empty() || argv[0].empty() || argv[0].front() != '/') {
     return fail("spawn: argv[0] must be an absolute path");

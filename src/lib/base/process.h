@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/unique_fd.h"
 
 namespace arch {
 
@@ -53,6 +54,13 @@ Result<pid_t> spawn_detached(const std::vector<std::string>& argv, int stdin_fd)
 /// caller waits only for the intermediate child), has stdio on /dev/null and no other fd of
 /// the caller, so it holds no pipe or lock the caller's caller waits on.
 Result<void> watch_exit(pid_t pid, const std::function<void()>& then);
+
+/// A pidfd for `pid` (pidfd_open): it keeps naming that process after the number is reused.
+Result<UniqueFd> open_pidfd(pid_t pid);
+
+/// Sends `sig` to the process a pidfd names (pidfd_send_signal). A process that has
+/// already exited is not an error.
+Result<void> signal_pidfd(int pidfd, int sig);
 
 /// "argv[0] arg1 ...", for messages.
 std::string join_argv(const std::vector<std::string>& argv);

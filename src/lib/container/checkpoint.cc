@@ -10,10 +10,12 @@
 
 #include <fcntl.h>
 #include <fmt/core.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -229,6 +231,32 @@ struct ContainerCheckpoint::State {
   std::unexpected<Error> thaw_after(const Error& e) {
     if (!frozen) return std::unexpected(e);
     return std::unexpected(Error(e.message() + thaw()));
+  }
+
+  // Ends the frozen container: SIGKILL to every one of its tasks while the cgroup is
+  // frozen, so that none runs again after the dump (each takes the signal at the thaw,
+  // before its own code). runc kill signals the init only; the other tasks would die only
+  // when the kernel empties the pid namespace after the init's death, and until then they
+  // run: a write to a volume or a message sent in that window would happen twice, once
+  // now and once more after the restore. Each task is held by a pidfd and signalled only
+  // if it is still in the container when the list is read again (no recycled pid).
+  Result<void> kill_all_frozen() {
+    auto listed = runc.pids(c.id);
+    if (!listed) return std::unexpected(listed.error().wrap("list the container's tasks"));
+    std::vector<std::pair<int, UniqueFd>> held;
+    for (int pid : *listed) {
+      if (auto fd = open_pidfd(pid)) held.emplace_back(pid, std::move(*fd));
+    }
+    auto again = runc.pids(c.id);
+    if (!again) return std::unexpected(again.error().wrap("list the container's tasks"));
+    for (const auto& [pid, fd] : held) {
+      if (std::find(again->begin(), again->end(), pid) == again->end()) continue;
+      if (auto sent = signal_pidfd(fd.get(), SIGKILL); !sent) {
+        return std::unexpected(sent.error().wrap("end task " + std::to_string(pid)));
+      }
+    }
+    // And through runc, which records how its container ended.
+    return runc.kill(c.id, "KILL");
   }
 
   // The file locks the container's tasks hold, recorded while they are frozen.
@@ -551,11 +579,11 @@ Result<CheckpointOutcome> ContainerCheckpoint::finish() {
   s.timings["commit"] = ms_since(start);
 
   // Committed: only now does the container end (or go on, with leave_running). SIGKILL is
-  // queued while frozen and taken at the thaw, before any of its code runs again, so
-  // nothing happens after the state the checkpoint holds.
+  // queued to every task while frozen and taken at the thaw, before any of its code runs
+  // again, so nothing happens after the state the checkpoint holds.
   start = Clock::now();
   if (!s.options.leave_running) {
-    if (auto killed = s.runc.kill(s.c.id, "KILL"); !killed) {
+    if (auto killed = s.kill_all_frozen(); !killed) {
       (void)s.runc.resume(s.c.id);
       s.frozen = false;
       return fail("checkpoint committed at " + *committed +

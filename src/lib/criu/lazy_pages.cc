@@ -54,12 +54,6 @@ namespace {
 constexpr const char* kPidFile = "lazy-pages.pid";
 constexpr const char* kLogFile = "lazy-pages.log";
 
-Result<UniqueFd> open_pidfd(pid_t pid) {
-  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (fd < 0) return fail_errno("pidfd_open " + std::to_string(pid));
-  return UniqueFd(fd);
-}
-
 }  // namespace
 
 Result<LazyPagesDaemon> LazyPagesDaemon::start(const std::string& criu, const std::string& images,
@@ -102,7 +96,7 @@ Result<LazyPagesDaemon> LazyPagesDaemon::start(const std::string& criu, const st
 
 void LazyPagesDaemon::stop() {
   if (!pidfd_) return;
-  (void)::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+  (void)signal_pidfd(pidfd_.get(), SIGKILL);
   struct pollfd p {
     pidfd_.get(), POLLIN, 0
   };

@@ -375,6 +375,7 @@ class CtrContainers(Containers):
         self.ns = env.ns
         self.image = image
         self.arch_runc = arch_runc
+        self.binds = {}  # cid -> (host directory, container path): a volume
 
     def id_of(self, ref):
         return ref
@@ -402,6 +403,10 @@ class CtrContainers(Containers):
                 "--log-uri", "file://" + self.output_path(cid), "--env", "ARCH_ENABLE=1"]
         for item in env:
             args += ["--env", item]
+        if cid in self.binds:
+            host, at = self.binds[cid]
+            os.makedirs(host, exist_ok=True)
+            args += ["--mount", f"type=bind,src={host},dst={at},options=rbind:rw"]
         return self.env.argv(*args, image or self.image, cid, *argv)
 
     def run(self, cid, argv, env=(), image=None, check=True, store=None, timeout=60):

@@ -337,15 +337,9 @@ def _sqlite(volume):
               "echo \"insert into t values($i, '$u');\"; sleep 0.05; done) | "
               f"sqlite3 {db}")
     if volume:
-        # Seen once in CI (1 of 4 runs): a row repeated after the restore (16, 16). The
-        # database on the volume is not in the checkpoint, so a write after the memory
-        # snapshot is done twice. Suspected: CRIU's dump of the paused container detaches
-        # the tasks before it re-freezes the cgroup, a short window in which they run.
-        # Open defect (see the closing note); not hidden: XPASS/XFAIL are reported.
-        return Workload("sqlite", script, ready, prepare, verify, volume="/db",
-                        xfail_arch="defect: a write to a volume right after the dump can be "
-                        "repeated after the restore (suspected window between CRIU's detach "
-                        "and its re-freeze of the paused cgroup)", xfail_strict=False)
+        # A row written between the dump and the container's end would be inserted twice
+        # after the restore (seen in CI before every task was killed while frozen).
+        return Workload("sqlite", script, ready, prepare, verify, volume="/db")
     return Workload("sqlite-rootfs", script, ready, prepare, verify,
                     xfail_arch="not in issue 13: the restored writable layer has new inode "
                     "numbers and SQLite refuses to write a database whose inode changed "
