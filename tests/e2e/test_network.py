@@ -263,7 +263,7 @@ def tcp_checkpoint(c, net, cid, env=()):
     return out["checkpoint"], pod
 
 
-def test_tcp_connection_on_the_same_node_continues_or_reconnects(ctr_containers, net):
+def test_tcp_connection_on_the_same_node_continues(ctr_containers, net):
     c, cid = ctr_containers, checkpoint.new_id("tcpsame")
     ckpt, pod = tcp_checkpoint(c, net, cid)
     held = len(net.records_held())
@@ -274,9 +274,10 @@ def test_tcp_connection_on_the_same_node_continues_or_reconnects(ctr_containers,
     check_records(wait_records(net, held + 30))
     log = client_log(c, cid)
     assert sum(1 for x in log if x.startswith("start ")) == 1, log  # restored, not restarted
-    # Continued, or (the peer saw the old container's end) reset and reconnected: either
-    # way the server's records above are 1..N.
-    assert log.count("connect") >= 1, log
+    # The same connection went on: the peer never saw the container end (CRIU ended it
+    # with the socket in repair mode and the connection locked until the restore).
+    assert log.count("connect") == 1 and not any(x.startswith("lost ") for x in log), log
+    assert seal.read_manifest(ckpt)["extra"]["tcp"]["ended_by_dump"] is True
 
 
 def test_tcp_connection_rescheduled_is_closed_and_the_client_reconnects(ctr_containers, net):

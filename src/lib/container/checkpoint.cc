@@ -196,6 +196,7 @@ struct ContainerCheckpoint::State {
   std::vector<TcpEndpoint> tcp;          // its TCP connections (dumped with it)
   std::vector<std::string> criu_lines;   // further CRIU config lines (network, TCP)
   std::vector<HeldLock> locks;           // held at the dump: restore checks they are held again
+  bool ended_by_dump = false;            // CRIU ended the tasks (connections kept silent)
   Clock::time_point total_start = Clock::now();
 
   State(const ContainerRecord& rec, const NodeConfig& cfg, const std::string& runc_bin,
@@ -313,8 +314,7 @@ struct ContainerCheckpoint::State {
   // The CRIU options runc cannot pass, as a CRIU config file in the checkpoint's CRIU work
   // directory (kept with its logs: the record of how the dump was made). Empty: none.
   std::string criu_config(const std::string& work) const {
-    std::string method = config->checkpoint.network_lock;
-    if (!tcp.empty() && method == "skip") method = "iptables";  // connections: lock
+    std::string method = network_lock_method();
     std::string text;
     if (!method.empty() && method != "iptables") text += "network-lock " + method + "\n";
     // The node's ghost-file limit (CRIU's own, 1 MiB, refuses common deleted files).
@@ -378,11 +378,32 @@ struct ContainerCheckpoint::State {
     return {};
   }
 
+  // Connections that may continue in place after the restore (the namespace outlives the
+  // container: a pod's, or the host's) are ended by CRIU itself: it keeps their sockets in
+  // repair mode and the connections' packets dropped (its network lock) from the dump until
+  // the restore, so the kernel neither answers the peer (an ACK for data the checkpoint
+  // does not hold) nor closes the connection (FIN or RST) when the tasks die. Ending them
+  // later ourselves would do both. The price: if the commit then fails, the container is
+  // already gone (the error says so).
+  [[nodiscard]] bool connections_continue_in_place() const {
+    if (tcp.empty() || options.leave_running || !network || network->mode == "own") return false;
+    return tcp_policy == TcpPolicy::kAuto || tcp_policy == TcpPolicy::kRestore;
+  }
+
+  // The network lock CRIU uses for the dump ("" when none).
+  [[nodiscard]] std::string network_lock_method() const {
+    std::string method = config->checkpoint.network_lock;
+    if (!tcp.empty() && method == "skip") method = "iptables";  // connections: lock
+    return method == "skip" ? std::string() : method;
+  }
+
   Result<void> dump() {
     auto start = Clock::now();
     std::string images = staging->path() + "/images";
     // --file-locks: locks are dumped and taken again at restore (which checks they are).
-    std::vector<std::string> base = {"--leave-running", "--file-locks"};
+    std::vector<std::string> base = {"--file-locks"};
+    ended_by_dump = connections_continue_in_place();
+    if (!ended_by_dump) base.push_back("--leave-running");
     if (!tcp.empty()) base.push_back("--tcp-established");
     std::vector<std::string> extra = base;
     if (pre_copied) extra.insert(extra.end(), {"--parent-path", "parent"});
@@ -436,7 +457,9 @@ struct ContainerCheckpoint::State {
     for (const auto& t : tcp) conns.push_back({{"local", t.local}, {"remote", t.remote}});
     m.extra["tcp"] = {{"policy", std::string(tcp_policy_name(tcp_policy))},
                       {"dumped", !tcp.empty()},
-                      {"connections", conns}};
+                      {"connections", conns},
+                      {"lock", network_lock_method()},
+                      {"ended_by_dump", ended_by_dump}};
     if (options.rootfs_zstd_level > 0) {
       m.extra["rootfs_diff"]["zstd_level"] = options.rootfs_zstd_level;
     }
@@ -570,19 +593,34 @@ Result<CheckpointOutcome> ContainerCheckpoint::finish() {
   if (auto ok = s.record_locks(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.capture_rootfs(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.dump(); !ok) return s.dump_failed(ok.error());
+  if (s.ended_by_dump) {
+    s.frozen = false;  // CRIU ended the tasks; runc removed the container
+    if (s.guard) s.guard->disarm();
+    s.notes.push_back("ended by CRIU at the dump: its TCP connections stay silent and locked "
+                      "until the restore");
+  }
 
   auto start = Clock::now();
   start_writeback(s.staging->dirfd());
   auto committed = s.store.commit(std::move(*s.staging), s.manifest(), *s.lock);
   s.staging.reset();
-  if (!committed) return s.thaw_after(committed.error().wrap("commit"));
+  if (!committed) {
+    if (s.ended_by_dump) {
+      return std::unexpected(committed.error().wrap(
+          "commit (the container had already been ended by CRIU at the dump, to keep its TCP "
+          "connections for the restore: it is not running)"));
+    }
+    return s.thaw_after(committed.error().wrap("commit"));
+  }
   s.timings["commit"] = ms_since(start);
 
   // Committed: only now does the container end (or go on, with leave_running). SIGKILL is
   // queued to every task while frozen and taken at the thaw, before any of its code runs
   // again, so nothing happens after the state the checkpoint holds.
   start = Clock::now();
-  if (!s.options.leave_running) {
+  if (s.ended_by_dump) {
+    // Nothing left to end.
+  } else if (!s.options.leave_running) {
     if (auto killed = s.kill_all_frozen(); !killed) {
       (void)s.runc.resume(s.c.id);
       s.frozen = false;
@@ -590,7 +628,7 @@ Result<CheckpointOutcome> ContainerCheckpoint::finish() {
                   " but ending the container failed: " + killed.error().message());
     }
   }
-  (void)s.runc.resume(s.c.id);
+  if (!s.ended_by_dump) (void)s.runc.resume(s.c.id);
   s.frozen = false;
   if (s.guard) s.guard->disarm();
   s.timings["end"] = ms_since(start);

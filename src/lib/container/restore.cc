@@ -172,6 +172,12 @@ Result<RestoreNetwork> prepare_network(const Manifest& m, const ContainerRecord&
                                m.node == host_name(), addresses);
     if (decision.restore) {
       out.flags.push_back("--tcp-established");
+      // The lock the dump left on the connections is lifted by the same method (CRIU's
+      // default is iptables; only this fixed line is ever written).
+      const auto& tcp = m.extra["tcp"];
+      if (tcp.is_object() && tcp.value("lock", "") == "nftables") {
+        out.criu_lines.push_back("network-lock nftables");
+      }
     } else {
       out.criu_lines.push_back("tcp-close");  // runc 1.1 has no --tcp-close
     }
