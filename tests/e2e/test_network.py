@@ -365,3 +365,32 @@ def test_restored_server_in_a_joined_namespace_answers_from_outside(ctr_containe
     run_ctr(c, cid, server, (), flags)
     c.assert_restored(cid, ckpt)
     proc.wait_until(answers, 20, "the restored server to answer from outside", interval=0.1)
+
+
+@pytest.mark.parametrize("kind", ["file", "dir", "pidns"])
+def test_joined_namespace_path_that_is_not_a_network_namespace_is_refused(ctr_containers,
+                                                                          tmp_path, kind):
+    """Attack: the new container's spec names as its network namespace a plain file, a
+    directory or another kind of namespace (the host's pid namespace), which root would
+    otherwise hand to CRIU to restore into. The restore refuses it before any generation is
+    tried and keeps the checkpoint; the same container run again with a proper spec is
+    restored from it. (A FIFO there: ARCH opens without blocking, but runc itself then
+    blocks on it in create, with or without ARCH.)"""
+    c, cid = ctr_containers, checkpoint.new_id("nsfake")
+    run_ctr(c, cid, SERVER)
+    wait_answers(c, cid)
+    ckpt = c.checkpoint(cid)["checkpoint"]
+    assert c.delete(cid) == 137
+    fake = {"pidns": "/proc/1/ns/pid"}.get(kind, str(tmp_path / kind))
+    if kind == "dir":
+        os.mkdir(fake)
+    elif kind == "file":
+        with open(fake, "w") as f:
+            f.write("not a namespace\n")
+    r = run_ctr(c, cid, SERVER, (), ["--with-ns", f"network:{fake}"], check=False)
+    assert r.returncode != 0, "runc itself cannot join that path"
+    assert [x["state"] for x in c.checkpoints(cid)] == ["committed"], c.checkpoints(cid)
+    c.remove(cid)
+    run_ctr(c, cid, SERVER)
+    c.assert_restored(cid, ckpt)
+    wait_answers(c, cid)

@@ -7,6 +7,9 @@
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <linux/magic.h>
+#include <linux/nsfs.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -125,33 +128,55 @@ std::vector<TcpEndpoint> dumped_connections(const Manifest& m) {
   return out;
 }
 
-Result<RestoreNetwork> prepare_network(const Manifest& m, const ContainerRecord& rec,
+// The network namespace the new container's spec joins by path (a pod sandbox's), opened
+// once before any generation is tried: a path that is not a network namespace is the new
+// container's fault, so the checkpoint is kept, not moved aside. The fd is what the
+// restore uses (never the path again: it could be swapped). Empty fd: the spec names none.
+struct JoinedNetns {
+  std::string path;
+  UniqueFd fd;
+};
+
+Result<JoinedNetns> open_joined_network_namespace(const std::string& bundle) {
+  auto spec = spec_network_namespace(bundle);
+  if (!spec) return std::unexpected(spec.error());
+  JoinedNetns out;
+  if (spec->path.empty()) return out;
+  // The spec's path (also /proc/<pid>/ns/net, a link): never blocks on a FIFO, and must be
+  // a network namespace file before root enters it.
+  auto fd = open_file(spec->path, O_RDONLY | O_NONBLOCK);
+  if (!fd) return std::unexpected(fd.error().wrap("open the new network namespace"));
+  struct statfs fs {};
+  if (::fstatfs(fd->get(), &fs) != 0 || fs.f_type != NSFS_MAGIC ||
+      ::ioctl(fd->get(), NS_GET_NSTYPE) != CLONE_NEWNET) {
+    return fail(ErrorKind::kPermission,
+                "the spec's network namespace " + spec->path + " is not a network namespace file");
+  }
+  out.path = spec->path;
+  out.fd = std::move(*fd);
+  return out;
+}
+
+Result<RestoreNetwork> prepare_network(const Manifest& m, const JoinedNetns& joined,
                                        TcpPolicy policy) {
   RestoreNetwork out;
   if (!m.extra.is_object() || !m.extra.contains("network")) return out;  // older checkpoint
   auto record = network_record_from_json(m.extra["network"]);
   if (!record) return std::unexpected(record.error());
-  auto spec = spec_network_namespace(rec.bundle);
-  if (!spec) return std::unexpected(spec.error());
   std::vector<std::string> addresses;
   if (record->mode != "host") {
-    if (!spec->path.empty()) {
+    if (joined.fd) {
       // The new container joins a namespace (a pod sandbox): the processes go there.
-      // The spec's path (also /proc/<pid>/ns/net, a link): never blocks on a FIFO, and must be a
-      // namespace file (nsfs) before root enters it.
-      auto fd = open_file(spec->path, O_RDONLY | O_NONBLOCK);
-      if (!fd) return std::unexpected(fd.error().wrap("open the new network namespace"));
-      struct statfs fs {};
-      if (::fstatfs(fd->get(), &fs) != 0 || fs.f_type != NSFS_MAGIC) {
-        return fail(ErrorKind::kPermission,
-                    "the spec's network namespace " + spec->path + " is not a namespace file");
-      }
-      auto have = namespace_addresses(fd->get());
+      auto have = namespace_addresses(joined.fd.get());
       if (!have) return std::unexpected(have.error());
       addresses = std::move(*have);
       // runc hands the spec's namespace to CRIU itself under its own key.
-      if (record->criu_key != kRuncNetnsKey) out.netns = std::move(*fd);
-      out.note = "network: joined " + spec->path;
+      if (record->criu_key != kRuncNetnsKey) {
+        int dup = ::fcntl(joined.fd.get(), F_DUPFD_CLOEXEC, 0);
+        if (dup < 0) return fail_errno("dup the new network namespace");
+        out.netns = UniqueFd(dup);
+      }
+      out.note = "network: joined " + joined.path;
     } else {
       auto fd = make_network_namespace(*record);
       if (!fd) return std::unexpected(fd.error().wrap("remake the network namespace"));
@@ -245,8 +270,8 @@ Result<void> check_restored_locks(const RuncClient& runc, const ContainerRecord&
 Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncCommandLine& create,
                                  const ContainerRecord& rec, const NodeConfig& config,
                                  const std::string& runc_path, const std::string& rootfs,
-                                 TcpPolicy tcp_policy, std::string* network_note,
-                                 bool* touched_rootfs) {
+                                 TcpPolicy tcp_policy, const JoinedNetns& joined,
+                                 std::string* network_note, bool* touched_rootfs) {
   auto tar = open_file(ckpt.path + "/rootfs-diff.tar", O_RDONLY);
   if (!tar) return std::unexpected(tar.error());
   *touched_rootfs = true;
@@ -258,7 +283,7 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
   std::string work = rec.bundle + "/arch-restore";
   if (::mkdir(work.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + work);
   RuncClient runc(runc_path, rec.runc_root, config.criu);
-  auto net = prepare_network(ckpt.manifest, rec, tcp_policy);
+  auto net = prepare_network(ckpt.manifest, joined, tcp_policy);
   if (!net) return std::unexpected(net.error());
   auto criu_conf = write_restore_criu_config(work, net->criu_lines);
   if (!criu_conf) return std::unexpected(criu_conf.error());
@@ -326,6 +351,9 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
   if (!env) return std::unexpected(env.error());
   auto tcp_policy = container_tcp_policy(config.checkpoint.tcp, env->get("ARCH_TCP"));
   if (!tcp_policy) return std::unexpected(tcp_policy.error().wrap("checkpoint kept, not restored"));
+  // The namespace it joins, if any: one that is not a network namespace, likewise.
+  auto joined = open_joined_network_namespace(rec.bundle);
+  if (!joined) return std::unexpected(joined.error().wrap("checkpoint kept, not restored"));
 
   auto root_path = read_root_path(rec.bundle);
   std::string rootfs = root_path ? *root_path : rec.bundle + "/rootfs";
@@ -357,7 +385,7 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
     }
     bool touched_rootfs = false;
     std::string network_note;
-    auto done = restore_from(*ckpt, create, rec, config, runc_path, rootfs, *tcp_policy,
+    auto done = restore_from(*ckpt, create, rec, config, runc_path, rootfs, *tcp_policy, *joined,
                              &network_note, &touched_rootfs);
     if (done) {
       if (auto marked = ContainerRegistry(config.state_dir).mark_restored(rec.runc_root, rec.id);
