@@ -481,3 +481,61 @@ def test_drain_checkpoints_jobs(nodes, workdir, e2e_dir):
     other.restore("--from", archive)
     wait_count(count_file, n + 10)
     assert_consecutive(count_file, n + 10)
+
+
+GHOST_JOB = """
+import hashlib, os, time
+f = open('ghost.bin', 'w+b')
+data = bytes(range(256)) * (32 << 12)  # 8 MiB: above CRIU's own 1 MiB ghost limit
+f.write(data); f.flush(); os.unlink('ghost.bin')
+want = hashlib.sha256(data).hexdigest(); del data
+n = 0
+with open('count.txt', 'a') as out:
+    while True:
+        f.seek(0)
+        ok = hashlib.sha256(f.read()).hexdigest() == want
+        out.write(f"{n} {'ok' if ok else 'BAD'}\\n"); out.flush(); n += 1; time.sleep(0.05)
+"""
+
+
+def test_job_with_a_deleted_open_file_within_the_ghost_limit(nodes, workdir):
+    """An 8 MiB deleted-but-open file (CRIU's own limit is 1 MiB) is dumped under the
+    node's [checkpoint] ghost_limit (64M by default) and comes back with its content."""
+    node = nodes()
+    d, _ = workdir
+    job_id = node.run_job(d, sys.executable, "-c", GHOST_JOB, name="ghost")
+    count_file = os.path.join(d, "count.txt")
+    wait_count(count_file, 5)
+    checkpoint_and_restore(node, job_id, count_file, extra_lines=10)
+    assert_consecutive(count_file, 15)
+    bad = [row for row in lines(count_file) if row[1] != "ok"]
+    assert not bad, f"the deleted file's content changed across the restore: {bad[:3]}"
+
+
+def test_failed_job_dump_keeps_criu_log(nodes, workdir):
+    """A job CRIU cannot dump (a unix socket connected to a process outside it) keeps
+    running, and CRIU's log is kept in the store as failed-*/dump-logs/dump.log."""
+    node = nodes()
+    d, _ = workdir
+    path = os.path.join(d, "s.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    code = ("import socket, time\ns = socket.socket(socket.AF_UNIX)\n"
+            f"s.connect({path!r})\nwhile True: time.sleep(0.05)\n")
+    try:
+        job_id = node.run_job(d, sys.executable, "-c", code, name="extsock")
+        conn, _ = server.accept()
+        r = node.ctl("job", "checkpoint", job_id, check=False)
+        assert r.returncode != 0, r.stdout
+        assert "CRIU's log kept in" in r.stderr, r.stderr
+        assert node.job(job_id)["state"] == "running"
+        kept = [x for x in os.listdir(os.path.join(node.store, "jobs", job_id))
+                if x.startswith("failed-")]
+        assert len(kept) == 1, kept
+        log = os.path.join(node.store, "jobs", job_id, kept[0], "dump-logs", "dump.log")
+        with open(log) as f:
+            assert "Error" in f.read()
+        conn.close()
+    finally:
+        server.close()

@@ -49,18 +49,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// What a failed dump keeps of each CRIU log: its last bytes (the errors are at the end).
-constexpr std::size_t kMaxKeptLogBytes = 1 << 20;
-
-// The last `max` bytes of `text`, from a line start, marked when cut.
-std::string log_tail(const std::string& text, std::size_t max) {
-  if (text.size() <= max) return text;
-  std::size_t from = text.size() - max;
-  auto nl = text.find('\n', from);
-  from = nl == std::string::npos ? from : nl + 1;
-  return fmt::format("[... first {} bytes of the log not kept ...]\n", from) + text.substr(from);
-}
-
 double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
@@ -292,9 +280,8 @@ struct ContainerCheckpoint::State {
     std::string kept_note;
     if (staging) {
       std::vector<std::pair<std::string, std::string>> files;
-      if (!dump_log.empty()) files.emplace_back("dump.log", log_tail(dump_log, kMaxKeptLogBytes));
-      if (!pre_dump_log.empty())
-        files.emplace_back("pre-dump.log", log_tail(pre_dump_log, kMaxKeptLogBytes));
+      if (!dump_log.empty()) files.emplace_back("dump.log", criu_log_tail(dump_log));
+      if (!pre_dump_log.empty()) files.emplace_back("pre-dump.log", criu_log_tail(pre_dump_log));
       auto kept = store.keep_failed_dump(std::move(*staging), reason, files,
                                          config->checkpoint.failed_dumps_kept, *lock);
       staging.reset();

@@ -177,4 +177,13 @@ std::vector<std::string> criu_error_lines(std::string_view log, std::size_t max_
   return out;
 }
 
+std::string criu_log_tail(std::string_view log, std::size_t max) {
+  if (log.size() <= max) return std::string(log);
+  std::size_t from = log.size() - max;
+  auto nl = log.find('\n', from);
+  from = nl == std::string_view::npos ? from : nl + 1;
+  return "[... first " + std::to_string(from) + " bytes of the log not kept ...]\n" +
+         std::string(log.substr(from));
+}
+
 }  // namespace arch

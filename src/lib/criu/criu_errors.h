@@ -43,4 +43,9 @@ std::optional<CriuFailure> explain_criu_log(std::string_view log, bool error_lin
 /// The error lines of `log` (is_criu_error_line), the last `max_lines` of them.
 std::vector<std::string> criu_error_lines(std::string_view log, std::size_t max_lines = 20);
 
+/// What a failed dump keeps of a CRIU log: its last `max` bytes (the errors are at the
+/// end), from a line start, marked when cut.
+inline constexpr std::size_t kMaxKeptCriuLogBytes = 1 << 20;
+std::string criu_log_tail(std::string_view log, std::size_t max = kMaxKeptCriuLogBytes);
+
 }  // namespace arch

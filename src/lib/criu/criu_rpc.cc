@@ -9,7 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "base/file_util.h"
 #include "base/unique_fd.h"
@@ -212,6 +214,10 @@ Result<void> CriuRpc::dump(const CriuDumpOptions& o) const {
   criu::Opts* opts = common_opts(req, o);
   opts->set_pid(o.pid);
   opts->set_leave_running(o.leave_running);
+  if (o.ghost_limit > 0) {
+    opts->set_ghost_limit(static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(o.ghost_limit, std::numeric_limits<std::uint32_t>::max())));
+  }
   auto resp = checked(call(criu_, req, {}), o);
   if (!resp) return std::unexpected(resp.error());
   return {};

@@ -13,6 +13,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,6 +46,9 @@ struct CriuCommonOptions {
 struct CriuDumpOptions : CriuCommonOptions {
   pid_t pid = 0;               ///< Root of the tree to dump.
   bool leave_running = false;  ///< Else CRIU kills the tree once dumped.
+  /// Largest deleted-but-open file stored in the images (bytes; 0: CRIU's own 1 MiB). The
+  /// RPC field is 32-bit: larger values are capped at 4 GiB - 1.
+  std::uint64_t ghost_limit = 0;
 };
 
 struct CriuRestoreOptions : CriuCommonOptions {

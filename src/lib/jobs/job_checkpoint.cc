@@ -14,6 +14,7 @@
 #include "base/file_util.h"
 #include "base/host.h"
 #include "config/node_config.h"
+#include "criu/criu_errors.h"
 #include "criu/criu_rpc.h"
 #include "jobs/job_launch.h"
 
@@ -46,7 +47,7 @@ Result<UniqueFd> open_subdir(int dirfd, const char* name) {
 }
 
 // CRIU's dump of `job` into `staging`'s images/ (its log in criu/dump.log).
-Result<void> criu_dump(const std::string& criu, const Staging& staging, const JobRecord& job,
+Result<void> criu_dump(const JobStoreConfig& config, const Staging& staging, const JobRecord& job,
                        const JobCheckpointFile& file, bool leave_running) {
   for (const char* sub : {"images", "criu"}) {
     if (auto r = make_dir(staging.dirfd(), sub); !r) return r;
@@ -64,7 +65,8 @@ Result<void> criu_dump(const std::string& criu, const Staging& staging, const Jo
   o.shell_job = file.shell_job;
   o.tcp_established = file.tcp_established;
   o.file_locks = true;
-  return CriuRpc(criu).dump(o);
+  o.ghost_limit = config.ghost_limit;
+  return CriuRpc(config.criu).dump(o);
 }
 
 }  // namespace
@@ -75,7 +77,9 @@ JobStoreConfig job_store_config(const NodeConfig& config) {
                    config.criu,
                    shared_node_keyring(config),
                    config.limits.max_archive_bytes,
-                   config.limits.max_entries};
+                   config.limits.max_entries,
+                   config.checkpoint.ghost_limit,
+                   config.checkpoint.failed_dumps_kept};
   if (!c.criu.empty()) return c;
   c.criu = "/usr/sbin/criu";
   for (const char* p : {"/opt/arch/criu/bin/criu", "/usr/local/sbin/criu"}) {
@@ -136,8 +140,19 @@ Result<JobDump> dump_job(const JobStoreConfig& config, const JobRecord& job,
   if (!staging) return std::unexpected(staging.error());
 
   auto t0 = std::chrono::steady_clock::now();
-  if (auto dumped = criu_dump(config.criu, *staging, job, file, request.leave_running); !dumped)
-    return std::unexpected(dumped.error().wrap("checkpoint job " + job.id + " (it keeps running)"));
+  if (auto dumped = criu_dump(config, *staging, job, file, request.leave_running); !dumped) {
+    // As for containers: CRIU's log is kept in the store as failed-<time>/dump-logs/
+    // (bounded), listed by `archctl checkpoint list`.
+    Error e = dumped.error().wrap("checkpoint job " + job.id + " (it keeps running)");
+    std::vector<std::pair<std::string, std::string>> files;
+    if (auto log = read_file(staging->path() + "/criu/dump.log", 256 << 20); log && !log->empty())
+      files.emplace_back("dump.log", criu_log_tail(*log));
+    const std::string& m = e.message();
+    auto kept = store.keep_failed_dump(std::move(*staging), m.substr(0, m.find('\n')), files,
+                                       config.failed_dumps_kept, *lock);
+    if (kept && !kept->empty()) return std::unexpected(Error(e.kind(), m + "\nCRIU's log kept in " + *kept));
+    return std::unexpected(e);
+  }
   JobDump dump(std::move(store), std::move(*lock), std::move(*staging));
   dump.dump_ms_ = ms_since(t0);
   dump.dumped_at_ = static_cast<long>(std::time(nullptr));

@@ -34,6 +34,8 @@ struct JobStoreConfig {
   std::shared_ptr<const Keyring> keys;
   uint64_t max_archive_bytes = uint64_t{256} << 30;  ///< [restore] caps on an imported archive.
   uint64_t max_entries = 4'000'000;
+  uint64_t ghost_limit = uint64_t{64} << 20;  ///< [checkpoint] ghost_limit.
+  int failed_dumps_kept = 3;                  ///< [checkpoint] failed_dumps_kept.
 };
 
 /// From the node config: [store] path and keep; [runtime] criu, else the first of
