@@ -248,7 +248,8 @@ int run_export(const std::string& store, const std::string& ref, const std::stri
   if (!lock) return report_error(lock.error());
   auto ckpt = s.latest_verified(c->ns, c->key, *lock);
   if (!ckpt) return report_error(ckpt.error().wrap("export " + ref));
-  auto bytes = export_checkpoint(ckpt->path, file, ExportOptions{.compress = !plain, .level = level});
+  auto bytes =
+      export_checkpoint(ckpt->path, file, ExportOptions{.compress = !plain, .level = level});
   if (!bytes) return report_error(bytes.error());
   if (json) {
     nlohmann::json out = {{"checkpoint", ckpt->path},
@@ -279,9 +280,8 @@ int run_import(const std::string& file, const std::string& store_name,
     if (r.name == (want.empty() ? std::string("local") : want)) root = r;
   }
   if (!root) {
-    return report_error(Error(ErrorKind::kInvalidInput,
-                              "no allowed store root named " + want + " (the node has: " + names +
-                                  ")"));
+    return report_error(Error(ErrorKind::kInvalidInput, "no allowed store root named " + want +
+                                                            " (the node has: " + names + ")"));
   }
   std::string base = shared_name.empty() ? root->path : root->path + "/checkpoint";
   CheckpointStore s(base, config->keep, root->path, shared_node_keyring(*config));
@@ -444,8 +444,9 @@ Handler add_checkpoint_command(CLI::App& app) {
   exp->add_option("--level", o->level, "zstd level")->check(CLI::Range(1, 19));
   add_output_option(exp, o->output);
   auto* imp = cmd->add_subcommand(
-      "import", "Add an exported checkpoint as the newest generation of its key (seal checked "
-                "first)");
+      "import",
+      "Add an exported checkpoint as the newest generation of its key (seal checked "
+      "first)");
   imp->add_option("file", o->file, "The archive `checkpoint export` wrote")->required();
   imp->add_option("--store", o->store, "Allowed store root by name (default: local)");
   imp->add_option("--shared", o->shared,

@@ -382,8 +382,8 @@ Result<void> import_archive(const std::string& archive_path, const std::string& 
   return import_archive_fd(fd->get(), archive_path, dest_dir, caps);
 }
 
-Result<void> import_archive_fd(int fd, const std::string& archive_path,
-                               const std::string& dest_dir, const ExpansionLimits& caps) {
+Result<void> import_archive_fd(int fd, const std::string& archive_path, const std::string& dest_dir,
+                               const ExpansionLimits& caps) {
   ArchiveSource source;
   source.fd = fd;
   auto reader = open_reader(source, archive_path);
