@@ -419,8 +419,19 @@ def test_install_use_and_purge_leave_nothing(deb, clean_node, workload_image, tm
 
 @pytest.fixture(scope="module")
 def deb_next(deb, tmp_path_factory):
-    """The same tree packaged as a newer version: the upgrade path."""
-    return build_deb(str(tmp_path_factory.mktemp("deb-next")), deb_version(deb) + "+pkgtest1")
+    """The same package as a newer version (its control file's Version bumped): the upgrade
+    path, without a second build."""
+    out = tmp_path_factory.mktemp("deb-next")
+    tree = out / "tree"
+    run(["dpkg-deb", "-R", deb, str(tree)], check=True)
+    control = tree / "DEBIAN" / "control"
+    version = deb_version(deb)
+    control.write_text(control.read_text().replace(f"\nVersion: {version}\n",
+                                                   f"\nVersion: {version}+pkgtest1\n"))
+    path = str(out / f"{PACKAGE}_{version}+pkgtest1_amd64.deb")
+    run(["dpkg-deb", "--root-owner-group", "-Zzstd", "-b", str(tree), path], check=True)
+    assert deb_version(path) == version + "+pkgtest1"
+    return path
 
 
 def test_upgrade_keeps_a_modified_conffile_and_the_key(deb, deb_next, clean_node):
