@@ -79,8 +79,8 @@ done
 # ---------------------------------------------------------------------------
 # The bundled CRIU: its loader and rpath name the prefix, so bin/criu is rewritten for
 # the new one; nothing else in the tree names it (checked below).
-mkdir -p "$root$(dirname "$criu_dst")"
-cp -a "$criu_src" "$root$criu_dst"
+mkdir -p "$root$criu_dst"
+cp -a "$criu_src/." "$root$criu_dst/" # the tree's contents, even when criu_src is a symlink
 chmod -R u+w,go-w "$root$criu_dst"
 old_rpath=$(patchelf --print-rpath "$criu_src/bin/criu")
 new_rpath=${old_rpath//$criu_src\//$criu_dst/}
@@ -90,8 +90,10 @@ patchelf --set-interpreter "$new_interp" --force-rpath --set-rpath "$new_rpath" 
 [[ $(patchelf --print-interpreter "$root$criu_dst/bin/criu") == "$new_interp" ]] || die "patchelf: interpreter not set"
 [[ $new_rpath != *"$criu_src"* ]] || die "rpath still names $criu_src: $new_rpath"
 manifest=$root$criu_dst/ARCH-CRIU-MANIFEST
-sed -i "s|^# bin/criu: .*|# bin/criu: interpreter $new_interp, rpath $new_rpath|" "$manifest"
-sed -i "1a # Copied from $criu_src into the arch $version package at $criu_dst by packaging/build-deb.sh." "$manifest"
+sed -i -e "s|^# bin/criu: .*|# bin/criu: interpreter $new_interp, rpath $new_rpath|" \
+    -e "/^# bin\/criu: /a # Copied from $criu_src into the arch $version package at $criu_dst by packaging/build-deb.sh." \
+    "$manifest"
+grep -q "^# Copied from $criu_src" "$manifest" || die "$manifest has no '# bin/criu:' line"
 leftover=$(grep -rlF -- "$criu_src" "$root$criu_dst" | grep -vxF "$manifest" || true)
 [[ -z $leftover ]] || die "files of the bundled CRIU still name $criu_src: $leftover"
 # The staged loader runs the staged binary (its rpath points at the not yet installed prefix).

@@ -119,11 +119,8 @@ def requirements():
         pytest.skip(f"the {PACKAGE} package is already on this machine ({status}): not touching it")
 
 
-def build_deb(out, version=None):
-    env = plain_env()
-    if version:
-        env["ARCH_DEB_VERSION"] = version
-    r = run([BUILD_DEB, build_dir(), out], timeout=300, env=env)
+def build_deb(out):
+    r = run([BUILD_DEB, build_dir(), out], timeout=300, env=plain_env())
     assert r.returncode == 0, f"build-deb.sh failed:\n{r.stderr}"
     deb = r.stdout.strip()
     assert os.path.basename(deb).startswith(f"{PACKAGE}_") and deb.endswith("_amd64.deb"), deb
@@ -147,17 +144,20 @@ def node_set_aside(requirements):
             os.rename(path + SAVED, path)
         elif os.path.lexists(path + SAVED):
             pytest.skip(f"{path} and {path + SAVED} both exist: sort them out by hand")
-    moved = []
+        if daemons.mounts_under(path):
+            pytest.skip(f"{path} is or holds a mount point: not setting it aside")
+    moved, owned = [], []  # owned: the paths the tests may write and remove
     try:
         for path in NODE_PATHS:
             if os.path.lexists(path):
                 os.rename(path, path + SAVED)
                 moved.append(path)
+            owned.append(path)
         yield
     finally:
         if package_status():
             dpkg("--purge", PACKAGE, check=False)
-        for path in NODE_PATHS:
+        for path in owned:
             remove_path(path)
         for path in moved:
             os.rename(path + SAVED, path)
