@@ -19,6 +19,7 @@
 #   ARCH_CRIU_PREFIX       the private CRIU to bundle (default: /opt/arch/criu)
 #   ARCH_DEB_VERSION       package version (default: the CMake project version of BUILD_DIR)
 #   ARCH_DEB_COMPRESSION   dpkg-deb -Z: zstd (default; dpkg >= 1.21.18, Debian 12), xz, gzip, none
+#   ARCH_DEB_LINTIAN       0: do not run lintian on the package (default: run it when installed)
 set -euo pipefail
 
 ARCH_SCRIPT_NAME=build-deb # used by lib.sh
@@ -171,7 +172,7 @@ find "$root" -type d -exec chmod 0755 {} +
 mkdir -p "$out_dir"
 deb=$out_dir/arch_${version}_${deb_arch}.deb
 dpkg-deb --root-owner-group -Z"$compression" --build "$root" "$deb" >/dev/null
-if command -v lintian >/dev/null; then
+if [[ ${ARCH_DEB_LINTIAN:-1} == 1 ]] && command -v lintian >/dev/null; then
     lintian --no-tag-display-limit "$deb" >&2 || warn "lintian reported problems (above)"
 fi
 log "built $deb ($(du -h "$deb" | cut -f1))"
