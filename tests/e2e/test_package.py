@@ -239,6 +239,30 @@ class ExeWatch:
 
 # ------------------------------------------------------------------ checks of the installed package
 
+def check_depends(deb_path):
+    """Every library a binary links directly comes from a package the deb Depends on (the
+    owner of the file the loader finds, as dpkg -S names it), and runc and iproute2 too."""
+    fields = run(["dpkg-deb", "-f", deb_path, "Depends"], check=True).stdout
+    depends = {d.strip().split()[0] for d in fields.split(",")}
+    assert {"runc", "iproute2"} <= depends, depends
+    cache = {}
+    for line in run(["ldconfig", "-p"], check=True).stdout.splitlines()[1:]:
+        soname, _, path = line.strip().partition(" => ")
+        if "x86-64" in soname:
+            cache.setdefault(soname.split()[0], path)
+    for name in BINARIES:
+        needed = run(["patchelf", "--print-needed", f"/usr/bin/{name}"])
+        if needed.returncode != 0:  # not dynamic: only arch-runc may be static
+            assert name == "arch-runc", needed.stderr
+            continue
+        for soname in needed.stdout.split():
+            path = os.path.realpath(cache[soname])
+            owner = run(["dpkg", "-S", path]).stdout or run(
+                ["dpkg", "-S", path.replace("/usr/lib/", "/lib/", 1)], check=True).stdout
+            pkg = owner.split(":")[0]
+            assert pkg in depends, f"{name} needs {soname} ({pkg}), not in Depends: {fields}"
+
+
 def check_files_and_modes():
     for name in BINARIES:
         assert mode_of(f"/usr/bin/{name}") == (0, 0, 0o755), name
@@ -395,6 +419,7 @@ def test_install_use_and_purge_leave_nothing(deb, clean_node, workload_image, tm
         assert set(listed) <= set(paths) and all(
             p.startswith("/usr/share/doc/") for p in set(paths) - set(listed)), listed
         check_files_and_modes()
+        check_depends(deb)
         check_bundled_criu()
         check_config(tmp_path)
         check_units()
