@@ -519,11 +519,17 @@ def test_purge_follows_no_symlink_and_crosses_no_mount(deb, clean_node, tmp_path
 
 
 def test_purge_keeps_checkpoints_and_their_keys(deb, clean_node):
+    """A node with a store from before the package: installing keeps its checkpoints and
+    takes group/other write access from the world-writable store; purging keeps them with
+    the node keys that seal them, and removes the rest."""
+    kept = os.path.join(STORE, "default", "job-1", "ckpt-1", "manifest.json")
+    os.makedirs(os.path.dirname(kept), mode=0o700)
+    with open(kept, "w") as f:
+        f.write("{}\n")
+    os.chmod(STORE, 0o777)
     with installed(deb):
-        kept = os.path.join(STORE, "default", "job-1", "ckpt-1", "manifest.json")
-        os.makedirs(os.path.dirname(kept), mode=0o700)
-        with open(kept, "w") as f:
-            f.write("{}\n")
+        assert mode_of(STORE) == (0, 0, 0o755)
+        assert open(kept).read() == "{}\n"
         os.makedirs(os.path.join(STORE, "empty", "dirs"), mode=0o700)
         key_files = sorted(os.listdir(KEYS))
         r = dpkg("--purge", PACKAGE)
