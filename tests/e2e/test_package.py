@@ -539,3 +539,41 @@ def test_purge_keeps_checkpoints_and_their_keys(deb, clean_node):
     assert os.listdir("/etc/arch") == ["keys"]
     assert os.listdir("/var/lib/arch") == ["checkpoints"]
     assert not os.path.lexists("/var/log/arch") and package_status() is None
+
+
+def test_maintainer_scripts_drive_systemd_only_where_it_runs(deb, clean_node, tmp_path):
+    """With systemd as PID 1 (faked in a private mount namespace: /run/systemd/system and a
+    systemctl that records its arguments and fails), the scripts reload, enable and stop
+    what they should, and a failing systemctl fails none of them; without it, none calls
+    systemctl at all."""
+    calls = tmp_path / "systemctl.calls"
+    fake = tmp_path / "bin" / "systemctl"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexit 1\n')
+    fake.chmod(0o755)
+    info = "/var/lib/dpkg/info/arch"
+    steps = [("postinst", "configure", ""), ("prerm", "upgrade", "0.1.0"),
+             ("postinst", "configure", "0.1.0"), ("prerm", "remove", ""),
+             ("postrm", "remove", "")]
+    script = " && ".join(f'echo "== {s} {a} {v}" >> {calls} && {info}.{s} {a} "{v}"'
+                         for s, a, v in steps)
+    env = plain_env(PATH=f"{fake.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    with installed(deb):
+        if not os.path.isdir("/run/systemd/system"):
+            r = run(["sh", "-c", script], env=env)  # no systemd here: not one call
+            assert r.returncode == 0, r.stderr
+            assert not [l for l in calls.read_text().splitlines() if not l.startswith("==")]
+            calls.unlink()
+        r = run(["unshare", "-m", "sh", "-c",
+                 f"mount -t tmpfs arch-pkgtest /run && mkdir -p /run/systemd/system && {script}"],
+                env=env)
+        assert r.returncode == 0, r.stderr
+    assert calls.read_text().splitlines() == [
+        "== postinst configure ", "daemon-reload", "enable --now arch-gc.timer",
+        "enable archd.service",
+        "== prerm upgrade 0.1.0",
+        "== postinst configure 0.1.0", "daemon-reload", "enable --now arch-gc.timer",
+        "try-restart archd.service",
+        "== prerm remove ", "stop arch-gc.timer arch-gc.service archd.service",
+        "disable arch-gc.timer archd.service",
+        "== postrm remove ", "daemon-reload"]
