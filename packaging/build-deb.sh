@@ -83,20 +83,27 @@ done
 mkdir -p "$root$criu_dst"
 cp -a "$criu_src/." "$root$criu_dst/" # the tree's contents, even when criu_src is a symlink
 chmod -R u+w,go-w "$root$criu_dst"
+# The prefix install-criu.sh built it for (criu_src may be a symlink to it), from its loader.
+old_interp=$(patchelf --print-interpreter "$criu_src/bin/criu")
+old_prefix=${old_interp%/usr/lib/"$triplet"/"$loader"}
+[[ $old_prefix != "$old_interp" ]] || die "$criu_src/bin/criu's loader is $old_interp, not a private prefix's"
 old_rpath=$(patchelf --print-rpath "$criu_src/bin/criu")
-new_rpath=${old_rpath//$criu_src\//$criu_dst/}
+new_rpath=${old_rpath//$old_prefix\//$criu_dst/}
 new_interp=$criu_dst/usr/lib/$triplet/$loader
 [[ -e $root$new_interp ]] || die "$criu_src has no usr/lib/$triplet/$loader"
 patchelf --set-interpreter "$new_interp" --force-rpath --set-rpath "$new_rpath" "$root$criu_dst/bin/criu"
 [[ $(patchelf --print-interpreter "$root$criu_dst/bin/criu") == "$new_interp" ]] || die "patchelf: interpreter not set"
-[[ $new_rpath != *"$criu_src"* ]] || die "rpath still names $criu_src: $new_rpath"
+IFS=: read -r -a rpath_dirs <<<"$new_rpath"
+for d in "${rpath_dirs[@]}"; do
+    [[ $d == "$criu_dst"/* ]] || die "bin/criu's rpath names $d, outside $criu_dst (was: $old_rpath)"
+done
 manifest=$root$criu_dst/ARCH-CRIU-MANIFEST
 sed -i -e "s|^# bin/criu: .*|# bin/criu: interpreter $new_interp, rpath $new_rpath|" \
-    -e "/^# bin\/criu: /a # Copied from $criu_src into the arch $version package at $criu_dst by packaging/build-deb.sh." \
+    -e "/^# bin\/criu: /a # Copied from $old_prefix into the arch $version package at $criu_dst by packaging/build-deb.sh." \
     "$manifest"
-grep -q "^# Copied from $criu_src" "$manifest" || die "$manifest has no '# bin/criu:' line"
-leftover=$(grep -rlF -- "$criu_src" "$root$criu_dst" | grep -vxF "$manifest" || true)
-[[ -z $leftover ]] || die "files of the bundled CRIU still name $criu_src: $leftover"
+grep -q "^# Copied from $old_prefix" "$manifest" || die "$manifest has no '# bin/criu:' line"
+leftover=$(grep -rlF -- "$old_prefix" "$root$criu_dst" | grep -vxF "$manifest" || true)
+[[ -z $leftover ]] || die "files of the bundled CRIU still name $old_prefix: $leftover"
 # The staged loader runs the staged binary (its rpath points at the not yet installed prefix).
 "$root$new_interp" --library-path "$root$criu_dst/usr/lib/$triplet" "$root$criu_dst/bin/criu" --version >/dev/null ||
     die "the bundled CRIU does not start"
