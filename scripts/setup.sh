@@ -76,6 +76,8 @@ PACKAGES=(
     glusterfs-server glusterfs-client
     # e2e: read zstd-compressed rootfs diffs ([checkpoint] rootfs_compression = zstd)
     zstd
+    # e2e (test_package.py): rotate ARCH's logs with the Debian package's logrotate rules
+    logrotate
     # benchmarks (gnuplot-nox: the suite's PNG plots)
     podman gnuplot-nox
     # e2e real-workload image (tests/e2e/archtest/realimage.py): a Debian rootfs from the mirror
