@@ -100,6 +100,14 @@ Result<void> Agent::start() {
   resume_interrupted_locked();
   save_locked();
   housekeeping_ = std::thread([this] { housekeeping_loop(); });
+  periodic_ = std::make_unique<PeriodicRunner>(
+      config_, runc_,
+      [this] {
+        std::lock_guard held(mutex_);
+        return state_.draining || stopping_;
+      },
+      [this](Event e) { event(std::move(e)); });
+  periodic_->start();
   return {};
 }
 
@@ -111,6 +119,7 @@ void Agent::stop() {
     cancel_drain_ = true;
   }
   wake_.notify_all();
+  if (periodic_) periodic_->stop();
   if (housekeeping_.joinable()) housekeeping_.join();
   if (drain_thread_.joinable()) drain_thread_.join();
   std::lock_guard lock(mutex_);

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -22,6 +23,7 @@
 #include "event_log.h"
 #include "metrics.h"
 #include "node_state.h"
+#include "periodic_runner.h"
 
 namespace arch::agent {
 
@@ -129,6 +131,7 @@ class Agent {
   bool stopping_ = false;
   std::condition_variable wake_;
   std::thread housekeeping_;
+  std::unique_ptr<PeriodicRunner> periodic_;  // periodic checkpoints (container/periodic.h)
   std::size_t managed_ = 0;
   std::size_t quarantined_ = 0;
   struct Watcher {
