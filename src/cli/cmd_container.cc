@@ -135,7 +135,7 @@ int run_checkpoint(const std::string& ref, bool leave_running, bool json, bool v
 }
 
 int run_finalize(double deadline_s, int parallel, const std::string& pre_copy,
-                 const std::string& order, bool json, bool quiet) {
+                 const std::string& order, bool plan, bool json, bool quiet) {
   auto node = load_node();
   if (!node) return report_error(node.error());
   FinalizeOptions options;
@@ -147,6 +147,7 @@ int run_finalize(double deadline_s, int parallel, const std::string& pre_copy,
     options.pre_copy = *mode;
   }
   options.freeze_first = order != "one-by-one";
+  options.plan = plan;
   // Progress on a terminal (stderr, so stdout stays the table or the JSON): a drain under
   // a reclaim notice must not look hung for the minute it takes.
   if (!quiet && ::isatty(STDERR_FILENO) == 1) {
@@ -203,6 +204,7 @@ Handler add_container_command(CLI::App& app) {
     int parallel = 0;
     std::string pre_copy;
     std::string order = "freeze-first";
+    std::string plan = "on";
     bool quiet = false;
   };
   auto o = std::make_shared<Opts>();
@@ -230,13 +232,19 @@ Handler add_container_command(CLI::App& app) {
                   "just before its dump")
       ->check(CLI::IsMember({"freeze-first", "one-by-one"}))
       ->capture_default_str();
+  fin->add_option("--plan", o->plan,
+                  "on: attempt only what the store's measured rate lets finish before the "
+                  "deadline, smallest first (default); off: every container, in the pool")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
   fin->add_flag("-q,--quiet", o->quiet, "No progress lines on a terminal");
   add_output_option(fin, o->output);
   return [=] {
     bool json = o->output == "json";
     if (list->parsed()) return run_list(json);
     if (ckpt->parsed()) return run_checkpoint(o->ref, o->leave_running, json, o->verbose);
-    return run_finalize(o->deadline, o->parallel, o->pre_copy, o->order, json, o->quiet);
+    return run_finalize(o->deadline, o->parallel, o->pre_copy, o->order, o->plan == "on", json,
+                        o->quiet);
   };
 }
 

@@ -179,11 +179,13 @@ void fill_from_outcome(FinalizeResult& r, CheckpointOutcome&& out) {
 // The phased pipeline (see the top of this file) over report.containers.
 void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>& states,
                      const NodeConfig& config, const std::string& runc,
-                     const FinalizeOptions& options, Clock::time_point deadline) {
+                     const FinalizeOptions& options, Clock::time_point start,
+                     Clock::time_point deadline) {
   std::size_t n = report.containers.size();
   int workers = report.parallel;
   std::mutex mutex;
   auto done = [&](std::size_t i) {
+    report.containers[i].finished_s = seconds_since(start);
     if (!options.on_result) return;
     std::lock_guard lock(mutex);
     options.on_result(report.containers[i]);
@@ -261,8 +263,16 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
     for (auto& [store, members] : by_store) {
       std::vector<uint64_t> bytes;
       for (auto i : members) bytes.push_back(predicted[i]);
-      auto plan = plan_dumps(bytes, load_store_rates(config.state_dir, store),
-                             PlanOptions{.seconds_left = seconds_left, .parallel = workers});
+      DeadlinePlan plan;
+      if (options.plan) {
+        plan = plan_dumps(bytes, load_store_rates(config.state_dir, store),
+                          PlanOptions{.seconds_left = seconds_left, .parallel = workers});
+      } else {  // every container, in the given order, the whole pool
+        plan.entries.resize(members.size());
+        for (std::size_t k = 0; k < members.size(); ++k) plan.order.push_back(k);
+        plan.workers = workers;
+        plan.basis = "no plan (--plan off): every container attempted";
+      }
       report.plans[store] = plan.basis;
       Group g{store, {}, plan.workers, 0};
       for (std::size_t k = 0; k < members.size(); ++k) {
@@ -364,7 +374,7 @@ FinalizeReport finalize_impl(std::vector<ContainerRecord> containers,
     std::vector<const RuncState*> known;
     states.resize(report.containers.size());
     for (auto& st : states) known.push_back(st ? &*st : nullptr);
-    finalize_phased(report, known, config, runc, resolved, deadline);
+    finalize_phased(report, known, config, runc, resolved, start, deadline);
   }
   report.total_seconds = seconds_since(start);
   return report;
@@ -417,7 +427,8 @@ nlohmann::json finalize_report_json(const FinalizeReport& report) {
                                  {"timings_ms", r.timings_ms},
                                  {"bytes", r.bytes},
                                  {"predicted_bytes", r.predicted_bytes},
-                                 {"predicted_finish_s", r.predicted_finish_s}});
+                                 {"predicted_finish_s", r.predicted_finish_s},
+                                 {"finished_s", r.finished_s}});
   }
   return out;
 }

@@ -40,6 +40,7 @@ struct FinalizeResult {
   std::map<std::string, double> timings_ms{};
   std::vector<std::string> notes{};  ///< How it was taken ("pre-copy not used: ...").
   std::string pre_copy = "off";      ///< "off", "used", "unavailable", "failed".
+  double finished_s = 0;             ///< When it was done, from finalize's start.
   uint64_t predicted_bytes = 0;      ///< The plan's size estimate (deadline_plan.h).
   double predicted_finish_s = 0;     ///< When the plan expected it done (from its start).
 };
@@ -89,6 +90,9 @@ struct FinalizeOptions {
   /// running workloads stop competing with the dumps for CPU and disk). false: each
   /// container is frozen just before its own dump.
   bool freeze_first = true;
+  /// Plan per store before freezing (deadline_plan.h); false: every container, in order,
+  /// options.parallel at once (for comparisons).
+  bool plan = true;
 };
 
 /// The registered containers whose runc state is "running".
