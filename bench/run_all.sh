@@ -5,7 +5,9 @@
 #      container holding 1 GiB (--quick: 256 MiB), with and without lazy pages, against
 #      a fresh start, for ARCH, runc alone and Podman;
 #   2. the paper's two tables (bench/paper.py): checkpoint to file and restore at 56, 118
-#      and 256 MiB, checkpoint time from 1 MiB to 1 GiB untouched and changed.
+#      and 256 MiB, checkpoint time from 1 MiB to 1 GiB untouched and changed;
+#   3. finalize against a store throttled to 60 MB/s with and without the deadline plan
+#      (bench/deadline_store.py; --quick: 4 containers of 128 MiB).
 # Prints the tables, writes them as Markdown and JSON under bench/results/<UTC time>/ and
 # the PNG plots under bench/plots/. Full run ~8-10 min on 2 cores; --quick ~2 min.
 set -eu
@@ -27,4 +29,9 @@ python3 bench/restore_latency.py $latency_args --json "$out/restore_latency.json
     --plot bench/plots/restore_latency.png | tee "$out/restore_latency.md"
 python3 bench/paper.py $quick --json "$out/paper.json" --plot-dir bench/plots \
     | tee "$out/paper.md"
+if [ -n "$quick" ]; then
+    python3 bench/deadline_store.py --containers 4 --mib 128 --no-write | tee "$out/deadline_store.md"
+else
+    python3 bench/deadline_store.py --no-write | tee "$out/deadline_store.md"
+fi
 echo "results: $out/ (Markdown, JSON), plots: bench/plots/" >&2
