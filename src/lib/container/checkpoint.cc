@@ -623,6 +623,12 @@ Result<CheckpointOutcome> ContainerCheckpoint::finish() {
 
   CheckpointOutcome out;
   out.path = *committed;
+  // The bytes committed, from the manifest the commit wrote (0 when unreadable).
+  if (auto text = read_file(*committed + "/" + kManifestFileName)) {
+    if (auto m = parse_manifest(*text)) {
+      for (const auto& f : m->files) out.bytes += f.size;
+    }
+  }
   out.timings_ms = s.timings;
   out.notes = s.notes;
   out.pre_copy = s.pre_copy;
