@@ -17,6 +17,7 @@
 #include <set>
 
 #include "base/clock.h"
+#include "base/duration.h"
 #include "base/file_util.h"
 #include "base/host.h"
 #include "criu/criu_report.h"
@@ -210,15 +211,10 @@ void Agent::run_drain(int64_t id, double deadline_seconds) {
 void Agent::record_result(int64_t id, const FinalizeResult& r) {
   std::lock_guard lock(mutex_);
   auto& c = state_.counters;
-  if (r.outcome == FinalizeOutcome::kSkipped) ++c.checkpoints_skipped;
-  if (r.outcome != FinalizeOutcome::kSkipped) {
-    c.checkpoint_seconds.observe(r.seconds);
-    if (r.outcome == FinalizeOutcome::kCheckpointed) {
-      ++c.checkpoints_ok;
-      c.checkpoint_bytes += r.bytes;
-    } else {
-      ++c.checkpoints_failed;
-    }
+  if (r.outcome == FinalizeOutcome::kSkipped) {
+    ++c.checkpoints_skipped;
+  } else {
+    c.checkpoints["drain"].count(r.outcome == FinalizeOutcome::kCheckpointed, r.seconds, r.bytes);
   }
   if (auto* d = state_.find_drain(id)) {
     ++d->done;
@@ -354,6 +350,12 @@ void Agent::on_watcher_poll(bool ok, const std::string& error) {
   watcher_.state = ok ? "polling" : "error";
   watcher_.last_poll = now_seconds();
   watcher_.last_error = ok ? std::string() : error;
+  if (ok) {
+    watcher_.last_success = watcher_.last_poll;
+    watcher_.consecutive_errors = 0;
+  } else {
+    ++watcher_.consecutive_errors;
+  }
 }
 
 // ---------------------------------------------------------------- status and events
@@ -417,7 +419,15 @@ json Agent::events(uint64_t since, std::size_t limit) const {
 std::string Agent::metrics() {
   refresh();
   std::lock_guard lock(mutex_);
-  return render_metrics({state_.counters, managed_, quarantined_, state_.draining});
+  return render_metrics({.counters = state_.counters,
+                         .managed_containers = managed_,
+                         .quarantined_checkpoints = quarantined_,
+                         .draining = state_.draining,
+                         .key_ages = key_ages_,
+                         .keys = keys_total_,
+                         .watcher = {.enabled = !config_.agent.imds_endpoint.empty(),
+                                     .last_success = watcher_.last_success,
+                                     .consecutive_errors = watcher_.consecutive_errors}});
 }
 
 // ---------------------------------------------------------------- the scan
@@ -426,66 +436,60 @@ void Agent::refresh() {
   std::lock_guard scan(scan_mutex_);
   auto records = ContainerRegistry(config_.state_dir).all();
   std::set<std::string> stores = {config_.store_path};
+  ActivityCursor cursor;
   {
     std::lock_guard lock(mutex_);
     stores.insert(state_.stores.begin(), state_.stores.end());
+    cursor = state_.activity;
   }
   for (const auto& rec : records) {
     if (!rec.store.empty()) stores.insert(rec.store);
   }
-  std::map<std::string, std::string> failed;  // path -> "ns/key: reason"
+  std::map<std::string, std::string> failed;                   // path -> "ns/key: reason"
+  std::map<std::pair<std::string, std::string>, long> newest;  // (owner, key) -> created
   for (const auto& store : stores) {
     auto all = CheckpointStore(store).list_all(false);
     if (!all) continue;
     for (const auto& c : *all) {
       if (c.state == CheckpointState::kFailed)
         failed[c.path] = c.ns + "/" + c.key + ": " + c.reason;
+      if (c.state == CheckpointState::kCommitted || c.state == CheckpointState::kVerified) {
+        auto created = parse_utc_time(c.created);
+        if (!created) continue;
+        long& t = newest[{c.ns, c.key}];
+        t = std::max(t, *created);
+      }
     }
   }
-  std::set<std::string> seen_restores;
-  {
-    std::lock_guard lock(mutex_);
-    seen_restores.insert(state_.seen_restores.begin(), state_.seen_restores.end());
-  }
-  struct Restored {
-    std::string key;
-    const ContainerRecord* rec;
-    RestoreInfo info;
-  };
-  std::vector<Restored> restored;
-  ContainerRegistry registry(config_.state_dir);
-  for (const auto& rec : records) {
-    std::string key = fmt::format("{}/{}@{}", rec.ns, rec.id, rec.created);
-    auto info = registry.find_restore(rec.runc_root, rec.id);
-    if (seen_restores.contains(key) || info)
-      restored.push_back({key, &rec, info.value_or(RestoreInfo{})});
+  auto ages = key_ages(newest, records);
+  // The node's activity log: what archctl and arch-runc did (a bounded number of chunks per
+  // pass; the rest waits for the next one).
+  std::vector<ActivityRecord> activity;
+  std::size_t invalid = 0;
+  for (int chunk = 0; chunk < 8; ++chunk) {
+    auto batch = read_activity(config_.state_dir, cursor);
+    if (!batch) {
+      log_(LogLevel::kWarn, "activity log: " + batch.error().message());
+      break;
+    }
+    cursor = batch->cursor;
+    invalid += batch->invalid;
+    for (auto& r : batch->records) activity.push_back(std::move(r));
+    if (!batch->more) break;
   }
 
   std::lock_guard lock(mutex_);
-  bool changed = false;
-  std::set<std::string> before(state_.seen_restores.begin(), state_.seen_restores.end());
+  bool changed = !state_.seen_restores.empty() || !(cursor == state_.activity);
   state_.seen_restores.clear();
-  for (const auto& r : restored) {
-    state_.seen_restores.push_back(r.key);
-    if (before.contains(r.key)) continue;
-    ++state_.counters.restores_ok;
-    state_.counters.restore_seconds.observe(r.info.ms / 1000);
-    state_.counters.restore_bytes += r.info.bytes;
-    changed = true;
-    event({.kind = "restore",
-           .ns = r.rec->ns,
-           .id = r.rec->id,
-           .outcome = "ok",
-           .duration_ms = r.info.ms,
-           .detail = "restored by arch-runc from " + r.info.checkpoint});
-  }
-  changed |= state_.seen_restores.size() != before.size();
+  state_.activity = cursor;
+  state_.counters.activity_invalid += invalid;
+  for (const auto& r : activity) count_activity_locked(r);
+  changed |= !activity.empty() || invalid != 0;
   std::set<std::string> seen_failed(state_.seen_quarantined.begin(), state_.seen_quarantined.end());
   state_.seen_quarantined.clear();
   for (const auto& [path, what] : failed) {
     state_.seen_quarantined.push_back(path);
     if (seen_failed.contains(path)) continue;
-    ++state_.counters.restores_failed;
     changed = true;
     event({.kind = "quarantine", .outcome = "moved-aside", .detail = path + " (" + what + ")"});
   }
@@ -496,7 +500,79 @@ void Agent::refresh() {
   state_.stores = std::move(store_list);
   managed_ = records.size();
   quarantined_ = failed.size();
+  key_ages_ = std::move(ages);
+  keys_total_ = newest.size();
   if (changed) save_locked();
+}
+
+std::vector<KeyAge> Agent::key_ages(
+    const std::map<std::pair<std::string, std::string>, long>& newest,
+    const std::vector<ContainerRecord>& records) const {
+  auto cap = static_cast<std::size_t>(std::max(0, config_.agent.metrics_max_keys));
+  long now = now_seconds();
+  auto age = [now](long t) { return static_cast<double>(std::max(0L, now - t)); };
+  std::vector<KeyAge> out;
+  std::set<std::pair<std::string, std::string>> taken;
+  // This node's containers first (the registry is root's), then the oldest of the rest.
+  for (const auto& rec : records) {
+    if (out.size() >= cap) break;
+    auto it = newest.find({rec.owner, rec.key});
+    if (it == newest.end() || !taken.insert(it->first).second) continue;
+    out.push_back({it->first.first, it->first.second, age(it->second)});
+  }
+  std::vector<std::pair<long, std::pair<std::string, std::string>>> rest;
+  for (const auto& [k, t] : newest) {
+    if (!taken.contains(k)) rest.push_back({t, k});
+  }
+  std::sort(rest.begin(), rest.end());
+  for (const auto& [t, k] : rest) {
+    if (out.size() >= cap) break;
+    out.push_back({k.first, k.second, age(t)});
+  }
+  return out;
+}
+
+void Agent::count_activity_locked(const ActivityRecord& r) {
+  static const std::set<std::string> kCheckpointers = {"archctl", "finalize", "on_stop"};
+  static const std::set<std::string> kRestorers = {"create"};
+  bool checkpoint = r.what == "checkpoint";
+  if (!(checkpoint ? kCheckpointers : kRestorers).contains(r.source)) {
+    ++state_.counters.activity_invalid;
+    return;
+  }
+  bool ok = r.outcome == "ok";
+  auto& counters = checkpoint ? state_.counters.checkpoints : state_.counters.restores;
+  counters[r.source].count(ok, r.ms / 1000, r.bytes);
+  std::string detail;
+  if (checkpoint) {
+    detail =
+        fmt::format("by {}: {}", r.source == "on_stop" ? "arch-runc on stop" : r.source, r.detail);
+  } else {
+    detail = ok ? "restored by arch-runc from " + r.detail : "restore by arch-runc: " + r.detail;
+  }
+  event({.time = format_utc_ns(static_cast<int64_t>(r.time * 1e9), UtcPrecision::kMillis),
+         .kind = r.what,
+         .ns = r.ns,
+         .id = r.id,
+         .outcome = r.outcome,
+         .duration_ms = r.ms,
+         .detail = std::move(detail)});
+}
+
+void Agent::record_event(Event e) {
+  // Process jobs are archd's own: their checkpoints and restores are counted here.
+  if (e.kind == "job") {
+    std::lock_guard lock(mutex_);
+    double seconds = e.duration_ms / 1000;
+    if (e.outcome == "checkpointed" || e.outcome == "checkpoint-failed") {
+      state_.counters.checkpoints["job"].count(e.outcome == "checkpointed", seconds, 0);
+      save_locked();
+    } else if (e.outcome == "restored" || e.outcome == "restore-failed") {
+      state_.counters.restores["job"].count(e.outcome == "restored", seconds, 0);
+      save_locked();
+    }
+  }
+  event(std::move(e));
 }
 
 void Agent::housekeeping_loop() {

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -21,6 +22,8 @@
 #include "config/node_config.h"
 #include "container/finalize.h"
 #include "event_log.h"
+#include "managed/activity_log.h"
+#include "managed/container_registry.h"
 #include "metrics.h"
 #include "node_state.h"
 #include "periodic_runner.h"
@@ -104,7 +107,9 @@ class Agent {
   /// the drain's report (archd: "jobs", one result per job). Set before start().
   void set_drain_hook(std::function<nlohmann::json(double)> hook) { drain_hook_ = std::move(hook); }
   /// Appends an event to archd's event log (for other parts of archd: process jobs).
-  void record_event(Event e) { event(std::move(e)); }
+  /// A job's checkpoint or restore (outcome checkpointed, checkpoint-failed, restored,
+  /// restore-failed) is also counted in the metrics (source "job").
+  void record_event(Event e);
 
  private:
   Result<DrainRecord> start_drain_locked(DrainRequest request, int64_t resumed_from);
@@ -116,6 +121,9 @@ class Agent {
   void save_locked();
   void event(Event e);
   void housekeeping_loop();
+  void count_activity_locked(const ActivityRecord& record);
+  std::vector<KeyAge> key_ages(const std::map<std::pair<std::string, std::string>, long>& newest,
+                               const std::vector<ContainerRecord>& records) const;
 
   NodeConfig config_;
   std::string runc_;
@@ -138,7 +146,11 @@ class Agent {
     std::string state;
     long last_poll = 0;
     std::string last_error;
+    long last_success = 0;
+    uint64_t consecutive_errors = 0;
   } watcher_;
+  std::vector<KeyAge> key_ages_;
+  std::size_t keys_total_ = 0;
 
   std::mutex scan_mutex_;  // One refresh() at a time.
   std::function<nlohmann::json(double)> drain_hook_;

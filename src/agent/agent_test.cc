@@ -12,7 +12,9 @@
 
 #include "base/file_util.h"
 #include "base/temp_dir.h"
+#include "managed/activity_log.h"
 #include "managed/container_registry.h"
+#include "private_dir.h"
 
 namespace arch::agent {
 namespace {
@@ -154,6 +156,93 @@ TEST_F(AgentTest, ASpotNoticeDrainsOnceAndARebalanceIsOnlyRecorded) {
   std::string m = agent->metrics();
   EXPECT_NE(m.find("arch_notices_total{kind=\"spot\"} 1\n"), std::string::npos) << m;
   EXPECT_NE(m.find("arch_notices_total{kind=\"rebalance\"} 1\n"), std::string::npos) << m;
+}
+
+TEST_F(AgentTest, CountsTheActivityLogOnceAcrossARestart) {
+  ASSERT_TRUE(make_private_dirs(config_.state_dir));
+  ActivityRecord before{.what = "checkpoint", .source = "archctl", .outcome = "ok", .id = "old"};
+  ASSERT_TRUE(append_activity(config_.state_dir, before));  // before archd ever ran: not counted
+  auto has = [](const std::string& m, const std::string& line) {
+    return m.find(line + "\n") != std::string::npos;
+  };
+  {
+    auto agent = make_agent();
+    ASSERT_TRUE(agent->start());
+    agent->refresh();
+    ASSERT_TRUE(append_activity(config_.state_dir, {.what = "checkpoint",
+                                                    .source = "archctl",
+                                                    .outcome = "ok",
+                                                    .ns = "default",
+                                                    .id = "c1",
+                                                    .ms = 1500,
+                                                    .bytes = 4096,
+                                                    .detail = "/store/default/c1/ckpt-1"}));
+    ASSERT_TRUE(append_activity(config_.state_dir, {.what = "checkpoint",
+                                                    .source = "on_stop",
+                                                    .outcome = "failed",
+                                                    .id = "c2",
+                                                    .detail = "criu said no"}));
+    ASSERT_TRUE(append_activity(
+        config_.state_dir, {.what = "restore", .source = "create", .outcome = "ok", .id = "c3"}));
+    // A source archd does not take from the log (its own) or does not know: not counted.
+    ASSERT_TRUE(append_activity(config_.state_dir,
+                                {.what = "checkpoint", .source = "drain", .outcome = "ok"}));
+    ASSERT_TRUE(append_activity(config_.state_dir,
+                                {.what = "restore", .source = "hacker", .outcome = "ok"}));
+    std::string m = agent->metrics();
+    EXPECT_TRUE(has(m, R"(arch_checkpoints_total{source="archctl",outcome="ok"} 1)")) << m;
+    EXPECT_TRUE(has(m, R"(arch_checkpoints_total{source="on_stop",outcome="failed"} 1)")) << m;
+    EXPECT_TRUE(has(m, R"(arch_checkpoints_total{source="drain",outcome="ok"} 0)")) << m;
+    EXPECT_TRUE(has(m, R"(arch_checkpoint_bytes_total{source="archctl"} 4096)")) << m;
+    EXPECT_TRUE(has(m, R"(arch_checkpoint_duration_seconds_sum{source="archctl"} 1.5)")) << m;
+    EXPECT_TRUE(has(m, R"(arch_restores_total{source="create",outcome="ok"} 1)")) << m;
+    EXPECT_TRUE(has(m, "arch_activity_invalid_records_total 2")) << m;
+    EXPECT_EQ(m.find("hacker"), std::string::npos);
+    auto events = agent->events(0, 100)["events"];
+    bool seen = false;
+    for (const auto& e : events) {
+      seen |= e["kind"] == "checkpoint" && e["id"] == "c1" &&
+              e["detail"] == "by archctl: /store/default/c1/ckpt-1";
+    }
+    EXPECT_TRUE(seen) << events.dump();
+    agent->stop();
+  }
+  ASSERT_TRUE(append_activity(
+      config_.state_dir,
+      {.what = "checkpoint", .source = "archctl", .outcome = "ok", .id = "while-stopped"}));
+  auto agent = make_agent();
+  ASSERT_TRUE(agent->start());
+  std::string m = agent->metrics();
+  EXPECT_TRUE(has(m, R"(arch_checkpoints_total{source="archctl",outcome="ok"} 2)")) << m;
+  EXPECT_TRUE(has(m, R"(arch_restores_total{source="create",outcome="ok"} 1)")) << m;
+}
+
+TEST_F(AgentTest, CountsJobCheckpointsAndRestoresFromTheirEvents) {
+  auto agent = make_agent();
+  ASSERT_TRUE(agent->start());
+  agent->record_event({.kind = "job", .id = "j1", .outcome = "checkpointed", .duration_ms = 200});
+  agent->record_event({.kind = "job", .id = "j1", .outcome = "restore-failed"});
+  agent->record_event({.kind = "job", .id = "j1", .outcome = "exited"});
+  std::string m = agent->metrics();
+  EXPECT_NE(m.find(R"(arch_checkpoints_total{source="job",outcome="ok"} 1)"), std::string::npos);
+  EXPECT_NE(m.find(R"(arch_restores_total{source="job",outcome="failed"} 1)"), std::string::npos);
+  EXPECT_NE(m.find(R"(arch_restores_total{source="job",outcome="ok"} 0)"), std::string::npos);
+}
+
+TEST_F(AgentTest, ReportsTheWatchersHealth) {
+  config_.agent.imds_endpoint = "http://127.0.0.1:9";
+  auto agent = make_agent();
+  ASSERT_TRUE(agent->start());
+  agent->on_watcher_poll(false, "refused");
+  agent->on_watcher_poll(false, "refused");
+  std::string m = agent->metrics();
+  EXPECT_NE(m.find("arch_notice_watcher_enabled 1\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("arch_notice_watcher_consecutive_errors 2\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("arch_notice_watcher_last_success_timestamp_seconds 0\n"), std::string::npos);
+  agent->on_watcher_poll(true, "");
+  m = agent->metrics();
+  EXPECT_NE(m.find("arch_notice_watcher_consecutive_errors 0\n"), std::string::npos) << m;
+  EXPECT_EQ(m.find("arch_notice_watcher_last_success_timestamp_seconds 0\n"), std::string::npos);
 }
 
 TEST(NoticeDeadline, IsTheNoticeTimeLessTheMarginClamped) {

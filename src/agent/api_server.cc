@@ -15,9 +15,10 @@
 #include <cstring>
 
 #include "base/file_util.h"
-#include "http_reply.h"
 #include "connection_gate.h"
+#include "http_reply.h"
 #include "private_dir.h"
+#include "status_page.h"
 
 namespace arch::agent {
 namespace {
@@ -244,6 +245,14 @@ MetricsServer::MetricsServer(Agent& agent) {
   server_->Get("/metrics", [&agent](const httplib::Request&, httplib::Response& res) {
     res.set_content(agent.metrics(), kMetricsContentType);
   });
+  if (agent.config().agent.status_page) {
+    server_->Get("/status", [&agent](const httplib::Request&, httplib::Response& res) {
+      res.set_header("Content-Security-Policy", kStatusPagePolicy);
+      res.set_header("X-Content-Type-Options", "nosniff");
+      res.set_header("Cache-Control", "no-store");
+      res.set_content(render_status_page(agent.status()), "text/html; charset=utf-8");
+    });
+  }
 }
 
 Result<void> MetricsServer::start(const std::string& address) {

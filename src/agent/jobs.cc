@@ -593,7 +593,15 @@ Result<json> JobManager::checkpoint_process(pid_t pid, const CheckpointRequest& 
                   "process " + std::to_string(pid) + " is being checkpointed");
   }
   Busy busy{this, id};
+  auto t0 = std::chrono::steady_clock::now();
   auto done = checkpoint_job(id, req, warnings);
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (done) {
+    emit(id, "checkpointed", done->value("archive", done->value("checkpoint", "")), ms);
+  } else {
+    emit(id, "checkpoint-failed", done.error().message(), ms);
+  }
   if (!done) {
     std::string msg = done.error().message();
     for (const auto& w : warnings) msg += "\nwarning: " + w;
@@ -609,7 +617,16 @@ Result<JobRecord> JobManager::restore_process(const std::string& path) {
   if (path.empty() || path.front() != '/')
     return fail(ErrorKind::kInvalidInput, "the path must be absolute");
   if (::stat(path.c_str(), &st) != 0) return fail(ErrorKind::kNotFound, path + " does not exist");
-  return restore_imported("", path, S_ISREG(st.st_mode));
+  auto t0 = std::chrono::steady_clock::now();
+  auto rec = restore_imported("", path, S_ISREG(st.st_mode));
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (rec) {
+    emit(rec->id, "restored", fmt::format("pid {} from {}", rec->pid, path), ms);
+  } else {
+    emit("process", "restore-failed", rec.error().message(), ms);
+  }
+  return rec;
 }
 
 json JobManager::checkpoint_all(double deadline_seconds) {

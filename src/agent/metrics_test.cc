@@ -30,39 +30,50 @@ TEST(Metrics, FormatsSampleValuesAsPrometheusDoes) {
 
 TEST(Metrics, RendersEveryFamilyWithHelpTypeAndSamples) {
   MetricsSnapshot s;
-  s.counters.checkpoints_ok = 3;
-  s.counters.checkpoints_failed = 1;
+  auto& drain = s.counters.checkpoints["drain"];
+  drain.count(true, 1.5, 100000000);
+  drain.count(true, 25, 23456789);
+  drain.count(true, 0.5, 0);
+  drain.count(false, 0.5, 0);
+  s.counters.checkpoints["archctl"].count(true, 2, 10);
   s.counters.checkpoints_skipped = 2;
-  s.counters.checkpoint_bytes = 123456789;
-  s.counters.restores_ok = 2;
+  s.counters.restores["create"].count(true, 0.3, 4096);
+  s.counters.restores["create"].count(true, 0.3, 0);
   s.counters.notices["spot"] = 1;
-  s.counters.checkpoint_seconds.observe(1.5);
-  s.counters.checkpoint_seconds.observe(25);
-  s.counters.restore_seconds.observe(0.3);
-  s.counters.restore_bytes = 4096;
   s.managed_containers = 4;
   s.quarantined_checkpoints = 1;
   s.draining = true;
+  s.key_ages = {{"default", "job-1", 42}, {"k8s.io+team", "a\"b", 7}};
+  s.keys = 3;
+  s.watcher = {.enabled = true, .last_success = 1764000000, .consecutive_errors = 2};
   std::string text = render_metrics(s);
   for (const char* line : {
            "# TYPE arch_checkpoints_total counter\n",
-           "arch_checkpoints_total{outcome=\"ok\"} 3\n",
-           "arch_checkpoints_total{outcome=\"failed\"} 1\n",
+           "arch_checkpoints_total{source=\"drain\",outcome=\"ok\"} 3\n",
+           "arch_checkpoints_total{source=\"drain\",outcome=\"failed\"} 1\n",
+           "arch_checkpoints_total{source=\"archctl\",outcome=\"ok\"} 1\n",
+           "arch_checkpoints_total{source=\"on_stop\",outcome=\"ok\"} 0\n",
+           "arch_checkpoints_total{source=\"finalize\",outcome=\"failed\"} 0\n",
+           "arch_checkpoints_total{source=\"job\",outcome=\"ok\"} 0\n",
            "arch_checkpoints_skipped_total 2\n",
            "arch_build_info{version=\"",
-           "arch_restores_total{outcome=\"ok\"} 2\n",
-           "arch_restores_total{outcome=\"failed\"} 0\n",
+           "arch_restores_total{source=\"create\",outcome=\"ok\"} 2\n",
+           "arch_restores_total{source=\"create\",outcome=\"failed\"} 0\n",
+           "arch_restores_total{source=\"job\",outcome=\"ok\"} 0\n",
            "# TYPE arch_checkpoint_duration_seconds histogram\n",
-           "arch_checkpoint_duration_seconds_bucket{le=\"1\"} 0\n",
-           "arch_checkpoint_duration_seconds_bucket{le=\"2.5\"} 1\n",
-           "arch_checkpoint_duration_seconds_bucket{le=\"30\"} 2\n",
-           "arch_checkpoint_duration_seconds_bucket{le=\"+Inf\"} 2\n",
-           "arch_checkpoint_duration_seconds_sum 26.5\n",
-           "arch_checkpoint_duration_seconds_count 2\n",
-           "arch_checkpoint_bytes_total 123456789\n",
+           "arch_checkpoint_duration_seconds_bucket{source=\"drain\",le=\"0.25\"} 0\n",
+           "arch_checkpoint_duration_seconds_bucket{source=\"drain\",le=\"1\"} 2\n",
+           "arch_checkpoint_duration_seconds_bucket{source=\"drain\",le=\"2.5\"} 3\n",
+           "arch_checkpoint_duration_seconds_bucket{source=\"drain\",le=\"30\"} 4\n",
+           "arch_checkpoint_duration_seconds_bucket{source=\"drain\",le=\"+Inf\"} 4\n",
+           "arch_checkpoint_duration_seconds_sum{source=\"drain\"} 27.5\n",
+           "arch_checkpoint_duration_seconds_count{source=\"drain\"} 4\n",
+           "arch_checkpoint_duration_seconds_count{source=\"on_stop\"} 0\n",
+           "arch_checkpoint_bytes_total{source=\"drain\"} 123456789\n",
+           "arch_checkpoint_bytes_total{source=\"archctl\"} 10\n",
            "# TYPE arch_restore_duration_seconds histogram\n",
-           "arch_restore_duration_seconds_count 1\n",
-           "arch_restore_bytes_total 4096\n",
+           "arch_restore_duration_seconds_count{source=\"create\"} 2\n",
+           "arch_restore_bytes_total{source=\"create\"} 4096\n",
            "# TYPE arch_managed_containers gauge\n",
            "arch_managed_containers 4\n",
            "arch_notices_total{kind=\"spot\"} 1\n",
@@ -70,6 +81,14 @@ TEST(Metrics, RendersEveryFamilyWithHelpTypeAndSamples) {
            "arch_notices_total{kind=\"manual\"} 0\n",
            "arch_quarantined_checkpoints 1\n",
            "arch_node_draining 1\n",
+           "# TYPE arch_newest_checkpoint_age_seconds gauge\n",
+           "arch_newest_checkpoint_age_seconds{owner=\"default\",key=\"job-1\"} 42\n",
+           "arch_newest_checkpoint_age_seconds{owner=\"k8s.io+team\",key=\"a\\\"b\"} 7\n",
+           "arch_checkpoint_keys 3\n",
+           "arch_notice_watcher_enabled 1\n",
+           "arch_notice_watcher_last_success_timestamp_seconds 1764000000\n",
+           "arch_notice_watcher_consecutive_errors 2\n",
+           "arch_activity_invalid_records_total 0\n",
        }) {
     EXPECT_NE(text.find(line), std::string::npos) << "missing: " << line << "in\n" << text;
   }
@@ -78,15 +97,22 @@ TEST(Metrics, RendersEveryFamilyWithHelpTypeAndSamples) {
   std::size_t helps = 0, types = 0;
   for (std::size_t p = 0; (p = text.find("# HELP ", p)) != std::string::npos; ++p) ++helps;
   for (std::size_t p = 0; (p = text.find("# TYPE ", p)) != std::string::npos; ++p) ++types;
-  EXPECT_EQ(helps, 12u);
-  EXPECT_EQ(types, 12u);
+  EXPECT_EQ(helps, 18u);
+  EXPECT_EQ(types, 18u);
+}
+
+TEST(Metrics, EscapesLabelValues) {
+  EXPECT_EQ(escape_label_value("plain"), "plain");
+  EXPECT_EQ(escape_label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
 }
 
 TEST(Metrics, ZeroesWhenNothingHappened) {
   std::string text = render_metrics({});
   EXPECT_NE(text.find("arch_node_draining 0\n"), std::string::npos);
-  EXPECT_NE(text.find("arch_checkpoint_duration_seconds_bucket{le=\"+Inf\"} 0\n"),
+  EXPECT_NE(text.find("arch_checkpoint_duration_seconds_bucket{source=\"drain\",le=\"+Inf\"} 0\n"),
             std::string::npos);
+  EXPECT_NE(text.find("arch_notice_watcher_enabled 0\n"), std::string::npos);
+  EXPECT_EQ(text.find("arch_newest_checkpoint_age_seconds{"), std::string::npos);
 }
 
 }  // namespace

@@ -31,32 +31,110 @@ Histogram histogram_from(const json& j) {
   return h;
 }
 
+json operations_json(const std::map<std::string, OperationCounters>& by_source) {
+  json out = json::object();
+  for (const auto& [source, c] : by_source) {
+    out[source] = {{"ok", c.ok},
+                   {"failed", c.failed},
+                   {"bytes", c.bytes},
+                   {"seconds", histogram_json(c.seconds)}};
+  }
+  return out;
+}
+
+std::map<std::string, OperationCounters> operations_from(const json& j) {
+  std::map<std::string, OperationCounters> out;
+  if (!j.is_object()) return out;
+  for (const auto& [source, v] : j.items()) {
+    if (!v.is_object() || source.empty() || source.size() > 32) continue;
+    OperationCounters c;
+    c.ok = v.value("ok", uint64_t{0});
+    c.failed = v.value("failed", uint64_t{0});
+    c.bytes = v.value("bytes", uint64_t{0});
+    c.seconds = histogram_from(v.value("seconds", json::object()));
+    out[source] = c;
+  }
+  return out;
+}
+
 json counters_json(const Counters& c) {
-  return {{"checkpoints_ok", c.checkpoints_ok},
+  return {{"checkpoints", operations_json(c.checkpoints)},
+          {"restores", operations_json(c.restores)},
           {"checkpoints_skipped", c.checkpoints_skipped},
-          {"checkpoints_failed", c.checkpoints_failed},
-          {"checkpoint_bytes", c.checkpoint_bytes},
-          {"restores_ok", c.restores_ok},
-          {"restores_failed", c.restores_failed},
           {"notices", c.notices},
-          {"checkpoint_seconds", histogram_json(c.checkpoint_seconds)},
-          {"restore_seconds", histogram_json(c.restore_seconds)},
-          {"restore_bytes", c.restore_bytes}};
+          {"activity_invalid", c.activity_invalid}};
 }
 
 Counters counters_from(const json& j) {
   Counters c;
   if (!j.is_object()) return c;
-  c.checkpoints_ok = j.value("checkpoints_ok", uint64_t{0});
+  c.checkpoints = operations_from(j.value("checkpoints", json::object()));
+  c.restores = operations_from(j.value("restores", json::object()));
   c.checkpoints_skipped = j.value("checkpoints_skipped", uint64_t{0});
-  c.checkpoints_failed = j.value("checkpoints_failed", uint64_t{0});
-  c.checkpoint_bytes = j.value("checkpoint_bytes", uint64_t{0});
-  c.restores_ok = j.value("restores_ok", uint64_t{0});
-  c.restores_failed = j.value("restores_failed", uint64_t{0});
   c.notices = j.value("notices", std::map<std::string, uint64_t>{});
-  c.checkpoint_seconds = histogram_from(j.value("checkpoint_seconds", json::object()));
-  c.restore_seconds = histogram_from(j.value("restore_seconds", json::object()));
-  c.restore_bytes = j.value("restore_bytes", uint64_t{0});
+  c.activity_invalid = j.value("activity_invalid", uint64_t{0});
+  // Counters of an older archd (before `source`): its checkpoints were its drains', its
+  // restores those arch-runc made on create.
+  if (j.contains("checkpoints_ok") && !c.checkpoints.contains("drain")) {
+    auto& d = c.checkpoints["drain"];
+    d.ok = j.value("checkpoints_ok", uint64_t{0});
+    d.failed = j.value("checkpoints_failed", uint64_t{0});
+    d.bytes = j.value("checkpoint_bytes", uint64_t{0});
+    d.seconds = histogram_from(j.value("checkpoint_seconds", json::object()));
+  }
+  if (j.contains("restores_ok") && !c.restores.contains("create")) {
+    auto& r = c.restores["create"];
+    r.ok = j.value("restores_ok", uint64_t{0});
+    r.failed = j.value("restores_failed", uint64_t{0});
+    r.bytes = j.value("restore_bytes", uint64_t{0});
+    r.seconds = histogram_from(j.value("restore_seconds", json::object()));
+  }
+  return c;
+}
+
+// The cursor's head is raw bytes (perhaps not UTF-8): kept as hex.
+std::string to_hex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (char c : bytes) {
+    auto b = static_cast<unsigned char>(c);
+    out += kDigits[b >> 4];
+    out += kDigits[b & 15];
+  }
+  return out;
+}
+
+std::string from_hex(std::string_view hex) {
+  auto nibble = [](char c) -> int {
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= '0' && c <= '9') return c - '0';
+    return -1;
+  };
+  std::string out;
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0) return {};
+    out += static_cast<char>(hi * 16 + lo);
+  }
+  return out;
+}
+
+json cursor_json(const ActivityCursor& c) {
+  return {{"started", c.started},
+          {"dev", c.dev},
+          {"ino", c.ino},
+          {"offset", c.offset},
+          {"head", to_hex(c.head)}};
+}
+
+ActivityCursor cursor_from(const json& j) {
+  ActivityCursor c;
+  if (!j.is_object()) return c;
+  c.started = j.value("started", false);
+  c.dev = j.value("dev", uint64_t{0});
+  c.ino = j.value("ino", uint64_t{0});
+  c.offset = j.value("offset", uint64_t{0});
+  c.head = from_hex(j.value("head", ""));
   return c;
 }
 
@@ -129,7 +207,8 @@ json state_json(const NodeState& s) {
           {"draining_since", s.draining_since},     {"last_notice", notice},
           {"next_drain_id", s.next_drain_id},       {"drains", drains},
           {"counters", counters_json(s.counters)},  {"seen_restores", s.seen_restores},
-          {"seen_quarantined", s.seen_quarantined}, {"stores", s.stores}};
+          {"seen_quarantined", s.seen_quarantined}, {"stores", s.stores},
+          {"activity", cursor_json(s.activity)}};
 }
 
 Result<NodeState> parse_node_state(std::string_view text) {
@@ -156,6 +235,7 @@ Result<NodeState> parse_node_state(std::string_view text) {
     s.seen_restores = j.value("seen_restores", std::vector<std::string>{});
     s.seen_quarantined = j.value("seen_quarantined", std::vector<std::string>{});
     s.stores = j.value("stores", std::vector<std::string>{});
+    s.activity = cursor_from(j.value("activity", json::object()));
     return s;
   } catch (const json::exception& e) {
     return fail(std::string("state: ") + e.what());

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "managed/activity_log.h"
 #include "metrics.h"
 
 namespace arch::agent {
@@ -62,10 +63,12 @@ struct NodeState {
   int64_t next_drain_id = 1;
   std::vector<DrainRecord> drains;  ///< Oldest first, at most kMaxDrains.
   Counters counters;
-  /// Evidence already counted: restored containers ("ns/id@created") and failed-* dirs.
+  /// Evidence already seen: restored containers ("ns/id@created", no longer counted: the
+  /// activity log counts restores) and failed-* dirs (quarantine events).
   std::vector<std::string> seen_restores;
   std::vector<std::string> seen_quarantined;
   std::vector<std::string> stores;  ///< Checkpoint stores seen in the registry.
+  ActivityCursor activity;          ///< How far the node's activity log has been counted.
   bool operator==(const NodeState&) const = default;
 
   /// The drain with `id`, or nullptr.

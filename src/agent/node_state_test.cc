@@ -32,10 +32,12 @@ NodeState sample_state() {
   d.done = 2;
   d.report = {{"total_seconds", 3.5}, {"containers", nlohmann::json::array()}};
   s.add_drain(d);
-  s.counters.checkpoints_ok = 2;
-  s.counters.checkpoint_bytes = 1 << 20;
+  s.counters.checkpoints["drain"].count(true, 1.2, 1 << 20);
+  s.counters.checkpoints["drain"].count(true, 0.2, 0);
+  s.counters.checkpoints["on_stop"].count(false, 3, 0);
+  s.counters.restores["create"].count(true, 0.5, 4096);
   s.counters.notices["spot"] = 1;
-  s.counters.checkpoint_seconds.observe(1.2);
+  s.activity = {.started = true, .dev = 7, .ino = 99, .offset = 1234, .head = "{\"v\xff\x01"};
   s.seen_restores = {"default/a@12"};
   s.seen_quarantined = {"/store/default/a/failed-20261121T000000Z"};
   s.stores = {"/store"};
@@ -86,6 +88,21 @@ TEST(NodeState, KeepsOnlyTheLastDrains) {
   EXPECT_EQ(s.drains.front().id, 6);
   EXPECT_NE(s.find_drain(15), nullptr);
   EXPECT_EQ(s.find_drain(1), nullptr);
+}
+
+TEST(NodeState, ReadsTheCountersOfAnOlderArchd) {
+  auto s = parse_node_state(R"({"version":1,"counters":{"checkpoints_ok":3,"checkpoints_failed":1,
+      "checkpoint_bytes":100,"restores_ok":2,"restores_failed":1,"restore_bytes":50,
+      "checkpoint_seconds":{"sum":4.5,"count":4}}})");
+  ASSERT_TRUE(s) << s.error().message();
+  const auto& d = s->counters.checkpoints.at("drain");
+  EXPECT_EQ(d.ok, 3u);
+  EXPECT_EQ(d.failed, 1u);
+  EXPECT_EQ(d.bytes, 100u);
+  EXPECT_EQ(d.seconds.count, 4u);
+  EXPECT_EQ(s->counters.restores.at("create").ok, 2u);
+  EXPECT_EQ(s->counters.restores.at("create").bytes, 50u);
+  EXPECT_FALSE(s->activity.started);  // a fresh cursor: the activity log is read from its end
 }
 
 }  // namespace

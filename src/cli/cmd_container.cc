@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
@@ -11,6 +12,7 @@
 #include "container/checkpoint.h"
 #include "container/finalize.h"
 #include "exit_codes.h"
+#include "managed/activity_log.h"
 #include "managed/container_registry.h"
 #include "runtime/runc_client.h"
 #include "runtime/runtime_path.h"
@@ -105,12 +107,32 @@ std::string timings_text(const std::map<std::string, double>& t) {
   return out;
 }
 
+// Records a checkpoint's result in the node's activity log, where archd counts it (best
+// effort: the metrics must never fail a checkpoint).
+void record_checkpoint(const NodeConfig& config, std::string source, const ContainerRecord& rec,
+                       bool ok, double ms, uint64_t bytes, std::string detail) {
+  (void)append_activity(config.state_dir, {.what = "checkpoint",
+                                           .source = std::move(source),
+                                           .outcome = ok ? "ok" : "failed",
+                                           .ns = rec.ns,
+                                           .id = rec.id,
+                                           .key = rec.key,
+                                           .ms = ms,
+                                           .bytes = bytes,
+                                           .detail = std::move(detail)});
+}
+
 int run_checkpoint(const std::string& ref, bool leave_running, bool json, bool verbose) {
   auto node = load_node();
   if (!node) return report_error(node.error());
   auto rec = find_container(*node, ref);
   if (!rec) return report_error(rec.error());
+  auto t0 = std::chrono::steady_clock::now();
   auto out = checkpoint_container(*rec, node->config, node->runc, {leave_running, 60});
+  record_checkpoint(
+      node->config, "archctl", *rec, out.has_value(),
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
+      out ? out->bytes : 0, out ? out->path : out.error().message());
   if (!out) {
     // The first line says what happened and what to do; CRIU's and runc's own lines follow
     // it, shown with --verbose (and kept in the store's failed-*/ with the log).
@@ -163,6 +185,16 @@ int run_finalize(double deadline_s, int parallel, const std::string& pre_copy,
                  r.container.id, to_string(r.outcome), r.seconds);
     };
   }
+  // Every result also goes to the node's activity log (archd counts them).
+  options.on_result = [progress = std::move(options.on_result),
+                       config = node->config](const FinalizeResult& r) {
+    if (r.outcome != FinalizeOutcome::kSkipped) {
+      record_checkpoint(config, "finalize", r.container,
+                        r.outcome == FinalizeOutcome::kCheckpointed, r.seconds * 1000, r.bytes,
+                        r.detail);
+    }
+    if (progress) progress(r);
+  };
   FinalizeReport report = finalize_node(node->config, node->runc, options);
   std::size_t failed = report.not_checkpointed();
   if (json) {

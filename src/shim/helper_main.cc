@@ -16,6 +16,7 @@
 #include "config/node_config.h"
 #include "container/checkpoint.h"
 #include "container/restore.h"
+#include "managed/activity_log.h"
 #include "managed/container_record.h"
 #include "managed/container_registry.h"
 #include "runtime/oci_spec.h"
@@ -27,6 +28,14 @@
 namespace arch {
 namespace {
 
+// Records a result in the node's activity log, where archd counts it. Best effort: a record
+// that cannot be written is logged, never a reason to fail the engine's call.
+void record(const NodeConfig& config, const RuncLog& log, ActivityRecord r) {
+  if (auto ok = append_activity(config.state_dir, std::move(r)); !ok) {
+    log.warn("activity log: " + ok.error().message());
+  }
+}
+
 int restore_on_create(const RuncCommandLine& cl, const NodeConfig& config, const RuncLog& log,
                       const std::string& runtime, const char* const* argv) {
   std::string bundle = absolute_bundle(cl);
@@ -34,9 +43,26 @@ int restore_on_create(const RuncCommandLine& cl, const NodeConfig& config, const
   auto rec = env ? make_container_record(cl, bundle, *env, config)
                  : Result<ContainerRecord>(std::unexpected(env.error()));
   bool rootfs_clean = true;
+  auto t0 = std::chrono::steady_clock::now();
   Result<RestoreOutcome> restored =
       rec ? restore_container(cl, *rec, config, runtime, &rootfs_clean)
           : Result<RestoreOutcome>(std::unexpected(rec.error()));
+  if (rec) {
+    double ms =
+        restored ? restored->ms
+                 : std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                       .count();
+    record(config, log,
+           {.what = "restore",
+            .source = "create",
+            .outcome = restored ? "ok" : "failed",
+            .ns = rec->ns,
+            .id = rec->id,
+            .key = rec->key,
+            .ms = ms,
+            .bytes = restored ? restored->bytes : 0,
+            .detail = restored ? restored->checkpoint : restored.error().message()});
+  }
   if (restored) {
     (void)ContainerRegistry(config.state_dir)
         .record_restore(rec->runc_root, rec->id,
@@ -71,8 +97,22 @@ int checkpoint_on_stop(const RuncCommandLine& cl, const NodeConfig& config, cons
                        const std::string& runtime, const char* const* argv) {
   std::string root(cl.effective_root()), id(cl.container_id());
   auto rec = ContainerRegistry(config.state_dir).find(root, id);
+  auto t0 = std::chrono::steady_clock::now();
   Result<CheckpointOutcome> done = rec ? checkpoint_container(*rec, config, runtime)
                                        : Result<CheckpointOutcome>(std::unexpected(rec.error()));
+  if (rec) {
+    record(config, log,
+           {.what = "checkpoint",
+            .source = "on_stop",
+            .outcome = done ? "ok" : "failed",
+            .ns = rec->ns,
+            .id = rec->id,
+            .key = rec->key,
+            .ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                      .count(),
+            .bytes = done ? done->bytes : 0,
+            .detail = done ? done->path : done.error().message()});
+  }
   if (done) {
     log.info(describe_call(cl) + ": checkpointed on stop to " + done->path + " in " +
              std::to_string(static_cast<long>(done->timings_ms["total"])) + " ms");

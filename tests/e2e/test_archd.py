@@ -9,8 +9,10 @@ store and registry, plus [agent] socket, state file, event log and a free loopba
 port in the test's directory) and stops it by pid; the draining flag is removed after.
 """
 
+import http.client
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -20,8 +22,8 @@ import time
 import pytest
 
 from conftest import archctl_path, build_dir, skip_unless_binaries, skip_unless_root
-from archtest import checkpoint, proc, workloads
-from archtest.archd import Archd, parse_metrics
+from archtest import checkpoint, monitoring, proc, workloads
+from archtest.archd import Archd, parse_metrics, request
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UNIT = os.path.join(REPO, "packaging", "archd.service")
@@ -168,9 +170,9 @@ def test_drain_checkpoints_every_container_and_they_resume(make_archd, ctr_conta
     assert [e["outcome"] for e in events if e["kind"] == "drain"] == ["started", "done"]
 
     m = parse_metrics(a.metrics()[1])
-    assert m['arch_checkpoints_total{outcome="ok"}'] == 3
-    assert m["arch_checkpoint_duration_seconds_count"] == 3
-    assert m["arch_checkpoint_bytes_total"] > 0
+    assert m['arch_checkpoints_total{source="drain",outcome="ok"}'] == 3
+    assert m['arch_checkpoint_duration_seconds_count{source="drain"}'] == 3
+    assert m['arch_checkpoint_bytes_total{source="drain"}'] > 0
     assert m["arch_node_draining"] == 1
     assert m['arch_notices_total{kind="manual"}'] == 1
 
@@ -180,14 +182,15 @@ def test_drain_checkpoints_every_container_and_they_resume(make_archd, ctr_conta
         assert c.delete(cid) == 137
     for cid in ids:
         check_resumes(c, cid, results[cid]["detail"])
-    # archd counts the restores arch-runc recorded in the registry, with their durations
+    # archd counts the restores arch-runc recorded in the activity log, with their durations
     # and the bytes they read.
-    proc.wait_until(lambda: parse_metrics(a.metrics()[1])['arch_restores_total{outcome="ok"}'] >= 3,
+    restores = 'arch_restores_total{source="create",outcome="ok"}'
+    proc.wait_until(lambda: parse_metrics(a.metrics()[1])[restores] >= 3,
                     20, "archd to count 3 restores")
     m = parse_metrics(a.metrics()[1])
-    assert m["arch_restore_duration_seconds_count"] >= 3
-    assert m["arch_restore_duration_seconds_sum"] > 0
-    assert m["arch_restore_bytes_total"] > 0
+    assert m['arch_restore_duration_seconds_count{source="create"}'] >= 3
+    assert m['arch_restore_duration_seconds_sum{source="create"}'] > 0
+    assert m['arch_restore_bytes_total{source="create"}'] > 0
     restores = {e["id"]: e for e in a.events() if e["kind"] == "restore"}
     assert set(restores) >= set(ids)
     assert all(restores[cid]["detail"].endswith(results[cid]["detail"]) for cid in ids), restores
@@ -271,9 +274,10 @@ def test_metrics_pass_promtool(make_archd):
                            text=True, timeout=60)
         assert r.returncode == 0, f"promtool: {r.stdout}{r.stderr}\n{text}"
     m = parse_metrics(text)
-    for name in ('arch_checkpoints_total{outcome="ok"}', 'arch_restores_total{outcome="ok"}',
-                 'arch_checkpoint_duration_seconds_bucket{le="+Inf"}',
-                 "arch_checkpoint_bytes_total", "arch_managed_containers",
+    for name in ('arch_checkpoints_total{source="drain",outcome="ok"}',
+                 'arch_restores_total{source="create",outcome="ok"}',
+                 'arch_checkpoint_duration_seconds_bucket{source="archctl",le="+Inf"}',
+                 'arch_checkpoint_bytes_total{source="on_stop"}', "arch_managed_containers",
                  'arch_notices_total{kind="spot"}', "arch_quarantined_checkpoints",
                  "arch_node_draining"):
         assert name in m, f"{name} missing from\n{text}"
@@ -284,6 +288,136 @@ def test_metrics_pass_promtool(make_archd):
     assert parse_metrics(a.metrics()[1])["arch_node_draining"] == 1
     if not promtool:
         pytest.skip("promtool (Debian package prometheus) is not installed: format not linted")
+
+
+def test_every_checkpoint_and_restore_is_counted_whoever_made_it(make_archd, ctr_containers):
+    """archctl's checkpoints, arch-runc's on stop and on create: archd counts them from the
+    node's activity log, by source and outcome, once each, across a restart of archd."""
+    c = ctr_containers
+    a = make_archd().start()
+    (cid,) = start_counters(c, 1, "counted")
+    stopper = checkpoint.new_id("counted-stop")
+    c.run(stopper, workloads.counter(COUNT), env=("ARCH_CHECKPOINT_ON_STOP=1",))
+    c.wait_lines(stopper, COUNT, 3, workloads.parse_counter)
+    m0 = parse_metrics(a.metrics()[1])
+    ok = 'arch_checkpoints_total{source="%s",outcome="%s"}'
+
+    out = c.checkpoint(cid)  # archctl container checkpoint
+    m = parse_metrics(a.metrics()[1])  # each scrape reads the activity log first
+    assert m[ok % ("archctl", "ok")] == m0[ok % ("archctl", "ok")] + 1
+    assert m['arch_checkpoint_duration_seconds_count{source="archctl"}'] == \
+        m0['arch_checkpoint_duration_seconds_count{source="archctl"}'] + 1
+    assert m['arch_checkpoint_bytes_total{source="archctl"}'] > \
+        m0['arch_checkpoint_bytes_total{source="archctl"}']
+    assert m[ok % ("drain", "ok")] == m0[ok % ("drain", "ok")], "not archd's own"
+    age = m.get(f'arch_newest_checkpoint_age_seconds{{owner="{c.ns}",key="{c.key_of(cid)}"}}')
+    assert age is not None and 0 <= age < 120, (age, sorted(k for k in m if "age" in k))
+    assert m["arch_checkpoint_keys"] >= 1
+    # The container has ended: a second checkpoint fails, and is counted as failed.
+    r = archctl(a, "container", "checkpoint", f"{c.ns}/{cid}")
+    assert r.returncode != 0
+    m = parse_metrics(a.metrics()[1])
+    assert m[ok % ("archctl", "failed")] == m0[ok % ("archctl", "failed")] + 1
+
+    c.signal(stopper, "SIGTERM")  # arch-runc checkpoints it instead
+    assert c.delete(stopper) == 137
+    m = parse_metrics(a.metrics()[1])
+    assert m[ok % ("on_stop", "ok")] == m0[ok % ("on_stop", "ok")] + 1
+
+    assert c.delete(cid) == 137
+    check_resumes(c, cid, out["checkpoint"])  # arch-runc restores it on create
+    restored = 'arch_restores_total{source="create",outcome="ok"}'
+    m = parse_metrics(a.metrics()[1])
+    assert m[restored] == m0[restored] + 1
+    assert m['arch_restore_bytes_total{source="create"}'] > m0['arch_restore_bytes_total{source="create"}']
+    events = a.events()
+    assert any(e["kind"] == "checkpoint" and e["id"] == cid and
+               e["detail"] == "by archctl: " + out["checkpoint"] for e in events), events
+    assert any(e["kind"] == "restore" and e["id"] == cid and
+               e["detail"].endswith(out["checkpoint"]) for e in events), events
+
+    # A restart keeps the counters and counts nothing twice.
+    before = parse_metrics(a.metrics()[1])
+    assert a.stop() == 0, a.log_text()
+    a.start()
+    after = parse_metrics(a.metrics()[1])
+    for name in (ok % ("archctl", "ok"), ok % ("archctl", "failed"), ok % ("on_stop", "ok"),
+                 restored):
+        assert after[name] == before[name], name
+
+
+def test_activity_log_is_private_and_garbage_is_not_counted(make_archd):
+    """The activity log lives in the root-only state directory; lines that are not records,
+    or name a source archd does not take from it, count nothing but the invalid counter."""
+    a = make_archd().start()
+    path = os.path.join(a.node.state, "activity.jsonl")
+    m0 = parse_metrics(a.metrics()[1])
+    with open(path, "a") as f:  # created by archd's first scrape or by a writer before
+        f.write("not json\n")
+        f.write(json.dumps({"time": 1, "what": "checkpoint", "source": "drain", "outcome": "ok"}) + "\n")
+        f.write(json.dumps({"time": 1, "what": "restore", "source": 'x",evil="1',
+                            "outcome": "ok"}) + "\n")
+    os.chmod(path, 0o600)
+    m = parse_metrics(a.metrics()[1])
+    assert m["arch_activity_invalid_records_total"] == m0["arch_activity_invalid_records_total"] + 3
+    assert m['arch_checkpoints_total{source="drain",outcome="ok"}'] == \
+        m0['arch_checkpoints_total{source="drain",outcome="ok"}']
+    assert not any("evil" in k for k in m)
+    # A file others may write is not read at all.
+    os.chmod(path, 0o666)
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps({"time": 1, "what": "checkpoint", "source": "archctl",
+                                "outcome": "ok"}) + "\n")
+        m = parse_metrics(a.metrics()[1])
+        assert m['arch_checkpoints_total{source="archctl",outcome="ok"}'] == \
+            m0['arch_checkpoints_total{source="archctl",outcome="ok"}']
+        assert "not a private regular file" in a.log_text()
+    finally:
+        os.unlink(path)
+
+
+def test_dashboard_and_alerts_use_only_metrics_archd_exports(make_archd):
+    """Every arch_* name in deploy/monitoring's dashboard queries and alert rules is in a
+    real scrape of archd."""
+    a = make_archd().start()
+    exposed = monitoring.exposed_names(a.metrics()[1])
+    assert "arch_notice_watcher_consecutive_errors" in exposed
+    assert "arch_checkpoint_duration_seconds_bucket" in exposed
+    used = {}
+    for title, expr in monitoring.dashboard_exprs() + monitoring.rule_exprs():
+        for name in monitoring.metric_names(expr):
+            used.setdefault(name, title)
+    # The per-key gauge has samples only once a key has a checkpoint: its family is there.
+    families = exposed | {line.split()[2] for line in a.metrics()[1].splitlines()
+                          if line.startswith("# TYPE ")}
+    missing = {name: title for name, title in used.items() if name not in families}
+    assert not missing, f"not exported by archd: {missing}"
+
+
+def test_status_page_is_plain_escaped_html(make_archd, ctr_containers):
+    """GET /status on the metrics address: the node, its containers and recent events in
+    HTML with every value escaped and no script, fetched as a plain HTTP client would."""
+    c = ctr_containers
+    a = make_archd().start()
+    (cid,) = start_counters(c, 1, "status")
+    a.call("POST", "/v1/node/drain", {"reason": "<script>alert('drain')</script>",
+                                      "deadline_seconds": 60})
+    a.wait_drain(a.status()["drain"]["id"])
+    r = request(http.client.HTTPConnection("127.0.0.1", a.metrics_port, timeout=30),
+                "GET", "/status")
+    assert r.status == 200, r.body
+    assert r.headers["Content-Type"].startswith("text/html")
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+    page = r.body
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert f"<td>{cid}</td>" in page, page
+    assert "Draining since" in page and "<td>checkpointed</td>" in page
+    assert "&lt;script&gt;alert(&#39;drain&#39;)&lt;/script&gt;" in page
+    assert "<script" not in page.lower()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "nothing from elsewhere"
+    assert c.delete(cid) == 137
+    a.call("POST", "/v1/node/undrain")
 
 
 # ------------------------------------------------------------------ without archd

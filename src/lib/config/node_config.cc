@@ -156,6 +156,15 @@ int on_agent_entry(ParseState* state, std::string_view k, std::string_view v) {
   if (k == "safety_margin_seconds")
     return parse_int_in(state, k, v, 0, 600, a.safety_margin_seconds);
   if (k == "finalize_parallel") return parse_int_in(state, k, v, 0, 256, a.finalize_parallel);
+  if (k == "metrics_max_keys") return parse_int_in(state, k, v, 0, 10000, a.metrics_max_keys);
+  if (k == "status_page") {
+    if (v != "true" && v != "false") {
+      state->error = "[agent] status_page must be true or false";
+      return 0;
+    }
+    a.status_page = v == "true";
+    return 1;
+  }
   return 1;
 }
 
@@ -721,6 +730,12 @@ safety_margin_seconds = 15
 rebalance_action = none
 # Containers checkpointed at once in a drain (0: two per CPU).
 finalize_parallel = 0
+# Keys whose newest checkpoint's age is exported (arch_newest_checkpoint_age_seconds):
+# this node's containers first, then the oldest; 0: none.
+metrics_max_keys = 100
+# GET /status on the metrics address: a read-only HTML view of the node (containers, drains,
+# recent events) for whoever can reach that address; false: only /metrics.
+status_page = true
 containerd_address = /run/containerd/containerd.sock
 
 [jobs]

@@ -98,7 +98,9 @@ struct NodeConfig {
     int imds_token_ttl_seconds = 21600;                         ///< 1-21600.
     int safety_margin_seconds = 15;                             ///< Kept free before the reclaim.
     std::string rebalance_action = "none";                      ///< none | drain.
-    int finalize_parallel = 0;  ///< 1-256; 0: sized to the machine (default_finalize_parallel).
+    int finalize_parallel = 0;   ///< 1-256; 0: sized to the machine (default_finalize_parallel).
+    int metrics_max_keys = 100;  ///< 0-10000: keys in arch_newest_checkpoint_age_seconds.
+    bool status_page = true;     ///< GET /status on the metrics address.
     std::string containerd_address = "/run/containerd/containerd.sock";  ///< Event stream.
   } agent;
 

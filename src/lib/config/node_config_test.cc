@@ -70,6 +70,8 @@ TEST(NodeConfig, AgentSection) {
   EXPECT_FALSE(parse_node_config("[agent]\nimds_poll_seconds = 0\n"));
   EXPECT_FALSE(parse_node_config("[agent]\nimds_poll_seconds = 2x\n"));
   EXPECT_FALSE(parse_node_config("[agent]\nrebalance_action = panic\n"));
+  EXPECT_FALSE(parse_node_config("[agent]\nstatus_page = maybe\n"));
+  EXPECT_FALSE(parse_node_config("[agent]\nmetrics_max_keys = -1\n"));
   EXPECT_FALSE(parse_node_config("[agent]\nimds_endpoint = ftp://x\n"));
   EXPECT_FALSE(parse_node_config("[agent]\nsocket = relative.sock\n"));
 }
@@ -304,7 +306,8 @@ TEST(NodeConfig, EveryHandledKeyIsKnown) {
        {"[runtime]\ncriu_trial = /x.json\n", "[checkpoint]\nghost_limit = 8M\n",
         "[checkpoint]\nfailed_dumps_kept = 1\n", "[checkpoint]\ntcp = close\n",
         "[owners]\necs = true\n", "[docker]\ndata_root = /d\n",
-        "[checkpoint]\ninterval = 15m\nmin_interval = 1s\n"}) {
+        "[checkpoint]\ninterval = 15m\nmin_interval = 1s\n", "[agent]\nmetrics_max_keys = 5\n",
+        "[agent]\nstatus_page = false\n"}) {
     auto c = parse_node_config(text);
     EXPECT_TRUE(c) << text << ": " << c.error().message();
   }
