@@ -76,6 +76,11 @@ PACKAGES=(
     glusterfs-server glusterfs-client
     # e2e: read zstd-compressed rootfs diffs ([checkpoint] rootfs_compression = zstd)
     zstd
+    # e2e (test_package.py): rotate ARCH's logs with the Debian package's logrotate rules
+    logrotate
+    # e2e CRI tests: gRPC to containerd's CRI plugin as the kubelet speaks it, and the CNI
+    # plugins (bridge, host-local, loopback) that give each pod sandbox its network namespace
+    python3-grpcio containernetworking-plugins
     # benchmarks (gnuplot-nox: the suite's PNG plots)
     podman gnuplot-nox
     # e2e real-workload image (tests/e2e/archtest/realimage.py): a Debian rootfs from the mirror

@@ -101,6 +101,14 @@ Result<void> Agent::start() {
   resume_interrupted_locked();
   save_locked();
   housekeeping_ = std::thread([this] { housekeeping_loop(); });
+  periodic_ = std::make_unique<PeriodicRunner>(
+      config_, runc_,
+      [this] {
+        std::lock_guard held(mutex_);
+        return state_.draining || stopping_;
+      },
+      [this](Event e) { record_event(std::move(e)); });
+  periodic_->start();
   return {};
 }
 
@@ -112,6 +120,7 @@ void Agent::stop() {
     cancel_drain_ = true;
   }
   wake_.notify_all();
+  if (periodic_) periodic_->stop();
   if (housekeeping_.joinable()) housekeeping_.join();
   if (drain_thread_.joinable()) drain_thread_.join();
   std::lock_guard lock(mutex_);
@@ -551,8 +560,13 @@ void Agent::count_activity_locked(const ActivityRecord& r) {
 }
 
 void Agent::record_event(Event e) {
-  // Process jobs are archd's own: their checkpoints and restores are counted here.
-  if (e.kind == "job") {
+  // Periodic checkpoints and process jobs are archd's own: counted here, from their events
+  // (a periodic checkpoint's bytes are only in its event's text: not counted).
+  if (e.kind == "checkpoint" && (e.outcome == "periodic" || e.outcome == "periodic-failed")) {
+    std::lock_guard lock(mutex_);
+    state_.counters.checkpoints["periodic"].count(e.outcome == "periodic", e.duration_ms / 1000, 0);
+    save_locked();
+  } else if (e.kind == "job") {
     std::lock_guard lock(mutex_);
     double seconds = e.duration_ms / 1000;
     if (e.outcome == "checkpointed" || e.outcome == "checkpoint-failed") {

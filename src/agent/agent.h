@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -25,6 +26,7 @@
 #include "managed/container_registry.h"
 #include "metrics.h"
 #include "node_state.h"
+#include "periodic_runner.h"
 
 namespace arch::agent {
 
@@ -137,6 +139,7 @@ class Agent {
   bool stopping_ = false;
   std::condition_variable wake_;
   std::thread housekeeping_;
+  std::unique_ptr<PeriodicRunner> periodic_;  // periodic checkpoints (container/periodic.h)
   std::size_t managed_ = 0;
   std::size_t quarantined_ = 0;
   struct Watcher {

@@ -1,4 +1,5 @@
-// archctl checkpoint list|inspect|rm|gc: the checkpoints in the node's stores.
+// archctl checkpoint list|inspect|rm|gc|export|import: the checkpoints in the node's stores.
+#include <fcntl.h>
 #include <fmt/core.h>
 #include <sys/stat.h>
 
@@ -10,12 +11,14 @@
 #include <set>
 
 #include "base/duration.h"
+#include "base/file_util.h"
 #include "commands.h"
 #include "config/node_config.h"
 #include "criu/criu_errors.h"
 #include "criu/criu_stats.h"
 #include "exit_codes.h"
 #include "managed/container_registry.h"
+#include "store/checkpoint_archive.h"
 #include "store/checkpoint_store.h"
 
 namespace arch::cli {
@@ -224,6 +227,84 @@ int run_rm(const std::string& store, const std::string& ref) {
   return 0;
 }
 
+// export NS/KEY FILE: the key's newest generation whose seal and files verify (newer ones
+// that do not are moved aside, as a restore would), written as one archive, under the key's
+// lock so that gc or a new checkpoint cannot change it meanwhile.
+int run_export(const std::string& store, const std::string& ref, const std::string& file,
+               bool plain, int level, bool json) {
+  auto config = node_config();
+  if (!config) return report_error(config.error());
+  if (ref.find('/') == std::string::npos || ref.front() == '/') {
+    return report_error(Error(ErrorKind::kInvalidInput,
+                              "give the checkpoint as NAMESPACE/KEY (its newest is exported)"));
+  }
+  auto c = resolve(*config, store, ref, false);
+  if (!c) return report_error(c.error());
+  std::string base = std::filesystem::path(c->path).parent_path().parent_path().parent_path();
+  auto bases = store_bases(*config, {});
+  auto root = bases.contains(base) ? bases[base] : base;
+  CheckpointStore s(base, config->keep, root, shared_node_keyring(*config));
+  auto lock = s.lock(c->ns, c->key, std::chrono::seconds(30));
+  if (!lock) return report_error(lock.error());
+  auto ckpt = s.latest_verified(c->ns, c->key, *lock);
+  if (!ckpt) return report_error(ckpt.error().wrap("export " + ref));
+  auto bytes =
+      export_checkpoint(ckpt->path, file, ExportOptions{.compress = !plain, .level = level});
+  if (!bytes) return report_error(bytes.error());
+  if (json) {
+    nlohmann::json out = {{"checkpoint", ckpt->path},
+                          {"namespace", c->ns},
+                          {"key", c->key},
+                          {"archive", file},
+                          {"bytes", *bytes}};
+    fmt::print("{}\n", out.dump(2));
+  } else {
+    fmt::print("exported {} ({}) to {} ({})\n", ref,
+               std::filesystem::path(ckpt->path).filename().string(), file, human_bytes(*bytes));
+  }
+  return 0;
+}
+
+// import FILE: into the allowed root the node config names (`--store NAME`: base = the
+// root, as ARCH_STORE=NAME; `--shared NAME`: base = <root>/checkpoint, as ARCH_SHAREDFS),
+// under the owner and key the archive's sealed manifest names.
+int run_import(const std::string& file, const std::string& store_name,
+               const std::string& shared_name, const std::string& expect, bool json) {
+  auto config = node_config();
+  if (!config) return report_error(config.error());
+  const std::string& want = shared_name.empty() ? store_name : shared_name;
+  std::optional<StoreRoot> root;
+  std::string names;
+  for (const auto& r : allowed_roots(*config)) {
+    names += (names.empty() ? "" : ", ") + r.name;
+    if (r.name == (want.empty() ? std::string("local") : want)) root = r;
+  }
+  if (!root) {
+    return report_error(Error(ErrorKind::kInvalidInput, "no allowed store root named " + want +
+                                                            " (the node has: " + names + ")"));
+  }
+  std::string base = shared_name.empty() ? root->path : root->path + "/checkpoint";
+  CheckpointStore s(base, config->keep, root->path, shared_node_keyring(*config));
+  auto fd = open_file(file, O_RDONLY | O_NOCTTY);
+  if (!fd) return report_error(fd.error().wrap("import"));
+  ExpansionLimits caps{config->limits.max_archive_bytes, config->limits.max_entries};
+  auto done = import_checkpoint(s, fd->get(), file, caps, expect);
+  if (!done) return report_error(done.error());
+  std::string ref = done->manifest.ns + "/" + done->manifest.key;
+  if (json) {
+    nlohmann::json out = {{"checkpoint", done->path},
+                          {"namespace", done->manifest.ns},
+                          {"key", done->manifest.key},
+                          {"node", done->manifest.node},
+                          {"created", done->manifest.created}};
+    fmt::print("{}\n", out.dump(2));
+  } else {
+    fmt::print("imported {} (taken on {} at {}) as {}\n", ref, done->manifest.node,
+               done->manifest.created, done->path);
+  }
+  return 0;
+}
+
 // When a store directory was made: its manifest's time, else the directory's mtime.
 long created_at(const CheckpointInfo& c) {
   if (!c.created.empty()) {
@@ -325,8 +406,9 @@ Handler add_checkpoint_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("checkpoint", "Checkpoints in the node's stores");
   cmd->require_subcommand(1);
   struct Opts {
-    std::string ref, store, output, older_than;
-    bool verify = false, dry_run = false, verbose = false;
+    std::string ref, store, output, older_than, file, shared, expect;
+    bool verify = false, dry_run = false, verbose = false, plain = false;
+    int level = 3;
   };
   auto o = std::make_shared<Opts>();
   auto* list = cmd->add_subcommand("list", "Every checkpoint: committed, corrupt, moved aside");
@@ -352,11 +434,37 @@ Handler add_checkpoint_command(CLI::App& app) {
                  "Only this store directory (default: the node's and its containers' stores)");
   gc->add_flag("--dry-run", o->dry_run, "Show what would be removed");
   add_output_option(gc, o->output);
+  auto* exp = cmd->add_subcommand(
+      "export", "Write a key's newest checkpoint (seal and files verified) to one archive file");
+  exp->add_option("checkpoint", o->ref, "NAMESPACE/KEY")->required();
+  exp->add_option("file", o->file, "The archive to write (.tar.zst; replaced atomically)")
+      ->required();
+  exp->add_option("--store", o->store, "Look only in this store directory");
+  exp->add_flag("--no-compress", o->plain, "A plain tar instead of zstd");
+  exp->add_option("--level", o->level, "zstd level")->check(CLI::Range(1, 19));
+  add_output_option(exp, o->output);
+  auto* imp = cmd->add_subcommand(
+      "import",
+      "Add an exported checkpoint as the newest generation of its key (seal checked "
+      "first)");
+  imp->add_option("file", o->file, "The archive `checkpoint export` wrote")->required();
+  imp->add_option("--store", o->store, "Allowed store root by name (default: local)");
+  imp->add_option("--shared", o->shared,
+                  "Allowed root by name, shared-mode layout (<root>/checkpoint)");
+  imp->add_option("--expect", o->expect, "Refuse unless the archive holds NAMESPACE/KEY");
+  add_output_option(imp, o->output);
   return [=] {
     bool json = o->output == "json";
     if (list->parsed()) return run_list(o->store, o->verify, json);
     if (inspect->parsed()) return run_inspect(o->store, o->ref, json, o->verbose);
     if (gc->parsed()) return run_gc(o->store, o->older_than, o->dry_run, json);
+    if (exp->parsed()) return run_export(o->store, o->ref, o->file, o->plain, o->level, json);
+    if (imp->parsed()) {
+      if (!o->store.empty() && !o->shared.empty()) {
+        return report_error(Error(ErrorKind::kInvalidInput, "give --store or --shared, not both"));
+      }
+      return run_import(o->file, o->store, o->shared, o->expect, json);
+    }
     return run_rm(o->store, o->ref);
   };
 }

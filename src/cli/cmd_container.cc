@@ -200,11 +200,19 @@ int run_finalize(double deadline_s, int parallel, const std::string& pre_copy,
     fmt::print("{}\n", finalize_report_json(report).dump(2));
     return failed == 0 ? kExitOk : kExitPartial;
   }
-  fmt::print("{:<40} {:<13} {:>9}  {}\n", "NAMESPACE/ID", "RESULT", "SECONDS", "DETAIL");
+  for (const auto& [store, basis] : report.plans) fmt::print("plan for {}: {}\n", store, basis);
+  fmt::print("{:<40} {:<13} {:>9} {:>10} {:>10}  {}\n", "NAMESPACE/ID", "RESULT", "SECONDS",
+             "PREDICTED", "SIZE", "DETAIL");
+  auto mib = [](uint64_t b) { return fmt::format("{:.0f}M", static_cast<double>(b) / (1 << 20)); };
   for (const auto& r : report.containers) {
     std::string detail = r.detail.substr(0, r.detail.find('\n'));
-    fmt::print("{:<40} {:<13} {:>9.2f}  {}\n", r.container.ns + "/" + r.container.id,
-               to_string(r.outcome), r.seconds, detail);
+    std::string predicted =
+        r.predicted_finish_s > 0
+            ? fmt::format("{:.1f}s/{}", r.predicted_finish_s, mib(r.predicted_bytes))
+            : "-";
+    fmt::print("{:<40} {:<13} {:>9.2f} {:>10} {:>10}  {}\n", r.container.ns + "/" + r.container.id,
+               to_string(r.outcome), r.seconds, predicted, r.bytes > 0 ? mib(r.bytes) : "-",
+               detail);
     for (const auto& note : r.notes) fmt::print("{:<40} note: {}\n", "", note);
   }
   fmt::print("{} containers, {} checkpointed, {} not, in {:.2f} s ({} at once)\n",

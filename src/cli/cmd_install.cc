@@ -1,6 +1,9 @@
 // archctl install: point containerd or Docker at arch-runc (or back at runc), keeping every
 // other setting and a backup of the previous file.
 #include <fmt/core.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include "commands.h"
 #include "install/engine_config.h"
@@ -11,12 +14,28 @@ namespace {
 struct InstallOptions {
   std::string engine;
   std::string config;
-  std::string arch_runc = "/usr/local/bin/arch-runc";
+  std::string arch_runc;  ///< Empty: the arch-runc beside this archctl, else setup's path.
   bool uninstall = false;
   bool make_default = false;
 };
 
-int run_install(const InstallOptions& opts) {
+// The arch-runc installed with this archctl (the package's /usr/bin, setup's /usr/local/bin),
+// found from /proc/self/exe; setup's path when there is none beside it.
+std::string default_arch_runc() {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    auto beside = self.parent_path() / "arch-runc";
+    if (::access(beside.c_str(), X_OK) == 0) return beside.string();
+  }
+  return "/usr/local/bin/arch-runc";
+}
+
+int run_install(InstallOptions opts) {
+  if (opts.arch_runc.empty()) opts.arch_runc = default_arch_runc();
+  if (opts.arch_runc.front() != '/') {
+    return report_error(Error(ErrorKind::kInvalidInput, "--arch-runc must be an absolute path"));
+  }
   EngineInstallOptions eo{opts.arch_runc, opts.make_default};
   bool docker = opts.engine == "docker";
   std::string path = !opts.config.empty() ? opts.config
@@ -66,7 +85,9 @@ Handler add_install_command(CLI::App& app) {
       "--default", opts->make_default,
       "Make arch-runc the default runtime (Docker default-runtime, containerd runc BinaryName)");
   cmd->add_option("--config", opts->config, "The engine's config file (default: its usual path)");
-  cmd->add_option("--arch-runc", opts->arch_runc, "Path of arch-runc")->capture_default_str();
+  cmd->add_option("--arch-runc", opts->arch_runc,
+                  "Path of arch-runc (default: the one beside archctl, else "
+                  "/usr/local/bin/arch-runc)");
   return [opts] { return run_install(*opts); };
 }
 

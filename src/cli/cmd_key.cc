@@ -82,11 +82,13 @@ int run_import(const std::string& file) {
   auto dir_or = keys_dir();
   if (!dir_or) return report_error(dir_or.error());
   const std::string& dir = *dir_or;
+  // The first key of a node becomes its active one; otherwise the active key stays (also
+  // when it was active only as the directory's one key, with no `active` file: it is
+  // written now, since two keys without one would leave none active).
+  auto before = load_keyring(dir);
+  std::string active = before && before->active() != nullptr ? before->active()->id : key->id;
   if (auto ok = install_node_key(dir, *key); !ok) return report_error(ok.error().message());
-  // The first key of a node becomes its active one; otherwise the active key stays.
-  if (auto ring = load_keyring(dir); !ring) {
-    if (auto ok = set_active_node_key(dir, key->id); !ok) return report_error(ok.error().message());
-  }
+  if (auto ok = set_active_node_key(dir, active); !ok) return report_error(ok.error().message());
   fmt::print("imported key {} into {}\n", key->id, dir);
   return 0;
 }

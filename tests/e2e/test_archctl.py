@@ -3,6 +3,7 @@ obeying the log settings it set, and every edit undone by --uninstall."""
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -68,6 +69,29 @@ def test_install_containerd_is_read_by_containerd_and_reversible(archctl, tmp_pa
     r = run([archctl, "install", "containerd", "--uninstall", "--config", str(config)])
     assert r.returncode == 0, r.stderr
     assert containerd_cri_runtimes(str(config)) == before
+
+
+def test_install_defaults_to_the_arch_runc_beside_archctl(archctl, tmp_path):
+    """Installed together (the Debian package's /usr/bin), archctl names its own arch-runc;
+    a relative --arch-runc is refused."""
+    if not os.access(daemons.CONTAINERD, os.X_OK):
+        pytest.skip("containerd is not installed")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    shutil.copy2(archctl, bindir / "archctl")
+    (bindir / "arch-runc").write_text("#!/bin/sh\n")
+    (bindir / "arch-runc").chmod(0o755)
+    config = tmp_path / "config.toml"
+    config.write_text(CONTAINERD_CONFIG)
+    r = run([str(bindir / "archctl"), "install", "containerd", "--config", str(config)])
+    assert r.returncode == 0, r.stderr
+    assert containerd_cri_runtimes(str(config))["arch"]["options"]["BinaryName"] == \
+        str(bindir / "arch-runc")
+    r = run([str(bindir / "archctl"), "install", "containerd", "--uninstall", "--config",
+             str(config)])
+    assert r.returncode == 0 and "arch" not in containerd_cri_runtimes(str(config)), r.stderr
+    r = run([archctl, "install", "containerd", "--config", str(config), "--arch-runc", "arch-runc"])
+    assert r.returncode == 2 and "absolute" in r.stderr, r.stderr
 
 
 def test_install_refuses_a_malformed_file_and_leaves_it(archctl, tmp_path):

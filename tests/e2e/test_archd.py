@@ -41,9 +41,10 @@ def make_archd(node_config, e2e_dir):
     skip_unless_binaries(archd_path(), archctl_path())
     made = []
 
-    def make(parallel=4, metrics=True):
+    def make(parallel=4, metrics=True, extra=""):
         base = tempfile.mkdtemp(prefix="archd-", dir=e2e_dir)
-        a = Archd(archd_path(), base, node_config, parallel=parallel, metrics=metrics)
+        a = Archd(archd_path(), base, node_config, parallel=parallel, metrics=metrics,
+                  extra=extra)
         made.append(a)
         return a
 
@@ -451,3 +452,52 @@ def test_systemd_unit_verifies(tmp_path):
     r = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     problems = [line for line in (r.stdout + r.stderr).splitlines() if "archd.service" in line]
     assert r.returncode == 0 and not problems, f"{r.stdout}{r.stderr}"
+
+
+# ------------------------------------------------------------------ periodic checkpoints
+
+def test_periodic_checkpoints_then_a_crash_resumes_from_the_newest(make_archd, ctr_containers):
+    """ARCH_CHECKPOINT_INTERVAL=2s (the node allows 1 s here): archd checkpoints the
+    container every 2 s while it keeps running; a container without the variable is left
+    alone (node default off). Then the node is lost without notice (archd gone, the
+    container SIGKILLed): run again, the job resumes from the newest periodic generation."""
+    c = ctr_containers
+    a = make_archd(extra="[checkpoint]\nmin_interval = 1s\n").start()
+    cid, other = checkpoint.new_id("periodic"), checkpoint.new_id("noperiod")
+    c.run(cid, workloads.counter(COUNT), env=["ARCH_CHECKPOINT_INTERVAL=2s"])
+    c.run(other, workloads.counter(COUNT))
+    c.wait_lines(cid, COUNT, 3, workloads.parse_counter)
+
+    def generations():
+        return [x for x in c.checkpoints(cid) if x["state"] == "committed"]
+    proc.wait_until(lambda: len(generations()) >= 2, 60, "two periodic checkpoints",
+                    interval=0.2)
+    assert c.runc_status(cid) == "running" and c.status(cid) == "RUNNING"
+    n = len(workloads.parse_counter(c.read(cid, COUNT))[1])
+    c.wait_lines(cid, COUNT, n + 3, workloads.parse_counter)  # it kept counting
+    periodic = [e for e in a.events() if e["kind"] == "checkpoint" and e["id"] == cid]
+    done = [e for e in periodic if e["outcome"] == "periodic"]
+    assert len(done) >= 2 and all("frozen" in e["detail"] for e in done), periodic
+    assert c.checkpoints(other) == [], "a container without an interval was checkpointed"
+    assert a.stop() == 0, a.log_text()  # the node goes: archd first, then the container
+    c.signal(cid, "SIGKILL")
+    assert c.delete(cid) == 137
+    newest = generations()[0]["path"]
+    check_resumes(c, cid, newest)
+
+
+def test_periodic_interval_below_the_node_minimum_is_raised_and_bad_values_refused(
+        make_archd, ctr_containers):
+    c = ctr_containers
+    a = make_archd(extra="[checkpoint]\nmin_interval = 1h\n").start()
+    fast, bad = checkpoint.new_id("fast"), checkpoint.new_id("badint")
+    c.run(fast, workloads.counter(COUNT), env=["ARCH_CHECKPOINT_INTERVAL=1s"])
+    c.run(bad, workloads.counter(COUNT), env=["ARCH_CHECKPOINT_INTERVAL=1s;rm -rf /"])
+
+    def outcome(cid, what):
+        return [e for e in a.events() if e["id"] == cid and e["outcome"] == what]
+    proc.wait_until(lambda: outcome(fast, "periodic-interval") and outcome(bad, "periodic-refused"),
+                    30, "archd to judge both intervals", interval=0.2)
+    assert "raised to the node's min_interval 3600" in outcome(fast, "periodic-interval")[0]["detail"]
+    assert "must be a duration" in outcome(bad, "periodic-refused")[0]["detail"]
+    assert c.checkpoints(fast) == [] and c.checkpoints(bad) == []

@@ -176,3 +176,49 @@ def test_archctl_killed_while_all_are_frozen_thaws_every_container(ctr_container
         c.run(cid, workloads.counter(path))
         c.assert_restored(cid, results[cid]["detail"])
         check_counter_resumed(c, cid, path, results[cid]["detail"])
+
+
+def test_finalize_plans_for_a_store_too_slow_for_everything(ctr_containers, node_config):
+    """The node knows (from earlier checkpoints) that its store takes 16 MB/s whether one
+    dump writes or several: with 10 s left, of three containers holding 64 MiB each only one
+    can be saved in time. Finalize attempts only that one (one dump at a time), leaves the
+    other two running (never frozen: they keep counting) and says why, with its prediction;
+    the dump's measured rate then replaces the assumed one."""
+    c = ctr_containers
+    rates = os.path.join(node_config.state, "store-rates.json")
+    kept = None
+    if os.path.exists(rates):
+        with open(rates) as f:
+            kept = f.read()
+    with open(rates, "w") as f:
+        json.dump({node_config.store: {"single_bps": 16e6, "aggregate_bps": 16e6}}, f)
+    try:
+        ids = [checkpoint.new_id(f"plan{n}") for n in range(3)]
+        for cid in ids:
+            c.run(cid, workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=64))
+        for cid in ids:
+            c.wait_lines(cid, "/data/ticks.txt", 2, workloads.parse_counter)
+        out = c.archctl.json("container", "finalize", "--deadline", "10", ok=(7,))
+        results = {r["id"]: r for r in out["containers"] if r["namespace"] == c.ns}
+        assert sorted(results) == sorted(ids), out
+        done = [cid for cid, r in results.items() if r["result"] == "checkpointed"]
+        skipped = {cid: r for cid, r in results.items() if r["result"] == "skipped"}
+        assert len(done) == 1 and len(skipped) == 2, json.dumps(out, indent=1)
+        assert "one dump at a time" in out["plans"][node_config.store], out["plans"]
+        for cid, r in results.items():
+            assert r["predicted_bytes"] >= 64 << 20, r
+        for cid, r in skipped.items():
+            assert "not attempted" in r["detail"] and "keeps running" in r["detail"], r
+            assert c.runc_status(cid) == "running", cid
+            n = len(workloads.parse_counter(c.read(cid, "/data/ticks.txt"))[1])
+            c.wait_lines(cid, "/data/ticks.txt", n + 1, workloads.parse_counter)
+        assert c.delete(done[0]) == 137
+        with open(rates) as f:
+            measured = json.load(f)[node_config.store]
+        assert measured["single_bps"] != 16e6, measured  # folded in from the real dump
+    finally:
+        if kept is None:
+            os.unlink(rates)
+        else:
+            with open(rates, "w") as f:
+                f.write(kept)

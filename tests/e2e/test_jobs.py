@@ -350,15 +350,22 @@ def test_process_not_started_by_arch(nodes, workdir):
             p.wait()
 
 
-def test_process_with_external_socket_fails_with_reason(nodes, workdir):
-    node = nodes()
-    d, _ = workdir
+def unix_server_and_client(d):
+    """A listening unix socket in `d` (ours, outside any job) and the Python code of a
+    client that connects to it and idles: what CRIU refuses to dump."""
     path = os.path.join(d, "s.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(1)
     code = ("import socket, time\ns = socket.socket(socket.AF_UNIX)\n"
             f"s.connect({path!r})\nwhile True: time.sleep(0.05)\n")
+    return server, code
+
+
+def test_process_with_external_socket_fails_with_reason(nodes, workdir):
+    node = nodes()
+    d, _ = workdir
+    server, code = unix_server_and_client(d)
     p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -517,12 +524,7 @@ def test_failed_job_dump_keeps_criu_log(nodes, workdir):
     running, and CRIU's log is kept in the store as failed-*/dump-logs/dump.log."""
     node = nodes()
     d, _ = workdir
-    path = os.path.join(d, "s.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)
-    code = ("import socket, time\ns = socket.socket(socket.AF_UNIX)\n"
-            f"s.connect({path!r})\nwhile True: time.sleep(0.05)\n")
+    server, code = unix_server_and_client(d)
     try:
         job_id = node.run_job(d, sys.executable, "-c", code, name="extsock")
         conn, _ = server.accept()

@@ -13,6 +13,7 @@
 #include <initializer_list>
 #include <limits>
 
+#include "base/duration.h"
 #include "base/enum_names.h"
 #include "base/file_util.h"
 #include "base/names.h"
@@ -189,6 +190,21 @@ int on_checkpoint_entry(ParseState* state, std::string_view k, std::string_view 
   if (k == "zstd_threads") return parse_int_in(state, k, v, 0, 64, c.zstd_threads, "checkpoint");
   if (k == "failed_dumps_kept")
     return parse_int_in(state, k, v, 0, 100, c.failed_dumps_kept, "checkpoint");
+  if (k == "interval" || k == "min_interval") {
+    auto& out = k == "interval" ? c.interval : c.min_interval;
+    if (k == "interval" && v == "off") {
+      out = std::chrono::seconds(0);
+      return 1;
+    }
+    auto d = parse_duration(v);
+    if (!d || d->count() <= 0) {
+      state->error = "[checkpoint] " + std::string(k) + " must be a duration (90s, 15m, 1h)" +
+                     (k == "interval" ? std::string(" or off") : std::string());
+      return 0;
+    }
+    out = *d;
+    return 1;
+  }
   if (k == "ghost_limit") {
     // CRIU's own limit is a 64-bit byte count; 0 would refuse every deleted file.
     if (!parse_byte_size(v, c.ghost_limit) || c.ghost_limit == 0) {
@@ -689,6 +705,12 @@ tcp = auto
 ghost_limit = 64M
 # Failed dumps whose CRIU logs are kept per key as failed-*/ (0: none kept).
 failed_dumps_kept = 3
+# Periodic checkpoints by archd (the container keeps running; a node lost without notice
+# resumes from the newest): the interval of managed containers that set none
+# (ARCH_CHECKPOINT_INTERVAL per container), or off.
+interval = off
+# The shortest interval a container may ask for (shorter values are raised to it).
+min_interval = 5m
 
 [agent]
 # archd's local API (root only).

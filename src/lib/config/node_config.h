@@ -26,6 +26,7 @@
 // otherwise nothing in it is used (root would be executing what another user chose).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -131,6 +132,11 @@ struct NodeConfig {
     uint64_t ghost_limit = uint64_t{64} << 20;
     /// Failed dumps whose CRIU logs are kept per key (failed-*/ with dump-logs/), newest.
     int failed_dumps_kept = 3;
+    /// Periodic checkpoints run by archd: the interval of every managed container that
+    /// sets none (0: off, the default); ARCH_CHECKPOINT_INTERVAL sets one per container.
+    std::chrono::seconds interval{0};
+    /// The shortest interval a container may ask for (its value is raised to this).
+    std::chrono::seconds min_interval{300};
     /// The rootfs diff's zstd level, 0 when it is not compressed.
     [[nodiscard]] int rootfs_zstd_level() const {
       return rootfs_compression == "zstd" ? zstd_level : 0;

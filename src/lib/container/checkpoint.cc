@@ -29,6 +29,7 @@
 #include "base/host.h"
 #include "base/process.h"
 #include "container/container_network.h"
+#include "container/deadline_plan.h"
 #include "container/restore.h"
 #include "container/rootfs_diff.h"
 #include "container/tcp_policy.h"
@@ -302,6 +303,7 @@ struct ContainerCheckpoint::State {
   // directory (kept with its logs: the record of how the dump was made). Empty: none.
   std::string criu_config(const std::string& work) const {
     std::string method = network_lock_method();
+    if (method.empty()) method = "skip";  // no connection to lock: CRIU need not run iptables
     std::string text;
     if (!method.empty() && method != "iptables") text += "network-lock " + method + "\n";
     // The node's ghost-file limit (CRIU's own, 1 MiB, refuses common deleted files).
@@ -522,6 +524,13 @@ Result<ContainerCheckpoint> ContainerCheckpoint::begin(const ContainerRecord& c,
   return ContainerCheckpoint(std::move(s));
 }
 
+uint64_t ContainerCheckpoint::predicted_bytes() const {
+  const State& s = *s_;
+  std::string rootfs = s.state.rootfs.empty() ? s.c.bundle + "/rootfs" : s.state.rootfs;
+  auto upper = overlay_upperdir(rootfs);
+  return predict_checkpoint_bytes(s.state.pid, upper ? *upper : std::string());
+}
+
 void ContainerCheckpoint::pre_copy() {
   State& s = *s_;
   if (!s.options.pre_copy || s.frozen) return;
@@ -583,8 +592,9 @@ Result<CheckpointOutcome> ContainerCheckpoint::finish() {
   if (s.ended_by_dump) {
     s.frozen = false;  // CRIU ended the tasks; runc removed the container
     if (s.guard) s.guard->disarm();
-    s.notes.push_back("ended by CRIU at the dump: its TCP connections stay silent and locked "
-                      "until the restore");
+    s.notes.push_back(
+        "ended by CRIU at the dump: its TCP connections stay silent and locked "
+        "until the restore");
   }
 
   auto start = Clock::now();
@@ -623,10 +633,13 @@ Result<CheckpointOutcome> ContainerCheckpoint::finish() {
 
   CheckpointOutcome out;
   out.path = *committed;
-  // The bytes committed, from the manifest the commit wrote (0 when unreadable).
-  if (auto text = read_file(*committed + "/" + kManifestFileName)) {
-    if (auto m = parse_manifest(*text)) {
-      for (const auto& f : m->files) out.bytes += f.size;
+  out.bytes = committed_checkpoint_bytes(out.path);
+  // Small checkpoints measure fixed costs (runc, CRIU start-up), not the store.
+  if (s.options.record_rate && out.bytes >= kMinRateSampleBytes) {
+    double ms = s.timings["rootfs"] + s.timings["dump"] + s.timings["commit"];
+    if (ms > 0) {
+      (void)record_store_rates(s.config->state_dir, s.c.store,
+                               static_cast<double>(out.bytes) * 1000 / ms, 0);
     }
   }
   out.timings_ms = s.timings;

@@ -37,6 +37,9 @@ struct CheckpointOptions {
   /// [checkpoint] rootfs_compression and zstd_level.
   int rootfs_zstd_level = -1;
   int zstd_threads = -1;  ///< zstd worker threads; 0: one per CPU; -1: the node config's.
+  /// Fold this checkpoint's write rate into the store's kept rates (deadline_plan.h). A
+  /// finalize turns it off and records its own (its dumps run side by side).
+  bool record_rate = true;
 };
 
 struct CheckpointOutcome {
@@ -72,6 +75,9 @@ class ContainerCheckpoint {
   /// The pre-dump, when options.pre_copy asked for it and the kernel tracks dirty pages.
   /// Never fails the checkpoint: without it the final dump is a plain one (see notes).
   void pre_copy();
+  /// The predicted size of its checkpoint (deadline_plan.h: memory cgroup and writable
+  /// layer), for a finalize's plan.
+  [[nodiscard]] uint64_t predicted_bytes() const;
   /// Freezes the container. `own_guard`: also start a process that thaws it should this
   /// one die before finish() ends (finalize arms one ThawGuard for all containers instead).
   Result<void> freeze(bool own_guard = true);

@@ -29,6 +29,7 @@
 
 #include "base/enum_names.h"
 #include "base/file_util.h"
+#include "container/deadline_plan.h"
 #include "criu/criu_features.h"
 #include "runtime/runc_client.h"
 #include "store/manifest.h"
@@ -83,17 +84,6 @@ void finalize_one(FinalizeResult& r, const CheckpointFn& checkpoint, Clock::time
     r.outcome = FinalizeOutcome::kFailed;
     r.detail = out.error().message();
   }
-}
-
-// The bytes a committed checkpoint holds, from its manifest (0 when unreadable).
-uint64_t committed_bytes(const std::string& dir) {
-  auto text = read_file(dir + "/" + kManifestFileName);
-  auto manifest = text ? parse_manifest(*text) : Result<Manifest>(std::unexpected(text.error()));
-  uint64_t total = 0;
-  if (manifest) {
-    for (const auto& f : manifest->files) total += f.size;
-  }
-  return total;
 }
 
 // Every container holds a few fds (lock, key directory, staging) from its lock to its
@@ -179,7 +169,7 @@ bool choose_pre_copy(PreCopyMode mode, const NodeConfig& config, double seconds_
 
 void fill_from_outcome(FinalizeResult& r, CheckpointOutcome&& out) {
   r.outcome = FinalizeOutcome::kCheckpointed;
-  r.bytes = committed_bytes(out.path);
+  r.bytes = out.bytes;
   r.detail = std::move(out.path);
   r.timings_ms = std::move(out.timings_ms);
   r.notes = std::move(out.notes);
@@ -206,6 +196,7 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
   double left = std::chrono::duration<double>(deadline - Clock::now()).count();
   CheckpointOptions copts;
   copts.pre_copy = choose_pre_copy(options.pre_copy.value_or(PreCopyMode::kOff), config, left);
+  copts.record_rate = false;  // recorded below, per store, from the whole dump phase
   std::vector<std::optional<ContainerCheckpoint>> ckpts(n);
   std::vector<double> spent(n, 0);
 
@@ -247,6 +238,45 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
     });
   }
 
+  // The plan, per store: which containers are attempted (the rest are never frozen and
+  // keep running), smallest first, and how many at once (deadline_plan.h).
+  struct Group {
+    std::string store;
+    std::vector<std::size_t> order;
+    int workers = 1;
+    double seconds = 0;
+  };
+  std::vector<Group> groups;
+  {
+    auto t0 = Clock::now();
+    std::vector<uint64_t> predicted(n, 0);
+    run_pool(n, workers, [&](std::size_t i) {
+      if (ckpts[i]) predicted[i] = ckpts[i]->predicted_bytes();
+    });
+    std::map<std::string, std::vector<std::size_t>> by_store;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (ckpts[i]) by_store[report.containers[i].container.store].push_back(i);
+    }
+    double seconds_left = std::chrono::duration<double>(deadline - Clock::now()).count();
+    for (auto& [store, members] : by_store) {
+      std::vector<uint64_t> bytes;
+      for (auto i : members) bytes.push_back(predicted[i]);
+      auto plan = plan_dumps(bytes, load_store_rates(config.state_dir, store),
+                             PlanOptions{.seconds_left = seconds_left, .parallel = workers});
+      report.plans[store] = plan.basis;
+      Group g{store, {}, plan.workers, 0};
+      for (std::size_t k = 0; k < members.size(); ++k) {
+        auto& r = report.containers[members[k]];
+        r.predicted_bytes = bytes[k];
+        r.predicted_finish_s = plan.entries[k].predicted_finish_s;
+        if (!plan.entries[k].admitted) skip(members[k], plan.entries[k].reason);
+      }
+      for (auto k : plan.order) g.order.push_back(members[k]);
+      groups.push_back(std::move(g));
+    }
+    report.phase_seconds["plan"] = seconds_since(t0);
+  }
+
   std::optional<ThawGuard> guard;
   if (options.freeze_first) {
     std::vector<std::vector<std::string>> resumes;
@@ -264,7 +294,7 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
     });
   }
 
-  phase("dump", [&](std::size_t i) {
+  auto dump_one = [&](std::size_t i) {
     if (!ckpts[i]) return;
     if (auto why = not_startable(deadline, options.cancel, "its dump could start"); !why.empty()) {
       return skip(i, why);
@@ -277,8 +307,32 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
     fill_from_outcome(r, std::move(*out));
     ckpts[i].reset();
     done(i);
+  };
+  auto dump_start = Clock::now();
+  run_pool(groups.size(), static_cast<int>(groups.size()), [&](std::size_t g) {
+    auto t0 = Clock::now();
+    run_pool(groups[g].order.size(), groups[g].workers,
+             [&](std::size_t k) { dump_one(groups[g].order[k]); });
+    groups[g].seconds = seconds_since(t0);
   });
+  report.phase_seconds["dump"] = seconds_since(dump_start);
   if (guard) guard->disarm();
+  // What the stores took, for the next plan: bytes committed per second of dump phase,
+  // as one stream (one at a time) or side by side.
+  for (const auto& g : groups) {
+    uint64_t bytes = 0;
+    int saved = 0;
+    for (auto i : g.order) {
+      if (report.containers[i].outcome != FinalizeOutcome::kCheckpointed) continue;
+      bytes += report.containers[i].bytes;
+      ++saved;
+    }
+    if (saved == 0 || g.seconds <= 0 || bytes < kMinRateSampleBytes) continue;
+    double bps = static_cast<double>(bytes) / g.seconds;
+    bool side_by_side = g.workers > 1 && saved > 1;
+    (void)record_store_rates(config.state_dir, g.store, side_by_side ? 0 : bps,
+                             side_by_side ? bps : 0);
+  }
 }
 
 FinalizeReport finalize_impl(std::vector<ContainerRecord> containers,
@@ -350,6 +404,7 @@ nlohmann::json finalize_report_json(const FinalizeReport& report) {
   nlohmann::json out = {{"total_seconds", report.total_seconds},
                         {"parallel", report.parallel},
                         {"phase_seconds", report.phase_seconds},
+                        {"plans", report.plans},
                         {"containers", nlohmann::json::array()}};
   for (const auto& r : report.containers) {
     out["containers"].push_back({{"namespace", r.container.ns},
@@ -359,7 +414,10 @@ nlohmann::json finalize_report_json(const FinalizeReport& report) {
                                  {"detail", r.detail},
                                  {"pre_copy", r.pre_copy},
                                  {"notes", r.notes},
-                                 {"timings_ms", r.timings_ms}});
+                                 {"timings_ms", r.timings_ms},
+                                 {"bytes", r.bytes},
+                                 {"predicted_bytes", r.predicted_bytes},
+                                 {"predicted_finish_s", r.predicted_finish_s}});
   }
   return out;
 }

@@ -40,6 +40,8 @@ struct FinalizeResult {
   std::map<std::string, double> timings_ms{};
   std::vector<std::string> notes{};  ///< How it was taken ("pre-copy not used: ...").
   std::string pre_copy = "off";      ///< "off", "used", "unavailable", "failed".
+  uint64_t predicted_bytes = 0;      ///< The plan's size estimate (deadline_plan.h).
+  double predicted_finish_s = 0;     ///< When the plan expected it done (from its start).
 };
 
 /// One finalize: a result per container (in registry order) and the wall time.
@@ -47,8 +49,10 @@ struct FinalizeReport {
   std::vector<FinalizeResult> containers;
   double total_seconds = 0;
   int parallel = 0;  ///< The dump pool's size.
-  /// Wall time of each phase: "list", "lock", "pre_copy", "freeze", "dump".
+  /// Wall time of each phase: "list", "lock", "pre_copy", "plan", "freeze", "dump".
   std::map<std::string, double> phase_seconds;
+  /// Per store: the rate and mode its plan assumed (deadline_plan.h), one line.
+  std::map<std::string, std::string> plans;
   /// Containers not checkpointed (failed or skipped).
   [[nodiscard]] std::size_t not_checkpointed() const;
 };

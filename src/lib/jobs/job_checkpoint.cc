@@ -150,7 +150,8 @@ Result<JobDump> dump_job(const JobStoreConfig& config, const JobRecord& job,
     const std::string& m = e.message();
     auto kept = store.keep_failed_dump(std::move(*staging), m.substr(0, m.find('\n')), files,
                                        config.failed_dumps_kept, *lock);
-    if (kept && !kept->empty()) return std::unexpected(Error(e.kind(), m + "\nCRIU's log kept in " + *kept));
+    if (kept && !kept->empty())
+      return std::unexpected(Error(e.kind(), m + "\nCRIU's log kept in " + *kept));
     return std::unexpected(e);
   }
   JobDump dump(std::move(store), std::move(*lock), std::move(*staging));

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "base/error.h"
-#include "jobs/job_archive.h"
+#include "store/checkpoint_archive.h"
 #include "jobs/job_record.h"
 #include "store/checkpoint_store.h"
 

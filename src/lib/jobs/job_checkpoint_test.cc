@@ -122,7 +122,7 @@ TEST_F(JobCheckpointTest, ExportNamesTheArchiveAfterTheJob) {
   fs::path ckpt = root_ / "ckpt";
   fs::create_directories(ckpt / "images");
   std::ofstream(ckpt / "images" / "core-1.img") << "core";
-  // An archive starts with the checkpoint's manifest (job_archive.h); its contents do not
+  // An archive starts with the checkpoint's manifest (store/checkpoint_archive.h); its contents do not
   // matter to the export.
   std::ofstream(ckpt / "manifest.json") << "{}";
   fs::create_directories(root_ / "out");

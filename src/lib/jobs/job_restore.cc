@@ -16,7 +16,7 @@
 #include "base/names.h"
 #include "base/process.h"
 #include "criu/criu_rpc.h"
-#include "jobs/job_archive.h"
+#include "store/checkpoint_archive.h"
 #include "jobs/job_launch.h"
 #include "store/checkpoint_store.h"
 #include "store/seal.h"

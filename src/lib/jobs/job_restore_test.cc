@@ -14,7 +14,7 @@
 #include <fstream>
 
 #include "base/file_util.h"
-#include "jobs/job_archive.h"
+#include "store/checkpoint_archive.h"
 #include "store/checkpoint_store.h"
 #include "store/seal.h"
 

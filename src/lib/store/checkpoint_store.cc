@@ -48,8 +48,8 @@
 #include <ctime>
 #include <memory>
 
-#include "base/clock.h"
 #include "base/beneath.h"
+#include "base/clock.h"
 #include "base/file_util.h"
 #include "base/names.h"
 #include "managed/store_layout.h"
@@ -502,7 +502,10 @@ std::string_view to_string(CheckpointState state) {
 
 CheckpointStore::CheckpointStore(std::string base, int keep, std::string root,
                                  std::shared_ptr<const Keyring> keys)
-    : base_(std::move(base)), root_(std::move(root)), keep_(std::max(keep, 1)), keys_(std::move(keys)) {
+    : base_(std::move(base)),
+      root_(std::move(root)),
+      keep_(std::max(keep, 1)),
+      keys_(std::move(keys)) {
   while (base_.size() > 1 && base_.back() == '/') base_.pop_back();
   while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
   if (root_.empty()) root_ = base_;
@@ -885,6 +888,17 @@ Result<void> CheckpointStore::remove_one(const std::string& path, const KeyLock&
 bool CheckpointStore::has_committed(std::string_view ns, std::string_view key) const {
   // One implementation, shared with arch-runc's hot path (store_layout.cc).
   return has_committed_checkpoint(root_, base_, std::string(ns), std::string(key));
+}
+
+uint64_t committed_checkpoint_bytes(const std::string& dir) {
+  auto text = read_file(dir + "/" + kManifestFileName);
+  if (!text) return 0;
+  auto manifest = parse_manifest(*text);
+  uint64_t total = 0;
+  if (manifest) {
+    for (const auto& f : manifest->files) total += f.size;
+  }
+  return total;
 }
 
 }  // namespace arch

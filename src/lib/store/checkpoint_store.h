@@ -95,6 +95,9 @@ struct CommittedCheckpoint {
   std::vector<std::string> skipped;
 };
 
+/// The bytes a committed checkpoint holds, from its manifest (0 when unreadable).
+uint64_t committed_checkpoint_bytes(const std::string& dir);
+
 /// The checkpoint store under a base directory. Layout: `<base>/<owner>/<key>/` (0700) with
 /// `.lock`, `staging-<random>/`, `ckpt-<UTC time>/` (committed, manifest.json inside) and
 /// `failed-<UTC time>/` (moved aside, reason.txt inside). See checkpoint_store.cc.

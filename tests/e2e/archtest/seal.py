@@ -7,8 +7,11 @@ b"\\0" + the manifest without "seal" as compact JSON with sorted keys."""
 
 import hashlib
 import hmac
+import io
 import json
 import os
+import subprocess
+import tarfile
 
 from . import daemons
 
@@ -64,3 +67,21 @@ def recompute_files(doc, ckpt, rel_paths=None):
 def foreign_key_dir(path):
     """Another node's [keys] dir (a key this node does not hold)."""
     return daemons.make_key_dir(path)[0]
+
+
+def rewrite_archive(archive, out, edit_member):
+    """A copy of an exported checkpoint archive (pax tar, zstd) in which each regular
+    member's data is replaced by edit_member(name, data); returns `out`."""
+    raw = subprocess.run(["zstd", "-dc", archive], check=True, capture_output=True).stdout
+    tar_path = out + ".tar"
+    with tarfile.open(fileobj=io.BytesIO(raw)) as src, \
+            tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None
+            if data is not None:
+                data = edit_member(member.name, data)
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    subprocess.run(["zstd", "-q", "-f", "--rm", tar_path, "-o", out], check=True)
+    return out
+

@@ -1,6 +1,6 @@
 // Tests for JobArchive: export and import of a checkpoint directory (zstd and plain), the
 // manifest verifying afterwards, and the archives import refuses.
-#include "jobs/job_archive.h"
+#include "store/checkpoint_archive.h"
 
 #include <archive.h>
 #include <archive_entry.h>

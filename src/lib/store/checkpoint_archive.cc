@@ -1,5 +1,5 @@
-// JobArchive: libarchive (pax tar + zstd filter) in both directions.
-#include "jobs/job_archive.h"
+// CheckpointArchive: libarchive (pax tar + zstd filter) in both directions.
+#include "store/checkpoint_archive.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
@@ -17,8 +18,10 @@
 
 #include "base/expansion_limit.h"
 #include "base/file_util.h"
+#include "base/names.h"
 #include "base/unique_fd.h"
 #include "store/manifest.h"
+#include "store/seal.h"
 
 namespace arch {
 namespace {
@@ -318,29 +321,82 @@ Result<void> import_archive(const std::string& archive_path, const std::string& 
   return import_archive(archive_path, dest_dir, ExpansionLimits{});
 }
 
-Result<void> import_archive(const std::string& archive_path, const std::string& dest_dir,
-                            const ExpansionLimits& caps) {
-  std::unique_ptr<archive, int (*)(archive*)> a(archive_read_new(), archive_read_free);
+namespace {
+
+using ReadArchive = std::unique_ptr<archive, int (*)(archive*)>;
+
+// A reader over `source` (fd from offset 0) for what export writes: tar, zstd or nothing
+// (no external decompressor programs, no xz memory).
+Result<ReadArchive> open_reader(ArchiveSource& source, const std::string& name) {
+  ReadArchive a(archive_read_new(), archive_read_free);
   if (!a) return fail("archive_read_new failed");
   archive_read_support_format_tar(a.get());
-  // What export writes: zstd or nothing (no external decompressor programs, no xz memory).
   archive_read_support_filter_none(a.get());
   archive_read_support_filter_zstd(a.get());
+  if (::lseek(source.fd, 0, SEEK_SET) < 0) return fail_errno("seek " + name);
+  if (archive_read_open(a.get(), &source, nullptr, read_source, nullptr) != ARCHIVE_OK) {
+    return std::unexpected(archive_error(a.get(), name + " is not a readable archive"));
+  }
+  return a;
+}
+
+}  // namespace
+
+Result<std::string> read_archive_manifest(int fd, const std::string& name) {
+  ArchiveSource source;
+  source.fd = fd;
+  auto a = open_reader(source, name);
+  if (!a) return std::unexpected(a.error());
+  archive_entry* e = nullptr;
+  int r = archive_read_next_header(a->get(), &e);
+  if (r == ARCHIVE_EOF) return fail(name + " is empty");
+  if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
+    return std::unexpected(archive_error(a->get(), name + " is damaged"));
+  }
+  const char* path = archive_entry_pathname(e);
+  if (path == nullptr || std::string_view(path) != kManifestFileName ||
+      archive_entry_filetype(e) != AE_IFREG) {
+    return fail(name + " does not begin with manifest.json: not an ARCH checkpoint archive");
+  }
+  if (!archive_entry_size_is_set(e) || archive_entry_size(e) < 0 ||
+      static_cast<uint64_t>(archive_entry_size(e)) > kMaxArchiveManifestBytes) {
+    return fail(name + ": manifest.json is larger than " +
+                std::to_string(kMaxArchiveManifestBytes) + " bytes");
+  }
+  auto size = static_cast<std::size_t>(archive_entry_size(e));
+  std::string text(size, '\0');
+  std::size_t got = 0;
+  while (got < size) {
+    la_ssize_t n = archive_read_data(a->get(), text.data() + got, size - got);
+    if (n < 0) return std::unexpected(archive_error(a->get(), name + " is damaged"));
+    if (n == 0) return fail(name + " is damaged: manifest.json is cut short");
+    got += static_cast<std::size_t>(n);
+  }
+  return text;
+}
+
+Result<void> import_archive(const std::string& archive_path, const std::string& dest_dir,
+                            const ExpansionLimits& caps) {
   auto fd = open_file(archive_path, O_RDONLY);
   if (!fd) return std::unexpected(fd.error().wrap("archive"));
+  return import_archive_fd(fd->get(), archive_path, dest_dir, caps);
+}
+
+Result<void> import_archive_fd(int fd, const std::string& archive_path, const std::string& dest_dir,
+                               const ExpansionLimits& caps) {
   ArchiveSource source;
-  source.fd = fd->get();
-  if (archive_read_open(a.get(), &source, nullptr, read_source, nullptr) != ARCHIVE_OK) {
-    return std::unexpected(archive_error(a.get(), archive_path + " is not a readable archive"));
-  }
-  Extractor extractor(a.get(), source, dest_dir, caps);
+  source.fd = fd;
+  auto reader = open_reader(source, archive_path);
+  if (!reader) return std::unexpected(reader.error());
+  archive* a = reader->get();
+  Extractor extractor(a, source, dest_dir, caps);
   std::size_t entries = 0;
   for (;;) {
     archive_entry* e = nullptr;
-    int r = archive_read_next_header(a.get(), &e);
+    int r = archive_read_next_header(a, &e);
     if (r == ARCHIVE_EOF) break;
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-      return std::unexpected(archive_error(a.get(), archive_path + " is damaged"));
+      return std::unexpected(archive_error(a, archive_path + " is damaged"));
     }
     auto done = extractor.entry(e);
     if (!done && done.error().code() == EFBIG) {
@@ -351,6 +407,61 @@ Result<void> import_archive(const std::string& archive_path, const std::string& 
   }
   if (entries == 0) return fail(archive_path + " is empty");
   return {};
+}
+
+Result<ImportedCheckpoint> import_checkpoint(const CheckpointStore& store, int fd,
+                                             const std::string& name, const ExpansionLimits& caps,
+                                             std::string_view expect) {
+  // 1. The sealed manifest, before anything is written.
+  auto text = read_archive_manifest(fd, name);
+  if (!text) return std::unexpected(text.error());
+  if (store.keys() == nullptr) {
+    return fail(ErrorKind::kPermission,
+                name + ": no node key to check its seal (create one with `archctl key init`)");
+  }
+  auto manifest = open_sealed_manifest(*text, *store.keys());
+  if (!manifest) {
+    return fail(ErrorKind::kInvalidInput, name + ": " + manifest.error().message() +
+                                              " (import the exporting node's key first: "
+                                              "`archctl key export` there, `key import` here)");
+  }
+  if (auto ok = validate_owner(manifest->ns); !ok)
+    return fail(ErrorKind::kInvalidInput, name + ": " + ok.error().message());
+  if (auto ok = validate_name("key", manifest->key); !ok)
+    return fail(ErrorKind::kInvalidInput, name + ": " + ok.error().message());
+  std::string sealed_for = manifest->ns + "/" + manifest->key;
+  if (!expect.empty() && expect != sealed_for) {
+    return fail(ErrorKind::kInvalidInput,
+                name + " holds a checkpoint of " + sealed_for + ", not of " + std::string(expect));
+  }
+  // 2. Into a staging directory of that key, then checked against the same manifest.
+  auto lock = store.lock(manifest->ns, manifest->key, std::chrono::seconds(60));
+  if (!lock) return std::unexpected(lock.error().wrap("lock " + sealed_for));
+  (void)store.cleanup_stale(*lock);
+  auto staging = store.begin(*lock);
+  if (!staging) return std::unexpected(staging.error());
+  if (auto ok = import_archive_fd(fd, name, staging->path(), caps); !ok) {
+    return fail(ok.error().code() == EFBIG ? ErrorKind::kInvalidInput : ok.error().kind(),
+                ok.error().message());
+  }
+  auto extracted = read_file(staging->path() + "/" + kManifestFileName, kMaxArchiveManifestBytes);
+  if (!extracted || *extracted != *text) {
+    return fail(ErrorKind::kInvalidInput, name + " changed while it was imported");
+  }
+  if (auto ok = verify_manifest(staging->path(), *manifest); !ok) {
+    return fail(ErrorKind::kInvalidInput,
+                name + " does not verify (damaged?): " + ok.error().message());
+  }
+  // 3. Committed as this node's: the manifest is rebuilt over the same files and sealed
+  // with the active key (the files were just checked against the exporter's seal).
+  if (::unlinkat(staging->dirfd(), kManifestFileName, 0) != 0) {
+    return fail_errno("remove the imported manifest.json");
+  }
+  Manifest base = *manifest;
+  base.files.clear();
+  auto committed = store.commit(std::move(*staging), std::move(base), *lock);
+  if (!committed) return std::unexpected(committed.error());
+  return ImportedCheckpoint{*committed, std::move(*manifest)};
 }
 
 }  // namespace arch

@@ -1,0 +1,110 @@
+// PeriodicRunner: see periodic_runner.h.
+#include "periodic_runner.h"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <set>
+
+#include "container/finalize.h"
+#include "container/periodic.h"
+#include "runtime/oci_spec.h"
+
+namespace arch::agent {
+
+PeriodicRunner::PeriodicRunner(const NodeConfig& config, std::string runc,
+                               std::function<bool()> draining, std::function<void(Event)> record)
+    : config_(config),
+      runc_(std::move(runc)),
+      draining_(std::move(draining)),
+      record_(std::move(record)) {}
+
+PeriodicRunner::~PeriodicRunner() {
+  stop();
+}
+
+std::chrono::milliseconds PeriodicRunner::period() const {
+  auto half =
+      std::chrono::duration_cast<std::chrono::milliseconds>(config_.checkpoint.min_interval) / 2;
+  return std::clamp(half, std::chrono::milliseconds(1000), std::chrono::milliseconds(10000));
+}
+
+void PeriodicRunner::start() {
+  std::lock_guard lock(mutex_);
+  if (thread_.joinable()) return;
+  stopping_ = false;
+  thread_ = std::thread([this] {
+    std::unique_lock held(mutex_);
+    while (!stopping_) {
+      held.unlock();
+      tick(Clock::now());
+      held.lock();
+      wake_.wait_for(held, period(), [this] { return stopping_; });
+    }
+  });
+}
+
+void PeriodicRunner::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void PeriodicRunner::tick(Clock::time_point now) {
+  if (draining_ && draining_()) return;
+  std::set<std::string> seen;
+  for (const auto& rec : running_containers(config_, runc_)) {
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return;
+    }
+    std::string key = rec.runc_root + "/" + rec.id;
+    seen.insert(key);
+    auto env = read_arch_env(rec.bundle);
+    auto interval = env ? checkpoint_interval(config_, env->get("ARCH_CHECKPOINT_INTERVAL"))
+                        : Result<CheckpointInterval>(std::unexpected(env.error()));
+    std::string note = interval ? interval->note : interval.error().message();
+    if (!note.empty() && warned_[key] != note) {
+      warned_[key] = note;
+      record_({.kind = "checkpoint",
+               .ns = rec.ns,
+               .id = rec.id,
+               .outcome = interval ? "periodic-interval" : "periodic-refused",
+               .detail = note});
+    }
+    if (!interval || interval->every.count() == 0) continue;
+    auto [it, first] = last_.try_emplace(key, now);
+    if (first || now - it->second < interval->every) continue;  // first seen: one interval on
+    if (draining_ && draining_()) return;
+    auto t0 = Clock::now();
+    auto done = periodic_checkpoint(rec, config_, runc_);
+    it->second = Clock::now();
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    if (done) {
+      record_({.kind = "checkpoint",
+               .ns = rec.ns,
+               .id = rec.id,
+               .outcome = "periodic",
+               .duration_ms = ms,
+               .detail = fmt::format("frozen {:.0f} ms, {:.1f} MiB, {}", done->frozen_ms,
+                                     static_cast<double>(done->checkpoint.bytes) / (1 << 20),
+                                     done->checkpoint.path)});
+    } else {
+      const std::string& m = done.error().message();
+      record_({.kind = "checkpoint",
+               .ns = rec.ns,
+               .id = rec.id,
+               .outcome = "periodic-failed",
+               .duration_ms = ms,
+               .detail = m.substr(0, m.find('\n'))});
+    }
+  }
+  // Forget containers that no longer run (a container run again starts a new interval).
+  std::erase_if(last_, [&](const auto& kv) { return !seen.contains(kv.first); });
+  std::erase_if(warned_, [&](const auto& kv) { return !seen.contains(kv.first); });
+}
+
+}  // namespace arch::agent

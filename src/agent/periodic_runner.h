@@ -1,0 +1,54 @@
+// PeriodicRunner: archd's thread for periodic checkpoints. Every tick it lists the running
+// managed containers, and checkpoints (leave running) each one whose interval
+// (container/periodic.h) has passed since its last periodic checkpoint, one at a time, never
+// while the node drains. Each result is an event (kind "checkpoint", outcome "periodic" or
+// "periodic-failed", with the frozen time and size).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "config/node_config.h"
+#include "event_log.h"
+
+namespace arch::agent {
+
+class PeriodicRunner {
+ public:
+  using Clock = std::chrono::steady_clock;
+  /// `draining`: whether the node drains (no periodic checkpoint then); `record`: the event
+  /// log. Both are called from the runner's thread.
+  PeriodicRunner(const NodeConfig& config, std::string runc, std::function<bool()> draining,
+                 std::function<void(Event)> record);
+  ~PeriodicRunner();
+  PeriodicRunner(const PeriodicRunner&) = delete;
+  PeriodicRunner& operator=(const PeriodicRunner&) = delete;
+
+  void start();
+  /// Waits for a checkpoint in progress to finish.
+  void stop();
+  /// One pass (the thread's body; for tests).
+  void tick(Clock::time_point now);
+
+  /// How often the thread looks: half the node's min_interval, between 1 s and 10 s.
+  [[nodiscard]] std::chrono::milliseconds period() const;
+
+ private:
+  const NodeConfig& config_;
+  std::string runc_;
+  std::function<bool()> draining_;
+  std::function<void(Event)> record_;
+  std::map<std::string, Clock::time_point> last_;  // runc root + id -> last attempt
+  std::map<std::string, std::string> warned_;      // runc root + id -> last note or error
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace arch::agent

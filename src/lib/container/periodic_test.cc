@@ -1,0 +1,44 @@
+#include "container/periodic.h"
+
+#include <gtest/gtest.h>
+
+namespace arch {
+namespace {
+
+using std::chrono::seconds;
+
+TEST(Periodic, IntervalFromTheContainerWithinTheNodesBounds) {
+  NodeConfig node;
+  node.checkpoint.min_interval = seconds(60);
+  EXPECT_EQ(checkpoint_interval(node, "")->every, seconds(0));  // node default: off
+  EXPECT_EQ(checkpoint_interval(node, "15m")->every, seconds(900));
+  EXPECT_EQ(checkpoint_interval(node, "off")->every, seconds(0));
+  auto raised = checkpoint_interval(node, "5s");
+  ASSERT_TRUE(raised);
+  EXPECT_EQ(raised->every, seconds(60));
+  EXPECT_NE(raised->note.find("min_interval"), std::string::npos);
+  node.checkpoint.interval = seconds(600);
+  EXPECT_EQ(checkpoint_interval(node, "")->every, seconds(600));
+  EXPECT_EQ(checkpoint_interval(node, "off")->every, seconds(0));  // a container opts out
+}
+
+TEST(Periodic, MalformedIntervalsAreRefused) {
+  NodeConfig node;
+  for (const char* bad : {"0", "-5m", "soon", "1s;rm -rf /", "5 m", "99999999999999999999d",
+                          "1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h"}) {
+    EXPECT_FALSE(checkpoint_interval(node, bad)) << bad;
+  }
+}
+
+TEST(Periodic, NodeConfigKeys) {
+  auto c = parse_node_config("[checkpoint]\ninterval = 30m\nmin_interval = 10s\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->checkpoint.interval, seconds(1800));
+  EXPECT_EQ(c->checkpoint.min_interval, seconds(10));
+  EXPECT_EQ(parse_node_config("[checkpoint]\ninterval = off\n")->checkpoint.interval, seconds(0));
+  EXPECT_FALSE(parse_node_config("[checkpoint]\ninterval = 0\n"));
+  EXPECT_FALSE(parse_node_config("[checkpoint]\nmin_interval = off\n"));
+}
+
+}  // namespace
+}  // namespace arch
