@@ -107,7 +107,7 @@ Result<void> Agent::start() {
         std::lock_guard held(mutex_);
         return state_.draining || stopping_;
       },
-      [this](Event e) { event(std::move(e)); });
+      [this](Event e, uint64_t bytes) { record_periodic(std::move(e), bytes); });
   periodic_->start();
   return {};
 }
@@ -559,8 +559,19 @@ void Agent::count_activity_locked(const ActivityRecord& r) {
          .detail = std::move(detail)});
 }
 
+void Agent::record_periodic(Event e, uint64_t bytes) {
+  // Periodic checkpoints are archd's own: counted here (with the bytes they committed).
+  if (e.kind == "checkpoint" && (e.outcome == "periodic" || e.outcome == "periodic-failed")) {
+    std::lock_guard lock(mutex_);
+    state_.counters.checkpoints["periodic"].count(e.outcome == "periodic", e.duration_ms / 1000,
+                                                  bytes);
+    save_locked();
+  }
+  event(std::move(e));
+}
+
 void Agent::record_event(Event e) {
-  // Process jobs are archd's own: their checkpoints and restores are counted here.
+  // Process jobs are archd's own: counted here, from their events.
   if (e.kind == "job") {
     std::lock_guard lock(mutex_);
     double seconds = e.duration_ms / 1000;

@@ -110,6 +110,8 @@ class Agent {
   /// A job's checkpoint or restore (outcome checkpointed, checkpoint-failed, restored,
   /// restore-failed) is also counted in the metrics (source "job").
   void record_event(Event e);
+  /// A periodic checkpoint's event (PeriodicRunner), counted with the bytes it committed.
+  void record_periodic(Event e, uint64_t bytes);
 
  private:
   Result<DrainRecord> start_drain_locked(DrainRequest request, int64_t resumed_from);

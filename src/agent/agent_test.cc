@@ -217,16 +217,23 @@ TEST_F(AgentTest, CountsTheActivityLogOnceAcrossARestart) {
   EXPECT_TRUE(has(m, R"(arch_restores_total{source="create",outcome="ok"} 1)")) << m;
 }
 
-TEST_F(AgentTest, CountsJobCheckpointsAndRestoresFromTheirEvents) {
+TEST_F(AgentTest, CountsJobAndPeriodicCheckpointsFromTheirEvents) {
   auto agent = make_agent();
   ASSERT_TRUE(agent->start());
   agent->record_event({.kind = "job", .id = "j1", .outcome = "checkpointed", .duration_ms = 200});
   agent->record_event({.kind = "job", .id = "j1", .outcome = "restore-failed"});
   agent->record_event({.kind = "job", .id = "j1", .outcome = "exited"});
+  agent->record_periodic({.kind = "checkpoint", .id = "c1", .outcome = "periodic"}, 4096);
+  agent->record_periodic({.kind = "checkpoint", .id = "c1", .outcome = "periodic-interval"}, 0);
   std::string m = agent->metrics();
   EXPECT_NE(m.find(R"(arch_checkpoints_total{source="job",outcome="ok"} 1)"), std::string::npos);
   EXPECT_NE(m.find(R"(arch_restores_total{source="job",outcome="failed"} 1)"), std::string::npos);
   EXPECT_NE(m.find(R"(arch_restores_total{source="job",outcome="ok"} 0)"), std::string::npos);
+  EXPECT_NE(m.find(R"(arch_checkpoints_total{source="periodic",outcome="ok"} 1)"),
+            std::string::npos);
+  EXPECT_NE(m.find(R"(arch_checkpoints_total{source="periodic",outcome="failed"} 0)"),
+            std::string::npos);
+  EXPECT_NE(m.find(R"(arch_checkpoint_bytes_total{source="periodic"} 4096)"), std::string::npos);
 }
 
 TEST_F(AgentTest, ReportsTheWatchersHealth) {

@@ -42,9 +42,10 @@ struct OperationCounters {
 
 /// The `source` label values, always exported (0 when unseen): who made a checkpoint
 /// (archd's drains, `archctl container finalize`, `archctl container checkpoint`, arch-runc on
-/// an engine's stop, process jobs) and who restored (arch-runc on the engine's create, jobs).
-inline const std::vector<std::string> kCheckpointSources = {"drain", "finalize", "archctl",
-                                                            "on_stop", "job"};
+/// an engine's stop, archd's periodic checkpoints, process jobs) and who restored (arch-runc on the
+/// engine's create, jobs).
+inline const std::vector<std::string> kCheckpointSources = {"drain",   "finalize", "archctl",
+                                                            "on_stop", "periodic", "job"};
 inline const std::vector<std::string> kRestoreSources = {"create", "job"};
 
 /// The counters archd keeps across restarts (in its state file).

@@ -13,7 +13,7 @@
 namespace arch::agent {
 
 PeriodicRunner::PeriodicRunner(const NodeConfig& config, std::string runc,
-                               std::function<bool()> draining, std::function<void(Event)> record)
+                               std::function<bool()> draining, Record record)
     : config_(config),
       runc_(std::move(runc)),
       draining_(std::move(draining)),
@@ -73,7 +73,8 @@ void PeriodicRunner::tick(Clock::time_point now) {
                .ns = rec.ns,
                .id = rec.id,
                .outcome = interval ? "periodic-interval" : "periodic-refused",
-               .detail = note});
+               .detail = note},
+              0);
     }
     if (!interval || interval->every.count() == 0) continue;
     auto [it, first] = last_.try_emplace(key, now);
@@ -91,7 +92,8 @@ void PeriodicRunner::tick(Clock::time_point now) {
                .duration_ms = ms,
                .detail = fmt::format("frozen {:.0f} ms, {:.1f} MiB, {}", done->frozen_ms,
                                      static_cast<double>(done->checkpoint.bytes) / (1 << 20),
-                                     done->checkpoint.path)});
+                                     done->checkpoint.path)},
+              done->checkpoint.bytes);
     } else {
       const std::string& m = done.error().message();
       record_({.kind = "checkpoint",
@@ -99,7 +101,8 @@ void PeriodicRunner::tick(Clock::time_point now) {
                .id = rec.id,
                .outcome = "periodic-failed",
                .duration_ms = ms,
-               .detail = m.substr(0, m.find('\n'))});
+               .detail = m.substr(0, m.find('\n'))},
+              0);
     }
   }
   // Forget containers that no longer run (a container run again starts a new interval).

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -22,9 +23,11 @@ class PeriodicRunner {
  public:
   using Clock = std::chrono::steady_clock;
   /// `draining`: whether the node drains (no periodic checkpoint then); `record`: the event
-  /// log. Both are called from the runner's thread.
+  /// log, with the bytes a checkpoint committed (0 for other events). Both are called from
+  /// the runner's thread.
+  using Record = std::function<void(Event, uint64_t bytes)>;
   PeriodicRunner(const NodeConfig& config, std::string runc, std::function<bool()> draining,
-                 std::function<void(Event)> record);
+                 Record record);
   ~PeriodicRunner();
   PeriodicRunner(const PeriodicRunner&) = delete;
   PeriodicRunner& operator=(const PeriodicRunner&) = delete;
@@ -42,7 +45,7 @@ class PeriodicRunner {
   const NodeConfig& config_;
   std::string runc_;
   std::function<bool()> draining_;
-  std::function<void(Event)> record_;
+  Record record_;
   std::map<std::string, Clock::time_point> last_;  // runc root + id -> last attempt
   std::map<std::string, std::string> warned_;      // runc root + id -> last note or error
   std::mutex mutex_;
