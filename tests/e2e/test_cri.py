@@ -1,0 +1,244 @@
+"""Kubernetes through CRI: containerd's CRI plugin driven over gRPC exactly as the kubelet
+drives it (archtest/cri), with the RuntimeClass handler `arch` running arch-runc.
+
+A Job's pod is drained (`archctl container finalize`): its container is checkpointed and
+ends with 137, the kubelet stops and removes the pod, and the Job's next pod (new uid, new
+sandbox, new network namespace, same pod namespace and ARCH_JOB_ID) resumes the counter
+where it stopped. The checkpoint belongs to `k8s.io+<pod namespace>`; a pod of another
+pod namespace naming the same ARCH_JOB_ID starts fresh. A StatefulSet-style pod (stable
+name, no ARCH_JOB_ID) resumes through the pod identity key k8s-<ns>-<pod>-<container>.
+"""
+
+import os
+import random
+import secrets
+
+import pytest
+
+from archtest import checkpoint, cri, proc, workloads
+
+# The last 5 characters of a generated pod name come from this alphabet (Kubernetes'
+# generateName); job_identity treats such names as unstable.
+GENERATED = "bcdfghjklmnpqrstvwxz2456789"
+COUNTER = "/data/count.txt"
+
+
+def generated_name(prefix):
+    return prefix + "-" + "".join(random.choice(GENERATED) for _ in range(5))
+
+
+@pytest.fixture(scope="module")
+def cri_node(e2e_dir, node_config, workload_image, archctl_cli, arch_runc):
+    why = cri.missing_requirements()
+    if why:
+        pytest.skip(why)
+    from conftest import SESSION
+    node = cri.CriNode(os.path.join(e2e_dir, "cri"), node_config, arch_runc, SESSION)
+    try:
+        pause = cri.build_pause_image(os.path.join(e2e_dir, "cri"))
+        node.start([pause, workload_image.oci])
+        yield node
+    finally:
+        node.stop()
+    left = node.leftovers()
+    assert not left, f"the CRI node left behind: {left}"
+
+
+class Pods:
+    """Per test: the pods a test made (removed afterwards) and the store keys it used."""
+
+    def __init__(self, node, archctl, store):
+        self.node = node
+        self.archctl = archctl
+        self.store = store
+        self.keys = []  # (owner, key)
+
+    def run(self, namespace, name, envs, container="sim"):
+        """A pod with one container running the counter; returns (pod id, sandbox config,
+        container id) once the container is RUNNING."""
+        sandbox = self.node.sandbox_config(name, namespace,
+                                           labels={"app": "arch-cri-test"})
+        pod_id = self.node.run_pod(sandbox)
+        envs = dict({"ARCH_ENABLE": "1"}, **envs)
+        cid = self.node.start_container(pod_id, sandbox, container, workloads.IMAGE_NAME,
+                                        workloads.counter(COUNTER), envs)
+        status = self.node.client.container_status(cid)
+        assert status.state == self.node.pb.CONTAINER_RUNNING, status
+        return pod_id, sandbox, cid
+
+    def remove(self, pod_id):
+        self.node.remove_pod(pod_id)
+        self.node.pods.pop(pod_id, None)
+
+    def log(self, cid):
+        """arch-runc's messages in the container's bundle log.json."""
+        path = os.path.join(self.node.bundle(cid), "log.json")
+        return checkpoint.messages(checkpoint.json_lines(checkpoint.read_text(path)))
+
+    def diagnostics(self, cid):
+        parts = [f"--- bundle log\n" + "\n".join(self.log(cid))]
+        if os.path.exists(self.archctl_log()):
+            parts.append("--- node log (tail)\n" + checkpoint.read_text(self.archctl_log(), 6000))
+        parts.append("--- containerd log (tail)\n" + self.node.ctd.log_tail())
+        return "\n".join(parts)
+
+    def archctl_log(self):
+        return self.node.node_config.log_file
+
+    def counter(self, cid, minimum, timeout=30):
+        """(start uuid, values) once the counter holds `minimum` values (read by ExecSync)."""
+        last = [None]
+
+        def enough():
+            text = self.node.read(cid, COUNTER)
+            try:
+                parsed = workloads.parse_counter(text or "")
+            except AssertionError:
+                return False
+            last[0] = parsed
+            return parsed if len(parsed[1]) >= minimum else False
+
+        try:
+            return proc.wait_until(enough, timeout, f"{cid} to count to {minimum}", interval=0.1)
+        except proc.WaitTimeout as e:
+            raise AssertionError(f"{e}; last read {last[0]!r}\n{self.diagnostics(cid)}")
+
+    def wait_exited(self, cid, timeout=30):
+        pb = self.node.pb
+        return proc.wait_until(
+            lambda: (lambda s: s if s.state == pb.CONTAINER_EXITED else None)(
+                self.node.client.container_status(cid)),
+            timeout, f"{cid} to exit", interval=0.05)
+
+    def cleanup(self):
+        for pod_id in list(self.node.pods):
+            try:
+                self.remove(pod_id)
+            except Exception:
+                pass
+        for owner, key in self.keys:
+            checkpoint.remove_key(self.store, owner, key)
+
+
+@pytest.fixture
+def pods(cri_node, archctl_cli, node_config):
+    p = Pods(cri_node, archctl_cli, node_config.store)
+    yield p
+    p.cleanup()
+
+
+def finalize_one(pods, cid):
+    """`archctl container finalize` (a node drain); returns our container's result."""
+    out = pods.archctl.json("container", "finalize", "--deadline", "100")
+    mine = [r for r in out["containers"] if r["id"] == cid]
+    assert len(mine) == 1, out
+    assert mine[0]["namespace"] == cri.CRI_NAMESPACE, mine
+    assert mine[0]["result"] == "checkpointed", f"{mine}\n{pods.diagnostics(cid)}"
+    return mine[0]["detail"]
+
+
+def test_drained_job_pod_resumes_in_its_next_pod(pods):
+    pb = pods.node.pb
+    namespace, job = f"team-{secrets.token_hex(3)}", f"sim-{secrets.token_hex(3)}"
+    owner = f"k8s.io+{namespace}"
+    pods.keys.append((owner, job))
+    envs = {"ARCH_JOB_ID": job}
+
+    pod1, sandbox1, cid1 = pods.run(namespace, generated_name(job), envs)
+    netns1 = pods.node.pods[pod1]
+    uuid1, before = pods.counter(cid1, 10)
+
+    # The drain: checkpointed, then ended with SIGKILL's 137, as the kubelet sees it.
+    ckpt = finalize_one(pods, cid1)
+    status = pods.wait_exited(cid1)
+    assert status.exit_code == 137, status
+    listed = pods.archctl.checkpoints(owner, job)
+    assert [(c["namespace"], c["key"], c["state"]) for c in listed] == [
+        (owner, job, "committed")], listed
+    assert ckpt.startswith(os.path.join(pods.store, owner, job) + "/"), ckpt
+    pods.remove(pod1)  # the kubelet: StopContainer, RemoveContainer, StopPodSandbox, Remove...
+
+    # The Job's next pod: new name and uid, a new sandbox and network namespace.
+    pod2, sandbox2, cid2 = pods.run(namespace, generated_name(job), envs)
+    assert sandbox2.metadata.uid != sandbox1.metadata.uid and pod2 != pod1
+    netns2 = pods.node.pods[pod2]
+    assert netns1 and netns2 and netns1 != netns2, (netns1, netns2)
+    log = pods.log(cid2)
+    assert any("restored from " + ckpt in m for m in log), (
+        f"{cid2} was not restored from {ckpt}\n{pods.diagnostics(cid2)}")
+
+    at_checkpoint = checkpoint.diff_member(ckpt, COUNTER)
+    assert at_checkpoint is not None, f"{COUNTER} is not in the checkpoint's rootfs diff"
+    uuid0, values0 = workloads.parse_counter(at_checkpoint.decode())
+    assert uuid0 == uuid1 and len(values0) >= len(before)
+    workloads.check_sequence(values0, "the counter at the checkpoint")
+    uuid, values = pods.counter(cid2, len(values0) + 10)
+    assert uuid == uuid1, "the counter started again (new start line) instead of resuming"
+    workloads.check_sequence(values, "the counter in the next pod")
+    # The kubelet's view of the restored container.
+    status = pods.node.client.container_status(cid2)
+    assert status.state == pb.CONTAINER_RUNNING and status.metadata.name == "sim", status
+    info = pods.node.client.pod_sandbox_status(pod2).status
+    assert info.state == pb.SANDBOX_READY and info.network.ip, info
+
+
+def test_other_pod_namespace_with_the_same_job_id_starts_fresh(pods):
+    """A tenant in another pod namespace names the victim's ARCH_JOB_ID: the checkpoint is
+    the victim namespace's (k8s.io+<ns>), so the attacker's pod starts fresh, and the
+    victim's checkpoint stays as it was."""
+    victim_ns, attacker_ns = f"victim-{secrets.token_hex(3)}", f"attacker-{secrets.token_hex(3)}"
+    job = f"sim-{secrets.token_hex(3)}"
+    pods.keys += [(f"k8s.io+{victim_ns}", job), (f"k8s.io+{attacker_ns}", job)]
+    envs = {"ARCH_JOB_ID": job}
+
+    pod1, _, cid1 = pods.run(victim_ns, generated_name(job), envs)
+    uuid1, _ = pods.counter(cid1, 5)
+    out = pods.archctl.json("container", "checkpoint", f"{cri.CRI_NAMESPACE}/{cid1}")
+    ckpt = out["checkpoint"]
+    assert ckpt.startswith(os.path.join(pods.store, f"k8s.io+{victim_ns}", job) + "/"), out
+    assert pods.wait_exited(cid1).exit_code == 137
+    pods.remove(pod1)
+
+    pod2, _, cid2 = pods.run(attacker_ns, generated_name(job), envs)
+    uuid2, values = pods.counter(cid2, 5)
+    assert uuid2 != uuid1, "the other namespace's pod resumed the victim's counter"
+    workloads.check_sequence(values, "the attacker's fresh counter")
+    log = pods.log(cid2)
+    assert not any("restored from" in m for m in log), log
+    assert not pods.archctl.checkpoints(f"k8s.io+{attacker_ns}", job)
+    victim = pods.archctl.checkpoints(f"k8s.io+{victim_ns}", job)
+    assert [c["state"] for c in victim] == ["committed"], victim
+
+
+def test_statefulset_pod_resumes_by_its_pod_identity(pods):
+    """A stable pod name (a StatefulSet's web-0) and no ARCH_JOB_ID: the key is
+    k8s-<pod namespace>-<pod name>-<container name> from the CRI annotations."""
+    namespace = f"sts-{secrets.token_hex(3)}"
+    name, container = "trainer-0", "train"
+    owner, key = f"k8s.io+{namespace}", f"k8s-{namespace}-{name}-{container}"
+    pods.keys.append((owner, key))
+
+    pod1, _, cid1 = pods.run(namespace, name, {}, container=container)
+    uuid1, _ = pods.counter(cid1, 5)
+    listed = [c for c in pods.archctl.json("container", "list") if c.get("id") == cid1]
+    assert listed and listed[0]["owner"] == owner and listed[0]["key"] == key, listed
+    ckpt = finalize_one(pods, cid1)
+    assert pods.wait_exited(cid1).exit_code == 137
+    pods.remove(pod1)
+
+    pod2, _, cid2 = pods.run(namespace, name, {}, container=container)
+    assert any("restored from " + ckpt in m for m in pods.log(cid2)), pods.diagnostics(cid2)
+    n = len(workloads.parse_counter(checkpoint.diff_member(ckpt, COUNTER).decode())[1])
+    uuid, values = pods.counter(cid2, n + 5)
+    assert uuid == uuid1, "the StatefulSet pod started again instead of resuming"
+    workloads.check_sequence(values, "the StatefulSet pod's counter")
+
+
+def test_cri_version_and_handler(cri_node):
+    """The node answers as containerd's CRI v1, and an unknown RuntimeClass handler is
+    refused (the pod is not silently run with the default runtime)."""
+    v = cri_node.client.version()
+    assert v.runtime_name == "containerd" and v.runtime_api_version == "v1", v
+    config = cri_node.sandbox_config("nohandler", "default")
+    with pytest.raises(cri_node.client.grpc.RpcError):
+        cri_node.client.run_pod_sandbox(config, "no-such-handler")
