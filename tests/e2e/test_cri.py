@@ -12,6 +12,7 @@ name, no ARCH_JOB_ID) resumes through the pod identity key k8s-<ns>-<pod>-<conta
 import os
 import random
 import secrets
+import shutil
 
 import pytest
 
@@ -33,7 +34,8 @@ def cri_node(e2e_dir, node_config, workload_image, archctl_cli, arch_runc):
     if why:
         pytest.skip(why)
     from conftest import SESSION
-    node = cri.CriNode(os.path.join(e2e_dir, "cri"), node_config, arch_runc, SESSION)
+    node = cri.CriNode(os.path.join(e2e_dir, "cri"), node_config, arch_runc, archctl_cli.path,
+                       SESSION)
     try:
         pause = cri.build_pause_image(os.path.join(e2e_dir, "cri"))
         node.start([pause, workload_image.oci])
@@ -242,3 +244,81 @@ def test_cri_version_and_handler(cri_node):
     config = cri_node.sandbox_config("nohandler", "default")
     with pytest.raises(cri_node.client.grpc.RpcError):
         cri_node.client.run_pod_sandbox(config, "no-such-handler")
+
+
+# ------------------------------------------------------------------ deploy/kubernetes
+
+DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))), "deploy", "kubernetes")
+
+
+def load_manifests():
+    yaml = pytest.importorskip("yaml", reason="python3-yaml is needed to read the manifests")
+    docs = {}
+    for name in sorted(os.listdir(DEPLOY)):
+        if name.endswith(".yaml") and name != "kustomization.yaml":
+            with open(os.path.join(DEPLOY, name)) as f:
+                for doc in yaml.safe_load_all(f):
+                    if doc:
+                        docs[(doc["kind"], doc["metadata"]["name"])] = doc
+    with open(os.path.join(DEPLOY, "kustomization.yaml")) as f:
+        kustomization = yaml.safe_load(f)
+    return docs, kustomization
+
+
+def test_kubernetes_manifests(tmp_path):
+    """deploy/kubernetes: the RuntimeClass names the handler `archctl install containerd`
+    adds, and the node installer DaemonSet is complete (selector, host access, the script
+    it runs and the volumes it mounts). kubectl cannot validate offline (it asks the API
+    server), so the fields are checked here; `kubectl kustomize` renders them when present."""
+    docs, kustomization = load_manifests()
+    rc = docs[("RuntimeClass", "arch")]
+    assert rc["apiVersion"] == "node.k8s.io/v1" and rc["handler"] == "arch", rc
+
+    # The handler is the runtime name archctl writes into containerd's config.
+    from conftest import archctl_path
+    archctl = archctl_path()
+    if os.access(archctl, os.X_OK):
+        config = tmp_path / "config.toml"
+        config.write_text("version = 2\n")
+        text = cri.install_arch_handler(archctl, str(config), "/usr/bin/arch-runc")
+        assert f"containerd.runtimes.{rc['handler']}]" in text, text
+
+    ns = docs[("Namespace", "arch-system")]
+    ds = docs[("DaemonSet", "arch-node-installer")]
+    assert ds["apiVersion"] == "apps/v1" and ds["metadata"]["namespace"] == ns["metadata"]["name"]
+    spec, pod = ds["spec"], ds["spec"]["template"]["spec"]
+    labels = ds["spec"]["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items(), (spec["selector"], labels)
+    assert pod["hostPID"] is True, "the installer enters the host's namespaces (nsenter -t 1)"
+    (container,) = pod["containers"]
+    assert container["securityContext"]["privileged"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for mount in container["volumeMounts"]:
+        assert mount["name"] in volumes, f"volume {mount['name']} is mounted but not defined"
+    assert volumes["host-staging"]["hostPath"]["path"] == "/var/lib/arch-installer"
+    assert volumes["node-key"]["secret"]["optional"] is True
+
+    script = container["command"][-1]
+    installer = os.path.join(DEPLOY, "installer")
+    local = os.path.join(installer, os.path.basename(script))
+    assert os.path.isfile(local), f"{script} is not shipped in deploy/kubernetes/installer"
+    with open(os.path.join(installer, "Dockerfile")) as f:
+        dockerfile = f.read()
+    assert f"install.sh {os.path.dirname(script)}/" in dockerfile, dockerfile
+    with open(local) as f:
+        text = f.read()
+    for step in ("apt-get install", "archctl install containerd", "systemctl restart containerd",
+                 "systemctl enable --now archd.service", "archctl key import"):
+        assert step in text, f"install.sh does not run {step!r}"
+    assert proc.run(["sh", "-n", local]).returncode == 0, "install.sh has a syntax error"
+
+    files = {f for f in os.listdir(DEPLOY) if f.endswith(".yaml") and f != "kustomization.yaml"}
+    assert set(kustomization["resources"]) == files, kustomization
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        r = proc.run([kubectl, "kustomize", DEPLOY], timeout=60)
+        assert r.returncode == 0, r.stderr
+        rendered = r.stdout
+        for kind in ("Namespace", "RuntimeClass", "DaemonSet"):
+            assert f"kind: {kind}" in rendered, rendered

@@ -172,11 +172,13 @@ def write_cni_config(conf_dir, network, bridge, subnet, data_dir):
     return path
 
 
-def cri_plugin_toml(arch_wrapper, runc_root, cni_conf_dir):
-    """containerd 1.6's CRI plugin section: handlers `runc` (default) and `arch`."""
+def cri_plugin_toml(runc_root, cni_conf_dir):
+    """containerd 1.6's CRI plugin section with the default handler `runc` only; the
+    handler `arch` is added by `archctl install containerd` (install_arch_handler)."""
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     runtimes = f"{cri}.containerd.runtimes"
-    return f"""
+    return f"""version = 2
+
 [{cri}]
   sandbox_image = "{PAUSE_IMAGE}"
   stream_server_address = "127.0.0.1"
@@ -184,7 +186,6 @@ def cri_plugin_toml(arch_wrapper, runc_root, cni_conf_dir):
   enable_selinux = false
   disable_apparmor = true
   restrict_oom_score_adj = true
-  max_container_log_line_size = 16384
 [{cri}.containerd]
   snapshotter = "overlayfs"
   default_runtime_name = "runc"
@@ -192,16 +193,25 @@ def cri_plugin_toml(arch_wrapper, runc_root, cni_conf_dir):
   runtime_type = "io.containerd.runc.v2"
 [{runtimes}.runc.options]
   Root = "{runc_root}"
-[{runtimes}.arch]
-  runtime_type = "io.containerd.runc.v2"
-[{runtimes}.arch.options]
-  BinaryName = "{arch_wrapper}"
-  Root = "{runc_root}"
 [{cri}.cni]
   bin_dir = "{CNI_BIN_DIR}"
   conf_dir = "{cni_conf_dir}"
   max_conf_num = 1
 """
+
+
+def install_arch_handler(archctl, path, arch_runc):
+    """`archctl install containerd --config path --arch-runc arch_runc` (what a node's
+    operator runs); returns the edited config without its `version` line, for
+    daemons.Containerd's cri_config."""
+    r = proc.run([archctl, "install", "containerd", "--config", path, "--arch-runc", arch_runc],
+                 timeout=30, env=dict(os.environ, ARCH_CONFIG="/nonexistent"))
+    assert r.returncode == 0, f"archctl install containerd failed: {r.stdout}\n{r.stderr}"
+    with open(path) as f:
+        text = f.read()
+    assert "runtimes.arch" in text, text
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not line.startswith("version"))
 
 
 def _cgroup_dirs_under(name):
@@ -231,7 +241,7 @@ def remove_cgroup_tree(name):
 class CriNode:
     """A private containerd with the CRI plugin on and the pods started through it."""
 
-    def __init__(self, base, node_config, arch_runc, session):
+    def __init__(self, base, node_config, arch_runc, archctl, session):
         self.base = base
         self.node_config = node_config  # conftest.NodeConfig
         self.session = session
@@ -247,9 +257,8 @@ class CriNode:
         self.wrapper = daemons.config_wrapper(os.path.join(base, "bin", "arch-runc"),
                                               node_config.path, arch_runc)
         env_path = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        self.ctd = daemons.Containerd(
-            os.path.join(base, "containerd"), env={"PATH": env_path},
-            cri_config=cri_plugin_toml(self.wrapper, self.runc_root, self.cni_conf))
+        self.archctl = archctl
+        self.ctd = daemons.Containerd(os.path.join(base, "containerd"), env={"PATH": env_path})
         self.client = None
         self.pb = None
         self.pods = {}  # pod sandbox id -> network namespace path (None until known)
@@ -261,6 +270,10 @@ class CriNode:
         write_cni_config(self.cni_conf, f"arch-cri-{self.session}", self.bridge, self.subnet,
                          self.cni_data)
         self.pb = api(os.path.join(self.base, "proto"))
+        engine_config = os.path.join(self.base, "cri-config.toml")
+        with open(engine_config, "w") as f:
+            f.write(cri_plugin_toml(self.runc_root, self.cni_conf))
+        self.ctd.cri_config = install_arch_handler(self.archctl, engine_config, self.wrapper)
         self.ctd.start()
         for archive in images:
             self.ctd.ctr("images", "import", archive, ns=CRI_NAMESPACE, check=True, timeout=120)
