@@ -78,7 +78,7 @@ class Pods:
         return checkpoint.messages(checkpoint.json_lines(checkpoint.read_text(path)))
 
     def diagnostics(self, cid):
-        parts = [f"--- bundle log\n" + "\n".join(self.log(cid))]
+        parts = ["--- bundle log\n" + "\n".join(self.log(cid))]
         if os.path.exists(self.archctl_log()):
             parts.append("--- node log (tail)\n" + checkpoint.read_text(self.archctl_log(), 6000))
         parts.append("--- containerd log (tail)\n" + self.node.ctd.log_tail())
@@ -182,6 +182,11 @@ def test_drained_job_pod_resumes_in_its_next_pod(pods):
     assert status.state == pb.CONTAINER_RUNNING and status.metadata.name == "sim", status
     info = pods.node.client.pod_sandbox_status(pod2).status
     assert info.state == pb.SANDBOX_READY and info.network.ip, info
+    assert info.runtime_handler == "arch", info
+    # The sandbox (pause) ran through arch-runc too, untouched (no ARCH_ENABLE).
+    sandbox_log = pods.log(pod2)
+    assert any(m.startswith(f"arch-runc: create {pod2}: pass-through") for m in sandbox_log), (
+        sandbox_log)
 
 
 def test_other_pod_namespace_with_the_same_job_id_starts_fresh(pods):

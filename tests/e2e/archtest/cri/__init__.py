@@ -35,10 +35,8 @@ def missing_requirements():
     """Why the CRI tests cannot run here ("" when they can)."""
     if os.geteuid() != 0:
         return "needs root (containerd's CRI plugin, CNI and runc)"
-    try:
-        import grpc  # noqa: F401
-    except ImportError:
-        return "python3-grpcio is not installed (import grpc failed)"
+    if importlib.util.find_spec("grpc") is None:
+        return "python3-grpcio is not installed (no module grpc)"
     if not shutil.which("protoc"):
         return "protoc (protobuf-compiler) is not installed"
     for plugin in ("bridge", "host-local", "loopback"):
