@@ -5,14 +5,17 @@ A Job's pod is drained (`archctl container finalize`): its container is checkpoi
 ends with 137, the kubelet stops and removes the pod, and the Job's next pod (new uid, new
 sandbox, new network namespace, same pod namespace and ARCH_JOB_ID) resumes the counter
 where it stopped. The checkpoint belongs to `k8s.io+<pod namespace>`; a pod of another
-pod namespace naming the same ARCH_JOB_ID starts fresh. A StatefulSet-style pod (stable
+pod namespace naming the same ARCH_JOB_ID starts fresh. An eviction (StopContainer with a
+grace period, ARCH_CHECKPOINT_ON_STOP=1) checkpoints too. A StatefulSet-style pod (stable
 name, no ARCH_JOB_ID) resumes through the pod identity key k8s-<ns>-<pod>-<container>.
+deploy/kubernetes/ (RuntimeClass, node installer) is checked field by field.
 """
 
 import os
 import random
 import secrets
 import shutil
+import time
 
 import pytest
 
@@ -187,6 +190,36 @@ def test_drained_job_pod_resumes_in_its_next_pod(pods):
     sandbox_log = pods.log(pod2)
     assert any(m.startswith(f"arch-runc: create {pod2}: pass-through") for m in sandbox_log), (
         sandbox_log)
+
+
+def test_evicted_pod_with_checkpoint_on_stop_resumes(pods):
+    """An eviction (`kubectl drain`): the kubelet's StopContainer with the pod's grace period
+    sends SIGTERM; with ARCH_CHECKPOINT_ON_STOP=1 arch-runc checkpoints instead, the
+    container ends with 137 well before the grace period, and the next pod resumes."""
+    namespace, job = f"evict-{secrets.token_hex(3)}", f"sim-{secrets.token_hex(3)}"
+    owner = f"k8s.io+{namespace}"
+    pods.keys.append((owner, job))
+    envs = {"ARCH_JOB_ID": job, "ARCH_CHECKPOINT_ON_STOP": "1"}
+
+    pod1, _, cid1 = pods.run(namespace, generated_name(job), envs)
+    uuid1, _ = pods.counter(cid1, 5)
+    started = time.monotonic()
+    pods.node.client.stop_container(cid1, timeout=30)
+    took = time.monotonic() - started
+    status = pods.node.client.container_status(cid1)
+    assert status.state == pods.node.pb.CONTAINER_EXITED and status.exit_code == 137, status
+    assert took < 25, f"StopContainer took {took:.1f}s: the grace period ran out (no checkpoint?)"
+    found = [c for c in pods.archctl.checkpoints(owner, job) if c["state"] == "committed"]
+    assert len(found) == 1, f"{pods.archctl.checkpoints(owner, job)}\n{pods.diagnostics(cid1)}"
+    pods.remove(pod1)
+
+    pod2, _, cid2 = pods.run(namespace, generated_name(job), envs)
+    ckpt = found[0]["path"]
+    assert any("restored from " + ckpt in m for m in pods.log(cid2)), pods.diagnostics(cid2)
+    n = len(workloads.parse_counter(checkpoint.diff_member(ckpt, COUNTER).decode())[1])
+    uuid, values = pods.counter(cid2, n + 5)
+    assert uuid == uuid1, "the evicted pod's counter started again instead of resuming"
+    workloads.check_sequence(values, "the counter after the eviction")
 
 
 def test_other_pod_namespace_with_the_same_job_id_starts_fresh(pods):
