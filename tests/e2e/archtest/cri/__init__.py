@@ -26,6 +26,7 @@ PAUSE_SOURCE = os.path.join(HERE, "pause.c")
 PAUSE_IMAGE = "arch.test/pause:1"
 CRI_NAMESPACE = "k8s.io"
 CNI_BIN_DIR = "/usr/lib/cni"
+CNI_CACHE = "/var/lib/cni/results"  # libcni's cache (containerd's CRI keeps the default)
 SERVICE = "/runtime.v1.RuntimeService/"
 
 _api = None
@@ -265,7 +266,7 @@ class CriNode:
     def start(self, images):
         os.makedirs(self.runc_root, mode=0o700, exist_ok=True)
         os.makedirs(self.logs, mode=0o755, exist_ok=True)
-        write_cni_config(self.cni_conf, f"arch-cri-{self.session}", self.bridge, self.subnet,
+        write_cni_config(self.cni_conf, self.network(), self.bridge, self.subnet,
                          self.cni_data)
         self.pb = api(os.path.join(self.base, "proto"))
         engine_config = os.path.join(self.base, "cri-config.toml")
@@ -302,6 +303,11 @@ class CriNode:
                 except OSError:
                     pass
         subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
+        for path in self._cni_cache_files():
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         remove_cgroup_tree(self.cgroup_root)
         daemons.unmount_all_under(self.base)
 
@@ -312,7 +318,19 @@ class CriNode:
             left.append(f"link {self.bridge}")
         left += [f"cgroup {d}" for d in _cgroup_dirs_under(self.cgroup_root)]
         left += [f"mount {m}" for m in daemons.mounts_under(self.base)]
+        left += [f"CNI cache {p}" for p in self._cni_cache_files()]
         return left
+
+    def network(self):
+        return f"arch-cri-{self.session}"
+
+    def _cni_cache_files(self):
+        """libcni's cached results for this node's network (<network>-<container>-<if>)."""
+        try:
+            names = os.listdir(CNI_CACHE)
+        except OSError:
+            return []
+        return [os.path.join(CNI_CACHE, n) for n in names if n.startswith(self.network() + "-")]
 
     # ---- pods as the kubelet makes them
     def sandbox_config(self, name, namespace, uid=None, attempt=0, labels=None):
