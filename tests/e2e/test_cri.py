@@ -41,7 +41,7 @@ def cri_node(e2e_dir, node_config, workload_image, archctl_cli, arch_runc):
                        SESSION)
     try:
         pause = cri.build_pause_image(os.path.join(e2e_dir, "cri"))
-        node.start([pause, workload_image.oci])
+        node.start({cri.PAUSE_IMAGE: pause, workload_image.name: workload_image.oci})
         yield node
     finally:
         node.stop()

@@ -28,6 +28,7 @@ CRI_NAMESPACE = "k8s.io"
 CNI_BIN_DIR = "/usr/lib/cni"
 CNI_CACHE = "/var/lib/cni/results"  # libcni's cache (containerd's CRI keeps the default)
 SERVICE = "/runtime.v1.RuntimeService/"
+IMAGE_SERVICE = "/runtime.v1.ImageService/"
 
 _api = None
 
@@ -78,15 +79,20 @@ class Client:
     def close(self):
         self.channel.close()
 
-    def call(self, method, request, timeout=60):
+    def call(self, method, request, timeout=60, service=SERVICE):
         response_type = getattr(self.pb, method + "Response")
-        rpc = self.channel.unary_unary(SERVICE + method,
+        rpc = self.channel.unary_unary(service + method,
                                        request_serializer=lambda m: m.SerializeToString(),
                                        response_deserializer=response_type.FromString)
         return rpc(request, timeout=timeout)
 
     def version(self):
         return self.call("Version", self.pb.VersionRequest(version="v1"), timeout=5)
+
+    def image_status(self, name):
+        """The image as the CRI plugin knows it (its id is "" when it does not)."""
+        req = self.pb.ImageStatusRequest(image=self.pb.ImageSpec(image=name))
+        return self.call("ImageStatus", req, timeout=10, service=IMAGE_SERVICE).image
 
     def run_pod_sandbox(self, config, handler):
         req = self.pb.RunPodSandboxRequest(config=config, runtime_handler=handler)
@@ -264,6 +270,8 @@ class CriNode:
 
     # ---- lifecycle
     def start(self, images):
+        """Starts containerd and imports `images` ({name: OCI archive}) into k8s.io; returns
+        once the CRI plugin knows each by name (so the sandbox image is never pulled)."""
         os.makedirs(self.runc_root, mode=0o700, exist_ok=True)
         os.makedirs(self.logs, mode=0o755, exist_ok=True)
         write_cni_config(self.cni_conf, self.network(), self.bridge, self.subnet,
@@ -274,10 +282,13 @@ class CriNode:
             f.write(cri_plugin_toml(self.runc_root, self.cni_conf))
         self.ctd.cri_config = install_arch_handler(self.archctl, engine_config, self.wrapper)
         self.ctd.start()
-        for archive in images:
+        for archive in images.values():
             self.ctd.ctr("images", "import", archive, ns=CRI_NAMESPACE, check=True, timeout=120)
         self.client = Client(self.ctd.address, self.pb)
         proc.wait_until(self._answers, 30, "the CRI plugin to answer Version", interval=0.05)
+        for name in images:
+            proc.wait_until(lambda: self.client.image_status(name).id, 30,
+                            f"the CRI plugin to know image {name}", interval=0.05)
 
     def _answers(self):
         try:
