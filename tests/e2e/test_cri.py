@@ -109,11 +109,12 @@ class Pods:
             raise AssertionError(f"{e}; last read {last[0]!r}\n{self.diagnostics(cid)}")
 
     def wait_exited(self, cid, timeout=30):
-        pb = self.node.pb
-        return proc.wait_until(
-            lambda: (lambda s: s if s.state == pb.CONTAINER_EXITED else None)(
-                self.node.client.container_status(cid)),
-            timeout, f"{cid} to exit", interval=0.05)
+        """The container's ContainerStatus once the kubelet would see it exited."""
+        def exited():
+            status = self.node.client.container_status(cid)
+            return status if status.state == self.node.pb.CONTAINER_EXITED else None
+
+        return proc.wait_until(exited, timeout, f"{cid} to exit", interval=0.05)
 
     def cleanup(self):
         for pod_id in list(self.node.pods):
