@@ -174,9 +174,10 @@ def _remove_tree(path):
 
 
 class Containerd:
-    """A private containerd: own root, state, sockets and config; CRI disabled."""
+    """A private containerd: own root, state, sockets and config; CRI disabled unless
+    `cri_config` (TOML of the [plugins."io.containerd.grpc.v1.cri"] sections) is given."""
 
-    def __init__(self, base, env=None, prefix=()):
+    def __init__(self, base, env=None, prefix=(), cri_config=None):
         self.base = base
         self.prefix = list(prefix)  # e.g. nsenter into a test node's namespaces
         self.root = os.path.join(base, "root")
@@ -185,14 +186,16 @@ class Containerd:
         self.config = os.path.join(base, "config.toml")
         self.log_path = os.path.join(base, "containerd.log")
         self.extra_env = dict(env or {})
+        self.cri_config = cri_config
         self.proc = None
 
     def _write_config(self):
+        disabled = "" if self.cri_config else 'disabled_plugins = ["io.containerd.grpc.v1.cri"]'
         with open(self.config, "w") as f:
             f.write(f"""version = 2
 root = "{self.root}"
 state = "{self.state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+{disabled}
 
 [grpc]
   address = "{self.address}"
@@ -204,6 +207,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [plugins."io.containerd.internal.v1.opt"]
   path = "{os.path.join(self.base, 'opt')}"
 """)
+            if self.cri_config:
+                f.write(self.cri_config)
 
     def start(self, timeout=30):
         os.makedirs(self.base, mode=0o700, exist_ok=True)

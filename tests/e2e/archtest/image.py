@@ -73,14 +73,14 @@ def build_layer(busybox=BUSYBOX, extra=()):
     return buf.getvalue()
 
 
-def _image_config(layer_digest):
+def _image_config(layer_digest, cmd=None):
     return {
         "architecture": "amd64",
         "os": "linux",
         "created": "2020-09-13T12:26:40Z",
         "config": {
             "Env": ["PATH=/bin"],
-            "Cmd": ["/bin/sh"],
+            "Cmd": list(cmd or ["/bin/sh"]),
             "WorkingDir": "/",
         },
         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + layer_digest]},
@@ -96,10 +96,11 @@ def _add_file(tar, name, data):
     _add(tar, name, "file", data, mode=0o644)
 
 
-def write_oci_archive(path, layer, name=IMAGE_NAME):
-    """Writes an OCI image layout tar for `ctr images import`."""
+def write_oci_archive(path, layer, name=IMAGE_NAME, cmd=None):
+    """Writes an OCI image layout tar for `ctr images import` (`cmd`: the image's Cmd,
+    default /bin/sh)."""
     layer_digest = _sha256(layer)
-    config = _json_bytes(_image_config(layer_digest))
+    config = _json_bytes(_image_config(layer_digest, cmd))
     manifest = _json_bytes({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
