@@ -43,14 +43,19 @@ MEMORY_STRIDE = 7919
 PAGE = 4096
 
 
-def compile_program(out_dir):
-    """Compiles programs/archtest.c statically into out_dir; returns the binary's path."""
-    out = os.path.join(out_dir, "archtest")
-    r = subprocess.run(["cc", "-static", "-O2", "-Wall", "-o", out, PROGRAM_SOURCE],
+def compile_static(source, out_dir, name):
+    """Compiles the C file `source` statically into out_dir/name; returns the binary's path."""
+    out = os.path.join(out_dir, name)
+    r = subprocess.run(["cc", "-static", "-O2", "-Wall", "-o", out, source],
                        capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
-        raise AssertionError(f"compiling {PROGRAM_SOURCE} failed:\n{r.stderr}")
+        raise AssertionError(f"compiling {source} failed:\n{r.stderr}")
     return out
+
+
+def compile_program(out_dir):
+    """Compiles programs/archtest.c statically into out_dir; returns the binary's path."""
+    return compile_static(PROGRAM_SOURCE, out_dir, "archtest")
 
 
 def image_entries(program, extra=()):

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 
-from .. import daemons, image, proc
+from .. import daemons, image, proc, workloads
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO = os.path.join(HERE, "api.proto")
@@ -140,12 +140,7 @@ class Client:
 # ------------------------------------------------------------------ node setup
 
 def compile_pause(out_dir):
-    out = os.path.join(out_dir, "pause")
-    r = subprocess.run(["cc", "-static", "-O2", "-Wall", "-o", out, PAUSE_SOURCE],
-                       capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        raise AssertionError(f"compiling {PAUSE_SOURCE} failed:\n{r.stderr}")
-    return out
+    return workloads.compile_static(PAUSE_SOURCE, out_dir, "pause")
 
 
 def build_pause_image(out_dir):
