@@ -179,7 +179,9 @@ DeadlinePlan plan_dumps(const std::vector<uint64_t>& bytes, const StoreRates& ra
   uint64_t total = std::accumulate(bytes.begin(), bytes.end(), uint64_t{0});
   // The modes a measurement supports: (workers, bytes per second, seconds per container).
   double seq_rate = rates.single_bps > 0 ? rates.single_bps : rates.aggregate_bps;
-  double par_rate = rates.aggregate_bps;
+  // Side by side never writes slower than one stream: without a measurement of it, the
+  // one-stream rate (what fits one at a time fits side by side).
+  double par_rate = rates.aggregate_bps > 0 ? rates.aggregate_bps : seq_rate;
   auto seconds = [&](uint64_t b, double rate, int workers) {
     return static_cast<double>(b) / rate + o.per_container_s / workers;
   };

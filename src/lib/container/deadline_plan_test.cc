@@ -63,6 +63,23 @@ TEST(DeadlinePlan, EverythingFitsGoesParallel) {
   EXPECT_EQ(plan.order.size(), 3u);
 }
 
+TEST(DeadlinePlan, OnlyTheOneStreamRateKnownAndEverythingFits) {
+  // Seen in CI: earlier single checkpoints recorded `single` only; twenty small containers
+  // with 100 s left must all be attempted, side by side, at a finite predicted time.
+  std::vector<uint64_t> bytes(20, 56 << 10);
+  for (StoreRates rates : {StoreRates{.single_bps = 90e6, .aggregate_bps = 0},
+                           StoreRates{.single_bps = 0, .aggregate_bps = 90e6}}) {
+    auto plan = plan_dumps(bytes, rates, {.seconds_left = 100, .parallel = 4});
+    EXPECT_EQ(plan.order.size(), 20u) << plan.basis;
+    EXPECT_EQ(plan.workers, 4);
+    for (const auto& e : plan.entries) {
+      EXPECT_TRUE(e.admitted) << e.reason;
+      EXPECT_GT(e.predicted_finish_s, 0);
+      EXPECT_LT(e.predicted_finish_s, 10);
+    }
+  }
+}
+
 TEST(DeadlinePlan, WithoutAMeasuredRateEveryContainerIsAttempted) {
   std::vector<uint64_t> bytes = {3 * kGiB, kGiB};
   auto plan = plan_dumps(bytes, StoreRates{}, {.seconds_left = 1, .parallel = 4});
