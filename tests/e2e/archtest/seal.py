@@ -3,22 +3,37 @@
 without the key, or with another node's key).
 
 The MAC is HMAC-SHA256 with the node key over b"arch-manifest-seal-v1\\0" + key id +
-b"\\0" + the manifest without "seal" as compact JSON with sorted keys."""
+b"\\0" + the manifest without "seal" as compact JSON with sorted keys.
+
+Floating-point numbers keep the text ARCH wrote: nlohmann-json prints some doubles with
+more digits than Python's shortest repr, so a manifest re-serialised by Python would not
+be the bytes ARCH hashes (a reseal that fails now and then). read_manifest() keeps each
+float's text in a marker string that canonical() and write_manifest() put back as is."""
 
 import hashlib
 import hmac
 import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 
 from . import daemons
 
 
+_FLOAT = "\x00float:"
+_FLOAT_JSON = re.compile(r'"\\u0000float:([-+.0-9eE]+)"')
+
+
+def _dumps(doc, **kw):
+    """json.dumps with the floats read_manifest() kept as text written back unchanged."""
+    return _FLOAT_JSON.sub(r"\1", json.dumps(doc, **kw))
+
+
 def canonical(doc):
     doc = {k: v for k, v in doc.items() if k != "seal"}
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def read_key(keys_dir, kid=None):
@@ -43,13 +58,14 @@ def seal(doc, kid, secret):
 
 
 def read_manifest(ckpt):
+    """The manifest, its floats as marker strings holding their text (see above)."""
     with open(os.path.join(ckpt, "manifest.json")) as f:
-        return json.load(f)
+        return json.load(f, parse_float=lambda text: _FLOAT + text)
 
 
 def write_manifest(ckpt, doc):
     with open(os.path.join(ckpt, "manifest.json"), "w") as f:
-        json.dump(doc, f, indent=2)
+        f.write(_dumps(doc, indent=2))
 
 
 def recompute_files(doc, ckpt, rel_paths=None):
