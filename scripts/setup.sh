@@ -81,6 +81,8 @@ PACKAGES=(
     # e2e CRI tests: gRPC to containerd's CRI plugin as the kubelet speaks it, and the CNI
     # plugins (bridge, host-local, loopback) that give each pod sandbox its network namespace
     python3-grpcio containernetworking-plugins
+    # e2e: archd's status page rendered in a real browser (headless, with a screenshot)
+    chromium
     # benchmarks (gnuplot-nox: the suite's PNG plots)
     podman gnuplot-nox
     # e2e real-workload image (tests/e2e/archtest/realimage.py): a Debian rootfs from the mirror

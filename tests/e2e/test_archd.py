@@ -420,6 +420,57 @@ def test_status_page_is_plain_escaped_html(make_archd, ctr_containers):
     a.call("POST", "/v1/node/undrain")
 
 
+def test_status_page_in_headless_chromium(make_archd, ctr_containers, tmp_path):
+    """The status page as an operator's browser shows it (Debian's chromium, headless):
+    the rendered DOM names the checkpointed container; a drain reason carrying a script
+    that would retitle the page is shown as text and never runs; the screenshot is a real
+    picture (a PNG of the window's size with more than one colour). With
+    ARCH_SCREENSHOT_DIR set, the screenshot is kept there (the README's picture)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+    c = ctr_containers
+    a = make_archd().start()
+    (cid,) = start_counters(c, 1, "chromium")
+    payload = "<script>document.title='PWNED'</script><img src=x onerror=\"document.title='PWNED'\">"
+    a.call("POST", "/v1/node/drain", {"reason": payload, "deadline_seconds": 60})
+    a.wait_drain(a.status()["drain"]["id"])
+    url = f"http://127.0.0.1:{a.metrics_port}/status"
+    # A private profile: nothing of the browser is left behind in $HOME.
+    base = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000"]
+    dom = subprocess.run(base + ["--dump-dom", url], capture_output=True, text=True,
+                         timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = dom.stdout
+    assert f"<td>{cid}</td>" in page, page[:3000]
+    assert "PWNED" not in re.sub(r"&lt;.*?&gt;", "", page.split("<title>")[1].split("</title>")[0]), page[:500]
+    assert "&lt;script&gt;document.title=" in page, "the reason is shown as text"
+    assert "<script" not in page.lower() and "<img" not in page.lower()
+    shot = tmp_path / "status.png"
+    r = subprocess.run(base + ["--window-size=1280,900", f"--screenshot={shot}", url],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and shot.exists(), r.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (1280, 900), (width, height)
+    assert len(data) > 10000, f"{len(data)} bytes: an empty page compresses smaller"
+    keep = os.environ.get("ARCH_SCREENSHOT_DIR")
+    if keep:  # the README's picture: the same page after an ordinary drain
+        a.call("POST", "/v1/node/undrain")
+        (shown,) = start_counters(c, 1, "batch-job")
+        a.call("POST", "/v1/node/drain", {"reason": "spot reclaim notice", "deadline_seconds": 60})
+        a.wait_drain(a.status()["drain"]["id"])
+        assert c.delete(shown) == 137
+        r = subprocess.run(base + ["--window-size=1280,900",
+                                   f"--screenshot={os.path.join(keep, 'status-page.png')}", url],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert c.delete(cid) == 137
+    a.call("POST", "/v1/node/undrain")
+
+
 # ------------------------------------------------------------------ without archd
 
 def test_archctl_and_arch_runc_work_without_archd(make_archd, ctr_containers):
