@@ -75,6 +75,7 @@ int restore_on_create(const RuncCommandLine& cl, const NodeConfig& config, const
                ": lazy restore fell back to a plain one: " + restored->lazy_failure);
     }
     if (!restored->network.empty()) log.info(describe_call(cl) + ": " + restored->network);
+    if (!restored->workdir.empty()) log.info(describe_call(cl) + ": " + restored->workdir);
     log.info(describe_call(cl) + ": restored from " + restored->checkpoint + " in " +
              std::to_string(static_cast<long>(restored->ms)) + " ms" +
              (restored->lazy ? " (lazy pages: memory is served on demand)" : ""));

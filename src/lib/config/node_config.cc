@@ -205,6 +205,17 @@ int on_checkpoint_entry(ParseState* state, std::string_view k, std::string_view 
     out = *d;
     return 1;
   }
+  if (k == "workdir_capture") {
+    if (v == "off") {
+      c.workdir_capture = 0;
+      return 1;
+    }
+    if (!parse_byte_size(v, c.workdir_capture)) {
+      state->error = "[checkpoint] workdir_capture must be a number of bytes (K, M, G) or off";
+      return 0;
+    }
+    return 1;
+  }
   if (k == "ghost_limit") {
     // CRIU's own limit is a 64-bit byte count; 0 would refuse every deleted file.
     if (!parse_byte_size(v, c.ghost_limit) || c.ghost_limit == 0) {
@@ -711,6 +722,11 @@ failed_dumps_kept = 3
 interval = off
 # The shortest interval a container may ask for (shorter values are raised to it).
 min_interval = 5m
+# Shared mode's work directory is captured with each checkpoint while its files total at
+# most this much (K, M, G; off: never), and a restore from that generation puts it back as
+# it was then, so a job restored from an older generation does not find (and repeat) what
+# it wrote after it. A larger work directory is left as it is (the checkpoint says so).
+workdir_capture = 64M
 
 [agent]
 # archd's local API (root only).

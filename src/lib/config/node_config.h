@@ -137,6 +137,10 @@ struct NodeConfig {
     std::chrono::seconds interval{0};
     /// The shortest interval a container may ask for (its value is raised to this).
     std::chrono::seconds min_interval{300};
+    /// Shared mode's work directory captured with each checkpoint, when its files total at
+    /// most this many bytes (0: never), and put back as it was at that generation when a
+    /// restore from it finds the directory changed (container/workdir_capture.h).
+    uint64_t workdir_capture = uint64_t{64} << 20;
     /// The rootfs diff's zstd level, 0 when it is not compressed.
     [[nodiscard]] int rootfs_zstd_level() const {
       return rootfs_compression == "zstd" ? zstd_level : 0;

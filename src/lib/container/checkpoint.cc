@@ -33,10 +33,12 @@
 #include "container/restore.h"
 #include "container/rootfs_diff.h"
 #include "container/tcp_policy.h"
+#include "container/workdir_capture.h"
 #include "criu/criu_errors.h"
 #include "criu/criu_features.h"
 #include "criu/file_locks.h"
 #include "criu/lazy_pages.h"
+#include "managed/shared_mode.h"
 #include "managed/store_layout.h"
 #include "runtime/oci_spec.h"
 #include "runtime/runc_log.h"
@@ -180,6 +182,7 @@ struct ContainerCheckpoint::State {
   SpecDigest spec;  ///< Of the bundle's config.json: what a restore must match.
   std::map<std::string, double> timings;
   RootfsDiffStats rootfs_stats;  // what the capture wrote: restore stops at these counts
+  nlohmann::json workdir;        // extra.workdir: the work directory's capture, if any
   TcpPolicy tcp_policy = TcpPolicy::kAuto;
   std::optional<NetworkRecord> network;  // the container's network namespace (after freeze)
   std::vector<TcpEndpoint> tcp;          // its TCP connections (dumped with it)
@@ -339,6 +342,24 @@ struct ContainerCheckpoint::State {
     return {};
   }
 
+  // Frozen: shared mode's work directory (its root-only bind), so that a restore from this
+  // generation finds it as the job left it here (container/workdir_capture.h).
+  Result<void> capture_workdir() {
+    if (c.workdir.empty() || config->checkpoint.workdir_capture == 0) return {};
+    auto start = Clock::now();
+    std::string bind = workdir_mount_path(config->state_dir, c.runc_root, c.id);
+    auto record = arch::capture_workdir(bind, config->checkpoint.workdir_capture,
+                                        staging->path() + "/" + kWorkdirFile);
+    if (!record) return std::unexpected(record.error());
+    if (!record->value("captured", false)) {
+      notes.push_back("work directory not captured: " + record->value("reason", std::string()) +
+                      " ([checkpoint] workdir_capture); a restore leaves it as it is then");
+    }
+    workdir = std::move(*record);
+    timings["workdir"] = ms_since(start);
+    return {};
+  }
+
   Result<void> capture_rootfs() {
     auto start = Clock::now();
     std::string rootfs = state.rootfs.empty() ? c.bundle + "/rootfs" : state.rootfs;
@@ -442,6 +463,7 @@ struct ContainerCheckpoint::State {
                {"ghost_limit", config->checkpoint.ghost_limit},
                {"file_locks", locks_to_json(locks)}};
     if (network) m.extra["network"] = to_json(*network);
+    if (!workdir.is_null()) m.extra["workdir"] = workdir;
     nlohmann::json conns = nlohmann::json::array();
     for (const auto& t : tcp) conns.push_back({{"local", t.local}, {"remote", t.remote}});
     m.extra["tcp"] = {{"policy", std::string(tcp_policy_name(tcp_policy))},
@@ -588,6 +610,7 @@ Result<CheckpointOutcome> ContainerCheckpoint::finish() {
   if (auto ok = s.inspect_network(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.record_locks(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.capture_rootfs(); !ok) return s.thaw_after(ok.error());
+  if (auto ok = s.capture_workdir(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.dump(); !ok) return s.dump_failed(ok.error());
   if (s.ended_by_dump) {
     s.frozen = false;  // CRIU ended the tasks; runc removed the container

@@ -22,8 +22,10 @@
 #include "container/container_network.h"
 #include "container/rootfs_diff.h"
 #include "container/tcp_policy.h"
+#include "container/workdir_capture.h"
 #include "criu/file_locks.h"
 #include "criu/lazy_pages.h"
+#include "managed/shared_mode.h"
 #include "managed/store_layout.h"
 #include "runtime/oci_spec.h"
 #include "runtime/runc_client.h"
@@ -320,6 +322,23 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
   return restored;
 }
 
+// Shared mode's work directory as it was at this checkpoint (workdir_capture.h), through
+// its root-only bind; before the checkpoint's other files are touched. A failure fails this
+// generation like any other restore failure. Returns the note ("" when nothing was done).
+Result<std::string> put_back_workdir_for(const CommittedCheckpoint& ckpt,
+                                         const ContainerRecord& rec, const NodeConfig& config) {
+  auto it = ckpt.manifest.extra.is_object() ? ckpt.manifest.extra.find("workdir")
+                                            : ckpt.manifest.extra.end();
+  if (rec.workdir.empty() || !ckpt.manifest.extra.is_object() || it == ckpt.manifest.extra.end() ||
+      !it->is_object() || !it->value("captured", false)) {
+    return std::string();
+  }
+  auto tar = open_file(ckpt.path + "/" + kWorkdirFile, O_RDONLY | O_NOFOLLOW);
+  if (!tar) return std::unexpected(tar.error().wrap("the work directory's capture"));
+  return put_back_workdir(workdir_mount_path(config.state_dir, rec.runc_root, rec.id), *it,
+                          tar->get(), {config.limits.max_rootfs_bytes, config.limits.max_entries});
+}
+
 // At most this many generations are tried for one create (each failure moves one aside).
 constexpr int kMaxRestoreAttempts = 8;
 
@@ -385,8 +404,14 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
     }
     bool touched_rootfs = false;
     std::string network_note;
-    auto done = restore_from(*ckpt, create, rec, config, runc_path, rootfs, *tcp_policy, *joined,
-                             &network_note, &touched_rootfs);
+    auto workdir_note = put_back_workdir_for(*ckpt, rec, config);
+    Result<RestoreMode> done = std::unexpected(Error("not tried"));
+    if (workdir_note) {
+      done = restore_from(*ckpt, create, rec, config, runc_path, rootfs, *tcp_policy, *joined,
+                          &network_note, &touched_rootfs);
+    } else {
+      done = std::unexpected(workdir_note.error());
+    }
     if (done) {
       if (auto marked = ContainerRegistry(config.state_dir).mark_restored(rec.runc_root, rec.id);
           !marked) {
@@ -397,6 +422,7 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
       out.lazy = done->lazy;
       out.lazy_failure = done->lazy_failure;
       out.network = network_note;
+      out.workdir = *workdir_note;
       out.skipped = std::move(failed);
       for (const auto& s : ckpt->skipped) out.skipped.push_back(s);
       for (const auto& f : ckpt->manifest.files) out.bytes += f.size;

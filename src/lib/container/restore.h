@@ -28,6 +28,9 @@ struct RestoreOutcome {
   /// What became of the network: "own network namespace remade (lo, ...); 2 TCP
   /// connection(s) closed: rescheduled to another node". Empty: nothing to say.
   std::string network;
+  /// Shared mode's work directory: "work directory put back as it was at this
+  /// checkpoint ..." when a restore rolled it back (workdir_capture.h), else empty.
+  std::string workdir;
   /// Newer generations passed over (did not verify, or failed to restore), with reasons.
   std::vector<std::string> skipped{};
 };

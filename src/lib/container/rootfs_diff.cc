@@ -306,6 +306,14 @@ class DiffWriter {
 
   Result<void> open();
   Result<void> walk(int dirfd, const std::string& dir);
+  /// The marker that empties the target's root before anything else is applied.
+  Result<void> opaque_root(int rootfd) {
+    struct stat st {};
+    if (::fstat(rootfd, &st) != 0) return fail_errno("fstat the root");
+    ++stats.opaque_dirs;
+    return write_header(marker_entry(std::string(kOpaqueMarker), st).get(),
+                        std::string(kOpaqueMarker));
+  }
   Result<void> close();
   RootfsDiffStats stats;
 
@@ -1146,6 +1154,9 @@ Result<RootfsDiffStats> capture_rootfs_diff(const std::string& upperdir, int out
   if (!root) return failed(root.error());
   DiffWriter writer(out_fd, options);
   if (auto r = writer.open(); !r) return failed(r.error());
+  if (options.opaque_root) {
+    if (auto r = writer.opaque_root(root->get()); !r) return failed(r.error());
+  }
   if (auto r = writer.walk(root->get(), ""); !r) return failed(r.error());
   if (auto r = writer.close(); !r) return failed(r.error());
   return std::move(writer.stats);

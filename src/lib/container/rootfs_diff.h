@@ -52,6 +52,9 @@ Result<RootfsDiffStats> capture_rootfs_diff(const std::string& upperdir, int out
 struct RootfsCaptureOptions {
   int zstd_level = 0;    ///< 1-19: a zstd stream of the tar; 0: the plain tar.
   int zstd_threads = 0;  ///< zstd workers; 0: one per CPU.
+  /// A whole directory, not an overlay layer: the stream starts with an opaque marker for
+  /// the root, so applying it first empties the target (a snapshot put back, not a diff).
+  bool opaque_root = false;
 };
 /// Same, compressed as `options` say. apply_rootfs_diff() reads either form.
 Result<RootfsDiffStats> capture_rootfs_diff(const std::string& upperdir, int out_fd,
