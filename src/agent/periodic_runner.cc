@@ -8,7 +8,9 @@
 
 #include "container/finalize.h"
 #include "container/periodic.h"
+#include "managed/container_registry.h"
 #include "runtime/oci_spec.h"
+#include "runtime/runc_client.h"
 
 namespace arch::agent {
 
@@ -56,7 +58,9 @@ void PeriodicRunner::stop() {
 void PeriodicRunner::tick(Clock::time_point now) {
   if (draining_ && draining_()) return;
   std::set<std::string> seen;
-  for (const auto& rec : running_containers(config_, runc_)) {
+  // The registry first (a directory read): runc is asked only about a container that is
+  // due, so a node without periodic checkpoints makes no runtime calls at all.
+  for (const auto& rec : ContainerRegistry(config_.state_dir).all()) {
     {
       std::lock_guard lock(mutex_);
       if (stopping_) return;
@@ -79,6 +83,8 @@ void PeriodicRunner::tick(Clock::time_point now) {
     if (!interval || interval->every.count() == 0) continue;
     auto [it, first] = last_.try_emplace(key, now);
     if (first || now - it->second < interval->every) continue;  // first seen: one interval on
+    auto state = RuncClient(runc_, rec.runc_root).state(rec.id);
+    if (!state || state->status != "running") continue;  // created, paused or gone: not now
     if (draining_ && draining_()) return;
     auto t0 = Clock::now();
     auto done = periodic_checkpoint(rec, config_, runc_);

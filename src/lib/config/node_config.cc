@@ -205,6 +205,14 @@ int on_checkpoint_entry(ParseState* state, std::string_view k, std::string_view 
     out = *d;
     return 1;
   }
+  if (k == "container_interval") {
+    if (v != "allow" && v != "deny") {
+      state->error = "[checkpoint] container_interval must be allow or deny";
+      return 0;
+    }
+    c.container_interval = v == "allow";
+    return 1;
+  }
   if (k == "workdir_capture") {
     if (v == "off") {
       c.workdir_capture = 0;
@@ -722,6 +730,9 @@ failed_dumps_kept = 3
 interval = off
 # The shortest interval a container may ask for (shorter values are raised to it).
 min_interval = 5m
+# allow: a container's ARCH_CHECKPOINT_INTERVAL sets its own interval (within
+# min_interval); deny: only the node's interval applies (a container may still say off).
+container_interval = allow
 # Shared mode's work directory is captured with each checkpoint while its files total at
 # most this much (K, M, G; off: never), and a restore from that generation puts it back as
 # it was then, so a job restored from an older generation does not find (and repeat) what

@@ -137,6 +137,9 @@ struct NodeConfig {
     std::chrono::seconds interval{0};
     /// The shortest interval a container may ask for (its value is raised to this).
     std::chrono::seconds min_interval{300};
+    /// Whether a container's ARCH_CHECKPOINT_INTERVAL may set its own interval (allow,
+    /// the default) or only turn periodic checkpoints off (deny: the node's interval).
+    bool container_interval = true;
     /// Shared mode's work directory captured with each checkpoint, when its files total at
     /// most this many bytes (0: never), and put back as it was at that generation when a
     /// restore from it finds the directory changed (container/workdir_capture.h).

@@ -13,6 +13,13 @@ Result<CheckpointInterval> checkpoint_interval(const NodeConfig& config, std::st
     out.every = config.checkpoint.interval;
   } else if (asked == "off") {
     return out;
+  } else if (!config.checkpoint.container_interval) {
+    // The node decides how often; a container may only opt out.
+    out.every = config.checkpoint.interval;
+    out.note = fmt::format(
+        "ARCH_CHECKPOINT_INTERVAL ignored: the node sets the interval ([checkpoint] "
+        "container_interval = deny; node interval {})",
+        out.every.count() > 0 ? fmt::format("{} s", out.every.count()) : std::string("off"));
   } else {
     if (asked.size() > 32) {
       return fail(ErrorKind::kInvalidInput,

@@ -22,6 +22,26 @@ TEST(Periodic, IntervalFromTheContainerWithinTheNodesBounds) {
   EXPECT_EQ(checkpoint_interval(node, "off")->every, seconds(0));  // a container opts out
 }
 
+TEST(Periodic, AttackNodeThatDeniesContainerIntervalsKeepsItsOwn) {
+  // A tenant asks for checkpoints as often as the node allows (or on a node that has them
+  // off): with container_interval = deny only the node's interval applies; "off" still
+  // lets a container opt out.
+  NodeConfig node;
+  node.checkpoint.min_interval = seconds(60);
+  node.checkpoint.container_interval = false;
+  auto ignored = checkpoint_interval(node, "1m");
+  ASSERT_TRUE(ignored);
+  EXPECT_EQ(ignored->every, seconds(0));
+  EXPECT_NE(ignored->note.find("container_interval = deny"), std::string::npos) << ignored->note;
+  node.checkpoint.interval = seconds(3600);
+  EXPECT_EQ(checkpoint_interval(node, "1m")->every, seconds(3600));
+  EXPECT_EQ(checkpoint_interval(node, "")->every, seconds(3600));
+  EXPECT_EQ(checkpoint_interval(node, "off")->every, seconds(0));
+  EXPECT_FALSE(parse_node_config("[checkpoint]\ncontainer_interval = maybe\n"));
+  EXPECT_FALSE(parse_node_config("[checkpoint]\ncontainer_interval = deny\n")
+                   ->checkpoint.container_interval);
+}
+
 TEST(Periodic, MalformedIntervalsAreRefused) {
   NodeConfig node;
   for (const char* bad : {"0", "-5m", "soon", "1s;rm -rf /", "5 m", "99999999999999999999d",
