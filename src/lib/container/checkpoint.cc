@@ -339,6 +339,20 @@ struct ContainerCheckpoint::State {
     return {};
   }
 
+  // The bundle's config.json as `spec.dump` (the name Podman/CRI-O checkpoint archives use,
+  // sealed with the rest): what `archctl checkpoint export` hands on to checkpointctl and
+  // other tools. Not needed to restore (the bundle there has its own spec): a note, no error.
+  void save_spec() {
+    auto text = read_file(c.bundle + "/config.json", 16 << 20);
+    if (!text) {
+      notes.push_back("spec.dump not saved: " + first_line(text.error()));
+      return;
+    }
+    if (auto ok = write_file_atomic(staging->path() + "/spec.dump", *text, 0600); !ok) {
+      notes.push_back("spec.dump not saved: " + first_line(ok.error()));
+    }
+  }
+
   Result<void> capture_rootfs() {
     auto start = Clock::now();
     std::string rootfs = state.rootfs.empty() ? c.bundle + "/rootfs" : state.rootfs;
@@ -588,6 +602,7 @@ Result<CheckpointOutcome> ContainerCheckpoint::finish() {
   if (auto ok = s.inspect_network(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.record_locks(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.capture_rootfs(); !ok) return s.thaw_after(ok.error());
+  s.save_spec();
   if (auto ok = s.dump(); !ok) return s.dump_failed(ok.error());
   if (s.ended_by_dump) {
     s.frozen = false;  // CRIU ended the tasks; runc removed the container
