@@ -339,17 +339,17 @@ struct ContainerCheckpoint::State {
     return {};
   }
 
-  // The bundle's config.json as `spec.dump` (the name Podman/CRI-O checkpoint archives use,
-  // sealed with the rest): what `archctl checkpoint export` hands on to checkpointctl and
-  // other tools. Not needed to restore (the bundle there has its own spec): a note, no error.
+  // The bundle's config.json as `spec.json` (sealed with the rest): what `archctl checkpoint
+  // export` hands on to checkpointctl and other tools as Podman's spec.dump. Not needed to
+  // restore (the bundle there has its own spec): a note, no error.
   void save_spec() {
     auto text = read_file(c.bundle + "/config.json", 16 << 20);
     if (!text) {
-      notes.push_back("spec.dump not saved: " + first_line(text.error()));
+      notes.push_back("spec.json not saved: " + first_line(text.error()));
       return;
     }
-    if (auto ok = write_file_atomic(staging->path() + "/spec.dump", *text, 0600); !ok) {
-      notes.push_back("spec.dump not saved: " + first_line(ok.error()));
+    if (auto ok = write_file_atomic(staging->path() + "/spec.json", *text, 0600); !ok) {
+      notes.push_back("spec.json not saved: " + first_line(ok.error()));
     }
   }
 

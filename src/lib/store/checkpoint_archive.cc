@@ -57,8 +57,9 @@ std::string store_name_of(const std::string& archive_path) {
 }
 
 // Entries export derives for other tools (not sealed, never written to a store by import):
-// Podman's config.dump, deleted.files and network.status, a top-level copy of CRIU's
-// stats-dump, and a stand-in spec.dump for a checkpoint that has none of its own.
+// Podman's config.dump, spec.dump (the sealed spec.json with the annotations checkpointctl
+// names a container by), deleted.files and network.status, and a top-level copy of CRIU's
+// stats-dump.
 bool derived_entry(const std::string& path) {
   return path == "config.dump" || path == "deleted.files" || path == "network.status" ||
          path == "stats-dump" || path == "spec.dump";
@@ -117,25 +118,38 @@ Result<void> add_derived(archive* a, const std::string& ckpt_dir, const std::str
   if (!m) return {};  // not a manifest ARCH reads: the archive holds the checkpoint only
   bool has_spec = false, has_stats = false;
   for (const auto& f : m->files) {
-    has_spec = has_spec || f.path == "spec.dump";
-    has_stats = has_stats || f.path == "images/stats-dump";
+    has_spec = has_spec || f.path == "spec.json";
+    has_stats = has_stats || f.path == "criu/stats-dump";
   }
   nlohmann::json spec;
   if (has_spec) {
-    auto text = read_file(ckpt_dir + "/spec.dump", kMaxDerivedEntryBytes);
+    auto text = read_file(ckpt_dir + "/spec.json", kMaxDerivedEntryBytes);
     if (text) spec = nlohmann::json::parse(*text, nullptr, false);
   }
+  if (!spec.is_object()) {
+    // A job's checkpoint (or one older than spec.json): a stand-in naming what is known.
+    spec = {{"ociVersion", "1.0.2"},
+            {"annotations", {{"org.arch.spec", "stand-in: the checkpoint holds no spec"}}}};
+  }
+  if (!spec.contains("annotations") || !spec["annotations"].is_object()) {
+    spec["annotations"] = nlohmann::json::object();
+  }
+  nlohmann::json& notes = spec["annotations"];
   auto annotation = [&](const char* name) -> std::string {
-    if (!spec.is_object() || !spec.contains("annotations") || !spec["annotations"].is_object())
-      return {};
-    auto it = spec["annotations"].find(name);
-    return it != spec["annotations"].end() && it->is_string() ? it->get<std::string>() : "";
+    auto it = notes.find(name);
+    return it != notes.end() && it->is_string() ? it->get<std::string>() : "";
   };
+  std::string id = m->container_id.empty() ? m->key : m->container_id;
   std::string image = !m->image.empty() ? m->image : annotation("io.kubernetes.cri.image-name");
+  // checkpointctl names a containerd container by its CRI name: a plain one by its id.
+  if (annotation("io.kubernetes.cri.container-name").empty()) {
+    notes["io.kubernetes.cri.container-name"] = id;
+  }
+  notes["org.arch.namespace"] = m->ns;
+  notes["org.arch.key"] = m->key;
   std::string name = annotation("io.kubernetes.cri.container-name");
-  if (name.empty()) name = m->container_id.empty() ? m->key : m->container_id;
   nlohmann::json config = {
-      {"id", m->container_id.empty() ? m->key : m->container_id},
+      {"id", id},
       {"name", name},
       {"rootfsImageName", image},
       {"runtime", "arch-runc"},
@@ -150,22 +164,14 @@ Result<void> add_derived(archive* a, const std::string& ckpt_dir, const std::str
       {"criuVersion", m->versions.criu},
       {"runcVersion", m->versions.runc}};
   if (auto ok = add_bytes(a, "config.dump", config.dump(2) + "\n", mtime); !ok) return ok;
-  if (!has_spec) {
-    // A job's checkpoint (or one older than spec.dump): a stand-in naming what is known.
-    nlohmann::json stand_in = {
-        {"ociVersion", "1.0.2"},
-        {"annotations",
-         {{"io.kubernetes.cri.container-name", name},
-          {"org.arch.spec", "stand-in: this checkpoint holds no spec of its own"}}}};
-    if (auto ok = add_bytes(a, "spec.dump", stand_in.dump(2) + "\n", mtime); !ok) return ok;
-  }
+  if (auto ok = add_bytes(a, "spec.dump", spec.dump(2) + "\n", mtime); !ok) return ok;
   std::string deleted = nlohmann::json(deleted_files(ckpt_dir + "/rootfs-diff.tar")).dump() + "\n";
   // Import bounds each derived entry; a longer list (~100k paths) stays in the diff only.
   if (deleted.size() > kMaxDerivedEntryBytes) deleted = "[]\n";
   if (auto ok = add_bytes(a, "deleted.files", deleted, mtime); !ok) return ok;
   if (auto ok = add_bytes(a, "network.status", "[]\n", mtime); !ok) return ok;
   if (has_stats) {
-    auto text = read_file(ckpt_dir + "/images/stats-dump", kMaxDerivedEntryBytes);
+    auto text = read_file(ckpt_dir + "/criu/stats-dump", kMaxDerivedEntryBytes);
     if (text) {
       if (auto ok = add_bytes(a, "stats-dump", *text, mtime); !ok) return ok;
     }
