@@ -12,7 +12,8 @@
 #     unpacked into PREFIX with `dpkg-deb -x`, and PREFIX/bin/criu is rewritten with
 #     patchelf (interpreter = PREFIX's own ld.so, DT_RPATH = PREFIX's lib dir), so it
 #     is a real ELF binary that runc can exec (`runc --criu PREFIX/bin/criu`, and
-#     `criu swrk`) and that never loads a library of the host.
+#     `criu swrk`; runc 1.2+ finds it on PATH) and that never loads a library of the host.
+#     That work is scripts/install-private-debian.sh's (shared with install-test-engines.sh).
 #
 # On success the CRIU path is the only thing printed on stdout; progress goes to stderr.
 #
