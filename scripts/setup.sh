@@ -14,6 +14,9 @@
 #   With ARCH_TEST_IMAGE=1 (scripts/test.sh sets it): the real-workload test image
 #   (tests/e2e/archtest/realimage.py: debootstrap + Debian packages, cached under
 #   /var/cache/arch-test) is built in the background while ARCH compiles.
+#   With ARCH_TEST_ENGINES=1 (scripts/test.sh sets it): containerd 2.x, runc 1.3 and
+#   checkpointctl from Debian forky in a private prefix (scripts/install-test-engines.sh,
+#   /var/cache/arch-test/forky), for the e2e tests that also run against today's engines.
 #
 # Options:
 #   --no-build   only install dependencies and CRIU, and write the configuration
@@ -25,6 +28,7 @@
 #   ARCH_CRIU_PREFIX   where install-criu.sh puts a private CRIU (default: /opt/arch/criu)
 #   ARCH_BIN_DIR       where the binaries are installed (default: /usr/local/bin)
 #   ARCH_TEST_IMAGE    1: also build the real-workload test image (see above)
+#   ARCH_TEST_ENGINES  1: also install the forky test engines (see above)
 set -euo pipefail
 
 ARCH_SCRIPT_NAME=setup # used by lib.sh
@@ -100,6 +104,13 @@ timed "apt packages" apt_install "${PACKAGES[@]}"
 criu=$(timed "CRIU (install-criu.sh $criu_prefix)" "$scripts_dir/install-criu.sh" "$criu_prefix") ||
     die "no working CRIU: scripts/install-criu.sh failed (see above)"
 [[ -n $criu && -x $criu ]] || die "install-criu.sh printed no usable CRIU path ('$criu')"
+
+# ---------------------------------------------------------------------------
+# 2a. The newer engines some e2e tests also run against (a test skips when they are missing).
+if [[ ${ARCH_TEST_ENGINES:-0} == 1 ]]; then
+    timed "test engines (install-test-engines.sh)" "$scripts_dir/install-test-engines.sh" >/dev/null ||
+        warn "installing the forky test engines failed (their e2e tests will skip)"
+fi
 
 # ---------------------------------------------------------------------------
 # 2b. The real-workload test image, in the background while ARCH compiles (the two use

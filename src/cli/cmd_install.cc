@@ -3,8 +3,11 @@
 #include <fmt/core.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <sstream>
 
+#include "base/process.h"
 #include "commands.h"
 #include "install/engine_config.h"
 
@@ -17,6 +20,8 @@ struct InstallOptions {
   std::string arch_runc;  ///< Empty: the arch-runc beside this archctl, else setup's path.
   bool uninstall = false;
   bool make_default = false;
+  int config_version =
+      0;  ///< A new containerd config.toml's version; 0: from `containerd --version`.
 };
 
 // The arch-runc installed with this archctl (the package's /usr/bin, setup's /usr/local/bin),
@@ -31,12 +36,37 @@ std::string default_arch_runc() {
   return "/usr/local/bin/arch-runc";
 }
 
+// The config version a new config.toml gets: 3 when the containerd on PATH is 2.x or later
+// (`containerd github.com/containerd/containerd/v2 2.1.9 ...`), else 2 (also when there is none).
+int containerd_config_version_here() {
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    std::string bin = dir + "/containerd";
+    if (dir.empty() || dir.front() != '/' || ::access(bin.c_str(), X_OK) != 0) continue;
+    ProcessOptions po;
+    po.timeout = std::chrono::seconds(10);
+    auto r = run_process({bin, "--version"}, po);
+    if (!r || !r->ok()) return 2;
+    std::istringstream words(r->out);
+    std::string name, module, version;
+    words >> name >> module >> version;
+    if (version.starts_with('v')) version.erase(0, 1);
+    return !version.empty() && version.front() >= '2' && version.front() <= '9' ? 3 : 2;
+  }
+  return 2;
+}
+
 int run_install(InstallOptions opts) {
   if (opts.arch_runc.empty()) opts.arch_runc = default_arch_runc();
   if (opts.arch_runc.front() != '/') {
     return report_error(Error(ErrorKind::kInvalidInput, "--arch-runc must be an absolute path"));
   }
   EngineInstallOptions eo{opts.arch_runc, opts.make_default};
+  if (opts.engine == "containerd" && !opts.uninstall) {
+    eo.containerd_config_version =
+        opts.config_version != 0 ? opts.config_version : containerd_config_version_here();
+  }
   bool docker = opts.engine == "docker";
   std::string path = !opts.config.empty() ? opts.config
                      : docker             ? kDefaultDockerConfig
@@ -85,6 +115,10 @@ Handler add_install_command(CLI::App& app) {
       "--default", opts->make_default,
       "Make arch-runc the default runtime (Docker default-runtime, containerd runc BinaryName)");
   cmd->add_option("--config", opts->config, "The engine's config file (default: its usual path)");
+  cmd->add_option("--config-version", opts->config_version,
+                  "containerd: the version of a new config.toml (2: containerd 1.x, 3: 2.x; "
+                  "default: from `containerd --version`); an existing file keeps its own")
+      ->check(CLI::IsMember({2, 3}));
   cmd->add_option("--arch-runc", opts->arch_runc,
                   "Path of arch-runc (default: the one beside archctl, else "
                   "/usr/local/bin/arch-runc)");

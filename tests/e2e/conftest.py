@@ -173,8 +173,7 @@ class CtrEnv:
 @pytest.fixture(scope="session")
 def containerd_env(e2e_dir, node_config, image_archives):
     skip_unless_root()
-    skip_unless_binaries(daemons.RUNC, daemons.CONTAINERD, daemons.CTR,
-                         shutil.which("containerd-shim-runc-v2") or "containerd-shim-runc-v2")
+    skip_unless_binaries(daemons.RUNC, daemons.CONTAINERD, daemons.CTR, daemons.SHIM)
     base = os.path.join(e2e_dir, "containerd")
     path = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     ctd = daemons.Containerd(base, env={"ARCH_CONFIG": node_config.path, "PATH": path})

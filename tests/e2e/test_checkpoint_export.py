@@ -7,13 +7,23 @@ file, without a shared filesystem, and restored from it.
 - Another node (its own store and key) accepts the archive only once it holds the
   exporting node's key (`archctl key export` / `key import`); the imported generation is
   sealed again with its own key and verifies there.
+- The archive is laid out like Podman's and CRI-O's container checkpoint archives (CRIU
+  images under checkpoint/, rootfs-diff.tar, deleted.files, config.dump, spec.dump,
+  stats-dump, network.status) after ARCH's sealed manifest.json, and Debian forky's
+  checkpointctl (scripts/install-test-engines.sh) shows it: container id, runtime, engine.
+  An archive of the older layout (images/, nothing derived) still imports.
 - Attacks: an archive resealed with a key the node does not hold, one whose files were
-  changed, one that names another key than `--expect`, and a file that is not an archive
-  are refused, and nothing is left in the store.
+  changed, one that names another key than `--expect`, a file that is not an archive, one
+  with an extra CRIU image the manifest does not list and one with an oversized derived
+  entry are refused, and nothing is left in the store.
 """
 
+import io
 import json
 import os
+import re
+import subprocess
+import tarfile
 import tempfile
 
 import pytest
@@ -99,7 +109,103 @@ def tamper_file(archive, out, name):
         if member == name else data)
 
 
-@pytest.mark.parametrize("case", ["foreign-seal", "changed-file", "other-key", "not-archive"])
+def read_members(archive):
+    """[(TarInfo, data or None)] of an exported archive (pax tar, zstd), in order."""
+    raw = subprocess.run(["zstd", "-dc", archive], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(raw)) as src:
+        return [(m, src.extractfile(m).read() if m.isfile() else None) for m in src.getmembers()]
+
+
+def write_members(members, out):
+    """An archive (pax tar, zstd) of [(TarInfo, data or None)]; returns `out`."""
+    tar_path = out + ".tar"
+    with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as dst:
+        for member, data in members:
+            if data is not None:
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    subprocess.run(["zstd", "-q", "-f", "--rm", tar_path, "-o", out], check=True)
+    return out
+
+
+def table_row(text):
+    """{COLUMN: value} of the one-row table checkpointctl prints (columns cut where the
+    header's names start: a value may be empty)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    header, row = lines[-3], lines[-1]
+    starts = [m.start() for m in re.finditer(r"\S+(?: \S+)*", header)]
+    ends = starts[1:] + [None]
+    return {header[a:b].strip().upper(): row[a:b].strip() for a, b in zip(starts, ends)}
+
+
+CHECKPOINTCTL = os.path.join(daemons.FORKY_PREFIX, "bin", "checkpointctl")
+
+
+def test_archive_is_laid_out_like_podmans_and_checkpointctl_shows_it(moved):
+    c, job, ckpt, _, archive = moved
+    members = read_members(archive)
+    names = [m.name for m, _ in members]
+    assert names[0] == "manifest.json", names[:5]
+    data = {m.name: d for m, d in members if d is not None}
+    for name in ("rootfs-diff.tar", "deleted.files", "config.dump", "spec.dump", "spec.json",
+                 "stats-dump",
+                 "network.status", "checkpoint/inventory.img", "checkpoint/pstree.img"):
+        assert name in data, f"{name} missing from the archive: {names}"
+    assert not [n for n in names if n == "images" or n.startswith("images/")], names
+    manifest = seal.read_manifest(ckpt)
+    config = json.loads(data["config.dump"])
+    assert config["id"] == manifest["container_id"] and config["runtime"] == "arch-runc", config
+    assert (config["archNamespace"], config["archKey"]) == (c.ns, job), config
+    # spec.dump: the sealed spec.json (the container's config.json) plus the annotations
+    # checkpointctl names a container by.
+    spec = json.loads(data["spec.dump"])
+    sealed_spec = json.loads(data["spec.json"])
+    assert spec["process"] == sealed_spec["process"] and spec["root"] == sealed_spec["root"]
+    notes = spec["annotations"]
+    assert notes["io.kubernetes.cri.container-name"] == config["id"] == config["name"], notes
+    assert (notes["org.arch.namespace"], notes["org.arch.key"]) == (c.ns, job), notes
+    assert isinstance(json.loads(data["deleted.files"]), list)
+    assert data["stats-dump"] == data["criu/stats-dump"]  # CRIU writes it in its work dir
+
+    if not os.access(CHECKPOINTCTL, os.X_OK):
+        pytest.skip(f"{CHECKPOINTCTL} missing (scripts/install-test-engines.sh installs it)")
+    r = subprocess.run([CHECKPOINTCTL, "show", archive], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, f"checkpointctl show failed:\n{r.stdout}\n{r.stderr}"
+    shown = table_row(r.stdout)
+    assert shown.get("CONTAINER") == config["id"], (shown, r.stdout)
+    assert shown.get("ID") == config["id"][:12], (shown, r.stdout)
+    assert shown.get("RUNTIME") == "arch-runc" and shown.get("ENGINE") == "containerd", shown
+    assert "CHKPT SIZE" in shown and "ROOT FS DIFF SIZE" in shown, shown
+    # Its CRIU images are real ones: checkpointctl reads the process tree from them.
+    r = subprocess.run([CHECKPOINTCTL, "inspect", "--ps-tree", archive], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, f"checkpointctl inspect failed:\n{r.stdout}\n{r.stderr}"
+    assert "archtest" in r.stdout or "sh" in r.stdout, r.stdout
+
+
+def test_an_archive_of_the_older_layout_still_imports(moved, tmp_path):
+    """images/ instead of checkpoint/, and nothing derived: what export wrote before."""
+    c, job, _, uuid, archive = moved
+    older = []
+    for member, data in read_members(archive):
+        if member.name in ("config.dump", "deleted.files", "network.status", "stats-dump"):
+            continue
+        if member.name == "checkpoint" or member.name.startswith("checkpoint/"):
+            member.name = "images" + member.name[len("checkpoint"):]
+        older.append((member, data))
+    old_archive = write_members(older, str(tmp_path / "older.tar.zst"))
+    checkpoint.remove_key(c.node.store, c.ns, job)
+    out = c.archctl.json("checkpoint", "import", old_archive, "--expect", f"{c.ns}/{job}")
+    assert [x["state"] for x in c.archctl.checkpoints(c.ns, job)] == ["committed"], out
+    cid = checkpoint.new_id("old")
+    run_with(c, cid, [f"ARCH_JOB_ID={job}"])
+    assert_resumed(c, cid, out["checkpoint"], uuid)
+    stop(c, cid)
+
+
+@pytest.mark.parametrize("case", ["foreign-seal", "changed-file", "other-key", "not-archive",
+                                  "extra-image", "big-derived"])
 def test_bad_archives_are_refused_and_leave_nothing(moved, tmp_path, case):
     c, job, _, _, archive = moved
     checkpoint.remove_key(c.node.store, c.ns, job)
@@ -115,6 +221,20 @@ def test_bad_archives_are_refused_and_leave_nothing(moved, tmp_path, case):
     elif case == "other-key":
         bad = archive
         args, why = ["--expect", f"{c.ns}/someone-else"], "not of"
+    elif case in ("extra-image", "big-derived"):
+        members = read_members(archive)
+        if case == "extra-image":
+            # A CRIU image the sealed manifest does not list (e.g. planted pages).
+            extra = tarfile.TarInfo("checkpoint/pages-99.img")
+            extra.mode = 0o600
+            members.insert(1, (extra, b"\0" * 4096))
+            why = "not in the manifest"
+        else:
+            # A derived entry is skipped at import, but only a small one.
+            members = [(m, b" " * (5 << 20) if m.name == "config.dump" else d)
+                       for m, d in members]
+            why = "not a small regular file"
+        write_members(members, bad)
     else:
         with open(bad, "wb") as f:
             f.write(b"not a checkpoint archive\n" * 400)

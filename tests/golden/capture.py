@@ -5,6 +5,8 @@ Starts a private containerd and dockerd (nothing else is touched), points them a
 logging wrapper runtime, drives the scenario in tests/e2e/archtest/capture.py and
 writes the distinct normalised command lines to
   containerd-shim-runc-v2.txt   what containerd-shim-runc-v2 (containerd 1.6, via ctr) runs
+  containerd-2-shim-runc-v2.txt the same for containerd 2.x (ARCH_E2E_ENGINES=forky; same lines
+                                with containerd 2.1.9)
   dockerd.txt                   what it runs for dockerd 20.10 containers (`--runtime`)
 Format: one argv per line, arguments separated by one space, sorted; see the
 placeholders in archtest/capture.py.  tests/e2e/test_golden_capture.py checks them;

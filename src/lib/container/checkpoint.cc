@@ -360,6 +360,20 @@ struct ContainerCheckpoint::State {
     return {};
   }
 
+  // The bundle's config.json as `spec.json` (sealed with the rest): what `archctl checkpoint
+  // export` hands on to checkpointctl and other tools as Podman's spec.dump. Not needed to
+  // restore (the bundle there has its own spec): a note, no error.
+  void save_spec() {
+    auto text = read_file(c.bundle + "/config.json", 16 << 20);
+    if (!text) {
+      notes.push_back("spec.json not saved: " + first_line(text.error()));
+      return;
+    }
+    if (auto ok = write_file_atomic(staging->path() + "/spec.json", *text, 0600); !ok) {
+      notes.push_back("spec.json not saved: " + first_line(ok.error()));
+    }
+  }
+
   Result<void> capture_rootfs() {
     auto start = Clock::now();
     std::string rootfs = state.rootfs.empty() ? c.bundle + "/rootfs" : state.rootfs;
@@ -611,6 +625,7 @@ Result<CheckpointOutcome> ContainerCheckpoint::finish() {
   if (auto ok = s.record_locks(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.capture_rootfs(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.capture_workdir(); !ok) return s.thaw_after(ok.error());
+  s.save_spec();
   if (auto ok = s.dump(); !ok) return s.dump_failed(ok.error());
   if (s.ended_by_dump) {
     s.frozen = false;  // CRIU ended the tasks; runc removed the container

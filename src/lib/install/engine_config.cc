@@ -77,10 +77,14 @@ Result<toml::table*> child_table(toml::table& parent, std::string_view key, bool
   return node->as_table();
 }
 
-// [plugins."<cri>".containerd.runtimes] for the file's config version.
+// [plugins."<cri>".containerd.runtimes] for the file's config version: "cri" (version 1),
+// "io.containerd.grpc.v1.cri" (version 2, containerd 1.x; containerd 2.x migrates it when
+// it loads), "io.containerd.cri.v1.runtime" (version 3, containerd 2.x).
 Result<toml::table*> cri_runtimes(toml::table& doc, bool create) {
   int64_t version = doc["version"].value_or(int64_t{1});
-  std::string_view cri = version >= 2 ? "io.containerd.grpc.v1.cri" : "cri";
+  std::string_view cri = version >= 3   ? "io.containerd.cri.v1.runtime"
+                         : version == 2 ? "io.containerd.grpc.v1.cri"
+                                        : "cri";
   toml::table* t = &doc;
   for (std::string_view key : {std::string_view("plugins"), cri, std::string_view("containerd"),
                                std::string_view("runtimes")}) {
@@ -111,7 +115,7 @@ Result<std::string> containerd_config_install(std::string_view text,
           "config.toml has no `version` (a version 1 file); migrate it with "
           "`containerd config migrate` first");
     }
-    doc->insert("version", int64_t{2});
+    doc->insert("version", int64_t{opts.containerd_config_version >= 3 ? 3 : 2});
   }
   auto runtimes = cri_runtimes(*doc, true);
   if (!runtimes) return std::unexpected(runtimes.error());

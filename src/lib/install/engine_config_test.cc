@@ -106,6 +106,52 @@ TEST(ContainerdConfig, NewFileAndMalformedFiles) {
   EXPECT_FALSE(containerd_config_install("root = \"/x\"\n", {}));  // version 1 file
 }
 
+// containerd 2.x's config version 3 (`containerd config default` of containerd 2.1, trimmed).
+constexpr const char* kContainerd2Config = R"(version = 3
+root = "/var/lib/containerd"
+
+[plugins]
+  [plugins.'io.containerd.cri.v1.runtime']
+    enable_selinux = false
+    [plugins.'io.containerd.cri.v1.runtime'.containerd]
+      default_runtime_name = 'runc'
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes]
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+          runtime_type = 'io.containerd.runc.v2'
+          [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+            SystemdCgroup = true
+  [plugins.'io.containerd.grpc.v1.cri']
+    disable_tcp_service = true
+)";
+
+TEST(ContainerdConfig, Version3LayoutOfContainerd2) {
+  auto after = containerd_config_install(kContainerd2Config, {"/usr/bin/arch-runc", true});
+  ASSERT_TRUE(after) << after.error().message();
+  auto doc = toml::parse(*after);
+  EXPECT_EQ(doc["version"].value_or(int64_t{0}), 3);
+  auto rts = doc["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"];
+  EXPECT_EQ(rts["arch"]["runtime_type"].value_or(std::string()), "io.containerd.runc.v2");
+  EXPECT_EQ(rts["arch"]["options"]["BinaryName"].value_or(std::string()), "/usr/bin/arch-runc");
+  EXPECT_TRUE(rts["arch"]["options"]["SystemdCgroup"].value_or(false));
+  EXPECT_EQ(rts["runc"]["options"]["BinaryName"].value_or(std::string()), "/usr/bin/arch-runc");
+  // Nothing is written where containerd 2.x no longer looks for runtimes.
+  EXPECT_FALSE(doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]);
+  EXPECT_TRUE(doc["plugins"]["io.containerd.grpc.v1.cri"]["disable_tcp_service"].value_or(false));
+
+  auto undone = containerd_config_uninstall(*after, "/usr/bin/arch-runc");
+  ASSERT_TRUE(undone);
+  EXPECT_EQ(toml::parse(*undone), toml::parse(kContainerd2Config));
+
+  EngineInstallOptions v3;
+  v3.containerd_config_version = 3;
+  auto fresh = containerd_config_install("", v3);
+  ASSERT_TRUE(fresh);
+  auto fresh_doc = toml::parse(*fresh);
+  EXPECT_EQ(fresh_doc["version"].value_or(int64_t{0}), 3);
+  EXPECT_TRUE(
+      fresh_doc["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["arch"]);
+}
+
 TEST(EngineFile, BacksUpAndReplacesDurably) {
   TempDir tmp("arch-engine-");
   std::filesystem::path dir = tmp.path();

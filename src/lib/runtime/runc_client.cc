@@ -1,6 +1,7 @@
 // RuncClient: runc invocations through run_process, errors carrying runc's own words.
 #include "runtime/runc_client.h"
 
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -44,6 +45,31 @@ std::vector<std::string> RuncClient::base_argv(const std::string& log_file) cons
   }
   if (!log_file.empty()) {
     argv.insert(argv.end(), {"--log", log_file, "--log-format", "json"});
+  }
+  return argv;
+}
+
+std::string runc_criu_path_env(const std::string& criu, const char* path) {
+  auto slash = criu.rfind('/');
+  if (slash == std::string::npos || slash == 0 || criu.substr(slash + 1) != "criu") return {};
+  std::string rest =
+      path != nullptr && *path != '\0'
+          ? std::string(path)
+          : std::string("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  return "PATH=" + criu.substr(0, slash) + ":" + rest;
+}
+
+std::vector<std::string> RuncClient::criu_argv(const std::string& log_file,
+                                               const std::string& criu_config) const {
+  std::vector<std::string> env;
+  if (!criu_config.empty()) env.push_back("CRIU_CONFIG_FILE=" + criu_config);
+  if (auto path = runc_criu_path_env(criu_, std::getenv("PATH")); !path.empty()) {
+    env.push_back(std::move(path));
+  }
+  auto argv = base_argv(log_file);
+  if (!env.empty()) {
+    env.insert(env.begin(), "/usr/bin/env");
+    argv.insert(argv.begin(), env.begin(), env.end());
   }
   return argv;
 }
@@ -162,14 +188,11 @@ Result<std::vector<int>> RuncClient::pids(const std::string& id) const {
 Result<void> RuncClient::checkpoint(const std::string& id, const std::string& images,
                                     const std::string& work, const std::vector<std::string>& extra,
                                     const std::string& criu_config) const {
-  auto argv = base_argv();
-  if (!criu_config.empty()) {
-    // runc hands its environment to `criu swrk`, which reads this file (CRIU's documented
-    // CRIU_CONFIG_FILE) *before* runc's RPC options: it sets what runc leaves unset
-    // (network-lock, external, tcp-close ...), and cannot undo what runc sets (runc 1.1
-    // always asks for an empty network namespace). env(1) sets it for this call only.
-    argv.insert(argv.begin(), {"/usr/bin/env", "CRIU_CONFIG_FILE=" + criu_config});
-  }
+  // runc hands its environment to `criu swrk`, which reads criu_config (CRIU's documented
+  // CRIU_CONFIG_FILE) *before* runc's RPC options: it sets what runc leaves unset
+  // (network-lock, external, tcp-close ...), and cannot undo what runc sets (runc 1.1
+  // always asks for an empty network namespace). env(1) sets it for this call only.
+  auto argv = criu_argv({}, criu_config);
   argv.insert(argv.end(), {"checkpoint", "--image-path", images, "--work-path", work});
   argv.insert(argv.end(), extra.begin(), extra.end());
   argv.push_back(id);
@@ -184,10 +207,7 @@ Result<void> RuncClient::checkpoint(const std::string& id, const std::string& im
 Result<void> RuncClient::restore(const std::string& id, const std::string& images,
                                  const std::string& work, const std::vector<std::string>& flags,
                                  const std::string& log_file) const {
-  auto argv = base_argv(log_file);
-  if (!restore_criu_config_.empty()) {
-    argv.insert(argv.begin(), {"/usr/bin/env", "CRIU_CONFIG_FILE=" + restore_criu_config_});
-  }
+  auto argv = criu_argv(log_file, restore_criu_config_);
   argv.insert(argv.end(), {"restore", "--detach", "--image-path", images, "--work-path", work});
   argv.insert(argv.end(), flags.begin(), flags.end());
   argv.push_back(id);

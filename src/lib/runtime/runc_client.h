@@ -24,6 +24,12 @@ Result<RuncState> parse_runc_state(std::string_view json_text);
 /// Parses `runc list --format json` output (a JSON array of states, or null when empty).
 Result<std::vector<RuncState>> parse_runc_list(std::string_view json_text);
 
+/// The PATH assignment (`PATH=DIR:path`) that makes runc 1.2+ find `criu` (they ignore
+/// --criu and run "criu" from PATH): DIR is criu's directory; empty when criu is not an
+/// absolute path to a file named "criu" (such a CRIU cannot be found on PATH). `path` is
+/// the caller's PATH (nullptr or empty: a root default).
+std::string runc_criu_path_env(const std::string& criu, const char* path);
+
 class RuncClient {
  public:
   /// `runc` binary, `--root` directory, CRIU binary (empty: runc's default).
@@ -65,6 +71,10 @@ class RuncClient {
 
  private:
   std::vector<std::string> base_argv(const std::string& log_file = {}) const;
+  /// base_argv for a call that runs CRIU: behind `/usr/bin/env` with CRIU_CONFIG_FILE
+  /// (when criu_config is set) and runc_criu_path_env (runc 1.2+ ignores --criu).
+  std::vector<std::string> criu_argv(const std::string& log_file,
+                                     const std::string& criu_config) const;
   Result<ProcessResult> run(std::vector<std::string> argv, const std::string& what) const;
 
   std::string runc_;

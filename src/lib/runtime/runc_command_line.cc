@@ -1,4 +1,4 @@
-// RuncCommandLine: the flag tables of runc 1.1 and a parser that follows urfave/cli v1
+// RuncCommandLine: the flag tables of runc 1.1 to 1.3 and a parser that follows urfave/cli v1
 // and Go's flag package step by step (see the header for the rules).
 #include "runtime/runc_command_line.h"
 
@@ -34,19 +34,30 @@ constexpr std::array kGlobalFlags{
 };
 
 constexpr std::array kCheckpointFlags{
-    FlagSpec{"image-path", "", V},          FlagSpec{"work-path", "", V},
-    FlagSpec{"parent-path", "", V},         FlagSpec{"leave-running", "", B},
-    FlagSpec{"tcp-established", "", B},     FlagSpec{"ext-unix-sk", "", B},
-    FlagSpec{"shell-job", "", B},           FlagSpec{"lazy-pages", "", B},
-    FlagSpec{"status-fd", "", V},           FlagSpec{"page-server", "", V},
-    FlagSpec{"file-locks", "", B},          FlagSpec{"pre-dump", "", B},
-    FlagSpec{"manage-cgroups-mode", "", V}, FlagSpec{"empty-ns", "", V},
-    FlagSpec{"auto-dedup", "", B},          FlagSpec{"help", "h", B},
+    FlagSpec{"image-path", "", V},
+    FlagSpec{"work-path", "", V},
+    FlagSpec{"parent-path", "", V},
+    FlagSpec{"leave-running", "", B},
+    FlagSpec{"tcp-established", "", B},
+    FlagSpec{"ext-unix-sk", "", B},
+    FlagSpec{"shell-job", "", B},
+    FlagSpec{"lazy-pages", "", B},
+    FlagSpec{"status-fd", "", V},
+    FlagSpec{"page-server", "", V},
+    FlagSpec{"file-locks", "", B},
+    FlagSpec{"pre-dump", "", B},
+    FlagSpec{"manage-cgroups-mode", "", V},
+    FlagSpec{"empty-ns", "", V},
+    FlagSpec{"auto-dedup", "", B},
+    FlagSpec{"help", "h", B},
+    // runc 1.2+
+    FlagSpec{"tcp-skip-in-flight", "", B},
+    FlagSpec{"link-remap", "", B},
 };
 constexpr std::array kCreateFlags{
     FlagSpec{"bundle", "b", V},  FlagSpec{"console-socket", "", V}, FlagSpec{"pid-file", "", V},
     FlagSpec{"no-pivot", "", B}, FlagSpec{"no-new-keyring", "", B}, FlagSpec{"preserve-fds", "", V},
-    FlagSpec{"help", "h", B},
+    FlagSpec{"help", "h", B},    FlagSpec{"pidfd-socket", "", V},  // runc 1.2+
 };
 constexpr std::array kDeleteFlags{FlagSpec{"force", "f", B}, FlagSpec{"help", "h", B}};
 constexpr std::array kEventsFlags{FlagSpec{"interval", "", V}, FlagSpec{"stats", "", B},
@@ -60,7 +71,7 @@ constexpr std::array kExecFlags{
     FlagSpec{"apparmor", "", V},       FlagSpec{"no-new-privs", "", B},
     FlagSpec{"cap", "c", V},           FlagSpec{"preserve-fds", "", V},
     FlagSpec{"cgroup", "", V},         FlagSpec{"ignore-paused", "", B},
-    FlagSpec{"help", "h", B},
+    FlagSpec{"help", "h", B},          FlagSpec{"pidfd-socket", "", V},  // runc 1.2+
 };
 constexpr std::array kKillFlags{FlagSpec{"all", "a", B}, FlagSpec{"help", "h", B}};
 constexpr std::array kListFlags{FlagSpec{"format", "f", V}, FlagSpec{"quiet", "q", B},
@@ -82,19 +93,30 @@ constexpr std::array kRunFlags{
     FlagSpec{"bundle", "b", V},  FlagSpec{"console-socket", "", V}, FlagSpec{"detach", "d", B},
     FlagSpec{"keep", "", B},     FlagSpec{"pid-file", "", V},       FlagSpec{"no-subreaper", "", B},
     FlagSpec{"no-pivot", "", B}, FlagSpec{"no-new-keyring", "", B}, FlagSpec{"preserve-fds", "", V},
-    FlagSpec{"help", "h", B},
+    FlagSpec{"help", "h", B},    FlagSpec{"pidfd-socket", "", V},  // runc 1.2+
 };
 constexpr std::array kSpecFlags{FlagSpec{"bundle", "b", V}, FlagSpec{"rootless", "", B},
                                 FlagSpec{"help", "h", B}};
 constexpr std::array kUpdateFlags{
-    FlagSpec{"resources", "r", V},         FlagSpec{"blkio-weight", "", V},
-    FlagSpec{"cpu-period", "", V},         FlagSpec{"cpu-quota", "", V},
-    FlagSpec{"cpu-share", "", V},          FlagSpec{"cpu-rt-period", "", V},
-    FlagSpec{"cpu-rt-runtime", "", V},     FlagSpec{"cpuset-cpus", "", V},
-    FlagSpec{"cpuset-mems", "", V},        FlagSpec{"memory", "", V},
-    FlagSpec{"memory-reservation", "", V}, FlagSpec{"memory-swap", "", V},
-    FlagSpec{"pids-limit", "", V},         FlagSpec{"l3-cache-schema", "", V},
-    FlagSpec{"mem-bw-schema", "", V},      FlagSpec{"help", "h", B},
+    FlagSpec{"resources", "r", V},
+    FlagSpec{"blkio-weight", "", V},
+    FlagSpec{"cpu-period", "", V},
+    FlagSpec{"cpu-quota", "", V},
+    FlagSpec{"cpu-share", "", V},
+    FlagSpec{"cpu-rt-period", "", V},
+    FlagSpec{"cpu-rt-runtime", "", V},
+    FlagSpec{"cpuset-cpus", "", V},
+    FlagSpec{"cpuset-mems", "", V},
+    FlagSpec{"memory", "", V},
+    FlagSpec{"memory-reservation", "", V},
+    FlagSpec{"memory-swap", "", V},
+    FlagSpec{"pids-limit", "", V},
+    FlagSpec{"l3-cache-schema", "", V},
+    FlagSpec{"mem-bw-schema", "", V},
+    FlagSpec{"help", "h", B},
+    // runc 1.2+
+    FlagSpec{"cpu-burst", "", V},
+    FlagSpec{"cpu-idle", "", V},
 };
 constexpr std::array kHelpOnly{FlagSpec{"help", "h", B}};
 constexpr std::span<const FlagSpec> kNoFlags{};

@@ -1,5 +1,11 @@
-// RuncCommandLine: runc 1.1's command line, parsed exactly as runc (urfave/cli v1 + Go's
-// flag package) parses it.
+// RuncCommandLine: runc's command line (1.1 to 1.3), parsed exactly as runc (urfave/cli v1 +
+// Go's flag package) parses it.
+//
+// The tables are runc 1.1's plus what 1.2/1.3 added (checkpoint --tcp-skip-in-flight and
+// --link-remap, create/run/exec --pidfd-socket, update --cpu-burst and --cpu-idle; checked
+// against Debian forky's runc 1.3.6, where the global --criu is still accepted but ignored
+// with a warning: CRIU is taken from PATH). A 1.3 flag given to runc 1.1 parses here as
+// exact; runc 1.1 then refuses the call itself.
 //
 // The rules reproduced here:
 //  - Global flags come before the subcommand; parsing stops at the first non-flag.

@@ -172,6 +172,23 @@ TEST(RuncCommandLine, CheckpointAndRestoreFlags) {
   EXPECT_EQ(r.cl.container_id(), "c1");
 }
 
+// runc 1.3's flags (Debian forky's runc 1.3.6 `--help` of each command), as containerd 2.x
+// and CRI-O write them.
+TEST(RuncCommandLine, Runc13Flags) {
+  for (const char* line :
+       {"checkpoint --image-path /i --work-path /w --tcp-skip-in-flight --link-remap c1",
+        "create --bundle /b --pidfd-socket /s --pid-file /p c1",
+        "run -d --pidfd-socket /s -b /b c1",
+        "exec --pidfd-socket /s --process /p --detach --pid-file /f c1",
+        "update --cpu-burst 1000 --cpu-idle 1 c1",
+        "--criu /opt/criu/bin/criu --root /r checkpoint --image-path /i c1"}) {
+    Parsed p(line);
+    EXPECT_TRUE(p.cl.exact) << line << ": " << p.cl.problem;
+    EXPECT_EQ(p.cl.container_id(), "c1") << line;
+  }
+  EXPECT_EQ(Parsed("create --pidfd-socket /s c1").cl.flag("pidfd-socket"), "/s");
+}
+
 TEST(RuncCommandLine, DashValueAndLateDoubleDash) {
   // dockerd's `update --resources - ID`: "-" is the flag's value (stdin), ID the container.
   Parsed update("update --resources - c1");

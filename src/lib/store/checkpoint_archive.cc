@@ -11,6 +11,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string_view>
@@ -33,10 +34,155 @@ Error archive_error(archive* a, const std::string& what) {
   return Error(what + ": " + (msg != nullptr ? msg : "libarchive error"));
 }
 
+// The store's names and the archive's (Podman's and CRI-O's checkpoint archive layout, which
+// checkpointctl reads): CRIU's images are `checkpoint/` there, `images/` in the store.
+constexpr std::string_view kStoreImages = "images";
+constexpr std::string_view kArchiveImages = "checkpoint";
+
+std::string archive_name_of(const std::string& store_path) {
+  if (store_path == kStoreImages) return std::string(kArchiveImages);
+  if (store_path.starts_with(std::string(kStoreImages) + "/")) {
+    return std::string(kArchiveImages) + store_path.substr(kStoreImages.size());
+  }
+  return store_path;
+}
+
+// The inverse, for import (an archive of the older layout, `images/` itself, maps to itself).
+std::string store_name_of(const std::string& archive_path) {
+  if (archive_path == kArchiveImages) return std::string(kStoreImages);
+  if (archive_path.starts_with(std::string(kArchiveImages) + "/")) {
+    return std::string(kStoreImages) + archive_path.substr(kArchiveImages.size());
+  }
+  return archive_path;
+}
+
+// Entries export derives for other tools (not sealed, never written to a store by import):
+// Podman's config.dump, spec.dump (the sealed spec.json with the annotations checkpointctl
+// names a container by), deleted.files and network.status, and a top-level copy of CRIU's
+// stats-dump.
+bool derived_entry(const std::string& path) {
+  return path == "config.dump" || path == "deleted.files" || path == "network.status" ||
+         path == "stats-dump" || path == "spec.dump";
+}
+constexpr uint64_t kMaxDerivedEntryBytes = 4 << 20;
+constexpr uint64_t kDerivedEntries = 5;
+
+Result<void> add_bytes(archive* a, const std::string& path, std::string_view data, time_t mtime) {
+  std::unique_ptr<archive_entry, void (*)(archive_entry*)> entry(archive_entry_new(),
+                                                                 archive_entry_free);
+  archive_entry_set_pathname(entry.get(), path.c_str());
+  archive_entry_set_mode(entry.get(), S_IFREG | 0600);
+  archive_entry_set_mtime(entry.get(), mtime, 0);
+  archive_entry_set_size(entry.get(), static_cast<la_int64_t>(data.size()));
+  if (archive_write_header(a, entry.get()) != ARCHIVE_OK) {
+    return std::unexpected(archive_error(a, "write " + path));
+  }
+  if (!data.empty() &&
+      archive_write_data(a, data.data(), data.size()) != static_cast<la_ssize_t>(data.size())) {
+    return std::unexpected(archive_error(a, "write " + path));
+  }
+  return {};
+}
+
+// The paths the rootfs diff deletes ("/d/x" for its whiteout `d/.wh.x`), as deleted.files
+// lists them; empty when there is no diff or it cannot be read.
+std::vector<std::string> deleted_files(const std::string& diff_path) {
+  std::vector<std::string> out;
+  std::unique_ptr<archive, int (*)(archive*)> a(archive_read_new(), archive_read_free);
+  if (!a) return out;
+  archive_read_support_format_tar(a.get());
+  archive_read_support_filter_none(a.get());
+  archive_read_support_filter_zstd(a.get());
+  if (archive_read_open_filename(a.get(), diff_path.c_str(), 1 << 16) != ARCHIVE_OK) return out;
+  archive_entry* e = nullptr;
+  while (archive_read_next_header(a.get(), &e) == ARCHIVE_OK) {
+    const char* p = archive_entry_pathname(e);
+    if (p == nullptr) continue;
+    std::string path = p;
+    auto slash = path.rfind('/');
+    std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+    std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+    if (!name.starts_with(".wh.") || name.starts_with(".wh..wh.")) continue;
+    if (dir.starts_with("./")) dir.erase(0, 2);
+    out.push_back("/" + dir + name.substr(4));
+  }
+  return out;
+}
+
+// config.dump (Podman's container config, the fields checkpointctl reads), spec.dump when the
+// checkpoint has none, deleted.files, network.status and stats-dump: what checkpointctl and
+// Podman-style tools expect beside the images, derived from the sealed manifest and files.
+Result<void> add_derived(archive* a, const std::string& ckpt_dir, const std::string& manifest_text,
+                         time_t mtime) {
+  auto m = parse_manifest(manifest_text);
+  if (!m) return {};  // not a manifest ARCH reads: the archive holds the checkpoint only
+  bool has_spec = false, has_stats = false;
+  for (const auto& f : m->files) {
+    has_spec = has_spec || f.path == "spec.json";
+    has_stats = has_stats || f.path == "criu/stats-dump";
+  }
+  nlohmann::json spec;
+  if (has_spec) {
+    auto text = read_file(ckpt_dir + "/spec.json", kMaxDerivedEntryBytes);
+    if (text) spec = nlohmann::json::parse(*text, nullptr, false);
+  }
+  if (!spec.is_object()) {
+    // A job's checkpoint (or one older than spec.json): a stand-in naming what is known.
+    spec = {{"ociVersion", "1.0.2"},
+            {"annotations", {{"org.arch.spec", "stand-in: the checkpoint holds no spec"}}}};
+  }
+  if (!spec.contains("annotations") || !spec["annotations"].is_object()) {
+    spec["annotations"] = nlohmann::json::object();
+  }
+  nlohmann::json& notes = spec["annotations"];
+  auto annotation = [&](const char* name) -> std::string {
+    auto it = notes.find(name);
+    return it != notes.end() && it->is_string() ? it->get<std::string>() : "";
+  };
+  std::string id = m->container_id.empty() ? m->key : m->container_id;
+  std::string image = !m->image.empty() ? m->image : annotation("io.kubernetes.cri.image-name");
+  // checkpointctl names a containerd container by its CRI name: a plain one by its id.
+  if (annotation("io.kubernetes.cri.container-name").empty()) {
+    notes["io.kubernetes.cri.container-name"] = id;
+  }
+  notes["org.arch.namespace"] = m->ns;
+  notes["org.arch.key"] = m->key;
+  std::string name = annotation("io.kubernetes.cri.container-name");
+  nlohmann::json config = {
+      {"id", id},
+      {"name", name},
+      {"rootfsImageName", image},
+      {"runtime", "arch-runc"},
+      // Go's time.Time reads RFC 3339 only (an empty string is an error).
+      {"createdTime", m->created.empty() ? "0001-01-01T00:00:00Z" : m->created},
+      {"checkpointedTime", m->created.empty() ? "0001-01-01T00:00:00Z" : m->created},
+      // ARCH's own: where the checkpoint belongs (its sealed manifest says the same).
+      {"archNamespace", m->ns},
+      {"archKey", m->key},
+      {"archNode", m->node},
+      {"archVersion", m->versions.arch},
+      {"criuVersion", m->versions.criu},
+      {"runcVersion", m->versions.runc}};
+  if (auto ok = add_bytes(a, "config.dump", config.dump(2) + "\n", mtime); !ok) return ok;
+  if (auto ok = add_bytes(a, "spec.dump", spec.dump(2) + "\n", mtime); !ok) return ok;
+  std::string deleted = nlohmann::json(deleted_files(ckpt_dir + "/rootfs-diff.tar")).dump() + "\n";
+  // Import bounds each derived entry; a longer list (~100k paths) stays in the diff only.
+  if (deleted.size() > kMaxDerivedEntryBytes) deleted = "[]\n";
+  if (auto ok = add_bytes(a, "deleted.files", deleted, mtime); !ok) return ok;
+  if (auto ok = add_bytes(a, "network.status", "[]\n", mtime); !ok) return ok;
+  if (has_stats) {
+    auto text = read_file(ckpt_dir + "/criu/stats-dump", kMaxDerivedEntryBytes);
+    if (text) {
+      if (auto ok = add_bytes(a, "stats-dump", *text, mtime); !ok) return ok;
+    }
+  }
+  return {};
+}
+
 Result<void> add_file(archive* a, const CheckpointEntry& e, const std::string& ckpt_dir) {
   std::unique_ptr<archive_entry, void (*)(archive_entry*)> entry(archive_entry_new(),
                                                                  archive_entry_free);
-  archive_entry_set_pathname(entry.get(), e.path.c_str());
+  archive_entry_set_pathname(entry.get(), archive_name_of(e.path).c_str());
   archive_entry_set_mode(entry.get(), e.st.st_mode);
   archive_entry_set_mtime(entry.get(), e.st.st_mtim.tv_sec, 0);
   bool regular = S_ISREG(e.st.st_mode);
@@ -81,6 +227,11 @@ Result<void> write_archive(const std::string& ckpt_dir, int out_fd, const Export
   }
   if (!S_ISREG(top.st.st_mode)) return fail(ckpt_dir + "/manifest.json is not a regular file");
   if (auto added = add_file(a.get(), top, ckpt_dir); !added) return added;
+  auto manifest_text = read_file(ckpt_dir + "/" + kManifestFileName, kMaxArchiveManifestBytes);
+  if (!manifest_text) return std::unexpected(manifest_text.error());
+  if (auto added = add_derived(a.get(), ckpt_dir, *manifest_text, top.st.st_mtim.tv_sec); !added) {
+    return added;
+  }
   auto walked = walk_checkpoint_dir(dir->get(), [&](const CheckpointEntry& e) -> Result<void> {
     if (e.path == kManifestFileName) return {};
     return add_file(a.get(), e, ckpt_dir);
@@ -159,7 +310,11 @@ ArchivePlan plan_from(const Manifest& m, uint64_t manifest_size, const Expansion
       plan.dirs.insert(f.path.substr(0, slash));
     }
   }
-  plan.limits = caps.min({bytes, 1 + plan.files.size() + plan.dirs.size()});
+  // Plus the entries export derives for other tools (skipped, but they pass by in the stream).
+  bytes = bytes > kUnlimited - kDerivedEntries * kMaxDerivedEntryBytes
+              ? kUnlimited
+              : bytes + kDerivedEntries * kMaxDerivedEntryBytes;
+  plan.limits = caps.min({bytes, 1 + plan.files.size() + plan.dirs.size() + kDerivedEntries});
   return plan;
 }
 
@@ -192,6 +347,20 @@ Result<void> Extractor::entry(archive_entry* e) {
   std::string path = archive_entry_pathname(e) != nullptr ? archive_entry_pathname(e) : "";
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   if (!safe_relative_path(path)) return fail("archive holds an unsafe path '" + path + "'");
+  if (plan_) {
+    // What export derived for other tools is skipped, unwritten (its data is never read, but
+    // it counts against the stream and is bounded); everything else by its store name.
+    if (derived_entry(path) && !plan_->files.contains(path)) {
+      if (archive_entry_filetype(e) != AE_IFREG || !archive_entry_size_is_set(e) ||
+          archive_entry_size(e) < 0 ||
+          static_cast<uint64_t>(archive_entry_size(e)) > kMaxDerivedEntryBytes) {
+        return std::unexpected(Error("'" + path + "' is not a small regular file", EFBIG));
+      }
+      if (auto ok = budget_.add_entry(); !ok) return ok;
+      return budget_.check_stream(stream_bytes());
+    }
+    path = store_name_of(path);
+  }
   if (auto ok = budget_.add_entry(); !ok) return ok;
   if (auto ok = budget_.check_stream(stream_bytes()); !ok) return ok;
   mode_t type = archive_entry_filetype(e);

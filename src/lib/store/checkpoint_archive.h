@@ -6,6 +6,11 @@
 // listed size (no "..", no links, no devices), so an archive never expands beyond its
 // manifest (nor the node's caps). The caller then verifies the manifest (digests) before
 // anything is restored.
+// The layout is Podman's and CRI-O's container checkpoint archive (what checkpointctl reads):
+// the store's images/ is checkpoint/ in the archive, and export adds, after manifest.json,
+// entries derived for other tools (config.dump, spec.dump, deleted.files, network.status,
+// stats-dump) that import skips unwritten (each bounded); an archive of the older layout
+// (images/) imports too.
 #pragma once
 
 #include <cstdint>

@@ -21,11 +21,13 @@ import re
 import secrets
 import shlex
 
-from . import proc
+from . import daemons, proc
 
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "golden")
-GOLDEN_CONTAINERD = os.path.join(GOLDEN_DIR, "containerd-shim-runc-v2.txt")
+# containerd 2.x's shim (ARCH_E2E_ENGINES=forky) has its own file: its calls differ.
+GOLDEN_CONTAINERD = os.path.join(
+    GOLDEN_DIR, "containerd-2-shim-runc-v2.txt" if daemons.FORKY else "containerd-shim-runc-v2.txt")
 GOLDEN_DOCKERD = os.path.join(GOLDEN_DIR, "dockerd.txt")
 
 _BUNDLE = re.compile(r"^(?P<bundle>/.*/io\.containerd\.runtime\.v2\.task/[^/]+/(?P<id>[^/]+))"
@@ -34,7 +36,7 @@ _VALUE_PLACEHOLDERS = {"--root": "<root>", "--process": "<process-file>",
                        "--console-socket": "<console-socket>"}
 
 
-def write_wrapper(path, log_path, runc="/usr/sbin/runc"):
+def write_wrapper(path, log_path, runc=daemons.RUNC):
     """Writes the logging wrapper runtime; it appends to log_path and execs runc."""
     with open(path, "w") as f:
         f.write(f"""#!/bin/bash

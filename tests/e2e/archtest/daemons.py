@@ -16,10 +16,49 @@ import subprocess
 
 from . import proc
 
-RUNC = "/usr/sbin/runc"
-CONTAINERD = "/usr/bin/containerd"
-CTR = "/usr/bin/ctr"
+# The engines under test. ARCH_E2E_ENGINES=forky (ctest's e2e.forky.* runs) takes
+# containerd 2.x, its runc v2 shim, ctr and runc 1.3 from the private prefix that
+# scripts/install-test-engines.sh fills from Debian forky; default: Debian 12's.
+FORKY_PREFIX = os.environ.get("ARCH_TEST_ENGINES_PREFIX") or "/var/cache/arch-test/forky"
+ENGINES = os.environ.get("ARCH_E2E_ENGINES") or "debian"
+if ENGINES not in ("debian", "forky"):
+    raise RuntimeError(f"ARCH_E2E_ENGINES={ENGINES!r}: expected debian or forky")
+FORKY = ENGINES == "forky"
+if FORKY:
+    ENGINE_BIN_DIR = os.path.join(FORKY_PREFIX, "bin")  # first on containerd's PATH (shim, runc)
+    RUNC = os.path.join(ENGINE_BIN_DIR, "runc")
+    CONTAINERD = os.path.join(ENGINE_BIN_DIR, "containerd")
+    CTR = os.path.join(ENGINE_BIN_DIR, "ctr")
+    SHIM = os.path.join(ENGINE_BIN_DIR, "containerd-shim-runc-v2")
+else:
+    ENGINE_BIN_DIR = None
+    RUNC = "/usr/sbin/runc"
+    CONTAINERD = "/usr/bin/containerd"
+    CTR = "/usr/bin/ctr"
+    SHIM = shutil.which("containerd-shim-runc-v2") or "/usr/bin/containerd-shim-runc-v2"
 DOCKERD = "/usr/sbin/dockerd"
+
+
+def engine_versions():
+    """The first line of `--version` of containerd and runc under test (for reports)."""
+    out = {}
+    for name, path in (("containerd", CONTAINERD), ("runc", RUNC)):
+        try:
+            r = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+            out[name] = (r.stdout.splitlines() or ["?"])[0]
+        except OSError as e:
+            out[name] = f"missing ({e})"
+    return out
+
+
+def containerd_config_version():
+    """The config.toml version the containerd under test reads natively (2.x: 3)."""
+    return 3 if FORKY else 2
+
+
+def engine_path(path):
+    """A PATH for containerd: the engines' own directory first (its shim and runc)."""
+    return f"{ENGINE_BIN_DIR}:{path}" if ENGINE_BIN_DIR else path
 
 
 def docker_client():
@@ -190,9 +229,17 @@ class Containerd:
         self.proc = None
 
     def _write_config(self):
-        disabled = "" if self.cri_config else 'disabled_plugins = ["io.containerd.grpc.v1.cri"]'
+        version = containerd_config_version()
+        if self.cri_config:
+            disabled = ""
+        elif version >= 3:
+            # containerd 2.x splits CRI into three plugins; NRI would listen on /var/run/nri.
+            disabled = ('disabled_plugins = ["io.containerd.grpc.v1.cri", '
+                        '"io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]')
+        else:
+            disabled = 'disabled_plugins = ["io.containerd.grpc.v1.cri"]'
         with open(self.config, "w") as f:
-            f.write(f"""version = 2
+            f.write(f"""version = {version}
 root = "{self.root}"
 state = "{self.state}"
 {disabled}
@@ -214,6 +261,7 @@ state = "{self.state}"
         os.makedirs(self.base, mode=0o700, exist_ok=True)
         self._write_config()
         env = dict(os.environ, **self.extra_env)
+        env["PATH"] = engine_path(env.get("PATH", ""))
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [*self.prefix, CONTAINERD, "--config", self.config, "--root", self.root, "--state", self.state,

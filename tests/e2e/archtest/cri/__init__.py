@@ -200,6 +200,40 @@ def cri_plugin_toml(runc_root, cni_conf_dir):
 """
 
 
+def cri_plugin_toml_v3(runc_root, cni_conf_dir):
+    """The same for containerd 2.x (config version 3): CRI is split into the images, runtime
+    and gRPC plugins."""
+    images = "plugins.'io.containerd.cri.v1.images'"
+    runtime = "plugins.'io.containerd.cri.v1.runtime'"
+    runtimes = f"{runtime}.containerd.runtimes"
+    return f"""version = 3
+
+[{images}]
+  snapshotter = "overlayfs"
+[{images}.pinned_images]
+  sandbox = "{PAUSE_IMAGE}"
+[{runtime}]
+  enable_selinux = false
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+[{runtime}.containerd]
+  default_runtime_name = "runc"
+[{runtimes}.runc]
+  runtime_type = "io.containerd.runc.v2"
+[{runtimes}.runc.options]
+  Root = "{runc_root}"
+[{runtime}.cni]
+  bin_dirs = ["{CNI_BIN_DIR}"]
+  conf_dir = "{cni_conf_dir}"
+  max_conf_num = 1
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
+"""
+
+
 def install_arch_handler(archctl, path, arch_runc):
     """`archctl install containerd --config path --arch-runc arch_runc` (what a node's
     operator runs); returns the edited config without its `version` line, for
@@ -274,7 +308,8 @@ class CriNode:
         self.pb = api(os.path.join(self.base, "proto"))
         engine_config = os.path.join(self.base, "cri-config.toml")
         with open(engine_config, "w") as f:
-            f.write(cri_plugin_toml(self.runc_root, self.cni_conf))
+            toml = cri_plugin_toml_v3 if daemons.containerd_config_version() >= 3 else cri_plugin_toml
+            f.write(toml(self.runc_root, self.cni_conf))
         self.ctd.cri_config = install_arch_handler(self.archctl, engine_config, self.wrapper)
         self.ctd.start()
         for archive in images.values():
