@@ -279,3 +279,32 @@ def k8s_pair(ctr_workloads, workload_image, archctl_cli, node_config):
     left = containers.cleanup()
     daemons.remove_cgroup_parent("k8s.io")
     assert not left, f"processes were left in the containers' cgroups (killed): {left}"
+
+
+def test_finalize_takes_a_group_as_one_unit(ctr_containers, pod, group):
+    c = ctr_containers
+    x, y = checkpoint.new_id("gf1"), checkpoint.new_id("gf2")
+    env = [f"ARCH_GROUP={group}"]
+    argv = workloads.counter()
+    start(c, x, argv, env, pod)
+    start(c, y, argv, env, pod)
+    r = c.archctl.run("container", "finalize", "--deadline", "100", "-o", "json", timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = {e["id"]: e for e in json.loads(r.stdout)["containers"]}
+    for cid in (x, y):
+        assert report[cid]["result"] == "checkpointed", report[cid]
+        assert any(f"group {group} generation" in n for n in report[cid].get("notes", [])), (
+            report[cid])
+    assert len(committed(group_dir(c, group))) == 1
+    assert c.delete(x) == 137 and c.delete(y) == 137
+
+
+def test_a_member_is_not_checkpointed_alone(ctr_containers, pod, group):
+    """One member checkpointed on its own would break the group's generation (and prune
+    it): refused, the member keeps running, nothing committed."""
+    c = ctr_containers
+    x = checkpoint.new_id("gsolo")
+    start(c, x, workloads.counter(), [f"ARCH_GROUP={group}"], pod)
+    r = c.archctl.run("container", "checkpoint", f"{c.ns}/{x}")
+    assert r.returncode != 0 and f"is a member of group {group}" in r.stderr, r.stderr
+    assert c.status(x) == "RUNNING" and c.checkpoints(x) == []

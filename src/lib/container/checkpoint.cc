@@ -550,6 +550,14 @@ Result<ContainerCheckpoint> ContainerCheckpoint::begin(const ContainerRecord& c,
   // The TCP policy, strictly one of its names (the value never reaches CRIU as text).
   auto env = read_arch_env(c.bundle);
   if (!env) return std::unexpected(env.error());
+  // A group member alone would commit a generation of its own (and prune its group's):
+  // members are checkpointed only as their group (container/group_checkpoint.h).
+  if (std::string_view group = env->get("ARCH_GROUP"); !group.empty() && options.group.empty()) {
+    return std::unexpected(Error(
+        "container " + c.ns + "/" + c.id + " is a member of group " + std::string(group) +
+            ": checkpoint the group (archctl group checkpoint " + std::string(group) + ")",
+        EPERM));
+  }
   auto policy = container_tcp_policy(config.checkpoint.tcp, env->get("ARCH_TCP"));
   if (!policy) return std::unexpected(policy.error().wrap("container " + c.ns + "/" + c.id));
   s->tcp_policy = *policy;
