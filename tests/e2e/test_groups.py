@@ -126,7 +126,9 @@ def test_group_keeps_the_connection_between_its_members(ctr_containers, pod, gro
 
     out = group_checkpoint(c, group)
     print(f"\ntwo-member group checkpoint: frozen {out['frozen_ms']:.0f} ms, "
-          f"total {out['total_ms']:.0f} ms")
+          f"total {out['total_ms']:.0f} ms; " +
+          "; ".join(" ".join(f"{k}={v:.0f}" for k, v in sorted(m["timings_ms"].items()))
+                    for m in out["members"]))
     assert len(out["members"]) == 2, out
     record = os.path.join(out["record"], "group.json")
     with open(record) as f:
