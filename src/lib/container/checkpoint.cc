@@ -553,10 +553,10 @@ Result<ContainerCheckpoint> ContainerCheckpoint::begin(const ContainerRecord& c,
   // A group member alone would commit a generation of its own (and prune its group's):
   // members are checkpointed only as their group (container/group_checkpoint.h).
   if (std::string_view group = env->get("ARCH_GROUP"); !group.empty() && options.group.empty()) {
-    return std::unexpected(Error(
-        "container " + c.ns + "/" + c.id + " is a member of group " + std::string(group) +
-            ": checkpoint the group (archctl group checkpoint " + std::string(group) + ")",
-        EPERM));
+    return std::unexpected(
+        Error("container " + c.ns + "/" + c.id + " is a member of group " + std::string(group) +
+                  ": checkpoint the group (archctl group checkpoint " + std::string(group) + ")",
+              EPERM));
   }
   auto policy = container_tcp_policy(config.checkpoint.tcp, env->get("ARCH_TCP"));
   if (!policy) return std::unexpected(policy.error().wrap("container " + c.ns + "/" + c.id));
