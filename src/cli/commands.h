@@ -25,6 +25,7 @@ Handler add_job_command(CLI::App& app);
 Handler add_process_command(CLI::App& app);
 Handler add_config_command(CLI::App& app);
 Handler add_key_command(CLI::App& app);
+Handler add_group_command(CLI::App& app);
 /// `archctl completion bash`: a bash completion script made from `app`'s commands.
 Handler add_completion_command(CLI::App& app);
 

@@ -117,6 +117,7 @@ int main(int argc, char** argv) {
   add(arch::cli::add_log_command);
   add(arch::cli::add_install_command);
   add(arch::cli::add_container_command);
+  add(arch::cli::add_group_command);
   add(arch::cli::add_checkpoint_command);
   add(arch::cli::add_node_command);
   add(arch::cli::add_job_command);

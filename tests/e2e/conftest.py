@@ -117,7 +117,7 @@ def node_config(e2e_dir):
     roots = {"e2e": e2e_dir}
     path = daemons.write_node_config(os.path.join(e2e_dir, "etc-arch"), log_file,
                                      criu=criu_path(), store=store, state=state, keys=keys,
-                                     roots=roots)
+                                     roots=roots, group_wait=8)
     return NodeConfig(path, log_file, daemons.RUNC, criu_path(), store, state, keys, roots)
 
 

@@ -439,6 +439,16 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
     state->config.restore_lazy_pages = v == "true";
     return 1;
   }
+  if (s == "restore" && k == "group_wait") {
+    int wait = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), wait);
+    if (ec != std::errc() || end != v.data() + v.size() || wait < 1 || wait > 600) {
+      state->error = "[restore] group_wait must be a whole number of seconds, 1-600";
+      return 0;
+    }
+    state->config.restore_group_wait_seconds = wait;
+    return 1;
+  }
   if (s == "restore" && k.starts_with("max_")) return on_restore_limit(state, k, v);
   if (s == "agent") return on_agent_entry(state, k, v);
   if (s == "jobs") return on_jobs_entry(state, k, v);
@@ -693,6 +703,9 @@ on_failure = fresh
 # true: restore with CRIU lazy pages (memory served on demand; a container's
 # ARCH_LAZY_RESTORE=1 or 0 wins).
 lazy_pages = false
+# Seconds a member of a container group (ARCH_GROUP) being restored waits for the other
+# members of its group checkpoint to be created on this node (1-600), else on_failure.
+group_wait = 60
 # Caps on what a checkpoint may expand to when it is unpacked (K, M, G, T suffixes).
 # A rootfs diff also stops at the bytes and entries its capture counted (in the
 # manifest), a job archive at the files its manifest lists: the tighter limit wins.

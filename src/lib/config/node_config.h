@@ -79,6 +79,10 @@ struct NodeConfig {
   std::string state_dir = "/run/arch";  ///< [state] dir: the registry (tmpfs).
   bool restore_failure_fails = false;   ///< [restore] on_failure = fresh | fail.
   bool restore_lazy_pages = false;  ///< [restore] lazy_pages: CRIU lazy pages (see lazy_pages.h).
+  /// [restore] group_wait: how long a group member being restored waits for the other
+  /// members of its group generation to be created on this node (container/group_checkpoint.h)
+  /// before its restore fails by the on_failure policy. 1-600 seconds.
+  int restore_group_wait_seconds = 60;
   /// [restore] the node's caps on what a checkpoint may expand to when it is unpacked,
   /// beside the counts its manifest records (the tighter wins). Sizes take K/M/G/T.
   struct Limits {

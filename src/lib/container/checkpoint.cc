@@ -10,8 +10,12 @@
 
 #include <fcntl.h>
 #include <fmt/core.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +23,7 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -127,6 +132,45 @@ class WritebackPump {
   std::jthread thread_;
 };
 
+// Puts every established TCP socket of the (frozen) tasks into repair mode, through a
+// duplicate taken with pidfd_getfd: a socket closed in repair mode goes without a FIN or
+// an RST (tcp_close → tcp_disconnect), which is how CRIU itself ends dumped connections.
+// A group's members are ended this way after the group is committed, so the peers of
+// connections between members are not told of the end of the other side, and nothing of
+// the old sockets lingers (TIME_WAIT) where the restored ones come back. Best effort.
+void silence_tcp_sockets(const std::vector<int>& pids) {
+  for (int pid : pids) {
+    auto pidfd = open_pidfd(pid);
+    if (!pidfd) continue;
+    std::string dir = fmt::format("/proc/{}/fd", pid);
+    auto fds = open_file(dir, O_RDONLY | O_DIRECTORY);
+    if (!fds) continue;
+    auto names = list_directory(fds->get());
+    if (!names) continue;
+    for (const auto& name : *names) {
+      char target[64] = {};
+      ssize_t n = ::readlinkat(fds->get(), name.c_str(), target, sizeof target - 1);
+      if (n <= 0 || std::string_view(target, static_cast<std::size_t>(n)).find("socket:") != 0)
+        continue;
+      int num = std::atoi(name.c_str());
+      int fd = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd->get(), num, 0));
+      if (fd < 0) continue;
+      UniqueFd dup(fd);
+      int proto = 0;
+      socklen_t len = sizeof proto;
+      if (::getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) != 0 || proto != IPPROTO_TCP)
+        continue;
+      struct tcp_info info {};
+      len = sizeof info;
+      if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
+          info.tcpi_state != TCP_ESTABLISHED)
+        continue;
+      int on = 1;
+      (void)::setsockopt(fd, IPPROTO_TCP, TCP_REPAIR, &on, sizeof on);
+    }
+  }
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------ ThawGuard
@@ -189,6 +233,8 @@ struct ContainerCheckpoint::State {
   std::vector<std::string> criu_lines;   // further CRIU config lines (network, TCP)
   std::vector<HeldLock> locks;           // held at the dump: restore checks they are held again
   bool ended_by_dump = false;            // CRIU ended the tasks (connections kept silent)
+  std::string staged;                    // a group member's committed generation (path)
+  std::string staged_mac;                // and its seal's MAC
   Clock::time_point total_start = Clock::now();
 
   State(const ContainerRecord& rec, const NodeConfig& cfg, const std::string& runc_bin,
@@ -411,6 +457,8 @@ struct ContainerCheckpoint::State {
   // already gone (the error says so).
   [[nodiscard]] bool connections_continue_in_place() const {
     if (tcp.empty() || options.leave_running || !network || network->mode == "own") return false;
+    // A group member stays in place until the whole group is committed (or thawed).
+    if (!options.group.empty()) return false;
     return tcp_policy == TcpPolicy::kAuto || tcp_policy == TcpPolicy::kRestore;
   }
 
@@ -488,6 +536,9 @@ struct ContainerCheckpoint::State {
     if (options.rootfs_zstd_level > 0) {
       m.extra["rootfs_diff"]["zstd_level"] = options.rootfs_zstd_level;
     }
+    if (!options.group.empty()) {
+      m.extra["group"] = {{"name", options.group}, {"generation", options.group_generation}};
+    }
     return m;
   }
 };
@@ -535,6 +586,14 @@ Result<ContainerCheckpoint> ContainerCheckpoint::begin(const ContainerRecord& c,
   // The TCP policy, strictly one of its names (the value never reaches CRIU as text).
   auto env = read_arch_env(c.bundle);
   if (!env) return std::unexpected(env.error());
+  // A group member alone would commit a generation of its own (and prune its group's):
+  // members are checkpointed only as their group (container/group_checkpoint.h).
+  if (std::string_view group = env->get("ARCH_GROUP"); !group.empty() && options.group.empty()) {
+    return std::unexpected(
+        Error("container " + c.ns + "/" + c.id + " is a member of group " + std::string(group) +
+                  ": checkpoint the group (archctl group checkpoint " + std::string(group) + ")",
+              EPERM));
+  }
   auto policy = container_tcp_policy(config.checkpoint.tcp, env->get("ARCH_TCP"));
   if (!policy) return std::unexpected(policy.error().wrap("container " + c.ns + "/" + c.id));
   s->tcp_policy = *policy;
@@ -694,6 +753,89 @@ void ContainerCheckpoint::abandon() {
   }
   if (s_->guard) s_->guard->disarm();
   s_->staging.reset();
+}
+
+// ------------------------------------------------------------------ group members
+
+Result<std::string> ContainerCheckpoint::stage_group_member() {
+  State& s = *s_;
+  if (s.options.group.empty()) return fail("not a group member");
+  if (auto frozen = freeze(false); !frozen) return std::unexpected(frozen.error());
+  if (auto ok = s.ensure_staging(); !ok) return s.thaw_after(ok.error());
+  if (auto ok = s.inspect_network(); !ok) return s.thaw_after(ok.error());
+  if (auto ok = s.record_locks(); !ok) return s.thaw_after(ok.error());
+  if (auto ok = s.capture_rootfs(); !ok) return s.thaw_after(ok.error());
+  if (auto ok = s.capture_workdir(); !ok) return s.thaw_after(ok.error());
+  s.save_spec();
+  if (auto ok = s.dump(); !ok) return s.dump_failed(ok.error());
+  auto start = Clock::now();
+  start_writeback(s.staging->dirfd());
+  auto committed = s.store.commit_unpruned(std::move(*s.staging), s.manifest(), *s.lock);
+  s.staging.reset();
+  if (!committed) return s.thaw_after(committed.error().wrap("commit"));
+  s.timings["commit"] = ms_since(start);
+  s.staged = *committed;
+  std::string name = s.staged.substr(s.staged.rfind('/') + 1);
+  auto m = s.store.read_verified(s.c.owner, s.c.key, name, /*check_files=*/false);
+  if (!m) {
+    retract_group_member();
+    return std::unexpected(m.error().wrap("read back " + s.staged));
+  }
+  s.staged_mac = m->seal.mac;
+  return s.staged;
+}
+
+std::string ContainerCheckpoint::staged_seal_mac() const {
+  return s_->staged_mac;
+}
+
+Result<CheckpointOutcome> ContainerCheckpoint::end_group_member(
+    const std::vector<std::string>& keep_generations) {
+  State& s = *s_;
+  auto start = Clock::now();
+  Result<void> killed;
+  if (!s.options.leave_running) {
+    if (auto pids = s.runc.pids(s.c.id); pids) silence_tcp_sockets(*pids);
+    killed = s.kill_all_frozen();
+  }
+  (void)s.runc.resume(s.c.id);
+  s.frozen = false;
+  s.timings["end"] = ms_since(start);
+  s.timings["total"] = ms_since(s.total_start);
+  // Member generations of group generations that never completed (a writer that died
+  // between its members' commits and the record) are never restored: removed here.
+  if (auto names = s.store.committed_names(s.c.owner, s.c.key)) {
+    for (const auto& name : *names) {
+      auto m = s.store.read_verified(s.c.owner, s.c.key, name, false);
+      if (!m || !m->extra.is_object() || !m->extra.contains("group")) continue;
+      std::string gen = m->extra["group"].value("generation", "");
+      if (std::find(keep_generations.begin(), keep_generations.end(), gen) ==
+          keep_generations.end()) {
+        (void)s.store.remove_one(s.lock->path() + "/" + name, *s.lock);
+      }
+    }
+  }
+  s.store.prune_generations(*s.lock);
+  if (s.guard) s.guard->disarm();
+  if (!killed) {
+    return fail("group checkpoint committed at " + s.staged +
+                " but ending the container failed: " + killed.error().message());
+  }
+  CheckpointOutcome out;
+  out.path = s.staged;
+  out.bytes = committed_checkpoint_bytes(out.path);
+  out.timings_ms = s.timings;
+  out.notes = s.notes;
+  out.pre_copy = s.pre_copy;
+  s.staged.clear();
+  return out;
+}
+
+void ContainerCheckpoint::retract_group_member() {
+  State& s = *s_;
+  if (!s.staged.empty() && s.lock) (void)s.store.remove_one(s.staged, *s.lock);
+  s.staged.clear();
+  abandon();
 }
 
 // ------------------------------------------------------------------ one container

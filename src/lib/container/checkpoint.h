@@ -40,6 +40,10 @@ struct CheckpointOptions {
   /// Fold this checkpoint's write rate into the store's kept rates (deadline_plan.h). A
   /// finalize turns it off and records its own (its dumps run side by side).
   bool record_rate = true;
+  /// Set by a group checkpoint (container/group_checkpoint.h): the group and the group
+  /// generation this member's manifest names (sealed with it). Empty: not in a group.
+  std::string group{};
+  std::string group_generation{};
 };
 
 struct CheckpointOutcome {
@@ -85,6 +89,20 @@ class ContainerCheckpoint {
   Result<CheckpointOutcome> finish();
   /// Thaws the container if it is frozen and not finished (idempotent).
   void abandon();
+
+  /// A group member's first phase: freeze (if not yet) → capture → dump (always leaving the
+  /// tasks in place, frozen) → commit its generation without pruning older ones. Returns the
+  /// committed path; on failure the container is thawed and nothing of it is kept.
+  Result<std::string> stage_group_member();
+  /// The seal MAC of the generation stage_group_member() committed.
+  [[nodiscard]] std::string staged_seal_mac() const;
+  /// After the group record is committed: the member's TCP sockets closed without a word to
+  /// their peers (repair mode), every task ended, the container thawed; older generations
+  /// pruned and member generations of uncommitted group generations removed.
+  Result<CheckpointOutcome> end_group_member(const std::vector<std::string>& keep_generations);
+  /// The group failed: the generation stage_group_member() committed is removed, and the
+  /// container thawed (it keeps running).
+  void retract_group_member();
 
   [[nodiscard]] const ContainerRecord& container() const;
   /// The argv of `runc resume` for this container (for a batch ThawGuard).

@@ -16,6 +16,7 @@
 // With options.checkpoint set (tests), each container goes through that function instead.
 #include "container/finalize.h"
 
+#include <fmt/core.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -30,6 +31,7 @@
 #include "base/enum_names.h"
 #include "base/file_util.h"
 #include "container/deadline_plan.h"
+#include "container/group_checkpoint.h"
 #include "criu/criu_features.h"
 #include "runtime/runc_client.h"
 #include "store/manifest.h"
@@ -380,6 +382,73 @@ FinalizeReport finalize_impl(std::vector<ContainerRecord> containers,
   return report;
 }
 
+// Groups (group_checkpoint.h): the members of each group are taken out of the pool and
+// checkpointed as one unit, before the others, each group only while the deadline has not
+// passed and finalize is not cancelled: all of a group's members are checkpointed, or none.
+// (A group started just before the deadline is not interrupted.)
+std::vector<FinalizeResult> finalize_groups(std::vector<ContainerRecord>& containers,
+                                            std::vector<std::optional<RuncState>>& states,
+                                            const NodeConfig& config, const std::string& runc,
+                                            const FinalizeOptions& options,
+                                            Clock::time_point start) {
+  std::map<std::pair<std::string, std::string>, NodeGroup> groups;
+  std::vector<ContainerRecord> rest;
+  std::vector<std::optional<RuncState>> rest_states;
+  for (std::size_t i = 0; i < containers.size(); ++i) {
+    auto name = container_group(containers[i]);
+    if (name && !name->empty()) {
+      auto& g = groups[{containers[i].owner, *name}];
+      g.owner = containers[i].owner;
+      g.name = *name;
+      g.members.push_back(std::move(containers[i]));
+      continue;
+    }
+    rest.push_back(std::move(containers[i]));
+    rest_states.push_back(i < states.size() ? std::move(states[i]) : std::nullopt);
+  }
+  containers = std::move(rest);
+  states = std::move(rest_states);
+  std::vector<FinalizeResult> out;
+  auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double>(options.deadline_seconds));
+  for (auto& [_, g] : groups) {
+    auto t = Clock::now();
+    std::size_t first = out.size();
+    bool cancelled = options.cancel != nullptr && options.cancel->load();
+    if (t >= deadline || cancelled) {
+      for (auto& m : g.members) {
+        out.push_back({m, FinalizeOutcome::kSkipped,
+                       "group " + g.name + " not started: " +
+                           (cancelled ? "finalize cancelled" : "the deadline had passed")});
+      }
+    } else {
+      auto done = checkpoint_group(g, config, runc);
+      for (auto& m : g.members) {
+        FinalizeResult r{m};
+        if (!done) {
+          r.outcome = FinalizeOutcome::kFailed;
+          r.detail = done.error().message();
+        } else {
+          for (auto& mo : done->members) {
+            if (mo.container.id == m.id && mo.container.ns == m.ns) {
+              fill_from_outcome(r, std::move(mo.outcome));
+            }
+          }
+          r.notes.push_back(fmt::format("group {} generation {}: frozen {:.0f} ms", g.name,
+                                        done->generation, done->frozen_ms));
+        }
+        out.push_back(std::move(r));
+      }
+    }
+    for (std::size_t i = first; i < out.size(); ++i) {
+      out[i].seconds = seconds_since(t);
+      out[i].finished_s = seconds_since(start);
+      if (options.on_result) options.on_result(out[i]);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<ContainerRecord> running_containers(const NodeConfig& config, const std::string& runc) {
@@ -404,9 +473,14 @@ FinalizeReport finalize_node(const NodeConfig& config, const std::string& runc,
     states.emplace_back(std::move(st));
   }
   double listed = seconds_since(start);
+  std::vector<FinalizeResult> grouped;
+  if (!options.checkpoint) {
+    grouped = finalize_groups(containers, states, config, runc, options, start);
+  }
   auto report =
       finalize_impl(std::move(containers), std::move(states), config, runc, options, start);
   report.phase_seconds["list"] = listed;
+  for (auto& r : grouped) report.containers.push_back(std::move(r));
   return report;
 }
 

@@ -20,6 +20,7 @@
 #include "base/file_util.h"
 #include "base/host.h"
 #include "container/container_network.h"
+#include "container/group_checkpoint.h"
 #include "container/rootfs_diff.h"
 #include "container/tcp_policy.h"
 #include "container/workdir_capture.h"
@@ -342,6 +343,83 @@ Result<std::string> put_back_workdir_for(const CommittedCheckpoint& ckpt,
 // At most this many generations are tried for one create (each failure moves one aside).
 constexpr int kMaxRestoreAttempts = 8;
 
+// The group a restore must go through: the container's ARCH_GROUP, else the group its newest
+// sealed generation names (a member's generation is never restored on its own). "": none.
+Result<std::string> restore_group(const CheckpointStore& store, const ContainerRecord& rec) {
+  auto group = container_group(rec);
+  if (!group || !group->empty()) return group;
+  auto names = store.committed_names(rec.owner, rec.key);
+  if (!names || names->empty()) return std::string();
+  auto m = store.read_verified(rec.owner, rec.key, names->front(), /*check_files=*/false);
+  return m ? manifest_group(*m) : std::string();
+}
+
+// A group member: only from the newest complete generation of its group, once every member
+// of it is being created; one attempt (its peers restore from that same generation).
+Result<RestoreOutcome> restore_group_member(const CheckpointStore& store, const KeyLock& lock,
+                                            const std::string& group, const RuncCommandLine& create,
+                                            const ContainerRecord& rec, const NodeConfig& config,
+                                            const std::string& runc_path, const SpecDigest& spec,
+                                            TcpPolicy tcp_policy, const JoinedNetns& joined,
+                                            const std::string& rootfs, bool* rootfs_clean,
+                                            std::chrono::steady_clock::time_point start) {
+  std::vector<std::string> skipped;
+  auto choice = choose_group_generation(store, rec, group, &skipped);
+  if (!choice) return std::unexpected(choice.error().wrap("no usable checkpoint"));
+  const auto& ckpt = choice->checkpoint;
+  if (ckpt.manifest.spec.digest != spec.digest) {
+    return fail("the new container's spec differs from the checkpoint's (checkpoint " + ckpt.path +
+                " kept, not restored)");
+  }
+  auto waited = wait_for_group_members(config, choice->record, rec.key,
+                                       std::chrono::seconds(config.restore_group_wait_seconds));
+  if (!waited) return std::unexpected(waited.error().wrap("checkpoint kept, not restored"));
+  if (auto upper = overlay_upperdir(rootfs); !upper) {
+    return std::unexpected(upper.error().wrap("find the new container's writable layer"));
+  }
+  bool touched_rootfs = false;
+  std::string network_note;
+  auto done = restore_from(ckpt, create, rec, config, runc_path, rootfs, tcp_policy, joined,
+                           &network_note, &touched_rootfs);
+  if (!done) {
+    // This generation is unusable for the group from now on: the member's generation and the
+    // group record are moved aside (members already restored from it keep running).
+    (void)store.move_aside(ckpt.path, done.error().message(), lock);
+    if (auto glock = store.lock(rec.owner, group_store_key(group), std::chrono::seconds(10))) {
+      (void)store.move_aside(choice->record.path,
+                             "member " + rec.key + " failed to restore: " + done.error().message(),
+                             *glock);
+    }
+    Error out = done.error().wrap("restore from " + ckpt.path + " (group generation " +
+                                  choice->record.generation + ", moved aside)");
+    if (touched_rootfs) {
+      if (auto reset = reset_overlay(rootfs); !reset) {
+        if (rootfs_clean != nullptr) *rootfs_clean = false;
+        return std::unexpected(
+            out.wrap("and the new rootfs could not be put back (" + reset.error().message() + ")"));
+      }
+    }
+    return std::unexpected(out);
+  }
+  if (auto marked = ContainerRegistry(config.state_dir).mark_restored(rec.runc_root, rec.id);
+      !marked) {
+    return std::unexpected(marked.error().wrap("restored, but recording it failed"));
+  }
+  RestoreOutcome out;
+  out.checkpoint = ckpt.path;
+  out.lazy = done->lazy;
+  out.lazy_failure = done->lazy_failure;
+  out.network = network_note;
+  if (!network_note.empty()) out.network += "; ";
+  out.network += fmt::format("group {} generation {} ({} members)", group,
+                             choice->record.generation, choice->record.members.size());
+  out.skipped = std::move(skipped);
+  for (const auto& f : ckpt.manifest.files) out.bytes += f.size;
+  out.ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return out;
+}
+
 }  // namespace
 
 Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const ContainerRecord& rec,
@@ -376,6 +454,13 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
 
   auto root_path = read_root_path(rec.bundle);
   std::string rootfs = root_path ? *root_path : rec.bundle + "/rootfs";
+  // A group member (ARCH_GROUP, or a generation that names a group): group_checkpoint.h.
+  auto group = restore_group(store, rec);
+  if (!group) return std::unexpected(group.error().wrap("checkpoint kept, not restored"));
+  if (!group->empty()) {
+    return restore_group_member(store, *lock, *group, create, rec, config, runc_path, *spec,
+                                *tcp_policy, *joined, rootfs, rootfs_clean, start);
+  }
   // Newest verified generation first; one that fails to restore is moved aside with the
   // reason, the rootfs is put back, and the generation before it is tried.
   std::vector<std::string> failed;

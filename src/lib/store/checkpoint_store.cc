@@ -646,6 +646,16 @@ Result<Staging> CheckpointStore::begin(const KeyLock& lock) const {
 
 Result<std::string> CheckpointStore::commit(Staging&& staging, Manifest base,
                                             const KeyLock& lock) const {
+  return commit_impl(std::move(staging), std::move(base), lock, /*prune_after=*/true);
+}
+
+Result<std::string> CheckpointStore::commit_unpruned(Staging&& staging, Manifest base,
+                                                     const KeyLock& lock) const {
+  return commit_impl(std::move(staging), std::move(base), lock, /*prune_after=*/false);
+}
+
+Result<std::string> CheckpointStore::commit_impl(Staging&& staging, Manifest base,
+                                                 const KeyLock& lock, bool prune_after) const {
   Staging s = std::move(staging);  // removed on every failure path below
   auto failed = [](const Error& e) { return std::unexpected(e.wrap("commit")); };
   if (auto ok = check_lock(lock); !ok) return failed(ok.error());
@@ -684,7 +694,7 @@ Result<std::string> CheckpointStore::commit(Staging&& staging, Manifest base,
   s.parent_.reset();
   if (auto ok = fsync_fd(lock.dirfd(), lock.path_); !ok) return failed(ok.error());
   // 5. Only now may older generations go.
-  prune(lock);
+  if (prune_after) prune(lock);
   return lock.path_ + "/" + *name;
 }
 
@@ -697,6 +707,48 @@ void CheckpointStore::prune(const KeyLock& lock) const {
   }
   // Best effort: a generation that could not be removed is pruned by the next commit.
   if (removed) (void)fsync_fd(lock.dirfd(), lock.path_);
+}
+
+Result<UniqueFd> CheckpointStore::open_key_dir(std::string_view ns, std::string_view key) const {
+  if (auto ok = validate_owner(ns); !ok) return std::unexpected(ok.error());
+  if (auto ok = validate_name("key", key); !ok) return std::unexpected(ok.error());
+  auto base = open_base(/*create=*/false);
+  if (!base) return std::unexpected(base.error());
+  const std::string ns_path = base_ + "/" + std::string(ns);
+  auto ns_dir = open_dir_at(base->get(), std::string(ns), ns_path);
+  if (!ns_dir) return std::unexpected(ns_dir.error());
+  return open_dir_at(ns_dir->get(), std::string(key), ns_path + "/" + std::string(key));
+}
+
+Result<Manifest> CheckpointStore::read_verified(std::string_view ns, std::string_view key,
+                                                const std::string& name, bool check_files) const {
+  if (kind_of(name) != Kind::kCkpt || name.find('/') != std::string::npos) {
+    return std::unexpected(Error(name + ": not a committed generation's name", ENOENT));
+  }
+  if (keys() == nullptr) return no_key();
+  auto keyfd = open_key_dir(ns, key);
+  if (!keyfd) return std::unexpected(keyfd.error());
+  if (check_files) return load_verified(keyfd->get(), name, ns, key, keys_.get());
+  auto dir = open_dir_at(keyfd->get(), name, name);
+  if (!dir) return std::unexpected(dir.error());
+  auto text = read_at(dir->get(), kManifestFileName, kMaxManifestSize);
+  if (!text) return std::unexpected(text.error());
+  auto m = open_sealed_manifest(*text, *keys_);
+  if (!m) return m;
+  if (m->ns != ns || m->key != key) {
+    return fail(fmt::format("manifest is for {}/{}, not {}/{}", m->ns, m->key, ns, key));
+  }
+  return m;
+}
+
+Result<std::vector<std::string>> CheckpointStore::committed_names(std::string_view ns,
+                                                                  std::string_view key) const {
+  auto keyfd = open_key_dir(ns, key);
+  if (!keyfd) {
+    if (keyfd.error().code() == ENOENT) return std::vector<std::string>{};
+    return std::unexpected(keyfd.error());
+  }
+  return entries_of(keyfd->get(), Kind::kCkpt);
 }
 
 Result<std::vector<CheckpointInfo>> CheckpointStore::list(std::string_view ns, std::string_view key,

@@ -141,6 +141,20 @@ class CheckpointStore {
   /// and the previous checkpoints are untouched (except when only the final fsync of the key
   /// directory fails: the generation is then in place but perhaps not yet durable).
   Result<std::string> commit(Staging&& staging, Manifest base, const KeyLock& lock) const;
+  /// commit() without the pruning of older generations: a group member's generation
+  /// (container/group_checkpoint.h) must not push out its last complete group generation
+  /// before the group record is committed; prune_generations() runs after it.
+  Result<std::string> commit_unpruned(Staging&& staging, Manifest base, const KeyLock& lock) const;
+  /// Prunes committed generations of the locked key beyond `keep` (best effort).
+  void prune_generations(const KeyLock& lock) const { prune(lock); }
+
+  /// The committed generation `name` (a ckpt-* directory name) of ns/key, its seal checked
+  /// before anything in it is used, the ns/key it names checked, and, when `check_files`,
+  /// every file against it. Takes no lock (read only). Error code ENOENT when absent.
+  Result<Manifest> read_verified(std::string_view ns, std::string_view key, const std::string& name,
+                                 bool check_files) const;
+  /// The names of the committed (ckpt-*) generations of ns/key, newest first; no lock.
+  Result<std::vector<std::string>> committed_names(std::string_view ns, std::string_view key) const;
 
   /// Every checkpoint directory of one key, committed ones newest first, then failed ones
   /// newest first, then staging leftovers. Hashes every file only when `verify`.
@@ -188,6 +202,9 @@ class CheckpointStore {
   Result<void> check_lock(std::string_view ns, std::string_view key, const KeyLock& lock) const;
   Result<std::string> child_of_key(const std::string& path, const KeyLock& lock) const;
   void prune(const KeyLock& lock) const;
+  Result<std::string> commit_impl(Staging&& staging, Manifest base, const KeyLock& lock,
+                                  bool prune_after) const;
+  Result<UniqueFd> open_key_dir(std::string_view ns, std::string_view key) const;
   void prune_failed_dumps(const KeyLock& lock, int kept) const;
 
   std::string base_;

@@ -98,12 +98,13 @@ def roots_section(roots, on_disallowed=None):
 
 
 def write_node_config(directory, log_file, runc=RUNC, level="debug", criu=None, store=None,
-                      state=None, on_failure=None, keys=None, roots=None, on_disallowed=None):
+                      state=None, on_failure=None, keys=None, roots=None, on_disallowed=None,
+                      group_wait=None):
     """Writes an arch.conf that arch-runc accepts (root-owned, not group/world writable).
 
     criu, store ([store] path), state ([state] dir), on_failure ([restore]), roots
     ([roots]: the allowed store roots besides [store] path, name -> path) and
-    on_disallowed ([store]) are written only when given. keys ([keys] dir): a key dir; by
+    on_disallowed ([store]) and group_wait ([restore]) are written only when given. keys ([keys] dir): a key dir; by
     default <directory>/keys, made with one key (make_key_dir)."""
     os.makedirs(directory, mode=0o755, exist_ok=True)
     os.chmod(directory, 0o755)
@@ -116,8 +117,12 @@ def write_node_config(directory, log_file, runc=RUNC, level="debug", criu=None, 
         text += f"[store]\npath = {store}\n"
     if state:
         text += f"[state]\ndir = {state}\n"
+    if on_failure or group_wait:
+        text += "[restore]\n"
     if on_failure:
-        text += f"[restore]\non_failure = {on_failure}\n"
+        text += f"on_failure = {on_failure}\n"
+    if group_wait:
+        text += f"group_wait = {group_wait}\n"
     if keys is None:
         keys, _ = make_key_dir(os.path.join(directory, "keys"))
     text += f"[keys]\ndir = {keys}\n"

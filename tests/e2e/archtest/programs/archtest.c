@@ -25,6 +25,10 @@
  *                                  EOF) it reconnects and resumes from what the server
  *                                  says it holds. LOG gets "start <uuid>\n", then
  *                                  "connect\n" per connection and "lost <why>\n" per loss.
+ *   archtest tcpserver PORT LOG    the peer of tcpclient: listens on 0.0.0.0:PORT, greets
+ *                                  each connection with "N\n" (the last record it holds),
+ *                                  then appends every line it reads to LOG (fsync'd) and
+ *                                  sends it back.
  *   archtest list [ROOT]           prints one line per entry below ROOT (default "/") on
  *                                  ROOT's filesystem: path, type, mode, uid, gid, size,
  *                                  link target or SHA-256, hardlink group, holes, xattrs.
@@ -545,6 +549,35 @@ static int tcpclient(int argc, char **argv) {
   }
 }
 
+static int tcpserver(int argc, char **argv) {
+  if (argc < 2) return 2;
+  signal(SIGPIPE, SIG_IGN);
+  int log = open_append(argv[1]);
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int on = 1;
+  if (s < 0 || setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0) die("socket");
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[0]))};
+  if (bind(s, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(s, 16) != 0) die("bind");
+  unsigned long held = 0;
+  char line[64];
+  for (;;) {
+    int c = accept4(s, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0) continue;
+    snprintf(line, sizeof line, "%lu\n", held);
+    if (send(c, line, strlen(line), 0) > 0) {
+      while (read_line(c, line, sizeof line - 1) >= 0) {
+        held = strtoul(line, NULL, 10);
+        size_t len = strlen(line);
+        line[len] = '\n';
+        line[len + 1] = '\0';
+        append_line(log, line);
+        if (send(c, line, len + 1, 0) != (ssize_t)(len + 1)) break;
+      }
+    }
+    close(c);
+  }
+}
+
 /* ---- lock, trylock: file locks that must survive a checkpoint ---- */
 
 static int take_lock(int fd, const char *kind, int wait) {
@@ -666,6 +699,7 @@ int main(int argc, char **argv) {
   argv += 2;
   if (strcmp(cmd, "counter") == 0) return counter(argc, argv);
   if (strcmp(cmd, "tcpclient") == 0) return tcpclient(argc, argv);
+  if (strcmp(cmd, "tcpserver") == 0) return tcpserver(argc, argv);
   if (strcmp(cmd, "produce") == 0) return produce(argc, argv);
   if (strcmp(cmd, "consume") == 0) return consume(argc, argv);
   if (strcmp(cmd, "memory") == 0) return memory(argc, argv);

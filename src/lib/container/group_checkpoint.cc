@@ -1,0 +1,291 @@
+// Group checkpoint: freeze all → dump all → one sealed group record → end all; and the
+// restore's choice of group generation and its wait for the other members.
+#include "container/group_checkpoint.h"
+
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <thread>
+
+#include "base/file_util.h"
+#include "base/names.h"
+#include "runtime/oci_spec.h"
+
+namespace arch {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+std::string random_generation() {
+  uint64_t r[2] = {0, 0};
+  if (::getrandom(r, sizeof r, 0) != sizeof r) {
+    r[0] = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+    r[1] = static_cast<uint64_t>(::getpid());
+  }
+  return fmt::format("{:016x}{:016x}", r[0], r[1]);
+}
+
+Result<void> make_private_dirs(const std::string& path) {
+  for (std::size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos != path.size() && path[pos] != '/') continue;
+    std::string prefix = path.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + prefix);
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::string> container_group(const ContainerRecord& rec) {
+  auto env = read_arch_env(rec.bundle);
+  if (!env) return std::unexpected(env.error());
+  std::string name(env->get("ARCH_GROUP"));
+  if (name.empty()) return name;
+  if (auto ok = validate_group_name(name); !ok) {
+    return std::unexpected(ok.error().wrap("ARCH_GROUP of " + rec.ns + "/" + rec.id));
+  }
+  return name;
+}
+
+std::string manifest_group(const Manifest& m) {
+  if (!m.extra.is_object() || !m.extra.contains("group") || !m.extra["group"].is_object())
+    return {};
+  const auto& g = m.extra["group"];
+  return g.contains("name") && g["name"].is_string() ? g["name"].get<std::string>() : "";
+}
+
+std::vector<NodeGroup> node_groups(const NodeConfig& config, std::vector<std::string>* problems) {
+  std::map<std::pair<std::string, std::string>, NodeGroup> groups;
+  for (auto& rec : ContainerRegistry(config.state_dir).all()) {
+    auto name = container_group(rec);
+    if (!name) {
+      if (problems != nullptr) problems->push_back(name.error().message());
+      continue;
+    }
+    if (name->empty()) continue;
+    auto& g = groups[{rec.owner, *name}];
+    g.owner = rec.owner;
+    g.name = *name;
+    g.members.push_back(std::move(rec));
+  }
+  std::vector<NodeGroup> out;
+  for (auto& [_, g] : groups) {
+    std::sort(g.members.begin(), g.members.end(),
+              [](const auto& a, const auto& b) { return a.key < b.key; });
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ checkpoint
+
+Result<GroupCheckpointOutcome> checkpoint_group(const NodeGroup& group, const NodeConfig& config,
+                                                const std::string& runc,
+                                                CheckpointOptions options) {
+  auto t0 = Clock::now();
+  auto fail_group = [&](const Error& e) {
+    return std::unexpected(e.wrap(fmt::format("group {}/{}", group.owner, group.name)));
+  };
+  // 1. Validate: one owner, one store, distinct keys, at least one member.
+  if (auto ok = validate_group_name(group.name); !ok) return fail_group(ok.error());
+  if (group.members.empty()) return fail_group(Error("no member on this node"));
+  for (std::size_t i = 0; i < group.members.size(); ++i) {
+    const auto& m = group.members[i];
+    if (m.owner != group.owner) {
+      return fail_group(Error(m.ns + "/" + m.id + " belongs to owner " + m.owner));
+    }
+    if (m.store != group.members[0].store || m.store_root != group.members[0].store_root) {
+      return fail_group(Error(
+          fmt::format("members use different stores ({} and {}): a group's members share one store",
+                      m.store, group.members[0].store)));
+    }
+    for (std::size_t j = 0; j < i; ++j) {
+      if (group.members[j].key == m.key) {
+        return fail_group(Error("two members share the key " + m.key));
+      }
+    }
+  }
+  options.group = group.name;
+  options.group_generation = random_generation();
+  options.record_rate = false;
+  options.pre_copy = false;
+  // 2. Lock every key (in key order: two group checkpoints never wait on each other).
+  std::vector<ContainerRecord> members = group.members;
+  std::sort(members.begin(), members.end(),
+            [](const auto& a, const auto& b) { return a.key < b.key; });
+  std::vector<ContainerCheckpoint> ckpts;
+  for (const auto& m : members) {
+    auto c = ContainerCheckpoint::begin(m, config, runc, options);
+    if (!c) return fail_group(c.error().wrap(m.ns + "/" + m.id));
+    ckpts.push_back(std::move(*c));
+  }
+  // 3. Freeze all before any is dumped, with one guard that thaws them all should we die.
+  std::vector<std::vector<std::string>> resumes;
+  for (const auto& c : ckpts) resumes.push_back(c.resume_argv());
+  auto guard = ThawGuard::arm(resumes);
+  if (!guard) return fail_group(guard.error());
+  auto frozen_at = Clock::now();
+  for (auto& c : ckpts) {
+    if (auto ok = c.freeze(false); !ok) {
+      for (auto& other : ckpts) other.abandon();
+      return fail_group(ok.error().wrap("freeze " + c.container().ns + "/" + c.container().id +
+                                        " (every member thawed)"));
+    }
+  }
+  // 4. Dump all, side by side; each member's generation committed, unpruned.
+  std::vector<std::optional<Result<std::string>>> staged(ckpts.size());
+  {
+    std::vector<std::jthread> threads;
+    for (std::size_t i = 0; i < ckpts.size(); ++i) {
+      threads.emplace_back([&, i] { staged[i] = ckpts[i].stage_group_member(); });
+    }
+  }
+  std::string failures;
+  for (std::size_t i = 0; i < ckpts.size(); ++i) {
+    if (!*staged[i]) {
+      const auto& m = ckpts[i].container();
+      failures += fmt::format("{}{}/{}: {}", failures.empty() ? "" : "; ", m.ns, m.id,
+                              staged[i]->error().message());
+    }
+  }
+  // 5. The commit point: the group record, naming every member's generation and seal.
+  GroupRecord record;
+  record.owner = group.owner;
+  record.name = group.name;
+  record.generation = options.group_generation;
+  std::optional<Result<std::string>> committed;
+  if (failures.empty()) {
+    for (std::size_t i = 0; i < ckpts.size(); ++i) {
+      const std::string& path = **staged[i];
+      record.members.push_back({ckpts[i].container().key, ckpts[i].container().id,
+                                path.substr(path.rfind('/') + 1), ckpts[i].staged_seal_mac()});
+    }
+    auto keys = load_node_keyring(config);
+    if (!keys) {
+      committed = std::unexpected(keys.error());
+    } else {
+      CheckpointStore sealed(members[0].store, config.keep, members[0].store_root,
+                             std::make_shared<const Keyring>(std::move(*keys)));
+      committed = commit_group_record(sealed, record);
+    }
+    if (!*committed) failures = "group record: " + committed->error().message();
+  }
+  if (!failures.empty()) {
+    // Nothing is committed: every member's generation goes, every member is thawed.
+    for (auto& c : ckpts) c.retract_group_member();
+    guard->disarm();
+    return fail_group(
+        Error("not checkpointed, every member thawed and still running: " + failures));
+  }
+  // 6. Committed: end every member (or let it go on) and prune.
+  std::vector<std::string> keep_generations;
+  {
+    auto keys = load_node_keyring(config);
+    if (keys) {
+      CheckpointStore store(members[0].store, config.keep, members[0].store_root,
+                            std::make_shared<const Keyring>(std::move(*keys)));
+      if (auto records = group_records(store, group.owner, group.name)) {
+        for (const auto& r : *records) keep_generations.push_back(r.generation);
+      }
+    }
+    keep_generations.push_back(record.generation);
+  }
+  GroupCheckpointOutcome out;
+  out.owner = group.owner;
+  out.name = group.name;
+  out.generation = record.generation;
+  out.record = **committed;
+  std::string end_failures;
+  for (auto& c : ckpts) {
+    auto ended = c.end_group_member(keep_generations);
+    if (!ended) {
+      end_failures += (end_failures.empty() ? "" : "; ") + ended.error().message();
+      continue;
+    }
+    out.members.push_back({c.container(), std::move(*ended)});
+  }
+  out.frozen_ms = ms_since(frozen_at);
+  guard->disarm();
+  out.total_ms = ms_since(t0);
+  if (!end_failures.empty()) return fail_group(Error(end_failures));
+  return out;
+}
+
+// ------------------------------------------------------------------ restore
+
+Result<GroupChoice> choose_group_generation(const CheckpointStore& store,
+                                            const ContainerRecord& rec, const std::string& group,
+                                            std::vector<std::string>* skipped) {
+  std::vector<std::string> refused;
+  auto records = group_records(store, rec.owner, group, &refused);
+  if (!records) return std::unexpected(records.error());
+  for (const auto& r : refused) skipped->push_back("group record " + r);
+  for (const auto& r : *records) {
+    const GroupMember* me = r.member(rec.key);
+    std::string gen = r.path.substr(r.path.rfind('/') + 1);
+    if (me == nullptr) {
+      // The newest complete generation does not hold this container: nothing older may be
+      // used either (its peers restore from the newest).
+      return std::unexpected(Error(fmt::format("the newest group generation of {} ({}) has no "
+                                               "member {}",
+                                               group, gen, rec.key),
+                                   ENOENT));
+    }
+    if (auto ok = check_group_generation(store, r, /*check_files=*/true); !ok) {
+      skipped->push_back("group generation " + gen + " unusable: " + ok.error().message());
+      continue;
+    }
+    auto m = store.read_verified(rec.owner, rec.key, me->checkpoint, /*check_files=*/false);
+    if (!m) {
+      skipped->push_back("group generation " + gen + ": " + m.error().message());
+      continue;
+    }
+    GroupChoice choice;
+    choice.record = r;
+    choice.checkpoint.path = store.base() + "/" + rec.owner + "/" + rec.key + "/" + me->checkpoint;
+    choice.checkpoint.manifest = std::move(*m);
+    return choice;
+  }
+  std::string why = fmt::format("no complete generation of group {}", group);
+  if (!skipped->empty()) why += " (" + skipped->front() + ")";
+  return std::unexpected(Error(why, ENOENT));
+}
+
+Result<void> wait_for_group_members(const NodeConfig& config, const GroupRecord& record,
+                                    const std::string& key, std::chrono::milliseconds timeout) {
+  std::string dir =
+      config.state_dir + "/groups/" + record.owner + "/" + record.name + "/" + record.generation;
+  if (auto ok = make_private_dirs(dir); !ok) return ok;
+  auto fd = open_file(dir + "/" + key, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (!fd) return std::unexpected(fd.error());
+  auto deadline = Clock::now() + timeout;
+  for (;;) {
+    std::vector<std::string> missing;
+    for (const auto& m : record.members) {
+      struct stat st {};
+      if (::stat((dir + "/" + m.key).c_str(), &st) != 0) missing.push_back(m.key);
+    }
+    if (missing.empty()) return {};
+    if (Clock::now() >= deadline) {
+      std::string names;
+      for (const auto& k : missing) names += (names.empty() ? "" : ", ") + k;
+      return fail(
+          fmt::format("the other members of group {} (generation {}) were not created "
+                      "within {} s ([restore] group_wait): {}",
+                      record.name, record.generation, timeout.count() / 1000, names));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+}  // namespace arch
