@@ -307,7 +307,7 @@ TEST(NodeConfig, EveryHandledKeyIsKnown) {
         "[checkpoint]\nfailed_dumps_kept = 1\n", "[checkpoint]\ntcp = close\n",
         "[owners]\necs = true\n", "[docker]\ndata_root = /d\n",
         "[checkpoint]\ninterval = 15m\nmin_interval = 1s\n", "[agent]\nmetrics_max_keys = 5\n",
-        "[agent]\nstatus_page = false\n"}) {
+        "[agent]\nstatus_page = false\n", "[jobs]\nstream_images = true\n"}) {
     auto c = parse_node_config(text);
     EXPECT_TRUE(c) << text << ": " << c.error().message();
   }

@@ -12,8 +12,9 @@
 //    "seal": {"alg": "HMAC-SHA256", "key_id": "<16 hex>", "mac": "<64 hex>"}}
 // Format 2 added spec, encryption and seal (see store/seal.cc for what the seal covers);
 // format 1 manifests still parse (to list them) but are never restored: they are unsealed.
-// "encryption" is reserved for encrypted page images: null means the files are plain, and
-// a reader refuses any other value it does not know.
+// "encryption" is null when the files are plain; {"format": "arch-image-stream-v1", "alg":
+// "AES-256-GCM", "stream_id": "<32 hex>"} when CRIU's images were streamed through ARCH
+// and stored as sealed chunks (store/image_stream.h); a reader refuses any other value.
 // "files" lists every regular file of the checkpoint except manifest.json itself, sorted by
 // path; directories are implied by the paths and nothing else (symlinks, devices) may exist.
 // A reader refuses a format_version newer than its own and reads older ones; fields it
@@ -231,10 +232,29 @@ Result<Manifest> parse_manifest_json(const nlohmann::json& j) {
   if (auto files = validate_files(m.files); !files) {
     return std::unexpected(files.error().wrap("manifest"));
   }
-  if (!m.encryption.is_null()) {
+  if (!m.encryption.is_null() && manifest_stream_id(m).empty()) {
     return fail("manifest: encrypted checkpoint (\"encryption\" is set): this ARCH cannot read it");
   }
   return m;
+}
+
+nlohmann::json stream_encryption(std::string_view stream_id) {
+  return {{"format", "arch-image-stream-v1"}, {"alg", "AES-256-GCM"}, {"stream_id", stream_id}};
+}
+
+std::string manifest_stream_id(const Manifest& m) {
+  const auto& e = m.encryption;
+  if (!e.is_object() || e.size() != 3) return {};
+  auto format = e.find("format"), alg = e.find("alg"), id = e.find("stream_id");
+  if (format == e.end() || alg == e.end() || id == e.end() || !id->is_string() ||
+      *format != "arch-image-stream-v1" || *alg != "AES-256-GCM") {
+    return {};
+  }
+  auto text = id->get<std::string>();
+  if (text.size() != 32 || text.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return {};
+  }
+  return text;
 }
 
 Result<FileDigest> digest_fd(int fd) {
