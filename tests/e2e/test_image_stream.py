@@ -122,10 +122,14 @@ def test_changed_chunk_is_refused_and_the_checkpoint_kept(nodes, workdir):  # no
     images, names = sealed_images(ckpt)
     pages = os.path.join(images, [n for n in names if n.startswith("pages-")][0])
     tamper(pages, os.path.getsize(pages) // 2)
-    assert_refused(node, job_id, count_file, "sha")
+    assert_refused(node, job_id, count_file, "no checkpoint")
     # Kept (moved aside with its reason), not removed.
     key_dir = os.path.join(node.store, "jobs", job_id)
-    assert any(n.startswith("failed-") for n in os.listdir(key_dir)), os.listdir(key_dir)
+    failed = [n for n in os.listdir(key_dir) if n.startswith("failed-")]
+    assert len(failed) == 1, os.listdir(key_dir)
+    reason = open(os.path.join(key_dir, failed[0], "reason.txt")).read()
+    assert "pages-" in reason and "sha256" in reason.lower(), reason
+    assert os.path.exists(os.path.join(key_dir, failed[0], "images", os.path.basename(pages)))
 
 
 def test_changed_chunk_under_a_resealed_manifest_is_refused_per_chunk(nodes, workdir):  # noqa: F811,E501
