@@ -110,6 +110,7 @@ Result<CriuStreamTotals> criu_dump_streamed(const CriuStreamDumpOptions& o) {
     totals.plain_bytes += stats->plain_bytes;
     totals.stored_bytes += stats->stored_bytes;
     totals.images += 1;
+    totals.files.push_back({file, stats->stored_bytes, stats->sha256});
     return stats->plain_bytes;
   };
   Result<std::vector<StreamedImage>> captured = std::vector<StreamedImage>();

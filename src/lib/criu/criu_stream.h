@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "store/manifest.h"
 #include "store/node_key.h"
 
 namespace arch {
@@ -53,6 +54,9 @@ struct CriuStreamTotals {
   uint64_t stored_bytes = 0;  ///< Bytes in the store.
   uint64_t images = 0;
   double criu_ms = 0;
+  /// Dump: each sealed file as written ("<name>.arch", stored size, SHA-256), so the commit
+  /// need not read it again (store/manifest.h: build_manifest_files).
+  std::vector<ManifestFile> files;
 };
 
 /// The name a stored image has: "<name>.arch".

@@ -209,6 +209,10 @@ Result<JobDump> dump_job(const JobStoreConfig& config, const JobRecord& job,
   dump.stream_id_ = stream_id;
   dump.stream_plain_ = streamed.plain_bytes;
   dump.stream_stored_ = streamed.stored_bytes;
+  for (auto& f : streamed.files) {
+    f.path = "images/" + f.path;
+    dump.stream_files_.push_back(std::move(f));
+  }
   return dump;
 }
 
@@ -228,6 +232,7 @@ Result<JobCheckpointRef> commit_job_dump(const JobStoreConfig& config, JobDump&&
   m.extra = {{"kind", job.kind}, {"name", job.name}, {"leave_running", dump.leave_running_}};
   if (!dump.stream_id_.empty()) {
     m.encryption = stream_encryption(dump.stream_id_);
+    m.files = dump.stream_files_;  // hashed as they were written: not read again
     m.extra["image_stream"] = {{"image_bytes", dump.stream_plain_},
                                {"stored_bytes", dump.stream_stored_}};
   }

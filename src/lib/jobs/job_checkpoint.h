@@ -85,9 +85,10 @@ class JobDump {
   bool leave_running_ = false;
   double dump_ms_ = 0;
   long dumped_at_ = 0;
-  std::string stream_id_;       ///< Set when the images were streamed (sealed chunks).
-  uint64_t stream_plain_ = 0;   ///< Image bytes CRIU streamed.
-  uint64_t stream_stored_ = 0;  ///< Bytes the sealed images hold.
+  std::string stream_id_;                   ///< Set when the images were streamed (sealed chunks).
+  uint64_t stream_plain_ = 0;               ///< Image bytes CRIU streamed.
+  uint64_t stream_stored_ = 0;              ///< Bytes the sealed images hold.
+  std::vector<ManifestFile> stream_files_;  ///< Sealed images, hashed as written.
 };
 
 /// Checks that `job`'s pid is still the job's process (EINVAL: gone), locks its key in the

@@ -167,6 +167,13 @@ Result<std::string> new_stream_id() {
 
 struct ImageStreamWriter::State {
   int fd = -1;
+  EVP_MD_CTX* digest = EVP_MD_CTX_new();  // SHA-256 of every stored byte, as written
+  ~State() { EVP_MD_CTX_free(digest); }
+  Result<void> store(std::string_view bytes) {
+    if (EVP_DigestUpdate(digest, bytes.data(), bytes.size()) != 1)
+      return fail("image stream: SHA-256 failed");
+    return write_all(fd, bytes);
+  }
   Key key{};
   std::string header, stream_id, name, buffer, out;
   uint64_t index = 0;
@@ -180,7 +187,7 @@ struct ImageStreamWriter::State {
     out += static_cast<char>(final ? kFinal : 0);
     std::string aad = chunk_aad(header, stream_id, name, index, out);
     if (!seal_chunk(key, index, aad, plain, out)) return fail("image stream: AES-256-GCM failed");
-    if (auto ok = write_all(fd, out); !ok) return ok;
+    if (auto ok = store(out); !ok) return ok;
     stats.plain_bytes += plain.size();
     stats.stored_bytes += out.size();
     stats.chunks += 1;
@@ -216,7 +223,9 @@ Result<ImageStreamWriter> ImageStreamWriter::create(int fd, const NodeKey& key,
   s->stream_id = stream_id;
   s->name = image_name;
   s->buffer.reserve(kImageChunkBytes);
-  if (auto ok = write_all(fd, s->header); !ok) return std::unexpected(ok.error());
+  if (s->digest == nullptr || EVP_DigestInit_ex(s->digest, EVP_sha256(), nullptr) != 1)
+    return fail("image stream: SHA-256 failed");
+  if (auto ok = s->store(s->header); !ok) return std::unexpected(ok.error());
   s->stats.stored_bytes = s->header.size();
   return ImageStreamWriter(std::move(s));
 }
@@ -246,6 +255,10 @@ Result<ImageStreamStats> ImageStreamWriter::finish() {
   if (auto ok = s.emit(s.buffer, true); !ok) return std::unexpected(ok.error());
   s.buffer.clear();
   s.finished = true;
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_DigestFinal_ex(s.digest, md, &len) != 1) return fail("image stream: SHA-256 failed");
+  for (unsigned int i = 0; i < len; ++i) s.stats.sha256 += fmt::format("{:02x}", md[i]);
   return s.stats;
 }
 

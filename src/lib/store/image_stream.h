@@ -46,6 +46,7 @@ struct ImageStreamStats {
   uint64_t plain_bytes = 0;   ///< What CRIU wrote / reads.
   uint64_t stored_bytes = 0;  ///< What the file holds.
   uint64_t chunks = 0;
+  std::string sha256;  ///< Of the stored bytes (lower-case hex), as written (writer only).
 };
 
 /// Writes one image as a stream to `fd` (large sequential writes: one per chunk).

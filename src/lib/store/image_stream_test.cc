@@ -12,6 +12,7 @@
 
 #include "base/file_util.h"
 #include "base/unique_fd.h"
+#include "store/manifest.h"
 
 namespace arch {
 namespace {
@@ -57,6 +58,13 @@ std::string write_stream(const NodeKey& key, std::string_view id, std::string_vi
   auto text = read_all(fd.get(), 1 << 30);
   EXPECT_TRUE(text);
   EXPECT_EQ(stats->stored_bytes, text->size());
+  // The digest the manifest gets without reading the file again.
+  auto again = memfd();
+  EXPECT_TRUE(write_all(again.get(), *text));
+  ::lseek(again.get(), 0, SEEK_SET);
+  auto digest = digest_fd(again.get());
+  EXPECT_TRUE(digest);
+  EXPECT_EQ(stats->sha256, digest->sha256);
   return *text;
 }
 

@@ -290,10 +290,20 @@ Result<void> walk_checkpoint_dir(int dirfd,
   return walk_dir(dirfd, "", fn);
 }
 
+// A file `base.files` already lists (the writer hashed it as it wrote it: a streamed image,
+// criu/criu_stream.h) is taken as listed when its size on disk matches, not read again.
 Result<Manifest> build_manifest_files(int dirfd, Manifest base) {
+  std::map<std::string, ManifestFile> known;
+  for (auto& f : base.files) known.emplace(f.path, std::move(f));
   base.files.clear();
   auto walked = walk_checkpoint_dir(dirfd, [&](const CheckpointEntry& e) -> Result<void> {
     if (!S_ISREG(e.st.st_mode) || is_top_manifest(e)) return {};
+    if (auto it = known.find(e.path); it != known.end() &&
+                                      it->second.size == static_cast<uint64_t>(e.st.st_size) &&
+                                      it->second.sha256.size() == 64) {
+      base.files.push_back(it->second);
+      return {};
+    }
     auto fd = open_entry(e);
     if (!fd) return std::unexpected(fd.error());
     auto digest = digest_fd(fd->get());

@@ -155,6 +155,24 @@ TEST_F(ManifestDirTest, BuildListsRegularFilesSortedWithDigests) {
   EXPECT_EQ(verify_error(*back), "");
 }
 
+TEST_F(ManifestDirTest, BuildTakesDigestsTheWriterKnewWhenTheSizeMatches) {
+  Manifest base;
+  std::string known(64, 'a');
+  base.files = {{"images/core-1.img", 4, known},  // size matches: taken as listed
+                {"rootfs-diff.tar", 99, known},   // size differs: hashed
+                {"images/gone.img", 1, known}};   // not on disk: not listed
+  auto m = build_manifest_files(dir_.string(), base);
+  ASSERT_TRUE(m) << message(m.error());
+  ASSERT_EQ(m->files.size(), 4u);
+  EXPECT_EQ(m->files[1].path, "images/core-1.img");
+  EXPECT_EQ(m->files[1].sha256, known);
+  EXPECT_EQ(m->files[3].path, "rootfs-diff.tar");
+  EXPECT_NE(m->files[3].sha256, known);
+  EXPECT_EQ(m->files[3].size, 3u);
+  // A wrong digest taken on trust is still caught by every later verify.
+  EXPECT_NE(verify_error(*m), "");
+}
+
 TEST_F(ManifestDirTest, BuildRefusesSymlinksAndSpecialFiles) {
   fs::create_symlink("/etc/passwd", dir_ / "images" / "link");
   auto m = build_manifest_files(dir_.string(), Manifest{});
