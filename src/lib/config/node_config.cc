@@ -268,6 +268,14 @@ int on_jobs_entry(ParseState* state, std::string_view k, std::string_view v) {
     j.leave_running = v == "true";
     return 1;
   }
+  if (k == "stream_images") {
+    if (v != "true" && v != "false") {
+      state->error = "[jobs] stream_images must be true or false";
+      return 0;
+    }
+    j.stream_images = v == "true";
+    return 1;
+  }
   return 1;
 }
 
@@ -790,6 +798,10 @@ compression_level = 1
 # true | false: `archctl job checkpoint` leaves the job running after the dump
 # (false: the job stops once it is checkpointed; --leave-running overrides).
 leave_running = false
+# true | false: CRIU hands the images to ARCH (criu --stream) instead of writing files; ARCH
+# stores them encrypted (AES-256-GCM chunks, key derived from the node key) in one pass and
+# verifies every chunk before CRIU reads it on restore. Jobs only: runc cannot stream.
+stream_images = false
 )";
 }
 

@@ -115,6 +115,9 @@ struct NodeConfig {
     int compression_level = 1;  ///< zstd level, 1-19 (1: measured fastest on memory images).
     bool leave_running =
         false;  ///< Default of `job checkpoint`: keep the job running after the dump.
+    /// stream_images: dump and restore through ARCH's image streamer (`criu --stream`,
+    /// criu/criu_stream.h): images encrypted at rest in authenticated chunks, one pass.
+    bool stream_images = false;
   } jobs;
   /// [checkpoint]: how checkpoints are written.
   struct Checkpoint {

@@ -16,7 +16,9 @@
 #include "config/node_config.h"
 #include "criu/criu_errors.h"
 #include "criu/criu_rpc.h"
+#include "criu/criu_stream.h"
 #include "jobs/job_launch.h"
+#include "store/image_stream.h"
 
 namespace arch {
 namespace {
@@ -69,6 +71,34 @@ Result<void> criu_dump(const JobStoreConfig& config, const Staging& staging, con
   return CriuRpc(config.criu).dump(o);
 }
 
+// The same dump through ARCH's image streamer: each image sealed into images/<name>.arch as
+// CRIU writes it (criu/criu_stream.h).
+Result<CriuStreamTotals> criu_dump_streamed(const JobStoreConfig& config, const Staging& staging,
+                                            const JobRecord& job, const JobCheckpointFile& file,
+                                            bool leave_running, const std::string& stream_id) {
+  if (config.keys == nullptr || config.keys->active() == nullptr)
+    return fail("no node key to seal the streamed images (archctl key init)");
+  for (const char* sub : {"images", "criu"}) {
+    if (auto r = make_dir(staging.dirfd(), sub); !r) return std::unexpected(r.error());
+  }
+  auto images = open_subdir(staging.dirfd(), "images");
+  if (!images) return std::unexpected(images.error());
+  CriuStreamDumpOptions o;
+  o.criu = config.criu;
+  o.images_dirfd = images->get();
+  o.work_dir = staging.path() + "/criu";
+  o.log_file = "dump.log";
+  o.stream_id = stream_id;
+  o.shell_job = file.shell_job;
+  o.tcp_established = file.tcp_established;
+  o.file_locks = true;
+  o.pid = job.pid;
+  o.leave_running = leave_running;
+  o.ghost_limit = config.ghost_limit;
+  o.key = config.keys->active();
+  return arch::criu_dump_streamed(o);
+}
+
 }  // namespace
 
 JobStoreConfig job_store_config(const NodeConfig& config) {
@@ -79,7 +109,8 @@ JobStoreConfig job_store_config(const NodeConfig& config) {
                    config.limits.max_archive_bytes,
                    config.limits.max_entries,
                    config.checkpoint.ghost_limit,
-                   config.checkpoint.failed_dumps_kept};
+                   config.checkpoint.failed_dumps_kept,
+                   config.jobs.stream_images};
   if (!c.criu.empty()) return c;
   c.criu = "/usr/sbin/criu";
   for (const char* p : {"/opt/arch/criu/bin/criu", "/usr/local/sbin/criu"}) {
@@ -140,7 +171,23 @@ Result<JobDump> dump_job(const JobStoreConfig& config, const JobRecord& job,
   if (!staging) return std::unexpected(staging.error());
 
   auto t0 = std::chrono::steady_clock::now();
-  if (auto dumped = criu_dump(config, *staging, job, file, request.leave_running); !dumped) {
+  std::string stream_id;
+  CriuStreamTotals streamed;
+  Result<void> dumped;
+  if (config.stream_images) {
+    auto id = new_stream_id();
+    if (!id) return std::unexpected(id.error());
+    stream_id = *id;
+    auto totals = criu_dump_streamed(config, *staging, job, file, request.leave_running, stream_id);
+    if (totals) {
+      streamed = *totals;
+    } else {
+      dumped = std::unexpected(totals.error());
+    }
+  } else {
+    dumped = criu_dump(config, *staging, job, file, request.leave_running);
+  }
+  if (!dumped) {
     // As for containers: CRIU's log is kept in the store as failed-<time>/dump-logs/
     // (bounded), listed by `archctl checkpoint list`.
     Error e = dumped.error().wrap("checkpoint job " + job.id + " (it keeps running)");
@@ -159,6 +206,13 @@ Result<JobDump> dump_job(const JobStoreConfig& config, const JobRecord& job,
   dump.dumped_at_ = static_cast<long>(std::time(nullptr));
   dump.file_ = std::move(file);
   dump.leave_running_ = request.leave_running;
+  dump.stream_id_ = stream_id;
+  dump.stream_plain_ = streamed.plain_bytes;
+  dump.stream_stored_ = streamed.stored_bytes;
+  for (auto& f : streamed.files) {
+    f.path = "images/" + f.path;
+    dump.stream_files_.push_back(std::move(f));
+  }
   return dump;
 }
 
@@ -176,6 +230,12 @@ Result<JobCheckpointRef> commit_job_dump(const JobStoreConfig& config, JobDump&&
   m.versions.kernel = kernel_release();
   m.timings_ms["dump"] = dump.dump_ms_;
   m.extra = {{"kind", job.kind}, {"name", job.name}, {"leave_running", dump.leave_running_}};
+  if (!dump.stream_id_.empty()) {
+    m.encryption = stream_encryption(dump.stream_id_);
+    m.files = dump.stream_files_;  // hashed as they were written: not read again
+    m.extra["image_stream"] = {{"image_bytes", dump.stream_plain_},
+                               {"stored_bytes", dump.stream_stored_}};
+  }
   auto wrote =
       write_at(dump.staging_.dirfd(), kJobFileName, job_file_json(dump.file_).dump(2) + "\n");
   Result<std::string> committed = wrote

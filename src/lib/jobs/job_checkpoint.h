@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "base/error.h"
-#include "store/checkpoint_archive.h"
 #include "jobs/job_record.h"
+#include "store/checkpoint_archive.h"
 #include "store/checkpoint_store.h"
 
 namespace arch {
@@ -36,6 +36,7 @@ struct JobStoreConfig {
   uint64_t max_entries = 4'000'000;
   uint64_t ghost_limit = uint64_t{64} << 20;  ///< [checkpoint] ghost_limit.
   int failed_dumps_kept = 3;                  ///< [checkpoint] failed_dumps_kept.
+  bool stream_images = false;                 ///< [jobs] stream_images (criu/criu_stream.h).
 };
 
 /// From the node config: [store] path and keep; [runtime] criu, else the first of
@@ -84,6 +85,10 @@ class JobDump {
   bool leave_running_ = false;
   double dump_ms_ = 0;
   long dumped_at_ = 0;
+  std::string stream_id_;                   ///< Set when the images were streamed (sealed chunks).
+  uint64_t stream_plain_ = 0;               ///< Image bytes CRIU streamed.
+  uint64_t stream_stored_ = 0;              ///< Bytes the sealed images hold.
+  std::vector<ManifestFile> stream_files_;  ///< Sealed images, hashed as written.
 };
 
 /// Checks that `job`'s pid is still the job's process (EINVAL: gone), locks its key in the

@@ -16,8 +16,9 @@
 #include "base/names.h"
 #include "base/process.h"
 #include "criu/criu_rpc.h"
-#include "store/checkpoint_archive.h"
+#include "criu/criu_stream.h"
 #include "jobs/job_launch.h"
+#include "store/checkpoint_archive.h"
 #include "store/checkpoint_store.h"
 #include "store/seal.h"
 
@@ -227,6 +228,29 @@ Result<pid_t> restore_job_tree(const JobStoreConfig& config, const JobRestoreSou
   auto images = open_file(source.dir() + "/images", O_RDONLY | O_DIRECTORY);
   auto work = open_file(source.dir(), O_RDONLY | O_DIRECTORY);
   if (!images || !work) return std::unexpected((images ? work : images).error());
+  if (std::string stream_id = manifest_stream_id(source.manifest()); !stream_id.empty()) {
+    // Sealed image streams: served to `criu restore --stream`, each chunk verified first.
+    CriuStreamRestoreOptions s;
+    s.criu = config.criu;
+    s.images_dirfd = images->get();
+    s.work_dir = source.dir();
+    s.log_file = "restore.log";
+    s.stream_id = stream_id;
+    s.shell_job = source.file().shell_job;
+    s.tcp_established = source.file().tcp_established;
+    s.file_locks = true;
+    s.keys = config.keys.get();
+    if (s.keys == nullptr) return fail("no node keys to open the streamed images");
+    if (log_fd >= 0 && !source.file().log_key.empty())
+      s.inherit_fds.emplace_back(source.file().log_key, log_fd);
+    auto restored = criu_restore_streamed(s);
+    if (!keep_log.empty()) {
+      ::unlink(keep_log.c_str());
+      (void)copy_file(source.dir() + "/restore.log", keep_log);
+    }
+    if (!restored) return std::unexpected(restored.error());
+    return restored->first;
+  }
   CriuRestoreOptions o;
   o.images_dir_fd = images->get();
   o.work_dir_fd = work->get();

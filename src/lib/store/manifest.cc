@@ -12,8 +12,9 @@
 //    "seal": {"alg": "HMAC-SHA256", "key_id": "<16 hex>", "mac": "<64 hex>"}}
 // Format 2 added spec, encryption and seal (see store/seal.cc for what the seal covers);
 // format 1 manifests still parse (to list them) but are never restored: they are unsealed.
-// "encryption" is reserved for encrypted page images: null means the files are plain, and
-// a reader refuses any other value it does not know.
+// "encryption" is null when the files are plain; {"format": "arch-image-stream-v1", "alg":
+// "AES-256-GCM", "stream_id": "<32 hex>"} when CRIU's images were streamed through ARCH
+// and stored as sealed chunks (store/image_stream.h); a reader refuses any other value.
 // "files" lists every regular file of the checkpoint except manifest.json itself, sorted by
 // path; directories are implied by the paths and nothing else (symlinks, devices) may exist.
 // A reader refuses a format_version newer than its own and reads older ones; fields it
@@ -231,10 +232,29 @@ Result<Manifest> parse_manifest_json(const nlohmann::json& j) {
   if (auto files = validate_files(m.files); !files) {
     return std::unexpected(files.error().wrap("manifest"));
   }
-  if (!m.encryption.is_null()) {
+  if (!m.encryption.is_null() && manifest_stream_id(m).empty()) {
     return fail("manifest: encrypted checkpoint (\"encryption\" is set): this ARCH cannot read it");
   }
   return m;
+}
+
+nlohmann::json stream_encryption(std::string_view stream_id) {
+  return {{"format", "arch-image-stream-v1"}, {"alg", "AES-256-GCM"}, {"stream_id", stream_id}};
+}
+
+std::string manifest_stream_id(const Manifest& m) {
+  const auto& e = m.encryption;
+  if (!e.is_object() || e.size() != 3) return {};
+  auto format = e.find("format"), alg = e.find("alg"), id = e.find("stream_id");
+  if (format == e.end() || alg == e.end() || id == e.end() || !id->is_string() ||
+      *format != "arch-image-stream-v1" || *alg != "AES-256-GCM") {
+    return {};
+  }
+  auto text = id->get<std::string>();
+  if (text.size() != 32 || text.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return {};
+  }
+  return text;
 }
 
 Result<FileDigest> digest_fd(int fd) {
@@ -270,10 +290,20 @@ Result<void> walk_checkpoint_dir(int dirfd,
   return walk_dir(dirfd, "", fn);
 }
 
+// A file `base.files` already lists (the writer hashed it as it wrote it: a streamed image,
+// criu/criu_stream.h) is taken as listed when its size on disk matches, not read again.
 Result<Manifest> build_manifest_files(int dirfd, Manifest base) {
+  std::map<std::string, ManifestFile> known;
+  for (auto& f : base.files) known.emplace(f.path, std::move(f));
   base.files.clear();
   auto walked = walk_checkpoint_dir(dirfd, [&](const CheckpointEntry& e) -> Result<void> {
     if (!S_ISREG(e.st.st_mode) || is_top_manifest(e)) return {};
+    if (auto it = known.find(e.path); it != known.end() &&
+                                      it->second.size == static_cast<uint64_t>(e.st.st_size) &&
+                                      it->second.sha256.size() == 64) {
+      base.files.push_back(it->second);
+      return {};
+    }
     auto fd = open_entry(e);
     if (!fd) return std::unexpected(fd.error());
     auto digest = digest_fd(fd->get());
@@ -295,6 +325,16 @@ Result<Manifest> build_manifest_files(const std::string& dir, Manifest base) {
   return m;
 }
 
+// The sealed image streams of a streamed checkpoint (images/*.arch under a manifest whose
+// "encryption" names its stream id) are checked by size only: their every chunk is
+// authenticated, bound to the sealed stream id, image name, index and final flag, when it
+// is read (store/image_stream.h), so the restore reads them once instead of hashing them
+// first. Every other file is hashed.
+static bool authenticated_when_read(const Manifest& m, std::string_view path) {
+  return path.starts_with("images/") && path.ends_with(".arch") &&
+         path.find('/', 7) == std::string_view::npos && !manifest_stream_id(m).empty();
+}
+
 Result<void> verify_manifest(int dirfd, const Manifest& m) {
   std::map<std::string_view, const ManifestFile*> listed;
   for (const auto& f : m.files) listed.emplace(f.path, &f);
@@ -307,6 +347,10 @@ Result<void> verify_manifest(int dirfd, const Manifest& m) {
     auto size = static_cast<uint64_t>(e.st.st_size);
     if (size != want.size) {
       return fail(fmt::format("{}: size {} bytes, manifest says {}", e.path, size, want.size));
+    }
+    if (authenticated_when_read(m, e.path)) {
+      seen.insert(it->first);
+      return {};
     }
     auto fd = open_entry(e);
     if (!fd) return std::unexpected(fd.error());

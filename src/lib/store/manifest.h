@@ -62,8 +62,8 @@ struct Manifest {
   std::vector<ManifestFile> files;           ///< Sorted by path.
   nlohmann::json extra;                      ///< Anything else a writer wants kept (or null).
   ManifestSpec spec;                         ///< The container's spec digest (JSON "spec").
-  /// Reserved for page-image encryption (JSON "encryption"): null in format 2. A reader
-  /// refuses a manifest whose encryption it does not know.
+  /// How the images are stored (JSON "encryption"): null, plain files; else
+  /// stream_encryption() (store/image_stream.h). A reader refuses any other value.
   nlohmann::json encryption;
   ManifestSeal seal;  ///< Empty alg: unsealed (format 1, or not yet sealed).
   bool operator==(const Manifest&) const = default;
@@ -78,10 +78,15 @@ std::string serialize_manifest(const Manifest& m);
 
 /// Parses manifest text: refuses a format version newer than kManifestFormatVersion, a
 /// file path that is absolute or climbs ("..") or repeats, and a malformed digest.
-/// Refuses an "encryption" other than null. Does not check the seal (store/seal.h does).
+/// Refuses an "encryption" other than null or stream_encryption(). Does not check the seal.
 Result<Manifest> parse_manifest(std::string_view text);
 /// Same, for parsed JSON.
 Result<Manifest> parse_manifest_json(const nlohmann::json& j);
+
+/// The "encryption" of a checkpoint whose images are sealed streams with this id.
+nlohmann::json stream_encryption(std::string_view stream_id);
+/// The stream id of a manifest whose "encryption" is stream_encryption(); empty otherwise.
+std::string manifest_stream_id(const Manifest& m);
 
 /// Size and SHA-256 of a file's contents.
 struct FileDigest {

@@ -155,6 +155,48 @@ TEST_F(ManifestDirTest, BuildListsRegularFilesSortedWithDigests) {
   EXPECT_EQ(verify_error(*back), "");
 }
 
+TEST_F(ManifestDirTest, BuildTakesDigestsTheWriterKnewWhenTheSizeMatches) {
+  Manifest base;
+  std::string known(64, 'a');
+  base.files = {{"images/core-1.img", 4, known},  // size matches: taken as listed
+                {"rootfs-diff.tar", 99, known},   // size differs: hashed
+                {"images/gone.img", 1, known}};   // not on disk: not listed
+  auto m = build_manifest_files(dir_.string(), base);
+  ASSERT_TRUE(m) << message(m.error());
+  ASSERT_EQ(m->files.size(), 4u);
+  EXPECT_EQ(m->files[1].path, "images/core-1.img");
+  EXPECT_EQ(m->files[1].sha256, known);
+  EXPECT_EQ(m->files[3].path, "rootfs-diff.tar");
+  EXPECT_NE(m->files[3].sha256, known);
+  EXPECT_EQ(m->files[3].size, 3u);
+  // A wrong digest taken on trust is still caught by every later verify.
+  EXPECT_NE(verify_error(*m), "");
+}
+
+TEST_F(ManifestDirTest, SealedImageStreamsAreCheckedBySizeOthersByDigest) {
+  write(dir_ / "images" / "pages-1.img.arch", "sealed");
+  Manifest m = build();
+  m.encryption = stream_encryption(std::string(32, 'a'));
+  for (auto& f : m.files) f.sha256 = std::string(64, '0');  // every digest wrong
+  // The plain files are still hashed.
+  EXPECT_NE(verify_error(m), "");
+  Manifest only_stream = m;
+  std::erase_if(only_stream.files,
+                [](const ManifestFile& f) { return f.path != "images/pages-1.img.arch"; });
+  fs::remove_all(dir_ / "images" / "pages-1.img");
+  fs::remove_all(dir_ / "images" / "core-1.img");
+  fs::remove_all(dir_ / "rootfs-diff.tar");
+  fs::remove_all(dir_ / "empty");
+  // The stream: size only (its chunks authenticate themselves when read)...
+  EXPECT_EQ(verify_error(only_stream), "");
+  only_stream.files[0].size += 1;
+  EXPECT_NE(verify_error(only_stream), "");
+  // ...and only under a stream manifest.
+  only_stream.files[0].size -= 1;
+  only_stream.encryption = nullptr;
+  EXPECT_NE(verify_error(only_stream), "");
+}
+
 TEST_F(ManifestDirTest, BuildRefusesSymlinksAndSpecialFiles) {
   fs::create_symlink("/etc/passwd", dir_ / "images" / "link");
   auto m = build_manifest_files(dir_.string(), Manifest{});

@@ -152,6 +152,33 @@ TEST(Seal, SealedButEncryptedIsRefusedByThisReader) {
   EXPECT_NE(r.error().message().find("encrypted"), std::string::npos) << r.error().message();
 }
 
+TEST(Seal, StreamEncryptionIsReadAndBoundByTheSeal) {
+  NodeKey k = key_or_die();
+  Manifest m = sample();
+  m.encryption = stream_encryption(std::string(32, 'a'));
+  auto text = seal_manifest(m, k);
+  ASSERT_TRUE(text);
+  auto r = open_sealed_manifest(*text, ring_of(k));
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(manifest_stream_id(*r), std::string(32, 'a'));
+  // Another stream id (chunks of another checkpoint would then verify): the seal breaks.
+  std::string other = *text;
+  other.replace(other.find(std::string(32, 'a')), 32, std::string(32, 'b'));
+  EXPECT_FALSE(open_sealed_manifest(other, ring_of(k)));
+  // Variants this reader does not know are refused even when sealed.
+  for (auto e :
+       {nlohmann::json{{"format", "arch-image-stream-v2"},
+                       {"alg", "AES-256-GCM"},
+                       {"stream_id", std::string(32, 'a')}},
+        nlohmann::json{
+            {"format", "arch-image-stream-v1"}, {"alg", "AES-256-GCM"}, {"stream_id", "short"}}}) {
+    m.encryption = e;
+    auto t = seal_manifest(m, k);
+    ASSERT_TRUE(t);
+    EXPECT_FALSE(open_sealed_manifest(*t, ring_of(k))) << e.dump();
+  }
+}
+
 TEST(Seal, GarbageIsRefusedWithoutThrowing) {
   NodeKey k = key_or_die();
   for (const char* text : {"", "[]", "{", "{\"format_version\": \"2\"}", "{\"format_version\": 2}",

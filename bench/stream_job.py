@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""The streaming path against the store's own sequential rate, in the same run: a process
+job holding N MiB (default 256) of incompressible dirty memory, checkpointed and restored by
+two private archd nodes on the same filesystem:
+
+  files   [jobs] stream_images = false: CRIU (RPC) writes plain image files, the commit then
+          hashes them (SHA-256 manifest) and fsyncs; the restore hashes them again first.
+  stream  [jobs] stream_images = true: `criu dump --stream` hands the images to ARCH, which
+          encrypts them (AES-256-GCM chunks, HKDF key from the node key) as they arrive into
+          the staging directory; the same commit; the restore serves them back verified per
+          chunk. No compression (this build has none: see SECURITY.md).
+
+The store's rate: max(N, 1024) MiB written with 4 MiB writes and one fdatasync into the
+same directory, measured between the rounds (a short probe reads high from caching below
+the VM). Rounds alternate the order of the two nodes.
+Reports medians and the ratios checkpoint throughput / store rate.
+Run as root with a build:   bench/stream_job.py [--mib 256] [--rounds 3]
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
+from archtest import daemons, proc  # noqa: E402
+from archtest.jobs import Node  # noqa: E402
+import benchlib  # noqa: E402
+
+CRIU = os.environ.get("ARCH_CRIU", "/opt/arch/criu/bin/criu")
+BUILD = os.environ.get("ARCH_BUILD_DIR") or os.path.join(REPO, "build")
+HOG_C = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char** argv) {
+  size_t n = (size_t)atoi(argv[1]) << 20;
+  uint64_t* p = malloc(n);
+  uint64_t x = 88172645463325252ull;
+  for (size_t i = 0; i < n / 8; ++i) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; p[i] = x; }
+  printf("ready\n");
+  fflush(stdout);
+  for (unsigned t = 0;; ++t) { p[(t * 512u) % (n / 8)] ^= 1; usleep(20000); }
+}
+"""
+
+
+@dataclasses.dataclass
+class NodeConfig:
+    log_file: str
+    runc: str
+    criu: str
+    store: str = ""
+    state: str = ""
+    keys: str = ""
+
+
+def timed(argv, env):
+    start = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {r.returncode}: {r.stderr[-2000:]}")
+    return time.perf_counter() - start, r.stdout
+
+
+def store_rate(directory, mib):
+    """MB/s of mib MiB written in 4 MiB writes and one fdatasync (then removed)."""
+    path = os.path.join(directory, "rate-probe")
+    block = os.urandom(4 << 20)
+    start = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(mib // 4):
+            os.write(fd, block)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    elapsed = time.perf_counter() - start
+    os.unlink(path)
+    return mib * 2**20 / 1e6 / elapsed
+
+
+class Side:
+    def __init__(self, name, workdir, hog, mib, keys, stream):
+        base = os.path.join(workdir, name)
+        config = NodeConfig(log_file=os.path.join(workdir, name + ".log"), runc="/usr/sbin/runc",
+                            criu=CRIU, keys=keys)
+        self.name = name
+        self.node = Node(os.path.join(BUILD, "src", "agent", "archd"),
+                         os.path.join(BUILD, "src", "cli", "archctl"), base, config,
+                         "stream_images = true\n" if stream else "").start()
+        jobdir = os.path.join(workdir, name + "-job")
+        os.makedirs(jobdir)
+        self.job_id = self.node.run_job(jobdir, hog, str(mib), name="hog")
+        proc.wait_until(lambda: "ready" in self.node.logs(self.job_id), 120, "the hog")
+        self.dumps, self.restores, self.stored = [], [], []
+
+    def checkpoint(self):
+        env, ctl = self.node.archd.env(), self.node.archctl_binary
+        t, out = timed([ctl, "job", "checkpoint", self.job_id, "-o", "json"], env)
+        self.dumps.append(t)
+        ckpt = json.loads(out)["checkpoint"]
+        self.stored.append(sum(os.path.getsize(os.path.join(d, f))
+                               for d, _, fs in os.walk(ckpt) for f in fs))
+
+    def restore(self):
+        env, ctl = self.node.archd.env(), self.node.archctl_binary
+        t, _ = timed([ctl, "job", "restore", self.job_id, "-o", "json"], env)
+        self.restores.append(t)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mib", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root")
+    workdir = tempfile.mkdtemp(prefix="streambench-", dir="/var/tmp")
+    sides, rates = [], []
+    try:
+        hog = os.path.join(workdir, "hog")
+        with open(hog + ".c", "w") as f:
+            f.write(HOG_C)
+        subprocess.run(["cc", "-O2", "-o", hog, hog + ".c"], check=True)
+        keys, _ = daemons.make_key_dir(os.path.join(workdir, "keys"))
+        load_before = open("/proc/loadavg").read().split()[:3]
+        files = Side("files", workdir, hog, args.mib, keys, stream=False)
+        sides.append(files)
+        stream = Side("stream", workdir, hog, args.mib, keys, stream=True)
+        sides.append(stream)
+        for r in range(args.rounds):
+            order = [files, stream] if r % 2 == 0 else [stream, files]
+            rates.append(store_rate(workdir, max(args.mib, 1024)))
+            for s in order:
+                s.checkpoint()
+            for s in order:
+                s.restore()
+        load_after = open("/proc/loadavg").read().split()[:3]
+    finally:
+        for s in sides:
+            s.node.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+    rate = statistics.median(rates)
+    mb = args.mib * 2**20 / 1e6
+    print(benchlib.run_heading())
+    print(f"`bench/stream_job.py --mib {args.mib} --rounds {args.rounds}` (medians; "
+          f"{args.mib} MiB of incompressible dirty memory; archctl wall time including the "
+          f"manifest, durable commit and HTTP; load {' '.join(load_before)} before, "
+          f"{' '.join(load_after)} after)\n")
+    print(f"Store's own sequential rate (4 MiB writes + fdatasync, {max(args.mib, 1024)} MiB, same "
+          f"filesystem, between rounds): {rate:.0f} MB/s (rounds: "
+          f"{[round(x) for x in rates]}).\n")
+    print("| path | checkpoint | checkpoint MB/s | vs store rate | restore | restore MB/s | "
+          "stored |")
+    print("|---|---|---|---|---|---|---|")
+    for s in sides:
+        d, r = statistics.median(s.dumps), statistics.median(s.restores)
+        print(f"| {s.name} | {d:.3f} s | {mb / d:.0f} | {mb / d / rate:.2f} | {r:.3f} s | "
+              f"{mb / r:.0f} | {statistics.median(s.stored) / 2**20:.1f} MiB |")
+    print(f"\nEvery round: " + "; ".join(
+        f"{s.name} {[round(x, 3) for x in s.dumps]} / {[round(x, 3) for x in s.restores]}"
+        for s in sides))
+
+
+if __name__ == "__main__":
+    main()
