@@ -14,6 +14,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <span>
 #include <sstream>
 #include <string_view>
 
@@ -210,16 +211,21 @@ double projected_dump_finish(const std::vector<DumpSample>& samples, uint64_t pr
                              double window_s) {
   if (samples.size() < 2) return 0;
   const auto& last = samples.back();
-  if (last.t - samples.front().t < 0.5) return 0;
+  // Not writing yet (runc and CRIU starting; a file system's metadata): no rate yet.
+  if (last.bytes < kProgressStartBytes) return 0;
+  // Progress counts from the last sample before it began.
+  std::size_t begin = 0;
+  while (begin + 1 < samples.size() && samples[begin + 1].bytes < kProgressStartBytes) ++begin;
+  if (last.t - samples[begin].t < 0.5) return 0;
   // The oldest sample inside the window (or the first one).
-  auto first = samples.front();
-  for (const auto& s : samples) {
+  auto first = samples[begin];
+  for (const auto& s : std::span(samples).subspan(begin)) {
     if (last.t - s.t <= window_s) {
       first = s;
       break;
     }
   }
-  if (last.t - first.t < 0.5) first = samples[samples.size() - 2];
+  if (last.t - first.t < 0.5) first = samples[std::max(begin, samples.size() - 2)];
   double dt = last.t - first.t;
   double rate =
       dt > 0 && last.bytes > first.bytes ? static_cast<double>(last.bytes - first.bytes) / dt : 0.0;

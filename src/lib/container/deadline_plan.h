@@ -103,6 +103,10 @@ std::vector<std::size_t> choose_by_priority(const std::vector<double>& seconds,
 /// the value is empty, not a whole number or below 1; else min(value, cap).
 int64_t effective_priority(std::string_view env_value, int priority_max);
 
+/// A dump has begun writing its images once this much reached the store (less is the
+/// file system's own metadata or the rootfs diff's first blocks).
+inline constexpr uint64_t kProgressStartBytes = uint64_t{1} << 20;
+
 /// One observation of a running dump: seconds since it started and bytes written so far.
 struct DumpSample {
   double t = 0;
@@ -111,8 +115,8 @@ struct DumpSample {
 
 /// The projected finish of a dump (seconds since it started) from its samples (oldest
 /// first) and its predicted size: the bytes left at the rate of the last `window_s`
-/// seconds. Infinity when it made no progress over the window; 0 when there are fewer
-/// than two samples or they span less than half a second (too early to tell).
+/// seconds, counted from its first kProgressStartBytes. Infinity when it made no progress over the
+/// window; 0 when it has not begun writing or wrote for less than half a second (too early).
 double projected_dump_finish(const std::vector<DumpSample>& samples, uint64_t predicted_bytes,
                              double window_s = 2.0);
 

@@ -135,19 +135,25 @@ TEST(DeadlinePlan, ProjectedFinishFromProgress) {
   EXPECT_EQ(projected_dump_finish({{0, 0}, {0.2, 10}}, 100), 0);
   // 10 bytes per second, 60 of 100 at 6 s: 4 s more.
   std::vector<DumpSample> s;
-  for (int i = 0; i <= 6; ++i) s.push_back({double(i), uint64_t(10 * i)});
-  EXPECT_NEAR(projected_dump_finish(s, 100), 10.0, 1e-9);
+  constexpr uint64_t M = kMiB;
+  for (int i = 0; i <= 6; ++i) s.push_back({double(i), 10 * M * uint64_t(i)});
+  EXPECT_NEAR(projected_dump_finish(s, 100 * M), 10.0, 1e-9);
   // Slowing down: the recent window counts, not the average since the start.
-  s.push_back({7, 62});
-  s.push_back({8, 64});
-  EXPECT_NEAR(projected_dump_finish(s, 100), 8 + 36 / 2.0, 1e-9);
+  s.push_back({7, 62 * M});
+  s.push_back({8, 64 * M});
+  EXPECT_NEAR(projected_dump_finish(s, 100 * M), 8 + 36 / 2.0, 1e-9);
   // No progress over the window: never.
-  s.push_back({9, 64});
-  s.push_back({10, 64});
-  s.push_back({11, 64});
-  EXPECT_TRUE(std::isinf(projected_dump_finish(s, 100)));
+  s.push_back({9, 64 * M});
+  s.push_back({10, 64 * M});
+  s.push_back({11, 64 * M});
+  EXPECT_TRUE(std::isinf(projected_dump_finish(s, 100 * M)));
+  // Not writing yet (runc and CRIU start, a few KiB of file system metadata): too early,
+  // however long; then the rate counts from when it began, not from the start.
+  EXPECT_EQ(projected_dump_finish({{0, 0}, {1, 0}, {2, 4096}}, 100 * M), 0);
+  EXPECT_NEAR(projected_dump_finish({{0, 0}, {1, 4096}, {1.5, 5 * M}, {2, 10 * M}}, 100 * M),
+              2 + 90 / 10.0, 0.01);
   // Past the prediction: about now.
-  EXPECT_EQ(projected_dump_finish({{0, 0}, {1, 200}}, 100), 1);
+  EXPECT_EQ(projected_dump_finish({{0, 0}, {1, 200 * M}}, 100 * M), 1);
 }
 
 TEST(DeadlinePlan, CpuBoundStoreKeepsParallelDumps) {
