@@ -592,7 +592,7 @@ def spot_result(n):
 def test_spot_day_short_job_resumed_twice_gives_the_uninterrupted_result(cluster):
     """Two reclaim notices, each resumed on the other node (A -> B -> A): the job's result
     equals the uninterrupted computation's (bench/spot_day.py is the long version)."""
-    n = 300000
+    n = 6000000  # ~10-20 s of one CPU
     job = new_job("spot")
     env = shared_env(cluster, job)
     nodes = [cluster.a, cluster.b]
@@ -608,8 +608,8 @@ def test_spot_day_short_job_resumed_twice_gives_the_uninterrupted_result(cluster
                         interval=0.1)
         _, drain = notice_drain(node)
         results = {x["id"]: x for x in drain["report"]["containers"]}
-        assert results.get(cid, {}).get("result") == "checkpointed", (drain,
-                                                                      node.diagnostics(cid))
+        assert results.get(cid, {}).get("result") == "checkpointed", (
+            results.get(cid), node.diagnostics(cid))
         assert node.delete(cid) == 137
         back_in_service(node)
         gen = cluster.committed(job, node)[-1]
