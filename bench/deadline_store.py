@@ -15,6 +15,12 @@ Run as root after building (cmake --build build):
                             [--parallel 4] [--no-write]
 Prints a table (saved within the deadline, saved in all, the last finish) and, unless
 --no-write, adds it to bench/RESULTS.md.
+
+The sweep (issue 14): containers of mixed sizes (--sizes, MiB), several deadlines
+(--deadlines), plan on and off, each against what the rate physically allows (the most
+containers, and the most bytes, whose sizes add up to at most rate x deadline):
+    bench/deadline_store.py --sweep [--sizes 64,64,256,256,512,1024] [--rate-mb 30]
+                            [--deadlines 10,30,60,120] [--parallel 4] [--no-write]
 """
 
 import argparse
@@ -33,6 +39,8 @@ from finalize_scale import Node, pool_map  # noqa: E402
 from archtest import proc, workloads  # noqa: E402
 
 HEADING = "## Finalize against a slow store: the deadline plan (bench/deadline_store.py)"
+SWEEP_HEADING = ("## Finalize against a slow store: sweep of deadlines and container sizes "
+                 "(bench/deadline_store.py --sweep)")
 BLKIO = "/sys/fs/cgroup/blkio"
 ARCHCTL = os.path.join(benchlib.REPO, "build", "src", "cli", "archctl")
 
@@ -79,32 +87,40 @@ def archctl(node, store, *args, timeout=600):
     return r
 
 
-def one_run(node, store, plan, args, round_no):
+def one_run(node, store, plan, args, round_no, sizes=None, deadline=None):
     ns = node.new_namespace(f"dl-{plan}-{round_no}")
-    ids = [f"m{i}" for i in range(args.containers)]
-    argv = workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=args.mib, ms=100)
+    sizes = sizes or [args.mib] * args.containers
+    deadline = deadline or args.deadline
+    ids = [f"m{i}" for i in range(len(sizes))]
+    argvs = {cid: workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=mib, ms=100)
+             for cid, mib in zip(ids, sizes)}
+    # The warm-up checkpoint: the container closest to 256 MiB (a rate sample, not start-up).
+    warm = min(zip(ids, sizes), key=lambda x: abs(x[1] - 256))[0]
     try:
-        pool_map(lambda cid: node.run(ns, cid, argv, arch=True), ids)
+        pool_map(lambda cid: node.run(ns, cid, argvs[cid], arch=True), ids)
         for cid in ids:
             path = os.path.join(node.rootfs(ns, cid), "data/ticks.txt")
             proc.wait_until(lambda: os.path.exists(path) and os.path.getsize(path) > 0, 120,
                             f"{cid} to fill its memory", interval=0.1)
         # The node learns the store's rate from a checkpoint of its own.
-        r = archctl(node, store, "container", "checkpoint", f"{ns}/{ids[0]}", "--leave-running")
+        r = archctl(node, store, "container", "checkpoint", f"{ns}/{warm}", "--leave-running")
         if r.returncode != 0:
             raise RuntimeError(f"warm-up checkpoint failed: {r.stderr[-1500:]}")
         with open(os.path.join(node.state, "store-rates.json")) as f:
             learned = json.load(f)
         start = time.perf_counter()
-        r = archctl(node, store, "container", "finalize", "--deadline", str(args.deadline),
+        r = archctl(node, store, "container", "finalize", "--deadline", str(deadline),
                     "--parallel", str(args.parallel), "--plan", plan, "-o", "json")
         wall = time.perf_counter() - start
         report = json.loads(r.stdout)
         mine = [c for c in report["containers"] if c["namespace"] == ns]
         done = [c for c in mine if c["result"] == "checkpointed"]
-        in_time = [c for c in done if c["finished_s"] <= args.deadline]
+        in_time = [c for c in done if c["finished_s"] <= deadline]
         return {
             "plan": plan,
+            "deadline": deadline,
+            "bytes_in_time": sum(c["bytes"] for c in in_time),
+            "stopped": sum(1 for c in mine if c["result"] == "stopped"),
             "saved_in_time": len(in_time),
             "saved": len(done),
             "skipped": sum(1 for c in mine if c["result"] == "skipped"),
@@ -118,8 +134,82 @@ def one_run(node, store, plan, args, round_no):
         node.remove(ns, ids)
 
 
+def physically_allowed(sizes_bytes, capacity):
+    """(most containers, most bytes) whose sizes add up to at most `capacity`."""
+    count = 0
+    for n in range(len(sizes_bytes), 0, -1):
+        if sum(sorted(sizes_bytes)[:n]) <= capacity:
+            count = n
+            break
+    best = 0
+    for mask in range(1 << len(sizes_bytes)):
+        total = sum(b for i, b in enumerate(sizes_bytes) if mask >> i & 1)
+        if total <= capacity:
+            best = max(best, total)
+    return count, best
+
+
+def sweep(args):
+    sizes = [int(x) for x in args.sizes.split(",")]
+    deadlines = [float(x) for x in args.deadlines.split(",")]
+    workdir = tempfile.mkdtemp(prefix="arch-deadline-")
+    os.chmod(workdir, 0o755)
+    store = node = None
+    rows = []
+    try:
+        store = SlowStore(workdir, os.path.join(workdir, "store"),
+                          max(4, (sum(sizes) * 3 >> 10) + 2), args.rate_mb * 1000 * 1000)
+        program = workloads.compile_program(workdir)
+        node = Node(workdir, workloads.build_image(workdir, program))
+        node.start()
+        n = 0
+        for deadline in deadlines:
+            for plan in ["off", "on"]:
+                try:
+                    os.unlink(os.path.join(node.state, "store-rates.json"))
+                except FileNotFoundError:
+                    pass
+                row = one_run(node, store, plan, args, n, sizes, deadline)
+                n += 1
+                row["allowed"], row["allowed_bytes"] = physically_allowed(
+                    [m << 20 for m in sizes], args.rate_mb * 1e6 * deadline)
+                rows.append(row)
+                print(row, flush=True)
+    finally:
+        if node:
+            node.stop()
+        if store:
+            store.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    mib = lambda b: f"{b / (1 << 20):.0f} MiB"  # noqa: E731
+    lines = [benchlib.run_heading(), "",
+             f"`bench/deadline_store.py --sweep --sizes {args.sizes} --rate-mb {args.rate_mb} "
+             f"--deadlines {args.deadlines} --parallel {args.parallel}`: {len(sizes)} containers "
+             f"({args.sizes} MiB, {sum(sizes)} MiB in all), a store limited to {args.rate_mb} MB/s "
+             f"(loop device, blkio throttle). 'Allowed': the most containers (bytes) whose sizes "
+             f"add up to at most rate x deadline.", "",
+             "| deadline | plan | saved in time | allowed | ratio | bytes in time | bytes allowed "
+             "| stopped | skipped | last finish |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = r["saved_in_time"] / r["allowed"] if r["allowed"] else 0
+        lines.append(f"| {r['deadline']:g} s | {r['plan']} | {r['saved_in_time']} | "
+                     f"{r['allowed']} | {ratio:.2f} | {mib(r['bytes_in_time'])} | "
+                     f"{mib(r['allowed_bytes'])} | {r['stopped']} | {r['skipped']} | "
+                     f"{r['last_finish']:.1f} s |")
+    lines += [""] + [f"- {r['deadline']:g} s, plan {r['plan']}: {r['basis']}"
+                     for r in rows if r["basis"] and r["plan"] == "on"]
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    if not args.no_write:
+        benchlib.add_to_results(SWEEP_HEADING, text)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--sizes", default="64,64,256,256,512,1024")
+    ap.add_argument("--deadlines", default="10,30,60,120")
     ap.add_argument("--containers", type=int, default=6)
     ap.add_argument("--mib", type=int, default=192)
     ap.add_argument("--rate-mb", type=int, default=60, help="store write limit, MB/s")
@@ -129,6 +219,8 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0 or not os.path.isdir(BLKIO):
         sys.exit("needs root and the cgroup-v1 blkio controller")
+    if args.sweep:
+        return sweep(args)
     workdir = tempfile.mkdtemp(prefix="arch-deadline-")
     os.chmod(workdir, 0o755)
     store = node = None

@@ -7,7 +7,12 @@
 #   2. the paper's two tables (bench/paper.py): checkpoint to file and restore at 56, 118
 #      and 256 MiB, checkpoint time from 1 MiB to 1 GiB untouched and changed;
 #   3. finalize against a store throttled to 60 MB/s with and without the deadline plan
-#      (bench/deadline_store.py; --quick: 4 containers of 128 MiB).
+#      (bench/deadline_store.py; --quick: 4 containers of 128 MiB), and the sweep of
+#      deadlines (10-120 s) and container sizes (64 MiB-1 GiB) against a 30 MB/s store
+#      (bench/deadline_store.py --sweep, ~15 min; --quick: 10 and 30 s, up to 256 MiB);
+#   4. a spot day (bench/spot_day.py): a CPU-bound job across seeded reclaim notices on the
+#      two-node GlusterFS set-up, against uninterrupted and restart from scratch (~5 min;
+#      --quick: a job of ~15 s); skipped when GlusterFS is missing.
 # Prints the tables, writes them as Markdown and JSON under bench/results/<UTC time>/ and
 # the PNG plots under bench/plots/. Full run ~8-10 min on 2 cores; --quick ~2 min.
 set -eu
@@ -31,7 +36,17 @@ python3 bench/paper.py $quick --json "$out/paper.json" --plot-dir bench/plots \
     | tee "$out/paper.md"
 if [ -n "$quick" ]; then
     python3 bench/deadline_store.py --containers 4 --mib 128 --no-write | tee "$out/deadline_store.md"
+    python3 bench/deadline_store.py --sweep --sizes 64,64,128,256 --deadlines 10,30 \
+        --rate-mb 30 --no-write | tee "$out/deadline_sweep.md"
 else
     python3 bench/deadline_store.py --no-write | tee "$out/deadline_store.md"
+    python3 bench/deadline_store.py --sweep --rate-mb 30 --no-write | tee "$out/deadline_sweep.md"
 fi
+if [ -n "$quick" ]; then
+    spot_args="--steps 8000000 --mean-interval 6"
+else
+    spot_args=""
+fi
+python3 bench/spot_day.py $spot_args --no-write --plot bench/plots/spot_day.png \
+    | tee "$out/spot_day.md" || echo "spot day skipped (see above)" >&2
 echo "results: $out/ (Markdown, JSON), plots: bench/plots/" >&2

@@ -190,6 +190,8 @@ int on_checkpoint_entry(ParseState* state, std::string_view k, std::string_view 
   if (k == "zstd_threads") return parse_int_in(state, k, v, 0, 64, c.zstd_threads, "checkpoint");
   if (k == "failed_dumps_kept")
     return parse_int_in(state, k, v, 0, 100, c.failed_dumps_kept, "checkpoint");
+  if (k == "priority_max")
+    return parse_int_in(state, k, v, 0, 1000000, c.priority_max, "checkpoint");
   if (k == "interval" || k == "min_interval") {
     auto& out = k == "interval" ? c.interval : c.min_interval;
     if (k == "interval" && v == "off") {
@@ -745,6 +747,10 @@ tcp = auto
 ghost_limit = 64M
 # Failed dumps whose CRIU logs are kept per key as failed-*/ (0: none kept).
 failed_dumps_kept = 3
+# ARCH_PRIORITY (a whole number per container) in finalize's deadline plan: 0 ignores it
+# (the plan saves the most containers); N > 0 maximises the total priority saved, each
+# container's value clamped to 1..N (a tenant cannot claim more than N).
+priority_max = 0
 # Periodic checkpoints by archd (the container keeps running; a node lost without notice
 # resumes from the newest): the interval of managed containers that set none
 # (ARCH_CHECKPOINT_INTERVAL per container), or off.

@@ -18,7 +18,7 @@
 //   [checkpoint] rootfs_compression = none|zstd   zstd_level = 3   zstd_threads = 0
 //              pre_copy = off|on|auto   network_lock = skip|iptables|nftables
 //              tcp = auto|restore|close|fail
-//              ghost_limit = 64M   failed_dumps_kept = 3
+//              ghost_limit = 64M   failed_dumps_kept = 3   priority_max = 0
 //   [keys]     dir = /etc/arch/keys   active = <key id> (see NodeConfig::Keys)
 //   [owners]   ecs = false|true   (Docker containers of ECS tasks owned by cluster and family)
 //   [docker]   data_root = /var/lib/docker   (where dockerd keeps config.v2.json)
@@ -139,6 +139,10 @@ struct NodeConfig {
     uint64_t ghost_limit = uint64_t{64} << 20;
     /// Failed dumps whose CRIU logs are kept per key (failed-*/ with dump-logs/), newest.
     int failed_dumps_kept = 3;
+    /// ARCH_PRIORITY in finalize's deadline plan: 0 (default) ignores it (the plan saves the
+    /// most containers); N > 0 honours it clamped to 1..N, so that no tenant outweighs
+    /// more than N containers of priority 1 by claiming a huge value.
+    int priority_max = 0;
     /// Periodic checkpoints run by archd: the interval of every managed container that
     /// sets none (0: off, the default); ARCH_CHECKPOINT_INTERVAL sets one per container.
     std::chrono::seconds interval{0};

@@ -89,6 +89,16 @@ class ContainerCheckpoint {
   Result<CheckpointOutcome> finish();
   /// Thaws the container if it is frozen and not finished (idempotent).
   void abandon();
+  /// From another thread while finish() runs: give this checkpoint up because it cannot
+  /// finish in time. CRIU, if it is dumping, is ended (dump_progress.h), the staging is
+  /// removed, the container thawed and left running, and finish() fails with `reason`
+  /// (stopped() then true). Refused (false) once the dump can no longer be undone: a dump
+  /// under CRIU's network lock or one that ends the tasks itself, and after the commit began.
+  bool stop(const std::string& reason);
+  /// Whether finish() failed because stop() was called.
+  [[nodiscard]] bool stopped() const;
+  /// The staging directory once finish() made it (for progress), else empty. Thread-safe.
+  [[nodiscard]] std::string staging_path() const;
 
   /// A group member's first phase: freeze (if not yet) → capture → dump (always leaving the
   /// tasks in place, frozen) → commit its generation without pruning older ones. Returns the

@@ -9,8 +9,12 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
+#include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <span>
 #include <sstream>
 #include <string_view>
 
@@ -157,8 +161,81 @@ uint64_t predict_checkpoint_bytes(int pid, const std::string& upperdir) {
   return total;
 }
 
+std::vector<std::size_t> choose_by_priority(const std::vector<double>& seconds,
+                                            const std::vector<int64_t>& values, double budget) {
+  std::size_t n = seconds.size();
+  if (n == 0 || budget <= 0) return {};
+  const std::size_t slots = kKnapsackSlots;
+  double unit = budget / static_cast<double>(slots);
+  std::vector<std::size_t> weight(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    double w = std::ceil(std::max(0.0, seconds[i]) / unit - 1e-9);
+    weight[i] = w > static_cast<double>(slots) ? slots + 1 : static_cast<std::size_t>(w);
+  }
+  // best[c]: the largest total within c slots; take[i][c]: whether item i is in it.
+  std::vector<int64_t> best(slots + 1, 0);
+  std::vector<std::vector<bool>> take(n, std::vector<bool>(slots + 1, false));
+  for (std::size_t i = 0; i < n; ++i) {
+    if (weight[i] > slots || values[i] <= 0) continue;
+    for (std::size_t c = slots + 1; c-- > weight[i];) {
+      int64_t with = best[c - weight[i]] + values[i];
+      if (with > best[c]) {
+        best[c] = with;
+        take[i][c] = true;
+      }
+    }
+  }
+  // The least capacity that reaches the best total: the set that needs the least time.
+  auto c = static_cast<std::size_t>(std::max_element(best.begin(), best.end()) -
+                                    best.begin());  // first of the maxima
+  std::vector<std::size_t> chosen;
+  for (std::size_t i = n; i-- > 0;) {
+    if (take[i][c]) {
+      chosen.push_back(i);
+      c -= weight[i];
+    }
+  }
+  std::reverse(chosen.begin(), chosen.end());
+  return chosen;
+}
+
+int64_t effective_priority(std::string_view env_value, int priority_max) {
+  if (priority_max <= 0 || env_value.empty()) return 1;
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(env_value.data(), env_value.data() + env_value.size(), v);
+  if (ec != std::errc() || end != env_value.data() + env_value.size() || v < 1) return 1;
+  return std::min<int64_t>(v, priority_max);
+}
+
+double projected_dump_finish(const std::vector<DumpSample>& samples, uint64_t predicted_bytes,
+                             double window_s) {
+  if (samples.size() < 2) return 0;
+  const auto& last = samples.back();
+  // Not writing yet (runc and CRIU starting; a file system's metadata): no rate yet.
+  if (last.bytes < kProgressStartBytes) return 0;
+  // Progress counts from the last sample before it began.
+  std::size_t begin = 0;
+  while (begin + 1 < samples.size() && samples[begin + 1].bytes < kProgressStartBytes) ++begin;
+  if (last.t - samples[begin].t < 0.5) return 0;
+  // The oldest sample inside the window (or the first one).
+  auto first = samples[begin];
+  for (const auto& s : std::span(samples).subspan(begin)) {
+    if (last.t - s.t <= window_s) {
+      first = s;
+      break;
+    }
+  }
+  if (last.t - first.t < 0.5) first = samples[std::max(begin, samples.size() - 2)];
+  double dt = last.t - first.t;
+  double rate =
+      dt > 0 && last.bytes > first.bytes ? static_cast<double>(last.bytes - first.bytes) / dt : 0.0;
+  if (last.bytes >= predicted_bytes) return last.t;  // past the prediction: nearly done
+  if (rate <= 0) return std::numeric_limits<double>::infinity();
+  return last.t + static_cast<double>(predicted_bytes - last.bytes) / rate;
+}
+
 DeadlinePlan plan_dumps(const std::vector<uint64_t>& bytes, const StoreRates& rates,
-                        const PlanOptions& o) {
+                        const PlanOptions& o, const std::vector<int64_t>& priorities) {
   DeadlinePlan plan;
   std::size_t n = bytes.size();
   plan.entries.resize(n);
@@ -167,7 +244,14 @@ DeadlinePlan plan_dumps(const std::vector<uint64_t>& bytes, const StoreRates& ra
   std::stable_sort(by_size.begin(), by_size.end(),
                    [&](std::size_t a, std::size_t b) { return bytes[a] < bytes[b]; });
   int parallel = std::max(1, o.parallel);
+  bool weighted = priorities.size() == n &&
+                  std::adjacent_find(priorities.begin(), priorities.end(), std::not_equal_to<>()) !=
+                      priorities.end();
   if (rates.single_bps <= 0 && rates.aggregate_bps <= 0) {
+    if (weighted) {  // no prediction: at least the highest priorities go first
+      std::stable_sort(by_size.begin(), by_size.end(),
+                       [&](std::size_t a, std::size_t b) { return priorities[a] > priorities[b]; });
+    }
     plan.order = by_size;
     plan.workers = parallel;
     plan.basis = "no write rate measured yet for this store: every container attempted";
@@ -202,17 +286,34 @@ DeadlinePlan plan_dumps(const std::vector<uint64_t>& bytes, const StoreRates& ra
                   parallel_mode ? fmt::format("{} dumps at once", plan.workers)
                                 : std::string("one dump at a time: the store is the bottleneck"),
                   fmt::format("{:.1f} s kept as margin", margin));
+  // Equal priorities: smallest first while they fit (the most containers). Unequal: the
+  // knapsack's set, then smallest first.
+  std::vector<bool> chosen(n, true);
+  if (weighted) {
+    std::vector<double> secs(n);
+    for (std::size_t i = 0; i < n; ++i) secs[i] = seconds(bytes[i], rate, plan.workers);
+    chosen.assign(n, false);
+    for (auto i : choose_by_priority(secs, priorities, budget)) chosen[i] = true;
+    plan.basis += "; by priority";
+  }
   double t = 0;
   for (std::size_t i : by_size) {
     double dt = seconds(bytes[i], rate, plan.workers);
     auto& e = plan.entries[i];
-    if (t + dt <= budget) {
+    if (chosen[i] && t + dt <= budget) {
       t += dt;
       e.predicted_finish_s = t;
       plan.order.push_back(i);
     } else {
       e.admitted = false;
       e.predicted_finish_s = t + dt;
+      if (!chosen[i]) {
+        e.reason = fmt::format(
+            "not attempted: the time left ({:.1f} s, less {:.1f} s margin, at {}) goes to "
+            "containers of higher total priority; it keeps running",
+            o.seconds_left, margin, rate_text(rate));
+        continue;
+      }
       e.reason = fmt::format(
           "not attempted: its checkpoint ({}) would finish at about {:.1f} s, after the "
           "deadline ({:.1f} s, less {:.1f} s margin) at {}; it keeps running",

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <fstream>
 
 #include "base/temp_dir.h"
@@ -45,6 +46,114 @@ TEST(DeadlinePlan, SmallestFirstMaximisesTheNumberSaved) {
   EXPECT_EQ(plan.workers, 1);
   EXPECT_EQ(plan.order, (std::vector<std::size_t>{3, 1, 2}));  // 0.55 + 1.55 + 3.65 s
   EXPECT_FALSE(plan.entries[0].admitted);
+}
+
+// Priorities: one 700 MiB container of priority 10 against three small ones of priority 1,
+// 8 s at 100 MB/s: the count would take the three small ones (3 saved, total priority 3);
+// the priority plan takes the big one and what still fits beside it.
+TEST(DeadlinePlan, PrioritiesMaximiseTheTotalPriorityNotTheCount) {
+  std::vector<uint64_t> bytes = {700 * kMiB, 100 * kMiB, 150 * kMiB, 200 * kMiB};
+  StoreRates rates{.single_bps = 100e6, .aggregate_bps = 0};
+  PlanOptions o{.seconds_left = 9, .parallel = 2, .margin_s = 1};
+  auto by_count = plan_dumps(bytes, rates, o);
+  EXPECT_EQ(by_count.order, (std::vector<std::size_t>{1, 2, 3}));
+  auto by_priority = plan_dumps(bytes, rates, o, {10, 1, 1, 1});
+  // 700 MiB = 7.34 s + 0.5 s; with it only nothing else fits in 8 s.
+  EXPECT_EQ(by_priority.order, (std::vector<std::size_t>{0}));
+  EXPECT_NE(by_priority.basis.find("by priority"), std::string::npos) << by_priority.basis;
+  EXPECT_NE(by_priority.entries[1].reason.find("higher total priority"), std::string::npos)
+      << by_priority.entries[1].reason;
+  // Priority 2 is worth less than the three small ones together: the count's choice again.
+  auto low = plan_dumps(bytes, rates, o, {2, 1, 1, 1});
+  EXPECT_EQ(low.order, (std::vector<std::size_t>{1, 2, 3}));
+}
+
+TEST(DeadlinePlan, KnapsackIsExactOnASmallCase) {
+  // Greedy by priority per second would take item 0 (6/3 = 2 per s) then nothing fits;
+  // the optimum is items 1 and 2 (4 + 4 = 8 in 4 s).
+  auto chosen = choose_by_priority({3, 2, 2}, {6, 4, 4}, 4.0);
+  EXPECT_EQ(chosen, (std::vector<std::size_t>{1, 2}));
+  // Nothing fits, or no time: nothing chosen.
+  EXPECT_TRUE(choose_by_priority({5}, {9}, 4.0).empty());
+  EXPECT_TRUE(choose_by_priority({1}, {9}, 0).empty());
+  // Of equal totals, the set that needs less time.
+  EXPECT_EQ(choose_by_priority({3, 1}, {2, 2}, 3.5), (std::vector<std::size_t>{1}));
+  // Compared against brute force on random cases.
+  unsigned seed = 7;
+  auto next = [&] { return seed = seed * 1103515245u + 12345u, (seed >> 16) & 0x7fff; };
+  for (int round = 0; round < 200; ++round) {
+    std::size_t n = 1 + next() % 9;
+    std::vector<double> secs(n);
+    std::vector<int64_t> vals(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      secs[i] = 0.5 + (next() % 40) * 0.25;  // whole slots of a 10 s budget: exact
+      vals[i] = 1 + next() % 20;
+    }
+    int64_t best = 0;
+    for (unsigned mask = 0; mask < (1u << n); ++mask) {
+      double t = 0;
+      int64_t v = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        if (mask & (1u << i)) t += secs[i], v += vals[i];
+      }
+      if (t <= 10.0 + 1e-9) best = std::max(best, v);
+    }
+    int64_t got = 0;
+    double t = 0;
+    for (auto i : choose_by_priority(secs, vals, 10.0)) got += vals[i], t += secs[i];
+    EXPECT_EQ(got, best) << "round " << round;
+    EXPECT_LE(t, 10.0 + 1e-9);
+  }
+}
+
+// The attack: a tenant claims ARCH_PRIORITY=1000000000 for a container that fills the
+// deadline. Priorities off (the default): ignored, the plan saves the most containers.
+// priority_max = 10: its claim counts as 10, and three others of priority 5 outweigh it.
+TEST(DeadlinePlan, AHugeClaimedPriorityIsCappedByTheNode) {
+  EXPECT_EQ(effective_priority("1000000000", 0), 1);
+  EXPECT_EQ(effective_priority("1000000000", 10), 10);
+  EXPECT_EQ(effective_priority("99999999999999999999999", 10), 1);  // not a number we take
+  EXPECT_EQ(effective_priority("-5", 10), 1);
+  EXPECT_EQ(effective_priority("3x", 10), 1);
+  EXPECT_EQ(effective_priority("", 10), 1);
+  EXPECT_EQ(effective_priority("7", 10), 7);
+  std::vector<uint64_t> bytes = {700 * kMiB, 200 * kMiB, 200 * kMiB, 200 * kMiB};
+  StoreRates rates{.single_bps = 100e6, .aggregate_bps = 0};
+  PlanOptions o{.seconds_left = 9, .parallel = 2, .margin_s = 1};
+  std::vector<int64_t> claimed = {effective_priority("1000000000", 0), 1, 1, 1};
+  EXPECT_EQ(plan_dumps(bytes, rates, o, claimed).order.size(), 3u);
+  claimed = {effective_priority("1000000000", 10), effective_priority("5", 10),
+             effective_priority("5", 10), effective_priority("5", 10)};
+  auto plan = plan_dumps(bytes, rates, o, claimed);
+  EXPECT_EQ(plan.order, (std::vector<std::size_t>{1, 2, 3}));
+  EXPECT_FALSE(plan.entries[0].admitted);
+}
+
+TEST(DeadlinePlan, ProjectedFinishFromProgress) {
+  // Too early to tell.
+  EXPECT_EQ(projected_dump_finish({}, 100), 0);
+  EXPECT_EQ(projected_dump_finish({{0, 0}, {0.2, 10}}, 100), 0);
+  // 10 bytes per second, 60 of 100 at 6 s: 4 s more.
+  std::vector<DumpSample> s;
+  constexpr uint64_t M = kMiB;
+  for (int i = 0; i <= 6; ++i) s.push_back({double(i), 10 * M * uint64_t(i)});
+  EXPECT_NEAR(projected_dump_finish(s, 100 * M), 10.0, 1e-9);
+  // Slowing down: the recent window counts, not the average since the start.
+  s.push_back({7, 62 * M});
+  s.push_back({8, 64 * M});
+  EXPECT_NEAR(projected_dump_finish(s, 100 * M), 8 + 36 / 2.0, 1e-9);
+  // No progress over the window: never.
+  s.push_back({9, 64 * M});
+  s.push_back({10, 64 * M});
+  s.push_back({11, 64 * M});
+  EXPECT_TRUE(std::isinf(projected_dump_finish(s, 100 * M)));
+  // Not writing yet (runc and CRIU start, a few KiB of file system metadata): too early,
+  // however long; then the rate counts from when it began, not from the start.
+  EXPECT_EQ(projected_dump_finish({{0, 0}, {1, 0}, {2, 4096}}, 100 * M), 0);
+  EXPECT_NEAR(projected_dump_finish({{0, 0}, {1, 4096}, {1.5, 5 * M}, {2, 10 * M}}, 100 * M),
+              2 + 90 / 10.0, 0.01);
+  // Past the prediction: about now.
+  EXPECT_EQ(projected_dump_finish({{0, 0}, {1, 200 * M}}, 100 * M), 1);
 }
 
 TEST(DeadlinePlan, CpuBoundStoreKeepsParallelDumps) {

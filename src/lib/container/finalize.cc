@@ -31,8 +31,10 @@
 #include "base/enum_names.h"
 #include "base/file_util.h"
 #include "container/deadline_plan.h"
+#include "container/dump_progress.h"
 #include "container/group_checkpoint.h"
 #include "criu/criu_features.h"
+#include "runtime/oci_spec.h"
 #include "runtime/runc_client.h"
 #include "store/manifest.h"
 
@@ -101,10 +103,11 @@ void raise_fd_limit(std::size_t containers) {
 
 }  // namespace
 
-constexpr EnumNames<FinalizeOutcome, 3> kOutcomes{
+constexpr EnumNames<FinalizeOutcome, 4> kOutcomes{
     {{{FinalizeOutcome::kCheckpointed, "checkpointed"},
       {FinalizeOutcome::kFailed, "failed"},
-      {FinalizeOutcome::kSkipped, "skipped"}}}};
+      {FinalizeOutcome::kSkipped, "skipped"},
+      {FinalizeOutcome::kStopped, "stopped"}}}};
 constexpr EnumNames<PreCopyMode, 3> kPreCopyModes{
     {{{PreCopyMode::kOff, "off"}, {PreCopyMode::kOn, "on"}, {PreCopyMode::kAuto, "auto"}}}};
 
@@ -178,6 +181,28 @@ void fill_from_outcome(FinalizeResult& r, CheckpointOutcome&& out) {
   r.pre_copy = std::move(out.pre_copy);
 }
 
+// Bytes per second a stopped dump wrote, from its first byte to its last sample; 0 when
+// it wrote too little or too briefly to be a measurement.
+double written_rate(const std::vector<DumpSample>& samples) {
+  auto first = std::find_if(samples.begin(), samples.end(),
+                            [](auto& s) { return s.bytes >= kProgressStartBytes; });
+  if (first == samples.end() || first == samples.begin()) return 0;
+  const auto& from = *std::prev(first);
+  const auto& last = samples.back();
+  double dt = last.t - from.t;
+  if (dt < 0.5 || last.bytes < (uint64_t{4} << 20)) return 0;
+  return static_cast<double>(last.bytes - from.bytes) / dt;
+}
+
+// One store's dumps: its queue (admitted, in order), its pool size, its members.
+struct Group {
+  std::string store;
+  std::vector<std::size_t> queue;
+  int workers = 1;
+  double seconds = 0;
+  std::vector<std::size_t> members;
+};
+
 // The phased pipeline (see the top of this file) over report.containers.
 void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>& states,
                      const NodeConfig& config, const std::string& runc,
@@ -243,47 +268,62 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
   }
 
   // The plan, per store: which containers are attempted (the rest are never frozen and
-  // keep running), smallest first, and how many at once (deadline_plan.h).
-  struct Group {
-    std::string store;
-    std::vector<std::size_t> order;
-    int workers = 1;
-    double seconds = 0;
-  };
+  // keep running, held until the dump phase ends in case a re-plan admits them), smallest
+  // first, and how many at once (deadline_plan.h).
+  std::vector<uint64_t> predicted(n, 0);
+  std::vector<int64_t> priority(n, 1);
+  std::vector<std::string> deferred(n);  // why it is not attempted (for now); "" otherwise
   std::vector<Group> groups;
+  double margin = 1;
+  auto plan_group = [&](const std::string& store, const std::vector<std::size_t>& members,
+                        double seconds_left) {
+    std::vector<uint64_t> bytes;
+    std::vector<int64_t> prio;
+    for (auto i : members) {
+      bytes.push_back(predicted[i]);
+      prio.push_back(priority[i]);
+    }
+    DeadlinePlan plan;
+    if (options.plan) {
+      plan = plan_dumps(bytes, load_store_rates(config.state_dir, store),
+                        PlanOptions{.seconds_left = seconds_left, .parallel = workers}, prio);
+    } else {  // every container, in the given order, the whole pool
+      plan.entries.resize(members.size());
+      for (std::size_t k = 0; k < members.size(); ++k) plan.order.push_back(k);
+      plan.workers = workers;
+      plan.basis = "no plan (--plan off): every container attempted";
+    }
+    return plan;
+  };
   {
     auto t0 = Clock::now();
-    std::vector<uint64_t> predicted(n, 0);
     run_pool(n, workers, [&](std::size_t i) {
-      if (ckpts[i]) predicted[i] = ckpts[i]->predicted_bytes();
+      if (!ckpts[i]) return;
+      predicted[i] = ckpts[i]->predicted_bytes();
+      if (config.checkpoint.priority_max > 0) {
+        if (auto env = read_arch_env(report.containers[i].container.bundle)) {
+          priority[i] =
+              effective_priority(env->get("ARCH_PRIORITY"), config.checkpoint.priority_max);
+        }
+      }
     });
     std::map<std::string, std::vector<std::size_t>> by_store;
     for (std::size_t i = 0; i < n; ++i) {
       if (ckpts[i]) by_store[report.containers[i].container.store].push_back(i);
     }
     double seconds_left = std::chrono::duration<double>(deadline - Clock::now()).count();
+    margin = std::max(1.0, 0.05 * seconds_left);
     for (auto& [store, members] : by_store) {
-      std::vector<uint64_t> bytes;
-      for (auto i : members) bytes.push_back(predicted[i]);
-      DeadlinePlan plan;
-      if (options.plan) {
-        plan = plan_dumps(bytes, load_store_rates(config.state_dir, store),
-                          PlanOptions{.seconds_left = seconds_left, .parallel = workers});
-      } else {  // every container, in the given order, the whole pool
-        plan.entries.resize(members.size());
-        for (std::size_t k = 0; k < members.size(); ++k) plan.order.push_back(k);
-        plan.workers = workers;
-        plan.basis = "no plan (--plan off): every container attempted";
-      }
+      auto plan = plan_group(store, members, seconds_left);
       report.plans[store] = plan.basis;
-      Group g{store, {}, plan.workers, 0};
+      Group g{store, {}, plan.workers, 0, members};
       for (std::size_t k = 0; k < members.size(); ++k) {
         auto& r = report.containers[members[k]];
-        r.predicted_bytes = bytes[k];
+        r.predicted_bytes = predicted[members[k]];
         r.predicted_finish_s = plan.entries[k].predicted_finish_s;
-        if (!plan.entries[k].admitted) skip(members[k], plan.entries[k].reason);
+        if (!plan.entries[k].admitted) deferred[members[k]] = plan.entries[k].reason;
       }
-      for (auto k : plan.order) g.order.push_back(members[k]);
+      for (auto k : plan.order) g.queue.push_back(members[k]);
       groups.push_back(std::move(g));
     }
     report.phase_seconds["plan"] = seconds_since(t0);
@@ -297,7 +337,7 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
     }
     if (auto g = ThawGuard::arm(resumes)) guard.emplace(std::move(*g));
     phase("freeze", [&](std::size_t i) {
-      if (!ckpts[i]) return;
+      if (!ckpts[i] || !deferred[i].empty()) return;
       auto t0 = Clock::now();
       // Without the batch guard (it could not start), each container arms its own.
       auto frozen = ckpts[i]->freeze(!guard.has_value());
@@ -306,42 +346,189 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
     });
   }
 
-  auto dump_one = [&](std::size_t i) {
+  // The dumps under way that the watcher follows: a dump whose projected finish (from its
+  // progress) passes the deadline less the margin is stopped (ContainerCheckpoint::stop()).
+  struct Running {
+    std::size_t group = 0;
+    Clock::time_point t0;
+    std::optional<DumpProgress> progress;
+    std::vector<DumpSample> samples;
+    int late = 0;
+    bool stopping = false;
+    uint64_t progressed = 0;
+  };
+  std::mutex run_mutex;  // guards `running` and every group's queue
+  std::map<std::size_t, Running> running;
+  std::vector<double> dump_secs(n, 0);
+  auto budget_end =
+      deadline - std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(margin));
+
+  // After a stop: the time left may admit others (a smaller one, or one deferred).
+  auto replan = [&](std::size_t gi) {
+    auto& g = groups[gi];
+    std::vector<std::size_t> candidates;
+    std::vector<bool> was_queued;
+    for (auto i : g.queue) candidates.push_back(i), was_queued.push_back(true);
+    for (auto i : g.members) {
+      if (ckpts[i] && !deferred[i].empty()) candidates.push_back(i), was_queued.push_back(false);
+    }
+    double time_left = std::chrono::duration<double>(deadline - Clock::now()).count();
+    auto plan = plan_dumps(
+        [&] {
+          std::vector<uint64_t> b;
+          for (auto i : candidates) b.push_back(predicted[i]);
+          return b;
+        }(),
+        load_store_rates(config.state_dir, g.store),
+        PlanOptions{.seconds_left = time_left, .parallel = 1, .margin_s = margin},
+        [&] {
+          std::vector<int64_t> p;
+          for (auto i : candidates) p.push_back(priority[i]);
+          return p;
+        }());
+    g.queue.clear();
+    for (auto k : plan.order) {
+      g.queue.push_back(candidates[k]);
+      deferred[candidates[k]].clear();
+    }
+    std::vector<std::size_t> dropped;
+    for (std::size_t k = 0; k < candidates.size(); ++k) {
+      if (plan.entries[k].admitted) continue;
+      deferred[candidates[k]] = "after a stopped dump, re-planned: " + plan.entries[k].reason;
+      if (was_queued[k]) dropped.push_back(candidates[k]);
+    }
+    report.plans[g.store] += "; re-planned after a stopped dump: " + plan.basis;
+    return dropped;
+  };
+
+  auto dump_one = [&](std::size_t gi, std::size_t i) {
     if (!ckpts[i]) return;
     if (auto why = not_startable(deadline, options.cancel, "its dump could start"); !why.empty()) {
       return skip(i, why);
     }
     auto t0 = Clock::now();
+    {
+      std::lock_guard lock(run_mutex);
+      Running run;
+      run.group = gi;
+      run.t0 = t0;
+      running[i] = std::move(run);
+    }
     auto out = ckpts[i]->finish();
+    Running mine;
+    {
+      std::lock_guard lock(run_mutex);
+      mine = std::move(running[i]);
+      running.erase(i);
+    }
+    dump_secs[i] = seconds_since(t0);
     auto& r = report.containers[i];
-    r.seconds = spent[i] + seconds_since(t0);
+    r.seconds = spent[i] + dump_secs[i];
+    if (!out && ckpts[i]->stopped()) {
+      r.outcome = FinalizeOutcome::kStopped;
+      r.detail = out.error().message();
+      // What the store took while it ran is a measurement of the store all the same.
+      // Its write rate from its first byte on (runc's and CRIU's start-up left out).
+      if (double bps = written_rate(mine.samples); bps > 0) {
+        (void)record_store_rates(config.state_dir, groups[gi].store, bps, 0);
+      }
+      ckpts[i].reset();
+      done(i);
+      std::vector<std::size_t> dropped;
+      {
+        std::lock_guard lock(run_mutex);
+        dropped = replan(gi);
+      }
+      for (auto k : dropped) skip(k, deferred[k]);
+      return;
+    }
     if (!out) return failed(i, out.error());
     fill_from_outcome(r, std::move(*out));
     ckpts[i].reset();
     done(i);
   };
+
+  std::atomic<bool> dumps_over{false};
+  std::jthread watcher;
+  if (options.plan && options.stop_late_dumps) {
+    watcher = std::jthread([&] {
+      while (!dumps_over.load()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        std::lock_guard lock(run_mutex);
+        auto now = Clock::now();
+        for (auto& [i, run] : running) {
+          if (run.stopping || groups[run.group].workers != 1 || !ckpts[i]) continue;
+          if (!run.progress) {
+            auto dir = ckpts[i]->staging_path();
+            if (dir.empty()) continue;
+            run.progress.emplace(dir);
+          }
+          run.progressed = run.progress->bytes();
+          run.samples.push_back(
+              {std::chrono::duration<double>(now - run.t0).count(), run.progressed});
+          double finish = projected_dump_finish(run.samples, predicted[i]);
+          // Nothing to project from yet: late only once the time is up.
+          if (finish <= 0 && now < budget_end) continue;
+          auto at = finish <= 0
+                        ? now
+                        : run.t0 + std::chrono::duration_cast<Clock::duration>(
+                                       std::chrono::duration<double>(std::min(finish, 1e6)));
+          run.late = at > budget_end || now >= budget_end ? run.late + 1 : 0;
+          if (run.late < 5) continue;  // late for a second on end
+          auto why = fmt::format(
+              "its dump could not finish in time: {:.0f} of {:.0f} MiB written after {:.1f} s, "
+              "projected to finish at {:.1f} s, after the deadline less the margin ({:.1f} s); "
+              "the container keeps running",
+              static_cast<double>(run.progressed) / (1 << 20),
+              static_cast<double>(predicted[i]) / (1 << 20), run.samples.back().t,
+              std::chrono::duration<double>(at - start).count(),
+              std::chrono::duration<double>(budget_end - start).count());
+          run.stopping = ckpts[i]->stop(why);
+          if (!run.stopping) run.late = -1000000;  // cannot be undone: let it run
+        }
+      }
+    });
+  }
+
   auto dump_start = Clock::now();
-  run_pool(groups.size(), static_cast<int>(groups.size()), [&](std::size_t g) {
+  run_pool(groups.size(), static_cast<int>(groups.size()), [&](std::size_t gi) {
     auto t0 = Clock::now();
-    run_pool(groups[g].order.size(), groups[g].workers,
-             [&](std::size_t k) { dump_one(groups[g].order[k]); });
-    groups[g].seconds = seconds_since(t0);
+    auto next = [&]() -> std::optional<std::size_t> {
+      std::lock_guard lock(run_mutex);
+      if (groups[gi].queue.empty()) return std::nullopt;
+      auto i = groups[gi].queue.front();
+      groups[gi].queue.erase(groups[gi].queue.begin());
+      return i;
+    };
+    run_pool(static_cast<std::size_t>(groups[gi].workers), groups[gi].workers, [&](std::size_t) {
+      while (auto i = next()) dump_one(gi, *i);
+    });
+    groups[gi].seconds = seconds_since(t0);
   });
+  dumps_over = true;
+  if (watcher.joinable()) watcher.join();
   report.phase_seconds["dump"] = seconds_since(dump_start);
+  // Containers the plan did not attempt: released, running (never frozen).
+  for (std::size_t i = 0; i < n; ++i) {
+    if (ckpts[i] && !deferred[i].empty()) skip(i, deferred[i]);
+  }
   if (guard) guard->disarm();
-  // What the stores took, for the next plan: bytes committed per second of dump phase,
-  // as one stream (one at a time) or side by side.
+  // What the stores took, for the next plan: bytes committed per second of dump, as one
+  // stream (one at a time: the dumps' own seconds) or side by side (the phase's).
   for (const auto& g : groups) {
     uint64_t bytes = 0;
     int saved = 0;
-    for (auto i : g.order) {
+    double secs = 0;
+    for (auto i : g.members) {
       if (report.containers[i].outcome != FinalizeOutcome::kCheckpointed) continue;
       bytes += report.containers[i].bytes;
+      secs += dump_secs[i];
       ++saved;
     }
-    if (saved == 0 || g.seconds <= 0 || bytes < kMinRateSampleBytes) continue;
-    double bps = static_cast<double>(bytes) / g.seconds;
     bool side_by_side = g.workers > 1 && saved > 1;
+    if (side_by_side) secs = g.seconds;
+    if (saved == 0 || secs <= 0 || bytes < kMinRateSampleBytes) continue;
+    double bps = static_cast<double>(bytes) / secs;
     (void)record_store_rates(config.state_dir, g.store, side_by_side ? 0 : bps,
                              side_by_side ? bps : 0);
   }

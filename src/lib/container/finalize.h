@@ -25,9 +25,10 @@ enum class FinalizeOutcome {
   kCheckpointed,  ///< Committed; the container has ended.
   kFailed,        ///< The checkpoint failed; the container keeps running.
   kSkipped,       ///< Not started: the deadline had passed, or finalize was cancelled.
+  kStopped,       ///< Started, then stopped: it could not finish in time; it keeps running.
 };
 
-/// "checkpointed", "failed", "skipped".
+/// "checkpointed", "failed", "skipped", "stopped".
 std::string_view to_string(FinalizeOutcome outcome);
 
 /// What happened to one container.
@@ -93,6 +94,10 @@ struct FinalizeOptions {
   /// Plan per store before freezing (deadline_plan.h); false: every container, in order,
   /// options.parallel at once (for comparisons).
   bool plan = true;
+  /// With the plan: follow each dump of a store-bound (one at a time) store and stop one
+  /// whose projected finish passes the deadline less the margin (CRIU ended, staging
+  /// removed, container thawed), then re-plan the time left.
+  bool stop_late_dumps = true;
 };
 
 /// The registered containers whose runc state is "running".
