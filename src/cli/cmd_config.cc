@@ -11,6 +11,7 @@
 #include "base/file_util.h"
 #include "commands.h"
 #include "config/node_config.h"
+#include "runtime/runtime_path.h"
 
 namespace arch::cli {
 
@@ -22,6 +23,14 @@ Result<NodeConfig> node_config() {
         Error(ErrorKind::kInvalidInput, loaded.error + " (check it with `archctl config check`)"));
   }
   return std::move(loaded.config);
+}
+
+Result<Node> load_node() {
+  auto config = node_config();
+  if (!config) return std::unexpected(config.error());
+  auto runc = resolve_runtime(*config, "/proc/self/exe");
+  if (!runc) return std::unexpected(runc.error());
+  return Node{*config, *runc};
 }
 
 Handler add_config_command(CLI::App& app) {

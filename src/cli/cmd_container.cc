@@ -21,19 +21,6 @@
 namespace arch::cli {
 namespace {
 
-struct Node {
-  NodeConfig config;
-  std::string runc;
-};
-
-Result<Node> load_node() {
-  auto config = node_config();
-  if (!config) return std::unexpected(config.error());
-  auto runc = resolve_runtime(*config, "/proc/self/exe");
-  if (!runc) return std::unexpected(runc.error());
-  return Node{*config, *runc};
-}
-
 std::string status_of(const Node& node, const ContainerRecord& rec) {
   auto st = RuncClient(node.runc, rec.runc_root).state(rec.id);
   return st ? st->status : "gone";

@@ -16,19 +16,6 @@
 namespace arch::cli {
 namespace {
 
-struct Node {
-  NodeConfig config;
-  std::string runc;
-};
-
-Result<Node> load_node() {
-  auto config = node_config();
-  if (!config) return std::unexpected(config.error());
-  auto runc = resolve_runtime(*config, "/proc/self/exe");
-  if (!runc) return std::unexpected(runc.error());
-  return Node{*config, *runc};
-}
-
 // The newest complete group generation's directory name, or "-".
 std::string latest_generation(const NodeConfig& config, const NodeGroup& g) {
   auto keys = load_node_keyring(config);

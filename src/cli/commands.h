@@ -54,6 +54,15 @@ Error archd_error(const ArchdReply& reply);
 /// could not read.
 Result<NodeConfig> node_config();
 
+/// The node config and the runtime arch-runc hands calls to, for verbs that act on
+/// containers (container, group).
+struct Node {
+  NodeConfig config;
+  std::string runc;
+};
+/// node_config() and the runtime it names (relative to this archctl).
+Result<Node> load_node();
+
 /// Prints "archctl: error: <message>" to stderr and returns the exit code of its kind.
 int report_error(const Error& error);
 /// Prints "archctl: error: <message>" to stderr and returns 1 (kExitFailure).

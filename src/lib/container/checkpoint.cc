@@ -516,6 +516,18 @@ struct ContainerCheckpoint::State {
     return {};
   }
 
+  // Everything taken from the frozen container before the dump: staging, network and TCP,
+  // file locks, the writable layer, the work directory, the spec.
+  Result<void> capture_frozen() {
+    if (auto ok = ensure_staging(); !ok) return ok;
+    if (auto ok = inspect_network(); !ok) return ok;
+    if (auto ok = record_locks(); !ok) return ok;
+    if (auto ok = capture_rootfs(); !ok) return ok;
+    if (auto ok = capture_workdir(); !ok) return ok;
+    save_spec();
+    return {};
+  }
+
   // The bundle's config.json as `spec.json` (sealed with the rest): what `archctl checkpoint
   // export` hands on to checkpointctl and other tools as Podman's spec.dump. Not needed to
   // restore (the bundle there has its own spec): a note, no error.
@@ -803,12 +815,7 @@ Result<void> ContainerCheckpoint::freeze(bool own_guard) {
 Result<CheckpointOutcome> ContainerCheckpoint::finish() {
   State& s = *s_;
   if (auto frozen = freeze(); !frozen) return std::unexpected(frozen.error());
-  if (auto ok = s.ensure_staging(); !ok) return s.thaw_after(ok.error());
-  if (auto ok = s.inspect_network(); !ok) return s.thaw_after(ok.error());
-  if (auto ok = s.record_locks(); !ok) return s.thaw_after(ok.error());
-  if (auto ok = s.capture_rootfs(); !ok) return s.thaw_after(ok.error());
-  if (auto ok = s.capture_workdir(); !ok) return s.thaw_after(ok.error());
-  s.save_spec();
+  if (auto ok = s.capture_frozen(); !ok) return s.thaw_after(ok.error());
   if (s.stop_asked.load()) return s.stopped_now();
   if (auto ok = s.dump(); !ok) {
     return s.stop_asked.load() ? s.stopped_now() : s.dump_failed(ok.error());
@@ -925,12 +932,7 @@ Result<std::string> ContainerCheckpoint::stage_group_member() {
   State& s = *s_;
   if (s.options.group.empty()) return fail("not a group member");
   if (auto frozen = freeze(false); !frozen) return std::unexpected(frozen.error());
-  if (auto ok = s.ensure_staging(); !ok) return s.thaw_after(ok.error());
-  if (auto ok = s.inspect_network(); !ok) return s.thaw_after(ok.error());
-  if (auto ok = s.record_locks(); !ok) return s.thaw_after(ok.error());
-  if (auto ok = s.capture_rootfs(); !ok) return s.thaw_after(ok.error());
-  if (auto ok = s.capture_workdir(); !ok) return s.thaw_after(ok.error());
-  s.save_spec();
+  if (auto ok = s.capture_frozen(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.dump(); !ok) return s.dump_failed(ok.error());
   auto start = Clock::now();
   start_writeback(s.staging->dirfd());
