@@ -12,7 +12,12 @@
 #      (bench/deadline_store.py --sweep, ~15 min; --quick: 10 and 30 s, up to 256 MiB);
 #   4. a spot day (bench/spot_day.py): a CPU-bound job across seeded reclaim notices on the
 #      two-node GlusterFS set-up, against uninterrupted and restart from scratch (~5 min;
-#      --quick: a job of ~15 s); skipped when GlusterFS is missing.
+#      --quick: a job of ~15 s); skipped when GlusterFS is missing;
+#   5. the streaming pass for process jobs (bench/stream_job.py): checkpoint and restore of
+#      a 256 MiB job through plain image files and through the encrypted image stream,
+#      against the store's own sequential rate (--quick: 64 MiB);
+#   6. the frozen time of a periodic checkpoint (bench/periodic_frozen.py) at 64 MiB and
+#      1 GiB (--quick: 64 and 256 MiB).
 # Prints the tables, writes them as Markdown and JSON under bench/results/<UTC time>/ and
 # the PNG plots under bench/plots/. Full run ~8-10 min on 2 cores; --quick ~2 min.
 set -eu
@@ -49,4 +54,11 @@ else
 fi
 python3 bench/spot_day.py $spot_args --no-write --plot bench/plots/spot_day.png \
     | tee "$out/spot_day.md" || echo "spot day skipped (see above)" >&2
+if [ -n "$quick" ]; then
+    python3 bench/stream_job.py --mib 64 --rounds 1 | tee "$out/stream_job.md"
+    python3 bench/periodic_frozen.py --rounds 1 --sizes 64,256 --no-results | tee "$out/periodic_frozen.md"
+else
+    python3 bench/stream_job.py | tee "$out/stream_job.md"
+    python3 bench/periodic_frozen.py --no-results | tee "$out/periodic_frozen.md"
+fi
 echo "results: $out/ (Markdown, JSON), plots: bench/plots/" >&2

@@ -51,7 +51,7 @@ Result<PeriodicOutcome> periodic_checkpoint(const ContainerRecord& c, const Node
   auto done = checkpoint_container(c, config, runc, options);
   if (!done) return std::unexpected(done.error());
   PeriodicOutcome out;
-  for (const char* phase : {"rootfs", "dump", "commit", "end"}) {
+  for (const char* phase : {"rootfs", "workdir", "dump", "commit", "end"}) {
     if (auto it = done->timings_ms.find(phase); it != done->timings_ms.end()) {
       out.frozen_ms += it->second;
     }
