@@ -231,7 +231,7 @@ int run_rm(const std::string& store, const std::string& ref) {
 // that do not are moved aside, as a restore would), written as one archive, under the key's
 // lock so that gc or a new checkpoint cannot change it meanwhile.
 int run_export(const std::string& store, const std::string& ref, const std::string& file,
-               bool plain, int level, bool json) {
+               bool plain, int level, bool json, bool quiet) {
   auto config = node_config();
   if (!config) return report_error(config.error());
   if (ref.find('/') == std::string::npos || ref.front() == '/') {
@@ -248,8 +248,10 @@ int run_export(const std::string& store, const std::string& ref, const std::stri
   if (!lock) return report_error(lock.error());
   auto ckpt = s.latest_verified(c->ns, c->key, *lock);
   if (!ckpt) return report_error(ckpt.error().wrap("export " + ref));
-  auto bytes =
-      export_checkpoint(ckpt->path, file, ExportOptions{.compress = !plain, .level = level});
+  auto bytes = export_checkpoint(
+      ckpt->path, file,
+      ExportOptions{
+          .compress = !plain, .level = level, .progress = terminal_progress("export", quiet)});
   if (!bytes) return report_error(bytes.error());
   if (json) {
     nlohmann::json out = {{"checkpoint", ckpt->path},
@@ -269,7 +271,7 @@ int run_export(const std::string& store, const std::string& ref, const std::stri
 // root, as ARCH_STORE=NAME; `--shared NAME`: base = <root>/checkpoint, as ARCH_SHAREDFS),
 // under the owner and key the archive's sealed manifest names.
 int run_import(const std::string& file, const std::string& store_name,
-               const std::string& shared_name, const std::string& expect, bool json) {
+               const std::string& shared_name, const std::string& expect, bool json, bool quiet) {
   auto config = node_config();
   if (!config) return report_error(config.error());
   const std::string& want = shared_name.empty() ? store_name : shared_name;
@@ -288,7 +290,8 @@ int run_import(const std::string& file, const std::string& store_name,
   auto fd = open_file(file, O_RDONLY | O_NOCTTY);
   if (!fd) return report_error(fd.error().wrap("import"));
   ExpansionLimits caps{config->limits.max_archive_bytes, config->limits.max_entries};
-  auto done = import_checkpoint(s, fd->get(), file, caps, expect);
+  auto done =
+      import_checkpoint(s, fd->get(), file, caps, expect, terminal_progress("import", quiet));
   if (!done) return report_error(done.error());
   std::string ref = done->manifest.ns + "/" + done->manifest.key;
   if (json) {
@@ -407,7 +410,7 @@ Handler add_checkpoint_command(CLI::App& app) {
   cmd->require_subcommand(1);
   struct Opts {
     std::string ref, store, output, older_than, file, shared, expect;
-    bool verify = false, dry_run = false, verbose = false, plain = false;
+    bool verify = false, dry_run = false, verbose = false, plain = false, quiet = false;
     int level = 3;
   };
   auto o = std::make_shared<Opts>();
@@ -442,6 +445,7 @@ Handler add_checkpoint_command(CLI::App& app) {
   exp->add_option("--store", o->store, "Look only in this store directory");
   exp->add_flag("--no-compress", o->plain, "A plain tar instead of zstd");
   exp->add_option("--level", o->level, "zstd level")->check(CLI::Range(1, 19));
+  exp->add_flag("-q,--quiet", o->quiet, "No progress line on a terminal");
   add_output_option(exp, o->output);
   auto* imp = cmd->add_subcommand(
       "import",
@@ -452,18 +456,20 @@ Handler add_checkpoint_command(CLI::App& app) {
   imp->add_option("--shared", o->shared,
                   "Allowed root by name, shared-mode layout (<root>/checkpoint)");
   imp->add_option("--expect", o->expect, "Refuse unless the archive holds NAMESPACE/KEY");
+  imp->add_flag("-q,--quiet", o->quiet, "No progress line on a terminal");
   add_output_option(imp, o->output);
   return [=] {
     bool json = o->output == "json";
     if (list->parsed()) return run_list(o->store, o->verify, json);
     if (inspect->parsed()) return run_inspect(o->store, o->ref, json, o->verbose);
     if (gc->parsed()) return run_gc(o->store, o->older_than, o->dry_run, json);
-    if (exp->parsed()) return run_export(o->store, o->ref, o->file, o->plain, o->level, json);
+    if (exp->parsed())
+      return run_export(o->store, o->ref, o->file, o->plain, o->level, json, o->quiet);
     if (imp->parsed()) {
       if (!o->store.empty() && !o->shared.empty()) {
         return report_error(Error(ErrorKind::kInvalidInput, "give --store or --shared, not both"));
       }
-      return run_import(o->file, o->store, o->shared, o->expect, json);
+      return run_import(o->file, o->store, o->shared, o->expect, json, o->quiet);
     }
     return run_rm(o->store, o->ref);
   };

@@ -4,7 +4,10 @@
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 
@@ -23,6 +26,26 @@ Result<NodeConfig> node_config() {
         Error(ErrorKind::kInvalidInput, loaded.error + " (check it with `archctl config check`)"));
   }
   return std::move(loaded.config);
+}
+
+std::function<void(uint64_t, uint64_t)> terminal_progress(std::string verb, bool quiet) {
+  if (quiet || ::isatty(STDERR_FILENO) != 1) return {};
+  auto last = std::make_shared<std::chrono::steady_clock::time_point>();
+  return [verb = std::move(verb), last](uint64_t done, uint64_t total) {
+    auto now = std::chrono::steady_clock::now();
+    bool finished = total > 0 && done >= total;
+    if (!finished && now - *last < std::chrono::milliseconds(250)) return;
+    *last = now;
+    constexpr double kMiB = 1 << 20;
+    auto mib = [](uint64_t b) { return static_cast<double>(b) / kMiB; };
+    if (total > 0) {
+      fmt::print(stderr, "\r{}: {:.0f} / {:.0f} MiB ({:.0f}%){}", verb, mib(done), mib(total),
+                 100.0 * static_cast<double>(std::min(done, total)) / static_cast<double>(total),
+                 finished ? "\n" : "");
+    } else {
+      fmt::print(stderr, "\r{}: {:.0f} MiB", verb, mib(done));
+    }
+  };
 }
 
 Result<Node> load_node() {

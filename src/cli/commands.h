@@ -63,6 +63,11 @@ struct Node {
 /// node_config() and the runtime it names (relative to this archctl).
 Result<Node> load_node();
 
+/// A progress line for a long byte copy ("export: 312 / 1024 MiB (30%)"), redrawn on stderr
+/// at most every 250 ms and ended with a newline when done reaches total; an empty function
+/// (no output) when `quiet` or stderr is not a terminal.
+std::function<void(uint64_t done, uint64_t total)> terminal_progress(std::string verb, bool quiet);
+
 /// Prints "archctl: error: <message>" to stderr and returns the exit code of its kind.
 int report_error(const Error& error);
 /// Prints "archctl: error: <message>" to stderr and returns 1 (kExitFailure).

@@ -21,6 +21,7 @@ file, without a shared filesystem, and restored from it.
 import io
 import json
 import os
+import pty
 import re
 import subprocess
 import tarfile
@@ -259,3 +260,46 @@ def test_export_needs_a_key_with_a_verified_checkpoint(ctr_containers, tmp_path)
     # JSON errors under -o json go to stdout.
     r = c.archctl.run("checkpoint", "import", str(tmp_path / "missing.tar.zst"), "-o", "json")
     assert r.returncode != 0 and json.loads(r.stdout)["error"], r.stdout
+
+
+def on_a_terminal(c, *args):
+    """archctl `args` with stderr on a pseudo-terminal (an operator's shell): (exit code,
+    what the terminal showed, stdout)."""
+    leader, follower = pty.openpty()
+    try:
+        p = subprocess.Popen(c.archctl.argv(*args), env=c.archctl.env(), stdout=subprocess.PIPE,
+                             stderr=follower, text=True)
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the terminal's other end is closed (archctl ended)
+                break
+            if not chunk:
+                break
+            shown += chunk
+        out, _ = p.communicate(timeout=120)
+        return p.returncode, shown.decode(errors="replace"), out
+    finally:
+        os.close(leader)
+
+
+def test_export_and_import_show_their_bytes_on_a_terminal_only(moved, tmp_path):
+    """On a terminal, export and import draw a progress line that ends at 100%; with -q, or
+    when stderr is not a terminal (every other test here), nothing but the result."""
+    c, job, _, _, archive = moved
+    again = str(tmp_path / "again.tar.zst")
+    code, shown, out = on_a_terminal(c, "checkpoint", "export", f"{c.ns}/{job}", again)
+    assert code == 0, shown
+    assert re.search(r"export: \d+ / \d+ MiB \(100%\)", shown), repr(shown)
+    assert "exported" in out and "MiB (" not in out, "progress went to stdout"
+    code, shown, _ = on_a_terminal(c, "checkpoint", "export", "-q", f"{c.ns}/{job}",
+                                   str(tmp_path / "quiet.tar.zst"))
+    assert code == 0 and "export:" not in shown, repr(shown)
+    checkpoint.remove_key(c.node.store, c.ns, job)
+    code, shown, _ = on_a_terminal(c, "checkpoint", "import", again)
+    assert code == 0, shown
+    assert re.search(r"import: \d+ / \d+ MiB \(100%\)", shown), repr(shown)
+    r = c.archctl.run("checkpoint", "export", f"{c.ns}/{job}", str(tmp_path / "piped.tar.zst"))
+    assert r.returncode == 0 and "export:" not in r.stderr, r.stderr

@@ -179,7 +179,15 @@ Result<void> add_derived(archive* a, const std::string& ckpt_dir, const std::str
   return {};
 }
 
-Result<void> add_file(archive* a, const CheckpointEntry& e, const std::string& ckpt_dir) {
+// Bytes of the checkpoint's files written so far, for ExportOptions::progress.
+struct ExportCount {
+  const ByteProgress* progress = nullptr;
+  uint64_t done = 0;
+  uint64_t total = 0;
+};
+
+Result<void> add_file(archive* a, const CheckpointEntry& e, const std::string& ckpt_dir,
+                      ExportCount* count = nullptr) {
   std::unique_ptr<archive_entry, void (*)(archive_entry*)> entry(archive_entry_new(),
                                                                  archive_entry_free);
   archive_entry_set_pathname(entry.get(), archive_name_of(e.path).c_str());
@@ -200,6 +208,10 @@ Result<void> add_file(archive* a, const CheckpointEntry& e, const std::string& c
     if (n == 0) break;
     if (archive_write_data(a, buf.data(), static_cast<std::size_t>(n)) != n) {
       return std::unexpected(archive_error(a, "write " + e.path));
+    }
+    if (count != nullptr && count->progress != nullptr && *count->progress) {
+      count->done += static_cast<uint64_t>(n);
+      (*count->progress)(count->done, count->total);
     }
   }
   return {};
@@ -232,9 +244,18 @@ Result<void> write_archive(const std::string& ckpt_dir, int out_fd, const Export
   if (auto added = add_derived(a.get(), ckpt_dir, *manifest_text, top.st.st_mtim.tv_sec); !added) {
     return added;
   }
+  ExportCount count{&o.progress, 0, 0};
+  if (o.progress) {
+    auto sized = walk_checkpoint_dir(dir->get(), [&](const CheckpointEntry& e) -> Result<void> {
+      if (e.path != kManifestFileName && S_ISREG(e.st.st_mode))
+        count.total += static_cast<uint64_t>(e.st.st_size);
+      return {};
+    });
+    if (!sized) return sized;
+  }
   auto walked = walk_checkpoint_dir(dir->get(), [&](const CheckpointEntry& e) -> Result<void> {
     if (e.path == kManifestFileName) return {};
-    return add_file(a.get(), e, ckpt_dir);
+    return add_file(a.get(), e, ckpt_dir, &count);
   });
   if (!walked) return walked;
   if (archive_write_close(a.get()) != ARCHIVE_OK) {
@@ -266,6 +287,8 @@ struct ArchiveSource {
   uint64_t bytes = 0;
   std::optional<Error> error;
   std::optional<ZstdWindowCheck> zstd;
+  const ByteProgress* progress = nullptr;  // import's: bytes of the archive read
+  uint64_t total = 0;                      // the archive's size
 };
 
 la_ssize_t read_source(archive* a, void* data, const void** out) {
@@ -287,6 +310,7 @@ la_ssize_t read_source(archive* a, void* data, const void** out) {
     }
   }
   s->bytes += static_cast<uint64_t>(n);
+  if (s->progress != nullptr && *s->progress && n > 0) (*s->progress)(s->bytes, s->total);
   *out = s->buf.data();
   return n;
 }
@@ -552,9 +576,14 @@ Result<void> import_archive(const std::string& archive_path, const std::string& 
 }
 
 Result<void> import_archive_fd(int fd, const std::string& archive_path, const std::string& dest_dir,
-                               const ExpansionLimits& caps) {
+                               const ExpansionLimits& caps, const ByteProgress& progress) {
   ArchiveSource source;
   source.fd = fd;
+  if (progress) {
+    struct stat st {};
+    if (::fstat(fd, &st) == 0) source.total = static_cast<uint64_t>(st.st_size);
+    source.progress = &progress;
+  }
   auto reader = open_reader(source, archive_path);
   if (!reader) return std::unexpected(reader.error());
   archive* a = reader->get();
@@ -580,7 +609,8 @@ Result<void> import_archive_fd(int fd, const std::string& archive_path, const st
 
 Result<ImportedCheckpoint> import_checkpoint(const CheckpointStore& store, int fd,
                                              const std::string& name, const ExpansionLimits& caps,
-                                             std::string_view expect) {
+                                             std::string_view expect,
+                                             const ByteProgress& progress) {
   // 1. The sealed manifest, before anything is written.
   auto text = read_archive_manifest(fd, name);
   if (!text) return std::unexpected(text.error());
@@ -609,7 +639,7 @@ Result<ImportedCheckpoint> import_checkpoint(const CheckpointStore& store, int f
   (void)store.cleanup_stale(*lock);
   auto staging = store.begin(*lock);
   if (!staging) return std::unexpected(staging.error());
-  if (auto ok = import_archive_fd(fd, name, staging->path(), caps); !ok) {
+  if (auto ok = import_archive_fd(fd, name, staging->path(), caps, progress); !ok) {
     return fail(ok.error().code() == EFBIG ? ErrorKind::kInvalidInput : ok.error().kind(),
                 ok.error().message());
   }

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "base/error.h"
@@ -23,9 +24,14 @@
 
 namespace arch {
 
+/// Called as an export or import moves data: bytes done so far and the total (the
+/// checkpoint's file bytes for an export, the archive's size for an import).
+using ByteProgress = std::function<void(uint64_t done, uint64_t total)>;
+
 struct ExportOptions {
-  bool compress = true;  ///< zstd; else a plain tar.
-  int level = 1;         ///< zstd level 1-19.
+  bool compress = true;     ///< zstd; else a plain tar.
+  int level = 1;            ///< zstd level 1-19.
+  ByteProgress progress{};  ///< Optional: after each block written.
 };
 
 /// Writes the checkpoint directory `ckpt_dir` to `archive_path` (atomically, 0600).
@@ -50,7 +56,7 @@ Result<void> import_archive(const std::string& archive_path, const std::string& 
 /// The same from an open archive file (read from offset 0; `name` for messages), so that a
 /// caller can read the manifest first and then extract exactly the file it checked.
 Result<void> import_archive_fd(int fd, const std::string& name, const std::string& dest_dir,
-                               const ExpansionLimits& caps);
+                               const ExpansionLimits& caps, const ByteProgress& progress = {});
 
 /// The text of the archive's first entry, which must be manifest.json (at most
 /// kMaxArchiveManifestBytes), read from offset 0 of `fd` without writing anything: what an
@@ -72,6 +78,7 @@ struct ImportedCheckpoint {
 /// the generation is committed, sealed again with this node's active key.
 Result<ImportedCheckpoint> import_checkpoint(const CheckpointStore& store, int fd,
                                              const std::string& name, const ExpansionLimits& caps,
-                                             std::string_view expect = {});
+                                             std::string_view expect = {},
+                                             const ByteProgress& progress = {});
 
 }  // namespace arch
