@@ -496,6 +496,58 @@ def test_docker_job_moves_a_to_b_and_finishes(docker_nodes):
 MEMORY_MIB = 256  # big enough that writing its pages to the volume takes a while
 
 
+# ------------------------------------------------------------------ a short spot day
+
+def spot_job(n):
+    """A CPU-bound job (issue 14's spot day): n steps of a hash held only in memory; its
+    progress every 20000 steps and its result at the end go to the work dir."""
+    return ["sh", "-c",
+            f"i=0; h=0; while [ $i -lt {n} ]; do h=$(( (h*31 + i) % 1000000007 )); "
+            f"i=$((i+1)); [ $((i % 20000)) -eq 0 ] && echo $i > progress.txt; done; "
+            f"echo $h > result.txt; exit 0"]
+
+
+def spot_result(n):
+    h = 0
+    for i in range(n):
+        h = (h * 31 + i) % 1000000007
+    return h
+
+
+def test_spot_day_short_job_resumed_twice_gives_the_uninterrupted_result(cluster):
+    """Two reclaim notices, each resumed on the other node (A -> B -> A): the job's result
+    equals the uninterrupted computation's (bench/spot_day.py is the long version)."""
+    n = 6000000  # ~10-20 s of one CPU
+    job = new_job("spot")
+    env = shared_env(cluster, job)
+    nodes = [cluster.a, cluster.b]
+    node, cid = nodes[0], f"{job}-0"
+    node.start_container(cid, spot_job(n), env)
+    progress = work_file(cluster, job, "progress.txt", node)
+
+    def steps():
+        text = (read_file(progress) or "").strip()
+        return int(text) if text.isdigit() else 0
+    for k in (1, 2):
+        proc.wait_until(lambda: steps() >= k * n // 4, 120, f"{job} to pass {k}/4",
+                        interval=0.1)
+        _, drain = notice_drain(node)
+        results = {x["id"]: x for x in drain["report"]["containers"]}
+        assert results.get(cid, {}).get("result") == "checkpointed", (
+            results.get(cid), node.diagnostics(cid))
+        assert node.delete(cid) == 137
+        back_in_service(node)
+        gen = cluster.committed(job, node)[-1]
+        node, cid = nodes[k % 2], f"{job}-{k}"
+        node.start_container(cid, spot_job(n), env)
+        assert_restored_from(node, cid, cluster, job, gen)
+    result = work_file(cluster, job, "result.txt", node)
+    text = proc.wait_until(lambda: (read_file(result) or "").strip(), 300,
+                           f"{job}'s result", interval=0.2)
+    assert int(text) == spot_result(n), text
+    assert node.delete(cid) == 0
+
+
 def test_node_killed_mid_checkpoint_resumes_from_previous_generation(cluster):
     """Node A dies (every process SIGKILLed) while a checkpoint is being written to the
     volume: node B resumes the job from the previous committed generation. Runs last: it
@@ -569,55 +621,3 @@ def test_node_killed_mid_checkpoint_resumes_from_previous_generation(cluster):
     left = [n for n in os.listdir(cluster.checkpoint_dir(job, b)) if n.startswith("staging-")]
     assert not left, f"the dead writer's staging directory is still there: {left}"
     assert b.delete(cid_b) == 137
-
-
-# ------------------------------------------------------------------ a short spot day
-
-def spot_job(n):
-    """A CPU-bound job (issue 14's spot day): n steps of a hash held only in memory; its
-    progress every 20000 steps and its result at the end go to the work dir."""
-    return ["sh", "-c",
-            f"i=0; h=0; while [ $i -lt {n} ]; do h=$(( (h*31 + i) % 1000000007 )); "
-            f"i=$((i+1)); [ $((i % 20000)) -eq 0 ] && echo $i > progress.txt; done; "
-            f"echo $h > result.txt; exit 0"]
-
-
-def spot_result(n):
-    h = 0
-    for i in range(n):
-        h = (h * 31 + i) % 1000000007
-    return h
-
-
-def test_spot_day_short_job_resumed_twice_gives_the_uninterrupted_result(cluster):
-    """Two reclaim notices, each resumed on the other node (A -> B -> A): the job's result
-    equals the uninterrupted computation's (bench/spot_day.py is the long version)."""
-    n = 6000000  # ~10-20 s of one CPU
-    job = new_job("spot")
-    env = shared_env(cluster, job)
-    nodes = [cluster.a, cluster.b]
-    node, cid = nodes[0], f"{job}-0"
-    node.start_container(cid, spot_job(n), env)
-    progress = work_file(cluster, job, "progress.txt", node)
-
-    def steps():
-        text = (read_file(progress) or "").strip()
-        return int(text) if text.isdigit() else 0
-    for k in (1, 2):
-        proc.wait_until(lambda: steps() >= k * n // 4, 120, f"{job} to pass {k}/4",
-                        interval=0.1)
-        _, drain = notice_drain(node)
-        results = {x["id"]: x for x in drain["report"]["containers"]}
-        assert results.get(cid, {}).get("result") == "checkpointed", (
-            results.get(cid), node.diagnostics(cid))
-        assert node.delete(cid) == 137
-        back_in_service(node)
-        gen = cluster.committed(job, node)[-1]
-        node, cid = nodes[k % 2], f"{job}-{k}"
-        node.start_container(cid, spot_job(n), env)
-        assert_restored_from(node, cid, cluster, job, gen)
-    result = work_file(cluster, job, "result.txt", node)
-    text = proc.wait_until(lambda: (read_file(result) or "").strip(), 300,
-                           f"{job}'s result", interval=0.2)
-    assert int(text) == spot_result(n), text
-    assert node.delete(cid) == 0
