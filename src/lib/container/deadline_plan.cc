@@ -85,9 +85,17 @@ uint64_t cgroup_memory_bytes(int pid) {
   return 0;
 }
 
-// The bytes of regular files under `dir` (allocated blocks, so sparse files count what
-// they hold), walked from its fd without following links, at most `budget` entries.
-uint64_t tree_bytes(int dirfd, std::size_t& budget) {
+std::string mib(uint64_t bytes) {
+  return fmt::format("{:.0f} MiB", static_cast<double>(bytes) / (1 << 20));
+}
+
+std::string rate_text(double bps) {
+  return fmt::format("{:.0f} MB/s", bps / 1e6);
+}
+
+}  // namespace
+
+uint64_t allocated_tree_bytes(int dirfd, std::size_t& budget) {
   int fd = ::dup(dirfd);
   if (fd < 0) return 0;
   DIR* d = ::fdopendir(fd);
@@ -108,22 +116,12 @@ uint64_t tree_bytes(int dirfd, std::size_t& budget) {
       total += static_cast<uint64_t>(st.st_blocks) * 512;
     } else if (S_ISDIR(st.st_mode)) {
       UniqueFd sub(::openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (sub) total += tree_bytes(sub.get(), budget);
+      if (sub) total += allocated_tree_bytes(sub.get(), budget);
     }
   }
   ::closedir(d);
   return total;
 }
-
-std::string mib(uint64_t bytes) {
-  return fmt::format("{:.0f} MiB", static_cast<double>(bytes) / (1 << 20));
-}
-
-std::string rate_text(double bps) {
-  return fmt::format("{:.0f} MB/s", bps / 1e6);
-}
-
-}  // namespace
 
 StoreRates load_store_rates(const std::string& state_dir, const std::string& store) {
   auto doc = read_rates(state_dir);
@@ -156,7 +154,7 @@ uint64_t predict_checkpoint_bytes(int pid, const std::string& upperdir) {
   if (!upperdir.empty()) {
     UniqueFd dir(::open(upperdir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     std::size_t budget = kMaxPlanWalkEntries;
-    if (dir) total += tree_bytes(dir.get(), budget);
+    if (dir) total += allocated_tree_bytes(dir.get(), budget);
   }
   return total;
 }

@@ -52,6 +52,10 @@ StoreRates load_store_rates(const std::string& state_dir, const std::string& sto
 Result<void> record_store_rates(const std::string& state_dir, const std::string& store,
                                 double single_bps, double aggregate_bps);
 
+/// The allocated bytes of the regular files under `dirfd` (sparse files count what they
+/// hold), walked without following links; stops after `budget` entries (decremented).
+uint64_t allocated_tree_bytes(int dirfd, std::size_t& budget);
+
 /// The predicted checkpoint size of a container whose init is `pid`: the anonymous and
 /// shared memory of its memory cgroup (cgroup v1 or v2, from /proc/<pid>/cgroup) plus the
 /// bytes of its writable layer `upperdir` (walked without following links, at most

@@ -16,36 +16,10 @@
 #include "base/file_util.h"
 #include "base/process.h"
 #include "base/unique_fd.h"
+#include "container/deadline_plan.h"
 
 namespace arch {
 namespace {
-
-// Allocated bytes of the regular files under dirfd (no links followed, bounded walk).
-uint64_t allocated_bytes(int dirfd, int depth) {
-  if (depth > 8) return 0;
-  int fd = ::dup(dirfd);
-  if (fd < 0) return 0;
-  DIR* d = ::fdopendir(fd);
-  if (d == nullptr) {
-    ::close(fd);
-    return 0;
-  }
-  uint64_t total = 0;
-  while (dirent* e = ::readdir(d)) {
-    std::string_view name = e->d_name;
-    if (name == "." || name == "..") continue;
-    struct stat st {};
-    if (::fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    if (S_ISREG(st.st_mode)) {
-      total += static_cast<uint64_t>(st.st_blocks) * 512;
-    } else if (S_ISDIR(st.st_mode)) {
-      UniqueFd sub(::openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (sub) total += allocated_bytes(sub.get(), depth + 1);
-    }
-  }
-  ::closedir(d);
-  return total;
-}
 
 // Field `n` (0-based) of a whitespace-separated line.
 uint64_t field(const std::string& text, int n) {
@@ -136,7 +110,8 @@ uint64_t DumpProgress::read_now() const {
     return text ? field(*text, 6) * 512 : 0;  // sectors written
   }
   UniqueFd dir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  return dir ? allocated_bytes(dir.get(), 0) : 0;
+  std::size_t budget = 200000;  // entries: a staging directory holds a few hundred
+  return dir ? allocated_tree_bytes(dir.get(), budget) : 0;
 }
 
 uint64_t DumpProgress::bytes() {
