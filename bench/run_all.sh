@@ -48,7 +48,7 @@ else
     python3 bench/deadline_store.py --sweep --rate-mb 30 --no-write | tee "$out/deadline_sweep.md"
 fi
 if [ -n "$quick" ]; then
-    spot_args="--steps 8000000 --mean-interval 6"
+    spot_args="--steps 8000000 --mean-interval 6 --scratch-limit 10"
 else
     spot_args=""
 fi
