@@ -12,7 +12,6 @@ Every test starts its own archd instances by pid and stops them (jobs killed and
 """
 
 import os
-import pty
 import re
 import shutil
 import signal
@@ -20,12 +19,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 
 from conftest import archctl_path, build_dir, skip_unless_binaries, skip_unless_root
-from archtest import proc
+from archtest import proc, terminal
 from archtest.jobs import (PY_JOB, SH_JOB, Node, assert_consecutive, compile_c_job, counts,
                            lines, pid_gone, wait_count)
 
@@ -167,28 +165,7 @@ BIG_JOB = ("import os, time\n"
 
 
 def on_a_terminal(node, *args):
-    """archctl `args` with stderr on a pseudo-terminal: (exit code, what the terminal
-    showed, stdout, seconds)."""
-    leader, follower = pty.openpty()
-    try:
-        t0 = time.monotonic()
-        p = subprocess.Popen([node.archctl_binary, *args], env=node.archd.env(),
-                             stdout=subprocess.PIPE, stderr=follower, text=True,
-                             stdin=subprocess.DEVNULL)
-        os.close(follower)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # EIO: archctl ended, the terminal's other end is closed
-                break
-            if not chunk:
-                break
-            shown += chunk
-        out, _ = p.communicate(timeout=300)
-        return p.returncode, shown.decode(errors="replace"), out, time.monotonic() - t0
-    finally:
-        os.close(leader)
+    return terminal.run_on_terminal([node.archctl_binary, *args], env=node.archd.env())
 
 
 def test_restore_from_an_archive_shows_its_bytes_on_a_terminal_only(nodes, workdir):
