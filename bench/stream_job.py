@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The streaming path against the store's own sequential rate, in the same run: process jobs
 holding N MiB (default 256) of dirty memory, either random (incompressible) or compressible
-(every byte's high nibble zero: about half the entropy, zstd ratio ~0.55, a hard case for
-the compressor's speed), checkpointed and restored by private archd nodes on the same
+(two random bytes in each 8, the rest zero: zstd -1 ratio ~0.34, as memory images often
+are), checkpointed and restored by private archd nodes on the same
 filesystem, side by side:
 
   files         [jobs] stream_images = false: CRIU (RPC) writes plain image files, the commit
@@ -23,7 +23,11 @@ same directory, measured between the rounds (a short probe reads high from cachi
 the VM). Rounds rotate the order of the nodes.
 Reports medians, the ratios checkpoint throughput (of the job's memory) / store rate, the
 bytes stored and the share of chunks compressed.
-Run as root with a build:   bench/stream_job.py [--mib 256] [--rounds 3]
+With --store-mbps R the nodes' stores (and the rate probe) are on an ext4 loop device whose
+writes are limited to R MB/s (the cgroup-v1 blkio throttle of bench/deadline_store.py, this
+process and everything it starts inside it): a store slower than the compressor, as an EBS
+gp3 volume (125 MB/s) or a shared file system is; the probe then writes N MiB.
+Run as root with a build:   bench/stream_job.py [--mib 256] [--rounds 3] [--store-mbps R]
 """
 
 import argparse
@@ -52,7 +56,7 @@ HOG_C = r"""
 #include <unistd.h>
 int main(int argc, char** argv) {
   size_t n = (size_t)atoi(argv[1]) << 20;
-  uint64_t mask = argc > 2 && argv[2][0] == 'c' ? 0x0f0f0f0f0f0f0f0full : ~0ull;
+  uint64_t mask = argc > 2 && argv[2][0] == 'c' ? 0x000000ff000000ffull : ~0ull;
   uint64_t* p = malloc(n);
   uint64_t x = 88172645463325252ull;
   for (size_t i = 0; i < n / 8; ++i) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; p[i] = x & mask; }
@@ -150,19 +154,29 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="only files, stream and stream+auto on random memory and stream+auto "
                          "on compressible memory")
+    ap.add_argument("--store-mbps", type=int, default=0,
+                    help="limit the store's writes to this rate (loop device, blkio throttle)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
     workdir = tempfile.mkdtemp(prefix="streambench-", dir="/var/tmp")
-    sides, rates = [], []
+    sides, rates, slow = [], [], None
+    probe_mib = max(args.mib, 1024)
     try:
+        if args.store_mbps:
+            from deadline_store import BLKIO, SlowStore  # noqa: PLC0415
+            slow = SlowStore(workdir, os.path.join(workdir, "store"),
+                             max(4, (args.mib * 7 * 3 >> 10) + 4), args.store_mbps * 10**6)
+            with open(os.path.join(slow.cgroup, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+            workdir, probe_mib = slow.mountpoint, args.mib
         hog = os.path.join(workdir, "hog")
         with open(hog + ".c", "w") as f:
             f.write(HOG_C)
         subprocess.run(["cc", "-O2", "-o", hog, hog + ".c"], check=True)
         keys, _ = daemons.make_key_dir(os.path.join(workdir, "keys"))
         load_before = open("/proc/loadavg").read().split()[:3]
-        rates.append(store_rate(workdir, max(args.mib, 1024)))
+        rates.append(store_rate(workdir, probe_mib))
         plan = [("files", "random", None), ("stream", "random", "off"),
                 ("stream+auto", "random", "auto"), ("files", "compressible", None),
                 ("stream", "compressible", "off"), ("stream+auto", "compressible", "auto"),
@@ -176,7 +190,7 @@ def main():
         for r in range(args.rounds):
             order = sides[r % len(sides):] + sides[:r % len(sides)]
             if r > 0:
-                rates.append(store_rate(workdir, max(args.mib, 1024)))
+                rates.append(store_rate(workdir, probe_mib))
             for s in order:
                 s.checkpoint()
             for s in order:
@@ -185,18 +199,28 @@ def main():
     finally:
         for s in sides:
             s.node.cleanup()
+        if slow:
+            shutil.rmtree(slow.mountpoint, ignore_errors=True)
+            with open(os.path.join(BLKIO, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+            slow.close()
+            workdir = os.path.dirname(slow.mountpoint)
         shutil.rmtree(workdir, ignore_errors=True)
     rate = statistics.median(rates)
     mb = args.mib * 2**20 / 1e6
     print(benchlib.run_heading())
     quick = " --quick" if args.quick else ""
+    quick += f" --store-mbps {args.store_mbps}" if args.store_mbps else ""
     print(f"`bench/stream_job.py --mib {args.mib} --rounds {args.rounds}{quick}` (medians; "
           f"{args.mib} MiB of dirty memory per job, random or compressible; archctl wall time "
           f"including the manifest, durable commit and HTTP; MB/s of the job's memory; load "
           f"{' '.join(load_before)} before, {' '.join(load_after)} after)\n")
-    print(f"Store's own sequential rate (4 MiB writes + fdatasync, {max(args.mib, 1024)} MiB, same "
-          f"filesystem, between rounds): {rate:.0f} MB/s (rounds: "
-          f"{[round(x) for x in rates]}).\n")
+    limit = (f"; limited to {args.store_mbps} MB/s (loop device, blkio throttle)"
+             if args.store_mbps else "")
+    print(f"Store's own sequential rate (4 MiB writes + fdatasync, {probe_mib} MiB, same "
+          f"filesystem, between rounds{limit}): {rate:.0f} MB/s (rounds: "
+          f"{[round(x) for x in rates]}); auto compression's kept store rate seeded with the "
+          f"first.\n")
     print("| path | memory | checkpoint | checkpoint MB/s | vs store rate | restore | "
           "restore MB/s | stored | chunks compressed |")
     print("|---|---|---|---|---|---|---|---|---|")
