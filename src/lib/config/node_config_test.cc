@@ -340,5 +340,24 @@ TEST(NodeConfig, SetValueReplacesKeepsAndAppends) {
   EXPECT_EQ(new_section.find("# only a comment\n"), 0u);
 }
 
+TEST(NodeConfig, StreamCompressionDefaultsToAutoAndRefusesUnknownValues) {
+  auto c = parse_node_config("");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->jobs.stream_compression, "auto");
+  EXPECT_EQ(c->jobs.stream_compression_level, 0);
+  auto z = parse_node_config("[jobs]\nstream_compression = zstd\nstream_compression_level = 19\n");
+  ASSERT_TRUE(z) << z.error().message();
+  EXPECT_EQ(z->jobs.stream_compression, "zstd");
+  EXPECT_EQ(z->jobs.stream_compression_level, 19);
+  for (const char* bad :
+       {"[jobs]\nstream_compression = gzip\n", "[jobs]\nstream_compression = \n",
+        "[jobs]\nstream_compression_level = 20\n", "[jobs]\nstream_compression_level = -1\n"}) {
+    auto r = parse_node_config(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_NE(r.error().message().find("stream_compression"), std::string::npos)
+        << r.error().message();
+  }
+}
+
 }  // namespace
 }  // namespace arch

@@ -36,8 +36,12 @@ int raw_count(const std::vector<int>& levels, std::size_t from) {
 }
 
 // Faster at lower levels, smaller at higher ones (roughly zstd's shape).
-double fast_bps(int level) { return 2e9 / (level + 6); }
-double good_ratio(int level) { return 0.30 - 0.03 * level; }
+double fast_bps(int level) {
+  return 2e9 / (level + 6);
+}
+double good_ratio(int level) {
+  return 0.30 - 0.03 * level;
+}
 
 TEST(LevelPolicy, SlowStoreAndCompressibleDataClimbToAHigherLevel) {
   LevelPolicy p({.mode = StreamCompression::kAuto, .store_bps = 20e6});
@@ -134,8 +138,8 @@ TEST(ChunkDecompressor, RoundTripsAndRefusesFramesThatLie) {
   EXPECT_FALSE((*d)->decompress(frame, plain.size(), 1 << 20, out));
   EXPECT_FALSE((*d)->decompress("not a zstd frame", plain.size(), 8 << 20, out));
   EXPECT_FALSE((*d)->decompress(frame + frame, plain.size(), 8 << 20, out));
-  EXPECT_FALSE((*d)->decompress(std::string_view(frame).substr(0, frame.size() - 3),
-                                plain.size(), 8 << 20, out));
+  EXPECT_FALSE((*d)->decompress(std::string_view(frame).substr(0, frame.size() - 3), plain.size(),
+                                8 << 20, out));
 }
 
 TEST(ChunkCompressor, KeepsRawWhatDoesNotShrink) {
