@@ -114,9 +114,10 @@ uint64_t DumpProgress::read_now() const {
   return dir ? allocated_tree_bytes(dir.get(), budget) : 0;
 }
 
-uint64_t DumpProgress::bytes() {
+uint64_t DumpProgress::bytes(uint64_t written_back) {
   uint64_t now = read_now();
   uint64_t since = now > base_ ? now - base_ : 0;
+  if (device_stat_.empty()) since = std::min(since, written_back);
   last_ = std::max(last_, since);
   return last_;
 }

@@ -11,8 +11,12 @@
 //           checkpoint starts before its commit hashes it, so the disk works while the
 //           other workers use the CPUs.
 // A container whose dump has not started when the deadline passes (or finalize is
-// cancelled) is thawed and skipped; a dump already started runs to its end (stopping CRIU
-// midway would waste it). Lock waits are bounded by the time left.
+// cancelled) is thawed and skipped. With the plan, a dump whose projected finish passes the
+// deadline less the margin is stopped up to its commit point: while CRIU dumps (CRIU ended)
+// or while its images are written to the store before the commit (the flush, interrupted
+// between chunks: container/staging_flush.h); either way the container is thawed and keeps
+// running, the staging is removed and the older generations stay. Lock waits are bounded
+// by the time left.
 // With options.checkpoint set (tests), each container goes through that function instead.
 #include "container/finalize.h"
 
@@ -463,7 +467,7 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
             if (dir.empty()) continue;
             run.progress.emplace(dir);
           }
-          run.progressed = run.progress->bytes();
+          run.progressed = run.progress->bytes(ckpts[i]->written_back_bytes());
           run.samples.push_back(
               {std::chrono::duration<double>(now - run.t0).count(), run.progressed});
           double finish = projected_dump_finish(run.samples, predicted[i]);
