@@ -106,7 +106,7 @@ void start_writeback(int dirfd) {
 // taken every page queued for it: 300 MiB took 13 s on a 16 MB/s store). `done` holds, per
 // file (inode), the offset up to which writeback was started; `written` grows by each chunk
 // waited for (on the store).
-constexpr off_t kPumpChunk = off_t{16} << 20;
+constexpr off_t kPumpChunk = off_t{8} << 20;
 void pump_writeback(int dirfd, std::map<ino_t, off_t>& done, const std::stop_token& stop,
                     std::atomic<uint64_t>& written) {
   (void)walk_checkpoint_dir(dirfd, [&](const CheckpointEntry& e) -> Result<void> {

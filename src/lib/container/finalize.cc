@@ -477,8 +477,11 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
                         ? now
                         : run.t0 + std::chrono::duration_cast<Clock::duration>(
                                        std::chrono::duration<double>(std::min(finish, 1e6)));
-          run.late = at > budget_end || now >= budget_end ? run.late + 1 : 0;
-          if (run.late < 5) continue;  // late for a second on end
+          // Late for a second on end; once the deadline less the margin has come, at once
+          // (waiting longer would eat the margin kept for the stop itself).
+          bool time_up = now >= budget_end;
+          run.late = at > budget_end || time_up ? run.late + 1 : 0;
+          if (run.late < 5 && !time_up) continue;
           auto why = fmt::format(
               "its dump could not finish in time: {:.0f} of {:.0f} MiB written after {:.1f} s, "
               "projected to finish at {:.1f} s, after the deadline less the margin ({:.1f} s); "
