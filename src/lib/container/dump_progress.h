@@ -12,7 +12,9 @@
 // store has hardly begun.
 //
 // Ending a dump: SIGKILL to the `criu` whose parent is the `runc checkpoint` writing into
-// the given images directory, through a pidfd taken after both were identified. CRIU's
+// the given images directory, through a pidfd taken after both were identified. That runc
+// must be a child of this process (the one that started the dump): a container's process
+// giving itself the same command line, or a `criu` one under it, is never signalled. CRIU's
 // parasite, when its control socket closes, returns each task to the state it was seized
 // in (rt_sigreturn): the container only has to be thawed. (A dump holding CRIU's network
 // lock is never ended this way: its iptables rules would stay.)
@@ -46,7 +48,7 @@ class DumpProgress {
 };
 
 /// The pids of the `criu` processes whose parent is a `runc ... checkpoint --image-path
-/// <images>` (normally one).
+/// <images>` started by this process (normally one).
 std::vector<pid_t> dump_criu_pids(const std::string& images);
 
 /// SIGKILL to the CRIU of the dump into `images`; the number of processes signalled.
