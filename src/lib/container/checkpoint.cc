@@ -286,7 +286,8 @@ struct ContainerCheckpoint::State {
   // once over what the pump wrote): the larger of the two.
   std::atomic<uint64_t> pumped{0};
   std::atomic<uint64_t> written_back{0};
-  bool flushing = false;  // CRIU is done; its images are being written to the store
+  bool flushing = false;                // CRIU is done; its images are being written to the store
+  std::atomic<bool> criu_ended{false};  // stop() ended the dump's CRIU
 
   State(const ContainerRecord& rec, const NodeConfig& cfg, const std::string& runc_bin,
         const CheckpointOptions& opts, std::shared_ptr<const Keyring> keys)
@@ -333,7 +334,8 @@ struct ContainerCheckpoint::State {
         Error(ErrorKind::kTimeout,
               std::string(flushing ? "stopped while its images were written to the store: "
                                    : "stopped: ") +
-                  reason + "; its staging was removed" + thawed));
+                  reason + (criu_ended.load() ? "; its CRIU was ended" : "") +
+                  "; its staging was removed" + thawed));
   }
 
   // The container must keep running: thaw it (it is frozen since the pause). Returns what
@@ -876,7 +878,9 @@ bool ContainerCheckpoint::stop(const std::string& reason) {
     images = s.dumping_into;
   }
   // CRIU runs: end it (its parasite returns the tasks as they were; finish() thaws them).
-  if (!images.empty()) (void)end_dump_criu(images);
+  if (!images.empty()) {
+    if (auto ended = end_dump_criu(images); ended && *ended > 0) s.criu_ended = true;
+  }
   return true;
 }
 
