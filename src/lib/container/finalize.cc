@@ -481,7 +481,7 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
           // (waiting longer would eat the margin kept for the stop itself).
           bool time_up = now >= budget_end;
           run.late = at > budget_end || time_up ? run.late + 1 : 0;
-          if (run.late < 5 && !time_up) continue;
+          if (run.late < 0 || (run.late < 5 && !time_up)) continue;  // < 0: refused
           auto why = fmt::format(
               "its dump could not finish in time: {:.0f} of {:.0f} MiB written after {:.1f} s, "
               "projected to finish at {:.1f} s, after the deadline less the margin ({:.1f} s); "
