@@ -7,7 +7,13 @@ The small one is saved; the big one's dump is followed by its progress on the de
 projected past the deadline less the margin, and stopped: CRIU ended, the staging removed,
 the container thawed. What a user cares about: the stopped container keeps counting from
 where it was (same process, no value missing or repeated), nothing partial is left in the
-store, the report says why, and the store's kept rate learns from the stopped dump.
+store, its previous generation (taken before, outside the throttle) is still there and
+verifies, the report says why, and the store's kept rate learns from the stopped dump.
+
+Where the stop lands depends on the node: CRIU may write its pages at the store's pace
+(then the stop ends CRIU), or into the page cache in under a second (a node with free
+memory: then the store's rate shows only in the flush before the commit, and the stop ends
+that flush). Either way it must come before the deadline and leave the container running.
 """
 
 import json
@@ -21,6 +27,9 @@ from archtest import checkpoint, daemons, proc, workloads
 
 BLKIO = "/sys/fs/cgroup/blkio"
 RATE = 16 * 1000 * 1000
+# Room for the small one and for the stop's fixed costs on a loaded 2-CPU CI machine (runc
+# and CRIU start-up alone took 3 s there); the big one (320 MiB, 21 s at RATE) never fits.
+DEADLINE = 20
 
 
 @pytest.fixture
@@ -59,21 +68,17 @@ def slow_store(e2e_dir):
         os.unlink(image)
 
 
-def leftovers(store, ns, cid):
-    """Everything in the container's key directory but its lock file."""
+def leftovers(store, ns, cid, keep=()):
+    """Everything in the container's key directory but its lock file and `keep` (trees)."""
     found = []
     for root, dirs, files in os.walk(os.path.join(store, ns)):
-        if cid not in root:
+        if cid not in root or any(root == k or root.startswith(k + "/") for k in keep):
             continue
-        found += [os.path.join(root, n) for n in dirs + files if n != ".lock"]
+        found += [os.path.join(root, n) for n in dirs + files
+                  if n != ".lock" and os.path.join(root, n) not in keep]
     return found
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect (issue 14): when CRIU's pages land in the page cache (a node with free "
-    "memory) the dump itself ends in under a second and the store's slowness shows only in "
-    "the flush before the commit; the stop is not taken there, so the dump is committed "
-    "late instead of stopped (seen in CI at 19:00 on 2026-12-06: dump 0.45 s, commit 20 s)"))
 def test_a_dump_that_cannot_finish_is_stopped_and_the_container_runs_on(
         slow_store, ctr_containers, node_config):
     store, prefix = slow_store
@@ -89,13 +94,17 @@ def test_a_dump_that_cannot_finish_is_stopped_and_the_container_runs_on(
     rates = os.path.join(node_config.state, "store-rates.json")
     kept = open(rates).read() if os.path.exists(rates) else None
     try:
+        # A previous generation of the big one, taken outside the throttled cgroup (fast):
+        # the stopped finalize must leave it as it was.
+        previous = c.checkpoint(big, extra=("--leave-running",))["checkpoint"]
+        assert checkpoint.committed_dirs(store, c.ns, big) == [previous]
         doc = json.loads(kept) if kept else {}
         # Wrong on purpose: the store was fast once. Any store base under `store` matches.
         for base in {store, os.path.realpath(store)}:
             doc[base] = {"single_bps": 400e6, "aggregate_bps": 400e6}
         with open(rates, "w") as f:
             json.dump(doc, f)
-        r = proc.run(prefix + c.archctl.argv("container", "finalize", "--deadline", "12",
+        r = proc.run(prefix + c.archctl.argv("container", "finalize", "--deadline", str(DEADLINE),
                                              "--parallel", "1", "-o", "json"),
                      env=c.archctl.env(), timeout=120)
         assert r.returncode in (0, 7), r.stderr
@@ -107,7 +116,7 @@ def test_a_dump_that_cannot_finish_is_stopped_and_the_container_runs_on(
         assert stopped["result"] == "stopped", report
         assert "could not finish in time" in stopped["detail"], stopped
         assert "keeps running" in stopped["detail"], stopped
-        assert stopped["finished_s"] < 12, report  # stopped before the deadline, not at it
+        assert stopped["finished_s"] < DEADLINE, report  # stopped before the deadline
 
         # It keeps running: the same process, counting on without a gap.
         assert c.runc_status(big) == "running", c.diagnostics(big)
@@ -117,11 +126,14 @@ def test_a_dump_that_cannot_finish_is_stopped_and_the_container_runs_on(
         assert uuid == uuid0
         workloads.check_sequence(after, "the ticks after the stopped dump")
 
-        # Nothing partial in the store: no committed checkpoint, no staging, no failed dump.
-        assert not checkpoint.committed_dirs(store, c.ns, big)
-        assert not leftovers(store, c.ns, big), leftovers(store, c.ns, big)
-        listed = c.archctl.checkpoints(c.ns, big)
-        assert not listed, listed
+        # Nothing partial in the store: no new checkpoint, no staging, no failed dump; the
+        # previous generation is still there and every file of it matches its manifest.
+        assert checkpoint.committed_dirs(store, c.ns, big) == [previous], report
+        assert not leftovers(store, c.ns, big, keep=(previous,)), leftovers(
+            store, c.ns, big, keep=(previous,))
+        listed = [x for x in c.archctl.json("checkpoint", "list", "--verify")
+                  if x["namespace"] == c.ns and x["key"] == big]
+        assert [(x["path"], x["state"]) for x in listed] == [(previous, "verified")], listed
 
         # The stopped dump's progress was a measurement of the store all the same.
         with open(rates) as f:

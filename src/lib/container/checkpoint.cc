@@ -41,6 +41,7 @@
 #include "container/dump_progress.h"
 #include "container/restore.h"
 #include "container/rootfs_diff.h"
+#include "container/staging_flush.h"
 #include "container/tcp_policy.h"
 #include "container/workdir_capture.h"
 #include "criu/criu_errors.h"
@@ -103,9 +104,11 @@ void start_writeback(int dirfd) {
 // flight per file: the store always has work, and what is submitted but not yet written
 // stays small (a stopped dump's staging is removed at once instead of after the store has
 // taken every page queued for it: 300 MiB took 13 s on a 16 MB/s store). `done` holds, per
-// file (inode), the offset up to which writeback was started.
-constexpr off_t kPumpChunk = off_t{16} << 20;
-void pump_writeback(int dirfd, std::map<ino_t, off_t>& done, const std::stop_token& stop) {
+// file (inode), the offset up to which writeback was started; `written` grows by each chunk
+// waited for (on the store).
+constexpr off_t kPumpChunk = off_t{8} << 20;
+void pump_writeback(int dirfd, std::map<ino_t, off_t>& done, const std::stop_token& stop,
+                    std::atomic<uint64_t>& written) {
   (void)walk_checkpoint_dir(dirfd, [&](const CheckpointEntry& e) -> Result<void> {
     if (!S_ISREG(e.st.st_mode) || stop.stop_requested()) return {};
     off_t& from = done[e.st.st_ino];
@@ -118,6 +121,7 @@ void pump_writeback(int dirfd, std::map<ino_t, off_t>& done, const std::stop_tok
       if (from >= kPumpChunk) {  // the chunk before this one must be on the store
         (void)::sync_file_range(fd.get(), from - kPumpChunk, kPumpChunk,
                                 SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WAIT_AFTER);
+        written.fetch_add(static_cast<uint64_t>(kPumpChunk));
       }
       from += len;
     }
@@ -128,10 +132,10 @@ void pump_writeback(int dirfd, std::map<ino_t, off_t>& done, const std::stop_tok
 // While CRIU writes the images, writes them back from a thread every 50 ms
 // (pump_writeback()), so that the disk writes during the dump instead of after it (the
 // kernel alone would wait until dirty_background_ratio of RAM is dirty: gigabytes).
-// Stopped and joined by stop().
+// Stopped and joined by stop(). `written` counts the bytes it knows are on the store.
 class WritebackPump {
  public:
-  explicit WritebackPump(const std::string& dir) {
+  WritebackPump(const std::string& dir, std::atomic<uint64_t>& written) : written_(written) {
     auto fd = open_file(dir, O_RDONLY | O_DIRECTORY);
     if (!fd) return;
     dir_ = std::move(*fd);
@@ -143,7 +147,7 @@ class WritebackPump {
           break;
         }
         lock.unlock();
-        pump_writeback(dir_.get(), done_, stop);
+        pump_writeback(dir_.get(), done_, stop, written_);
       }
     });
   }
@@ -157,6 +161,7 @@ class WritebackPump {
   }
 
  private:
+  std::atomic<uint64_t>& written_;
   UniqueFd dir_;
   std::map<ino_t, off_t> done_;
   std::mutex mutex_;
@@ -276,6 +281,13 @@ struct ContainerCheckpoint::State {
   bool stop_refused = false;  // the dump cannot be undone (network lock, ended by CRIU)
   bool committing = false;    // past the point of no return
   std::atomic<bool> stop_asked{false};
+  // Bytes of the staging known to be on the store: by the writeback pump during the dump,
+  // and by the flush after it (which walks every file again from its start, passing at
+  // once over what the pump wrote): the larger of the two.
+  std::atomic<uint64_t> pumped{0};
+  std::atomic<uint64_t> written_back{0};
+  bool flushing = false;                // CRIU is done; its images are being written to the store
+  std::atomic<bool> criu_ended{false};  // stop() ended the dump's CRIU
 
   State(const ContainerRecord& rec, const NodeConfig& cfg, const std::string& runc_bin,
         const CheckpointOptions& opts, std::shared_ptr<const Keyring> keys)
@@ -319,53 +331,11 @@ struct ContainerCheckpoint::State {
       reason = stop_reason;
     }
     return std::unexpected(
-        Error(ErrorKind::kTimeout, "stopped: " + reason + "; its staging was removed" + thawed));
-  }
-
-  // Waits until the staging's files are on the store (writeback started during the dump),
-  // in steps, so that stop() can still give the checkpoint up; the commit's fsyncs then
-  // find little left to write.
-  Result<void> drain_staging() {
-    std::vector<UniqueFd> dirs;
-    dirs.emplace_back(::dup(staging->dirfd()));
-    constexpr off_t kStep = off_t{16} << 20;
-    for (std::size_t k = 0; k < dirs.size(); ++k) {
-      int dfd = dirs[k].get();
-      if (dfd < 0) continue;
-      int fd = ::dup(dfd);
-      if (fd < 0) continue;
-      DIR* d = ::fdopendir(fd);
-      if (d == nullptr) {
-        ::close(fd);
-        continue;
-      }
-      std::vector<std::string> names;
-      while (dirent* e = ::readdir(d)) {
-        std::string_view name = e->d_name;
-        if (name != "." && name != "..") names.emplace_back(name);
-      }
-      ::closedir(d);
-      for (const auto& name : names) {
-        if (stop_asked.load()) return stopped_now();
-        struct stat st {};
-        if (::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-        if (S_ISDIR(st.st_mode) && dirs.size() < 4096) {
-          dirs.emplace_back(
-              ::openat(dfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-          continue;
-        }
-        if (!S_ISREG(st.st_mode)) continue;
-        UniqueFd f(::openat(dfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-        if (!f) continue;
-        for (off_t off = 0; off < st.st_size; off += kStep) {
-          if (stop_asked.load()) return stopped_now();
-          (void)::sync_file_range(
-              f.get(), off, kStep,
-              SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
-        }
-      }
-    }
-    return {};
+        Error(ErrorKind::kTimeout,
+              std::string(flushing ? "stopped while its images were written to the store: "
+                                   : "stopped: ") +
+                  reason + (criu_ended.load() ? "; its CRIU was ended" : "") +
+                  "; its staging was removed" + thawed));
   }
 
   // The container must keep running: thaw it (it is frozen since the pause). Returns what
@@ -601,7 +571,7 @@ struct ContainerCheckpoint::State {
     if (!tcp.empty()) base.push_back("--tcp-established");
     std::vector<std::string> extra = base;
     if (pre_copied) extra.insert(extra.end(), {"--parent-path", "parent"});
-    WritebackPump pump(staging->path());
+    WritebackPump pump(staging->path(), pumped);
     std::string work = staging->path() + "/criu";
     {
       std::lock_guard held(stop_mutex);
@@ -830,9 +800,15 @@ Result<CheckpointOutcome> ContainerCheckpoint::finish() {
   }
 
   auto start = Clock::now();
-  start_writeback(s.staging->dirfd());
-  if (!s.ended_by_dump) {
-    if (auto ok = s.drain_staging(); !ok) return std::unexpected(ok.error());
+  if (s.ended_by_dump) {
+    start_writeback(s.staging->dirfd());  // cannot be stopped: all at once
+  } else {
+    // Onto the store before the commit, in steps a stop can interrupt: the deadline covers
+    // the flush, where a dump that went to the page cache spends its time.
+    s.flushing = true;
+    auto flushed = flush_staging(
+        s.staging->dirfd(), [&] { return s.stop_asked.load(); }, &s.written_back);
+    if (flushed.stopped) return s.stopped_now();
   }
   bool give_up = false;
   {
@@ -902,12 +878,19 @@ bool ContainerCheckpoint::stop(const std::string& reason) {
     images = s.dumping_into;
   }
   // CRIU runs: end it (its parasite returns the tasks as they were; finish() thaws them).
-  if (!images.empty()) (void)end_dump_criu(images);
+  if (!images.empty()) {
+    if (auto ended = end_dump_criu(images); ended && *ended > 0) s.criu_ended = true;
+  }
   return true;
 }
 
 bool ContainerCheckpoint::stopped() const {
   return s_ && s_->stop_asked.load();
+}
+
+uint64_t ContainerCheckpoint::written_back_bytes() const {
+  if (!s_) return 0;
+  return std::max(s_->pumped.load(), s_->written_back.load());
 }
 
 std::string ContainerCheckpoint::staging_path() const {

@@ -90,13 +90,18 @@ class ContainerCheckpoint {
   /// Thaws the container if it is frozen and not finished (idempotent).
   void abandon();
   /// From another thread while finish() runs: give this checkpoint up because it cannot
-  /// finish in time. CRIU, if it is dumping, is ended (dump_progress.h), the staging is
-  /// removed, the container thawed and left running, and finish() fails with `reason`
-  /// (stopped() then true). Refused (false) once the dump can no longer be undone: a dump
-  /// under CRIU's network lock or one that ends the tasks itself, and after the commit began.
+  /// finish in time. CRIU, if it is dumping, is ended (dump_progress.h); the flush of its
+  /// images to the store before the commit (container/staging_flush.h) is abandoned at its
+  /// next step; the staging is removed, the container thawed and left running (also when
+  /// finish() would have ended it), and finish() fails with `reason` (stopped() then true).
+  /// Refused (false) once the dump can no longer be undone: a dump under CRIU's network
+  /// lock or one that ends the tasks itself, and after the commit began.
   bool stop(const std::string& reason);
   /// Whether finish() failed because stop() was called.
   [[nodiscard]] bool stopped() const;
+  /// Bytes of its staging known to be written back to the store (the writeback during the
+  /// dump, then the flush before the commit), for progress. Thread-safe.
+  [[nodiscard]] uint64_t written_back_bytes() const;
   /// The staging directory once finish() made it (for progress), else empty. Thread-safe.
   [[nodiscard]] std::string staging_path() const;
 

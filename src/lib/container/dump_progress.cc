@@ -92,6 +92,13 @@ bool is_checkpoint_into(const std::vector<std::string>& argv, const std::string&
   return false;
 }
 
+// A `runc ... checkpoint --image-path <images>` that this process started (its child): a
+// process in a container can give itself the same command line (it may even guess the
+// staging's name), but it is never our child, so its children are never taken for CRIU.
+bool is_our_checkpoint_into(pid_t pid, const std::string& images) {
+  return pid > 0 && parent_of(pid) == ::getpid() && is_checkpoint_into(cmdline(pid), images);
+}
+
 }  // namespace
 
 DumpProgress::DumpProgress(std::string dir) : dir_(std::move(dir)) {
@@ -114,9 +121,10 @@ uint64_t DumpProgress::read_now() const {
   return dir ? allocated_tree_bytes(dir.get(), budget) : 0;
 }
 
-uint64_t DumpProgress::bytes() {
+uint64_t DumpProgress::bytes(uint64_t written_back) {
   uint64_t now = read_now();
   uint64_t since = now > base_ ? now - base_ : 0;
+  if (device_stat_.empty()) since = std::min(since, written_back);
   last_ = std::max(last_, since);
   return last_;
 }
@@ -127,7 +135,7 @@ std::vector<pid_t> dump_criu_pids(const std::string& images) {
   auto pids = all_pids();
   std::vector<pid_t> runcs;
   for (pid_t pid : pids) {
-    if (is_checkpoint_into(cmdline(pid), images)) runcs.push_back(pid);
+    if (is_our_checkpoint_into(pid, images)) runcs.push_back(pid);
   }
   for (pid_t pid : pids) {
     if (std::find(runcs.begin(), runcs.end(), parent_of(pid)) == runcs.end()) continue;
@@ -143,7 +151,7 @@ Result<int> end_dump_criu(const std::string& images) {
     if (!fd) continue;  // already gone
     // Still the same process (the pid was not reused between the scan and the pidfd)?
     pid_t parent = parent_of(pid);
-    if (parent <= 0 || !is_checkpoint_into(cmdline(parent), images) || !is_criu(pid)) {
+    if (!is_our_checkpoint_into(parent, images) || !is_criu(pid)) {
       continue;
     }
     if (auto sent = signal_pidfd(fd->get(), SIGKILL); !sent) {

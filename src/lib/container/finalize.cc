@@ -11,8 +11,12 @@
 //           checkpoint starts before its commit hashes it, so the disk works while the
 //           other workers use the CPUs.
 // A container whose dump has not started when the deadline passes (or finalize is
-// cancelled) is thawed and skipped; a dump already started runs to its end (stopping CRIU
-// midway would waste it). Lock waits are bounded by the time left.
+// cancelled) is thawed and skipped. With the plan, a dump whose projected finish passes the
+// deadline less the margin is stopped up to its commit point: while CRIU dumps (CRIU ended)
+// or while its images are written to the store before the commit (the flush, interrupted
+// between chunks: container/staging_flush.h); either way the container is thawed and keeps
+// running, the staging is removed and the older generations stay. Lock waits are bounded
+// by the time left.
 // With options.checkpoint set (tests), each container goes through that function instead.
 #include "container/finalize.h"
 
@@ -463,7 +467,7 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
             if (dir.empty()) continue;
             run.progress.emplace(dir);
           }
-          run.progressed = run.progress->bytes();
+          run.progressed = run.progress->bytes(ckpts[i]->written_back_bytes());
           run.samples.push_back(
               {std::chrono::duration<double>(now - run.t0).count(), run.progressed});
           double finish = projected_dump_finish(run.samples, predicted[i]);
@@ -473,8 +477,11 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
                         ? now
                         : run.t0 + std::chrono::duration_cast<Clock::duration>(
                                        std::chrono::duration<double>(std::min(finish, 1e6)));
-          run.late = at > budget_end || now >= budget_end ? run.late + 1 : 0;
-          if (run.late < 5) continue;  // late for a second on end
+          // Late for a second on end; once the deadline less the margin has come, at once
+          // (waiting longer would eat the margin kept for the stop itself).
+          bool time_up = now >= budget_end;
+          run.late = at > budget_end || time_up ? run.late + 1 : 0;
+          if (run.late < 0 || (run.late < 5 && !time_up)) continue;  // < 0: refused
           auto why = fmt::format(
               "its dump could not finish in time: {:.0f} of {:.0f} MiB written after {:.1f} s, "
               "projected to finish at {:.1f} s, after the deadline less the margin ({:.1f} s); "
