@@ -309,7 +309,8 @@ TEST(NodeConfig, EveryHandledKeyIsKnown) {
         "[checkpoint]\ninterval = 15m\nmin_interval = 1s\n", "[agent]\nmetrics_max_keys = 5\n",
         "[agent]\nstatus_page = false\n", "[checkpoint]\nworkdir_capture = off\n",
         "[checkpoint]\nworkdir_capture = 1G\n", "[checkpoint]\ncontainer_interval = deny\n",
-        "[restore]\ngroup_wait = 5\n", "[jobs]\nstream_images = true\n"}) {
+        "[restore]\ngroup_wait = 5\n", "[jobs]\nstream_images = true\n",
+        "[groups]\nkubernetes_pods = false\n"}) {
     auto c = parse_node_config(text);
     EXPECT_TRUE(c) << text << ": " << c.error().message();
   }

@@ -371,9 +371,14 @@ Result<RestoreOutcome> restore_group_member(const CheckpointStore& store, const 
     return fail("the new container's spec differs from the checkpoint's (checkpoint " + ckpt.path +
                 " kept, not restored)");
   }
-  auto waited = wait_for_group_members(config, choice->record, rec.key,
-                                       std::chrono::seconds(config.restore_group_wait_seconds));
-  if (!waited) return std::unexpected(waited.error().wrap("checkpoint kept, not restored"));
+  // A pod group's members are created by the kubelet one after another (each create and
+  // start returns before the next create): the first cannot wait for the second. They
+  // restore from the same generation, each as the kubelet reaches it.
+  if (!is_pod_group(group)) {
+    auto waited = wait_for_group_members(config, choice->record, rec.key,
+                                         std::chrono::seconds(config.restore_group_wait_seconds));
+    if (!waited) return std::unexpected(waited.error().wrap("checkpoint kept, not restored"));
+  }
   if (auto upper = overlay_upperdir(rootfs); !upper) {
     return std::unexpected(upper.error().wrap("find the new container's writable layer"));
   }
