@@ -39,6 +39,11 @@ TEST(NodeConfig, StoreStateAndRestoreSections) {
   ASSERT_TRUE(lazy) << lazy.error().message();
   EXPECT_TRUE(lazy->restore_lazy_pages);
   EXPECT_FALSE(parse_node_config("[restore]\nlazy_pages = yes\n"));
+  EXPECT_TRUE(c->groups_kubernetes_pods);  // a pod's containers are one group by default
+  auto pods = parse_node_config("[groups]\nkubernetes_pods = false\n");
+  ASSERT_TRUE(pods) << pods.error().message();
+  EXPECT_FALSE(pods->groups_kubernetes_pods);
+  EXPECT_FALSE(parse_node_config("[groups]\nkubernetes_pods = 1\n"));
 }
 
 TEST(NodeConfig, KeysSection) {

@@ -352,7 +352,8 @@ Result<GroupChoice> choose_group_generation(const CheckpointStore& store,
 
 namespace {
 
-constexpr std::string_view kCompleteMark = "complete";
+// Not a valid key (keys never start with a dot), so no member's marker is ever taken for it.
+constexpr std::string_view kCompleteMark = ".complete";
 
 // The newest modification time of `dir` and the files in it (0 when unreadable).
 time_t newest_mtime(const std::string& dir, std::size_t* looked) {

@@ -118,7 +118,7 @@ Result<GroupChoice> choose_group_generation(const CheckpointStore& store,
 /// Marks `key` as being restored from `record` (an arrival marker under
 /// <state dir>/groups/<owner>/<name>/<generation>/) and waits until every member of it is,
 /// at most `timeout`. The error names those missing. Markers are cleaned up: once every
-/// member has arrived the first to see it leaves a "complete" mark (so later looks need no
+/// member has arrived the first to see it leaves a ".complete" mark (so later looks need no
 /// marker) and each member removes its own; the last one out removes the directory; a
 /// member that gives up removes its own marker. Directories left by a restore that died
 /// (none of their files touched for `timeout` + 60 s) are swept on each call, at most
