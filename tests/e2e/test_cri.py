@@ -324,6 +324,7 @@ def test_pod_of_two_is_one_group_on_drain_and_resumes_together(pods):
     for r in mine.values():
         assert r["result"] == "checkpointed", f"{r}\n{pods.diagnostics(r['id'])}"
         assert any(f"group {group} generation" in n for n in r.get("notes", [])), r
+    print("\npod group drained: " + [n for n in r["notes"] if "group " in n][0])
     gdir = os.path.join(pods.store, owner, "arch-group." + group)
     records = [x for x in os.listdir(gdir) if x.startswith("ckpt-")]
     assert len(records) == 1, records

@@ -348,3 +348,4 @@ def test_periodic_checkpoints_take_the_group_as_one_unit(make_archd, ctr_contain
     done = [e for e in events if e["outcome"] == "periodic"]
     assert {e["id"] for e in done} == {x, y}, events
     assert all(f"group {group} generation" in e["detail"] for e in done), done
+    print("\nperiodic two-member group checkpoint: " + done[0]["detail"].split(", /")[0])

@@ -398,6 +398,22 @@ void leave_marker_dir(const std::string& dir, const std::string& key) {
 
 }  // namespace
 
+std::vector<ContainerRecord> restored_from_group_generation(const NodeConfig& config,
+                                                            const GroupRecord& record,
+                                                            const std::string& except_key) {
+  std::vector<ContainerRecord> out;
+  ContainerRegistry registry(config.state_dir);
+  for (auto& rec : registry.all()) {
+    if (rec.owner != record.owner || rec.key == except_key) continue;
+    const GroupMember* m = record.member(rec.key);
+    if (m == nullptr) continue;
+    auto info = registry.find_restore(rec.runc_root, rec.id);
+    std::string suffix = "/" + record.owner + "/" + rec.key + "/" + m->checkpoint;
+    if (info && info->checkpoint.ends_with(suffix)) out.push_back(std::move(rec));
+  }
+  return out;
+}
+
 std::size_t sweep_group_markers(const NodeConfig& config, std::chrono::seconds stale) {
   std::string groups = config.state_dir + "/groups";
   std::size_t looked = 0, removed = 0;

@@ -126,6 +126,13 @@ Result<GroupChoice> choose_group_generation(const CheckpointStore& store,
 Result<void> wait_for_group_members(const NodeConfig& config, const GroupRecord& record,
                                     const std::string& key, std::chrono::milliseconds timeout);
 
+/// The containers on this node, other than those keyed `except_key`, that were restored
+/// from a member generation of `record` (the registry's restore records): when one member's
+/// restore from it failed, these run from a generation the failed one does not.
+std::vector<ContainerRecord> restored_from_group_generation(const NodeConfig& config,
+                                                            const GroupRecord& record,
+                                                            const std::string& except_key);
+
 /// The most entries of <state dir>/groups one sweep looks at.
 inline constexpr std::size_t kMaxGroupMarkerSweep = 1000;
 

@@ -1,8 +1,8 @@
 // Group membership (ARCH_GROUP and Kubernetes pod groups) and the restore's arrival markers.
 #include "container/group_checkpoint.h"
 
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "base/temp_dir.h"
+#include "managed/container_registry.h"
 
 namespace arch {
 namespace {
@@ -196,6 +197,36 @@ TEST(GroupMarkers, StaleDirectoriesAreSweptFreshOnesKept) {
   EXPECT_EQ(sweep_group_markers(config, std::chrono::seconds(120)), 1u);
   EXPECT_FALSE(fs::exists(tmp / "groups/default/old"));
   EXPECT_TRUE(fs::exists(fresh + "/y"));
+}
+
+TEST(GroupRestore, TheMembersAlreadyRestoredFromAGenerationAreNamed) {
+  TempDir tmp("arch-grp-restored-");
+  NodeConfig config;
+  config.state_dir = tmp.path();
+  ContainerRegistry reg(config.state_dir);
+  auto r = record_of({"x", "y", "z"});
+  auto rec = [&](const std::string& id, const std::string& owner) {
+    ContainerRecord c;
+    c.id = id;
+    c.key = id;
+    c.ns = "default";
+    c.owner = owner;
+    c.runc_root = "/run/r";
+    c.bundle = "/b/" + id;
+    EXPECT_TRUE(reg.record(c));
+    return c;
+  };
+  rec("x", "default");  // restored from this generation
+  rec("y", "default");  // the one that failed
+  rec("z", "default");  // restored from another generation
+  rec("w", "default");  // not a member
+  ASSERT_TRUE(reg.record_restore("/run/r", "x", {"/store/default/x/ckpt-1", 1, 1}));
+  ASSERT_TRUE(reg.record_restore("/run/r", "y", {"/store/default/y/ckpt-1", 1, 1}));
+  ASSERT_TRUE(reg.record_restore("/run/r", "z", {"/store/default/z/ckpt-0", 1, 1}));
+  ASSERT_TRUE(reg.record_restore("/run/r", "w", {"/store/default/w/ckpt-1", 1, 1}));
+  auto peers = restored_from_group_generation(config, r, "y");
+  ASSERT_EQ(peers.size(), 1u);
+  EXPECT_EQ(peers[0].id, "x");
 }
 
 }  // namespace

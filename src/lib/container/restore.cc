@@ -397,6 +397,17 @@ Result<RestoreOutcome> restore_group_member(const CheckpointStore& store, const 
     }
     Error out = done.error().wrap("restore from " + ckpt.path + " (group generation " +
                                   choice->record.generation + ", moved aside)");
+    // Members already running from that generation stay as they are: say so, loudly.
+    if (auto peers = restored_from_group_generation(config, choice->record, rec.key);
+        !peers.empty()) {
+      std::string names;
+      for (const auto& p : peers) names += (names.empty() ? "" : ", ") + p.ns + "/" + p.id;
+      out = Error(out.kind(),
+                  out.message() + fmt::format("; group {} is now inconsistent: {} already run "
+                                              "from this generation (re-create the whole "
+                                              "group to restore it consistently)",
+                                              group, names));
+    }
     if (touched_rootfs) {
       if (auto reset = reset_overlay(rootfs); !reset) {
         if (rootfs_clean != nullptr) *rootfs_clean = false;
