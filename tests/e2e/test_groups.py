@@ -327,10 +327,21 @@ def test_periodic_checkpoints_take_the_group_as_one_unit(make_archd, ctr_contain
     argv = workloads.counter()
     c.run(x, argv, env=[f"ARCH_GROUP={group}", "ARCH_CHECKPOINT_INTERVAL=2s"])
     c.run(y, argv, env=[f"ARCH_GROUP={group}"])
-    proc.wait_until(lambda: len(committed(group_dir(c, group))) >= 1, 60,
-                    "a periodic group generation", interval=0.2)
-    rec = os.path.join(group_dir(c, group), committed(group_dir(c, group))[0], "group.json")
-    with open(rec) as f:
+
+    def periodic_events():
+        return [e for e in a.events() if e["kind"] == "checkpoint" and e["id"] in (x, y) and
+                e["outcome"].startswith("periodic")]
+    proc.wait_until(lambda: {e["id"] for e in periodic_events()
+                             if e["outcome"] == "periodic"} == {x, y}, 90,
+                    "a periodic group checkpoint of both members", interval=0.2)
+    assert a.stop() == 0, a.log_text()  # no checkpoint in progress from here on
+    events = periodic_events()
+    done = [e for e in events if e["outcome"] == "periodic"]
+    assert all(f"group {group} generation" in e["detail"] for e in done), events
+    print("\nperiodic two-member group checkpoint: " + done[0]["detail"].split(", /")[0])
+    records = committed(group_dir(c, group))
+    assert records, "no group record"
+    with open(os.path.join(group_dir(c, group), records[-1], "group.json")) as f:
         doc = json.load(f)
     assert sorted(m["container_id"] for m in doc["members"]) == sorted([x, y]), doc
     for cid in (x, y):
@@ -343,9 +354,3 @@ def test_periodic_checkpoints_take_the_group_as_one_unit(make_archd, ctr_contain
         n = len(workloads.complete_lines(c.read(cid, "/data/count.txt") or ""))
         proc.wait_until(lambda: len(workloads.complete_lines(
             c.read(cid, "/data/count.txt") or "")) > n + 2, 20, f"{cid} to go on counting")
-    events = [e for e in a.events() if e["kind"] == "checkpoint" and e["id"] in (x, y) and
-              e["outcome"].startswith("periodic")]
-    done = [e for e in events if e["outcome"] == "periodic"]
-    assert {e["id"] for e in done} == {x, y}, events
-    assert all(f"group {group} generation" in e["detail"] for e in done), done
-    print("\nperiodic two-member group checkpoint: " + done[0]["detail"].split(", /")[0])
