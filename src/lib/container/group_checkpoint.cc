@@ -414,6 +414,45 @@ std::vector<ContainerRecord> restored_from_group_generation(const NodeConfig& co
   return out;
 }
 
+std::string pod_member_restore_refusal(const NodeConfig& config, const GroupRecord& record,
+                                       const std::string& key, std::chrono::seconds window) {
+  ContainerRegistry registry(config.state_dir);
+  std::vector<std::string> elsewhere;
+  time_t newest = 0;
+  bool any = false;
+  for (const auto& rec : registry.all()) {
+    if (rec.owner != record.owner || rec.key == key) continue;
+    const GroupMember* m = record.member(rec.key);
+    if (m == nullptr) continue;
+    any = true;
+    auto info = registry.find_restore(rec.runc_root, rec.id);
+    std::string suffix = "/" + record.owner + "/" + rec.key + "/" + m->checkpoint;
+    struct stat st {};
+    if (!info || !info->checkpoint.ends_with(suffix) ||
+        ::stat(registry.path_for(rec.runc_root, rec.id, ".restore.json").c_str(), &st) != 0) {
+      elsewhere.push_back(rec.ns + "/" + rec.id);
+      continue;
+    }
+    newest = std::max(newest, st.st_mtime);
+  }
+  if (!elsewhere.empty()) {
+    std::string names;
+    for (const auto& n : elsewhere) names += (names.empty() ? "" : ", ") + n;
+    return fmt::format(
+        "members of group {} already run on this node, not restored from generation {} ({}): "
+        "a member is not restored alone from it (re-create the whole pod)",
+        record.name, record.generation, names);
+  }
+  if (any && ::time(nullptr) - newest > static_cast<time_t>(window.count())) {
+    return fmt::format(
+        "the other members of group {} were restored from generation {} more than {} s ago "
+        "and have run on since: a member restarted alone is not restored from it (re-create "
+        "the whole pod)",
+        record.name, record.generation, window.count());
+  }
+  return "";
+}
+
 std::size_t sweep_group_markers(const NodeConfig& config, std::chrono::seconds stale) {
   std::string groups = config.state_dir + "/groups";
   std::size_t looked = 0, removed = 0;

@@ -133,6 +133,15 @@ std::vector<ContainerRecord> restored_from_group_generation(const NodeConfig& co
                                                             const GroupRecord& record,
                                                             const std::string& except_key);
 
+/// For a pod group's member `key` about to restore from `record` (pod groups do not wait for
+/// each other): "" when it may, else why not. It may when every other member of `record`
+/// already on this node was restored from `record` and the newest of those restores ended
+/// less than `window` ago (the kubelet re-creating the pod, one container after another).
+/// A member on the node that runs from anything else, or a pod restored long ago (one
+/// container restarted alone while the others go on), would mix generations: refused.
+std::string pod_member_restore_refusal(const NodeConfig& config, const GroupRecord& record,
+                                       const std::string& key, std::chrono::seconds window);
+
 /// The most entries of <state dir>/groups one sweep looks at.
 inline constexpr std::size_t kMaxGroupMarkerSweep = 1000;
 

@@ -229,5 +229,39 @@ TEST(GroupRestore, TheMembersAlreadyRestoredFromAGenerationAreNamed) {
   EXPECT_EQ(peers[0].id, "x");
 }
 
+TEST(GroupRestore, APodMemberRestartedAloneIsNotRestoredFromTheGroup) {
+  TempDir tmp("arch-grp-podrestart-");
+  NodeConfig config;
+  config.state_dir = tmp.path();
+  ContainerRegistry reg(config.state_dir);
+  auto r = record_of({"x", "y", "z"});
+  auto add = [&](const std::string& id) {
+    ContainerRecord c;
+    c.id = id;
+    c.key = id;
+    c.ns = "k8s.io";
+    c.owner = "default";
+    c.runc_root = "/run/r";
+    c.bundle = "/b/" + id;
+    EXPECT_TRUE(reg.record(c));
+  };
+  // The pod being re-created: x is the first, nothing else there yet.
+  EXPECT_EQ(pod_member_restore_refusal(config, r, "x", std::chrono::seconds(60)), "");
+  // x restored from this generation just now: y goes on.
+  add("x");
+  ASSERT_TRUE(reg.record_restore("/run/r", "x", {"/store/default/x/ckpt-1", 1, 1}));
+  EXPECT_EQ(pod_member_restore_refusal(config, r, "y", std::chrono::seconds(60)), "");
+  // ... restored long ago (y restarted alone later): refused.
+  struct timespec old[2] = {{::time(nullptr) - 3600, 0}, {::time(nullptr) - 3600, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, reg.path_for("/run/r", "x", ".restore.json").c_str(), old, 0), 0);
+  auto late = pod_member_restore_refusal(config, r, "y", std::chrono::seconds(60));
+  EXPECT_NE(late.find("restarted alone"), std::string::npos) << late;
+  // z runs fresh (no restore from this generation): y would mix generations.
+  ASSERT_TRUE(reg.record_restore("/run/r", "x", {"/store/default/x/ckpt-1", 1, 1}));
+  add("z");
+  auto mixed = pod_member_restore_refusal(config, r, "y", std::chrono::seconds(60));
+  EXPECT_NE(mixed.find("not restored from generation"), std::string::npos) << mixed;
+}
+
 }  // namespace
 }  // namespace arch

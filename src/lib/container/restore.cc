@@ -374,7 +374,15 @@ Result<RestoreOutcome> restore_group_member(const CheckpointStore& store, const 
   // A pod group's members are created by the kubelet one after another (each create and
   // start returns before the next create): the first cannot wait for the second. They
   // restore from the same generation, each as the kubelet reaches it.
-  if (!is_pod_group(group)) {
+  if (is_pod_group(group)) {
+    // ... but only while the pod is being re-created, never one member restarted alone.
+    if (auto why =
+            pod_member_restore_refusal(config, choice->record, rec.key,
+                                       std::chrono::seconds(config.restore_group_wait_seconds));
+        !why.empty()) {
+      return fail(why + " (checkpoint kept, not restored)");
+    }
+  } else {
     auto waited = wait_for_group_members(config, choice->record, rec.key,
                                          std::chrono::seconds(config.restore_group_wait_seconds));
     if (!waited) return std::unexpected(waited.error().wrap("checkpoint kept, not restored"));
