@@ -9,6 +9,9 @@ pod namespace naming the same ARCH_JOB_ID starts fresh. An eviction (StopContain
 grace period, ARCH_CHECKPOINT_ON_STOP=1) checkpoints too. A StatefulSet-style pod (stable
 name, no ARCH_JOB_ID) resumes through the pod identity key k8s-<ns>-<pod>-<container>.
 deploy/kubernetes/ (RuntimeClass, node installer) is checked field by field.
+A pod of two ARCH-enabled app containers is one group (pod.<pod name>): drained as one
+group generation and restored together in the pod's next incarnation; a pod whose
+annotations and container environment claim another pod's group is never a member.
 """
 
 import json

@@ -14,6 +14,8 @@
   node key as only the node admin could) or removed makes the whole generation unusable:
   neither member is restored from it, both start fresh.
 - A member created alone waits for the others ([restore] group_wait), then starts fresh.
+- Periodic checkpoints (archd) take a group as one unit on the smallest of its members'
+  intervals, both members left running; the frozen time is printed (pytest -s).
 """
 
 import json
