@@ -179,6 +179,8 @@ void PeriodicRunner::tick(Clock::time_point now) {
       }
     }
   }
+  // Group restores' arrival markers once stale (bounded; group_checkpoint.h).
+  (void)sweep_group_markers(config_, std::chrono::seconds(config_.restore_group_wait_seconds + 60));
   // Forget containers that no longer run (a container run again starts a new interval).
   std::erase_if(last_, [&](const auto& kv) { return !seen.contains(kv.first); });
   std::erase_if(warned_, [&](const auto& kv) { return !seen.contains(kv.first); });

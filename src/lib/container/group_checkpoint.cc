@@ -352,9 +352,6 @@ Result<GroupChoice> choose_group_generation(const CheckpointStore& store,
 
 namespace {
 
-// Not a valid key (keys never start with a dot), so no member's marker is ever taken for it.
-constexpr std::string_view kCompleteMark = ".complete";
-
 // The newest modification time of `dir` and the files in it (0 when unreadable).
 time_t newest_mtime(const std::string& dir, std::size_t* looked) {
   struct stat st {};
@@ -382,18 +379,15 @@ void remove_marker_dir(const std::string& dir) {
   if (::rmdir(name_dir.c_str()) == 0) (void)::rmdir(dirname_of(name_dir).c_str());
 }
 
-// A member leaves the marker directory: its own marker goes, and the directory with it when
-// no other member's marker is left (only the "complete" mark, or nothing).
+// A member that gives up leaves the marker directory: its own marker goes, and the directory
+// with it when no other member's marker is left.
 void leave_marker_dir(const std::string& dir, const std::string& key) {
   (void)::unlink((dir + "/" + key).c_str());
   auto fd = open_file(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
   if (!fd) return;
   auto names = list_directory(fd->get());
   if (!names) return;
-  for (const auto& n : *names) {
-    if (n != kCompleteMark) return;  // another member has not left yet
-  }
-  remove_marker_dir(dir);
+  if (names->empty()) remove_marker_dir(dir);  // no other member waiting
 }
 
 }  // namespace
@@ -498,27 +492,16 @@ Result<void> wait_for_group_members(const NodeConfig& config, const GroupRecord&
   }
   if (!fd) return std::unexpected(fd.error());
   fd->reset();
-  std::string complete = dir + "/" + std::string(kCompleteMark);
   auto deadline = Clock::now() + timeout;
   for (;;) {
-    struct stat st {};
-    // Every member arrived (seen by one of them, who marked it): on we go.
-    if (::stat(complete.c_str(), &st) == 0) {
-      leave_marker_dir(dir, key);
-      return {};
-    }
+    // Every member there: on we go at once. The markers stay (removing them here would
+    // hold up members still looking); sweep_group_markers removes them once stale.
     std::vector<std::string> missing;
     for (const auto& m : record.members) {
+      struct stat st {};
       if (::stat((dir + "/" + m.key).c_str(), &st) != 0) missing.push_back(m.key);
     }
-    if (missing.empty()) {
-      // Marked before this member's own marker goes, so that no other member misses it.
-      if (auto mark = open_file(complete, O_WRONLY | O_CREAT | O_NOFOLLOW, 0600); !mark) {
-        return std::unexpected(mark.error().wrap("group arrival mark"));
-      }
-      leave_marker_dir(dir, key);
-      return {};
-    }
+    if (missing.empty()) return {};
     if (Clock::now() >= deadline) {
       leave_marker_dir(dir, key);
       std::string names;

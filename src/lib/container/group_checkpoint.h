@@ -117,12 +117,11 @@ Result<GroupChoice> choose_group_generation(const CheckpointStore& store,
 
 /// Marks `key` as being restored from `record` (an arrival marker under
 /// <state dir>/groups/<owner>/<name>/<generation>/) and waits until every member of it is,
-/// at most `timeout`. The error names those missing. Markers are cleaned up: once every
-/// member has arrived the first to see it leaves a ".complete" mark (so later looks need no
-/// marker) and each member removes its own; the last one out removes the directory; a
-/// member that gives up removes its own marker. Directories left by a restore that died
-/// (none of their files touched for `timeout` + 60 s) are swept on each call, at most
-/// kMaxGroupMarkerSweep entries looked at.
+/// at most `timeout`. The error names those missing. A member that gives up removes its own
+/// marker (and the directory when it was the last). Markers of a group that came together
+/// stay until stale (removing them at once would hold up members still looking, and so
+/// separate the members' restores): sweep_group_markers, run here and by archd, removes a
+/// generation's directory once none of its files was touched for `timeout` + 60 s.
 Result<void> wait_for_group_members(const NodeConfig& config, const GroupRecord& record,
                                     const std::string& key, std::chrono::milliseconds timeout);
 

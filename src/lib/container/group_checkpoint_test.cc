@@ -150,7 +150,7 @@ GroupRecord record_of(std::vector<std::string> keys) {
   return r;
 }
 
-TEST(GroupMarkers, RemovedOnceEveryMemberArrived) {
+TEST(GroupMarkers, EveryMemberGoesOnTheMarkersAreSweptOnceStale) {
   TempDir tmp("arch-grpmark-");
   NodeConfig config;
   config.state_dir = tmp.path();
@@ -166,7 +166,15 @@ TEST(GroupMarkers, RemovedOnceEveryMemberArrived) {
     }
   }
   for (auto& d : done) EXPECT_TRUE(d) << d.error().message();
-  EXPECT_FALSE(fs::exists(tmp / "groups/default/g1")) << "markers left behind";
+  std::string dir = tmp / "groups/default/g1/0123456789abcdef";
+  ASSERT_TRUE(fs::exists(dir + "/z"));
+  EXPECT_EQ(sweep_group_markers(config, std::chrono::seconds(120)), 0u);  // fresh: kept
+  struct timespec old[2] = {{::time(nullptr) - 600, 0}, {::time(nullptr) - 600, 0}};
+  for (const char* f : {"/x", "/y", "/z", ""}) {
+    ASSERT_EQ(::utimensat(AT_FDCWD, (dir + f).c_str(), old, 0), 0);
+  }
+  EXPECT_EQ(sweep_group_markers(config, std::chrono::seconds(120)), 1u);
+  EXPECT_FALSE(fs::exists(tmp / "groups/default")) << "markers left behind";
 }
 
 TEST(GroupMarkers, AMemberThatGivesUpRemovesItsMarker) {
