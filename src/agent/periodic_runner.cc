@@ -7,6 +7,7 @@
 #include <set>
 
 #include "container/finalize.h"
+#include "container/group_checkpoint.h"
 #include "container/periodic.h"
 #include "managed/container_registry.h"
 #include "runtime/oci_spec.h"
@@ -60,7 +61,14 @@ void PeriodicRunner::tick(Clock::time_point now) {
   std::set<std::string> seen;
   // The registry first (a directory read): runc is asked only about a container that is
   // due, so a node without periodic checkpoints makes no runtime calls at all.
-  for (const auto& rec : ContainerRegistry(config_.state_dir).all()) {
+  auto records = ContainerRegistry(config_.state_dir).all();
+  // Members of a group (ARCH_GROUP or their pod's) go only with their group, below.
+  auto group_names = effective_groups(records, config_);
+  std::map<std::pair<std::string, std::string>,
+           std::pair<NodeGroup, std::vector<CheckpointInterval>>>
+      groups;
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    const auto& rec = records[i];
     {
       std::lock_guard lock(mutex_);
       if (stopping_) return;
@@ -79,6 +87,14 @@ void PeriodicRunner::tick(Clock::time_point now) {
                .outcome = interval ? "periodic-interval" : "periodic-refused",
                .detail = note},
               0);
+    }
+    if (group_names[i] && !group_names[i]->empty()) {
+      auto& [g, intervals] = groups[{rec.owner, *group_names[i]}];
+      g.owner = rec.owner;
+      g.name = *group_names[i];
+      g.members.push_back(rec);
+      if (interval) intervals.push_back(*interval);
+      continue;
     }
     if (!interval || interval->every.count() == 0) continue;
     auto [it, first] = last_.try_emplace(key, now);
@@ -111,6 +127,60 @@ void PeriodicRunner::tick(Clock::time_point now) {
               0);
     }
   }
+  for (auto& [_, entry] : groups) {
+    auto& [g, intervals] = entry;
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return;
+    }
+    std::sort(g.members.begin(), g.members.end(),
+              [](const auto& a, const auto& b) { return a.key < b.key; });
+    std::string key = "group:" + g.owner + "/" + g.name;
+    seen.insert(key);
+    auto interval = group_checkpoint_interval(intervals);
+    if (interval.every.count() == 0) continue;
+    auto [it, first] = last_.try_emplace(key, now);
+    if (first || now - it->second < interval.every) continue;  // first seen: one interval on
+    // Every member running, else not now (a group is checkpointed whole or not at all).
+    bool all_running = std::ranges::all_of(g.members, [&](const ContainerRecord& m) {
+      auto state = RuncClient(runc_, m.runc_root).state(m.id);
+      return state && state->status == "running";
+    });
+    if (!all_running) continue;
+    if (draining_ && draining_()) return;
+    auto t0 = Clock::now();
+    auto done = periodic_group_checkpoint(g, config_, runc_);
+    it->second = Clock::now();
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    for (const auto& m : g.members) {
+      if (!done) {
+        const std::string& msg = done.error().message();
+        record_({.kind = "checkpoint",
+                 .ns = m.ns,
+                 .id = m.id,
+                 .outcome = "periodic-failed",
+                 .duration_ms = ms,
+                 .detail = msg.substr(0, msg.find('\n'))},
+                0);
+        continue;
+      }
+      for (const auto& mo : done->members) {
+        if (mo.container.id != m.id || mo.container.runc_root != m.runc_root) continue;
+        record_({.kind = "checkpoint",
+                 .ns = m.ns,
+                 .id = m.id,
+                 .outcome = "periodic",
+                 .duration_ms = ms,
+                 .detail = fmt::format("group {} generation {}: frozen {:.0f} ms, {:.1f} MiB, {}",
+                                       g.name, done->generation, done->frozen_ms,
+                                       static_cast<double>(mo.outcome.bytes) / (1 << 20),
+                                       mo.outcome.path)},
+                mo.outcome.bytes);
+      }
+    }
+  }
+  // Group restores' arrival markers once stale (bounded; group_checkpoint.h).
+  (void)sweep_group_markers(config_, std::chrono::seconds(config_.restore_group_wait_seconds + 60));
   // Forget containers that no longer run (a container run again starts a new interval).
   std::erase_if(last_, [&](const auto& kv) { return !seen.contains(kv.first); });
   std::erase_if(warned_, [&](const auto& kv) { return !seen.contains(kv.first); });

@@ -3,6 +3,10 @@
 // (container/periodic.h) has passed since its last periodic checkpoint, one at a time, never
 // while the node drains. Each result is an event (kind "checkpoint", outcome "periodic" or
 // "periodic-failed", with the frozen time and size).
+// Members of a group (ARCH_GROUP, or their Kubernetes pod's group) are never checkpointed
+// alone: the group is, as one unit (all members frozen, dumped, committed as one group
+// generation, left running), on its own timer, every group_checkpoint_interval (the
+// smallest of its members' intervals), once every member runs; one event per member.
 #pragma once
 
 #include <chrono>
@@ -46,8 +50,9 @@ class PeriodicRunner {
   std::string runc_;
   std::function<bool()> draining_;
   Record record_;
-  std::map<std::string, Clock::time_point> last_;  // runc root + id -> last attempt
-  std::map<std::string, std::string> warned_;      // runc root + id -> last note or error
+  // runc root + id (or "group:<owner>/<name>") -> last attempt
+  std::map<std::string, Clock::time_point> last_;
+  std::map<std::string, std::string> warned_;  // runc root + id -> last note or error
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;

@@ -126,7 +126,8 @@ int run_checkpoint(const std::string& ref, bool leave_running, bool json) {
 }  // namespace
 
 Handler add_group_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("group", "Container groups (ARCH_GROUP) on this node");
+  auto* cmd =
+      app.add_subcommand("group", "Container groups (ARCH_GROUP, Kubernetes pods) on this node");
   cmd->require_subcommand(1);
   struct Opts {
     std::string ref, output;

@@ -9,8 +9,12 @@ pod namespace naming the same ARCH_JOB_ID starts fresh. An eviction (StopContain
 grace period, ARCH_CHECKPOINT_ON_STOP=1) checkpoints too. A StatefulSet-style pod (stable
 name, no ARCH_JOB_ID) resumes through the pod identity key k8s-<ns>-<pod>-<container>.
 deploy/kubernetes/ (RuntimeClass, node installer) is checked field by field.
+A pod of two ARCH-enabled app containers is one group (pod.<pod name>): drained as one
+group generation and restored together in the pod's next incarnation; a pod whose
+annotations and container environment claim another pod's group is never a member.
 """
 
+import json
 import os
 import random
 import secrets
@@ -273,6 +277,112 @@ def test_statefulset_pod_resumes_by_its_pod_identity(pods):
     uuid, values = pods.counter(cid2, n + 5)
     assert uuid == uuid1, "the StatefulSet pod started again instead of resuming"
     workloads.check_sequence(values, "the StatefulSet pod's counter")
+
+
+def run_pod_of(pods, namespace, name, containers, sandbox_annotations=None):
+    """A pod with several containers, each running the counter, created one after another
+    as the kubelet does (CreateContainer and StartContainer of one before the next);
+    returns (pod id, {container name: container id})."""
+    sandbox = pods.node.sandbox_config(name, namespace, labels={"app": "arch-cri-test"})
+    for k, v in (sandbox_annotations or {}).items():
+        sandbox.annotations[k] = v
+    pod_id = pods.node.run_pod(sandbox)
+    ids = {}
+    for cname, envs in containers.items():
+        ids[cname] = pods.node.start_container(pod_id, sandbox, cname, workloads.IMAGE_NAME,
+                                               workloads.counter(COUNTER),
+                                               dict({"ARCH_ENABLE": "1"}, **envs))
+    for cid in ids.values():
+        status = pods.node.client.container_status(cid)
+        assert status.state == pods.node.pb.CONTAINER_RUNNING, status
+    return pod_id, ids
+
+
+def pod_groups(pods, owner):
+    return {g["group"]: g for g in pods.archctl.json("group", "list") if g["owner"] == owner}
+
+
+def test_pod_of_two_is_one_group_on_drain_and_resumes_together(pods):
+    """[groups] kubernetes_pods (default on): the two ARCH-enabled app containers of one pod
+    are the group pod.<pod name>, drained as one unit (one group generation naming both),
+    and the pod's next incarnation (new uid, new sandbox) restores both from it, each
+    created after the other as the kubelet does, both counters going on."""
+    namespace, name = f"grp-{secrets.token_hex(3)}", "trainer-0"
+    owner, group = f"k8s.io+{namespace}", "pod.trainer-0"
+    keys = {c: f"k8s-{namespace}-{name}-{c}" for c in ("main", "side")}
+    pods.keys += [(owner, k) for k in keys.values()] + [(owner, "arch-group." + group)]
+
+    pod1, ids1 = run_pod_of(pods, namespace, name, {"main": {}, "side": {}})
+    start = {c: pods.counter(cid, 5)[0] for c, cid in ids1.items()}
+    listed = pod_groups(pods, owner)
+    assert set(listed) == {group}, listed
+    assert sorted(m["id"] for m in listed[group]["members"]) == sorted(ids1.values()), listed
+    # A member alone is refused: it would break the group's generation.
+    alone = pods.archctl.run("container", "checkpoint", f"{cri.CRI_NAMESPACE}/{ids1['main']}")
+    assert alone.returncode != 0 and f"is a member of group {group}" in alone.stderr, alone
+
+    out = pods.archctl.json("container", "finalize", "--deadline", "100")
+    mine = {r["id"]: r for r in out["containers"] if r["id"] in ids1.values()}
+    assert len(mine) == 2, out
+    for r in mine.values():
+        assert r["result"] == "checkpointed", f"{r}\n{pods.diagnostics(r['id'])}"
+        assert any(f"group {group} generation" in n for n in r.get("notes", [])), r
+    print("\npod group drained: " + [n for n in r["notes"] if "group " in n][0])
+    gdir = os.path.join(pods.store, owner, "arch-group." + group)
+    records = [x for x in os.listdir(gdir) if x.startswith("ckpt-")]
+    assert len(records) == 1, records
+    with open(os.path.join(gdir, records[0], "group.json")) as f:
+        doc = json.load(f)
+    assert sorted(m["key"] for m in doc["members"]) == sorted(keys.values()), doc
+    ckpts = {}
+    for c, cid in ids1.items():
+        assert pods.wait_exited(cid).exit_code == 137
+        listed = [x for x in pods.archctl.checkpoints(owner, keys[c]) if x["state"] == "committed"]
+        assert len(listed) == 1, listed
+        ckpts[c] = listed[0]["path"]
+    pods.remove(pod1)
+
+    pod2, ids2 = run_pod_of(pods, namespace, name, {"main": {}, "side": {}})
+    for c, cid in ids2.items():
+        log = pods.log(cid)
+        assert any("restored from " + ckpts[c] in m for m in log), pods.diagnostics(cid)
+        assert any(f"group {group} generation" in m for m in log), log
+        n = len(workloads.parse_counter(checkpoint.diff_member(ckpts[c], COUNTER).decode())[1])
+        uuid, values = pods.counter(cid, n + 5)
+        assert uuid == start[c], f"{c} started again instead of resuming"
+        workloads.check_sequence(values, f"{c}'s counter in the next pod")
+
+
+def test_a_container_cannot_join_another_pods_group(pods):
+    """Attack: a pod of the same namespace whose container names the victim pod's group in
+    ARCH_GROUP and whose pod and container annotations claim the victim's sandbox: the
+    membership comes from containerd's CRI annotations (the kubelet's request), never from
+    what the pod or its container say: the victim's group holds only its own two, a group
+    checkpoint never freezes the intruder, and its ARCH_GROUP is refused."""
+    namespace, name = f"grpatk-{secrets.token_hex(3)}", "trainer-0"
+    owner, group = f"k8s.io+{namespace}", "pod.trainer-0"
+    pods.keys += [(owner, f"k8s-{namespace}-{name}-{c}") for c in ("main", "side")]
+    pods.keys += [(owner, "arch-group." + group), (owner, "evil-job")]
+    victim, ids = run_pod_of(pods, namespace, name, {"main": {}, "side": {}})
+    claim = {"io.kubernetes.cri.sandbox-id": victim, "io.kubernetes.cri.sandbox-name": name,
+             "io.kubernetes.cri.container-type": "container"}
+    _, evil = run_pod_of(pods, namespace, generated_name("evil"),
+                         {"evil": {"ARCH_GROUP": group, "ARCH_JOB_ID": "evil-job"},
+                          "evil2": {"ARCH_JOB_ID": "evil-job2"}},
+                         sandbox_annotations=claim)
+    pods.keys.append((owner, "evil-job2"))
+    listed = pod_groups(pods, owner)
+    assert sorted(m["id"] for m in listed[group]["members"]) == sorted(ids.values()), listed
+    assert all(m["id"] not in evil.values() for g in listed.values() for m in g["members"]), (
+        listed)
+    r = pods.archctl.run("group", "list")
+    assert "reserved for Kubernetes pod groups" in r.stderr, r.stderr
+    out = pods.archctl.json("group", "checkpoint", f"{owner}/{group}", "--leave-running")
+    assert sorted(m["id"] for m in out["members"]) == sorted(ids.values()), out
+    for cid in list(ids.values()) + list(evil.values()):
+        status = pods.node.client.container_status(cid)
+        assert status.state == pods.node.pb.CONTAINER_RUNNING, status
+    assert not [x for x in pods.archctl.checkpoints(owner, "evil-job") if x["state"] == "committed"]
 
 
 def test_cri_version_and_handler(cri_node):

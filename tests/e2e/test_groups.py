@@ -14,6 +14,8 @@
   node key as only the node admin could) or removed makes the whole generation unusable:
   neither member is restored from it, both start fresh.
 - A member created alone waits for the others ([restore] group_wait), then starts fresh.
+- Periodic checkpoints (archd) take a group as one unit on the smallest of its members'
+  intervals, both members left running; the frozen time is printed (pytest -s).
 """
 
 import json
@@ -310,3 +312,47 @@ def test_a_member_is_not_checkpointed_alone(ctr_containers, pod, group):
     r = c.archctl.run("container", "checkpoint", f"{c.ns}/{x}")
     assert r.returncode != 0 and f"is a member of group {group}" in r.stderr, r.stderr
     assert c.status(x) == "RUNNING" and c.checkpoints(x) == []
+
+
+# ---------------------------------------------------------------- periodic checkpoints
+
+from test_archd import make_archd  # noqa: E402,F401  (the archd factory fixture)
+
+
+def test_periodic_checkpoints_take_the_group_as_one_unit(make_archd, ctr_containers, group):
+    """ARCH_CHECKPOINT_INTERVAL on one member (2 s; the other sets none, the node default is
+    off): archd checkpoints the whole group on the smallest of its members' intervals, as
+    one group generation naming both, both left running; never one member alone."""
+    c = ctr_containers
+    a = make_archd(extra="[checkpoint]\nmin_interval = 1s\n").start()
+    x, y = checkpoint.new_id("gp1"), checkpoint.new_id("gp2")
+    argv = workloads.counter()
+    c.run(x, argv, env=[f"ARCH_GROUP={group}", "ARCH_CHECKPOINT_INTERVAL=2s"])
+    c.run(y, argv, env=[f"ARCH_GROUP={group}"])
+
+    def periodic_events():
+        return [e for e in a.events() if e["kind"] == "checkpoint" and e["id"] in (x, y) and
+                e["outcome"].startswith("periodic")]
+    proc.wait_until(lambda: {e["id"] for e in periodic_events()
+                             if e["outcome"] == "periodic"} == {x, y}, 90,
+                    "a periodic group checkpoint of both members", interval=0.2)
+    assert a.stop() == 0, a.log_text()  # no checkpoint in progress from here on
+    events = periodic_events()
+    done = [e for e in events if e["outcome"] == "periodic"]
+    assert all(f"group {group} generation" in e["detail"] for e in done), events
+    print("\nperiodic two-member group checkpoint: " + done[0]["detail"].split(", /")[0])
+    records = committed(group_dir(c, group))
+    assert records, "no group record"
+    with open(os.path.join(group_dir(c, group), records[-1], "group.json")) as f:
+        doc = json.load(f)
+    assert sorted(m["container_id"] for m in doc["members"]) == sorted([x, y]), doc
+    for cid in (x, y):
+        assert c.runc_status(cid) == "running" and c.status(cid) == "RUNNING", cid
+        gens = [g for g in c.checkpoints(cid) if g["state"] == "committed"]
+        assert gens, c.checkpoints(cid)
+        for g in gens:  # every generation of a member is one of its group's
+            manifest = seal.read_manifest(g["path"])
+            assert manifest["extra"]["group"]["name"] == group, manifest["extra"]
+        n = len(workloads.complete_lines(c.read(cid, "/data/count.txt") or ""))
+        proc.wait_until(lambda: len(workloads.complete_lines(
+            c.read(cid, "/data/count.txt") or "")) > n + 2, 20, f"{cid} to go on counting")

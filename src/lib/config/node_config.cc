@@ -475,6 +475,14 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
     return 1;
   }
   if (s == "restore" && k.starts_with("max_")) return on_restore_limit(state, k, v);
+  if (s == "groups" && k == "kubernetes_pods") {
+    if (v != "true" && v != "false") {
+      state->error = "[groups] kubernetes_pods must be true or false";
+      return 0;
+    }
+    state->config.groups_kubernetes_pods = v == "true";
+    return 1;
+  }
   if (s == "agent") return on_agent_entry(state, k, v);
   if (s == "jobs") return on_jobs_entry(state, k, v);
   if (s == "checkpoint") return on_checkpoint_entry(state, k, v);
@@ -740,6 +748,11 @@ max_rootfs_bytes = 64G
 max_archive_bytes = 256G
 # Entries (files, directories, links, ...) of either:
 max_entries = 4000000
+
+[groups]
+# true: the application containers of one Kubernetes pod (two or more ARCH-enabled ones on
+# this node, a stable pod name, no ARCH_GROUP of their own) form one group, "pod.<pod name>".
+kubernetes_pods = true
 
 [checkpoint]
 # none | zstd: compression of the rootfs diff (CRIU's page images are never compressed).

@@ -22,6 +22,7 @@
 //   [keys]     dir = /etc/arch/keys   active = <key id> (see NodeConfig::Keys)
 //   [owners]   ecs = false|true   (Docker containers of ECS tasks owned by cluster and family)
 //   [docker]   data_root = /var/lib/docker   (where dockerd keeps config.v2.json)
+//   [groups]   kubernetes_pods = true|false   (a pod's app containers are one group)
 // The file and its directory must be owned by root and not writable by group or others;
 // otherwise nothing in it is used (root would be executing what another user chose).
 #pragma once
@@ -83,6 +84,9 @@ struct NodeConfig {
   /// members of its group generation to be created on this node (container/group_checkpoint.h)
   /// before its restore fails by the on_failure policy. 1-600 seconds.
   int restore_group_wait_seconds = 60;
+  /// [groups] kubernetes_pods: the application containers of one Kubernetes pod are one
+  /// group by default (container/group_checkpoint.h, pod_group_name).
+  bool groups_kubernetes_pods = true;
   /// [restore] the node's caps on what a checkpoint may expand to when it is unpacked,
   /// beside the counts its manifest records (the tighter wins). Sizes take K/M/G/T.
   struct Limits {

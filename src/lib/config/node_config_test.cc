@@ -39,6 +39,11 @@ TEST(NodeConfig, StoreStateAndRestoreSections) {
   ASSERT_TRUE(lazy) << lazy.error().message();
   EXPECT_TRUE(lazy->restore_lazy_pages);
   EXPECT_FALSE(parse_node_config("[restore]\nlazy_pages = yes\n"));
+  EXPECT_TRUE(c->groups_kubernetes_pods);  // a pod's containers are one group by default
+  auto pods = parse_node_config("[groups]\nkubernetes_pods = false\n");
+  ASSERT_TRUE(pods) << pods.error().message();
+  EXPECT_FALSE(pods->groups_kubernetes_pods);
+  EXPECT_FALSE(parse_node_config("[groups]\nkubernetes_pods = 1\n"));
 }
 
 TEST(NodeConfig, KeysSection) {
@@ -310,7 +315,8 @@ TEST(NodeConfig, EveryHandledKeyIsKnown) {
         "[agent]\nstatus_page = false\n", "[checkpoint]\nworkdir_capture = off\n",
         "[checkpoint]\nworkdir_capture = 1G\n", "[checkpoint]\ncontainer_interval = deny\n",
         "[restore]\ngroup_wait = 5\n", "[jobs]\nstream_images = true\n",
-        "[jobs]\nstream_compression = off\nstream_compression_level = 3\n"}) {
+        "[jobs]\nstream_compression = off\nstream_compression_level = 3\n",
+        "[groups]\nkubernetes_pods = false\n"}) {
     auto c = parse_node_config(text);
     EXPECT_TRUE(c) << text << ": " << c.error().message();
   }

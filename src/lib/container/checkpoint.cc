@@ -39,6 +39,7 @@
 #include "container/container_network.h"
 #include "container/deadline_plan.h"
 #include "container/dump_progress.h"
+#include "container/group_checkpoint.h"
 #include "container/restore.h"
 #include "container/rootfs_diff.h"
 #include "container/staging_flush.h"
@@ -699,6 +700,15 @@ Result<ContainerCheckpoint> ContainerCheckpoint::begin(const ContainerRecord& c,
         Error("container " + c.ns + "/" + c.id + " is a member of group " + std::string(group) +
                   ": checkpoint the group (archctl group checkpoint " + std::string(group) + ")",
               EPERM));
+  }
+  if (options.group.empty()) {
+    // Likewise a member of its pod's group (group_checkpoint.h, pod groups).
+    if (auto pod = effective_group(c, config); pod && is_pod_group(*pod)) {
+      return std::unexpected(Error("container " + c.ns + "/" + c.id + " is a member of group " +
+                                       *pod + ": checkpoint the group (archctl group checkpoint " +
+                                       *pod + ")",
+                                   EPERM));
+    }
   }
   auto policy = container_tcp_policy(config.checkpoint.tcp, env->get("ARCH_TCP"));
   if (!policy) return std::unexpected(policy.error().wrap("container " + c.ns + "/" + c.id));

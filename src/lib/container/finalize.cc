@@ -588,8 +588,9 @@ std::vector<FinalizeResult> finalize_groups(std::vector<ContainerRecord>& contai
   std::map<std::pair<std::string, std::string>, NodeGroup> groups;
   std::vector<ContainerRecord> rest;
   std::vector<std::optional<RuncState>> rest_states;
+  auto names = effective_groups(containers, config);  // ARCH_GROUP, or the pod's group
   for (std::size_t i = 0; i < containers.size(); ++i) {
-    auto name = container_group(containers[i]);
+    const auto& name = names[i];
     if (name && !name->empty()) {
       auto& g = groups[{containers[i].owner, *name}];
       g.owner = containers[i].owner;

@@ -15,6 +15,8 @@
 
 #include "base/file_util.h"
 #include "base/names.h"
+#include "managed/job_identity.h"
+#include "managed/owner.h"
 #include "runtime/oci_spec.h"
 
 namespace arch {
@@ -44,17 +46,101 @@ Result<void> make_private_dirs(const std::string& path) {
   return {};
 }
 
-}  // namespace
-
-Result<std::string> container_group(const ContainerRecord& rec) {
-  auto env = read_arch_env(rec.bundle);
-  if (!env) return std::unexpected(env.error());
-  std::string name(env->get("ARCH_GROUP"));
+// The explicit group of a container whose spec gave `env`.
+Result<std::string> explicit_group(const ContainerRecord& rec, const ArchEnv& env) {
+  std::string name(env.get("ARCH_GROUP"));
   if (name.empty()) return name;
   if (auto ok = validate_group_name(name); !ok) {
     return std::unexpected(ok.error().wrap("ARCH_GROUP of " + rec.ns + "/" + rec.id));
   }
+  if (is_pod_group(name)) {
+    // Pod groups are the kubelet's to form: a container naming one would join that pod.
+    return std::unexpected(Error(fmt::format("ARCH_GROUP of {}/{}: names starting with {} are "
+                                             "reserved for Kubernetes pod groups",
+                                             rec.ns, rec.id, kPodGroupPrefix),
+                                 EINVAL));
+  }
   return name;
+}
+
+}  // namespace
+
+bool is_pod_group(std::string_view name) {
+  return name.starts_with(kPodGroupPrefix);
+}
+
+Result<std::string> container_group(const ContainerRecord& rec) {
+  auto env = read_arch_env(rec.bundle);
+  if (!env) return std::unexpected(env.error());
+  return explicit_group(rec, *env);
+}
+
+std::optional<PodOf> pod_of(const ContainerRecord& rec, const ArchEnv& env,
+                            const NodeConfig& config) {
+  if (!config.groups_kubernetes_pods || rec.ns != kCriNamespace) return std::nullopt;
+  if (env.annotation("io.kubernetes.cri.container-type") != "container") return std::nullopt;
+  PodOf pod{std::string(env.annotation("io.kubernetes.cri.sandbox-id")),
+            std::string(env.annotation("io.kubernetes.cri.sandbox-name"))};
+  if (pod.sandbox_id.empty() || pod.pod_name.empty() ||
+      !validate_name("sandbox id", pod.sandbox_id))
+    return std::nullopt;
+  return pod;
+}
+
+std::vector<Result<std::string>> effective_groups(const std::vector<ContainerRecord>& records,
+                                                  const NodeConfig& config) {
+  std::vector<Result<std::string>> out;
+  // (owner, sandbox id) -> indices of the pod's containers without an ARCH_GROUP.
+  std::map<std::pair<std::string, std::string>, std::vector<std::size_t>> pods;
+  std::vector<std::optional<PodOf>> pod_of_each(records.size());
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    auto env = read_arch_env(records[i].bundle);
+    if (!env) {
+      out.emplace_back(std::unexpected(env.error()));
+      continue;
+    }
+    auto name = explicit_group(records[i], *env);
+    if (name && name->empty()) {
+      pod_of_each[i] = pod_of(records[i], *env, config);
+      if (pod_of_each[i]) pods[{records[i].owner, pod_of_each[i]->sandbox_id}].push_back(i);
+    }
+    out.push_back(std::move(name));
+  }
+  for (const auto& [_, members] : pods) {
+    if (members.size() < 2) continue;  // one container is not a group
+    const std::string& pod_name = pod_of_each[members[0]]->pod_name;
+    std::string name = std::string(kPodGroupPrefix) + pod_name;
+    if (looks_generated_pod_name(pod_name) || !validate_group_name(name)) {
+      std::vector<std::string> keys;
+      for (auto i : members) keys.push_back(records[i].key);
+      std::sort(keys.begin(), keys.end());
+      std::string joined;
+      for (const auto& k : keys) joined += k + "\n";
+      name = std::string(kPodGroupPrefix) + "h" + runc_root_hash(joined);
+    }
+    for (auto i : members) out[i] = name;
+  }
+  return out;
+}
+
+Result<std::string> effective_group(const ContainerRecord& rec, const NodeConfig& config) {
+  auto env = read_arch_env(rec.bundle);
+  if (!env) return std::unexpected(env.error());
+  auto name = explicit_group(rec, *env);
+  if (!name || !name->empty() || !pod_of(rec, *env, config)) return name;
+  std::vector<ContainerRecord> records;
+  bool found = false;
+  for (auto& r : ContainerRegistry(config.state_dir).all()) {
+    if (r.owner != rec.owner) continue;
+    found = found || (r.runc_root == rec.runc_root && r.id == rec.id);
+    records.push_back(std::move(r));
+  }
+  if (!found) records.push_back(rec);
+  auto groups = effective_groups(records, config);
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    if (records[i].runc_root == rec.runc_root && records[i].id == rec.id) return groups[i];
+  }
+  return std::string();
 }
 
 std::string manifest_group(const Manifest& m) {
@@ -66,8 +152,11 @@ std::string manifest_group(const Manifest& m) {
 
 std::vector<NodeGroup> node_groups(const NodeConfig& config, std::vector<std::string>* problems) {
   std::map<std::pair<std::string, std::string>, NodeGroup> groups;
-  for (auto& rec : ContainerRegistry(config.state_dir).all()) {
-    auto name = container_group(rec);
+  auto records = ContainerRegistry(config.state_dir).all();
+  auto names = effective_groups(records, config);
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    auto& rec = records[i];
+    const auto& name = names[i];
     if (!name) {
       if (problems != nullptr) problems->push_back(name.error().message());
       continue;
@@ -261,15 +350,152 @@ Result<GroupChoice> choose_group_generation(const CheckpointStore& store,
   return std::unexpected(Error(why, ENOENT));
 }
 
+namespace {
+
+// The newest modification time of `dir` and the files in it (0 when unreadable).
+time_t newest_mtime(const std::string& dir, std::size_t* looked) {
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) return 0;
+  time_t newest = st.st_mtime;
+  auto fd = open_file(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  if (!fd) return newest;
+  auto names = list_directory(fd->get());
+  if (!names) return newest;
+  for (const auto& n : *names) {
+    ++*looked;
+    if (::fstatat(fd->get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      newest = std::max(newest, st.st_mtime);
+    }
+  }
+  return newest;
+}
+
+// Removes `dir`'s files and `dir` itself (not following links); then its parent and
+// grandparent (the group's and owner's directories) when they are left empty.
+void remove_marker_dir(const std::string& dir) {
+  (void)remove_directory_contents(dir);
+  if (::rmdir(dir.c_str()) != 0) return;
+  std::string name_dir = dirname_of(dir);
+  if (::rmdir(name_dir.c_str()) == 0) (void)::rmdir(dirname_of(name_dir).c_str());
+}
+
+// A member that gives up leaves the marker directory: its own marker goes, and the directory
+// with it when no other member's marker is left.
+void leave_marker_dir(const std::string& dir, const std::string& key) {
+  (void)::unlink((dir + "/" + key).c_str());
+  auto fd = open_file(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  if (!fd) return;
+  auto names = list_directory(fd->get());
+  if (!names) return;
+  if (names->empty()) remove_marker_dir(dir);  // no other member waiting
+}
+
+}  // namespace
+
+std::vector<ContainerRecord> restored_from_group_generation(const NodeConfig& config,
+                                                            const GroupRecord& record,
+                                                            const std::string& except_key) {
+  std::vector<ContainerRecord> out;
+  ContainerRegistry registry(config.state_dir);
+  for (auto& rec : registry.all()) {
+    if (rec.owner != record.owner || rec.key == except_key) continue;
+    const GroupMember* m = record.member(rec.key);
+    if (m == nullptr) continue;
+    auto info = registry.find_restore(rec.runc_root, rec.id);
+    std::string suffix = "/" + record.owner + "/" + rec.key + "/" + m->checkpoint;
+    if (info && info->checkpoint.ends_with(suffix)) out.push_back(std::move(rec));
+  }
+  return out;
+}
+
+std::string pod_member_restore_refusal(const NodeConfig& config, const GroupRecord& record,
+                                       const std::string& key, std::chrono::seconds window) {
+  ContainerRegistry registry(config.state_dir);
+  std::vector<std::string> elsewhere;
+  time_t newest = 0;
+  bool any = false;
+  for (const auto& rec : registry.all()) {
+    if (rec.owner != record.owner || rec.key == key) continue;
+    const GroupMember* m = record.member(rec.key);
+    if (m == nullptr) continue;
+    any = true;
+    auto info = registry.find_restore(rec.runc_root, rec.id);
+    std::string suffix = "/" + record.owner + "/" + rec.key + "/" + m->checkpoint;
+    struct stat st {};
+    if (!info || !info->checkpoint.ends_with(suffix) ||
+        ::stat(registry.path_for(rec.runc_root, rec.id, ".restore.json").c_str(), &st) != 0) {
+      elsewhere.push_back(rec.ns + "/" + rec.id);
+      continue;
+    }
+    newest = std::max(newest, st.st_mtime);
+  }
+  if (!elsewhere.empty()) {
+    std::string names;
+    for (const auto& n : elsewhere) names += (names.empty() ? "" : ", ") + n;
+    return fmt::format(
+        "members of group {} already run on this node, not restored from generation {} ({}): "
+        "a member is not restored alone from it (re-create the whole pod)",
+        record.name, record.generation, names);
+  }
+  if (any && ::time(nullptr) - newest > static_cast<time_t>(window.count())) {
+    return fmt::format(
+        "the other members of group {} were restored from generation {} more than {} s ago "
+        "and have run on since: a member restarted alone is not restored from it (re-create "
+        "the whole pod)",
+        record.name, record.generation, window.count());
+  }
+  return "";
+}
+
+std::size_t sweep_group_markers(const NodeConfig& config, std::chrono::seconds stale) {
+  std::string groups = config.state_dir + "/groups";
+  std::size_t looked = 0, removed = 0;
+  time_t cutoff = ::time(nullptr) - static_cast<time_t>(stale.count());
+  auto list = [&](const std::string& dir) -> std::vector<std::string> {
+    auto fd = open_file(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (!fd) return {};
+    auto names = list_directory(fd->get());
+    if (!names) return {};
+    looked += names->size();
+    return std::move(*names);
+  };
+  for (const auto& owner : list(groups)) {
+    for (const auto& name : list(groups + "/" + owner)) {
+      for (const auto& gen : list(groups + "/" + owner + "/" + name)) {
+        if (looked > kMaxGroupMarkerSweep) return removed;
+        std::string dir = groups + "/" + owner + "/" + name + "/" + gen;
+        if (newest_mtime(dir, &looked) < cutoff) {
+          remove_marker_dir(dir);
+          ++removed;
+        }
+      }
+      (void)::rmdir((groups + "/" + owner + "/" + name).c_str());  // empty ones only
+    }
+    (void)::rmdir((groups + "/" + owner).c_str());
+  }
+  return removed;
+}
+
 Result<void> wait_for_group_members(const NodeConfig& config, const GroupRecord& record,
                                     const std::string& key, std::chrono::milliseconds timeout) {
+  // Directories left by restores that died: none of their files touched for a whole wait.
+  (void)sweep_group_markers(
+      config, std::chrono::duration_cast<std::chrono::seconds>(timeout) + std::chrono::seconds(60));
   std::string dir =
       config.state_dir + "/groups/" + record.owner + "/" + record.name + "/" + record.generation;
-  if (auto ok = make_private_dirs(dir); !ok) return ok;
-  auto fd = open_file(dir + "/" + key, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  // A member leaving (or a sweep) may remove the directory between mkdir and open: again.
+  Result<UniqueFd> fd = std::unexpected(Error("not tried"));
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    if (auto ok = make_private_dirs(dir); !ok) return ok;
+    fd = open_file(dir + "/" + key, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
+    if (fd || fd.error().code() != ENOENT) break;
+  }
   if (!fd) return std::unexpected(fd.error());
+  fd->reset();
   auto deadline = Clock::now() + timeout;
   for (;;) {
+    // Every member there: on we go at once. The markers stay (removing them here would
+    // hold up members still looking); sweep_group_markers removes them once stale.
     std::vector<std::string> missing;
     for (const auto& m : record.members) {
       struct stat st {};
@@ -277,6 +503,7 @@ Result<void> wait_for_group_members(const NodeConfig& config, const GroupRecord&
     }
     if (missing.empty()) return {};
     if (Clock::now() >= deadline) {
+      leave_marker_dir(dir, key);
       std::string names;
       for (const auto& k : missing) names += (names.empty() ? "" : ", ") + k;
       return fail(

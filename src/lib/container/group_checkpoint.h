@@ -13,7 +13,9 @@
 // this node, so that the members come back together.
 #pragma once
 
+#include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,13 +23,52 @@
 #include "config/node_config.h"
 #include "container/checkpoint.h"
 #include "managed/container_registry.h"
+#include "runtime/oci_spec.h"
 #include "store/checkpoint_store.h"
 #include "store/group_record.h"
 
 namespace arch {
 
-/// The group a container belongs to: its ARCH_GROUP (validated), or "" when none.
+/// Group names starting with this are pod groups (below): an ARCH_GROUP may not.
+inline constexpr std::string_view kPodGroupPrefix = "pod.";
+
+/// The group a container names itself: its ARCH_GROUP (validated, never a pod group's
+/// name), or "" when none.
 Result<std::string> container_group(const ContainerRecord& rec);
+
+/// Pod groups ([groups] kubernetes_pods, on by default): the application containers of one
+/// Kubernetes pod form one group when two or more of them run under ARCH on this node and
+/// none names an ARCH_GROUP of its own (an explicit ARCH_GROUP wins: that container is in
+/// its own group and the rest of the pod forms the pod group). A pod with one such container
+/// is not a group: its container is checkpointed alone, as without groups.
+/// Membership comes only from what containerd's CRI plugin writes into the spec from the
+/// kubelet's request (namespace k8s.io; io.kubernetes.cri.container-type = container and
+/// io.kubernetes.cri.sandbox-id, the pod), never from the container's environment. The name
+/// is "pod.<pod name>" for a stable pod name (a StatefulSet's web-0: the name the job
+/// identity key uses too, so the next pod of the job finds its group), else "pod.h<FNV-1a 64
+/// of the members' sorted keys>" (a generated name: stable when the keys are, ARCH_JOB_ID).
+struct PodOf {
+  std::string sandbox_id;  ///< io.kubernetes.cri.sandbox-id
+  std::string pod_name;    ///< io.kubernetes.cri.sandbox-name
+};
+
+/// The pod of an application container of a Kubernetes pod on a node that groups pods,
+/// else nullopt (not CRI, the sandbox itself, annotations missing, [groups] off).
+std::optional<PodOf> pod_of(const ContainerRecord& rec, const ArchEnv& env,
+                            const NodeConfig& config);
+
+/// True for a pod group's name (kPodGroupPrefix).
+bool is_pod_group(std::string_view name);
+
+/// The group of each of `records`, in the same order: its ARCH_GROUP when set, else its
+/// pod group (above) when two or more of `records` share its pod and owner, else "". An
+/// error for a malformed ARCH_GROUP or an unreadable spec.
+std::vector<Result<std::string>> effective_groups(const std::vector<ContainerRecord>& records,
+                                                  const NodeConfig& config);
+
+/// effective_groups for one container, its pod's other members taken from the node's
+/// registry.
+Result<std::string> effective_group(const ContainerRecord& rec, const NodeConfig& config);
 
 /// The members on this node of one group (owner and name).
 struct NodeGroup {
@@ -35,8 +76,9 @@ struct NodeGroup {
   std::vector<ContainerRecord> members;  ///< Sorted by key.
 };
 
-/// The node's groups, from the registry: containers of one owner naming the same group.
-/// A container whose ARCH_GROUP is malformed is left out with the reason in `*problems`.
+/// The node's groups, from the registry: containers of one owner in the same group
+/// (effective_groups: ARCH_GROUP or their pod). A container whose ARCH_GROUP is malformed
+/// is left out with the reason in `*problems`.
 std::vector<NodeGroup> node_groups(const NodeConfig& config,
                                    std::vector<std::string>* problems = nullptr);
 
@@ -73,10 +115,39 @@ Result<GroupChoice> choose_group_generation(const CheckpointStore& store,
                                             const ContainerRecord& rec, const std::string& group,
                                             std::vector<std::string>* skipped);
 
-/// Marks `key` as being restored from `record` (in the node's state directory) and waits
-/// until every member of it is, at most `timeout`. The error names those missing.
+/// Marks `key` as being restored from `record` (an arrival marker under
+/// <state dir>/groups/<owner>/<name>/<generation>/) and waits until every member of it is,
+/// at most `timeout`. The error names those missing. A member that gives up removes its own
+/// marker (and the directory when it was the last). Markers of a group that came together
+/// stay until stale (removing them at once would hold up members still looking, and so
+/// separate the members' restores): sweep_group_markers, run here and by archd, removes a
+/// generation's directory once none of its files was touched for `timeout` + 60 s.
 Result<void> wait_for_group_members(const NodeConfig& config, const GroupRecord& record,
                                     const std::string& key, std::chrono::milliseconds timeout);
+
+/// The containers on this node, other than those keyed `except_key`, that were restored
+/// from a member generation of `record` (the registry's restore records): when one member's
+/// restore from it failed, these run from a generation the failed one does not.
+std::vector<ContainerRecord> restored_from_group_generation(const NodeConfig& config,
+                                                            const GroupRecord& record,
+                                                            const std::string& except_key);
+
+/// For a pod group's member `key` about to restore from `record` (pod groups do not wait for
+/// each other): "" when it may, else why not. It may when every other member of `record`
+/// already on this node was restored from `record` and the newest of those restores ended
+/// less than `window` ago (the kubelet re-creating the pod, one container after another).
+/// A member on the node that runs from anything else, or a pod restored long ago (one
+/// container restarted alone while the others go on), would mix generations: refused.
+std::string pod_member_restore_refusal(const NodeConfig& config, const GroupRecord& record,
+                                       const std::string& key, std::chrono::seconds window);
+
+/// The most entries of <state dir>/groups one sweep looks at.
+inline constexpr std::size_t kMaxGroupMarkerSweep = 1000;
+
+/// Removes the arrival-marker directories under <state dir>/groups whose newest file is
+/// older than `stale` (at most kMaxGroupMarkerSweep entries looked at); returns how many
+/// generation directories went.
+std::size_t sweep_group_markers(const NodeConfig& config, std::chrono::seconds stale);
 
 /// The group a checkpoint's manifest names (extra.group.name), or "".
 std::string manifest_group(const Manifest& m);

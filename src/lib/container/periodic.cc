@@ -60,4 +60,20 @@ Result<PeriodicOutcome> periodic_checkpoint(const ContainerRecord& c, const Node
   return out;
 }
 
+CheckpointInterval group_checkpoint_interval(const std::vector<CheckpointInterval>& members) {
+  CheckpointInterval out;
+  for (const auto& m : members) {
+    if (m.every.count() > 0 && (out.every.count() == 0 || m.every < out.every)) out.every = m.every;
+  }
+  return out;
+}
+
+Result<GroupCheckpointOutcome> periodic_group_checkpoint(const NodeGroup& group,
+                                                         const NodeConfig& config,
+                                                         const std::string& runc) {
+  CheckpointOptions options;
+  options.leave_running = true;
+  return checkpoint_group(group, config, runc, options);
+}
+
 }  // namespace arch

@@ -7,10 +7,12 @@
 #include <chrono>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/error.h"
 #include "config/node_config.h"
 #include "container/checkpoint.h"
+#include "container/group_checkpoint.h"
 #include "managed/container_registry.h"
 
 namespace arch {
@@ -35,5 +37,18 @@ struct PeriodicOutcome {
 /// plain dump, its notes say so), the container left running.
 Result<PeriodicOutcome> periodic_checkpoint(const ContainerRecord& c, const NodeConfig& config,
                                             const std::string& runc);
+
+/// The interval of a group (group_checkpoint.h) whose members' intervals are `members`
+/// (each from checkpoint_interval): the smallest one that is not off, so that no member
+/// loses more than it asked; off when every member's is. A member that asked "off" is still
+/// checkpointed with its group (a group is checkpointed whole or not at all).
+CheckpointInterval group_checkpoint_interval(const std::vector<CheckpointInterval>& members);
+
+/// One periodic checkpoint of a group: every member frozen, dumped and committed as one
+/// group generation, all left running (checkpoint_group with leave_running). Never one
+/// member alone.
+Result<GroupCheckpointOutcome> periodic_group_checkpoint(const NodeGroup& group,
+                                                         const NodeConfig& config,
+                                                         const std::string& runc);
 
 }  // namespace arch

@@ -60,5 +60,13 @@ TEST(Periodic, NodeConfigKeys) {
   EXPECT_FALSE(parse_node_config("[checkpoint]\nmin_interval = off\n"));
 }
 
+TEST(Periodic, AGroupGoesOnTheSmallestOfItsMembersIntervals) {
+  auto every = [](int s) { return CheckpointInterval{seconds(s), ""}; };
+  EXPECT_EQ(group_checkpoint_interval({every(600), every(0), every(120)}).every, seconds(120));
+  EXPECT_EQ(group_checkpoint_interval({every(0), every(300)}).every, seconds(300));
+  EXPECT_EQ(group_checkpoint_interval({every(0), every(0)}).every, seconds(0));  // all off
+  EXPECT_EQ(group_checkpoint_interval({}).every, seconds(0));
+}
+
 }  // namespace
 }  // namespace arch

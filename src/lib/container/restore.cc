@@ -371,9 +371,22 @@ Result<RestoreOutcome> restore_group_member(const CheckpointStore& store, const 
     return fail("the new container's spec differs from the checkpoint's (checkpoint " + ckpt.path +
                 " kept, not restored)");
   }
-  auto waited = wait_for_group_members(config, choice->record, rec.key,
+  // A pod group's members are created by the kubelet one after another (each create and
+  // start returns before the next create): the first cannot wait for the second. They
+  // restore from the same generation, each as the kubelet reaches it.
+  if (is_pod_group(group)) {
+    // ... but only while the pod is being re-created, never one member restarted alone.
+    if (auto why =
+            pod_member_restore_refusal(config, choice->record, rec.key,
                                        std::chrono::seconds(config.restore_group_wait_seconds));
-  if (!waited) return std::unexpected(waited.error().wrap("checkpoint kept, not restored"));
+        !why.empty()) {
+      return fail(why + " (checkpoint kept, not restored)");
+    }
+  } else {
+    auto waited = wait_for_group_members(config, choice->record, rec.key,
+                                         std::chrono::seconds(config.restore_group_wait_seconds));
+    if (!waited) return std::unexpected(waited.error().wrap("checkpoint kept, not restored"));
+  }
   if (auto upper = overlay_upperdir(rootfs); !upper) {
     return std::unexpected(upper.error().wrap("find the new container's writable layer"));
   }
@@ -392,6 +405,17 @@ Result<RestoreOutcome> restore_group_member(const CheckpointStore& store, const 
     }
     Error out = done.error().wrap("restore from " + ckpt.path + " (group generation " +
                                   choice->record.generation + ", moved aside)");
+    // Members already running from that generation stay as they are: say so, loudly.
+    if (auto peers = restored_from_group_generation(config, choice->record, rec.key);
+        !peers.empty()) {
+      std::string names;
+      for (const auto& p : peers) names += (names.empty() ? "" : ", ") + p.ns + "/" + p.id;
+      out = Error(out.kind(),
+                  out.message() + fmt::format("; group {} is now inconsistent: {} already run "
+                                              "from this generation (re-create the whole "
+                                              "group to restore it consistently)",
+                                              group, names));
+    }
     if (touched_rootfs) {
       if (auto reset = reset_overlay(rootfs); !reset) {
         if (rootfs_clean != nullptr) *rootfs_clean = false;
