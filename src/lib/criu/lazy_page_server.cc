@@ -294,10 +294,10 @@ std::string run_page_server(PageServer& server, int sk, int control,
     (void)wait(-1, 1000);
   }
   std::string outcome;
+  bool dead = false;
   if (container) {
     (void)signal_pidfd(container.get(), SIGKILL);
     auto gone = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    bool dead = false;
     while (!dead && std::chrono::steady_clock::now() < gone) dead = wait(container.get(), 1000);
     outcome = dead ? "the container was killed (SIGKILL to its init)"
                    : "the container was sent SIGKILL but had not ended after 60 s";
@@ -307,7 +307,9 @@ std::string run_page_server(PageServer& server, int sk, int control,
   std::string message = refusal + "; nothing more was served and " + outcome +
                         "; the checkpoint is left as it is for investigation";
   if (on_refusal) on_refusal(message);
-  while (peer_open) (void)wait(-1, -1);
+  // The container gone, the connection may go (the daemon then ends; it would otherwise
+  // wait for an answer to its close). Else it is held, drained, until the daemon hangs up.
+  while (!dead && peer_open) (void)wait(-1, -1);
   return message;
 }
 
@@ -333,9 +335,15 @@ Result<PageServerProcess> PageServerProcess::start(
     std::vector<int> keep = server.fds();
     keep.insert(keep.end(), {sk.get(), theirs.get(), log->get()});
     close_all_but(keep);
-    std::string outcome = run_page_server(server, sk.get(), theirs.get(), on_refusal);
-    (void)write_all(log->get(), outcome + "\n");
-    ::_exit(0);
+    bool reported = false;
+    auto report = [&](const std::string& why) {
+      (void)write_all(log->get(), why + "\n");  // before anything else can go wrong
+      reported = true;
+      if (on_refusal) on_refusal(why);
+    };
+    std::string outcome = run_page_server(server, sk.get(), theirs.get(), report);
+    if (!reported) (void)write_all(log->get(), outcome + "\n");
+    ::_exit(reported ? 1 : 0);
   }
   auto pidfd = open_pidfd(pid);
   if (!pidfd) {

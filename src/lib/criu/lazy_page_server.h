@@ -21,7 +21,8 @@
 // closes the connection: the daemon's exit would let the kernel fill missing pages with
 // zeros, so it must not happen while a restored process can still run. A refusal before
 // the container is known waits for it (or for the caller to give up); the faulting thread
-// stays blocked meanwhile. The checkpoint itself is left as it is.
+// stays blocked meanwhile, and if the container never becomes known the connection is held
+// (drained, unanswered) until the daemon hangs up. The checkpoint itself is left as it is.
 #pragma once
 
 #include <sys/types.h>
