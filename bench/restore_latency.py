@@ -154,6 +154,7 @@ def main():
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-podman", action="store_true")
+    parser.add_argument("--arch-only", action="store_true", help="ARCH's rows alone")
     parser.add_argument("--json", help="write the raw figures here")
     parser.add_argument("--plot", help="write a PNG bar chart here (needs gnuplot)")
     args = parser.parse_args()
@@ -170,6 +171,8 @@ def main():
         machine = harness.machine_description(workdir)
         hog = harness.compile_hog(workdir)
         for engine in harness.engines(workdir, hog, with_podman=not args.no_podman):
+            if args.arch_only and not isinstance(engine, harness.ArchEngine):
+                continue
             engine.start()
             try:
                 results[engine.label] = measure(engine, args.mib, args.rounds, log)

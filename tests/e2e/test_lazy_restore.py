@@ -182,3 +182,23 @@ def test_a_flipped_byte_in_the_pages_is_never_served(ctr_containers):
     assert c.delete(cid) == 137
     proc.wait_until(lambda: not lazy_daemons(lazy_work), 60,
                     "the lazy-pages daemon to end with the killed container")
+
+
+def test_lazy_verify_first_hashes_the_pages_before_the_restore(ctr_containers):
+    """ARCH_LAZY_VERIFY=first: the lazy restore of before per-chunk verification (every
+    image hashed first, the daemon reading the store's pages itself), memory intact."""
+    c, cid = ctr_containers, checkpoint.new_id("lazyfirst")
+    mib = 64
+    argv = workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=mib)
+    c.run(cid, argv)
+    c.wait_lines(cid, "/data/ticks.txt", 3, workloads.parse_counter)
+    out = c.checkpoint(cid)
+    assert c.delete(cid) == 137
+    c.run(cid, argv, env=(LAZY, "ARCH_LAZY_VERIFY=first"))
+    c.assert_restored(cid, out["checkpoint"])
+    lazy_work = os.path.join(c.bundle(cid), "arch-restore", "lazy")
+    assert os.path.exists(os.path.join(lazy_work, "restore.log")), c.diagnostics(cid)
+    assert not os.path.exists(os.path.join(lazy_work, "images")), "went through the page server"
+    n = check_counter_resumed(c, cid, "/data/ticks.txt", out["checkpoint"], progress=3)
+    tick, crc = request_sum(c, cid, n)
+    assert crc == workloads.expected_memory_crc(tick, mib)

@@ -188,6 +188,7 @@ Result<PageServer> prepare_served_images(const ServedPages& src, const std::stri
     if (!fd) return std::unexpected(fd.error());
     auto bytes = read_all(fd->get(), kMaxPagemapImageBytes);
     if (!bytes) return std::unexpected(bytes.error().wrap(name));
+    if (bytes->size() == 8) continue;  // magics alone: CRIU's empty image, no pages
     auto map = parse_pagemap_image(*bytes);
     if (!map) return std::unexpected(map.error().wrap(name));
     auto file = pages.find(fmt::format("pages-{}.img", map->pages_id));
