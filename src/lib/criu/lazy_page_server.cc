@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cstring>
 #include <map>
@@ -254,11 +255,17 @@ std::string run_page_server(PageServer& server, int sk, int control,
       control_open = false;
     }
   };
-  // Reads and drops whatever the daemon sends (it must never fail on a full socket).
+  // Reads and drops the daemon's requests unanswered (it must never fail on a full
+  // socket). Its close (sent only once every restored process is gone) ends the session.
   auto drain = [&] {
-    char buf[4096];
-    ssize_t n = ::recv(sk, buf, sizeof buf, MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) peer_open = false;
+    std::array<char, kPageServerIovSize> raw{};
+    ssize_t n = retry_eintr([&] { return ::recv(sk, raw.data(), raw.size(), MSG_WAITALL); });
+    if (n != static_cast<ssize_t>(raw.size())) {
+      peer_open = false;
+      return;
+    }
+    uint32_t cmd = decode_page_server_iov(raw).cmd;
+    if (cmd == kPsIovClose || cmd == kPsIovForceClose) peer_open = false;
   };
   auto wait = [&](int extra_fd, int timeout_ms) -> bool {  // true: extra_fd readable
     pollfd fds[3] = {{peer_open ? sk : -1, POLLIN, 0},

@@ -22,7 +22,8 @@
 // zeros, so it must not happen while a restored process can still run. A refusal before
 // the container is known waits for it (or for the caller to give up); the faulting thread
 // stays blocked meanwhile, and if the container never becomes known the connection is held
-// (drained, unanswered) until the daemon hangs up. The checkpoint itself is left as it is.
+// (requests read, unanswered) until the daemon hangs up or closes the session, which it
+// does only once every restored process is gone. The checkpoint itself is left as it is.
 #pragma once
 
 #include <sys/types.h>

@@ -222,7 +222,10 @@ TEST(LazyPageServer, ARefusalWithoutAContainerHoldsTheConnection) {
   EXPECT_EQ(::recv(daemon.get(), &byte, 1, MSG_DONTWAIT), -1);
   EXPECT_EQ(errno, EAGAIN);
   ASSERT_EQ(::send(daemon.get(), raw.data(), raw.size(), 0), 32);
-  daemon.reset();
+  // The daemon is done (its processes are gone) and says so: the session ends, unanswered.
+  auto close = encode_page_server_iov({kPsIovForceClose, 0, 0, 0});
+  ASSERT_EQ(::send(daemon.get(), close.data(), close.size(), 0), 32);
+  EXPECT_EQ(::recv(daemon.get(), &byte, 1, MSG_WAITALL), 0);
   int status = 0;
   EXPECT_EQ(::waitpid(proc->pid(), &status, 0), proc->pid());
 }
