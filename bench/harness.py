@@ -281,7 +281,12 @@ class ArchEngine(Engine):
 
     def _restore(self, name, lazy):
         mib, touch = self.spec[name]
-        run(self._run_argv(name, mib, touch, env=("ARCH_LAZY_RESTORE=1",) if lazy else ()))
+        # lazy == "first": the pages hashed before the restore too (ARCH_LAZY_VERIFY=first),
+        # as before ARCH's page server verified them chunk by chunk as it serves them.
+        env = ("ARCH_LAZY_RESTORE=1",) if lazy else ()
+        if lazy == "first":
+            env += ("ARCH_LAZY_VERIFY=first",)
+        run(self._run_argv(name, mib, touch, env=env))
         self.last_inner = self.restore_ms(name)
         work = os.path.join(self.bundle(name), "arch-restore", "lazy" if lazy else "")
         self.last_criu = criu_log_seconds(os.path.join(work, "restore.log"))

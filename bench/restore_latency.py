@@ -10,6 +10,9 @@ restored --rounds times in each variant, the variants interleaved round by round
   plain, cold   the checkpoint's files evicted from the page cache first (posix_fadvise
                 DONTNEED on those files only), as on a node that did not write them
   lazy,  cold
+ARCH's lazy rows serve the pages through its page server, each chunk checked against the
+seal as served; "lazy, verify first" hashes every file before the restore instead
+(ARCH_LAZY_VERIFY=first, how ARCH's lazy restore worked before).
 Columns: create-to-running (the engine's command returns with the task running), inside
 arch-runc (ARCH's own figure: verify, rootfs diff, runc restore), CRIU restore (CRIU's own
 duration from its restore.log), first progress (the workload's counter moves past its
@@ -32,8 +35,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from archtest import proc  # noqa: E402
 
-VARIANTS = (("plain", False, False), ("lazy", True, False), ("plain, cold", False, True),
-            ("lazy, cold", True, True))
+VARIANTS = (("plain", False, False), ("lazy", True, False),
+            ("lazy, verify first", "first", False), ("plain, cold", False, True),
+            ("lazy, cold", True, True), ("lazy, verify first, cold", "first", True))
 
 
 def measure(engine, mib, rounds, log):
@@ -52,7 +56,8 @@ def measure(engine, mib, rounds, log):
                           "cold": engine.verify_seconds(name, cold=True)}
         log(f"{engine.label}: verify warm {rows['verify']['warm']:.3f} s, "
             f"cold {rows['verify']['cold']:.3f} s")
-    variants = [v for v in VARIANTS if not (v[1] and isinstance(engine, harness.PodmanEngine))]
+    variants = [v for v in VARIANTS if not (v[1] and isinstance(engine, harness.PodmanEngine))
+                and not (v[1] == "first" and not isinstance(engine, harness.ArchEngine))]
     for r in range(rounds):
         for label, lazy, cold in variants:
             if cold:
@@ -149,6 +154,7 @@ def main():
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-podman", action="store_true")
+    parser.add_argument("--arch-only", action="store_true", help="ARCH's rows alone")
     parser.add_argument("--json", help="write the raw figures here")
     parser.add_argument("--plot", help="write a PNG bar chart here (needs gnuplot)")
     args = parser.parse_args()
@@ -165,6 +171,8 @@ def main():
         machine = harness.machine_description(workdir)
         hog = harness.compile_hog(workdir)
         for engine in harness.engines(workdir, hog, with_podman=not args.no_podman):
+            if args.arch_only and not isinstance(engine, harness.ArchEngine):
+                continue
             engine.start()
             try:
                 results[engine.label] = measure(engine, args.mib, args.rounds, log)

@@ -78,7 +78,10 @@ int restore_on_create(const RuncCommandLine& cl, const NodeConfig& config, const
     if (!restored->workdir.empty()) log.info(describe_call(cl) + ": " + restored->workdir);
     log.info(describe_call(cl) + ": restored from " + restored->checkpoint + " in " +
              std::to_string(static_cast<long>(restored->ms)) + " ms" +
-             (restored->lazy ? " (lazy pages: memory is served on demand)" : ""));
+             (restored->lazy_served ? " (lazy pages: memory is served on demand by ARCH's page "
+                                      "server, each chunk checked against the seal as served)"
+              : restored->lazy      ? " (lazy pages: memory is served on demand)"
+                                    : ""));
     return 0;
   }
   // A rootfs that could not be put back must not run as if it were fresh.

@@ -9,6 +9,7 @@ needed (all pages served, or the container killed before that). No timing here: 
 speed is measured by bench/restore_latency.py.
 """
 
+import json
 import os
 
 from archtest import checkpoint, daemons, proc, workloads
@@ -92,3 +93,112 @@ def test_checkpoint_while_pages_are_still_served_keeps_memory(ctr_containers):
     assert crc == workloads.expected_memory_crc(tick, mib), (
         f"memory lost by a checkpoint taken while lazy pages were still being served "
         f"(daemon serving at checkpoint start: {serving})")
+
+
+# ---------------------------------------------------------------- ARCH's page server
+# A checkpoint sealed with per-chunk digests of its pages images is restored lazily through
+# ARCH's page server: every other image is hashed before `runc restore`, each pages chunk
+# when it is first served (criu/lazy_page_server.h).
+
+def page_server_log(lazy_work):
+    try:
+        with open(os.path.join(lazy_work, "page-server.log")) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def pages_images(d):
+    """The pages images in images directory `d`, smallest first."""
+    return sorted((os.path.join(d, n) for n in os.listdir(d)
+                   if n.startswith("pages-") and n.endswith(".img")),
+                  key=os.path.getsize)
+
+
+def test_lazy_restore_through_the_page_server_keeps_memory_bit_for_bit(ctr_containers):
+    c, cid = ctr_containers, checkpoint.new_id("lazysrv")
+    mib = 256
+    argv = workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=mib)
+    c.run(cid, argv)
+    c.wait_lines(cid, "/data/ticks.txt", 3, workloads.parse_counter)
+    ckpt, lazy_work = checkpoint_then_run_lazily(c, cid, argv)
+    with open(os.path.join(ckpt, "manifest.json")) as f:
+        manifest = json.load(f)
+    assert any(p.startswith("images/pages-") for p in manifest.get("chunks", {})), (
+        "the sealed manifest has no chunk digests of the pages images")
+    # Through ARCH's page server: a private images directory (the pages there are sparse).
+    private = os.path.join(lazy_work, "images")
+    assert os.path.isdir(private), c.diagnostics(cid)
+    big = pages_images(private)[-1]
+    assert os.stat(big).st_blocks * 512 < os.path.getsize(big) // 2, (
+        "the private pages image holds the lazy pages: they were not left to the server")
+    n = check_counter_resumed(c, cid, "/data/ticks.txt", ckpt, progress=3)
+    tick, crc = request_sum(c, cid, n)
+    assert tick > n
+    assert crc == workloads.expected_memory_crc(tick, mib), (
+        f"memory after the lazy restore through ARCH's page server differs at tick {tick}")
+    proc.wait_until(lambda: not lazy_daemons(lazy_work), 60,
+                    "the lazy-pages daemon to end after serving every page")
+    log = proc.wait_until(lambda: page_server_log(lazy_work), 60,
+                          "the page server to end and log its outcome")
+    assert "pages served" in log and "refused" not in log, log
+    _, values = c.wait_lines(cid, "/data/ticks.txt", tick + 3, workloads.parse_counter)
+    workloads.check_sequence(values, "/data/ticks.txt after the page server ended")
+
+
+def test_a_flipped_byte_in_the_pages_is_never_served(ctr_containers):
+    """Attack: a byte of pages-*.img changed in the store after the checkpoint, the seal
+    left as it was. The restore itself succeeds (only the other images are hashed before
+    it); the page server refuses the chunk when it first reads it, kills the container and
+    logs why; the container never runs on with that memory; the checkpoint stays."""
+    c, cid = ctr_containers, checkpoint.new_id("lazybad")
+    mib = 64
+    argv = workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=mib, ms=200)
+    c.run(cid, argv)
+    c.wait_lines(cid, "/data/ticks.txt", 2, workloads.parse_counter)
+    out = c.checkpoint(cid)
+    assert c.delete(cid) == 137
+    ckpt = out["checkpoint"]
+    target = pages_images(os.path.join(ckpt, "images"))[-1]  # the workload's buffer: private anonymous, lazy
+    size = os.path.getsize(target)
+    with open(target, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 0x55]))
+    c.run(cid, argv, env=(LAZY,), check=False)
+    lazy_work = os.path.join(c.bundle(cid) or "", "arch-restore", "lazy")
+    # The background copy (or the workload's next touch) reaches the chunk: refused.
+    try:
+        log = proc.wait_until(
+            lambda: "checkpoint is left as it is" in page_server_log(lazy_work) and
+            page_server_log(lazy_work), 120, "the page server to refuse the tampered chunk")
+    except proc.WaitTimeout as e:
+        raise AssertionError(f"{e}\n{page_server_log(lazy_work)}\n{c.diagnostics(cid)}")
+    assert "does not match its sealed digest" in log, log
+    assert "the container was killed" in log, log
+    c.wait_status(cid, "STOPPED", timeout=60)
+    assert os.path.isdir(ckpt), "the tampered checkpoint must stay for investigation"
+    assert c.delete(cid) == 137
+    proc.wait_until(lambda: not lazy_daemons(lazy_work), 60,
+                    "the lazy-pages daemon to end with the killed container")
+
+
+def test_lazy_verify_first_hashes_the_pages_before_the_restore(ctr_containers):
+    """ARCH_LAZY_VERIFY=first: the lazy restore of before per-chunk verification (every
+    image hashed first, the daemon reading the store's pages itself), memory intact."""
+    c, cid = ctr_containers, checkpoint.new_id("lazyfirst")
+    mib = 64
+    argv = workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=mib)
+    c.run(cid, argv)
+    c.wait_lines(cid, "/data/ticks.txt", 3, workloads.parse_counter)
+    out = c.checkpoint(cid)
+    assert c.delete(cid) == 137
+    c.run(cid, argv, env=(LAZY, "ARCH_LAZY_VERIFY=first"))
+    c.assert_restored(cid, out["checkpoint"])
+    lazy_work = os.path.join(c.bundle(cid), "arch-restore", "lazy")
+    assert os.path.exists(os.path.join(lazy_work, "restore.log")), c.diagnostics(cid)
+    assert not os.path.exists(os.path.join(lazy_work, "images")), "went through the page server"
+    n = check_counter_resumed(c, cid, "/data/ticks.txt", out["checkpoint"], progress=3)
+    tick, crc = request_sum(c, cid, n)
+    assert crc == workloads.expected_memory_crc(tick, mib)

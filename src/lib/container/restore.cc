@@ -26,6 +26,7 @@
 #include "container/workdir_capture.h"
 #include "criu/file_locks.h"
 #include "criu/lazy_pages.h"
+#include "managed/activity_log.h"
 #include "managed/shared_mode.h"
 #include "managed/store_layout.h"
 #include "runtime/oci_spec.h"
@@ -270,11 +271,14 @@ Result<void> check_restored_locks(const RuncClient& runc, const ContainerRecord&
 
 // One attempt: this checkpoint's rootfs diff into the new rootfs, then runc restore.
 // `touched_rootfs` says whether the rootfs may have changed (so it must be put back).
+// `pages_deferred`: the pages images were checked by size only (VerifyScope::kDeferChunked):
+// a lazy restore serves them through ARCH's page server, chunk by chunk verified.
 Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncCommandLine& create,
                                  const ContainerRecord& rec, const NodeConfig& config,
                                  const std::string& runc_path, const std::string& rootfs,
                                  TcpPolicy tcp_policy, const JoinedNetns& joined,
-                                 std::string* network_note, bool* touched_rootfs) {
+                                 std::string* network_note, bool* touched_rootfs,
+                                 bool pages_deferred = false) {
   auto tar = open_file(ckpt.path + "/rootfs-diff.tar", O_RDONLY);
   if (!tar) return std::unexpected(tar.error());
   *touched_rootfs = true;
@@ -296,9 +300,24 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
   auto flags = restore_flags_from_create(create, rec.bundle);
   flags.insert(flags.end(), net->flags.begin(), net->flags.end());
   flags.push_back("--file-locks");  // the dump took them (checked below)
-  auto restored =
-      restore_maybe_lazily(runc, config.criu, rec.id, ckpt.path + "/images", work, flags,
-                           std::string(create.log), lazy_restore_wanted(config, rec.bundle));
+  ServedPages served;
+  if (pages_deferred) {
+    served.checkpoint = ckpt.path;
+    served.manifest = &ckpt.manifest;
+    served.on_refusal = [state_dir = config.state_dir, rec](const std::string& why) {
+      (void)append_activity(state_dir, {.what = "restore",
+                                        .source = "create",
+                                        .outcome = "failed",
+                                        .ns = rec.ns,
+                                        .id = rec.id,
+                                        .key = rec.key,
+                                        .detail = why});
+    };
+    served.verify_pages = [&ckpt] { return verify_manifest(ckpt.path, ckpt.manifest); };
+  }
+  auto restored = restore_maybe_lazily(
+      runc, config.criu, rec.id, ckpt.path + "/images", work, flags, std::string(create.log),
+      lazy_restore_wanted(config, rec.bundle), pages_deferred ? &served : nullptr);
   if (restored) {
     if (auto creds = check_restored_credentials(runc, rec); !creds) {
       restored = std::unexpected(creds.error().wrap("refused after restore (tasks killed)"));
@@ -488,8 +507,14 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
   // Newest verified generation first; one that fails to restore is moved aside with the
   // reason, the rootfs is put back, and the generation before it is tried.
   std::vector<std::string> failed;
+  // A lazy restore checks the pages images chunk by chunk as it serves them (when the
+  // checkpoint has their chunk digests); everything else is hashed before the restore.
+  // ARCH_LAZY_VERIFY=first: the pages too are hashed before the restore (as before
+  // per-chunk verification; for comparison), never a weaker check.
+  bool lazy = lazy_restore_wanted(config, rec.bundle) && env->get("ARCH_LAZY_VERIFY") != "first";
   for (int attempt = 0; attempt < kMaxRestoreAttempts; ++attempt) {
-    auto ckpt = store.latest_verified(rec.owner, rec.key, *lock);
+    auto ckpt = store.latest_verified(rec.owner, rec.key, *lock,
+                                      lazy ? VerifyScope::kDeferChunked : VerifyScope::kAllFiles);
     if (!ckpt) {
       // ENOENT means "none left that verifies"; the reasons are in the text.
       std::string why =
@@ -516,8 +541,9 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
     auto workdir_note = put_back_workdir_for(*ckpt, rec, config);
     Result<RestoreMode> done = std::unexpected(Error("not tried"));
     if (workdir_note) {
-      done = restore_from(*ckpt, create, rec, config, runc_path, rootfs, *tcp_policy, *joined,
-                          &network_note, &touched_rootfs);
+      done =
+          restore_from(*ckpt, create, rec, config, runc_path, rootfs, *tcp_policy, *joined,
+                       &network_note, &touched_rootfs, lazy && has_chunked_pages(ckpt->manifest));
     } else {
       done = std::unexpected(workdir_note.error());
     }
@@ -529,6 +555,7 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
       RestoreOutcome out;
       out.checkpoint = ckpt->path;
       out.lazy = done->lazy;
+      out.lazy_served = done->served;
       out.lazy_failure = done->lazy_failure;
       out.network = network_note;
       out.workdir = *workdir_note;

@@ -24,6 +24,7 @@ struct RestoreOutcome {
   double ms = 0;
   uint64_t bytes = 0;        ///< Bytes of the checkpoint (its manifest's files).
   bool lazy = false;         ///< Restored with lazy pages (lazy_pages.h).
+  bool lazy_served = false;  ///< ...served by ARCH's page server (lazy_page_server.h).
   std::string lazy_failure;  ///< Why a wanted lazy restore fell back to a plain one.
   /// What became of the network: "own network namespace remade (lo, ...); 2 TCP
   /// connection(s) closed: rescheduled to another node". Empty: nothing to say.

@@ -5,12 +5,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <optional>
 
 #include "base/file_util.h"
 #include "base/process.h"
@@ -57,7 +59,7 @@ constexpr const char* kLogFile = "lazy-pages.log";
 }  // namespace
 
 Result<LazyPagesDaemon> LazyPagesDaemon::start(const std::string& criu, const std::string& images,
-                                               const std::string& work) {
+                                               const std::string& work, int page_server_fd) {
   std::string pid_file = work + "/" + kPidFile;
   (void)::unlink(pid_file.c_str());
   // --daemon: the parent returns once the socket listens; the daemon closes its stdio.
@@ -65,6 +67,12 @@ Result<LazyPagesDaemon> LazyPagesDaemon::start(const std::string& criu, const st
                                    "-o", kLogFile,     "--daemon", "--pidfile", pid_file};
   ProcessOptions opts;
   opts.timeout = std::chrono::seconds(30);
+  if (page_server_fd >= 0) {
+    constexpr int kPsSocketFd = 10;  // the daemon's page-server socket, in the child
+    argv.insert(argv.end(), {"--page-server", "--ps-socket", std::to_string(kPsSocketFd)});
+    opts.inherit_fd = page_server_fd;
+    opts.inherit_as = kPsSocketFd;
+  }
   auto r = run_process(argv, opts);
   if (!r) return std::unexpected(r.error().wrap("start criu lazy-pages"));
   if (!r->ok()) {
@@ -144,7 +152,8 @@ Result<RestoreMode> restore_maybe_lazily(const RuncClient& runc, const std::stri
                                          const std::string& id, const std::string& images,
                                          const std::string& work,
                                          const std::vector<std::string>& flags,
-                                         const std::string& log_file, bool lazy) {
+                                         const std::string& log_file, bool lazy,
+                                         const ServedPages* served) {
   RestoreMode mode;
   if (lazy) {
     // The lazy attempt has its own work dir, so its logs survive a fallback.
@@ -154,22 +163,63 @@ Result<RestoreMode> restore_maybe_lazily(const RuncClient& runc, const std::stri
         return fail_errno("mkdir " + lazy_work);
       auto criu_path = find_criu(criu);
       if (!criu_path) return std::unexpected(criu_path.error());
-      auto daemon = LazyPagesDaemon::start(*criu_path, images, lazy_work);
+      std::string restore_images = images;
+      std::optional<PageServerProcess> server;
+      UniqueFd daemon_end;
+      if (served != nullptr) {
+        // ARCH's page server: a private images directory, the pages verified as served.
+        restore_images = lazy_work + "/images";
+        (void)remove_directory_contents(restore_images);
+        (void)::rmdir(restore_images.c_str());
+        auto pages = prepare_served_images(*served, restore_images);
+        if (!pages) return std::unexpected(pages.error().wrap("prepare the lazy images"));
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+          return fail_errno("socketpair");
+        UniqueFd server_end(sv[0]);
+        daemon_end = UniqueFd(sv[1]);
+        auto started = PageServerProcess::start(std::move(*pages), std::move(server_end),
+                                                lazy_work + "/page-server.log", served->on_refusal);
+        if (!started) return std::unexpected(started.error().wrap("start the page server"));
+        server.emplace(std::move(*started));
+      }
+      auto daemon = LazyPagesDaemon::start(*criu_path, restore_images, lazy_work,
+                                           daemon_end ? daemon_end.get() : -1);
+      daemon_end.reset();  // the daemon holds it now (or failed): EOF reaches the server
       if (!daemon) return std::unexpected(daemon.error());
       std::vector<std::string> lazy_flags = flags;
       lazy_flags.push_back("--lazy-pages");
-      auto restored = runc.restore(id, images, lazy_work, lazy_flags, log_file);
-      if (!restored) return restored;  // ~LazyPagesDaemon kills it.
+      auto restored = runc.restore(id, restore_images, lazy_work, lazy_flags, log_file);
+      if (!restored) return restored;  // ~LazyPagesDaemon, ~PageServerProcess kill them.
+      if (server) {
+        // The container goes before its page server does (~PageServerProcess).
+        auto state = runc.state(id);
+        auto handed =
+            state ? server->hand_over(state->pid) : Result<void>(std::unexpected(state.error()));
+        if (!handed) {
+          (void)runc.delete_force(id);
+          return std::unexpected(handed.error().wrap("hand the container to the page server"));
+        }
+        server->release();
+      }
       daemon->release();
       return {};
     };
     auto done = attempt();
     if (done) {
       mode.lazy = true;
+      mode.served = served != nullptr;
       return mode;
     }
     mode.lazy_failure = done.error().message();
     (void)runc.delete_force(id);  // runc may have left a half-made container behind.
+    if (served != nullptr && served->verify_pages) {
+      // A plain restore reads the pages images itself: hashed whole first.
+      if (auto ok = served->verify_pages(); !ok) {
+        return std::unexpected(ok.error().wrap("after a failed lazy restore (" + mode.lazy_failure +
+                                               "), the pages images do not verify"));
+      }
+    }
   }
   auto restored = runc.restore(id, images, work, flags, log_file);
   if (!restored) {

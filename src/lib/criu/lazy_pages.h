@@ -20,6 +20,7 @@
 
 #include "base/error.h"
 #include "base/unique_fd.h"
+#include "criu/lazy_page_server.h"
 
 namespace arch {
 
@@ -40,9 +41,11 @@ Result<std::string> find_criu(const std::string& configured);
 class LazyPagesDaemon {
  public:
   /// Starts the daemon for `images` with work dir `work` (which must exist) and returns
-  /// once it listens on `work`/lazy-pages.socket.
+  /// once it listens on `work`/lazy-pages.socket. With `page_server_fd` (>= 0), it takes
+  /// the pages from the page server on that socket (`--page-server --ps-socket`,
+  /// criu/lazy_page_server.h) instead of reading the pages images.
   static Result<LazyPagesDaemon> start(const std::string& criu, const std::string& images,
-                                       const std::string& work);
+                                       const std::string& work, int page_server_fd = -1);
 
   LazyPagesDaemon(LazyPagesDaemon&&) noexcept = default;
   LazyPagesDaemon& operator=(LazyPagesDaemon&&) noexcept = default;
@@ -73,6 +76,7 @@ Result<void> wait_for_lazy_pages(const std::string& bundle, std::chrono::millise
 /// How a restore ran, for the log and the benchmarks.
 struct RestoreMode {
   bool lazy = false;         ///< The processes run on lazily served pages.
+  bool served = false;       ///< ...served by ARCH's page server, verified per chunk.
   std::string lazy_failure;  ///< Why a wanted lazy restore fell back to a plain one.
 };
 
@@ -81,10 +85,14 @@ struct RestoreMode {
 /// CRIU, daemon does not start, CRIU refuses) is cleaned up (daemon killed, half-made
 /// container deleted) and followed by a plain restore, whose result is returned. `flags`
 /// are the create-derived restore flags. The lazy attempt works in `work`/lazy.
+/// With `served` (a checkpoint whose pages images were not hashed yet), the lazy attempt
+/// goes through ARCH's page server (criu/lazy_page_server.h), and a fallback to a plain
+/// restore first hashes the pages images (served->verify_pages).
 Result<RestoreMode> restore_maybe_lazily(const RuncClient& runc, const std::string& criu,
                                          const std::string& id, const std::string& images,
                                          const std::string& work,
                                          const std::vector<std::string>& flags,
-                                         const std::string& log_file, bool lazy);
+                                         const std::string& log_file, bool lazy,
+                                         const ServedPages* served = nullptr);
 
 }  // namespace arch

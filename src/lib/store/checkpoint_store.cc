@@ -348,7 +348,8 @@ std::unexpected<Error> no_key() {
 // Reads the committed generation `name` in the key directory, checks its seal before using
 // anything in it, then every file against the manifest.
 Result<Manifest> load_verified(int keyfd, const std::string& name, std::string_view ns,
-                               std::string_view key, const Keyring* keys) {
+                               std::string_view key, const Keyring* keys,
+                               VerifyScope scope = VerifyScope::kAllFiles) {
   if (keys == nullptr || keys->empty()) return no_key();
   auto dir = open_dir_at(keyfd, name, name);
   if (!dir) return std::unexpected(dir.error());
@@ -359,7 +360,7 @@ Result<Manifest> load_verified(int keyfd, const std::string& name, std::string_v
   if (m->ns != ns || m->key != key) {
     return fail(fmt::format("manifest is for {}/{}, not {}/{}", m->ns, m->key, ns, key));
   }
-  if (auto ok = verify_manifest(dir->get(), *m); !ok) return std::unexpected(ok.error());
+  if (auto ok = verify_manifest(dir->get(), *m, scope); !ok) return std::unexpected(ok.error());
   return m;
 }
 
@@ -794,13 +795,14 @@ Result<std::vector<CheckpointInfo>> CheckpointStore::list_all(bool verify) const
 
 Result<CommittedCheckpoint> CheckpointStore::latest_verified(std::string_view ns,
                                                              std::string_view key,
-                                                             const KeyLock& lock) const {
+                                                             const KeyLock& lock,
+                                                             VerifyScope scope) const {
   if (auto ok = check_lock(ns, key, lock); !ok) return std::unexpected(ok.error());
   auto names = entries_of(lock.dirfd(), Kind::kCkpt);
   if (!names) return std::unexpected(names.error().wrap(lock.path_));
   CommittedCheckpoint found;
   for (const auto& name : *names) {
-    auto m = load_verified(lock.dirfd(), name, ns, key, keys_.get());
+    auto m = load_verified(lock.dirfd(), name, ns, key, keys_.get(), scope);
     if (m) {
       found.path = lock.path_ + "/" + name;
       found.manifest = std::move(*m);

@@ -166,9 +166,12 @@ class CheckpointStore {
 
   /// The newest committed checkpoint whose seal (store/seal.h) and files verify. Newer ones
   /// that do not (unsealed, foreign key, tampered, corrupt) are moved aside with the reason.
-  /// Error code ENOENT when there is none, ENOKEY when the store has no keys.
+  /// Error code ENOENT when there is none, ENOKEY when the store has no keys. With
+  /// VerifyScope::kDeferChunked, files carrying chunk digests (pages images) are checked by
+  /// size only: the caller must check each chunk before it uses it (criu/page_server.h).
   Result<CommittedCheckpoint> latest_verified(std::string_view ns, std::string_view key,
-                                              const KeyLock& lock) const;
+                                              const KeyLock& lock,
+                                              VerifyScope scope = VerifyScope::kAllFiles) const;
 
   /// Renames a ckpt-* or staging-* directory of the locked key to failed-<time> and
   /// records `reason` in its reason.txt.

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <future>
 #include <memory>
 #include <set>
 
@@ -107,6 +108,21 @@ bool valid_relative_path(std::string_view path) {
   }
 }
 
+Result<void> validate_chunks(const Manifest& m) {
+  for (const auto& [path, c] : m.chunks) {
+    auto f = std::find_if(m.files.begin(), m.files.end(),
+                          [&](const ManifestFile& x) { return x.path == path; });
+    if (f == m.files.end()) return fail("chunk digests of an unlisted file " + path);
+    if (c.size == 0 || c.size % 4096 != 0 || c.size > (uint64_t{64} << 20))
+      return fail(fmt::format("{}: bad chunk size {}", path, c.size));
+    if (c.sha256.size() != (f->size + c.size - 1) / c.size)
+      return fail(fmt::format("{}: {} chunk digests for {} bytes", path, c.sha256.size(), f->size));
+    for (const auto& d : c.sha256)
+      if (!valid_sha256(d)) return fail(path + ": a chunk sha256 is not 64 lower-case hex digits");
+  }
+  return {};
+}
+
 Result<void> validate_files(const std::vector<ManifestFile>& files) {
   std::set<std::string_view> seen;
   for (const auto& f : files) {
@@ -150,6 +166,11 @@ void to_json(nlohmann::json& j, const Manifest& m) {
        {"timings_ms", m.timings_ms},
        {"files", std::move(files)}};
   if (!m.extra.is_null()) j["extra"] = m.extra;
+  if (!m.chunks.empty()) {
+    nlohmann::json chunks = nlohmann::json::object();
+    for (const auto& [path, c] : m.chunks) chunks[path] = {{"size", c.size}, {"sha256", c.sha256}};
+    j["chunks"] = std::move(chunks);
+  }
   if (m.format_version >= 2) {
     j["spec"] = {{"digest", m.spec.digest}, {"fields", m.spec.fields}};
     j["encryption"] = m.encryption;
@@ -188,6 +209,19 @@ void from_json(const nlohmann::json& j, Manifest& m) {
     m.files.push_back(std::move(file));
   }
   m.extra = j.value("extra", nlohmann::json());
+  m.chunks.clear();
+  if (auto chunks = j.find("chunks"); chunks != j.end() && !chunks->is_null()) {
+    for (const auto& [path, c] : chunks->items()) {
+      FileChunks fc;
+      const auto& size = c.at("size");
+      if (!size.is_number_unsigned()) {
+        throw nlohmann::json::type_error::create(302, "chunk size of " + path, &size);
+      }
+      size.get_to(fc.size);
+      c.at("sha256").get_to(fc.sha256);
+      m.chunks.emplace(path, std::move(fc));
+    }
+  }
   if (auto spec = j.find("spec"); spec != j.end() && !spec->is_null()) {
     get_optional(*spec, "digest", m.spec.digest);
     get_optional(*spec, "fields", m.spec.fields);
@@ -232,6 +266,9 @@ Result<Manifest> parse_manifest_json(const nlohmann::json& j) {
   if (auto files = validate_files(m.files); !files) {
     return std::unexpected(files.error().wrap("manifest"));
   }
+  if (auto chunks = validate_chunks(m); !chunks) {
+    return std::unexpected(chunks.error().wrap("manifest"));
+  }
   if (!m.encryption.is_null() && manifest_stream_id(m).empty()) {
     return fail("manifest: encrypted checkpoint (\"encryption\" is set): this ARCH cannot read it");
   }
@@ -257,32 +294,96 @@ std::string manifest_stream_id(const Manifest& m) {
   return text;
 }
 
-Result<FileDigest> digest_fd(int fd) {
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+namespace {
+
+using DigestCtx = std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)>;
+
+Result<DigestCtx> new_sha256() {
+  DigestCtx ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
     return fail("sha256: cannot initialise OpenSSL digest");
   }
-  auto buffer = std::make_unique_for_overwrite<unsigned char[]>(kHashBufferSize);
-  FileDigest out;
-  for (;;) {
-    ssize_t n = retry_eintr([&] { return ::read(fd, buffer.get(), kHashBufferSize); });
-    if (n < 0) return fail_errno("read");
-    if (n == 0) break;
-    if (EVP_DigestUpdate(ctx.get(), buffer.get(), static_cast<std::size_t>(n)) != 1) {
-      return fail("sha256: digest update failed");
-    }
-    out.size += static_cast<uint64_t>(n);
-  }
+  return ctx;
+}
+
+std::string final_hex(EVP_MD_CTX* ctx) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int md_len = 0;
-  if (EVP_DigestFinal_ex(ctx.get(), md, &md_len) != 1) return fail("sha256: digest final failed");
+  if (EVP_DigestFinal_ex(ctx, md, &md_len) != 1) return {};
   static constexpr char kHex[] = "0123456789abcdef";
-  out.sha256.reserve(2 * md_len);
+  std::string out;
+  out.reserve(2 * md_len);
   for (unsigned int i = 0; i < md_len; ++i) {
-    out.sha256 += kHex[md[i] >> 4];
-    out.sha256 += kHex[md[i] & 0xf];
+    out += kHex[md[i] >> 4];
+    out += kHex[md[i] & 0xf];
   }
   return out;
+}
+
+std::string sha256_of(const unsigned char* data, std::size_t len) {
+  auto ctx = new_sha256();
+  if (!ctx || EVP_DigestUpdate(ctx->get(), data, len) != 1) return {};
+  return final_hex(ctx->get());
+}
+
+// Fills `buffer` (up to `len` bytes) unless the file ends first; returns the bytes read.
+Result<std::size_t> read_up_to(int fd, unsigned char* buffer, std::size_t len) {
+  std::size_t got = 0;
+  while (got < len) {
+    ssize_t n = retry_eintr([&] { return ::read(fd, buffer + got, len - got); });
+    if (n < 0) return fail_errno("read");
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  return got;
+}
+
+}  // namespace
+
+Result<FileDigest> digest_fd(int fd, uint64_t chunk_size) {
+  if (chunk_size != 0 && chunk_size % kHashBufferSize != 0)
+    return fail("digest: chunk size must be a multiple of 1 MiB");
+  auto ctx = new_sha256();
+  if (!ctx) return std::unexpected(ctx.error());
+  std::size_t step = chunk_size != 0 ? static_cast<std::size_t>(chunk_size) : kHashBufferSize;
+  auto buffer = std::make_unique_for_overwrite<unsigned char[]>(step);
+  FileDigest out;
+  for (;;) {
+    auto n = read_up_to(fd, buffer.get(), step);
+    if (!n) return std::unexpected(n.error());
+    if (*n == 0) break;
+    // The chunk's own digest on a second thread while this one feeds the file's.
+    std::future<std::string> chunk;
+    if (chunk_size != 0) {
+      chunk = std::async(std::launch::async,
+                         [p = buffer.get(), len = *n] { return sha256_of(p, len); });
+    }
+    bool updated = EVP_DigestUpdate(ctx->get(), buffer.get(), *n) == 1;
+    if (chunk.valid()) out.chunks.push_back(chunk.get());
+    if (!updated) return fail("sha256: digest update failed");
+    if (chunk_size != 0 && out.chunks.back().empty()) return fail("sha256: chunk digest failed");
+    out.size += *n;
+    if (*n < step) break;
+  }
+  out.sha256 = final_hex(ctx->get());
+  if (out.sha256.empty()) return fail("sha256: digest final failed");
+  return out;
+}
+
+bool is_pages_image_path(std::string_view path) {
+  constexpr std::string_view kPrefix = "images/pages-";
+  return path.starts_with(kPrefix) && path.ends_with(".img") && path.size() > kPrefix.size() + 4 &&
+         path.find('/', kPrefix.size()) == std::string_view::npos;
+}
+
+bool has_chunked_pages(const Manifest& m) {
+  bool any = false;
+  for (const auto& f : m.files) {
+    if (!is_pages_image_path(f.path)) continue;
+    if (!m.chunks.contains(f.path)) return false;
+    any = true;
+  }
+  return any;
 }
 
 Result<void> walk_checkpoint_dir(int dirfd,
@@ -296,6 +397,7 @@ Result<Manifest> build_manifest_files(int dirfd, Manifest base) {
   std::map<std::string, ManifestFile> known;
   for (auto& f : base.files) known.emplace(f.path, std::move(f));
   base.files.clear();
+  base.chunks.clear();
   auto walked = walk_checkpoint_dir(dirfd, [&](const CheckpointEntry& e) -> Result<void> {
     if (!S_ISREG(e.st.st_mode) || is_top_manifest(e)) return {};
     if (auto it = known.find(e.path); it != known.end() &&
@@ -306,9 +408,11 @@ Result<Manifest> build_manifest_files(int dirfd, Manifest base) {
     }
     auto fd = open_entry(e);
     if (!fd) return std::unexpected(fd.error());
-    auto digest = digest_fd(fd->get());
+    bool pages = is_pages_image_path(e.path);
+    auto digest = digest_fd(fd->get(), pages ? kPagesChunkSize : 0);
     if (!digest) return std::unexpected(digest.error().wrap(e.path));
     base.files.push_back({e.path, digest->size, std::move(digest->sha256)});
+    if (pages) base.chunks[e.path] = {kPagesChunkSize, std::move(digest->chunks)};
     return {};
   });
   if (!walked) return std::unexpected(walked.error().wrap("manifest"));
@@ -336,6 +440,10 @@ static bool authenticated_when_read(const Manifest& m, std::string_view path) {
 }
 
 Result<void> verify_manifest(int dirfd, const Manifest& m) {
+  return verify_manifest(dirfd, m, VerifyScope::kAllFiles);
+}
+
+Result<void> verify_manifest(int dirfd, const Manifest& m, VerifyScope scope) {
   std::map<std::string_view, const ManifestFile*> listed;
   for (const auto& f : m.files) listed.emplace(f.path, &f);
   std::set<std::string_view> seen;
@@ -348,7 +456,8 @@ Result<void> verify_manifest(int dirfd, const Manifest& m) {
     if (size != want.size) {
       return fail(fmt::format("{}: size {} bytes, manifest says {}", e.path, size, want.size));
     }
-    if (authenticated_when_read(m, e.path)) {
+    if (authenticated_when_read(m, e.path) ||
+        (scope == VerifyScope::kDeferChunked && m.chunks.contains(e.path))) {
       seen.insert(it->first);
       return {};
     }

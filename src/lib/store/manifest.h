@@ -22,6 +22,9 @@ inline constexpr int kManifestFormatVersion = 2;
 /// The manifest's file name at the top of a checkpoint directory.
 inline constexpr const char* kManifestFileName = "manifest.json";
 
+/// The chunk size of the per-chunk digests of a pages image (is_pages_image_path()).
+inline constexpr uint64_t kPagesChunkSize = 1 << 20;
+
 /// One regular file of a checkpoint.
 struct ManifestFile {
   std::string path;    ///< Relative to the checkpoint directory, '/'-separated.
@@ -29,6 +32,17 @@ struct ManifestFile {
   std::string sha256;  ///< Lower-case hex.
   bool operator==(const ManifestFile&) const = default;
 };
+
+/// A file's contents chunk by chunk, so a lazy restore can check each chunk of a pages
+/// image as it serves it (criu/page_server.h).
+struct FileChunks {
+  uint64_t size = 0;                ///< The chunk size (the last chunk may be shorter).
+  std::vector<std::string> sha256;  ///< Lower-case hex, one per chunk.
+  bool operator==(const FileChunks&) const = default;
+};
+
+/// Whether `path` (relative to a checkpoint) is a CRIU pages image: images/pages-*.img.
+bool is_pages_image_path(std::string_view path);
 
 /// The seal over a manifest (store/seal.h): an HMAC with one of the node keys.
 struct ManifestSeal {
@@ -66,6 +80,9 @@ struct Manifest {
   /// stream_encryption() (store/image_stream.h). A reader refuses any other value.
   nlohmann::json encryption;
   ManifestSeal seal;  ///< Empty alg: unsealed (format 1, or not yet sealed).
+  /// Listed file → its per-chunk digests (JSON "chunks", only when not empty): the pages
+  /// images, written by build_manifest_files().
+  std::map<std::string, FileChunks> chunks;
   bool operator==(const Manifest&) const = default;
 };
 
@@ -91,11 +108,13 @@ std::string manifest_stream_id(const Manifest& m);
 /// Size and SHA-256 of a file's contents.
 struct FileDigest {
   uint64_t size = 0;
-  std::string sha256;  ///< Lower-case hex.
+  std::string sha256;               ///< Lower-case hex.
+  std::vector<std::string> chunks;  ///< Per-chunk SHA-256 (digest_fd with a chunk size).
 };
 
-/// Reads `fd` to its end, hashing as it goes (1 MiB at a time).
-Result<FileDigest> digest_fd(int fd);
+/// Reads `fd` to its end, hashing as it goes (1 MiB at a time). With `chunk_size` (a
+/// multiple of 1 MiB), also each chunk's SHA-256 in the same pass (on a second thread).
+Result<FileDigest> digest_fd(int fd, uint64_t chunk_size = 0);
 
 /// One entry met by walk_checkpoint_dir().
 struct CheckpointEntry {
@@ -124,5 +143,16 @@ Result<Manifest> build_manifest_files(const std::string& dir, Manifest base);
 Result<void> verify_manifest(int dirfd, const Manifest& m);
 /// Same, for the directory at `dir`.
 Result<void> verify_manifest(const std::string& dir, const Manifest& m);
+
+/// What verify_manifest() hashes.
+enum class VerifyScope {
+  kAllFiles,      ///< Every file.
+  kDeferChunked,  ///< Files with chunk digests by size only: their chunks are checked when
+                  ///< read (a lazy restore's page server); every other file hashed.
+};
+/// verify_manifest() with a scope.
+Result<void> verify_manifest(int dirfd, const Manifest& m, VerifyScope scope);
+/// Whether every pages image `m` lists carries chunk digests (and there is at least one).
+bool has_chunked_pages(const Manifest& m);
 
 }  // namespace arch

@@ -256,5 +256,100 @@ TEST_F(ManifestDirTest, VerifyRefusesAFileReplacedByASymlink) {
   EXPECT_NE(e.find("rootfs-diff.tar: a symlink"), std::string::npos) << e;
 }
 
+// Pages images carry a digest per 1 MiB chunk, computed in the same pass as the file's.
+TEST_F(ManifestDirTest, PagesImagesGetChunkDigests) {
+  Manifest m = build();
+  ASSERT_EQ(m.files[2].path, "images/pages-1.img");
+  ASSERT_TRUE(m.chunks.contains("images/pages-1.img"));
+  const FileChunks& pages = m.chunks["images/pages-1.img"];
+  EXPECT_EQ(pages.size, kPagesChunkSize);
+  ASSERT_EQ(pages.sha256.size(), 4u);  // 3 MiB + 4 bytes
+  // Chunk 3 is the 4-byte tail: its digest is that of "tail".
+  EXPECT_EQ(pages.sha256[3], "0c62f876ef1dea830de9f32c2f4b46dd6d74d50d15896e09ef5a2fcd4ac7e1d7");
+  EXPECT_EQ(pages.sha256[0], pages.sha256[1]);  // all 'p'
+  EXPECT_NE(pages.sha256[0], pages.sha256[3]);
+  EXPECT_EQ(m.chunks.size(), 1u);  // core-1.img: whole-file digest only
+  EXPECT_TRUE(has_chunked_pages(m));
+  auto back = parse_manifest(serialize_manifest(m));
+  ASSERT_TRUE(back) << message(back.error());
+  EXPECT_EQ(*back, m);
+  EXPECT_NE(serialize_manifest(m).find("\"chunks\""), std::string::npos);
+}
+
+TEST(Manifest, ChunkDigestsMatchEachChunk) {
+  auto dir = fs::temp_directory_path() / ("arch-chunks-" + std::to_string(::getpid()));
+  std::string one(1 << 20, 'a'), two = "bc";
+  write(dir / "f", one + two);
+  int fd = ::open((dir / "f").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  auto d = digest_fd(fd, kPagesChunkSize);
+  ::close(fd);
+  write(dir / "a", one);
+  write(dir / "b", two);
+  auto whole = [&](const char* name) {
+    int f = ::open((dir / name).c_str(), O_RDONLY | O_CLOEXEC);
+    auto r = digest_fd(f);
+    ::close(f);
+    return r ? r->sha256 : std::string();
+  };
+  std::string a = whole("a"), b = whole("b");
+  fs::remove_all(dir);
+  ASSERT_TRUE(d);
+  ASSERT_EQ(d->chunks.size(), 2u);
+  EXPECT_EQ(d->chunks[0], a);
+  EXPECT_EQ(d->chunks[1], b);
+  EXPECT_EQ(d->size, (1u << 20) + 2);
+}
+
+TEST(Manifest, RefusesInconsistentChunkDigests) {
+  Manifest m = sample();  // pages-1.img: 1 MiB
+  const std::string pages = "images/pages-1.img";
+  m.chunks[pages] = {kPagesChunkSize, {std::string(64, 'b')}};
+  auto back = parse_manifest(serialize_manifest(m));
+  ASSERT_TRUE(back) << message(back.error());
+  EXPECT_EQ(*back, m);
+  Manifest two = m;
+  two.chunks[pages].sha256.push_back(std::string(64, 'c'));  // 2 digests for 1 chunk
+  EXPECT_FALSE(parse_manifest(serialize_manifest(two)));
+  Manifest bad_hex = m;
+  bad_hex.chunks[pages].sha256[0] = std::string(64, 'Z');
+  EXPECT_FALSE(parse_manifest(serialize_manifest(bad_hex)));
+  Manifest odd_size = m;
+  odd_size.chunks[pages].size = 1000;
+  EXPECT_FALSE(parse_manifest(serialize_manifest(odd_size)));
+  Manifest unlisted = m;
+  unlisted.chunks["images/pages-9.img"] = {kPagesChunkSize, {std::string(64, 'b')}};
+  EXPECT_FALSE(parse_manifest(serialize_manifest(unlisted)));
+}
+
+// A lazy restore defers the pages images (their chunks are checked as served); every other
+// file is still hashed before the restore.
+TEST_F(ManifestDirTest, DeferredScopeChecksChunkedPagesBySizeOnly) {
+  Manifest m = build();
+  {
+    std::fstream f(dir_ / "images" / "pages-1.img",
+                   std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1 << 20);
+    f.put('q');
+  }
+  auto dir = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(dir, 0);
+  EXPECT_TRUE(verify_manifest(dir, m, VerifyScope::kDeferChunked));
+  EXPECT_FALSE(verify_manifest(dir, m, VerifyScope::kAllFiles));
+  // A pages image without chunk digests (an older checkpoint) is hashed in either scope.
+  Manifest old = m;
+  old.chunks.clear();
+  EXPECT_FALSE(has_chunked_pages(old));
+  EXPECT_FALSE(verify_manifest(dir, old, VerifyScope::kDeferChunked));
+  // The size is still checked.
+  write(dir_ / "images" / "pages-1.img", "short");
+  EXPECT_FALSE(verify_manifest(dir, m, VerifyScope::kDeferChunked));
+  // And every other file is hashed.
+  write(dir_ / "images" / "pages-1.img", std::string(3 << 20, 'p') + "tail");
+  write(dir_ / "images" / "core-1.img", "CORE");
+  EXPECT_FALSE(verify_manifest(dir, m, VerifyScope::kDeferChunked));
+  ::close(dir);
+}
+
 }  // namespace
 }  // namespace arch
