@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/file_lock.h"
 #include "base/file_util.h"
 
 namespace arch {
@@ -341,6 +342,18 @@ Result<PeerIdentity> ensure_peer_identity(const NodeConfig& config, bool renew,
     return current;
   }
   if (auto ok = check_private_dir(config.peers.dir, true); !ok) return std::unexpected(ok.error());
+  // One writer at a time (archd and archctl may both find it missing): the key and the
+  // certificate written by the same one.
+  auto lock = FileLock::acquire(config.peers.dir + "/.lock", std::chrono::seconds(10));
+  if (!lock) return std::unexpected(lock.error().wrap("lock " + config.peers.dir));
+  if (!renew) {
+    if (auto again = load_peer_identity(config);
+        again && again->name == name &&
+        X509_check_issued(issuer.cert.get(), again->cert.get()) == X509_V_OK && !current) {
+      if (info != nullptr) *info = describe_peer_certificate(again->cert.get());
+      return again;  // the other writer just made it
+    }
+  }
   EvpPkeyPtr key;
   if (current && !renew) {
     key = std::move(current->key);
