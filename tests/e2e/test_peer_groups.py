@@ -11,10 +11,15 @@ key; each archd listens on its node's address ([peers] listen) and knows the oth
   the two node addresses, are checkpointed as one group from node a (the coordinator): one
   sealed group record names both members' generations and their nodes. Both are re-created
   on their nodes and restored from it: the server's records go on 1..N with none lost or
-  repeated, and the client is the same process. The frozen time of the two-member
+  repeated, and the client is the same process. The TCP connection between the nodes is
+  restored on both ends; whether it survives depends on which end is back first (the two
+  restores are not synchronised across nodes): one run kept it, another saw one reset and a
+  reconnect (printed), with no record lost or repeated either way. The frozen time of the two-member
   cross-node group checkpoint is printed (pytest -s).
 - A member whose dump fails (io_uring, on node b) fails the whole group: the member on
   node a is thawed too, both keep running, no generation and no group record committed.
+- Attack: a container of another owner on node b naming the same group is never asked for,
+  frozen or checkpointed.
 - Attack: a third "node" whose certificate comes from another key (and claims to be b)
   cannot ping node a, and its group.freeze request never freezes anything: the TLS
   handshake refuses it both ways.
@@ -242,3 +247,53 @@ def test_a_node_with_another_key_can_neither_ping_nor_freeze(cluster, e2e_dir):
                     "the group's member on node a to go on counting (never frozen)")
     assert cluster.committed(job) == []
     a.ctr("task", "kill", "-s", "KILL", victim)
+
+
+def test_a_peer_acts_only_for_the_owner_named(cluster):
+    """Attack: a container of another owner (containerd namespace) on node b names the same
+    group: node a's group checkpoint asks node b for the group of its own owner, and node b
+    never freezes or checkpoints the foreign container."""
+    a, b = cluster.a, cluster.b
+    group = "po" + secrets.token_hex(3)
+    other_ns = cluster.ns + "-other"
+    mine_a, mine_b = checkpoint.new_id("poa"), checkpoint.new_id("pob")
+    foreign = checkpoint.new_id("pofor")
+    a.start_container(mine_a, workloads.counter(), env_for(cluster, f"{group}-a", group))
+    b.start_container(mine_b, workloads.counter(), env_for(cluster, f"{group}-b", group))
+    ctr = lambda *args, timeout=120: b.run(  # noqa: E731
+        b.ctd.ctr_argv(*args, ns=other_ns), timeout=timeout)
+    assert ctr("images", "import", cluster.image_archive).returncode == 0
+    r = ctr("run", "-d", "--runc-root", b.runc_root, "--runc-binary", cluster.bin.arch_runc,
+            "--env", "ARCH_ENABLE=1", *sum((["--env", e] for e in
+                                             env_for(cluster, f"{group}-a", group)), []),
+            cluster.image, foreign, *workloads.counter())
+    assert r.returncode == 0, r.stderr
+    try:
+        proc.wait_until(lambda: ctr("task", "ls").stdout.count("RUNNING") >= 1, 30,
+                        "the foreign container to run")
+        out = cluster.a.archctl_json("group", "checkpoint", group, "--leave-running")
+        assert {(m["node"], m["id"]) for m in out["members"]} == {("a", mine_a), ("b", mine_b)}
+        assert cluster.committed(f"{group}-a", ns=other_ns) == []  # same job id, other owner
+        with open(os.path.join(a.path(out["record"]), "group.json")) as f:
+            assert {m["key"] for m in json.load(f)["members"]} == {f"{group}-a", f"{group}-b"}
+        # Every container goes on (leave-running), the foreign one never paused.
+        for node, cid in ((a, mine_a), (b, mine_b)):
+            before = count_lines(node, cid)
+            proc.wait_until(lambda: count_lines(node, cid) > before + 3, 20, f"{cid} to count")
+        foreign_count = lambda: len(workloads.complete_lines(  # noqa: E731
+            ctr("task", "exec", "--exec-id", "x" + secrets.token_hex(3), foreign, "cat",
+                "/data/count.txt").stdout))
+        before = foreign_count()
+        proc.wait_until(lambda: foreign_count() > before + 3, 20, "the foreign container")
+        activity = os.path.join(b.conf.state, "activity.jsonl")
+        with open(activity) as f:
+            text = f.read()
+        assert mine_b in text and foreign not in text, text[-2000:]
+    finally:
+        ctr("task", "kill", "-s", "KILL", foreign)
+        proc.wait_until(lambda: "RUNNING" not in ctr("task", "ls").stdout, 30, "foreign gone")
+        ctr("task", "delete", foreign)
+        ctr("containers", "rm", foreign)
+        daemons.remove_cgroup_parent(other_ns)
+        a.ctr("task", "kill", "-s", "KILL", mine_a)
+        b.ctr("task", "kill", "-s", "KILL", mine_b)
