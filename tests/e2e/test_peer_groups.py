@@ -31,6 +31,7 @@ import secrets
 import socket
 import ssl
 import struct
+import subprocess
 import threading
 
 import pytest
@@ -297,3 +298,35 @@ def test_a_peer_acts_only_for_the_owner_named(cluster):
         daemons.remove_cgroup_parent(other_ns)
         a.ctr("task", "kill", "-s", "KILL", mine_a)
         b.ctr("task", "kill", "-s", "KILL", mine_b)
+
+
+def test_a_lost_coordinator_leaves_every_member_running(cluster):
+    """The coordinator (archctl on node a) is killed once node b has frozen its member: node b
+    sees the connection end, finds no group record in the store and aborts (thaws); node a's
+    member is thawed by its guard. Nothing is committed for the group."""
+    a, b = cluster.a, cluster.b
+    group = "pl" + secrets.token_hex(3)
+    xa, xb = checkpoint.new_id("pla"), checkpoint.new_id("plb")
+    a.start_container(xa, workloads.memory(mib=256), env_for(cluster, f"{group}-a", group))
+    b.start_container(xb, workloads.memory(mib=256), env_for(cluster, f"{group}-b", group))
+    ticks = lambda node, cid: count_lines(node, cid, "/data/ticks.txt")  # noqa: E731
+    proc.wait_until(lambda: ticks(a, xa) > 2 and ticks(b, xb) > 2, 30, "both to tick")
+    mark = len(b.archd.log_text())
+    coordinator = a.popen([cluster.bin.archctl, "group", "checkpoint", group],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc.wait_until(lambda: "frozen for coordinator a" in b.archd.log_text()[mark:], 30,
+                        "node b to freeze its member", interval=0.02)
+    finally:
+        coordinator.kill()
+        coordinator.wait(10)
+    proc.wait_until(lambda: "aborted, members thawed" in b.archd.log_text()[mark:], 60,
+                    "node b to abort on its own")
+    for node, cid in ((a, xa), (b, xb)):
+        before = ticks(node, cid)
+        proc.wait_until(lambda: ticks(node, cid) > before + 3, 30,
+                        f"{cid} on {node.name} to go on (thawed)")
+    assert cluster.committed("arch-group." + group) == []
+    assert cluster.committed(f"{group}-b") == []
+    a.ctr("task", "kill", "-s", "KILL", xa)
+    b.ctr("task", "kill", "-s", "KILL", xb)
