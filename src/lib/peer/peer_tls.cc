@@ -10,6 +10,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -90,6 +91,35 @@ Result<UniqueFd> dial(const std::string& host, int port, std::chrono::millisecon
   return std::unexpected(last);
 }
 
+// While alive, a write to a connection the peer closed fails with EPIPE in this thread
+// instead of ending the process (archctl does not ignore SIGPIPE): the signal is blocked
+// and one raised meanwhile is taken before the mask is put back.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  ~SigpipeGuard() {
+    int saved = errno;
+    sigset_t pending;
+    sigpending(&pending);
+    if (sigismember(&pending, SIGPIPE) == 1) {
+      timespec zero{};
+      while (sigtimedwait(&pipe_, nullptr, &zero) == SIGPIPE) {
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    errno = saved;
+  }
+  SigpipeGuard(const SigpipeGuard&) = delete;
+  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+
+ private:
+  sigset_t pipe_{}, old_{};
+};
+
 }  // namespace
 
 Result<std::pair<std::string, int>> split_host_port(const std::string& address) {
@@ -139,6 +169,7 @@ PeerConnection::~PeerConnection() {
 }
 
 void PeerConnection::close() {
+  SigpipeGuard no_sigpipe;
   if (ssl_ && !broken_) (void)SSL_shutdown(ssl_.get());
   ssl_.reset();
   fd_.reset();
@@ -182,7 +213,11 @@ Result<PeerConnection> PeerConnection::connect(const SslCtxPtr& ctx, const std::
   if (SSL_set1_host(c.ssl_.get(), node.c_str()) != 1) return fail("TLS: expected name");
   ERR_clear_error();
   errno = 0;
-  int ret = SSL_connect(c.ssl_.get());
+  int ret = 0;
+  {
+    SigpipeGuard no_sigpipe;
+    ret = SSL_connect(c.ssl_.get());
+  }
   if (ret != 1) {
     long verify = SSL_get_verify_result(c.ssl_.get());
     Error e = c.io_error("TLS handshake with", ret);
@@ -209,7 +244,11 @@ Result<PeerConnection> PeerConnection::accept(const SslCtxPtr& ctx, UniqueFd fd,
     return fail("TLS: " + ssl_error_text());
   ERR_clear_error();
   errno = 0;
-  int ret = SSL_accept(c.ssl_.get());
+  int ret = 0;
+  {
+    SigpipeGuard no_sigpipe;
+    ret = SSL_accept(c.ssl_.get());
+  }
   if (ret != 1) {
     long verify = SSL_get_verify_result(c.ssl_.get());
     if (verify != X509_V_OK) {
@@ -237,6 +276,7 @@ Result<PeerConnection> PeerConnection::accept(const SslCtxPtr& ctx, UniqueFd fd,
 Result<void> PeerConnection::write_bytes(const char* data, std::size_t n) {
   if (broken_ || !ssl_)
     return fail(ErrorKind::kUnavailable, "connection to " + peer_ + " is closed");
+  SigpipeGuard no_sigpipe;
   while (n > 0) {
     ERR_clear_error();
     errno = 0;

@@ -16,6 +16,7 @@
 #include <ctime>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 #include "base/temp_dir.h"
 #include "peer/peer_cert.h"
@@ -259,6 +260,23 @@ TEST(PeerTls, APlainTcpClientIsDropped) {
   EXPECT_TRUE(closed);
   EXPECT_TRUE(srv.wait([&] { return !srv.refused.empty(); }));
   EXPECT_TRUE(srv.clients.empty());
+}
+
+TEST(PeerTls, WritingToAClosedConnectionFailsAndTheProcessLives) {
+  // SIGPIPE (archctl does not ignore it) must not end the process: the write fails instead.
+  NodeKey k = key_of('k');
+  auto ctx = make_peer_context(identity(k, "node-b", {k}), true);
+  ASSERT_TRUE(ctx);
+  PeerServer srv(*ctx, {}, 2s, [](PeerConnection& c) { c.close(); });
+  ASSERT_TRUE(srv.start("127.0.0.1:0"));
+  auto c = dial(identity(k, "node-a", {k}), "node-b", srv.port());
+  ASSERT_TRUE(c) << c.error().message();
+  bool failed = false;
+  for (int i = 0; i < 200 && !failed; ++i) {
+    failed = !c->send(FrameType::kBulk, std::string(64 * 1024, 'x'));
+    if (!failed) std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_TRUE(failed);
 }
 
 TEST(PeerCert, TheIdentityIsIssuedOnceKeptAndRenewed) {
