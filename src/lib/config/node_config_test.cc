@@ -327,10 +327,10 @@ TEST(NodeConfig, PeersParseAndRefuse) {
   EXPECT_EQ(c->peers.nodes[2].host, "h.example");
   EXPECT_EQ(peer_node_name(*c), "node-a");
   EXPECT_TRUE(NodeConfig{}.peers.listen.empty());  // off by default
-  for (const char* bad : {"[peers]\nnodes = b=10.0.0.2\n", "[peers]\nnodes = B_x=h:1\n",
-                          "[peers]\nnodes = b=h:0\n", "[peers]\nnodes = b=h:1, b=g:2\n",
-                          "[peers]\nnode_name = ../x\n", "[peers]\ntimeout = 0\n",
-                          "[peers]\ndir = rel\n", "[peers]\nlisten = 7443\n"}) {
+  for (const char* bad :
+       {"[peers]\nnodes = b=10.0.0.2\n", "[peers]\nnodes = B_x=h:1\n", "[peers]\nnodes = b=h:0\n",
+        "[peers]\nnodes = b=h:1, b=g:2\n", "[peers]\nnode_name = ../x\n", "[peers]\ntimeout = 0\n",
+        "[peers]\ndir = rel\n", "[peers]\nlisten = 7443\n"}) {
     EXPECT_FALSE(parse_node_config(bad)) << bad;
   }
 }

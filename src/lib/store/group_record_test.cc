@@ -77,7 +77,9 @@ TEST(GroupRecord, RoundTripsAndRefusesMalformed) {
 }
 
 TEST(GroupRecord, CrossNodeMembersKeepTheirNodeAndARestoreWaitsForItsOwn) {
-  GroupRecord r{"o", "g", "abc",
+  GroupRecord r{"o",
+                "g",
+                "abc",
                 {{"c", "c1", "ckpt-1", "00", "node-a"},
                  {"s", "s1", "ckpt-2", "11", "node-b"},
                  {"t", "t1", "ckpt-3", "22", "node-b"}},
