@@ -15,7 +15,9 @@
 #      --quick: a job of ~15 s); skipped when GlusterFS is missing;
 #   5. the streaming pass for process jobs (bench/stream_job.py): checkpoint and restore of
 #      a 256 MiB job through plain image files and through the encrypted image stream,
-#      against the store's own sequential rate (--quick: 64 MiB);
+#      uncompressed and compressed, on random and compressible memory, against the store's
+#      own sequential rate; again against a store limited to 30 MB/s (--quick: 64 MiB,
+#      unthrottled only);
 #   6. the frozen time of a periodic checkpoint (bench/periodic_frozen.py) at 64 MiB and
 #      1 GiB (--quick: 64 and 256 MiB).
 # Prints the tables, writes them as Markdown and JSON under bench/results/<UTC time>/ and
@@ -48,7 +50,7 @@ else
     python3 bench/deadline_store.py --sweep --rate-mb 30 --no-write | tee "$out/deadline_sweep.md"
 fi
 if [ -n "$quick" ]; then
-    spot_args="--steps 8000000 --mean-interval 6"
+    spot_args="--steps 8000000 --mean-interval 6 --scratch-limit 10"
 else
     spot_args=""
 fi
@@ -59,6 +61,8 @@ if [ -n "$quick" ]; then
     python3 bench/periodic_frozen.py --rounds 1 --sizes 64,256 --no-results | tee "$out/periodic_frozen.md"
 else
     python3 bench/stream_job.py | tee "$out/stream_job.md"
+    python3 bench/stream_job.py --mib 128 --rounds 2 --store-mbps 30 \
+        | tee "$out/stream_job_30mbps.md" || echo "throttled stream bench skipped (see above)" >&2
     python3 bench/periodic_frozen.py --no-results | tee "$out/periodic_frozen.md"
 fi
 echo "results: $out/ (Markdown, JSON), plots: bench/plots/" >&2

@@ -13,9 +13,11 @@ notice is exponential with mean `--mean-interval` seconds (a Poisson process, ra
 1/mean), drawn with random.Random(--seed). On a notice the node's metadata service reports
 a spot "terminate"; archd drains the node (finalize); the job's container is removed and
 the same job (ARCH_JOB_ID) started on the other node, where ARCH restores it.
-Restarting from scratch is computed from the same trace and the measured uninterrupted
-time: a segment shorter than the job is lost work; the first segment long enough finishes
-it; each restart costs the measured create-to-running time of a fresh container.
+Restarting from scratch is run, not computed: the same job, meeting the same trace
+(its intervals, then further draws of the same seeded process), is killed at each notice
+as a node without ARCH loses it, and started again from zero on the other node (a new
+job id, so nothing is restored). `--scratch-limit` bounds its restarts; the table also
+gives the figure computed from the trace and the uninterrupted time, as a check.
 
 Run as root after building:
     bench/spot_day.py [--steps 30000000] [--mean-interval 20] [--seed 14] [--no-write]
@@ -76,13 +78,28 @@ def notice_drain(node):
     return proc.wait_until(drained, 180, f"the drain on {node.name}", interval=0.05)
 
 
+def sample(work, n, t0, done, samples):
+    """One look at the job's work dir: appends (wall seconds, steps) to samples; returns
+    (steps done, result or "")."""
+    # The job rewrites its progress file (a read can see it empty): never backwards.
+    steps = read(os.path.join(work, "progress.txt"))
+    done = max(done, int(steps) if steps.isdigit() else 0)
+    result = read(os.path.join(work, "result.txt"))
+    samples.append((time.monotonic() - t0, n if result else done))
+    return done, result
+
+
+def job_env(cluster, job):
+    return [f"ARCH_SHAREDFS_HOST_PATH={cluster.shared}", "ARCH_WORKDIR_CONTAINER_PATH=/work",
+            f"ARCH_JOB_ID={job}"]
+
+
 def run_job(cluster, n, trace, samples):
     """Runs the job to its end, a notice at each trace interval (seconds from each start);
     appends (wall seconds, steps) to samples. Returns (total seconds, notices, result,
     create seconds of the first start)."""
     job = f"spot-{secrets.token_hex(3)}"
-    env = [f"ARCH_SHAREDFS_HOST_PATH={cluster.shared}", "ARCH_WORKDIR_CONTAINER_PATH=/work",
-           f"ARCH_JOB_ID={job}"]
+    env = job_env(cluster, job)
     nodes = [cluster.a, cluster.b]
     node, k = nodes[0], 0
     cid = f"{job}-0"
@@ -95,13 +112,8 @@ def run_job(cluster, n, trace, samples):
     seg_start = time.monotonic()
     done = 0
     while True:
-        # The job rewrites its progress file (a read can see it empty): never backwards.
-        steps = read(os.path.join(work, "progress.txt"))
-        done = max(done, int(steps) if steps.isdigit() else 0)
-        samples.append((time.monotonic() - t0, done))
-        result = read(os.path.join(work, "result.txt"))
+        done, result = sample(work, n, t0, done, samples)
         if result:
-            samples.append((time.monotonic() - t0, n))
             break
         if intervals and time.monotonic() - seg_start >= intervals[0]:
             intervals.pop(0)
@@ -124,6 +136,40 @@ def run_job(cluster, n, trace, samples):
     return total, notices, int(result), create_s
 
 
+def run_from_scratch(cluster, n, gaps, samples, limit):
+    """The same job without checkpoints: at each interval from `gaps` (seconds from each
+    start) its container is killed and the job started again from zero on the other node
+    under a new job id. Returns (total seconds, restarts, result), result None when
+    `limit` restarts did not finish it."""
+    nodes = [cluster.a, cluster.b]
+    t0 = time.monotonic()
+    restarts = 0
+    for gap in gaps:
+        node = nodes[restarts % 2]
+        job = f"scratch-{secrets.token_hex(3)}"
+        cid = f"{job}-{restarts}"
+        node.start_container(cid, job_argv(n), job_env(cluster, job))
+        work = cluster.work_dir(job, node)
+        seg_start, done = time.monotonic(), 0
+        while True:
+            done, result = sample(work, n, t0, done, samples)
+            if result:
+                total = time.monotonic() - t0
+                node.delete(cid)
+                return total, restarts, int(result)
+            if time.monotonic() - seg_start >= gap:
+                break
+            time.sleep(0.2)
+        # The node is lost with the job on it: all of its work goes with it.
+        node.ctr("task", "kill", "-s", "SIGKILL", cid)
+        node.delete(cid)
+        samples.append((time.monotonic() - t0, 0))
+        restarts += 1
+        if restarts >= limit:
+            return time.monotonic() - t0, restarts, None
+    raise RuntimeError("the trace ended")
+
+
 def from_scratch(t_job, gaps, restart_s, limit=100000):
     """(total seconds, restarts, samples) of restarting from zero at each notice; `gaps`
     yields the trace's intervals (the same ones ARCH met, then further draws)."""
@@ -143,6 +189,8 @@ def main():
     ap.add_argument("--steps", type=int, default=30000000)
     ap.add_argument("--mean-interval", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=14)
+    ap.add_argument("--scratch-limit", type=int, default=40,
+                    help="most restarts of the from-scratch run")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--plot", default=os.path.join(HERE, "plots", "spot_day.png"))
     args = ap.parse_args()
@@ -160,20 +208,28 @@ def main():
                                 os.path.join(BUILD, "src", "cli", "archctl"),
                                 os.path.join(BUILD, "src", "agent", "archd"),
                                 os.environ.get("ARCH_CRIU", "/opt/arch/criu/bin/criu"))
-    plain, arch = [], []
+    plain, arch, scratch_run = [], [], []
+
+    def gaps(rng):
+        yield from trace
+        while True:  # the same seeded process, further on
+            yield rng.expovariate(1 / args.mean_interval)
     try:
         with twonode.Cluster(os.path.join(workdir, "two-node"), binaries, workloads.IMAGE_NAME,
                              oci) as cluster:
             t_plain, _, r_plain, create_s = run_job(cluster, args.steps, [], plain)
             t_arch, notices, r_arch, _ = run_job(cluster, args.steps, trace, arch)
+            # A copy of the generator's state: the computed figure meets the same draws.
+            rng_run = random.Random()
+            rng_run.setstate(rng.getstate())
+            t_run, run_restarts, r_run = run_from_scratch(
+                cluster, args.steps, gaps(rng_run), scratch_run, args.scratch_limit)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     want = expected(args.steps)
-    def gaps():
-        yield from trace
-        while True:  # the same seeded process, further on
-            yield rng.expovariate(1 / args.mean_interval)
-    t_scratch, restarts, scratch = from_scratch(t_plain, gaps(), create_s)
+    t_scratch, restarts, _ = from_scratch(t_plain, gaps(rng), create_s)
+    run_done = str(r_run == want) if r_run is not None else (
+        f"not finished after {run_restarts} restarts")
     used = trace[:notices]
     lines = [benchlib.run_heading(), "",
              f"`bench/spot_day.py --steps {args.steps} --mean-interval {args.mean_interval:g} "
@@ -185,6 +241,8 @@ def main():
              f"| uninterrupted | {t_plain:.1f} s | 1.00 | 0 | {r_plain == want} |",
              f"| ARCH: checkpoint, resume on the other node | {t_arch:.1f} s | "
              f"{t_arch / t_plain:.2f} | {notices} | {r_arch == want} |",
+             f"| restart from scratch (same trace, run) | {t_run:.1f} s | "
+             f"{t_run / t_plain:.2f} | {run_restarts} | {run_done} |",
              f"| restart from scratch (same trace, computed; restart {create_s:.1f} s) | "
              f"{t_scratch:.1f} s | "
              f"{t_scratch / t_plain:.2f} | {restarts} | - |", ""]
@@ -193,7 +251,8 @@ def main():
     data = os.path.join(tempfile.gettempdir(), f"spot-day-{os.getpid()}")
     os.makedirs(data, exist_ok=True)
     for name, pts in (("plain", [(t, s / args.steps) for t, s in plain]),
-                      ("arch", [(t, s / args.steps) for t, s in arch]), ("scratch", scratch)):
+                      ("arch", [(t, s / args.steps) for t, s in arch]),
+                      ("scratch", [(t, s / args.steps) for t, s in scratch_run])):
         with open(os.path.join(data, name), "w") as f:
             f.writelines(f"{t:.2f} {p:.4f}\n" for t, p in pts)
     os.makedirs(os.path.dirname(args.plot), exist_ok=True)

@@ -69,7 +69,7 @@ PACKAGES=(
     # build
     build-essential cmake ninja-build pkg-config git g++
     nlohmann-json3-dev libcli11-dev libfmt-dev libinih-dev libtomlplusplus-dev
-    libarchive-dev libssl-dev libcurl4-openssl-dev libcpp-httplib-dev
+    libarchive-dev libssl-dev libzstd-dev libcurl4-openssl-dev libcpp-httplib-dev
     libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
     libgtest-dev libgmock-dev googletest
     clang-format clang-tidy

@@ -66,6 +66,9 @@ void register_job_routes(httplib::Server& s, JobManager& jobs) {
            if (!rec) return reply_error(res, rec.error());
            reply(res, 201, *rec);
          }));
+  s.Get("/v1/imports", [&jobs](const httplib::Request&, httplib::Response& res) {
+    reply(res, 200, jobs.imports());
+  });
   s.Post("/v1/jobs/restore",
          with_body([&jobs](const httplib::Request&, httplib::Response& res, const json& b) {
            std::string archive = b.value("archive", "");

@@ -528,7 +528,22 @@ Result<JobRecord> JobManager::restore_one(const std::string& id_or_name,
 // it has one by that id (or `id_hint`), else a new one. The import goes after.
 Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const std::string& path,
                                                bool is_archive) {
-  auto src = import_job(store_, path, is_archive);
+  ByteProgress progress;
+  if (is_archive) {
+    std::lock_guard lock(imports_mutex_);
+    if (!imports_.emplace(path, ImportProgress{}).second)
+      return fail(ErrorKind::kConflict, path + " is being imported by another restore");
+    progress = [this, path](uint64_t done, uint64_t total) {
+      std::lock_guard held(imports_mutex_);
+      imports_[path] = ImportProgress{done, total};
+    };
+  }
+  auto imported = import_job(store_, path, is_archive, progress);
+  if (is_archive) {
+    std::lock_guard lock(imports_mutex_);
+    imports_.erase(path);
+  }
+  auto& src = imported;
   if (!src) return std::unexpected(src.error());
   const JobRecord& from = src->file().job;
   JobRecord rec;
@@ -570,6 +585,14 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
   r.checkpoint = {is_archive ? "" : path, src->manifest().created, is_archive ? path : ""};
   save_locked();
   return r;
+}
+
+json JobManager::imports() const {
+  json list = json::array();
+  std::lock_guard lock(imports_mutex_);
+  for (const auto& [path, p] : imports_)
+    list.push_back({{"archive", path}, {"done", p.done}, {"total", p.total}});
+  return json{{"imports", std::move(list)}};
 }
 
 Result<json> JobManager::checkpoint_process(pid_t pid, const CheckpointRequest& req) {

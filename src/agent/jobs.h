@@ -95,6 +95,10 @@ class JobManager {
   /// {"jobs": [{"id", "name", "result": "checkpointed"|"failed"|"skipped", "detail"}]}.
   nlohmann::json checkpoint_all(double deadline_seconds);
 
+  /// The archives being imported by restores right now:
+  /// {"imports": [{"archive", "done", "total"}]} (bytes read of each archive, its size).
+  nlohmann::json imports() const;
+
  private:
   struct Busy;
   Result<JobRecord*> find_locked(const std::string& id_or_name);
@@ -127,6 +131,12 @@ class JobManager {
   std::function<void(Event)> sink_;
   std::condition_variable wake_;
   std::thread reaper_;
+
+  struct ImportProgress {
+    uint64_t done = 0, total = 0;
+  };
+  mutable std::mutex imports_mutex_;               // imports_ only: updated while an import reads.
+  std::map<std::string, ImportProgress> imports_;  ///< By archive path.
 };
 
 }  // namespace arch::agent

@@ -5,10 +5,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 #include "base/file_util.h"
@@ -159,6 +162,62 @@ int follow_logs(const std::string& id, bool follow) {
 
 }  // namespace
 
+namespace {
+
+using Progress = std::function<void(uint64_t done, uint64_t total)>;
+
+// While archd imports `archive` for a restore, its progress (GET /v1/imports, polled from a
+// thread of its own) drives `progress`; nothing happens without one (not a terminal, -q).
+class ImportWatch {
+ public:
+  ImportWatch(Progress progress, std::string archive)
+      : progress_(std::move(progress)), archive_(std::move(archive)) {
+    if (progress_) thread_ = std::thread([this] { loop(); });
+  }
+  ImportWatch(const ImportWatch&) = delete;
+  ImportWatch& operator=(const ImportWatch&) = delete;
+  ~ImportWatch() { stop(); }
+
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    if (shown_) fmt::print(stderr, "\n");
+    shown_ = false;
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mutex_);
+    while (!wake_.wait_for(lock, std::chrono::milliseconds(200), [this] { return stopping_; })) {
+      lock.unlock();
+      auto r = archd_call("GET", "/v1/imports", json());
+      lock.lock();
+      if (!r || stopping_) continue;
+      for (const auto& i : r->json.value("imports", json::array())) {
+        if (i.value("archive", "") != archive_) continue;
+        uint64_t done = i.value("done", uint64_t{0}), total = i.value("total", uint64_t{0});
+        if (finished_ || done == 0) continue;
+        progress_(done, total);
+        finished_ = total > 0 && done >= total;  // A finished line ends itself, once.
+        shown_ = !finished_;
+      }
+    }
+  }
+
+  Progress progress_;
+  std::string archive_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false, shown_ = false, finished_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
 Handler add_job_command(CLI::App& app) {
   auto* job =
       app.add_subcommand("job", "Process jobs: run, checkpoint and restore processes under archd");
@@ -166,7 +225,7 @@ Handler add_job_command(CLI::App& app) {
   struct Opts {
     std::string name, env_file, dir, id, export_dir, from, output, signal = "TERM";
     std::vector<std::string> command, env;
-    bool follow = false, leave_running = false, force = false, json = false;
+    bool follow = false, leave_running = false, force = false, json = false, quiet = false;
   };
   auto o = std::make_shared<Opts>();
 
@@ -208,6 +267,7 @@ Handler add_job_command(CLI::App& app) {
       "restore", "Restore a job from its newest checkpoint, or from an archive");
   restore->add_option("id", o->id, "Job id or name (optional with --from)");
   restore->add_option("--from", o->from, "An archive from `job checkpoint --export` (any node)");
+  restore->add_flag("-q,--quiet", o->quiet, "No progress line on a terminal");
   add_output_option(restore, o->output);
 
   return [=]() -> int {
@@ -282,7 +342,9 @@ Handler add_job_command(CLI::App& app) {
         if (::getcwd(cwd, sizeof cwd) != nullptr) from = std::string(cwd) + "/" + from;
       }
       std::string path = o->id.empty() ? "/v1/jobs/restore" : "/v1/jobs/" + q(o->id) + "/restore";
+      ImportWatch watch(from.empty() ? Progress{} : terminal_progress("restore", o->quiet), from);
       auto r = archd_call("POST", path, json{{"archive", from}});
+      watch.stop();
       if (!r) return report_error(r.error());
       return print_json_or(*r, o->json, [&] {
         fmt::print("restored job {} ({}): pid {}\n", r->json.value("id", ""),

@@ -2,7 +2,9 @@
 // HTTP/1.1 + JSON on the root-only unix socket [agent] socket (libcurl). When archd is
 // not running, `node drain` says so and names what still works without it.
 #include <fmt/core.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -108,18 +110,51 @@ int run_status(bool as_json) {
   return 0;
 }
 
+// One line on stderr per container and job as the drain reports it (the same line as
+// `container finalize` draws), when `progress` is on.
+class DrainProgress {
+ public:
+  explicit DrainProgress(bool on) : on_(on) {}
+  void show(const json& drain) {
+    if (!on_) return;
+    auto report = drain.value("report", json::object());
+    std::size_t total = drain.value("total", std::size_t{0});
+    for (const char* what : {"containers", "jobs"}) {
+      auto list = report.value(what, json::array());
+      std::size_t& shown = what[0] == 'c' ? containers_ : jobs_;
+      for (std::size_t i = shown; i < list.size(); ++i) {
+        const json& c = list[i];
+        std::string name = c.contains("namespace")
+                               ? c.value("namespace", "") + "/" + c.value("id", "")
+                               : "job " + c.value("id", "");
+        ++done_;
+        fmt::print(stderr, "[{}/{}] {}: {}", done_, std::max(total, done_), name,
+                   c.value("result", ""));
+        if (c.contains("seconds")) fmt::print(stderr, " in {:.2f} s", c.value("seconds", 0.0));
+        fmt::print(stderr, "\n");
+      }
+      shown = std::max(shown, list.size());
+    }
+  }
+
+ private:
+  bool on_;
+  std::size_t containers_ = 0, jobs_ = 0, done_ = 0;
+};
+
 // Polls drain `id` until it is no longer running; returns its record.
-Result<json> wait_for_drain(int64_t id) {
+Result<json> wait_for_drain(int64_t id, DrainProgress& progress) {
   for (;;) {
     auto r = call_archd("GET", fmt::format("/v1/drains/{}", id));
     if (!r) return std::unexpected(r.error());
     if (r->status != 200) return std::unexpected(archd_error(*r));
+    progress.show(r->json);
     if (r->json.value("state", "") != "running") return r->json;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
 }
 
-int run_drain(const std::string& reason, double deadline, bool wait, bool as_json) {
+int run_drain(const std::string& reason, double deadline, bool wait, bool as_json, bool quiet) {
   json body = {{"reason", reason.empty() ? "manual drain (archctl)" : reason},
                {"deadline_seconds", deadline}};
   auto r = call_archd("POST", "/v1/node/drain", body);
@@ -140,7 +175,11 @@ int run_drain(const std::string& reason, double deadline, bool wait, bool as_jso
     }
     return 0;
   }
-  auto done = wait_for_drain(id);
+  // Progress on a terminal (stderr; stdout keeps the report or the JSON).
+  DrainProgress progress(!quiet && ::isatty(STDERR_FILENO) == 1);
+  if (!quiet && ::isatty(STDERR_FILENO) == 1)
+    fmt::print(stderr, "drain {}: checkpointing, deadline {:.0f} s\n", id, deadline);
+  auto done = wait_for_drain(id, progress);
   if (!done) return report_error(done.error());
   if (as_json) {
     fmt::print("{}\n", done->dump(2));
@@ -182,7 +221,7 @@ Handler add_node_command(CLI::App& app) {
   struct Opts {
     std::string output, reason;
     double deadline = 110;
-    bool wait = false;
+    bool wait = false, quiet = false;
   };
   auto o = std::make_shared<Opts>();
   auto* status = cmd->add_subcommand("status", "Draining or not, watcher, containers, events");
@@ -195,13 +234,14 @@ Handler add_node_command(CLI::App& app) {
       ->capture_default_str();
   drain->add_flag("--wait", o->wait,
                   "Wait for the drain's report; exit 7 if any container or job failed");
+  drain->add_flag("-q,--quiet", o->quiet, "With --wait: no progress lines on a terminal");
   add_output_option(drain, o->output);
   auto* undrain = cmd->add_subcommand("undrain", "The node is no longer draining");
   add_output_option(undrain, o->output);
   return [=] {
     bool as_json = o->output == "json";
     if (status->parsed()) return run_status(as_json);
-    if (drain->parsed()) return run_drain(o->reason, o->deadline, o->wait, as_json);
+    if (drain->parsed()) return run_drain(o->reason, o->deadline, o->wait, as_json, o->quiet);
     return run_undrain(as_json);
   };
 }

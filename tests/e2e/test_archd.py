@@ -22,7 +22,8 @@ import time
 import pytest
 
 from conftest import archctl_path, build_dir, skip_unless_binaries, skip_unless_root
-from archtest import checkpoint, monitoring, proc, workloads
+from archtest import (checkpoint, dashboard_render, monitoring, prometheus, proc, terminal,
+                      workloads)
 from archtest.archd import Archd, parse_metrics, request
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -145,11 +146,18 @@ def test_drain_checkpoints_every_container_and_they_resume(make_archd, ctr_conta
     ids = start_counters(c, 3, "drain")
     assert {x["id"] for x in a.status()["containers"] if x["status"] == "running"} >= set(ids)
 
-    t0 = time.monotonic()
-    r = archctl(a, "node", "drain", "--reason", "e2e maintenance", "--deadline", "100", "--wait")
-    elapsed = time.monotonic() - t0
-    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}\n{a.log_text()}"
-    assert "3 containers, 3 checkpointed, 0 not" in r.stdout, r.stdout
+    # On a terminal (an operator's shell): a line per container as the drain reports it,
+    # on stderr; stdout keeps the report.
+    code, shown, out, elapsed = terminal.run_on_terminal(
+        [archctl_path(), "node", "drain", "--reason", "e2e maintenance", "--deadline", "100",
+         "--wait"], env=a.env())
+    assert code == 0, f"{out}\n{shown}\n{a.log_text()}"
+    assert "3 containers, 3 checkpointed, 0 not" in out, out
+    assert "drain " in shown and "deadline 100 s" in shown, repr(shown)
+    for cid in ids:
+        assert re.search(rf"\[\d+/\d+\] {c.ns}/{cid}: checkpointed in \d+\.\d\d s", shown), \
+            repr(shown)
+    assert not re.search(r"^\[\d+/", out, re.M), "progress went to stdout"
     status = a.status()
     assert status["draining"] and status["drain_reason"] == "e2e maintenance"
     assert status["drain_kind"] == "manual" and os.path.exists(a.flag)
@@ -469,6 +477,88 @@ def test_status_page_in_headless_chromium(make_archd, ctr_containers, tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
     assert c.delete(cid) == 137
     a.call("POST", "/v1/node/undrain")
+
+
+def test_dashboard_panels_show_a_real_archd_in_prometheus(make_archd, ctr_containers, tmp_path):
+    """deploy/monitoring's Grafana dashboard against real data: a real Prometheus (Debian's)
+    scrapes a real archd every second while two containers are checkpointed by a drain and
+    restored on create; every panel's queries, run by that Prometheus as Grafana would run
+    them, show what happened (checkpoints and restores by source, durations, bytes, keys,
+    the manual drain, the build). The panels are drawn in their layout (Grafana itself is
+    not in Debian: archtest/dashboard_render.py) and photographed by headless Chromium when
+    it is installed; with ARCH_SCREENSHOT_DIR set, the picture is kept there as
+    dashboard.png (the README's picture)."""
+    if not prometheus.binary():
+        pytest.skip("prometheus (Debian package prometheus) is not installed")
+    c = ctr_containers
+    a = make_archd().start()
+    prom = prometheus.Prometheus(str(tmp_path / "prometheus"), [f"127.0.0.1:{a.metrics_port}"])
+    with prom:
+        start = time.time()
+        prom.wait_scrapes(3)
+        ids = start_counters(c, 2, "dash")
+        a.call("POST", "/v1/node/drain", {"reason": "spot reclaim notice",
+                                          "deadline_seconds": 60})
+        a.wait_drain(a.status()["drain"]["id"])
+        prom.wait_scrapes(3)
+        assert archctl_json(a, "node", "undrain")["was_draining"] is True
+        for cid in ids:
+            assert c.delete(cid) == 137
+        for cid in ids:
+            c.run(cid, workloads.counter(COUNT))
+        for cid in ids:
+            c.wait_lines(cid, COUNT, 3, workloads.parse_counter)
+        restores = 'arch_restores_total{source="create",outcome="ok"}'
+        proc.wait_until(lambda: parse_metrics(a.metrics()[1]).get(restores, 0) >= 2,
+                        20, "archd to count 2 restores")
+        prom.wait_scrapes(4)
+        end = time.time()
+        panels = dashboard_render.evaluate(prom, monitoring.load_dashboard(), start, end,
+                                           step=1, rate_interval="10s")
+    by_title = {p["title"]: dict(series) for p, series in panels}
+
+    def peak(title, name):
+        pts = by_title[title].get(name)
+        assert pts, f"panel {title!r} has no series {name!r}: {sorted(by_title[title])}"
+        return max(v for _, v in pts)
+
+    def last(title):
+        return sum(pts[-1][1] for pts in by_title[title].values())
+
+    assert last("Managed containers") >= 2
+    assert last("Keys with checkpoints") >= 2
+    assert len(by_title["archd versions"]) == 1, by_title["archd versions"]
+    assert len(by_title["Oldest newest-checkpoints (top 20 keys)"]) >= 2
+    assert peak("Checkpoints by source and outcome", "drain ok") > 0
+    assert peak("Checkpoint duration (p50, p95)", "p95 drain") > 0
+    assert peak("Checkpoint bytes written", "drain") > 0
+    assert peak("Restores by source and outcome", "create ok") > 0
+    assert peak("Restore duration (p50, p95)", "p50 create") > 0
+    assert peak("Restore bytes read", "create") > 0
+    assert peak("Drain triggers (1h)", "manual") >= 1
+    assert last("Nodes draining") == 0, "undrained before the end"
+    # Nothing failed here: the failures panel shows no failed checkpoint.
+    assert all(v == 0 for name, pts in by_title["Checkpoint failures and skips (1h)"].items()
+               if name.startswith("failed") for _, v in pts)
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        return
+    page = tmp_path / "dashboard.html"
+    page.write_text(dashboard_render.page(panels, "ARCH (deploy/monitoring/grafana-dashboard.json)",
+                                          1600, start, end))
+    text = page.read_text()
+    assert "<script" not in text and "http" not in text.replace('"http://www.w3.org/2000/svg"', "")
+    keep = os.environ.get("ARCH_SCREENSHOT_DIR")
+    shot = os.path.join(keep, "dashboard.png") if keep else str(tmp_path / "dashboard.png")
+    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1600,2200",
+                        "--hide-scrollbars", f"--screenshot={shot}", f"file://{page}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and os.path.exists(shot), r.stderr[-2000:]
+    with open(shot, "rb") as f:
+        data = f.read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000, len(data)
 
 
 # ------------------------------------------------------------------ without archd

@@ -21,7 +21,6 @@ file, without a shared filesystem, and restored from it.
 import io
 import json
 import os
-import pty
 import re
 import subprocess
 import tarfile
@@ -29,7 +28,7 @@ import tempfile
 
 import pytest
 
-from archtest import checkpoint, daemons, seal
+from archtest import checkpoint, daemons, seal, terminal
 from test_sealed_checkpoints import (assert_resumed, checkpoint_job, rewrite_archive, run_with,
                                      stop)
 
@@ -265,24 +264,7 @@ def test_export_needs_a_key_with_a_verified_checkpoint(ctr_containers, tmp_path)
 def on_a_terminal(c, *args):
     """archctl `args` with stderr on a pseudo-terminal (an operator's shell): (exit code,
     what the terminal showed, stdout)."""
-    leader, follower = pty.openpty()
-    try:
-        p = subprocess.Popen(c.archctl.argv(*args), env=c.archctl.env(), stdout=subprocess.PIPE,
-                             stderr=follower, text=True)
-        os.close(follower)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # EIO: the terminal's other end is closed (archctl ended)
-                break
-            if not chunk:
-                break
-            shown += chunk
-        out, _ = p.communicate(timeout=120)
-        return p.returncode, shown.decode(errors="replace"), out
-    finally:
-        os.close(leader)
+    return terminal.run_on_terminal(c.archctl.argv(*args), env=c.archctl.env(), timeout=120)[:3]
 
 
 def test_export_and_import_show_their_bytes_on_a_terminal_only(moved, tmp_path):

@@ -12,6 +12,7 @@ Every test starts its own archd instances by pid and stops them (jobs killed and
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,7 +23,7 @@ import tempfile
 import pytest
 
 from conftest import archctl_path, build_dir, skip_unless_binaries, skip_unless_root
-from archtest import proc
+from archtest import proc, terminal
 from archtest.jobs import (PY_JOB, SH_JOB, Node, assert_consecutive, compile_c_job, counts,
                            lines, pid_gone, wait_count)
 
@@ -151,6 +152,52 @@ def test_leave_running_then_restore_goes_back(nodes, workdir):
     # Resumed from the dump: numbers continue from where the checkpoint was, not the kill.
     assert after[0] <= at_dump + 2 and after[0] < before, (at_dump, before, after[:3])
     assert after == list(range(after[0], after[0] + len(after)))
+
+
+BIG_JOB = ("import os, time\n"
+           "blob = os.urandom(256 << 20)\n"
+           "open('ready', 'w').write('1')\n"
+           "n = 0\n"
+           "while True:\n"
+           "    n += 1\n"
+           "    open('count.txt', 'a').write(f'{n}\\n')\n"
+           "    time.sleep(0.05)\n")
+
+
+def on_a_terminal(node, *args):
+    return terminal.run_on_terminal([node.archctl_binary, *args], env=node.archd.env())
+
+
+def test_restore_from_an_archive_shows_its_bytes_on_a_terminal_only(nodes, workdir):
+    """`job restore --from` of a 256 MiB job on another node: on a terminal, the archive's
+    bytes as archd imports it (polled from GET /v1/imports) ending at 100%; nothing on
+    stdout; with -q, nothing on the terminal. The job continues either way."""
+    a, b = nodes(), nodes()
+    d, _ = workdir
+    export_dir = tempfile.mkdtemp(prefix="exports-", dir=os.path.dirname(d))
+    job_id = a.run_job(d, sys.executable, "-c", BIG_JOB, name="big")
+    proc.wait_until(lambda: os.path.exists(os.path.join(d, "ready")), 60, "256 MiB in memory")
+    wait_count(os.path.join(d, "count.txt"), 3)
+    out = a.checkpoint(job_id, "--export", export_dir)
+    archive = out["archive"]
+    assert os.path.getsize(archive) > 200 << 20
+    proc.wait_until(lambda: pid_gone(out["job"]["pid"]), 10, "the dumped job to be gone")
+    code, shown, stdout, seconds = on_a_terminal(b, "job", "restore", "--from", archive)
+    assert code == 0, shown + stdout
+    assert "restored job" in stdout and "MiB" not in stdout, stdout
+    # Polled every 200 ms: an import shorter than that may end before the first look.
+    if seconds > 1.5:
+        assert re.search(r"restore: \d+ / \d+ MiB \(\d+%\)", shown), (seconds, repr(shown))
+    print(f"\nrestore --from of {os.path.getsize(archive) >> 20} MiB: {seconds:.2f} s; "
+          f"terminal: {shown.strip()[-80:]!r}")
+    n = len(counts(os.path.join(d, "count.txt")))
+    wait_count(os.path.join(d, "count.txt"), n + 5)
+    out = b.checkpoint(job_id, "--export", export_dir)
+    proc.wait_until(lambda: pid_gone(out["job"]["pid"]), 10, "the dumped job to be gone")
+    b.ctl("job", "rm", job_id)
+    c = nodes()
+    code, shown, stdout, _ = on_a_terminal(c, "job", "restore", "-q", "--from", out["archive"])
+    assert code == 0 and "restore:" not in shown, repr(shown)
 
 
 def test_export_on_one_node_restore_on_another(nodes, workdir):

@@ -279,6 +279,21 @@ int on_jobs_entry(ParseState* state, std::string_view k, std::string_view v) {
     j.stream_images = v == "true";
     return 1;
   }
+  if (k == "stream_compression") {
+    if (v != "auto" && v != "off" && v != "zstd") {
+      state->error = "[jobs] stream_compression must be auto, off or zstd";
+      return 0;
+    }
+    j.stream_compression = v;
+    return 1;
+  }
+  if (k == "stream_compression_level") {
+    if (!parse_int_in(state, k, v, 0, 19, j.stream_compression_level)) {
+      state->error = "[jobs] stream_compression_level must be a whole number from 0 to 19";
+      return 0;
+    }
+    return 1;
+  }
   return 1;
 }
 
@@ -891,6 +906,13 @@ leave_running = false
 # stores them encrypted (AES-256-GCM chunks, key derived from the node key) in one pass and
 # verifies every chunk before CRIU reads it on restore. Jobs only: runc cannot stream.
 stream_images = false
+# auto | off | zstd: each streamed chunk compressed (zstd, multithreaded) before it is
+# encrypted. auto: only where the store is slower than the compressor (the store's kept
+# write rate against the compressor's measured throughput; raw where not smaller);
+# zstd: always tried; off: never (chunk lengths then reveal nothing of the contents).
+stream_compression = auto
+# 0: the level chosen from the measured rates; 1-19: a fixed zstd level.
+stream_compression_level = 0
 
 [peers]
 # The authenticated channel between archd instances (mutual TLS 1.3; certificates from a CA

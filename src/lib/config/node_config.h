@@ -119,6 +119,11 @@ struct NodeConfig {
     /// stream_images: dump and restore through ARCH's image streamer (`criu --stream`,
     /// criu/criu_stream.h): images encrypted at rest in authenticated chunks, one pass.
     bool stream_images = false;
+    /// stream_compression: auto | off | zstd, of each streamed chunk before it is encrypted
+    /// (store/stream_compression.h). auto: zstd where the store is slower than the
+    /// compressor, level chosen from the measured rates; zstd: always tried.
+    std::string stream_compression = "auto";
+    int stream_compression_level = 0;  ///< 0: chosen from the rates; 1-19: fixed.
   } jobs;
   /// [checkpoint]: how checkpoints are written.
   struct Checkpoint {

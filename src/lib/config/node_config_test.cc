@@ -310,6 +310,7 @@ TEST(NodeConfig, EveryHandledKeyIsKnown) {
         "[agent]\nstatus_page = false\n", "[checkpoint]\nworkdir_capture = off\n",
         "[checkpoint]\nworkdir_capture = 1G\n", "[checkpoint]\ncontainer_interval = deny\n",
         "[restore]\ngroup_wait = 5\n", "[jobs]\nstream_images = true\n",
+        "[jobs]\nstream_compression = off\nstream_compression_level = 3\n",
         "[peers]\ndir = /p\nnode_name = a\nlisten = 0.0.0.0:7443\nnodes = b=10.0.0.2:7443\n"
         "timeout = 5\ncert_days = 30\n"}) {
     auto c = parse_node_config(text);
@@ -357,6 +358,25 @@ TEST(NodeConfig, SetValueReplacesKeepsAndAppends) {
   ASSERT_TRUE(parsed);
   EXPECT_EQ(parsed->log_level, LogLevel::kWarn);
   EXPECT_EQ(new_section.find("# only a comment\n"), 0u);
+}
+
+TEST(NodeConfig, StreamCompressionDefaultsToAutoAndRefusesUnknownValues) {
+  auto c = parse_node_config("");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->jobs.stream_compression, "auto");
+  EXPECT_EQ(c->jobs.stream_compression_level, 0);
+  auto z = parse_node_config("[jobs]\nstream_compression = zstd\nstream_compression_level = 19\n");
+  ASSERT_TRUE(z) << z.error().message();
+  EXPECT_EQ(z->jobs.stream_compression, "zstd");
+  EXPECT_EQ(z->jobs.stream_compression_level, 19);
+  for (const char* bad :
+       {"[jobs]\nstream_compression = gzip\n", "[jobs]\nstream_compression = \n",
+        "[jobs]\nstream_compression_level = 20\n", "[jobs]\nstream_compression_level = -1\n"}) {
+    auto r = parse_node_config(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_NE(r.error().message().find("stream_compression"), std::string::npos)
+        << r.error().message();
+  }
 }
 
 }  // namespace

@@ -92,7 +92,7 @@ Result<CriuStreamTotals> criu_dump_streamed(const CriuStreamDumpOptions& o) {
     UniqueFd out(::openat(o.images_dirfd, file.c_str(),
                           O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!out) return fail_errno("create " + file);
-    auto writer = ImageStreamWriter::create(out.get(), *o.key, o.stream_id, name);
+    auto writer = ImageStreamWriter::create(out.get(), *o.key, o.stream_id, name, o.compression);
     if (!writer) return std::unexpected(writer.error());
     std::string buf(kPipeBytes, '\0');
     for (;;) {
@@ -110,6 +110,8 @@ Result<CriuStreamTotals> criu_dump_streamed(const CriuStreamDumpOptions& o) {
     totals.plain_bytes += stats->plain_bytes;
     totals.stored_bytes += stats->stored_bytes;
     totals.images += 1;
+    totals.chunks += stats->chunks;
+    totals.compressed_chunks += stats->compressed_chunks;
     totals.files.push_back({file, stats->stored_bytes, stats->sha256});
     return stats->plain_bytes;
   };
@@ -172,6 +174,8 @@ Result<std::pair<pid_t, CriuStreamTotals>> criu_restore_streamed(
     totals.plain_bytes += stats->plain_bytes;
     totals.stored_bytes += stats->stored_bytes;
     totals.images += 1;
+    totals.chunks += stats->chunks;
+    totals.compressed_chunks += stats->compressed_chunks;
     return stats->plain_bytes;
   };
   Result<std::vector<StreamedImage>> served = std::vector<StreamedImage>();

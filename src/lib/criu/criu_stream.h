@@ -19,6 +19,7 @@
 #include "base/error.h"
 #include "store/manifest.h"
 #include "store/node_key.h"
+#include "store/stream_compression.h"
 
 namespace arch {
 
@@ -38,8 +39,9 @@ struct CriuStreamCommon {
 struct CriuStreamDumpOptions : CriuStreamCommon {
   pid_t pid = 0;
   bool leave_running = false;
-  uint64_t ghost_limit = 0;      ///< 0: CRIU's own.
-  const NodeKey* key = nullptr;  ///< The key that seals (required).
+  uint64_t ghost_limit = 0;              ///< 0: CRIU's own.
+  const NodeKey* key = nullptr;          ///< The key that seals (required).
+  StreamCompressionOptions compression;  ///< Each chunk compressed before it is sealed.
 };
 
 struct CriuStreamRestoreOptions : CriuStreamCommon {
@@ -53,6 +55,8 @@ struct CriuStreamTotals {
   uint64_t plain_bytes = 0;   ///< Image bytes CRIU wrote or read.
   uint64_t stored_bytes = 0;  ///< Bytes in the store.
   uint64_t images = 0;
+  uint64_t chunks = 0;
+  uint64_t compressed_chunks = 0;  ///< Chunks stored as zstd frames.
   double criu_ms = 0;
   /// Dump: each sealed file as written ("<name>.arch", stored size, SHA-256), so the commit
   /// need not read it again (store/manifest.h: build_manifest_files).

@@ -14,6 +14,7 @@
 #include "base/file_util.h"
 #include "base/host.h"
 #include "config/node_config.h"
+#include "container/deadline_plan.h"
 #include "criu/criu_errors.h"
 #include "criu/criu_rpc.h"
 #include "criu/criu_stream.h"
@@ -75,7 +76,8 @@ Result<void> criu_dump(const JobStoreConfig& config, const Staging& staging, con
 // CRIU writes it (criu/criu_stream.h).
 Result<CriuStreamTotals> criu_dump_streamed(const JobStoreConfig& config, const Staging& staging,
                                             const JobRecord& job, const JobCheckpointFile& file,
-                                            bool leave_running, const std::string& stream_id) {
+                                            bool leave_running, const std::string& stream_id,
+                                            double store_bps) {
   if (config.keys == nullptr || config.keys->active() == nullptr)
     return fail("no node key to seal the streamed images (archctl key init)");
   for (const char* sub : {"images", "criu"}) {
@@ -96,7 +98,25 @@ Result<CriuStreamTotals> criu_dump_streamed(const JobStoreConfig& config, const 
   o.leave_running = leave_running;
   o.ghost_limit = config.ghost_limit;
   o.key = config.keys->active();
+  auto mode = parse_stream_compression(config.stream_compression);
+  if (!mode) return std::unexpected(mode.error());
+  o.compression = {.mode = *mode,
+                   .level = config.stream_compression_level,
+                   .store_bps = store_bps,
+                   .workers = 0};
   return arch::criu_dump_streamed(o);
+}
+
+// A streamed dump's bytes per second of dump and commit: the store's rate, kept for the next
+// dump's compression level (and the deadline planner). A dump with compressed chunks may
+// have been bound by the compressor, so its rate is only a lower bound of the store's: kept
+// only when it raises the rate already kept (never lowering it, which would compress more).
+void record_stream_rate(const JobStoreConfig& config, uint64_t stored, bool compressed,
+                        double kept_bps, double ms) {
+  if (config.state_dir.empty() || stored < kMinRateSampleBytes || ms <= 0) return;
+  double bps = static_cast<double>(stored) * 1000 / ms;
+  if (compressed && !(kept_bps > 0 && bps > kept_bps)) return;
+  (void)record_store_rates(config.state_dir, config.store_path, bps, 0);
 }
 
 }  // namespace
@@ -110,7 +130,10 @@ JobStoreConfig job_store_config(const NodeConfig& config) {
                    config.limits.max_entries,
                    config.checkpoint.ghost_limit,
                    config.checkpoint.failed_dumps_kept,
-                   config.jobs.stream_images};
+                   config.jobs.stream_images,
+                   config.jobs.stream_compression,
+                   config.jobs.stream_compression_level,
+                   config.state_dir};
   if (!c.criu.empty()) return c;
   c.criu = "/usr/sbin/criu";
   for (const char* p : {"/opt/arch/criu/bin/criu", "/usr/local/sbin/criu"}) {
@@ -174,11 +197,15 @@ Result<JobDump> dump_job(const JobStoreConfig& config, const JobRecord& job,
   std::string stream_id;
   CriuStreamTotals streamed;
   Result<void> dumped;
+  double store_bps = 0;
   if (config.stream_images) {
     auto id = new_stream_id();
     if (!id) return std::unexpected(id.error());
     stream_id = *id;
-    auto totals = criu_dump_streamed(config, *staging, job, file, request.leave_running, stream_id);
+    if (!config.state_dir.empty())
+      store_bps = load_store_rates(config.state_dir, config.store_path).single_bps;
+    auto totals = criu_dump_streamed(config, *staging, job, file, request.leave_running, stream_id,
+                                     store_bps);
     if (totals) {
       streamed = *totals;
     } else {
@@ -209,6 +236,9 @@ Result<JobDump> dump_job(const JobStoreConfig& config, const JobRecord& job,
   dump.stream_id_ = stream_id;
   dump.stream_plain_ = streamed.plain_bytes;
   dump.stream_stored_ = streamed.stored_bytes;
+  dump.stream_chunks_ = streamed.chunks;
+  dump.stream_compressed_ = streamed.compressed_chunks;
+  dump.store_bps_ = store_bps;
   for (auto& f : streamed.files) {
     f.path = "images/" + f.path;
     dump.stream_files_.push_back(std::move(f));
@@ -234,8 +264,12 @@ Result<JobCheckpointRef> commit_job_dump(const JobStoreConfig& config, JobDump&&
     m.encryption = stream_encryption(dump.stream_id_);
     m.files = dump.stream_files_;  // hashed as they were written: not read again
     m.extra["image_stream"] = {{"image_bytes", dump.stream_plain_},
-                               {"stored_bytes", dump.stream_stored_}};
+                               {"stored_bytes", dump.stream_stored_},
+                               {"chunks", dump.stream_chunks_},
+                               {"compressed_chunks", dump.stream_compressed_},
+                               {"compression", config.stream_compression}};
   }
+  auto commit_start = std::chrono::steady_clock::now();
   auto wrote =
       write_at(dump.staging_.dirfd(), kJobFileName, job_file_json(dump.file_).dump(2) + "\n");
   Result<std::string> committed = wrote
@@ -246,6 +280,10 @@ Result<JobCheckpointRef> commit_job_dump(const JobStoreConfig& config, JobDump&&
         dump.leave_running_ ? "checkpoint job " + job.id + " (it keeps running)"
                             : "checkpoint job " + job.id +
                                   ": the dump stopped the job but it could not be committed"));
+  }
+  if (!dump.stream_id_.empty()) {
+    record_stream_rate(config, dump.stream_stored_, dump.stream_compressed_ > 0, dump.store_bps_,
+                       dump.dump_ms_ + ms_since(commit_start));
   }
   return JobCheckpointRef{*committed, m.created, ""};
 }

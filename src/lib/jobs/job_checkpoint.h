@@ -37,6 +37,12 @@ struct JobStoreConfig {
   uint64_t ghost_limit = uint64_t{64} << 20;  ///< [checkpoint] ghost_limit.
   int failed_dumps_kept = 3;                  ///< [checkpoint] failed_dumps_kept.
   bool stream_images = false;                 ///< [jobs] stream_images (criu/criu_stream.h).
+  /// [jobs] stream_compression (auto | off | zstd) and stream_compression_level.
+  std::string stream_compression = "auto";
+  int stream_compression_level = 0;
+  /// [state] dir: where the store's write rate is kept (container/deadline_plan.h); the
+  /// streamed dump's compression level is chosen against it. Empty: none kept.
+  std::string state_dir{};
 };
 
 /// From the node config: [store] path and keep; [runtime] criu, else the first of
@@ -88,6 +94,9 @@ class JobDump {
   std::string stream_id_;                   ///< Set when the images were streamed (sealed chunks).
   uint64_t stream_plain_ = 0;               ///< Image bytes CRIU streamed.
   uint64_t stream_stored_ = 0;              ///< Bytes the sealed images hold.
+  uint64_t stream_chunks_ = 0;              ///< Chunks sealed.
+  uint64_t stream_compressed_ = 0;          ///< Of which stored as zstd frames.
+  double store_bps_ = 0;                    ///< The store's kept rate the level was chosen by.
   std::vector<ManifestFile> stream_files_;  ///< Sealed images, hashed as written.
 };
 

@@ -182,7 +182,7 @@ Result<JobRestoreSource> open_stored_job(const JobStoreConfig& config, const std
 // From anywhere: lock a scratch key -> unpack (or link) -> check. The scratch key is
 // removed with the source, also when a step fails.
 Result<JobRestoreSource> import_job(const JobStoreConfig& config, const std::string& path,
-                                    bool is_archive) {
+                                    bool is_archive, const ByteProgress& progress) {
   CheckpointStore store(config.store_path, config.keep, config.keys);
   auto lock = store.lock(kJobsNamespace, "import-" + new_job_id(), 30s);
   if (!lock) return std::unexpected(lock.error().wrap("checkpoint store"));
@@ -193,7 +193,7 @@ Result<JobRestoreSource> import_job(const JobStoreConfig& config, const std::str
   if (!scratch) return std::unexpected(scratch.error());
   s->scratch = std::move(*scratch);
   ExpansionLimits caps{config.max_archive_bytes, config.max_entries};
-  auto unpacked = is_archive ? import_archive(path, s->scratch->path(), caps)
+  auto unpacked = is_archive ? import_archive(path, s->scratch->path(), caps, progress)
                              : link_tree(path, s->scratch->path());
   if (!unpacked) return fail(ErrorKind::kInvalidInput, unpacked.error().message());
   if (auto ok = check_import(*s, path); !ok) return std::unexpected(ok.error());

@@ -15,6 +15,7 @@
 
 #include "base/error.h"
 #include "jobs/job_checkpoint.h"
+#include "store/checkpoint_archive.h"
 #include "store/manifest.h"
 
 namespace arch {
@@ -39,7 +40,8 @@ class JobRestoreSource {
 
  private:
   friend Result<JobRestoreSource> open_stored_job(const JobStoreConfig&, const std::string&);
-  friend Result<JobRestoreSource> import_job(const JobStoreConfig&, const std::string&, bool);
+  friend Result<JobRestoreSource> import_job(const JobStoreConfig&, const std::string&, bool,
+                                             const ByteProgress&);
   explicit JobRestoreSource(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
 };
@@ -51,8 +53,9 @@ Result<JobRestoreSource> open_stored_job(const JobStoreConfig& config, const std
 /// An archive (`is_archive`) or a checkpoint directory from anywhere, unpacked or linked into
 /// a scratch key "import-<random>" of the store, then checked: a manifest that verifies, the
 /// "jobs" namespace, a job.json naming a job with a valid id. EINVAL for anything else.
+/// `progress` is called with the archive's bytes read so far and its size.
 Result<JobRestoreSource> import_job(const JobStoreConfig& config, const std::string& path,
-                                    bool is_archive);
+                                    bool is_archive, const ByteProgress& progress = {});
 
 /// The pids a restore of `file` needs free: the dumped tree and `root` (the recorded pid).
 std::vector<pid_t> pids_to_free(const JobCheckpointFile& file, pid_t root);

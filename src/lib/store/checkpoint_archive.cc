@@ -569,10 +569,10 @@ Result<std::string> read_archive_manifest(int fd, const std::string& name) {
 }
 
 Result<void> import_archive(const std::string& archive_path, const std::string& dest_dir,
-                            const ExpansionLimits& caps) {
+                            const ExpansionLimits& caps, const ByteProgress& progress) {
   auto fd = open_file(archive_path, O_RDONLY);
   if (!fd) return std::unexpected(fd.error().wrap("archive"));
-  return import_archive_fd(fd->get(), archive_path, dest_dir, caps);
+  return import_archive_fd(fd->get(), archive_path, dest_dir, caps, progress);
 }
 
 Result<void> import_archive_fd(int fd, const std::string& archive_path, const std::string& dest_dir,

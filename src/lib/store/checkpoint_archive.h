@@ -49,7 +49,7 @@ inline constexpr uint64_t kMaxArchiveManifestBytes = 16 << 20;
 /// ("... is refused") before the excess is written. Whatever was extracted stays in
 /// dest_dir for the caller to discard.
 Result<void> import_archive(const std::string& archive_path, const std::string& dest_dir,
-                            const ExpansionLimits& caps);
+                            const ExpansionLimits& caps, const ByteProgress& progress = {});
 /// Same, with no cap beyond the archive's manifest.
 Result<void> import_archive(const std::string& archive_path, const std::string& dest_dir);
 

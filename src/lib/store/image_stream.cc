@@ -1,6 +1,6 @@
 // ImageStream: AES-256-GCM chunks with HKDF-derived keys (OpenSSL EVP); format in the header.
-// Compression (flag bit 1) is reserved: this build writes none and refuses it on read, as
-// the build machines lack zstd's headers (libzstd-dev); see SECURITY.md.
+// Compression (flag bit 1): zstd before encryption, bounded decompression after verification
+// (store/stream_compression.h).
 #include "store/image_stream.h"
 
 #include <fmt/core.h>
@@ -180,15 +180,35 @@ struct ImageStreamWriter::State {
   ImageStreamStats stats;
   bool finished = false;
 
+  std::unique_ptr<ChunkCompressor> compressor;  // null: compression off
+  std::string frame;
+
   Result<void> emit(std::string_view plain, bool final) {
-    out.clear();
-    put_u32(out, static_cast<uint32_t>(plain.size()));
-    put_u32(out, static_cast<uint32_t>(plain.size()));
-    out += static_cast<char>(final ? kFinal : 0);
-    std::string aad = chunk_aad(header, stream_id, name, index, out);
-    if (!seal_chunk(key, index, aad, plain, out)) return fail("image stream: AES-256-GCM failed");
-    if (auto ok = store(out); !ok) return ok;
+    bool zstd = false;
+    if (compressor) {
+      auto z = compressor->compress(plain, frame);
+      if (!z) return std::unexpected(z.error());
+      zstd = *z;
+    }
+    if (auto ok = seal_record(zstd ? std::string_view(frame) : plain,
+                              static_cast<uint32_t>(plain.size()), zstd, final);
+        !ok) {
+      return ok;
+    }
     stats.plain_bytes += plain.size();
+    stats.compressed_chunks += zstd ? 1 : 0;
+    return {};
+  }
+
+  // Seals and writes one chunk: its record (lengths and flags), then `payload` encrypted.
+  Result<void> seal_record(std::string_view payload, uint32_t plain_len, bool zstd, bool final) {
+    out.clear();
+    put_u32(out, static_cast<uint32_t>(payload.size()));
+    put_u32(out, plain_len);
+    out += static_cast<char>((final ? kFinal : 0) | (zstd ? kZstd : 0));
+    std::string aad = chunk_aad(header, stream_id, name, index, out);
+    if (!seal_chunk(key, index, aad, payload, out)) return fail("image stream: AES-256-GCM failed");
+    if (auto ok = store(out); !ok) return ok;
     stats.stored_bytes += out.size();
     stats.chunks += 1;
     ++index;
@@ -205,9 +225,13 @@ ImageStreamWriter::~ImageStreamWriter() {
 
 Result<ImageStreamWriter> ImageStreamWriter::create(int fd, const NodeKey& key,
                                                     std::string_view stream_id,
-                                                    std::string_view image_name) {
+                                                    std::string_view image_name,
+                                                    const StreamCompressionOptions& compression) {
   if (key.id.size() != kKeyIdBytes) return fail("image stream: malformed node key id");
   auto s = std::make_unique<State>();
+  auto compressor = ChunkCompressor::create(compression);
+  if (!compressor) return std::unexpected(compressor.error());
+  s->compressor = std::move(*compressor);
   std::array<char, kSaltBytes> salt{};
   if (::getrandom(salt.data(), salt.size(), 0) != static_cast<ssize_t>(salt.size()))
     return fail_errno("getrandom");
@@ -249,6 +273,13 @@ Result<void> ImageStreamWriter::write(std::string_view data) {
   return {};
 }
 
+Result<void> ImageStreamWriter::write_record_for_testing(std::string_view payload,
+                                                         uint32_t plain_len, bool zstd,
+                                                         bool final) {
+  s_->finished = final;
+  return s_->seal_record(payload, plain_len, zstd, final);
+}
+
 Result<ImageStreamStats> ImageStreamWriter::finish() {
   State& s = *s_;
   if (s.finished) return s.stats;
@@ -283,7 +314,8 @@ Result<ImageStreamStats> read_image_stream(
                         stream_id, image_name);
   if (!key) return std::unexpected(key.error());
   stats.stored_bytes = header.size();
-  std::string record(kRecordBytes, '\0'), body, plain;
+  std::string record(kRecordBytes, '\0'), body, plain, inflated;
+  std::unique_ptr<ChunkDecompressor> decompressor;
   for (uint64_t index = 0;; ++index) {
     auto r = read_exact(fd, record.data(), record.size());
     if (!r) return std::unexpected(r.error());
@@ -311,13 +343,26 @@ Result<ImageStreamStats> read_image_stream(
                       image_name, index));
     }
     // Authenticated: only now do its flags and lengths mean anything.
-    if ((flags & kZstd) != 0 || plain_len != cipher_len)
-      return refuse(fmt::format("{}: chunk {} is compressed (not supported by this build)",
-                                image_name, index));
+    std::string_view chunk = plain;
+    if ((flags & kZstd) != 0) {
+      if (!decompressor) {
+        auto d = ChunkDecompressor::create();
+        if (!d) return std::unexpected(d.error());
+        decompressor = std::move(*d);
+      }
+      if (auto ok = decompressor->decompress(plain, plain_len, kMaxImageChunkBytes, inflated);
+          !ok) {
+        return refuse(fmt::format("{}: chunk {}: {}", image_name, index, ok.error().message()));
+      }
+      chunk = inflated;
+      stats.compressed_chunks += 1;
+    } else if (plain_len != cipher_len) {
+      return refuse(fmt::format("{}: chunk {} has a malformed header", image_name, index));
+    }
     stats.stored_bytes += record.size() + body.size();
-    stats.plain_bytes += plain.size();
+    stats.plain_bytes += chunk.size();
     stats.chunks += 1;
-    if (auto ok = sink(plain); !ok) return std::unexpected(ok.error());
+    if (auto ok = sink(chunk); !ok) return std::unexpected(ok.error());
     if ((flags & kFinal) != 0) break;
   }
   char extra = 0;

@@ -4,8 +4,13 @@
 // File format (version 1), all integers little-endian:
 //   header  "ARCHIMG1" (8) | alg u8 (1: AES-256-GCM) | flags u8 (0) | reserved u16 (0)
 //           | key id (16 ASCII hex: the node key, store/node_key.h) | salt (32 random bytes)
-//   chunk*  cipher_len u32 | plain_len u32 | flags u8 (bit 0: final; bit 1: zstd, reserved)
+//   chunk*  cipher_len u32 | plain_len u32 | flags u8 (bit 0: final; bit 1: zstd)
 //           | ciphertext (cipher_len) | GCM tag (16)
+// A chunk without the zstd flag holds its plaintext (plain_len == cipher_len); with it, one
+// zstd frame of the plaintext, compressed before it was encrypted (store/stream_compression.h),
+// plain_len its length. Both lengths and the flag are authenticated (the AAD below), so the
+// reader trusts them only after the chunk verified, and decodes at most plain_len bytes.
+// Streams written before compression existed (no chunk flagged) read unchanged.
 // Key: HKDF-SHA256(node key secret, salt, "arch-image-stream-v1\0" key id "\0" stream id
 // "\0" image name): a fresh key per image file and checkpoint (the salt is random, so no two
 // files share a key and the per-key nonce, the chunk index, never repeats).
@@ -26,6 +31,7 @@
 
 #include "base/error.h"
 #include "store/node_key.h"
+#include "store/stream_compression.h"
 
 namespace arch {
 
@@ -46,6 +52,7 @@ struct ImageStreamStats {
   uint64_t plain_bytes = 0;   ///< What CRIU wrote / reads.
   uint64_t stored_bytes = 0;  ///< What the file holds.
   uint64_t chunks = 0;
+  uint64_t compressed_chunks = 0;  ///< Chunks stored as zstd frames.
   std::string sha256;  ///< Of the stored bytes (lower-case hex), as written (writer only).
 };
 
@@ -54,9 +61,11 @@ struct ImageStreamStats {
 /// verifies).
 class ImageStreamWriter {
  public:
-  /// Writes the header; `key` is the node key that seals (store/node_key.h).
+  /// Writes the header; `key` is the node key that seals (store/node_key.h); each chunk is
+  /// compressed before it is encrypted as `compression` chooses.
   static Result<ImageStreamWriter> create(int fd, const NodeKey& key, std::string_view stream_id,
-                                          std::string_view image_name);
+                                          std::string_view image_name,
+                                          const StreamCompressionOptions& compression = {});
   ImageStreamWriter(ImageStreamWriter&&) noexcept;
   ImageStreamWriter& operator=(ImageStreamWriter&&) noexcept;
   ~ImageStreamWriter();
@@ -65,6 +74,10 @@ class ImageStreamWriter {
   Result<void> write(std::string_view data);
   /// Encrypts and writes what is left as the final chunk.
   Result<ImageStreamStats> finish();
+  /// Tests only: seals `payload` as the next chunk with these record fields as given (chunks
+  /// this writer would never write, to test the reader's checks on authenticated chunks).
+  Result<void> write_record_for_testing(std::string_view payload, uint32_t plain_len, bool zstd,
+                                        bool final);
 
  private:
   struct State;
