@@ -17,6 +17,7 @@
 #include "config/node_config.h"
 #include "job_routes.h"
 #include "jobs.h"
+#include "peer_routes.h"
 #include "runtime/runtime_path.h"
 #include "version.h"
 #include "watchers.h"
@@ -123,10 +124,13 @@ int main(int argc, char** argv) {
   agent::register_job_routes(api.routes(), jobs);
   agent::MetricsServer metrics(agent);
   const auto& a = loaded.config.agent;
+  agent::PeerListener peers(loaded.config, *runc, log);
   auto listening = api.start(a.socket);
   if (listening && !a.metrics_address.empty()) listening = metrics.start(a.metrics_address);
+  if (listening) listening = peers.start();
   if (!listening) {
     log(LogLevel::kError, listening.error().message());
+    peers.stop();
     api.shutdown();
     jobs.stop();
     agent.stop();
@@ -143,6 +147,7 @@ int main(int argc, char** argv) {
   log(LogLevel::kInfo, fmt::format("signal {}: stopping", sig));
   notices.stop();
   exits.stop();
+  peers.stop();
   api.shutdown();
   metrics.stop();
   jobs.stop();

@@ -9,6 +9,7 @@
 #include "container/group_checkpoint.h"
 #include "exit_codes.h"
 #include "managed/activity_log.h"
+#include "peer/group_peers.h"
 #include "runtime/runc_client.h"
 #include "runtime/runtime_path.h"
 #include "store/group_record.h"
@@ -75,13 +76,65 @@ Result<NodeGroup> find_group(const NodeConfig& config, const std::string& ref) {
   return matches.front();
 }
 
-int run_checkpoint(const std::string& ref, bool leave_running, bool json) {
+// A group whose members may live on the [peers] nodes too (peer/group_peers.h).
+int run_cross_node_checkpoint(const Node& node, const NodeGroup& group,
+                              const CheckpointOptions& options, bool json) {
+  auto out = checkpoint_group_across_nodes(group, node.config, node.runc, options);
+  for (const auto& m : group.members) {
+    (void)append_activity(node.config.state_dir,
+                          {.what = "checkpoint",
+                           .source = "archctl group",
+                           .outcome = out ? "ok" : "failed",
+                           .ns = m.ns,
+                           .id = m.id,
+                           .key = m.key,
+                           .ms = out ? out->total_ms : 0,
+                           .bytes = 0,
+                           .detail = out ? out->record : out.error().message()});
+  }
+  if (!out) return report_error(out.error());
+  if (json) {
+    nlohmann::json members = nlohmann::json::array();
+    for (const auto& m : out->members) {
+      members.push_back({{"node", m.node},
+                         {"namespace", m.ns},
+                         {"id", m.id},
+                         {"key", m.key},
+                         {"checkpoint", m.checkpoint},
+                         {"timings_ms", m.timings_ms}});
+    }
+    fmt::print("{}\n", nlohmann::json{{"owner", out->owner},
+                                      {"group", out->name},
+                                      {"generation", out->generation},
+                                      {"record", out->record},
+                                      {"nodes", out->nodes},
+                                      {"frozen_ms", out->frozen_ms},
+                                      {"total_ms", out->total_ms},
+                                      {"members", members}}
+                           .dump(2));
+  } else {
+    fmt::print(
+        "group {}/{}: checkpointed as generation {} ({} members on {} nodes, frozen "
+        "{:.0f} ms)\n",
+        out->owner, out->name, out->generation, out->members.size(), out->nodes.size(),
+        out->frozen_ms);
+    for (const auto& m : out->members) {
+      fmt::print("  {} {}/{}: {}\n", m.node, m.ns, m.id, m.checkpoint);
+    }
+  }
+  return 0;
+}
+
+int run_checkpoint(const std::string& ref, bool leave_running, bool local_only, bool json) {
   auto node = load_node();
   if (!node) return report_error(node.error());
   auto group = find_group(node->config, ref);
   if (!group) return report_error(group.error());
   CheckpointOptions options;
   options.leave_running = leave_running;
+  if (!local_only && !node->config.peers.nodes.empty()) {
+    return run_cross_node_checkpoint(*node, *group, options, json);
+  }
   auto out = checkpoint_group(*group, node->config, node->runc, options);
   for (const auto& m : group->members) {
     (void)append_activity(node->config.state_dir,
@@ -132,6 +185,7 @@ Handler add_group_command(CLI::App& app) {
   struct Opts {
     std::string ref, output;
     bool leave_running = false;
+    bool local_only = false;
   };
   auto o = std::make_shared<Opts>();
   auto* list = cmd->add_subcommand("list", "Groups, their members and newest complete generation");
@@ -139,11 +193,13 @@ Handler add_group_command(CLI::App& app) {
   auto* ckpt = cmd->add_subcommand("checkpoint", "Checkpoint every member as one unit");
   ckpt->add_option("group", o->ref, "NAME, or OWNER/NAME when several owners use it")->required();
   ckpt->add_flag("--leave-running", o->leave_running, "Keep the members running afterwards");
+  ckpt->add_flag("--local", o->local_only,
+                 "Only this node's members, even when [peers] nodes lists other nodes");
   add_output_option(ckpt, o->output);
   return [=] {
     bool json = o->output == "json";
     if (list->parsed()) return run_list(json);
-    return run_checkpoint(o->ref, o->leave_running, json);
+    return run_checkpoint(o->ref, o->leave_running, o->local_only, json);
   };
 }
 

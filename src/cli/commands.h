@@ -26,6 +26,7 @@ Handler add_process_command(CLI::App& app);
 Handler add_config_command(CLI::App& app);
 Handler add_key_command(CLI::App& app);
 Handler add_group_command(CLI::App& app);
+Handler add_peer_command(CLI::App& app);
 /// `archctl completion bash`: a bash completion script made from `app`'s commands.
 Handler add_completion_command(CLI::App& app);
 

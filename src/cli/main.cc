@@ -124,6 +124,7 @@ int main(int argc, char** argv) {
   add(arch::cli::add_process_command);
   add(arch::cli::add_config_command);
   add(arch::cli::add_key_command);
+  add(arch::cli::add_peer_command);
   add(arch::cli::add_completion_command);
   app.footer(arch::cli::kExitCodesHelp);
   arch::cli::g_json_errors = arch::cli::wants_json(argc, argv);

@@ -16,6 +16,7 @@
 #include "base/duration.h"
 #include "base/enum_names.h"
 #include "base/file_util.h"
+#include "base/host.h"
 #include "base/names.h"
 #include "base/suggest.h"
 
@@ -338,6 +339,87 @@ int on_roots_entry(ParseState* state, std::string_view k, std::string_view v) {
   return 1;
 }
 
+// [peers] nodes: "name=host:port, name=[v6]:port, ...".
+bool parse_peer_nodes(ParseState* state, std::string_view v) {
+  std::vector<NodeConfig::Peers::Node> out;
+  std::size_t pos = 0;
+  while (pos <= v.size()) {
+    auto comma = v.find(',', pos);
+    if (comma == std::string_view::npos) comma = v.size();
+    std::string item(v.substr(pos, comma - pos));
+    pos = comma + 1;
+    while (!item.empty() && item.front() == ' ') item.erase(0, 1);
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    if (item.empty()) continue;
+    auto eq = item.find('=');
+    auto colon = item.rfind(':');
+    if (eq == std::string::npos || colon == std::string::npos || colon < eq) {
+      state->error = "[peers] nodes: \"" + item + "\" is not name=host:port";
+      return false;
+    }
+    NodeConfig::Peers::Node n;
+    n.name = item.substr(0, eq);
+    n.host = item.substr(eq + 1, colon - eq - 1);
+    if (n.host.size() > 2 && n.host.front() == '[' && n.host.back() == ']') {
+      n.host = n.host.substr(1, n.host.size() - 2);
+    }
+    std::string port = item.substr(colon + 1);
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), n.port);
+    if (auto ok = validate_node_name(n.name); !ok) {
+      state->error = "[peers] nodes: " + ok.error().message();
+      return false;
+    }
+    if (n.host.empty() || ec != std::errc() || end != port.data() + port.size() || n.port < 1 ||
+        n.port > 65535) {
+      state->error = "[peers] nodes: \"" + item + "\" is not name=host:port (port 1-65535)";
+      return false;
+    }
+    for (const auto& other : out) {
+      if (other.name == n.name) {
+        state->error = "[peers] nodes: " + n.name + " twice";
+        return false;
+      }
+    }
+    out.push_back(std::move(n));
+  }
+  state->config.peers.nodes = std::move(out);
+  return true;
+}
+
+int on_peers_entry(ParseState* state, std::string_view k, std::string_view v) {
+  auto& p = state->config.peers;
+  if (k == "dir") {
+    if (v.empty() || v.front() != '/') {
+      state->error = "[peers] dir must be an absolute path";
+      return 0;
+    }
+    p.dir = v;
+    return 1;
+  }
+  if (k == "node_name") {
+    if (!v.empty()) {
+      if (auto ok = validate_node_name(v); !ok) {
+        state->error = "[peers] node_name: " + ok.error().message();
+        return 0;
+      }
+    }
+    p.node_name = v;
+    return 1;
+  }
+  if (k == "listen") {
+    if (!v.empty() && (v.rfind(':') == std::string_view::npos || v.rfind(':') == 0)) {
+      state->error = "[peers] listen must be host:port (or empty: off)";
+      return 0;
+    }
+    p.listen = v;
+    return 1;
+  }
+  if (k == "nodes") return parse_peer_nodes(state, v) ? 1 : 0;
+  if (k == "timeout") return parse_int_in(state, k, v, 1, 600, p.timeout_seconds, "peers") ? 1 : 0;
+  if (k == "cert_days") return parse_int_in(state, k, v, 1, 3650, p.cert_days, "peers") ? 1 : 0;
+  return 1;
+}
+
 // The sections and keys this version knows: those of default_node_config_text(), which
 // shows every key ([roots] takes any name). Anything else is a typo or a newer version's
 // key, and either way the operator must hear of it rather than have it silently ignored.
@@ -486,6 +568,7 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
   if (s == "agent") return on_agent_entry(state, k, v);
   if (s == "jobs") return on_jobs_entry(state, k, v);
   if (s == "checkpoint") return on_checkpoint_entry(state, k, v);
+  if (s == "peers") return on_peers_entry(state, k, v);
   if (s == "log" && k == "level") {
     auto level = parse_log_level(v);
     if (!level) {
@@ -843,7 +926,43 @@ stream_images = false
 stream_compression = auto
 # 0: the level chosen from the measured rates; 1-19: a fixed zstd level.
 stream_compression_level = 0
+
+[peers]
+# The authenticated channel between archd instances (mutual TLS 1.3; certificates from a CA
+# derived from the node key, so only nodes holding it are trusted) and the nodes a group
+# checkpoint asks for their members of the group. Off unless listen or nodes is set.
+# Root-only directory of this node's TLS key and certificate (`archctl peer cert`).
+dir = /etc/arch/peers
+# This node's name in its certificate and in group records (empty: the host name).
+node_name =
+# host:port of archd's TLS listener for its peers (empty: no listener).
+listen =
+# The known peers: name=host:port, comma-separated (the name must be the one in its cert).
+nodes =
+# Seconds: connect and read timeout; a node whose group checkpoint coordinator stays silent
+# this long aborts on its own (thaws its members). 1-600.
+timeout = 30
+# Days a node certificate issued by `archctl peer cert` (or archd at start) is valid.
+cert_days = 365
 )";
+}
+
+std::string peer_node_name(const NodeConfig& c) {
+  return c.peers.node_name.empty() ? host_name() : c.peers.node_name;
+}
+
+Result<void> validate_node_name(std::string_view name) {
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  bool ok = !name.empty() && name.size() <= 63 && alnum(name.front()) && alnum(name.back()) &&
+            std::all_of(name.begin(), name.end(),
+                        [&](char c) { return alnum(c) || c == '-' || c == '.'; });
+  if (!ok) {
+    return fail(ErrorKind::kInvalidInput,
+                "invalid node name \"" + std::string(name) +
+                    "\": 1-63 characters of a-z, 0-9, '-' and '.', starting and ending with a "
+                    "letter or digit");
+  }
+  return {};
 }
 
 }  // namespace arch

@@ -23,6 +23,7 @@
 //   [owners]   ecs = false|true   (Docker containers of ECS tasks owned by cluster and family)
 //   [docker]   data_root = /var/lib/docker   (where dockerd keeps config.v2.json)
 //   [groups]   kubernetes_pods = true|false   (a pod's app containers are one group)
+//   [peers]    dir, node_name, listen, nodes, timeout, cert_days (see NodeConfig::Peers)
 // The file and its directory must be owned by root and not writable by group or others;
 // otherwise nothing in it is used (root would be executing what another user chose).
 #pragma once
@@ -182,7 +183,31 @@ struct NodeConfig {
     std::string active;  ///< The key that seals; empty: the directory's `active` file, or
                          ///< its only key.
   } keys;
+  /// [peers]: the authenticated channel between archd instances (peer/peer_tls.h) and the
+  /// nodes a cross-node group checkpoint asks (peer/group_coordinator.h). Off by default.
+  struct Peers {
+    /// Root-only directory of this node's own TLS key (node.key) and certificate (node.crt).
+    std::string dir = "/etc/arch/peers";
+    std::string node_name;  ///< This node's name in its certificate; empty: the host name.
+    std::string listen;     ///< archd's TLS listener "host:port"; empty: none (the default).
+    /// The known peers, "name=host:port, ..." in the file.
+    struct Node {
+      std::string name, host;
+      int port = 0;
+      bool operator==(const Node&) const = default;
+    };
+    std::vector<Node> nodes;
+    int timeout_seconds = 30;  ///< Connect, read and coordinator-silence timeout (1-600).
+    int cert_days = 365;       ///< Validity of a node certificate `archctl peer cert` issues.
+  } peers;
 };
+
+/// This node's name among its peers: [peers] node_name, else the host name.
+std::string peer_node_name(const NodeConfig& c);
+
+/// Checks a node name: 1-63 characters of [a-z0-9.-], starting and ending with a letter or
+/// digit (it is a certificate's DNS name).
+Result<void> validate_node_name(std::string_view name);
 
 /// Where archd records each task's exit status for arch-runc: <state dir>/exits/<ns>/<id>.
 /// And the flag file whose presence means "this node is draining".

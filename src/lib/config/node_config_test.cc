@@ -316,9 +316,29 @@ TEST(NodeConfig, EveryHandledKeyIsKnown) {
         "[checkpoint]\nworkdir_capture = 1G\n", "[checkpoint]\ncontainer_interval = deny\n",
         "[restore]\ngroup_wait = 5\n", "[jobs]\nstream_images = true\n",
         "[jobs]\nstream_compression = off\nstream_compression_level = 3\n",
-        "[groups]\nkubernetes_pods = false\n"}) {
+        "[groups]\nkubernetes_pods = false\n",
+        "[peers]\ndir = /p\nnode_name = a\nlisten = 0.0.0.0:7443\nnodes = b=10.0.0.2:7443\n"
+        "timeout = 5\ncert_days = 30\n"}) {
     auto c = parse_node_config(text);
     EXPECT_TRUE(c) << text << ": " << c.error().message();
+  }
+}
+
+TEST(NodeConfig, PeersParseAndRefuse) {
+  auto c = parse_node_config(
+      "[peers]\nnode_name = node-a\nnodes = b=10.0.0.2:7443, c=[::1]:9, d=h.example:1\n");
+  ASSERT_TRUE(c) << c.error().message();
+  ASSERT_EQ(c->peers.nodes.size(), 3u);
+  EXPECT_EQ(c->peers.nodes[0], (NodeConfig::Peers::Node{"b", "10.0.0.2", 7443}));
+  EXPECT_EQ(c->peers.nodes[1], (NodeConfig::Peers::Node{"c", "::1", 9}));
+  EXPECT_EQ(c->peers.nodes[2].host, "h.example");
+  EXPECT_EQ(peer_node_name(*c), "node-a");
+  EXPECT_TRUE(NodeConfig{}.peers.listen.empty());  // off by default
+  for (const char* bad :
+       {"[peers]\nnodes = b=10.0.0.2\n", "[peers]\nnodes = B_x=h:1\n", "[peers]\nnodes = b=h:0\n",
+        "[peers]\nnodes = b=h:1, b=g:2\n", "[peers]\nnode_name = ../x\n", "[peers]\ntimeout = 0\n",
+        "[peers]\ndir = rel\n", "[peers]\nlisten = 7443\n"}) {
+    EXPECT_FALSE(parse_node_config(bad)) << bad;
   }
 }
 

@@ -178,6 +178,172 @@ std::vector<NodeGroup> node_groups(const NodeConfig& config, std::vector<std::st
 
 // ------------------------------------------------------------------ checkpoint
 
+std::string new_group_generation() {
+  return random_generation();
+}
+
+struct GroupMembersCheckpoint::State {
+  NodeGroup group;
+  CheckpointOptions options;
+  std::vector<ContainerRecord> members;
+  std::vector<ContainerCheckpoint> ckpts;
+  std::optional<ThawGuard> guard;
+  Clock::time_point frozen_at{};
+  bool done = false;
+};
+
+GroupMembersCheckpoint::GroupMembersCheckpoint(std::unique_ptr<State> s) : s_(std::move(s)) {}
+GroupMembersCheckpoint::GroupMembersCheckpoint(GroupMembersCheckpoint&&) noexcept = default;
+GroupMembersCheckpoint& GroupMembersCheckpoint::operator=(GroupMembersCheckpoint&&) noexcept =
+    default;
+GroupMembersCheckpoint::~GroupMembersCheckpoint() {
+  if (s_ && !s_->done) abort();
+}
+
+const std::string& GroupMembersCheckpoint::generation() const {
+  return s_->options.group_generation;
+}
+const std::vector<ContainerRecord>& GroupMembersCheckpoint::members() const {
+  return s_->members;
+}
+std::chrono::steady_clock::time_point GroupMembersCheckpoint::frozen_at() const {
+  return s_->frozen_at;
+}
+
+Result<GroupMembersCheckpoint> GroupMembersCheckpoint::begin(const NodeGroup& group,
+                                                             const NodeConfig& config,
+                                                             const std::string& runc,
+                                                             CheckpointOptions options,
+                                                             std::string generation) {
+  // 1. Validate: one owner, one store, distinct keys, at least one member.
+  if (auto ok = validate_group_name(group.name); !ok) return std::unexpected(ok.error());
+  if (group.members.empty()) return fail("no member on this node");
+  for (std::size_t i = 0; i < group.members.size(); ++i) {
+    const auto& m = group.members[i];
+    if (m.owner != group.owner) return fail(m.ns + "/" + m.id + " belongs to owner " + m.owner);
+    if (m.store != group.members[0].store || m.store_root != group.members[0].store_root) {
+      return fail(
+          fmt::format("members use different stores ({} and {}): a group's members share one store",
+                      m.store, group.members[0].store));
+    }
+    for (std::size_t j = 0; j < i; ++j) {
+      if (group.members[j].key == m.key) return fail("two members share the key " + m.key);
+    }
+  }
+  auto s = std::make_unique<State>();
+  s->group = group;
+  s->options = std::move(options);
+  s->options.group = group.name;
+  s->options.group_generation = std::move(generation);
+  s->options.record_rate = false;
+  s->options.pre_copy = false;
+  // 2. Lock every key (in key order: two group checkpoints never wait on each other).
+  s->members = group.members;
+  std::sort(s->members.begin(), s->members.end(),
+            [](const auto& a, const auto& b) { return a.key < b.key; });
+  for (const auto& m : s->members) {
+    auto c = ContainerCheckpoint::begin(m, config, runc, s->options);
+    if (!c) {
+      s->done = true;
+      return std::unexpected(c.error().wrap(m.ns + "/" + m.id));
+    }
+    s->ckpts.push_back(std::move(*c));
+  }
+  return GroupMembersCheckpoint(std::move(s));
+}
+
+Result<void> GroupMembersCheckpoint::freeze() {
+  State& s = *s_;
+  // 3. Freeze all before any is dumped, with one guard that thaws them all should we die.
+  std::vector<std::vector<std::string>> resumes;
+  for (const auto& c : s.ckpts) resumes.push_back(c.resume_argv());
+  auto guard = ThawGuard::arm(resumes);
+  if (!guard) return std::unexpected(guard.error());
+  s.guard.emplace(std::move(*guard));
+  s.frozen_at = Clock::now();
+  for (auto& c : s.ckpts) {
+    if (auto ok = c.freeze(false); !ok) {
+      for (auto& other : s.ckpts) other.abandon();
+      return std::unexpected(ok.error().wrap("freeze " + c.container().ns + "/" + c.container().id +
+                                             " (every member thawed)"));
+    }
+  }
+  return {};
+}
+
+Result<std::vector<GroupMember>> GroupMembersCheckpoint::dump() {
+  State& s = *s_;
+  // 4. Dump all, side by side; each member's generation committed, unpruned.
+  std::vector<std::optional<Result<std::string>>> staged(s.ckpts.size());
+  {
+    std::vector<std::jthread> threads;
+    for (std::size_t i = 0; i < s.ckpts.size(); ++i) {
+      threads.emplace_back([&, i] { staged[i] = s.ckpts[i].stage_group_member(); });
+    }
+  }
+  std::string failures;
+  for (std::size_t i = 0; i < s.ckpts.size(); ++i) {
+    if (!*staged[i]) {
+      const auto& m = s.ckpts[i].container();
+      failures += fmt::format("{}{}/{}: {}", failures.empty() ? "" : "; ", m.ns, m.id,
+                              staged[i]->error().message());
+    }
+  }
+  if (!failures.empty()) return fail(failures);
+  std::vector<GroupMember> out;
+  for (std::size_t i = 0; i < s.ckpts.size(); ++i) {
+    const std::string& path = **staged[i];
+    out.push_back({s.ckpts[i].container().key, s.ckpts[i].container().id,
+                   path.substr(path.rfind('/') + 1), s.ckpts[i].staged_seal_mac()});
+  }
+  return out;
+}
+
+void GroupMembersCheckpoint::abort() {
+  State& s = *s_;
+  for (auto& c : s.ckpts) c.retract_group_member();
+  if (s.guard) s.guard->disarm();
+  s.done = true;
+}
+
+Result<std::vector<GroupMemberOutcome>> GroupMembersCheckpoint::end(
+    const std::vector<std::string>& keep_generations) {
+  State& s = *s_;
+  // 6. Committed: end every member (or let it go on) and prune.
+  s.done = true;
+  std::vector<GroupMemberOutcome> out;
+  std::string end_failures;
+  for (auto& c : s.ckpts) {
+    auto ended = c.end_group_member(keep_generations);
+    if (!ended) {
+      end_failures += (end_failures.empty() ? "" : "; ") + ended.error().message();
+      continue;
+    }
+    out.push_back({c.container(), std::move(*ended)});
+  }
+  if (s.guard) s.guard->disarm();
+  if (!end_failures.empty()) return fail(end_failures);
+  return out;
+}
+
+std::vector<std::string> group_generations_to_keep(const NodeConfig& config,
+                                                   const ContainerRecord& any_member,
+                                                   const std::string& owner,
+                                                   const std::string& name,
+                                                   const std::string& generation) {
+  std::vector<std::string> keep_generations;
+  auto keys = load_node_keyring(config);
+  if (keys) {
+    CheckpointStore store(any_member.store, config.keep, any_member.store_root,
+                          std::make_shared<const Keyring>(std::move(*keys)));
+    if (auto records = group_records(store, owner, name)) {
+      for (const auto& r : *records) keep_generations.push_back(r.generation);
+    }
+  }
+  keep_generations.push_back(generation);
+  return keep_generations;
+}
+
 Result<GroupCheckpointOutcome> checkpoint_group(const NodeGroup& group, const NodeConfig& config,
                                                 const std::string& runc,
                                                 CheckpointOptions options) {
@@ -185,85 +351,26 @@ Result<GroupCheckpointOutcome> checkpoint_group(const NodeGroup& group, const No
   auto fail_group = [&](const Error& e) {
     return std::unexpected(e.wrap(fmt::format("group {}/{}", group.owner, group.name)));
   };
-  // 1. Validate: one owner, one store, distinct keys, at least one member.
-  if (auto ok = validate_group_name(group.name); !ok) return fail_group(ok.error());
-  if (group.members.empty()) return fail_group(Error("no member on this node"));
-  for (std::size_t i = 0; i < group.members.size(); ++i) {
-    const auto& m = group.members[i];
-    if (m.owner != group.owner) {
-      return fail_group(Error(m.ns + "/" + m.id + " belongs to owner " + m.owner));
-    }
-    if (m.store != group.members[0].store || m.store_root != group.members[0].store_root) {
-      return fail_group(Error(
-          fmt::format("members use different stores ({} and {}): a group's members share one store",
-                      m.store, group.members[0].store)));
-    }
-    for (std::size_t j = 0; j < i; ++j) {
-      if (group.members[j].key == m.key) {
-        return fail_group(Error("two members share the key " + m.key));
-      }
-    }
-  }
-  options.group = group.name;
-  options.group_generation = random_generation();
-  options.record_rate = false;
-  options.pre_copy = false;
-  // 2. Lock every key (in key order: two group checkpoints never wait on each other).
-  std::vector<ContainerRecord> members = group.members;
-  std::sort(members.begin(), members.end(),
-            [](const auto& a, const auto& b) { return a.key < b.key; });
-  std::vector<ContainerCheckpoint> ckpts;
-  for (const auto& m : members) {
-    auto c = ContainerCheckpoint::begin(m, config, runc, options);
-    if (!c) return fail_group(c.error().wrap(m.ns + "/" + m.id));
-    ckpts.push_back(std::move(*c));
-  }
-  // 3. Freeze all before any is dumped, with one guard that thaws them all should we die.
-  std::vector<std::vector<std::string>> resumes;
-  for (const auto& c : ckpts) resumes.push_back(c.resume_argv());
-  auto guard = ThawGuard::arm(resumes);
-  if (!guard) return fail_group(guard.error());
-  auto frozen_at = Clock::now();
-  for (auto& c : ckpts) {
-    if (auto ok = c.freeze(false); !ok) {
-      for (auto& other : ckpts) other.abandon();
-      return fail_group(ok.error().wrap("freeze " + c.container().ns + "/" + c.container().id +
-                                        " (every member thawed)"));
-    }
-  }
-  // 4. Dump all, side by side; each member's generation committed, unpruned.
-  std::vector<std::optional<Result<std::string>>> staged(ckpts.size());
-  {
-    std::vector<std::jthread> threads;
-    for (std::size_t i = 0; i < ckpts.size(); ++i) {
-      threads.emplace_back([&, i] { staged[i] = ckpts[i].stage_group_member(); });
-    }
-  }
-  std::string failures;
-  for (std::size_t i = 0; i < ckpts.size(); ++i) {
-    if (!*staged[i]) {
-      const auto& m = ckpts[i].container();
-      failures += fmt::format("{}{}/{}: {}", failures.empty() ? "" : "; ", m.ns, m.id,
-                              staged[i]->error().message());
-    }
-  }
+  auto run =
+      GroupMembersCheckpoint::begin(group, config, runc, std::move(options), random_generation());
+  if (!run) return fail_group(run.error());
+  if (auto ok = run->freeze(); !ok) return fail_group(ok.error());
+  auto dumped = run->dump();
   // 5. The commit point: the group record, naming every member's generation and seal.
   GroupRecord record;
   record.owner = group.owner;
   record.name = group.name;
-  record.generation = options.group_generation;
+  record.generation = run->generation();
+  std::string failures = dumped ? "" : dumped.error().message();
   std::optional<Result<std::string>> committed;
+  const ContainerRecord& first = run->members().front();
   if (failures.empty()) {
-    for (std::size_t i = 0; i < ckpts.size(); ++i) {
-      const std::string& path = **staged[i];
-      record.members.push_back({ckpts[i].container().key, ckpts[i].container().id,
-                                path.substr(path.rfind('/') + 1), ckpts[i].staged_seal_mac()});
-    }
+    record.members = *dumped;
     auto keys = load_node_keyring(config);
     if (!keys) {
       committed = std::unexpected(keys.error());
     } else {
-      CheckpointStore sealed(members[0].store, config.keep, members[0].store_root,
+      CheckpointStore sealed(first.store, config.keep, first.store_root,
                              std::make_shared<const Keyring>(std::move(*keys)));
       committed = commit_group_record(sealed, record);
     }
@@ -271,42 +378,21 @@ Result<GroupCheckpointOutcome> checkpoint_group(const NodeGroup& group, const No
   }
   if (!failures.empty()) {
     // Nothing is committed: every member's generation goes, every member is thawed.
-    for (auto& c : ckpts) c.retract_group_member();
-    guard->disarm();
+    run->abort();
     return fail_group(
         Error("not checkpointed, every member thawed and still running: " + failures));
   }
-  // 6. Committed: end every member (or let it go on) and prune.
-  std::vector<std::string> keep_generations;
-  {
-    auto keys = load_node_keyring(config);
-    if (keys) {
-      CheckpointStore store(members[0].store, config.keep, members[0].store_root,
-                            std::make_shared<const Keyring>(std::move(*keys)));
-      if (auto records = group_records(store, group.owner, group.name)) {
-        for (const auto& r : *records) keep_generations.push_back(r.generation);
-      }
-    }
-    keep_generations.push_back(record.generation);
-  }
+  auto keep = group_generations_to_keep(config, first, group.owner, group.name, record.generation);
   GroupCheckpointOutcome out;
   out.owner = group.owner;
   out.name = group.name;
   out.generation = record.generation;
   out.record = **committed;
-  std::string end_failures;
-  for (auto& c : ckpts) {
-    auto ended = c.end_group_member(keep_generations);
-    if (!ended) {
-      end_failures += (end_failures.empty() ? "" : "; ") + ended.error().message();
-      continue;
-    }
-    out.members.push_back({c.container(), std::move(*ended)});
-  }
-  out.frozen_ms = ms_since(frozen_at);
-  guard->disarm();
+  auto ended = run->end(keep);
+  out.frozen_ms = ms_since(run->frozen_at());
   out.total_ms = ms_since(t0);
-  if (!end_failures.empty()) return fail_group(Error(end_failures));
+  if (!ended) return fail_group(ended.error());
+  out.members = std::move(*ended);
   return out;
 }
 

@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -95,6 +96,55 @@ struct GroupCheckpointOutcome {
   double frozen_ms = 0;
   double total_ms = 0;
 };
+
+/// The phases of a group checkpoint on this node, for checkpoint_group() and for a
+/// coordinator whose group spans nodes (peer/group_peers.h): begin() (validate, lock every
+/// key in key order) → freeze() (all members, one ThawGuard) → dump() (side by side, each
+/// member's generation committed unpruned) → [the group record committed] → end(); abort()
+/// at any point before end() removes the members' generations and thaws them (so does the
+/// destructor). Move-only.
+class GroupMembersCheckpoint {
+ public:
+  static Result<GroupMembersCheckpoint> begin(const NodeGroup& group, const NodeConfig& config,
+                                              const std::string& runc, CheckpointOptions options,
+                                              std::string generation);
+  GroupMembersCheckpoint(GroupMembersCheckpoint&&) noexcept;
+  GroupMembersCheckpoint& operator=(GroupMembersCheckpoint&&) noexcept;
+  ~GroupMembersCheckpoint();
+
+  /// Freezes every member (a failure thaws them all).
+  Result<void> freeze();
+  /// Dumps every member; their record entries (sorted by key), or an error listing each
+  /// member that failed ("ns/id: why; ..."): then call abort().
+  Result<std::vector<GroupMember>> dump();
+  /// After the group record is committed: ends every member (or lets it run on with
+  /// leave_running) and prunes, keeping the member generations of `keep_generations`.
+  Result<std::vector<GroupMemberOutcome>> end(const std::vector<std::string>& keep_generations);
+  /// Nothing is committed: every member's new generation goes, every member is thawed.
+  void abort();
+
+  [[nodiscard]] const std::string& generation() const;
+  /// The members (sorted by key).
+  [[nodiscard]] const std::vector<ContainerRecord>& members() const;
+  /// When the first member began to freeze.
+  [[nodiscard]] std::chrono::steady_clock::time_point frozen_at() const;
+
+ private:
+  struct State;
+  explicit GroupMembersCheckpoint(std::unique_ptr<State> s);
+  std::unique_ptr<State> s_;
+};
+
+/// The store keys of the committed group generations of group.owner/group.name, plus
+/// `generation`: what end() keeps.
+std::vector<std::string> group_generations_to_keep(const NodeConfig& config,
+                                                   const ContainerRecord& any_member,
+                                                   const std::string& owner,
+                                                   const std::string& name,
+                                                   const std::string& generation);
+
+/// A new random group generation id (32 hex digits).
+std::string new_group_generation();
 
 /// Checkpoints the group as one unit (see above). `options.leave_running` keeps the members
 /// running after the commit. All members must use the same store.

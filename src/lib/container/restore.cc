@@ -402,8 +402,10 @@ Result<RestoreOutcome> restore_group_member(const CheckpointStore& store, const 
       return fail(why + " (checkpoint kept, not restored)");
     }
   } else {
-    auto waited = wait_for_group_members(config, choice->record, rec.key,
-                                         std::chrono::seconds(config.restore_group_wait_seconds));
+    // Across nodes, only the members checkpointed on this node come back here.
+    auto waited = wait_for_group_members(
+        config, members_on_node(choice->record, peer_node_name(config), rec.key), rec.key,
+        std::chrono::seconds(config.restore_group_wait_seconds));
     if (!waited) return std::unexpected(waited.error().wrap("checkpoint kept, not restored"));
   }
   if (auto upper = overlay_upperdir(rootfs); !upper) {

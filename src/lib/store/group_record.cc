@@ -13,6 +13,7 @@
 
 #include "base/file_util.h"
 #include "base/names.h"
+#include "config/node_config.h"
 #include "store/manifest.h"
 
 namespace arch {
@@ -44,13 +45,24 @@ const GroupMember* GroupRecord::member(std::string_view key) const {
   return nullptr;
 }
 
+GroupRecord members_on_node(const GroupRecord& record, std::string_view node,
+                            std::string_view key) {
+  auto here = [&](const GroupMember& m) { return m.node.empty() || m.node == node; };
+  if (std::none_of(record.members.begin(), record.members.end(), here)) return record;
+  GroupRecord out = record;
+  std::erase_if(out.members, [&](const GroupMember& m) { return !here(m) && m.key != key; });
+  return out;
+}
+
 std::string serialize_group_record(const GroupRecord& r) {
   nlohmann::json members = nlohmann::json::array();
   for (const auto& m : r.members) {
-    members.push_back({{"key", m.key},
-                       {"container_id", m.container_id},
-                       {"checkpoint", m.checkpoint},
-                       {"seal_mac", m.seal_mac}});
+    nlohmann::json j = {{"key", m.key},
+                        {"container_id", m.container_id},
+                        {"checkpoint", m.checkpoint},
+                        {"seal_mac", m.seal_mac}};
+    if (!m.node.empty()) j["node"] = m.node;
+    members.push_back(std::move(j));
   }
   nlohmann::json j = {{"format", kGroupFormat},
                       {"owner", r.owner},
@@ -79,6 +91,10 @@ Result<GroupRecord> parse_group_record(std::string_view text) {
     for (const auto& m : j.at("members")) {
       GroupMember g{m.at("key").get<std::string>(), m.at("container_id").get<std::string>(),
                     m.at("checkpoint").get<std::string>(), m.at("seal_mac").get<std::string>()};
+      if (m.contains("node")) {
+        g.node = m.at("node").get<std::string>();
+        if (auto ok = validate_node_name(g.node); !ok) return std::unexpected(ok.error());
+      }
       if (auto ok = validate_name("key", g.key); !ok) return std::unexpected(ok.error());
       if (auto ok = validate_name("checkpoint", g.checkpoint); !ok)
         return std::unexpected(ok.error());

@@ -35,6 +35,9 @@ struct GroupMember {
   std::string container_id;  ///< The container checkpointed.
   std::string checkpoint;    ///< Its generation's directory name (ckpt-...).
   std::string seal_mac;      ///< The MAC of that generation's sealed manifest.
+  /// The node it was checkpointed on, in a group that spans nodes (peer/group_peers.h);
+  /// empty in a one-node group (every member on the node that restores it).
+  std::string node{};
   bool operator==(const GroupMember&) const = default;
 };
 
@@ -46,6 +49,12 @@ struct GroupRecord {
   std::string path;  ///< Where it was read from (not serialised).
   [[nodiscard]] const GroupMember* member(std::string_view key) const;
 };
+
+/// The record with only the members a restore of `key` on `node` waits for: `key` itself and
+/// those checkpointed on `node` or with no node (a one-node group); the members of other
+/// nodes come back there. When no member was checkpointed on `node` (the group rescheduled
+/// onto a new node), all of them.
+GroupRecord members_on_node(const GroupRecord& record, std::string_view node, std::string_view key);
 
 /// group.json's text, and back (refusing malformed or duplicate members).
 std::string serialize_group_record(const GroupRecord& r);

@@ -76,6 +76,35 @@ TEST(GroupRecord, RoundTripsAndRefusesMalformed) {
   EXPECT_TRUE(validate_group_name("pair-1.x"));
 }
 
+TEST(GroupRecord, CrossNodeMembersKeepTheirNodeAndARestoreWaitsForItsOwn) {
+  GroupRecord r{"o",
+                "g",
+                "abc",
+                {{"c", "c1", "ckpt-1", "00", "node-a"},
+                 {"s", "s1", "ckpt-2", "11", "node-b"},
+                 {"t", "t1", "ckpt-3", "22", "node-b"}},
+                ""};
+  auto back = parse_group_record(serialize_group_record(r));
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->members, r.members);
+  auto keys = [](const GroupRecord& x) {
+    std::vector<std::string> out;
+    for (const auto& m : x.members) out.push_back(m.key);
+    return out;
+  };
+  EXPECT_EQ(keys(members_on_node(r, "node-b", "s")), (std::vector<std::string>{"s", "t"}));
+  EXPECT_EQ(keys(members_on_node(r, "node-a", "c")), (std::vector<std::string>{"c"}));
+  // Rescheduled onto a node that held none: every member comes back there.
+  EXPECT_EQ(keys(members_on_node(r, "node-z", "c")), (std::vector<std::string>{"c", "s", "t"}));
+  // A one-node record (no node): all of them, wherever.
+  GroupRecord local{"o", "g", "abc", {{"x", "x", "ckpt-1", "0"}, {"y", "y", "ckpt-2", "1"}}, ""};
+  EXPECT_EQ(members_on_node(local, "node-a", "x").members.size(), 2u);
+  // A malformed node name is refused.
+  EXPECT_FALSE(parse_group_record(R"({"format":1,"owner":"o","name":"g","generation":"a",
+    "members":[{"key":"k","container_id":"c","checkpoint":"ckpt-1","seal_mac":"0",
+    "node":"../x"}]})"));
+}
+
 TEST_F(GroupRecordTest, NewestCompleteGenerationVerifies) {
   record("gen1");
   auto second = record("gen2");

@@ -51,6 +51,7 @@ SUBNET = "10.231.0"  # private to the test's network namespaces: never seen by t
 STORAGE_ADDRESS = f"{SUBNET}.254"
 CLONE_NEWNET = 0x40000000
 SHIM_SOCKET_DIR = "/run/containerd/s"  # containerd 1.6: shim sockets of every instance
+PEER_PORT = 7443  # archd's [peers] listener on each node's own address (Cluster(peers=True))
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -254,13 +255,15 @@ class Node:
             os.makedirs(d, mode=0o700, exist_ok=True)
         self.holder.start()
         self.holder.run(["ip", "link", "set", "lo", "up"], check=True)
-        gluster.mount(self.holder, self.cluster.server, self.cluster.shared,
-                      os.path.join(self.base, "glusterfs-client.log"))
+        if self.cluster.gluster:
+            gluster.mount(self.holder, self.cluster.server, self.cluster.shared,
+                          os.path.join(self.base, "glusterfs-client.log"))
         self.imds = in_netns(self.holder.netns_path, FakeImds).start()
         ctd_base = os.path.join(self.base, "containerd")
         agent = (f"imds_endpoint = {self.imds.endpoint}\nimds_poll_seconds = 1\n"
                  f"safety_margin_seconds = 10\n"
-                 f"containerd_address = {os.path.join(ctd_base, 'containerd.sock')}\n")
+                 f"containerd_address = {os.path.join(ctd_base, 'containerd.sock')}\n"
+                 f"{self.peers_section()}")
         self.archd = archd_mod.Archd(self.cluster.bin.archd, os.path.join(self.base, "archd"),
                                      self.conf, metrics=False, prefix=self.holder.prefix(),
                                      extra=agent)
@@ -273,6 +276,16 @@ class Node:
         self.ctr("images", "import", self.cluster.image_archive, check=True, timeout=120)
         self.archd.start()
         return self
+
+    def peers_section(self):
+        """[peers] of this node when the cluster has them: named after the node, listening
+        on its address, knowing the other node(s)."""
+        if not self.cluster.peers:
+            return ""
+        others = ", ".join(f"{n.name}={n.address}:{PEER_PORT}"
+                           for n in self.cluster.nodes.values() if n is not self)
+        return (f"[peers]\ndir = {os.path.join(self.base, 'peers')}\nnode_name = {self.name}\n"
+                f"listen = {self.address}:{PEER_PORT}\nnodes = {others}\ntimeout = 10\n")
 
     def start_docker(self, image_archive):
         """A private dockerd on this node's containerd (runtime "arch" = arch-runc), with
@@ -328,7 +341,7 @@ class Node:
 
     def _stop_namespaces(self):
         if self.holder.proc is not None:
-            if not self.killed:
+            if not self.killed and self.cluster.gluster:
                 gluster.unmount(self.holder, self.cluster.shared)
             self.holder.kill_all(extra=self._container_pids, after_signal=self._thaw)
             self.holder.proc.wait(10)
@@ -400,12 +413,16 @@ class Node:
     def output_path(self, cid):
         return os.path.join(self.output_dir, f"{cid}.log")
 
-    def start_container(self, cid, argv, env=(), image=None, check=True):
-        """`ctr run -d` with arch-runc and ARCH_ENABLE=1 (plus env); waits for RUNNING."""
-        self.containers.append(cid)
+    def start_container(self, cid, argv, env=(), image=None, check=True, node_network=False):
+        """`ctr run -d` with arch-runc and ARCH_ENABLE=1 (plus env); waits for RUNNING.
+        node_network: the container joins the node's network namespace (its address)."""
+        if cid not in self.containers:
+            self.containers.append(cid)
         args = ["run", "-d", "--runc-root", self.runc_root, "--runc-binary",
                 self.cluster.bin.arch_runc, "--log-uri", "file://" + self.output_path(cid),
                 "--env", "ARCH_ENABLE=1"]
+        if node_network:
+            args += ["--with-ns", f"network:{self.holder.netns_path}"]
         for item in env:
             args += ["--env", item]
         r = self.ctr(*args, image or self.cluster.image, cid, *argv, timeout=120)
@@ -490,7 +507,12 @@ class Node:
 class Cluster:
     """The storage namespace with the GlusterFS volume, and nodes a and b."""
 
-    def __init__(self, base, binaries, image, image_archive, ns=None):
+    def __init__(self, base, binaries, image, image_archive, ns=None, glusterfs=True,
+                 peers=False):
+        """glusterfs=False: the shared directory is a plain directory of this machine, seen
+        at the same path by both nodes (no GlusterFS). peers: archd's [peers] on each node."""
+        self.gluster = glusterfs
+        self.peers = peers
         self.id = secrets.token_hex(3)
         self.prefix = f"arch2n-{self.id}"  # netns names
         self.base = base
@@ -542,7 +564,8 @@ class Cluster:
         daemons.make_key_dir(self.keys)
         self._network()
         self.storage.start()
-        self.server.start()
+        if self.gluster:
+            self.server.start()
         for node in self.nodes.values():
             node.start()
         return self
@@ -553,7 +576,8 @@ class Cluster:
         for node in self.nodes.values():
             errors += node.stop()
         try:
-            self.server.stop()
+            if self.gluster:
+                self.server.stop()
         except Exception as e:
             errors.append(f"gluster: {e}")
         try:
