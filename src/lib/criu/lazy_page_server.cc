@@ -22,22 +22,13 @@
 #include <set>
 
 #include "base/file_util.h"
+#include "base/hex.h"
 #include "base/process.h"
 
 namespace arch {
 namespace {
 
 constexpr std::size_t kCopyBuffer = 1 << 20;
-
-std::string hex(const unsigned char* p, unsigned n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < n; ++i) {
-    out += kHex[p[i] >> 4];
-    out += kHex[p[i] & 0xf];
-  }
-  return out;
-}
 
 Result<UniqueFd> open_in(int dirfd, const std::string& name, int flags, mode_t mode = 0) {
   int fd = ::openat(dirfd, name.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode);
@@ -72,7 +63,7 @@ Result<void> copy_verified(int from, int to, const std::string& name, const Mani
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx.get(), md, &len);
-  if (size != want.size || hex(md, len) != want.sha256) {
+  if (size != want.size || to_hex(md, len) != want.sha256) {
     return std::unexpected(Error(
         fmt::format("images/{} does not match the sealed manifest (as copied for the lazy restore)",
                     name),

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/hex.h"
+
 namespace arch {
 namespace {
 
@@ -36,16 +38,6 @@ Result<std::array<unsigned char, 32>> parse_digest(const std::string& hex) {
     int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
     if (hi < 0 || lo < 0) return fail("chunk digest is not lower-case hex");
     out[i] = static_cast<unsigned char>(hi << 4 | lo);
-  }
-  return out;
-}
-
-std::string to_hex(const unsigned char* p, std::size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) {
-    out += kHex[p[i] >> 4];
-    out += kHex[p[i] & 0xf];
   }
   return out;
 }

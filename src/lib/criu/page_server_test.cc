@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "base/file_util.h"
+#include "base/hex.h"
 #include "base/temp_dir.h"
 #include "criu/pagemap_image.h"
 
@@ -106,13 +107,7 @@ std::string sha256_hex(std::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 0xf];
-  }
-  return out;
+  return to_hex(md, len);
 }
 
 // Page i of the pages image holds byte (i * 7 + offset-in-page) % 251: any misplaced page

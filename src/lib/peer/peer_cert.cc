@@ -15,6 +15,7 @@
 
 #include "base/file_lock.h"
 #include "base/file_util.h"
+#include "base/hex.h"
 
 namespace arch {
 namespace {
@@ -40,16 +41,6 @@ std::string ssl_error() {
 
 std::unexpected<Error> fail_ssl(const std::string& what) {
   return fail(what + ": " + ssl_error());
-}
-
-std::string to_hex(const unsigned char* p, std::size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) {
-    out += kHex[p[i] >> 4];
-    out += kHex[p[i] & 0xf];
-  }
-  return out;
 }
 
 Result<std::string> hkdf_sha256(std::string_view secret, std::string_view info, std::size_t n) {

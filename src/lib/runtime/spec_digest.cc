@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "base/hex.h"
 
 namespace arch {
 namespace {
@@ -66,13 +67,7 @@ std::string sha256_hex(std::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 0xf];
-  }
-  return out;
+  return to_hex(md, len);
 }
 
 std::string canonical(const json& j) {

@@ -34,6 +34,7 @@
 #include <set>
 
 #include "base/file_util.h"
+#include "base/hex.h"
 
 namespace arch {
 namespace {
@@ -310,14 +311,7 @@ std::string final_hex(EVP_MD_CTX* ctx) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int md_len = 0;
   if (EVP_DigestFinal_ex(ctx, md, &md_len) != 1) return {};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * md_len);
-  for (unsigned int i = 0; i < md_len; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 0xf];
-  }
-  return out;
+  return to_hex(md, md_len);
 }
 
 std::string sha256_of(const unsigned char* data, std::size_t len) {

@@ -13,6 +13,7 @@
 #include <cerrno>
 
 #include "base/file_util.h"
+#include "base/hex.h"
 #include "config/node_config.h"
 
 namespace arch {
@@ -21,18 +22,6 @@ namespace {
 constexpr std::string_view kKeySuffix = ".key";
 constexpr const char* kActiveName = "active";
 constexpr std::string_view kExportTag = "arch-node-key";
-
-std::string to_hex(std::string_view bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (char ch : bytes) {
-    auto c = static_cast<unsigned char>(ch);
-    out += kHex[c >> 4];
-    out += kHex[c & 0xf];
-  }
-  return out;
-}
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';

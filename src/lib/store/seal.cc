@@ -9,20 +9,12 @@
 #include <cerrno>
 #include <nlohmann/json.hpp>
 
+#include "base/hex.h"
+
 namespace arch {
 namespace {
 
 constexpr std::size_t kMacBytes = 32;
-
-std::string to_hex(const unsigned char* p, std::size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) {
-    out += kHex[p[i] >> 4];
-    out += kHex[p[i] & 0xf];
-  }
-  return out;
-}
 
 // The exact bytes the MAC covers: domain, key id, and the document without "seal".
 std::string mac_input(nlohmann::json doc, std::string_view key_id) {
