@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
 
 #include "commands.h"
 #include "container/group_checkpoint.h"
@@ -77,21 +79,28 @@ Result<NodeGroup> find_group(const NodeConfig& config, const std::string& ref) {
 }
 
 // A group whose members may live on the [peers] nodes too (peer/group_peers.h).
+// One activity-log record per member (archd counts them): `ms` when the group's checkpoint
+// was committed, none when it failed with `detail`.
+void record_group_activity(const NodeConfig& config, const NodeGroup& group,
+                           std::optional<double> ms, const std::string& detail) {
+  for (const auto& m : group.members) {
+    (void)append_activity(config.state_dir, {.what = "checkpoint",
+                                             .source = "archctl group",
+                                             .outcome = ms ? "ok" : "failed",
+                                             .ns = m.ns,
+                                             .id = m.id,
+                                             .key = m.key,
+                                             .ms = ms.value_or(0),
+                                             .bytes = 0,
+                                             .detail = detail});
+  }
+}
+
 int run_cross_node_checkpoint(const Node& node, const NodeGroup& group,
                               const CheckpointOptions& options, bool json) {
   auto out = checkpoint_group_across_nodes(group, node.config, node.runc, options);
-  for (const auto& m : group.members) {
-    (void)append_activity(node.config.state_dir,
-                          {.what = "checkpoint",
-                           .source = "archctl group",
-                           .outcome = out ? "ok" : "failed",
-                           .ns = m.ns,
-                           .id = m.id,
-                           .key = m.key,
-                           .ms = out ? out->total_ms : 0,
-                           .bytes = 0,
-                           .detail = out ? out->record : out.error().message()});
-  }
+  record_group_activity(node.config, group, out ? std::optional(out->total_ms) : std::nullopt,
+                        out ? out->record : out.error().message());
   if (!out) return report_error(out.error());
   if (json) {
     nlohmann::json members = nlohmann::json::array();
@@ -136,18 +145,8 @@ int run_checkpoint(const std::string& ref, bool leave_running, bool local_only, 
     return run_cross_node_checkpoint(*node, *group, options, json);
   }
   auto out = checkpoint_group(*group, node->config, node->runc, options);
-  for (const auto& m : group->members) {
-    (void)append_activity(node->config.state_dir,
-                          {.what = "checkpoint",
-                           .source = "archctl group",
-                           .outcome = out ? "ok" : "failed",
-                           .ns = m.ns,
-                           .id = m.id,
-                           .key = m.key,
-                           .ms = out ? out->total_ms : 0,
-                           .bytes = 0,
-                           .detail = out ? out->record : out.error().message()});
-  }
+  record_group_activity(node->config, *group, out ? std::optional(out->total_ms) : std::nullopt,
+                        out ? out->record : out.error().message());
   if (!out) return report_error(out.error());
   if (json) {
     nlohmann::json members = nlohmann::json::array();
