@@ -17,6 +17,7 @@
 #include <optional>
 #include <thread>
 
+#include "base/fd_passing.h"
 #include "base/file_util.h"
 
 namespace arch {
@@ -90,28 +91,11 @@ Result<std::optional<std::string>> next_request(int conn) {
 }
 
 // The pipe end CRIU passes (SCM_RIGHTS with one dummy byte).
-Result<UniqueFd> receive_fd(int conn) {
-  char dummy = 0;
-  iovec iov{&dummy, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t r = 0;
-  do {
-    r = ::recvmsg(conn, &msg, MSG_CMSG_CLOEXEC);
-  } while (r < 0 && errno == EINTR);
-  if (r < 0) return fail_errno("image streamer: receive the image pipe");
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  if (r != 1 || c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
-      c->cmsg_len != CMSG_LEN(sizeof(int))) {
-    return fail("image streamer: CRIU sent no image pipe");
-  }
-  int fd = -1;
-  std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-  return UniqueFd(fd);
+Result<UniqueFd> receive_image_pipe(int conn) {
+  auto fd = receive_fd(conn);
+  if (!fd) return std::unexpected(fd.error().wrap("image streamer: receive the image pipe"));
+  if (!*fd) return fail("image streamer: CRIU sent no image pipe");
+  return fd;
 }
 
 Result<void> send_exists(int conn, bool exists) {
@@ -239,7 +223,7 @@ Result<std::vector<StreamedImage>> capture_images(const StreamerSocket& socket,
     auto name = next_request(conn->get());
     if (!name) return std::unexpected(name.error());
     if (!*name) break;
-    auto fd = receive_fd(conn->get());
+    auto fd = receive_image_pipe(conn->get());
     if (!fd) return std::unexpected(fd.error());
     threads.start(**name, std::move(*fd), consume);
   }
@@ -260,7 +244,7 @@ Result<std::vector<StreamedImage>> serve_images(const StreamerSocket& socket,
     bool present = exists(**name);
     if (auto sent = send_exists(conn->get(), present); !sent) return std::unexpected(sent.error());
     if (!present) continue;
-    auto fd = receive_fd(conn->get());
+    auto fd = receive_image_pipe(conn->get());
     if (!fd) return std::unexpected(fd.error());
     threads.start(**name, std::move(*fd), produce);
   }

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <thread>
 
+#include "base/fd_passing.h"
 #include "base/file_util.h"
 
 namespace arch {
@@ -49,20 +50,7 @@ class FakeCriu {
     EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
     UniqueFd rd(p[0]), wr(p[1]);
     int theirs = we_write ? rd.get() : wr.get();
-    char dummy = 0;
-    iovec iov{&dummy, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &theirs, sizeof theirs);
-    EXPECT_EQ(::sendmsg(fd_.get(), &msg, 0), 1);
+    EXPECT_TRUE(send_fd(fd_.get(), theirs));
     return we_write ? std::move(wr) : std::move(rd);
   }
   void close() { fd_.reset(); }

@@ -21,6 +21,7 @@
 #include <map>
 #include <set>
 
+#include "base/fd_passing.h"
 #include "base/file_util.h"
 #include "base/hex.h"
 #include "base/process.h"
@@ -83,46 +84,6 @@ std::optional<uint64_t> number_in(std::string_view name, std::string_view prefix
   auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
   if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
   return v;
-}
-
-Result<void> send_fd(int sock, int fd) {
-  char byte = 'p';
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  if (retry_eintr([&] { return ::sendmsg(sock, &msg, MSG_NOSIGNAL); }) != 1)
-    return fail_errno("send the container to the page server");
-  return {};
-}
-
-// The fd sent over `sock`; an invalid fd at the end of the stream.
-Result<UniqueFd> recv_fd(int sock) {
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  ssize_t n = retry_eintr([&] { return ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); });
-  if (n < 0) return fail_errno("recvmsg");
-  if (n == 0) return UniqueFd();
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  if (c == nullptr || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
-    return fail("page server control: no fd");
-  int fd = -1;
-  std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
-  return UniqueFd(fd);
 }
 
 // Closes every fd but `keep` (and stdio).
@@ -239,7 +200,7 @@ std::string run_page_server(PageServer& server, int sk, int control,
   bool peer_open = true;
   std::string refusal;
   auto take_control = [&] {
-    auto fd = recv_fd(control);
+    auto fd = receive_fd(control);
     if (fd && *fd) {
       container = std::move(*fd);
     } else {
@@ -356,7 +317,9 @@ Result<PageServerProcess> PageServerProcess::start(
 Result<void> PageServerProcess::hand_over(pid_t container_init) {
   auto fd = open_pidfd(container_init);
   if (!fd) return std::unexpected(fd.error().wrap("the restored container's init"));
-  return send_fd(control_.get(), fd->get());
+  auto sent = send_fd(control_.get(), fd->get());
+  if (!sent) return std::unexpected(sent.error().wrap("send the container to the page server"));
+  return {};
 }
 
 void PageServerProcess::release() {
