@@ -234,10 +234,21 @@ def test_job_archive_bomb_is_refused_without_expanding(job_node, e2e_dir):
         if f["path"] == pages_in_manifest:
             f["size"] = two_gib
             f["sha256"] = hashlib.sha256(b"").hexdigest()
+    cases = [(bomb, "the manifest says"), (lying, "expands past its limit")]
+    # A self-consistent lie: the pages image's per-chunk digests (lazy restore's) cover
+    # 2 GiB too, so that the node's cap, not a count mismatch, is what refuses it. The
+    # inconsistent lie (a size its chunk digests do not cover) is refused from the manifest.
+    chunks = (manifest.get("chunks") or {}).get(pages_in_manifest)
+    if chunks:
+        miscounted = os.path.join(export_dir, "miscounted.tar.zst")
+        write_archive(miscounted, members, pages, two_gib, manifest)
+        cases.append((miscounted, "chunk digests for"))
+        n = -(-two_gib // chunks["size"])
+        chunks["sha256"] = [hashlib.sha256(b"").hexdigest()] * n
     write_archive(lying, members, pages, two_gib, manifest)
     assert os.path.getsize(bomb) < 1 << 20 and os.path.getsize(lying) < 1 << 20
 
-    for path, why in [(bomb, "the manifest says"), (lying, "expands past its limit")]:
+    for path, why in cases:
         with DiskWatch(b.store) as watch:
             start = time.monotonic()
             r = b.ctl("job", "restore", "--from", path, check=False)
