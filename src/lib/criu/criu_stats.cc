@@ -4,6 +4,7 @@
 #include <array>
 
 #include "base/file_util.h"
+#include "criu/proto_wire.h"
 
 namespace arch {
 namespace {
@@ -24,48 +25,7 @@ constexpr std::array<const char*, 15> kFieldNames = {"",
                                                      "shpages_skipped_parent",
                                                      "shpages_written"};
 
-struct Reader {
-  std::string_view data;
-  std::size_t pos = 0;
-
-  Result<uint64_t> varint() {
-    uint64_t value = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      if (pos >= data.size()) return fail("truncated varint");
-      auto byte = static_cast<uint8_t>(data[pos++]);
-      value |= static_cast<uint64_t>(byte & 0x7f) << shift;
-      if ((byte & 0x80) == 0) return value;
-    }
-    return fail("varint too long");
-  }
-  Result<uint32_t> u32le() {
-    if (pos + 4 > data.size()) return fail("truncated header");
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; --i)
-      v = (v << 8) | static_cast<uint8_t>(data[pos + static_cast<std::size_t>(i)]);
-    pos += 4;
-    return v;
-  }
-  // Skips a field of the given wire type.
-  Result<void> skip(uint64_t wire) {
-    if (wire == 0) {
-      auto v = varint();
-      if (!v) return std::unexpected(v.error());
-      return {};
-    }
-    std::size_t n = wire == 1 ? 8 : wire == 5 ? 4 : 0;  // fixed64, fixed32
-    if (wire == 2) {
-      auto len = varint();
-      if (!len) return std::unexpected(len.error());
-      n = *len;
-    } else if (n == 0) {
-      return fail("unsupported wire type " + std::to_string(wire));
-    }
-    if (pos + n > data.size()) return fail("truncated field");
-    pos += n;
-    return {};
-  }
-};
+using Reader = WireReader;
 
 Result<CriuDumpStats> parse_dump_entry(std::string_view msg) {
   CriuDumpStats stats;

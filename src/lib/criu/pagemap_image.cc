@@ -7,52 +7,12 @@
 #include <limits>
 #include <optional>
 
+#include "criu/proto_wire.h"
+
 namespace arch {
 namespace {
 
-struct Reader {
-  std::string_view data;
-  std::size_t pos = 0;
-
-  [[nodiscard]] bool done() const { return pos >= data.size(); }
-  Result<uint64_t> varint() {
-    uint64_t value = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      if (pos >= data.size()) return fail("truncated varint");
-      auto byte = static_cast<uint8_t>(data[pos++]);
-      value |= static_cast<uint64_t>(byte & 0x7f) << shift;
-      if ((byte & 0x80) == 0) return value;
-    }
-    return fail("varint too long");
-  }
-  Result<uint32_t> u32le() {
-    if (data.size() - pos < 4) return fail("truncated");
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; --i)
-      v = (v << 8) | static_cast<uint8_t>(data[pos + static_cast<std::size_t>(i)]);
-    pos += 4;
-    return v;
-  }
-  Result<void> skip(uint64_t wire) {
-    std::size_t n = 0;
-    if (wire == 0) {
-      auto v = varint();
-      return v ? Result<void>() : std::unexpected(v.error());
-    }
-    if (wire == 1) n = 8;
-    if (wire == 5) n = 4;
-    if (wire == 2) {
-      auto len = varint();
-      if (!len) return std::unexpected(len.error());
-      if (*len > data.size()) return fail("truncated field");
-      n = static_cast<std::size_t>(*len);
-    }
-    if (n == 0) return fail(fmt::format("unsupported wire type {}", wire));
-    if (data.size() - pos < n) return fail("truncated field");
-    pos += n;
-    return {};
-  }
-};
+using Reader = WireReader;
 
 // The next length-prefixed message of the image.
 Result<std::string_view> next_message(Reader& r) {
