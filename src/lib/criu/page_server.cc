@@ -105,6 +105,16 @@ Result<VerifiedPagesFile> VerifiedPagesFile::make(UniqueFd fd, std::string name,
   return f;
 }
 
+Result<VerifiedPagesFile> VerifiedPagesFile::make(PageChunkSource source, std::string name,
+                                                  uint64_t size, uint64_t chunk_size,
+                                                  const std::vector<std::string>& chunk_sha256) {
+  if (!source) return fail(fmt::format("{}: no chunk source", name));
+  auto f = make(UniqueFd{}, std::move(name), size, chunk_size, chunk_sha256);
+  if (!f) return f;
+  f->source_ = std::move(source);
+  return f;
+}
+
 Result<const std::vector<char>*> VerifiedPagesFile::chunk(uint64_t index) {
   if (index >= digests_.size()) return fail(fmt::format("{}: no chunk {}", name_, index));
   ++tick_;
@@ -116,8 +126,19 @@ Result<const std::vector<char>*> VerifiedPagesFile::chunk(uint64_t index) {
   }
   uint64_t offset = index * chunk_size_;
   std::size_t len = static_cast<std::size_t>(std::min(chunk_size_, size_ - offset));
-  std::vector<char> data(len);
-  std::size_t got = 0;
+  std::vector<char> data;
+  if (source_) {
+    auto got = source_(offset, len);
+    if (!got) return std::unexpected(got.error().wrap(fmt::format("{} chunk {}", name_, index)));
+    if (got->size() != len)
+      return std::unexpected(Error(
+          fmt::format("{} chunk {}: source gave {} of {} bytes", name_, index, got->size(), len),
+          EBADMSG));
+    data = std::move(*got);
+  } else {
+    data.resize(len);
+  }
+  std::size_t got = source_ ? len : 0;
   while (got < len) {
     ssize_t n = ::pread(fd_.get(), data.data() + got, len - got, static_cast<off_t>(offset + got));
     if (n < 0 && errno == EINTR) continue;
@@ -229,7 +250,8 @@ Result<bool> PageServer::serve_one(int sk) {
 
 std::vector<int> PageServer::fds() const {
   std::vector<int> out;
-  for (const auto& [id, file] : pages_) out.push_back(file.fd());
+  for (const auto& [id, file] : pages_)
+    if (file.fd() >= 0) out.push_back(file.fd());
   return out;
 }
 

@@ -18,6 +18,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -47,6 +48,12 @@ struct PageServerIov {
 std::array<char, kPageServerIovSize> encode_page_server_iov(const PageServerIov& iov);
 PageServerIov decode_page_server_iov(const std::array<char, kPageServerIovSize>& bytes);
 
+/// Where a pages image's bytes come from when not from a local fd (a stream decrypting an
+/// encrypted image, another node over the peer channel): exactly `len` bytes at `offset`
+/// (a chunk's start), or an error. What it returns is still checked against the sealed
+/// digest before any byte is served, so a source is never trusted.
+using PageChunkSource = std::function<Result<std::vector<char>>(uint64_t offset, std::size_t len)>;
+
 /// A pages image read through its sealed chunk digests. The last chunk may be short. At most
 /// kCachedChunks verified chunks are kept in memory (their contents, not a mark: a file
 /// changed after a check is never trusted).
@@ -55,6 +62,10 @@ class VerifiedPagesFile {
   static constexpr std::size_t kCachedChunks = 4;
   /// `chunk_sha256`: lower-case hex, one per chunk of `size` bytes (checked here).
   static Result<VerifiedPagesFile> make(UniqueFd fd, std::string name, uint64_t size,
+                                        uint64_t chunk_size,
+                                        const std::vector<std::string>& chunk_sha256);
+  /// The same with the chunks read from `source` instead of an fd (fd() is then -1).
+  static Result<VerifiedPagesFile> make(PageChunkSource source, std::string name, uint64_t size,
                                         uint64_t chunk_size,
                                         const std::vector<std::string>& chunk_sha256);
   /// Copies `len` bytes at `offset` into `out`. Error code EBADMSG when a chunk does not
@@ -76,6 +87,7 @@ class VerifiedPagesFile {
     std::vector<char> data;
   };
   UniqueFd fd_;
+  PageChunkSource source_;
   std::string name_;
   uint64_t size_ = 0;
   uint64_t chunk_size_ = 0;
@@ -106,7 +118,7 @@ class PageServer {
   /// serve_one() until the session is over or refused.
   Result<void> serve(int sk);
   [[nodiscard]] const PageServerStats& stats() const { return stats_; }
-  /// The pages images' fds (a forked server keeps them open).
+  /// The pages images' fds (a forked server keeps them open); none for a PageChunkSource.
   [[nodiscard]] std::vector<int> fds() const;
 
  private:

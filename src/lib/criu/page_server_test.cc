@@ -306,5 +306,46 @@ TEST(VerifiedPagesFile, NeedsOneDigestPerChunk) {
   EXPECT_FALSE(VerifiedPagesFile::make(std::move(*fd), "p", 10000, kChunk, {std::string(64, 'a')}));
 }
 
+TEST(VerifiedPagesFile, ChecksWhatAChunkSourceGives) {
+  std::string pages(3 * kChunk + 100, '\0');
+  for (std::size_t i = 0; i < pages.size(); ++i) pages[i] = static_cast<char>(i * 7 + 3);
+  std::vector<std::string> digests;
+  for (uint64_t off = 0; off < pages.size(); off += kChunk)
+    digests.push_back(sha256_hex(std::string_view(pages).substr(off, kChunk)));
+  bool lie = false;
+  int calls = 0;
+  auto source = [&](uint64_t offset, std::size_t len) -> Result<std::vector<char>> {
+    ++calls;
+    std::vector<char> out(pages.begin() + static_cast<std::ptrdiff_t>(offset),
+                          pages.begin() + static_cast<std::ptrdiff_t>(offset + len));
+    if (lie) out[len / 2] ^= 1;
+    return out;
+  };
+  auto f = VerifiedPagesFile::make(PageChunkSource(source), "pages-1.img", pages.size(), kChunk,
+                                   digests);
+  ASSERT_TRUE(f) << f.error().message();
+  EXPECT_EQ(f->fd(), -1);
+  std::string out(pages.size() - 5, '\0');
+  ASSERT_TRUE(f->read(5, out.data(), out.size()));
+  EXPECT_EQ(out, pages.substr(5));
+  EXPECT_EQ(calls, 4);
+  lie = true;  // a chunk not cached any more comes back altered: refused, nothing copied
+  auto g = VerifiedPagesFile::make(PageChunkSource(source), "pages-1.img", pages.size(), kChunk,
+                                   digests);
+  ASSERT_TRUE(g);
+  std::string two(10, 'z');
+  auto r = g->read(kChunk, two.data(), two.size());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), EBADMSG);
+  EXPECT_EQ(two, std::string(10, 'z'));
+  // A source that gives a short chunk is refused too.
+  auto h = VerifiedPagesFile::make(
+      PageChunkSource(
+          [](uint64_t, std::size_t) -> Result<std::vector<char>> { return std::vector<char>(1); }),
+      "pages-1.img", pages.size(), kChunk, digests);
+  ASSERT_TRUE(h);
+  EXPECT_FALSE(h->read(0, two.data(), 1));
+}
+
 }  // namespace
 }  // namespace arch
