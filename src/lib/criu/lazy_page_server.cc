@@ -166,10 +166,17 @@ Result<PageServer> prepare_served_images(const ServedPages& src, const std::stri
   for (const auto& [name, f] : pages) {
     auto id = number_in(name, "pages-", ".img");
     if (!id || *id > UINT32_MAX) return fail("lazy restore: unexpected pages image " + name);
-    auto in = open_in(from->get(), name, O_RDONLY | O_NONBLOCK);
-    if (!in) return std::unexpected(in.error());
     const FileChunks& c = *chunks_of.at(name);
-    auto vf = VerifiedPagesFile::make(std::move(*in), name, f->size, c.size, c.sha256);
+    Result<VerifiedPagesFile> vf = fail("unset");
+    if (src.page_source) {
+      auto source = src.page_source(name);
+      if (!source) return std::unexpected(source.error());
+      vf = VerifiedPagesFile::make(std::move(*source), name, f->size, c.size, c.sha256);
+    } else {
+      auto in = open_in(from->get(), name, O_RDONLY | O_NONBLOCK);
+      if (!in) return std::unexpected(in.error());
+      vf = VerifiedPagesFile::make(std::move(*in), name, f->size, c.size, c.sha256);
+    }
     if (!vf) return std::unexpected(vf.error());
     auto out = open_in(to->get(), name, O_WRONLY | O_CREAT | O_EXCL, 0600);
     if (!out) return std::unexpected(out.error());

@@ -48,6 +48,11 @@ struct ServedPages {
   /// Hashes the pages images whole: a failed lazy attempt falls back to a plain restore,
   /// which reads them itself.
   std::function<Result<void>()> verify_pages;
+  /// Where the pages images' bytes come from when they are not plain files in the
+  /// checkpoint's images/ (encrypted at rest, or left on another node): given a pages
+  /// image's name, its source. Unset: read from the file. The source is called before the
+  /// fork (for the chunks CRIU's restore reads itself) and in the forked server afterwards.
+  std::function<Result<PageChunkSource>(const std::string& name)> page_source;
 };
 
 /// Fills `dir` (created 0700; must not exist) as described above and returns the server of

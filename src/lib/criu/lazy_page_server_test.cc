@@ -126,6 +126,35 @@ TEST(LazyPageServer, RefusesAFlippedByteInANonLazyChunk) {
   EXPECT_EQ(server.error().code(), EBADMSG) << server.error().message();
 }
 
+// The pages image is not in images/ at all: its bytes come from a page source (another
+// node, a decrypting stream), and the non-lazy chunk it gives is still checked.
+TEST(LazyPageServer, TakesThePagesFromAPageSourceAndChecksThem) {
+  Checkpoint c;
+  ASSERT_EQ(::unlink((c.dir / "images/pages-1.img").c_str()), 0);
+  std::string given = c.pages;
+  std::vector<std::string> asked;
+  ServedPages s = c.served();
+  s.page_source = [&](const std::string& name) -> Result<PageChunkSource> {
+    asked.push_back(name);
+    return PageChunkSource([&](uint64_t offset, std::size_t len) -> Result<std::vector<char>> {
+      return std::vector<char>(given.begin() + static_cast<std::ptrdiff_t>(offset),
+                               given.begin() + static_cast<std::ptrdiff_t>(offset + len));
+    });
+  };
+  TempDir out;
+  auto server = prepare_served_images(s, out / "images");
+  ASSERT_TRUE(server) << server.error().message();
+  EXPECT_EQ(asked, std::vector<std::string>{"pages-1.img"});
+  auto pages = read_file(out / "images/pages-1.img", 4 * kMiB);
+  ASSERT_TRUE(pages);
+  EXPECT_EQ(pages->substr(0, kMiB), c.pages.substr(0, kMiB));
+  given[10] ^= 1;  // a source that lies about the non-lazy chunk is refused
+  TempDir out2;
+  auto refused = prepare_served_images(s, out2 / "images");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), EBADMSG) << refused.error().message();
+}
+
 bool wait_for(const std::function<bool()>& done, std::chrono::seconds limit) {
   auto end = std::chrono::steady_clock::now() + limit;
   while (std::chrono::steady_clock::now() < end) {
