@@ -17,6 +17,7 @@
 #include "config/node_config.h"
 #include "job_routes.h"
 #include "jobs.h"
+#include "migrate_routes.h"
 #include "peer_routes.h"
 #include "runtime/runtime_path.h"
 #include "version.h"
@@ -122,6 +123,8 @@ int main(int argc, char** argv) {
   jobs.set_event_sink([&agent](agent::Event e) { agent.record_event(std::move(e)); });
   agent::ApiServer api(agent);
   agent::register_job_routes(api.routes(), jobs);
+  agent::Migrations migrations(agent, *runc);
+  migrations.register_routes(api.routes());
   agent::MetricsServer metrics(agent);
   const auto& a = loaded.config.agent;
   agent::PeerListener peers(loaded.config, *runc, log);

@@ -4,6 +4,7 @@
 #include <fmt/core.h>
 
 #include "peer/group_peers.h"
+#include "peer/migrate.h"
 #include "peer/peer_cert.h"
 #include "peer/peer_tls.h"
 #include "version.h"
@@ -46,6 +47,14 @@ Result<void> PeerListener::start() {
         serve_group_request(conn, *req, config_, runc_, log_);
         if (op == "group.freeze") return;  // a session is one connection
         continue;
+      }
+      if (op == "pages.read") {
+        if (!serve_pages_read(conn, *req)) return;
+        continue;
+      }
+      if (op == "migrate.offer") {
+        serve_migrate_session(conn, *req, config_, log_);
+        return;  // a session is one connection
       }
       (void)conn.send_json({{"error", "unknown request \"" + op + "\""}});
       return;

@@ -225,6 +225,7 @@ Handler add_container_command(CLI::App& app) {
     std::string order = "freeze-first";
     std::string plan = "on";
     bool quiet = false;
+    std::string to;
   };
   auto o = std::make_shared<Opts>();
   auto* list =
@@ -258,10 +259,16 @@ Handler add_container_command(CLI::App& app) {
       ->capture_default_str();
   fin->add_flag("-q,--quiet", o->quiet, "No progress lines on a terminal");
   add_output_option(fin, o->output);
+  auto* mig = cmd->add_subcommand(
+      "migrate", "Move one running container to another node (post-copy, over the peer channel)");
+  mig->add_option("container", o->ref, "NAMESPACE/ID")->required();
+  mig->add_option("--to", o->to, "The destination: a [peers] node")->required();
+  add_output_option(mig, o->output);
   return [=] {
     bool json = o->output == "json";
     if (list->parsed()) return run_list(json);
     if (ckpt->parsed()) return run_checkpoint(o->ref, o->leave_running, json, o->verbose);
+    if (mig->parsed()) return run_migrate(o->ref, o->to, json);
     return run_finalize(o->deadline, o->parallel, o->pre_copy, o->order, o->plan == "on", json,
                         o->quiet);
   };

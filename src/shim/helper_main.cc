@@ -15,10 +15,12 @@
 
 #include "config/node_config.h"
 #include "container/checkpoint.h"
+#include "container/migrated_pages.h"
 #include "container/restore.h"
 #include "managed/activity_log.h"
 #include "managed/container_record.h"
 #include "managed/container_registry.h"
+#include "peer/migrate.h"
 #include "runtime/oci_spec.h"
 #include "runtime/runc_command_line.h"
 #include "runtime/runtime_exec.h"
@@ -159,6 +161,8 @@ int main(int argc, char** argv) {
   using namespace arch;
   std::span<const char* const> args(argv, static_cast<std::size_t>(argc));
   RuncCommandLine cl = parse_runc_command_line(args);
+  // A migrated checkpoint's pages come from its source node (peer/migrate.h).
+  set_remote_pages_dialer(dial_remote_pages);
   LoadedConfig loaded = load_node_config_from_env();
   RuncLog log = log_for_call(cl, loaded.config);
   if (!loaded.error.empty()) {

@@ -417,6 +417,16 @@ int on_peers_entry(ParseState* state, std::string_view k, std::string_view v) {
   if (k == "nodes") return parse_peer_nodes(state, v) ? 1 : 0;
   if (k == "timeout") return parse_int_in(state, k, v, 1, 600, p.timeout_seconds, "peers") ? 1 : 0;
   if (k == "cert_days") return parse_int_in(state, k, v, 1, 3650, p.cert_days, "peers") ? 1 : 0;
+  if (k == "migrate_ctr" || k == "migrate_runtime" || k == "migrate_runc_root") {
+    if (!v.empty() && v.front() != '/') {
+      state->error = "[peers] " + std::string(k) + " must be an absolute path";
+      return 0;
+    }
+    (k == "migrate_ctr"       ? p.migrate_ctr
+     : k == "migrate_runtime" ? p.migrate_runtime
+                              : p.migrate_runc_root) = v;
+    return 1;
+  }
   return 1;
 }
 
@@ -944,6 +954,11 @@ nodes =
 timeout = 30
 # Days a node certificate issued by `archctl peer cert` (or archd at start) is valid.
 cert_days = 365
+# Live migration to this node (`archctl container migrate`): containerd's ctr, the runtime
+# binary (arch-runc) and runc root the re-created task gets (empty root: containerd's).
+migrate_ctr = /usr/bin/ctr
+migrate_runtime = /usr/local/bin/arch-runc
+migrate_runc_root =
 )";
 }
 

@@ -199,6 +199,10 @@ struct NodeConfig {
     std::vector<Node> nodes;
     int timeout_seconds = 30;  ///< Connect, read and coordinator-silence timeout (1-600).
     int cert_days = 365;       ///< Validity of a node certificate `archctl peer cert` issues.
+    /// Live migration (peer/migrate.h): how this node re-creates a container migrated to it.
+    std::string migrate_ctr = "/usr/bin/ctr";                   ///< containerd's ctr.
+    std::string migrate_runtime = "/usr/local/bin/arch-runc";  ///< --runc-binary of the new task.
+    std::string migrate_runc_root;  ///< --runc-root of the new task; empty: containerd's default.
   } peers;
 };
 

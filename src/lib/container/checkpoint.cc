@@ -551,7 +551,7 @@ struct ContainerCheckpoint::State {
   [[nodiscard]] bool connections_continue_in_place() const {
     if (tcp.empty() || options.leave_running || !network || network->mode == "own") return false;
     // A group member stays in place until the whole group is committed (or thawed).
-    if (!options.group.empty()) return false;
+    if (!options.group.empty() || options.migration) return false;
     return tcp_policy == TcpPolicy::kAuto || tcp_policy == TcpPolicy::kRestore;
   }
 
@@ -923,7 +923,7 @@ void ContainerCheckpoint::abandon() {
 
 Result<std::string> ContainerCheckpoint::stage_group_member() {
   State& s = *s_;
-  if (s.options.group.empty()) return fail("not a group member");
+  if (s.options.group.empty() && !s.options.migration) return fail("not a group member");
   if (auto frozen = freeze(false); !frozen) return std::unexpected(frozen.error());
   if (auto ok = s.capture_frozen(); !ok) return s.thaw_after(ok.error());
   if (auto ok = s.dump(); !ok) return s.dump_failed(ok.error());

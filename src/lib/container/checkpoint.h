@@ -40,6 +40,10 @@ struct CheckpointOptions {
   /// Fold this checkpoint's write rate into the store's kept rates (deadline_plan.h). A
   /// finalize turns it off and records its own (its dumps run side by side).
   bool record_rate = true;
+  /// A live migration's checkpoint (peer/migrate.h): staged like a group member's
+  /// (stage_group_member(): committed with the tasks left frozen in place, so a failure
+  /// before the destination runs thaws them), then ended or retracted.
+  bool migration = false;
   /// Set by a group checkpoint (container/group_checkpoint.h): the group and the group
   /// generation this member's manifest names (sealed with it). Empty: not in a group.
   std::string group{};

@@ -21,6 +21,7 @@
 #include "base/host.h"
 #include "container/container_network.h"
 #include "container/group_checkpoint.h"
+#include "container/migrated_pages.h"
 #include "container/rootfs_diff.h"
 #include "container/tcp_policy.h"
 #include "container/workdir_capture.h"
@@ -278,7 +279,11 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
                                  const std::string& runc_path, const std::string& rootfs,
                                  TcpPolicy tcp_policy, const JoinedNetns& joined,
                                  std::string* network_note, bool* touched_rootfs,
-                                 bool pages_deferred = false) {
+                                 bool pages_deferred = false,
+                                 const std::optional<MigrationOrigin>& origin = std::nullopt) {
+  if (origin && !pages_deferred) {
+    return fail("a migrated checkpoint without chunk digests for its pages cannot be restored");
+  }
   auto tar = open_file(ckpt.path + "/rootfs-diff.tar", O_RDONLY);
   if (!tar) return std::unexpected(tar.error());
   *touched_rootfs = true;
@@ -314,10 +319,23 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
                                         .detail = why});
     };
     served.verify_pages = [&ckpt] { return verify_manifest(ckpt.path, ckpt.manifest); };
+    if (origin) {
+      // A migrated checkpoint (container/migrated_pages.h): its pages are on the source
+      // node, fetched chunk by chunk; there is no plain restore to fall back to.
+      const auto& dialer = remote_pages_dialer();
+      if (!dialer) return fail("a migrated checkpoint's pages need arch-runc-helper's dialer");
+      served.page_source = [config, o = *origin, dialer](const std::string& name) {
+        return dialer(config, o, name);
+      };
+      served.verify_pages = [o = *origin] {
+        return fail("its pages are on node " + o.node + " (post-copy only)");
+      };
+    }
   }
   auto restored = restore_maybe_lazily(
       runc, config.criu, rec.id, ckpt.path + "/images", work, flags, std::string(create.log),
-      lazy_restore_wanted(config, rec.bundle), pages_deferred ? &served : nullptr);
+      origin.has_value() || lazy_restore_wanted(config, rec.bundle),
+      pages_deferred ? &served : nullptr);
   if (restored) {
     if (auto creds = check_restored_credentials(runc, rec); !creds) {
       restored = std::unexpected(creds.error().wrap("refused after restore (tasks killed)"));
@@ -357,6 +375,17 @@ Result<std::string> put_back_workdir_for(const CommittedCheckpoint& ckpt,
   if (!tar) return std::unexpected(tar.error().wrap("the work directory's capture"));
   return put_back_workdir(workdir_mount_path(config.state_dir, rec.runc_root, rec.id), *it,
                           tar->get(), {config.limits.max_rootfs_bytes, config.limits.max_entries});
+}
+
+// Whether the newest committed generation of the key is a migrated one (its seal checked,
+// its files not).
+bool newest_is_migrated(const CheckpointStore& store, const ContainerRecord& rec) {
+  auto names = store.committed_names(rec.owner, rec.key);
+  if (!names || names->empty()) return false;
+  auto m = store.read_verified(rec.owner, rec.key, names->front(), /*check_files=*/false);
+  if (!m) return false;
+  auto origin = migration_origin(*m);
+  return origin && origin->has_value();
 }
 
 // At most this many generations are tried for one create (each failure moves one aside).
@@ -515,8 +544,12 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
   // per-chunk verification; for comparison), never a weaker check.
   bool lazy = lazy_restore_wanted(config, rec.bundle) && env->get("ARCH_LAZY_VERIFY") != "first";
   for (int attempt = 0; attempt < kMaxRestoreAttempts; ++attempt) {
-    auto ckpt = store.latest_verified(rec.owner, rec.key, *lock,
-                                      lazy ? VerifyScope::kDeferChunked : VerifyScope::kAllFiles);
+    // A migrated generation's pages are on its source node (sparse here): checked by size
+    // only, then served chunk by chunk from the source (container/migrated_pages.h).
+    bool migrated_newest = newest_is_migrated(store, rec);
+    auto ckpt = store.latest_verified(
+        rec.owner, rec.key, *lock,
+        lazy || migrated_newest ? VerifyScope::kDeferChunked : VerifyScope::kAllFiles);
     if (!ckpt) {
       // ENOENT means "none left that verifies"; the reasons are in the text.
       std::string why =
@@ -540,12 +573,25 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
     }
     bool touched_rootfs = false;
     std::string network_note;
-    auto workdir_note = put_back_workdir_for(*ckpt, rec, config);
+    auto origin = migration_origin(ckpt->manifest);
+    Result<std::string> workdir_note = std::unexpected(Error("not tried"));
+    if (!origin) {
+      workdir_note = std::unexpected(origin.error());
+    } else if (!*origin && !lazy && migrated_newest) {
+      // Checked by size only for a migrated generation that is no longer the one chosen.
+      if (auto ok = verify_manifest(ckpt->path, ckpt->manifest); !ok) {
+        workdir_note = std::unexpected(ok.error());
+      } else {
+        workdir_note = put_back_workdir_for(*ckpt, rec, config);
+      }
+    } else {
+      workdir_note = put_back_workdir_for(*ckpt, rec, config);
+    }
     Result<RestoreMode> done = std::unexpected(Error("not tried"));
     if (workdir_note) {
-      done =
-          restore_from(*ckpt, create, rec, config, runc_path, rootfs, *tcp_policy, *joined,
-                       &network_note, &touched_rootfs, lazy && has_chunked_pages(ckpt->manifest));
+      bool deferred = (lazy || origin->has_value()) && has_chunked_pages(ckpt->manifest);
+      done = restore_from(*ckpt, create, rec, config, runc_path, rootfs, *tcp_policy, *joined,
+                          &network_note, &touched_rootfs, deferred, *origin);
     } else {
       done = std::unexpected(workdir_note.error());
     }

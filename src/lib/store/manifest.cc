@@ -390,6 +390,8 @@ Result<void> walk_checkpoint_dir(int dirfd,
 Result<Manifest> build_manifest_files(int dirfd, Manifest base) {
   std::map<std::string, ManifestFile> known;
   for (auto& f : base.files) known.emplace(f.path, std::move(f));
+  // A known file keeps its chunk digests too (a migrated checkpoint's pages, peer/migrate.h).
+  auto known_chunks = std::move(base.chunks);
   base.files.clear();
   base.chunks.clear();
   auto walked = walk_checkpoint_dir(dirfd, [&](const CheckpointEntry& e) -> Result<void> {
@@ -398,6 +400,8 @@ Result<Manifest> build_manifest_files(int dirfd, Manifest base) {
                                       it->second.size == static_cast<uint64_t>(e.st.st_size) &&
                                       it->second.sha256.size() == 64) {
       base.files.push_back(it->second);
+      if (auto c = known_chunks.find(e.path); c != known_chunks.end())
+        base.chunks[e.path] = c->second;
       return {};
     }
     auto fd = open_entry(e);

@@ -1,0 +1,812 @@
+// Migrate: the source's coordinator, the destination's session, the source's page exports
+// and the destination's remote page source. See migrate.h for the protocol.
+#include "peer/migrate.h"
+
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "base/file_util.h"
+#include "base/hex.h"
+#include "base/names.h"
+#include "base/process.h"
+#include "container/checkpoint.h"
+#include "managed/activity_log.h"
+#include "managed/job_identity.h"
+#include "managed/owner.h"
+#include "managed/store_layout.h"
+#include "peer/peer_cert.h"
+#include "runtime/oci_spec.h"
+#include "store/checkpoint_store.h"
+#include "store/node_key.h"
+#include "store/seal.h"
+
+namespace arch {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+// A migration's steps may take minutes (a large dump, a slow create): the session's reads
+// wait this long.
+constexpr auto kSessionTimeout = std::chrono::minutes(10);
+
+Result<SslCtxPtr> client_context(const NodeConfig& config) {
+  auto id = ensure_peer_identity(config, false);
+  if (!id) return std::unexpected(id.error());
+  return make_peer_context(*id, false);
+}
+
+Result<NodeConfig::Peers::Node> known_peer(const NodeConfig& config, const std::string& name) {
+  auto it = std::find_if(config.peers.nodes.begin(), config.peers.nodes.end(),
+                         [&](const auto& n) { return n.name == name; });
+  if (it == config.peers.nodes.end()) {
+    return fail(ErrorKind::kNotFound, "no node " + name + " in [peers] nodes");
+  }
+  return *it;
+}
+
+std::string random_hex16() {
+  unsigned char b[16];
+  if (RAND_bytes(b, sizeof b) != 1) return {};
+  return to_hex(b, sizeof b);
+}
+
+bool is_export_id(const std::string& s) {
+  return s.size() == 32 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+// ------------------------------------------------------------------ page exports (source)
+
+struct PageExport {
+  std::string peer;
+  std::string checkpoint;                             // the committed generation's directory
+  std::map<std::string, uint64_t> files;              // pages image name (in images/) → size
+  std::set<std::pair<std::string, uint64_t>> served;  // (file, chunk index)
+  uint64_t chunks_total = 0, bytes_served = 0, requests = 0;
+  Clock::time_point last = Clock::now();
+};
+
+class PageExports {
+ public:
+  void add(const std::string& id, PageExport e) {
+    std::lock_guard held(mutex_);
+    exports_[id] = std::move(e);
+  }
+  void remove(const std::string& id) {
+    std::lock_guard held(mutex_);
+    exports_.erase(id);
+  }
+  std::optional<PageExportProgress> progress(const std::string& id) {
+    std::lock_guard held(mutex_);
+    auto it = exports_.find(id);
+    if (it == exports_.end()) return std::nullopt;
+    return PageExportProgress{it->second.chunks_total, it->second.served.size(),
+                              it->second.bytes_served, it->second.requests,
+                              ms_since(it->second.last)};
+  }
+  // The path and size to read for `peer`, or why not.
+  Result<std::string> check(const std::string& id, const std::string& peer, const std::string& file,
+                            uint64_t offset, uint64_t length) {
+    std::lock_guard held(mutex_);
+    auto it = exports_.find(id);
+    // The same answer for "unknown" and "not yours": nothing about other exports leaks.
+    if (it == exports_.end() || it->second.peer != peer) {
+      return fail(ErrorKind::kPermission, "no such page export for node " + peer);
+    }
+    auto f = it->second.files.find(file);
+    if (f == it->second.files.end()) return fail(ErrorKind::kPermission, "no such pages image");
+    if (length == 0 || length > kMaxBulkFrame || offset > f->second ||
+        length > f->second - offset) {
+      return fail(ErrorKind::kInvalidInput, "outside the pages image");
+    }
+    return it->second.checkpoint + "/images/" + file;
+  }
+  void served(const std::string& id, const std::string& file, uint64_t offset, uint64_t length) {
+    std::lock_guard held(mutex_);
+    auto it = exports_.find(id);
+    if (it == exports_.end()) return;
+    for (uint64_t c = offset / kPagesChunkSize; c <= (offset + length - 1) / kPagesChunkSize; ++c) {
+      it->second.served.insert({file, c});
+    }
+    it->second.bytes_served += length;
+    it->second.requests += 1;
+    it->second.last = Clock::now();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<std::string, PageExport> exports_;
+};
+
+PageExports& page_exports() {
+  static PageExports exports;
+  return exports;
+}
+
+// ------------------------------------------------------------------ containerd (ctr)
+
+Result<ProcessResult> ctr(const NodeConfig& config, const std::string& ns,
+                          std::vector<std::string> args, std::chrono::seconds timeout) {
+  std::vector<std::string> argv = {config.peers.migrate_ctr, "--address",
+                                   config.agent.containerd_address, "-n", ns};
+  argv.insert(argv.end(), args.begin(), args.end());
+  ProcessOptions opts;
+  opts.timeout = timeout;
+  return run_process(argv, opts);
+}
+
+std::string first_line(const std::string& s) {
+  auto nl = s.find('\n');
+  return nl == std::string::npos ? s : s.substr(0, nl);
+}
+
+// The container's image, from containerd's record of it.
+Result<std::string> container_image(const NodeConfig& config, const ContainerRecord& rec) {
+  auto r = ctr(config, rec.ns, {"containers", "info", rec.id}, std::chrono::seconds(30));
+  if (!r) return std::unexpected(r.error().wrap("ctr containers info"));
+  if (r->exit_code != 0) {
+    return fail("ctr containers info " + rec.id + ": " + first_line(r->err) +
+                " (only containers created through containerd can be migrated)");
+  }
+  try {
+    auto j = json::parse(r->out);
+    std::string image = j.value("Image", "");
+    if (image.empty()) return fail("container " + rec.id + " has no image in containerd");
+    return image;
+  } catch (const json::exception& e) {
+    return fail(std::string("ctr containers info: ") + e.what());
+  }
+}
+
+// Removes the source's ended container from containerd (its task first). Best effort.
+void remove_container(const NodeConfig& config, const ContainerRecord& rec) {
+  for (int i = 0; i < 50; ++i) {
+    auto r = ctr(config, rec.ns, {"task", "delete", rec.id}, std::chrono::seconds(30));
+    if (!r || r->exit_code == 0 || r->err.find("not found") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the kill still landing
+  }
+  (void)ctr(config, rec.ns, {"containers", "rm", rec.id}, std::chrono::seconds(30));
+}
+
+// ------------------------------------------------------------------ the destination
+
+struct Offer {
+  std::string ns, id, image, cwd;
+  std::vector<std::string> args, env;
+};
+
+Result<Offer> parse_offer(const json& j) {
+  Offer o;
+  try {
+    o.ns = j.at("ns").get<std::string>();
+    o.id = j.at("id").get<std::string>();
+    o.image = j.at("image").get<std::string>();
+    o.cwd = j.value("cwd", "/");
+    o.args = j.at("args").get<std::vector<std::string>>();
+    o.env = j.at("env").get<std::vector<std::string>>();
+  } catch (const json::exception& e) {
+    return fail(ErrorKind::kInvalidInput, std::string("malformed offer: ") + e.what());
+  }
+  if (auto ok = validate_name("namespace", o.ns); !ok) return std::unexpected(ok.error());
+  if (auto ok = validate_name("container id", o.id); !ok) return std::unexpected(ok.error());
+  auto bad = [](const std::string& s) {
+    return std::any_of(s.begin(), s.end(), [](char c) { return c >= 0 && c < 0x20; });
+  };
+  if (o.image.empty() || o.image.size() > 512 || bad(o.image) || o.image.front() == '-') {
+    return fail(ErrorKind::kInvalidInput, "malformed image name");
+  }
+  if (o.args.empty() || o.cwd.empty() || o.cwd.front() != '/') {
+    return fail(ErrorKind::kInvalidInput, "malformed process");
+  }
+  return o;
+}
+
+// The sha256 of a byte stream, as it goes.
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr); }
+  void update(std::string_view d) { EVP_DigestUpdate(ctx_.get(), d.data(), d.size()); }
+  std::string hex() {
+    unsigned char md[32];
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(ctx_.get(), md, &n);
+    return to_hex(md, n);
+  }
+
+ private:
+  struct Free {
+    void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+  };
+  std::unique_ptr<EVP_MD_CTX, Free> ctx_;
+};
+
+// Opens (creating its directories, 0700) `path` under `dirfd` for writing, never following
+// a link.
+Result<UniqueFd> create_under(int dirfd, const std::string& path) {
+  std::vector<UniqueFd> held;
+  int at = dirfd;
+  std::size_t from = 0;
+  for (;;) {
+    auto slash = path.find('/', from);
+    if (slash == std::string::npos) break;
+    std::string part = path.substr(from, slash - from);
+    if (::mkdirat(at, part.c_str(), 0700) != 0 && errno != EEXIST) {
+      return fail_errno("mkdir " + part);
+    }
+    int fd = ::openat(at, part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return fail_errno("open " + part);
+    held.emplace_back(fd);
+    at = fd;
+    from = slash + 1;
+  }
+  int fd = ::openat(at, path.substr(from).c_str(),
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return fail_errno("create " + path);
+  return UniqueFd(fd);
+}
+
+// One file of the stream into `fd`, checked against its sealed size and digest.
+Result<uint64_t> receive_file(PeerConnection& conn, int fd, const ManifestFile& f) {
+  Sha256 sha;
+  uint64_t got = 0;
+  for (;;) {
+    auto frame = conn.receive();
+    if (!frame) return std::unexpected(frame.error());
+    if (frame->type != FrameType::kBulk) return fail("expected the bytes of " + f.path);
+    if (frame->payload.empty()) break;
+    got += frame->payload.size();
+    if (got > f.size) return fail(f.path + " is longer than its sealed size");
+    sha.update(frame->payload);
+    if (auto ok = write_all(fd, frame->payload); !ok) return std::unexpected(ok.error());
+  }
+  if (got != f.size || sha.hex() != f.sha256) {
+    return fail(ErrorKind::kInvalidInput, f.path + " does not match the sealed manifest");
+  }
+  return got;
+}
+
+class DestinationSession {
+ public:
+  DestinationSession(PeerConnection& conn, const NodeConfig& config, const PeerLogger& log)
+      : conn_(conn), config_(config), log_(log) {}
+
+  void run(const json& offer_json) {
+    conn_.set_timeout(kSessionTimeout);
+    auto offer = parse_offer(offer_json);
+    if (!offer) return refuse(offer.error().message());
+    offer_ = std::move(*offer);
+    if (auto ok = check_offer(); !ok) return refuse(ok.error().message());
+    if (!conn_.send_json({{"ok", true}})) return;
+    auto req = conn_.receive_json();
+    if (!req || req->value("op", "") != "migrate.checkpoint") return;  // the source gave up
+    auto committed = receive_checkpoint(*req);
+    if (!committed) return refuse(committed.error().message());
+    if (!conn_.send_json({{"committed", *committed}, {"bytes", received_}})) return discard();
+    req = conn_.receive_json();
+    if (!req || req->value("op", "") != "migrate.start") return discard();
+    auto t0 = Clock::now();
+    if (auto ok = create_container(); !ok) {
+      discard();
+      return refuse(ok.error().message());
+    }
+    log_(LogLevel::kInfo,
+         fmt::format("migrate: {}/{} from node {} runs here (created in {:.0f} ms)", offer_.ns,
+                     offer_.id, conn_.peer_name(), ms_since(t0)));
+    (void)conn_.send_json({{"running", true}, {"create_ms", ms_since(t0)}});
+  }
+
+ private:
+  void refuse(const std::string& why) {
+    log_(LogLevel::kWarn, fmt::format("migrate: {}/{} from node {} refused: {}", offer_.ns,
+                                      offer_.id, conn_.peer_name(), why));
+    (void)conn_.send_json({{"error", why}});
+  }
+
+  Result<void> check_offer() {
+    // The spec's ARCH_* variables give the owner, the key and the store, as arch-runc will
+    // find them at the create.
+    auto env = parse_arch_env(json{{"process", {{"env", offer_.env}}}}.dump());
+    if (!env) return std::unexpected(env.error());
+    if (env->get("ARCH_ENABLE") != "1") return fail("the container is not ARCH-enabled");
+    auto owner = derive_owner(offer_.ns, *env);
+    if (!owner) return std::unexpected(owner.error());
+    auto key = resolve_job_key(*env, offer_.id);
+    if (!key) return std::unexpected(key.error());
+    auto place = store_place_for(*env, config_);
+    if (!place) return std::unexpected(place.error());
+    if (auto ok = check_store_place(*place); !ok) return std::unexpected(ok.error());
+    owner_ = *owner;
+    key_ = key->key;
+    place_ = *place;
+    if (::access(config_.peers.migrate_runtime.c_str(), X_OK) != 0) {
+      return fail("[peers] migrate_runtime " + config_.peers.migrate_runtime +
+                  " is not executable here");
+    }
+    auto images = ctr(config_, offer_.ns, {"images", "ls", "-q"}, std::chrono::seconds(30));
+    if (!images || images->exit_code != 0) {
+      return fail("cannot list the images of containerd (" + config_.agent.containerd_address +
+                  "): " + (images ? first_line(images->err) : images.error().message()));
+    }
+    bool found = false;
+    for (std::size_t at = 0; at < images->out.size();) {
+      auto nl = images->out.find('\n', at);
+      if (nl == std::string::npos) nl = images->out.size();
+      found = found || images->out.substr(at, nl - at) == offer_.image;
+      at = nl + 1;
+    }
+    if (!found) {
+      return fail(
+          fmt::format("image {} is not in containerd namespace {} on node {} (pull or "
+                      "import it there first)",
+                      offer_.image, offer_.ns, peer_node_name(config_)));
+    }
+    auto info =
+        ctr(config_, offer_.ns, {"containers", "info", offer_.id}, std::chrono::seconds(30));
+    if (info && info->exit_code == 0) {
+      return fail("a container " + offer_.ns + "/" + offer_.id + " exists on node " +
+                  peer_node_name(config_));
+    }
+    return {};
+  }
+
+  Result<std::string> receive_checkpoint(const json& req) {
+    if (!req.contains("manifest") || !req["manifest"].is_string() || !req.contains("export") ||
+        !req["export"].is_string() || !is_export_id(req["export"])) {
+      return fail(ErrorKind::kInvalidInput, "malformed migrate.checkpoint");
+    }
+    auto keys = load_node_keyring(config_);
+    if (!keys) return std::unexpected(keys.error());
+    auto ring = std::make_shared<const Keyring>(std::move(*keys));
+    auto m = open_sealed_manifest(req["manifest"].get<std::string>(), *ring);
+    if (!m) return std::unexpected(m.error().wrap("the migrated checkpoint's manifest"));
+    if (m->ns != owner_ || m->key != key_) {
+      return fail(ErrorKind::kPermission,
+                  fmt::format("the checkpoint is of {}/{}, the container's spec gives {}/{}", m->ns,
+                              m->key, owner_, key_));
+    }
+    if (!has_chunked_pages(*m)) return fail("the checkpoint's pages carry no chunk digests");
+    CheckpointStore store(place_.base, config_.keep, place_.root, ring);
+    auto lock = store.lock(owner_, key_, std::chrono::seconds(60));
+    if (!lock) return std::unexpected(lock.error());
+    (void)store.cleanup_stale(*lock);
+    auto staging = store.begin(*lock);
+    if (!staging) return std::unexpected(staging.error());
+    for (const auto& f : m->files) {
+      auto fd = create_under(staging->dirfd(), f.path);
+      if (!fd) return std::unexpected(fd.error());
+      if (is_pages_image_path(f.path)) {
+        // Left on the source: a sparse file of its sealed size (never read: served).
+        if (::ftruncate(fd->get(), static_cast<off_t>(f.size)) != 0) {
+          return fail_errno("truncate " + f.path);
+        }
+        continue;
+      }
+      auto got = receive_file(conn_, fd->get(), f);
+      if (!got) return std::unexpected(got.error());
+      received_ += *got;
+    }
+    Manifest base = *m;
+    if (!base.extra.is_object()) base.extra = json::object();
+    base.extra["migration"] =
+        migration_origin_json({conn_.peer_name(), req["export"].get<std::string>()});
+    base.seal = {};
+    auto path = store.commit(std::move(*staging), std::move(base), *lock);
+    if (!path) return std::unexpected(path.error());
+    committed_ = *path;
+    store_ = std::make_unique<CheckpointStore>(place_.base, config_.keep, place_.root, ring);
+    return *path;
+  }
+
+  std::string runc_root() const {
+    return config_.peers.migrate_runc_root.empty() ? "/run/containerd/runc/" + offer_.ns
+                                                   : config_.peers.migrate_runc_root;
+  }
+
+  Result<void> create_container() {
+    std::string logs = config_.state_dir + "/migrated/" + offer_.ns;
+    for (const auto& d : {config_.state_dir + "/migrated", logs}) {
+      if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + d);
+    }
+    std::vector<std::string> args = {"run", "-d", "--runc-binary", config_.peers.migrate_runtime};
+    if (!config_.peers.migrate_runc_root.empty()) {
+      args.insert(args.end(), {"--runc-root", config_.peers.migrate_runc_root});
+    }
+    args.insert(args.end(),
+                {"--log-uri", "file://" + logs + "/" + offer_.id + ".log", "--cwd", offer_.cwd});
+    for (const auto& e : offer_.env) args.insert(args.end(), {"--env", e});
+    args.insert(args.end(), {"--", offer_.image, offer_.id});
+    args.insert(args.end(), offer_.args.begin(), offer_.args.end());
+    auto r = ctr(config_, offer_.ns, args, std::chrono::seconds(300));
+    if (!r) return std::unexpected(r.error().wrap("ctr run"));
+    if (r->exit_code != 0) {
+      remove_new_container();
+      return fail("ctr run: " + first_line(r->err));
+    }
+    // Restored from the migrated generation, not created afresh (a failed restore would
+    // have started the job from zero here while it still runs on the source).
+    auto info = ContainerRegistry(config_.state_dir).find_restore(runc_root(), offer_.id);
+    if (!info || info->checkpoint != committed_) {
+      remove_new_container();
+      return fail("the container was re-created but not restored from the migrated checkpoint" +
+                  std::string(info ? " (restored from " + info->checkpoint + ")" : "") +
+                  "; see the node's log");
+    }
+    return {};
+  }
+
+  void remove_new_container() {
+    (void)ctr(config_, offer_.ns, {"task", "kill", "-s", "SIGKILL", offer_.id},
+              std::chrono::seconds(30));
+    ContainerRecord rec;
+    rec.ns = offer_.ns;
+    rec.id = offer_.id;
+    remove_container(config_, rec);
+  }
+
+  // The migration failed after the commit: the generation (whose pages are elsewhere) goes.
+  void discard() {
+    if (committed_.empty() || !store_) return;
+    if (auto lock = store_->lock(owner_, key_, std::chrono::seconds(60))) {
+      (void)store_->remove_one(committed_, *lock);
+    }
+    committed_.clear();
+  }
+
+  PeerConnection& conn_;
+  const NodeConfig& config_;
+  const PeerLogger& log_;
+  Offer offer_;
+  std::string owner_, key_;
+  StorePlace place_;
+  std::string committed_;
+  std::unique_ptr<CheckpointStore> store_;
+  uint64_t received_ = 0;
+};
+
+// ------------------------------------------------------------------ the source
+
+// The container's process as its bundle's spec has it.
+Result<json> offer_for(const ContainerRecord& rec, const std::string& image) {
+  auto text = read_file(rec.bundle + "/config.json");
+  if (!text) return std::unexpected(text.error().wrap("read the spec"));
+  try {
+    auto spec = json::parse(*text);
+    const auto& p = spec.at("process");
+    if (p.value("terminal", false)) return fail("a container with a terminal cannot be migrated");
+    return json{{"op", "migrate.offer"},
+                {"ns", rec.ns},
+                {"id", rec.id},
+                {"image", image},
+                {"args", p.at("args")},
+                {"env", p.value("env", json::array())},
+                {"cwd", p.value("cwd", "/")}};
+  } catch (const json::exception& e) {
+    return fail(std::string("the container's spec: ") + e.what());
+  }
+}
+
+// Sends every non-pages file of the committed checkpoint `dir` as bulk frames.
+Result<uint64_t> send_files(PeerConnection& conn, const std::string& dir, const Manifest& m) {
+  uint64_t sent = 0;
+  std::string buf(kMaxBulkFrame, '\0');
+  for (const auto& f : m.files) {
+    if (is_pages_image_path(f.path)) continue;
+    auto fd = open_file(dir + "/" + f.path, O_RDONLY | O_NOFOLLOW);
+    if (!fd) return std::unexpected(fd.error());
+    for (;;) {
+      ssize_t n = ::read(fd->get(), buf.data(), buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return fail_errno("read " + f.path);
+      if (n == 0) break;
+      if (auto ok = conn.send(FrameType::kBulk,
+                              std::string_view(buf.data(), static_cast<std::size_t>(n)));
+          !ok) {
+        return std::unexpected(ok.error());
+      }
+      sent += static_cast<uint64_t>(n);
+    }
+    if (auto ok = conn.send(FrameType::kBulk, {}); !ok) return std::unexpected(ok.error());
+  }
+  return sent;
+}
+
+void log_activity(const NodeConfig& config, const ContainerRecord& rec, bool ok, double ms,
+                  uint64_t bytes, const std::string& detail) {
+  (void)append_activity(config.state_dir, {.what = "checkpoint",
+                                           .source = "migrate",
+                                           .outcome = ok ? "ok" : "failed",
+                                           .ns = rec.ns,
+                                           .id = rec.id,
+                                           .key = rec.key,
+                                           .ms = ms,
+                                           .bytes = bytes,
+                                           .detail = detail});
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ public
+
+void serve_migrate_session(PeerConnection& conn, const json& offer, const NodeConfig& config,
+                           const PeerLogger& log) {
+  DestinationSession(conn, config, log).run(offer);
+}
+
+bool serve_pages_read(PeerConnection& conn, const json& req) {
+  std::string id = req.value("export", ""), file = req.value("file", "");
+  uint64_t offset = 0, length = 0;
+  if (req.contains("offset") && req["offset"].is_number_unsigned()) offset = req["offset"];
+  if (req.contains("length") && req["length"].is_number_unsigned()) length = req["length"];
+  auto path = page_exports().check(id, conn.peer_name(), file, offset, length);
+  if (!path) return conn.send_json({{"error", path.error().message()}}).has_value();
+  auto fd = open_file(*path, O_RDONLY | O_NOFOLLOW);
+  if (!fd) return conn.send_json({{"error", "read the pages image"}}).has_value();
+  std::string data(length, '\0');
+  uint64_t done = 0;
+  while (done < length) {
+    ssize_t n =
+        ::pread(fd->get(), data.data() + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return conn.send_json({{"error", "read the pages image"}}).has_value();
+    done += static_cast<uint64_t>(n);
+  }
+  if (!conn.send(FrameType::kBulk, data)) return false;
+  page_exports().served(id, file, offset, length);
+  return true;
+}
+
+Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& config,
+                               const std::string& runc, const std::string& to,
+                               const MigrateProgress& progress) {
+  auto t0 = Clock::now();
+  json report = {{"namespace", rec.ns},
+                 {"id", rec.id},
+                 {"key", rec.key},
+                 {"from", peer_node_name(config)},
+                 {"to", to},
+                 {"phase", "prepare"},
+                 {"ms", json::object()},
+                 {"bytes", json::object()}};
+  auto phase = [&](const std::string& name) {
+    report["phase"] = name;
+    report["ms"]["total"] = ms_since(t0);
+    if (progress) progress(report);
+  };
+  auto failed = [&](const Error& e) -> Result<json> {
+    log_activity(config, rec, false, ms_since(t0), 0, "migrate to " + to + ": " + e.message());
+    return std::unexpected(e.wrap(fmt::format("migrate {}/{} to {}", rec.ns, rec.id, to)));
+  };
+  if (to == peer_node_name(config)) return failed(Error("that is this node"));
+  auto node = known_peer(config, to);
+  if (!node) return failed(node.error());
+  // 1. The destination's consent, before anything is frozen.
+  auto image = container_image(config, rec);
+  if (!image) return failed(image.error());
+  auto offer = offer_for(rec, *image);
+  if (!offer) return failed(offer.error());
+  auto ctx = client_context(config);
+  if (!ctx) return failed(ctx.error().wrap("peer channel"));
+  auto conn = PeerConnection::connect(*ctx, node->name, node->host, node->port,
+                                      std::chrono::seconds(config.peers.timeout_seconds));
+  if (!conn) return failed(conn.error());
+  conn->set_timeout(kSessionTimeout);
+  if (auto ok = conn->call(*offer); !ok) return failed(ok.error().wrap("node " + to + " refused"));
+  report["ms"]["prepare"] = ms_since(t0);
+  // 2. Freeze, dump (tasks left frozen in place), commit here.
+  phase("checkpoint");
+  CheckpointOptions options;
+  options.migration = true;
+  auto ck = ContainerCheckpoint::begin(rec, config, runc, options);
+  if (!ck) return failed(ck.error());
+  auto frozen_at = Clock::now();
+  auto staged = ck->stage_group_member();
+  if (!staged) return failed(staged.error());
+  report["checkpoint"] = *staged;
+  report["ms"]["checkpoint"] = ms_since(frozen_at);
+  auto abort = [&](const Error& e) {
+    ck->retract_group_member();  // generation removed, tasks thawed
+    return failed(e.wrap("the container was thawed and runs on here"));
+  };
+  auto keys = load_node_keyring(config);
+  if (!keys) return abort(keys.error());
+  auto text = read_file(*staged + "/" + kManifestFileName);
+  if (!text) return abort(text.error());
+  auto m = open_sealed_manifest(*text, *keys);
+  if (!m) return abort(m.error());
+  uint64_t total = 0, pages = 0;
+  PageExport exp{to, *staged, {}, {}, 0, 0, 0, Clock::now()};
+  for (const auto& f : m->files) {
+    total += f.size;
+    if (!is_pages_image_path(f.path)) continue;
+    pages += f.size;
+    exp.files[f.path.substr(std::string_view("images/").size())] = f.size;
+    exp.chunks_total += (f.size + kPagesChunkSize - 1) / kPagesChunkSize;
+  }
+  report["bytes"]["checkpoint"] = total;
+  report["bytes"]["pages"] = pages;
+  std::string export_id = random_hex16();
+  if (export_id.empty()) return abort(Error("no random bytes for the export id"));
+  page_exports().add(export_id, exp);
+  // 3. The sealed manifest and every non-pages file (the rootfs diff among them).
+  phase("transfer");
+  auto t_send = Clock::now();
+  auto unexport = [&](const Error& e) {
+    page_exports().remove(export_id);
+    return abort(e);
+  };
+  if (auto ok = conn->send_json(
+          {{"op", "migrate.checkpoint"}, {"manifest", *text}, {"export", export_id}});
+      !ok) {
+    return unexport(ok.error());
+  }
+  auto sent = send_files(*conn, *staged, *m);
+  if (!sent) return unexport(sent.error());
+  auto committed = conn->receive_json();
+  if (!committed) return unexport(committed.error().wrap("node " + to));
+  if (committed->contains("error")) {
+    return unexport(Error("node " + to + ": " + committed->value("error", "")));
+  }
+  report["bytes"]["transfer"] = *sent;
+  report["ms"]["transfer"] = ms_since(t_send);
+  report["destination_checkpoint"] = committed->value("committed", "");
+  // 4. The destination re-creates the container, restoring lazily from here.
+  phase("create");
+  auto t_create = Clock::now();
+  auto running = conn->call({{"op", "migrate.start"}});
+  if (!running) return unexport(running.error().wrap("node " + to));
+  report["ms"]["create"] = ms_since(t_create);
+  report["ms"]["downtime"] = ms_since(frozen_at);
+  conn->close();
+  // 5. The destination runs: the tasks here end (the generation stays for its pages).
+  auto ended = ck->end_group_member({});
+  ck = std::unexpected(Error("ended"));  // the key's lock released
+  if (!ended) report["warning"] = ended.error().message();
+  log_activity(config, rec, true, ms_since(t0), total,
+               fmt::format("migrated to {} (downtime {:.0f} ms)", to,
+                           report["ms"]["downtime"].get<double>()));
+  phase("post-copy");
+  // 6. Post-copy: until every chunk was fetched, or nobody asked for [peers] timeout.
+  auto t_post = Clock::now();
+  auto idle_limit = std::max(30.0, 3.0 * config.peers.timeout_seconds) * 1000;
+  bool complete = false;
+  for (;;) {
+    auto p = page_exports().progress(export_id);
+    if (!p) break;
+    report["bytes"]["post_copy"] = p->bytes_served;
+    report["chunks"] = {{"served", p->chunks_served}, {"total", p->chunks_total}};
+    if (p->chunks_served >= p->chunks_total) {
+      complete = true;
+      break;
+    }
+    if (p->idle_ms > idle_limit) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  report["ms"]["post_copy"] = ms_since(t_post);
+  if (!complete) {
+    // The destination stopped asking (its container ended, or it failed closed): the
+    // generation and the export stay, so a restore there can still fetch them.
+    report["warning"] = "post-copy did not finish: the source's generation " + *staged +
+                        " is kept and still served";
+    phase("incomplete");
+    return report;
+  }
+  // 7. Every page moved: the source's generation and container go.
+  page_exports().remove(export_id);
+  auto store_keys = load_node_keyring(config);
+  if (store_keys) {
+    CheckpointStore store(rec.store, config.keep, rec.store_root,
+                          std::make_shared<const Keyring>(std::move(*store_keys)));
+    if (auto lock = store.lock(rec.owner, rec.key, std::chrono::seconds(60))) {
+      (void)store.remove_one(*staged, *lock);
+    }
+  }
+  remove_container(config, rec);
+  phase("done");
+  return report;
+}
+
+// ------------------------------------------------------------------ remote pages (destination)
+
+namespace {
+
+// One process's connection to a source node (re-dialled in a forked child: a TLS
+// connection's state is never used by two processes).
+class RemotePages {
+ public:
+  RemotePages(NodeConfig config, MigrationOrigin origin)
+      : config_(std::move(config)), origin_(std::move(origin)) {}
+
+  Result<std::vector<char>> read(const std::string& file, uint64_t offset, std::size_t len) {
+    std::lock_guard held(mutex_);
+    if (pid_ != ::getpid()) {
+      // Forked: the parent's connection is left alone (never written to, never shut down
+      // from here: its TLS state belongs to the parent).
+      (void)conn_.release();
+      ctx_.reset();
+      pid_ = ::getpid();
+    }
+    if (!conn_) {
+      auto node = known_peer(config_, origin_.node);
+      if (!node) return std::unexpected(node.error());
+      if (!ctx_) {
+        auto ctx = client_context(config_);
+        if (!ctx) return std::unexpected(ctx.error());
+        ctx_ = *ctx;
+      }
+      auto conn = PeerConnection::connect(ctx_, node->name, node->host, node->port,
+                                          std::chrono::seconds(config_.peers.timeout_seconds));
+      if (!conn) return std::unexpected(conn.error().wrap("node " + origin_.node));
+      conn_ = std::make_unique<PeerConnection>(std::move(*conn));
+    }
+    auto fetched = fetch(file, offset, len);
+    if (!fetched) conn_.reset();
+    return fetched;
+  }
+
+ private:
+  Result<std::vector<char>> fetch(const std::string& file, uint64_t offset, std::size_t len) {
+    if (auto ok = conn_->send_json({{"op", "pages.read"},
+                                    {"export", origin_.export_id},
+                                    {"file", file},
+                                    {"offset", offset},
+                                    {"length", len}});
+        !ok) {
+      return std::unexpected(ok.error());
+    }
+    auto frame = conn_->receive();
+    if (!frame) return std::unexpected(frame.error());
+    if (frame->type == FrameType::kJson) {
+      std::string why = "unexpected answer";
+      try {
+        why = json::parse(frame->payload).value("error", why);
+      } catch (const json::exception&) {
+      }
+      return fail("node " + origin_.node + " refused pages of " + file + ": " + why);
+    }
+    if (frame->payload.size() != len) return fail("node " + origin_.node + ": short pages read");
+    return std::vector<char>(frame->payload.begin(), frame->payload.end());
+  }
+
+  NodeConfig config_;
+  MigrationOrigin origin_;
+  std::mutex mutex_;
+  pid_t pid_ = ::getpid();
+  SslCtxPtr ctx_;
+  std::unique_ptr<PeerConnection> conn_;
+};
+
+}  // namespace
+
+Result<PageChunkSource> dial_remote_pages(const NodeConfig& config, const MigrationOrigin& origin,
+                                          const std::string& file) {
+  if (auto node = known_peer(config, origin.node); !node) return std::unexpected(node.error());
+  static std::mutex mutex;
+  static std::map<std::string, std::shared_ptr<RemotePages>> remotes;
+  std::shared_ptr<RemotePages> remote;
+  {
+    std::lock_guard held(mutex);
+    auto& r = remotes[origin.node + "/" + origin.export_id];
+    if (!r) r = std::make_shared<RemotePages>(config, origin);
+    remote = r;
+  }
+  return PageChunkSource(
+      [remote, file](uint64_t offset, std::size_t len) { return remote->read(file, offset, len); });
+}
+
+}  // namespace arch

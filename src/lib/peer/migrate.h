@@ -1,0 +1,72 @@
+// Migrate: live migration of a container to another node over the peer channel
+// (peer_tls.h), post-copy: the final dump's memory stays on the source and the destination
+// restores lazily, fetching each 1 MiB chunk of the pages images from the source and
+// checking it against the sealed chunk digests before CRIU gets a byte of it.
+//
+// Protocol (one connection, the source dials the destination):
+//   migrate.offer {ns, id, image, args, env, cwd} → {ok}: the destination checks, before
+//     anything is frozen, that it can re-create the container (the image is in its
+//     containerd under that namespace, no container of that id, its store for the key the
+//     spec's ARCH_* variables give);
+//   (the source freezes, dumps leaving the tasks frozen in place, commits a sealed
+//   generation in its local store and registers its pages images for that peer only)
+//   migrate.checkpoint {manifest, export} then, per non-pages file of the manifest, bulk
+//     frames and an empty one → {committed}: the destination checks the seal (the shared
+//     node key), that the manifest's owner and key are the ones the offer's spec gives,
+//     hashes every file against it, makes each pages image a sparse file of its sealed size,
+//     and commits the generation with extra.migration = {node: the source's name from its
+//     certificate, export} (container/migrated_pages.h);
+//   migrate.start {} → {running}: `ctr run` with the same image, args, env and cwd through
+//     arch-runc ([peers] migrate_*); arch-runc restores from that generation, its page server
+//     asking the source for chunks: pages.read {export, file, offset, length} → one bulk
+//     frame (served only for an export registered for the asking peer, within the file).
+// Any failure before {running}: the source's generation is removed and its tasks thawed
+// (they never stopped running from their point of view), the destination removes what it
+// wrote. After {running}: the source's tasks are ended; once every chunk has been fetched
+// (post-copy done), its generation and its container are removed.
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "base/error.h"
+#include "config/node_config.h"
+#include "container/migrated_pages.h"
+#include "managed/container_registry.h"
+#include "peer/group_peers.h"
+#include "peer/peer_tls.h"
+
+namespace arch {
+
+/// Called with the migration's report as it moves on (its "phase" changes).
+using MigrateProgress = std::function<void(const nlohmann::json& report)>;
+
+/// The source: migrates `rec` to the [peers] node `to`. The report (also passed to
+/// `progress` at each phase): phase, total/downtime/per-phase ms, bytes per phase. Fails
+/// (the container running on here) when anything before the destination runs fails.
+Result<nlohmann::json> migrate_container(const ContainerRecord& rec, const NodeConfig& config,
+                                         const std::string& runc, const std::string& to,
+                                         const MigrateProgress& progress = {});
+
+/// The destination's session after a migrate.offer (until the container runs or the
+/// migration fails).
+void serve_migrate_session(PeerConnection& conn, const nlohmann::json& offer,
+                           const NodeConfig& config, const PeerLogger& log);
+
+/// The source's answer to pages.read. false: the connection must end.
+bool serve_pages_read(PeerConnection& conn, const nlohmann::json& request);
+
+/// What a source node serves of one export (for tests and reports).
+struct PageExportProgress {
+  uint64_t chunks_total = 0, chunks_served = 0, bytes_served = 0, requests = 0;
+  double idle_ms = 0;  ///< Since the last request (or the registration).
+};
+
+/// arch-runc-helper's RemotePagesDialer: a PageChunkSource asking the [peers] node
+/// origin.node over the peer channel (one connection per process: a forked page server
+/// dials its own).
+Result<PageChunkSource> dial_remote_pages(const NodeConfig& config, const MigrationOrigin& origin,
+                                          const std::string& file);
+
+}  // namespace arch
