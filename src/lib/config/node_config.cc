@@ -417,14 +417,16 @@ int on_peers_entry(ParseState* state, std::string_view k, std::string_view v) {
   if (k == "nodes") return parse_peer_nodes(state, v) ? 1 : 0;
   if (k == "timeout") return parse_int_in(state, k, v, 1, 600, p.timeout_seconds, "peers") ? 1 : 0;
   if (k == "cert_days") return parse_int_in(state, k, v, 1, 3650, p.cert_days, "peers") ? 1 : 0;
-  if (k == "migrate_ctr" || k == "migrate_runtime" || k == "migrate_runc_root") {
+  if (k == "migrate_ctr" || k == "migrate_runtime" || k == "migrate_runc_root" ||
+      k == "migrate_cgroup_parent") {
     if (!v.empty() && v.front() != '/') {
       state->error = "[peers] " + std::string(k) + " must be an absolute path";
       return 0;
     }
-    (k == "migrate_ctr"       ? p.migrate_ctr
-     : k == "migrate_runtime" ? p.migrate_runtime
-                              : p.migrate_runc_root) = v;
+    (k == "migrate_ctr"         ? p.migrate_ctr
+     : k == "migrate_runtime"   ? p.migrate_runtime
+     : k == "migrate_runc_root" ? p.migrate_runc_root
+                                : p.migrate_cgroup_parent) = v;
     return 1;
   }
   return 1;
@@ -959,6 +961,8 @@ cert_days = 365
 migrate_ctr = /usr/bin/ctr
 migrate_runtime = /usr/local/bin/arch-runc
 migrate_runc_root =
+# Parent of the re-created task's cgroup (empty: containerd's default, /<namespace>/<id>).
+migrate_cgroup_parent =
 )";
 }
 

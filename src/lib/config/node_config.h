@@ -203,6 +203,8 @@ struct NodeConfig {
     std::string migrate_ctr = "/usr/bin/ctr";                   ///< containerd's ctr.
     std::string migrate_runtime = "/usr/local/bin/arch-runc";  ///< --runc-binary of the new task.
     std::string migrate_runc_root;  ///< --runc-root of the new task; empty: containerd's default.
+    /// The new task's cgroup is <this>/<id>; empty: containerd's default (/<namespace>/<id>).
+    std::string migrate_cgroup_parent;
   } peers;
 };
 

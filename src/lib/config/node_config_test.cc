@@ -319,7 +319,8 @@ TEST(NodeConfig, EveryHandledKeyIsKnown) {
         "[groups]\nkubernetes_pods = false\n",
         "[peers]\ndir = /p\nnode_name = a\nlisten = 0.0.0.0:7443\nnodes = b=10.0.0.2:7443\n"
         "timeout = 5\ncert_days = 30\n",
-        "[peers]\nmigrate_ctr = /c\nmigrate_runtime = /r\nmigrate_runc_root = /x\n"}) {
+        "[peers]\nmigrate_ctr = /c\nmigrate_runtime = /r\nmigrate_runc_root = /x\n"
+        "migrate_cgroup_parent = /g\n"}) {
     auto c = parse_node_config(text);
     EXPECT_TRUE(c) << text << ": " << c.error().message();
   }

@@ -329,6 +329,22 @@ Result<void> PageServerProcess::hand_over(pid_t container_init) {
   return {};
 }
 
+bool PageServerProcess::ended_cleanly() {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  // Its end of the control socket is closed as it exits: give it a moment to be reaped.
+  for (int i = 0;; ++i) {
+    pid_t got = ::waitpid(pid_, &status, WNOHANG);
+    if (got == pid_) break;
+    if (got < 0 && errno != EINTR) return false;
+    if (i >= 200) return false;
+    ::usleep(5000);
+  }
+  pid_ = 0;
+  pidfd_.reset();
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 void PageServerProcess::release() {
   pidfd_.reset();
   control_.reset();

@@ -77,6 +77,9 @@ class PageServerProcess {
   Result<void> hand_over(pid_t container_init);
   /// The restore succeeded: the server goes on alone.
   void release();
+  /// Whether the server has already ended with its session over, every page served (a
+  /// small restore's pages can all move before the container is handed over). Reaps it.
+  bool ended_cleanly();
   /// SIGKILL and reap. No-op once released.
   void stop();
 

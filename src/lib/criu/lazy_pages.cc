@@ -196,6 +196,7 @@ Result<RestoreMode> restore_maybe_lazily(const RuncClient& runc, const std::stri
         auto state = runc.state(id);
         auto handed =
             state ? server->hand_over(state->pid) : Result<void>(std::unexpected(state.error()));
+        if (!handed && server->ended_cleanly()) handed = {};  // every page already served
         if (!handed) {
           (void)runc.delete_force(id);
           return std::unexpected(handed.error().wrap("hand the container to the page server"));

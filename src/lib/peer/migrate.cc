@@ -420,12 +420,15 @@ class DestinationSession {
 
   Result<void> create_container() {
     std::string logs = config_.state_dir + "/migrated/" + offer_.ns;
-    for (const auto& d : {config_.state_dir + "/migrated", logs}) {
+    for (const auto& d : {config_.state_dir, config_.state_dir + "/migrated", logs}) {
       if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + d);
     }
     std::vector<std::string> args = {"run", "-d", "--runc-binary", config_.peers.migrate_runtime};
     if (!config_.peers.migrate_runc_root.empty()) {
       args.insert(args.end(), {"--runc-root", config_.peers.migrate_runc_root});
+    }
+    if (!config_.peers.migrate_cgroup_parent.empty()) {
+      args.insert(args.end(), {"--cgroup", config_.peers.migrate_cgroup_parent + "/" + offer_.id});
     }
     args.insert(args.end(),
                 {"--log-uri", "file://" + logs + "/" + offer_.id + ".log", "--cwd", offer_.cwd});
@@ -439,13 +442,25 @@ class DestinationSession {
       return fail("ctr run: " + first_line(r->err));
     }
     // Restored from the migrated generation, not created afresh (a failed restore would
-    // have started the job from zero here while it still runs on the source).
-    auto info = ContainerRegistry(config_.state_dir).find_restore(runc_root(), offer_.id);
-    if (!info || info->checkpoint != committed_) {
+    // have started the job from zero here while it still runs on the source): arch-runc's
+    // newest restore record for this container in the activity log says which.
+    std::string outcome, detail;
+    if (auto text = read_file(activity_log_path(config_.state_dir), 64 << 20)) {
+      for (std::size_t end = text->size(); end > 1 && outcome.empty();) {
+        auto start = text->rfind('\n', end - 2);
+        start = start == std::string::npos ? 0 : start + 1;
+        auto rec = parse_activity_line(std::string_view(*text).substr(start, end - start));
+        if (rec && rec->what == "restore" && rec->id == offer_.id && rec->ns == offer_.ns) {
+          outcome = rec->outcome;
+          detail = rec->detail;
+        }
+        end = start;
+      }
+    }
+    if (outcome != "ok" || detail.find(committed_) == std::string::npos) {
       remove_new_container();
-      return fail("the container was re-created but not restored from the migrated checkpoint" +
-                  std::string(info ? " (restored from " + info->checkpoint + ")" : "") +
-                  "; see the node's log");
+      return fail("the container was re-created but not restored from the migrated checkpoint: " +
+                  (detail.empty() ? std::string("no restore recorded") : detail));
     }
     return {};
   }

@@ -285,7 +285,12 @@ class Node:
         others = ", ".join(f"{n.name}={n.address}:{PEER_PORT}"
                            for n in self.cluster.nodes.values() if n is not self)
         return (f"[peers]\ndir = {os.path.join(self.base, 'peers')}\nnode_name = {self.name}\n"
-                f"listen = {self.address}:{PEER_PORT}\nnodes = {others}\ntimeout = 10\n")
+                f"listen = {self.address}:{PEER_PORT}\nnodes = {others}\ntimeout = 10\n"
+                # Live migration to this node re-creates containers as start_container does.
+                f"migrate_ctr = {daemons.CTR}\nmigrate_runtime = {self.cluster.bin.arch_runc}\n"
+                f"migrate_runc_root = {self.runc_root}\n"
+                # Both nodes share this machine's cgroups: a migrated task gets its own.
+                f"migrate_cgroup_parent = /{self.cluster.ns}-{self.name}\n")
 
     def start_docker(self, image_archive):
         """A private dockerd on this node's containerd (runtime "arch" = arch-runc), with
