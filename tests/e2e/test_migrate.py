@@ -83,8 +83,14 @@ def ledger(node, cid, path="/data/count.txt"):
 
 
 def wait_ledger(node, cid, n, path="/data/count.txt"):
-    return proc.wait_until(lambda: (lambda u, v: (u, v) if len(v) >= n else None)(
-        *ledger(node, cid, path)), 60, f"{cid} on {node.name} to count to {n}", interval=0.05)
+    try:
+        return proc.wait_until(lambda: (lambda u, v: (u, v) if len(v) >= n else None)(
+            *ledger(node, cid, path)), 60, f"{cid} on {node.name} to count to {n}",
+            interval=0.05)
+    except proc.WaitTimeout as e:
+        activity = checkpoint.read_text(os.path.join(node.conf.state, "activity.jsonl"), 4000)
+        raise AssertionError(f"{e}: it is {node.status(cid)}\n{activity}\n"
+                             f"{node.diagnostics(cid)}")
 
 
 def gone_from(node, cid):
