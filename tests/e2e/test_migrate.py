@@ -184,3 +184,128 @@ def test_256m_job_moves_with_post_copy_memory_bit_for_bit(cluster):
         f"memory after the migration does not match the pattern at tick {tick2}")
     b.ctr("task", "kill", "-s", "SIGKILL", cid)
     b.delete(cid)
+
+
+# ------------------------------------------------------------------ attacks
+
+def frame(op):
+    body = json.dumps(op).encode()
+    return struct.pack(">BI", 1, len(body)) + body
+
+
+def read_frame(tls):
+    head = b""
+    while len(head) < 5:
+        chunk = tls.recv(5 - len(head))
+        if not chunk:
+            return None, b""
+        head += chunk
+    kind, n = struct.unpack(">BI", head)
+    body = b""
+    while len(body) < n:
+        chunk = tls.recv(min(65536, n - len(body)))
+        if not chunk:
+            break
+        body += chunk
+    return kind, body
+
+
+def raw_peer(cluster, node, crt, key, requests):
+    """TLS client from `node`'s namespace to node a's peer port with crt/key; sends each
+    request and reads one frame for it. ("refused", why) when the handshake or the
+    connection fails."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(crt, key)
+
+    def attempt():
+        with socket.create_connection((cluster.a.address, twonode.PEER_PORT), timeout=10) as raw:
+            try:
+                with ctx.wrap_socket(raw) as tls:
+                    answers = []
+                    for r in requests:
+                        tls.sendall(frame(r))
+                        answers.append(read_frame(tls))
+                    return ("answered", answers)
+            except (ssl.SSLError, OSError) as e:
+                return ("refused", str(e))
+    return twonode.in_netns(node.holder.netns_path, attempt)
+
+
+def test_pages_are_served_only_for_an_export_of_the_asking_peer(cluster):
+    b = cluster.b
+    peers = os.path.join(b.base, "peers")
+    outcome, answers = raw_peer(cluster, b, os.path.join(peers, "node.crt"),
+                                os.path.join(peers, "node.key"), [
+        {"op": "pages.read", "export": "0" * 32, "file": "pages-1.img", "offset": 0,
+         "length": 4096},
+        {"op": "pages.read", "export": "../../etc", "file": "../../../etc/shadow", "offset": 0,
+         "length": 4096},
+        {"op": "pages.read", "export": "0" * 32, "file": "pages-1.img",
+         "offset": 2 ** 64 - 4096, "length": 8192},
+    ])
+    assert outcome == "answered", answers
+    for kind, body in answers:
+        assert kind == 1, (kind, body[:100])  # a JSON frame, never bulk bytes
+        assert "no such page export" in json.loads(body)["error"], body
+
+
+def test_a_node_with_another_key_can_neither_migrate_in_nor_read_pages(cluster, e2e_dir):
+    from test_peer_groups import foreign_identity
+    base = os.path.join(e2e_dir, "mig-intruder-" + checkpoint.new_id("x"))
+    crt, key = foreign_identity(base, "b")
+    outcome, detail = raw_peer(cluster, cluster.b, crt, key, [
+        {"op": "migrate.offer", "ns": cluster.ns, "id": "evil", "image": cluster.image,
+         "args": ["sh"], "env": ["ARCH_ENABLE=1"], "cwd": "/"},
+        {"op": "pages.read", "export": "0" * 32, "file": "pages-1.img", "offset": 0,
+         "length": 4096},
+    ])
+    assert outcome == "refused" or all(k is None for k, _ in detail), (outcome, detail)
+    assert cluster.a.ctr("containers", "info", "evil").returncode != 0
+
+
+# ------------------------------------------------------------------ the source dies
+
+def test_source_killed_during_post_copy_fails_closed_then_falls_back(cluster):
+    """Last in the file: it kills node a's archd (restarted at the end)."""
+    a, b = cluster.a, cluster.b
+    cid = checkpoint.new_id("mig-kill")
+    mib = 256
+    argv = workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=mib, ms=20)
+    a.start_container(cid, argv, env=[f"ARCH_JOB_ID={cid}"])
+    uuid0, _ = wait_ledger(a, cid, 3, "/data/ticks.txt")
+    b.containers.append(cid)
+    cluster.migrated.append(("b", cid))
+    mig = a.popen([cluster.bin.archctl, "container", "migrate", f"{cluster.ns}/{cid}", "--to",
+                   "b", "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # As soon as b runs it (its pages still coming), the source's archd dies.
+        proc.wait_until(lambda: b.status(cid) == "RUNNING", 120, f"{cid} to run on b",
+                        interval=0.01)
+        a.archd.proc.send_signal(signal.SIGKILL)
+        a.archd.proc.wait(10)
+        mig.wait(60)
+    finally:
+        if mig.poll() is None:
+            mig.kill()
+            mig.wait()
+    # b's page server cannot fetch the rest: the container is killed, never run on zeros.
+    proc.wait_until(lambda: b.status(cid) != "RUNNING", 60,
+                    f"{cid} on b to be killed by its page server")
+    activity = checkpoint.read_text(os.path.join(b.conf.state, "activity.jsonl"), 20000)
+    assert "receive from a" in activity and "the container was killed" in activity, (
+        activity[-3000:])
+    # A later create on b: the migrated generation cannot be restored (its source is gone),
+    # so it is moved aside and, with no other generation there, the job starts fresh.
+    b.ctr("task", "delete", cid)
+    r = b.ctr("task", "start", "-d", cid, timeout=120)
+    assert r.returncode == 0, r.stderr + b.diagnostics(cid)
+    uuid1, _ = wait_ledger(b, cid, 3, "/data/ticks.txt")
+    assert uuid1 != uuid0, "the job resumed on b from pages it could not have had"
+    d = os.path.join(b.conf.store, cluster.ns, cid)
+    assert any(n.startswith("failed-") for n in os.listdir(d)), os.listdir(d)
+    b.ctr("task", "kill", "-s", "SIGKILL", cid)
+    b.delete(cid)
+    a.archd.start()
