@@ -736,6 +736,27 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
   return report;
 }
 
+void register_page_export(const std::string& id, const std::string& peer,
+                          const std::string& checkpoint,
+                          const std::map<std::string, uint64_t>& files) {
+  PageExport e;
+  e.peer = peer;
+  e.checkpoint = checkpoint;
+  e.files = files;
+  for (const auto& [name, size] : files)
+    e.chunks_total += (size + kPagesChunkSize - 1) / kPagesChunkSize;
+  page_exports().add(id, std::move(e));
+}
+
+void unregister_page_export(const std::string& id) {
+  page_exports().remove(id);
+}
+
+Result<std::string> check_pages_read(const std::string& id, const std::string& peer,
+                                     const std::string& file, uint64_t offset, uint64_t length) {
+  return page_exports().check(id, peer, file, offset, length);
+}
+
 // ------------------------------------------------------------------ remote pages (destination)
 
 namespace {

@@ -26,7 +26,9 @@
 // (post-copy done), its generation and its container are removed.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -62,6 +64,17 @@ struct PageExportProgress {
   uint64_t chunks_total = 0, chunks_served = 0, bytes_served = 0, requests = 0;
   double idle_ms = 0;  ///< Since the last request (or the registration).
 };
+
+/// The source's registry of page exports (migrate_container fills it): `files` (pages image
+/// name in images/ → size) of the committed generation `checkpoint`, for node `peer` only.
+void register_page_export(const std::string& id, const std::string& peer,
+                          const std::string& checkpoint,
+                          const std::map<std::string, uint64_t>& files);
+void unregister_page_export(const std::string& id);
+/// The path a pages.read from `peer` may read, or why not: an export registered for it, a
+/// pages image of it, 1..kMaxBulkFrame bytes within the file.
+Result<std::string> check_pages_read(const std::string& id, const std::string& peer,
+                                     const std::string& file, uint64_t offset, uint64_t length);
 
 /// arch-runc-helper's RemotePagesDialer: a PageChunkSource asking the [peers] node
 /// origin.node over the peer channel (one connection per process: a forked page server
