@@ -59,10 +59,14 @@ python3 bench/spot_day.py $spot_args --no-write --plot bench/plots/spot_day.png 
 if [ -n "$quick" ]; then
     python3 bench/stream_job.py --mib 64 --rounds 1 | tee "$out/stream_job.md"
     python3 bench/periodic_frozen.py --rounds 1 --sizes 64,256 --no-results | tee "$out/periodic_frozen.md"
+    python3 bench/migrate.py --sizes 64 --no-results | tee "$out/migrate.md" \
+        || echo "migration bench skipped (see above)" >&2
 else
     python3 bench/stream_job.py | tee "$out/stream_job.md"
     python3 bench/stream_job.py --mib 128 --rounds 2 --store-mbps 30 \
         | tee "$out/stream_job_30mbps.md" || echo "throttled stream bench skipped (see above)" >&2
     python3 bench/periodic_frozen.py --no-results | tee "$out/periodic_frozen.md"
+    python3 bench/migrate.py --no-results | tee "$out/migrate.md" \
+        || echo "migration bench skipped (see above)" >&2
 fi
 echo "results: $out/ (Markdown, JSON), plots: bench/plots/" >&2
