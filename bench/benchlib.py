@@ -1,6 +1,7 @@
 """Shared pieces of the benchmarks: plain runc bundles, static C workloads, and the
 headings and sections of bench/RESULTS.md."""
 
+import dataclasses
 import json
 import os
 import platform
@@ -15,6 +16,28 @@ from archtest import image  # noqa: E402
 
 RUNC = "/usr/sbin/runc"
 RESULTS = os.path.join(REPO, "bench", "RESULTS.md")
+
+
+@dataclasses.dataclass
+class NodeConfig:
+    """The fields archtest's Archd writes into a private archd's node config."""
+    log_file: str
+    runc: str
+    criu: str
+    store: str = ""
+    state: str = ""
+    keys: str = ""
+
+
+def timed_output(argv, env=None, pass_fds=()):
+    """Runs argv; (seconds, stdout). A non-zero exit raises with the end of its stderr."""
+    start = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+                       pass_fds=pass_fds)
+    elapsed = time.perf_counter() - start
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {r.returncode}: {r.stderr[-2000:]}")
+    return elapsed, r.stdout
 
 
 def run_heading():
