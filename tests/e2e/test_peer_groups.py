@@ -27,6 +27,7 @@ key; each archd listens on its node's address ([peers] listen) and knows the oth
 
 import json
 import os
+import re
 import secrets
 import socket
 import ssl
@@ -156,6 +157,121 @@ def test_a_group_across_two_nodes_keeps_its_records(cluster):
           f"{[x for x in log if x.startswith('lost ')]}")
     b.ctr("task", "kill", "-s", "KILL", srv)
     a.ctr("task", "kill", "-s", "KILL", cli)
+
+
+def drain(node, deadline=60):
+    """`archctl node drain --wait` on `node`, then undrain (the node stays usable): the
+    drain's record (its report lists each container with its result and notes)."""
+    r = node.archctl("node", "drain", "--wait", "--deadline", str(deadline), "-o", "json",
+                     timeout=deadline + 60)
+    assert r.returncode in (0, 7), (r.stdout, r.stderr)
+    undo = node.archctl("node", "undrain")
+    assert undo.returncode == 0, undo.stderr
+    return json.loads(r.stdout)
+
+
+def group_records(cluster, group):
+    return cluster.committed("arch-group." + group)
+
+
+def test_a_drain_takes_a_cross_node_group_as_one_unit(cluster):
+    """`archctl node drain` on node a, whose group has a member on node b: the drain runs
+    the two-phase protocol with node b (node a coordinates), so both members are
+    checkpointed in one group generation, and both restore from it (records go on with
+    none lost or repeated). Attack/failure first: with node b unreachable (its archd, the
+    peer listener, stopped), the drain commits no group generation at all (not one naming
+    node a's member alone): the member keeps running and the previous complete generation
+    stays the newest, the one a restore uses."""
+    a, b = cluster.a, cluster.b
+    group = "pd" + secrets.token_hex(3)
+    srv, cli = checkpoint.new_id("dsrv"), checkpoint.new_id("dcli")
+    srv_job, cli_job = f"{group}-srv", f"{group}-cli"
+    server = [workloads.IN_IMAGE, "tcpserver", str(SERVER_PORT + 1), "/data/server.log"]
+    client = [workloads.IN_IMAGE, "tcpclient", b.address, str(SERVER_PORT + 1),
+              "/data/client.log", "20"]
+    b.start_container(srv, server, env_for(cluster, srv_job, group), node_network=True)
+    a.start_container(cli, client, env_for(cluster, cli_job, group), node_network=True)
+    wait_records(b, srv, 10)
+    first = a.archctl_json("group", "checkpoint", group, "--leave-running", timeout=180)
+    assert len(group_records(cluster, group)) == 1
+    members_before = (cluster.committed(srv_job), cluster.committed(cli_job))
+
+    # 1. Node b unreachable: nothing of the group is committed by a's drain.
+    b.archd.stop()
+    try:
+        d = drain(a, deadline=30)
+    finally:
+        b.archd.start()
+    mine = {x["id"]: x for x in d["report"]["containers"]}
+    assert mine[cli]["result"] != "checkpointed", d
+    assert group in mine[cli]["detail"] and "not checkpointed" not in mine[cli]["detail"]
+    assert group_records(cluster, group) == [first["record"].rsplit("/", 1)[1]]
+    assert (cluster.committed(srv_job), cluster.committed(cli_job)) == members_before
+    assert a.status(cli) == "RUNNING" and b.status(srv) == "RUNNING"
+    held = len(records(b, srv))
+    wait_records(b, srv, held + 5)  # thawed on both nodes: the exchange goes on
+    print(f"\ndrain with peer b unreachable: {mine[cli]['result']}: {mine[cli]['detail']}")
+
+    # 2. Node b back: the drain checkpoints both members as one generation.
+    proc.wait_until(lambda: a.archctl("peer", "ping", "b").returncode == 0, 30,
+                    "node b's peer listener to answer again")
+    held = len(records(b, srv))
+    d = drain(a, deadline=90)
+    mine = {x["id"]: x for x in d["report"]["containers"]}
+    assert mine[cli]["result"] == "checkpointed", (d, a.diagnostics(cli))
+    notes = " ".join(mine[cli]["notes"])
+    assert "across nodes a, b" in notes, notes
+    frozen = re.search(r"frozen (\d+) ms", notes)
+    print(f"cross-node group checkpoint under drain: frozen {frozen.group(1)} ms; "
+          f"member on a: {mine[cli]['seconds']:.2f} s; notes: {notes}")
+    gens = group_records(cluster, group)
+    assert len(gens) == 2, gens
+    with open(os.path.join(cluster.checkpoint_dir("arch-group." + group), gens[-1],
+                           "group.json")) as f:
+        doc = json.load(f)
+    assert {(m["key"], m["node"]) for m in doc["members"]} == {(cli_job, "a"), (srv_job, "b")}
+    # Both ended by the commit (b's by its archd for coordinator a).
+    b.wait_status(srv, "STOPPED", 30)
+    a.wait_status(cli, "STOPPED", 30)
+    assert b.delete(srv) == 137 and a.delete(cli) == 137
+    restore_pair(cluster, group, (b, srv, server, srv_job), (a, cli, client, cli_job), held)
+
+
+def restore_pair(cluster, group, server_side, client_side, held):
+    """Both members re-created on their nodes at once; records go on with none lost or
+    repeated, the client not restarted. Returns the client's log."""
+    (b, srv, server, srv_job), (a, cli, client, cli_job) = server_side, client_side
+    errors = []
+
+    def start(node, cid, argv, job):
+        try:
+            node.start_container(cid, argv, env_for(cluster, job, group), node_network=True)
+        except AssertionError as e:
+            errors.append(str(e))
+    threads = [threading.Thread(target=start, args=(b, srv, server, srv_job)),
+               threading.Thread(target=start, args=(a, cli, client, cli_job))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for node, cid in ((a, cli), (b, srv)):
+        msgs = node.log_messages(cid)
+        assert any("restored from" in m for m in msgs), (msgs, node.diagnostics(cid))
+    after = records(b, srv)
+    assert len(after) >= held, (held, after[-3:])  # restored, not started afresh
+    values = wait_records(b, srv, len(after) + 30)
+    assert values == list(range(1, len(values) + 1)), (
+        "records lost or repeated across the cross-node group checkpoint: " +
+        str([(i + 1, v) for i, v in enumerate(values) if v != i + 1][:5]))
+    log = workloads.complete_lines(a.read(cli, "/data/client.log") or "")
+    assert sum(1 for x in log if x.startswith("start ")) == 1, log  # restored, not restarted
+    print(f"server records {len(values)} (held {held} before the checkpoint); client log "
+          f"after restore: {log.count('connect')} connect(s), "
+          f"{[x for x in log if x.startswith('lost ')]}")
+    b.ctr("task", "kill", "-s", "KILL", srv)
+    a.ctr("task", "kill", "-s", "KILL", cli)
+    return log
 
 
 def test_a_member_failing_on_one_node_fails_the_group_everywhere(cluster):
