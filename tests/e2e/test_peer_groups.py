@@ -23,6 +23,8 @@ key; each archd listens on its node's address ([peers] listen) and knows the oth
   alone); the previous one stays the newest.
 - A member whose dump fails (io_uring, on node b) fails the whole group: the member on
   node a is thawed too, both keep running, no generation and no group record committed.
+- Members restore on swapped nodes (a's on b, b's on a): they wait for each other across
+  nodes, whichever node they are on, and restore from the group generation.
 - Attack: a container of another owner on node b naming the same group is never asked for,
   frozen or checkpointed.
 - Attack: a third "node" whose certificate comes from another key (and claims to be b)
@@ -266,6 +268,45 @@ def restore_pair(cluster, group, server_side, client_side, held):
     b.ctr("task", "kill", "-s", "KILL", srv)
     a.ctr("task", "kill", "-s", "KILL", cli)
     return log
+
+
+def test_members_restore_on_swapped_nodes(cluster):
+    """The member checkpointed on node a is re-created on node b and the one of node b on
+    node a: each waits for the other across nodes (markers in the shared store, not per
+    node) and both restore from the group generation, counting on from where they were."""
+    a, b = cluster.a, cluster.b
+    group = "ps" + secrets.token_hex(3)
+    xa, xb = checkpoint.new_id("psa"), checkpoint.new_id("psb")
+    env_a, env_b = env_for(cluster, f"{group}-a", group), env_for(cluster, f"{group}-b", group)
+    a.start_container(xa, workloads.counter(), env_a)
+    b.start_container(xb, workloads.counter(), env_b)
+    proc.wait_until(lambda: count_lines(a, xa) > 3 and count_lines(b, xb) > 3, 30, "both count")
+    held = {"a": count_lines(a, xa), "b": count_lines(b, xb)}  # at least these are kept
+    group_checkpoint(a, group)
+    assert a.delete(xa) == 137 and b.delete(xb) == 137
+    errors = []
+
+    def start(node, cid, env):
+        try:
+            node.start_container(cid, workloads.counter(), env)
+        except AssertionError as e:
+            errors.append(str(e))
+    threads = [threading.Thread(target=start, args=(b, xa, env_a)),
+               threading.Thread(target=start, args=(a, xb, env_b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for node, cid, was in ((b, xa, "a"), (a, xb, "b")):
+        msgs = node.log_messages(cid)
+        assert any("restored from" in m for m in msgs), (msgs, node.diagnostics(cid))
+        lines = workloads.complete_lines(node.read(cid, "/data/count.txt") or "")
+        assert held[was] > 3 and len(lines) >= held[was], (was, held, lines[-3:])
+        print(f"\nmember of node {was} restored on node {node.name}: {len(lines)} lines "
+              f"(held {held[was]})")
+    b.ctr("task", "kill", "-s", "KILL", xa)
+    a.ctr("task", "kill", "-s", "KILL", xb)
 
 
 def test_a_member_failing_on_one_node_fails_the_group_everywhere(cluster):

@@ -394,6 +394,39 @@ Result<std::string> restore_group(const CheckpointStore& store, const ContainerR
   return m ? manifest_group(*m) : std::string();
 }
 
+// A member whose established connections must be restored (ARCH_TCP=restore) in the node's
+// own network (host mode): "" when every connection's local address is on this node, else
+// why not. CRIU would fail to bind them, and the failed restore would move the group's
+// generation aside; refused before, the checkpoint is kept (restore it where it was, or
+// with ARCH_TCP=auto its connections are closed).
+std::string tcp_addresses_missing_here(const Manifest& m, TcpPolicy policy) {
+  if (policy != TcpPolicy::kRestore || !m.extra.is_object() || !m.extra.contains("network")) {
+    return {};
+  }
+  auto record = network_record_from_json(m.extra["network"]);
+  if (!record || record->mode != "host") return {};
+  auto conns = dumped_connections(m);
+  if (conns.empty()) return {};
+  auto self = open_file("/proc/self/ns/net", O_RDONLY);
+  if (!self) return {};
+  auto have = namespace_addresses(self->get());
+  if (!have) return {};
+  for (const auto& c : conns) {
+    std::string ip = c.local_ip();
+    if (ip.starts_with("::ffff:")) ip = ip.substr(7);
+    if (is_loopback_ip(ip) || std::find(have->begin(), have->end(), ip) != have->end() ||
+        std::find(have->begin(), have->end(), c.local_ip()) != have->end()) {
+      continue;
+    }
+    return fmt::format(
+        "its TCP connection {} -> {} cannot be restored on this node: address {} "
+        "is not here (ARCH_TCP=restore; restore the member on the node it was "
+        "checkpointed on ({}), or set ARCH_TCP=auto to close its connections)",
+        c.local, c.remote, ip, m.node);
+  }
+  return {};
+}
+
 // Whether the record's members were checkpointed on more than one node.
 bool record_spans_nodes(const GroupRecord& record) {
   for (const auto& m : record.members) {
@@ -419,6 +452,9 @@ Result<RestoreOutcome> restore_group_member(const CheckpointStore& store, const 
     return fail("the new container's spec differs from the checkpoint's (checkpoint " + ckpt.path +
                 " kept, not restored)");
   }
+  if (auto why = tcp_addresses_missing_here(ckpt.manifest, tcp_policy); !why.empty()) {
+    return fail(why + " (checkpoint kept, not restored)");
+  }
   // A pod group's members are created by the kubelet one after another (each create and
   // start returns before the next create): the first cannot wait for the second. They
   // restore from the same generation, each as the kubelet reaches it.
@@ -430,8 +466,13 @@ Result<RestoreOutcome> restore_group_member(const CheckpointStore& store, const 
         !why.empty()) {
       return fail(why + " (checkpoint kept, not restored)");
     }
+  } else if (record_spans_nodes(choice->record)) {
+    // Across nodes: every member, on whichever node it is re-created (the shared store's
+    // markers, restore_barrier.h), so members may come back swapped or all on one node.
+    auto waited = RestoreBarrier::wait_for_creation(
+        choice->record, rec.key, std::chrono::seconds(config.restore_group_wait_seconds));
+    if (!waited) return std::unexpected(waited.error().wrap("checkpoint kept, not restored"));
   } else {
-    // Across nodes, only the members checkpointed on this node come back here.
     auto waited = wait_for_group_members(
         config, members_on_node(choice->record, peer_node_name(config), rec.key), rec.key,
         std::chrono::seconds(config.restore_group_wait_seconds));

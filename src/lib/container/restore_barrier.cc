@@ -216,7 +216,7 @@ std::string RestoreBarrier::arrive_and_wait(const GroupRecord& record, const std
     for (const auto& m : record.members) {
       auto what = marker_of(dir->get(), m.key);
       if (what == "failed") failed = m.key;
-      if (what.empty()) missing.push_back(m.key);
+      if (what.empty() || what == "creating") missing.push_back(m.key);
     }
     if (!failed.empty()) {
       return fmt::format("group release: member {} failed to restore; released after {:.0f} ms",
@@ -235,6 +235,36 @@ std::string RestoreBarrier::arrive_and_wait(const GroupRecord& record, const std
                          ms_since(t0), names);
     }
     std::this_thread::sleep_for(kPoll);
+  }
+}
+
+Result<void> RestoreBarrier::wait_for_creation(const GroupRecord& record, const std::string& key,
+                                               std::chrono::milliseconds timeout) {
+  auto t0 = Clock::now();
+  if (auto ok = mark(record, key, "creating"); !ok) return std::unexpected(ok.error());
+  auto dir = open_arrivals(record);
+  if (!dir) return std::unexpected(dir.error());
+  for (;;) {
+    std::vector<std::string> missing;
+    for (const auto& m : record.members) {
+      auto what = marker_of(dir->get(), m.key);
+      if (what == "failed") {
+        return fail(fmt::format("member {} of group {} generation {} failed to restore", m.key,
+                                record.name, record.generation));
+      }
+      if (what.empty()) missing.push_back(m.key);
+    }
+    if (missing.empty()) return {};
+    if (Clock::now() - t0 >= timeout) {
+      (void)::unlinkat(dir->get(), key.c_str(), 0);
+      std::string names;
+      for (const auto& k : missing) names += (names.empty() ? "" : ", ") + k;
+      return fail(ErrorKind::kTimeout,
+                  fmt::format("group {}: waited {:.0f} s for its members {} (on any node) to be "
+                              "re-created",
+                              record.name, ms_since(t0) / 1000, names));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }
 

@@ -55,6 +55,12 @@ class RestoreBarrier {
   /// waits until every member of `record` has (or one failed, or the timeout); the note.
   static std::string arrive_and_wait(const GroupRecord& record, const std::string& key,
                                      std::chrono::milliseconds timeout);
+  /// Before the restore, for a group on several nodes: marks `key` as being created (in the
+  /// shared store, whichever node it is on) and waits until every member of `record` is, at
+  /// most `timeout`. The error names those missing (this member's mark is then removed).
+  /// Members may come back on any nodes (swapped, or all on one new node).
+  static Result<void> wait_for_creation(const GroupRecord& record, const std::string& key,
+                                        std::chrono::milliseconds timeout);
   /// Marks `key` failed in `record`'s arrivals.
   static void mark_failed(const GroupRecord& record, const std::string& key);
 
