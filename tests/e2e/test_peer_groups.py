@@ -25,6 +25,8 @@ key; each archd listens on its node's address ([peers] listen) and knows the oth
   node a is thawed too, both keep running, no generation and no group record committed.
 - Members restore on swapped nodes (a's on b, b's on a): they wait for each other across
   nodes, whichever node they are on, and restore from the group generation.
+- A member whose restore fails (its port taken on node b) stops the group's restore: the
+  member held at the release on node a is not let run (group_member_failure = stop).
 - Attack: a container of another owner on node b naming the same group is never asked for,
   frozen or checkpointed.
 - Attack: a third "node" whose certificate comes from another key (and claims to be b)
@@ -40,6 +42,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -307,6 +310,52 @@ def test_members_restore_on_swapped_nodes(cluster):
               f"(held {held[was]})")
     b.ctr("task", "kill", "-s", "KILL", xa)
     a.ctr("task", "kill", "-s", "KILL", xb)
+
+
+def test_a_member_failing_to_restore_stops_the_group(cluster):
+    """Node b's server cannot be restored (its port is taken on node b when it comes back):
+    its restore fails, and the client on node a, restored and held at the release, is not
+    let run: its restore fails too, its tasks killed before they ran ([restore]
+    group_member_failure = stop), and both follow on_failure (fresh): the group restarts
+    together instead of half of it going on from the checkpoint."""
+    a, b = cluster.a, cluster.b
+    group = "pr" + secrets.token_hex(3)
+    port = SERVER_PORT + 2
+    srv, cli = checkpoint.new_id("rsrv"), checkpoint.new_id("rcli")
+    srv_job, cli_job = f"{group}-srv", f"{group}-cli"
+    server = [workloads.IN_IMAGE, "tcpserver", str(port), "/data/server.log"]
+    client = [workloads.IN_IMAGE, "tcpclient", b.address, str(port), "/data/client.log", "20"]
+    b.start_container(srv, server, env_for(cluster, srv_job, group), node_network=True)
+    a.start_container(cli, client, env_for(cluster, cli_job, group), node_network=True)
+    wait_records(b, srv, 10)
+    group_checkpoint(a, group)
+    assert b.delete(srv) == 137 and a.delete(cli) == 137
+    squatter = b.popen([sys.executable, "-c",
+                        "import socket, time; s = socket.socket(); "
+                        f"s.bind(('0.0.0.0', {port})); s.listen(); print('ok', flush=True); "
+                        "time.sleep(300)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert squatter.stdout.readline().strip() == "ok"
+        threads = [threading.Thread(target=node.start_container,
+                                    args=(cid, argv, env_for(cluster, job, group)),
+                                    kwargs={"check": False, "node_network": True})
+                   for node, cid, argv, job in ((a, cli, client, cli_job),
+                                                (b, srv, server, srv_job))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        msgs_a, msgs_b = a.log_messages(cli), b.log_messages(srv)
+        assert not any("restored from" in m for m in msgs_b), msgs_b
+        assert any("killed before they ran" in m and srv_job in m for m in msgs_a), msgs_a
+        assert not any("restored from" in m for m in msgs_a), msgs_a
+        print("\nmember restore failure: " +
+              next(m for m in msgs_a if "killed before they ran" in m)[:400])
+    finally:
+        squatter.kill()
+        squatter.wait(10)
+        for node, cid in ((a, cli), (b, srv)):
+            node.ctr("task", "kill", "-s", "KILL", cid)
 
 
 def test_a_member_failing_on_one_node_fails_the_group_everywhere(cluster):

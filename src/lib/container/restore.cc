@@ -331,10 +331,19 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
     // Restored and stopped: every member's tasks continue together (restore_barrier.h).
     if (restored) {
       auto pids = runc.pids(rec.id);
-      std::string note = barrier->release(pids ? *pids : std::vector<int>{});
+      auto released = barrier->release(pids ? *pids : std::vector<int>{},
+                                       config.restore_group_member_failure_stops);
+      std::string note = released.note;
       if (!pids) note += "; its processes could not be listed: " + pids.error().message();
       net->note += (net->note.empty() ? "" : "; ") + note;
       *network_note = net->note;
+      if (!released.failed_member.empty() && config.restore_group_member_failure_stops) {
+        restored = fail(fmt::format(
+            "member {} of the group failed to restore: this member's restored tasks are "
+            "killed before they ran, so that the whole group restarts together ([restore] "
+            "group_member_failure = stop)",
+            released.failed_member));
+      }
     } else {
       barrier->failed();
     }

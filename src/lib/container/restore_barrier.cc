@@ -187,14 +187,22 @@ void RestoreBarrier::unhold() {
   rules_.clear();
 }
 
-std::string RestoreBarrier::release(const std::vector<int>& pids) {
-  std::string note = arrive_and_wait(record_, key_, timeout_);
+RestoreBarrier::Released RestoreBarrier::release(const std::vector<int>& pids,
+                                                 bool stop_on_failure) {
+  Released out;
+  out.note = arrive_and_wait(record_, key_, timeout_);
+  if (auto at = out.note.find("member ");
+      at != std::string::npos && out.note.find(" failed to restore") != std::string::npos) {
+    auto from = at + 7;
+    out.failed_member = out.note.substr(from, out.note.find(' ', from) - from);
+  }
   unhold();
+  if (!out.failed_member.empty() && stop_on_failure) return out;
   for (int pid : pids) {
     if (pid > 0) (void)::kill(pid, SIGCONT);
   }
-  if (!hold_note_.empty()) note += "; " + hold_note_;
-  return note;
+  if (!hold_note_.empty()) out.note += "; " + hold_note_;
+  return out;
 }
 
 void RestoreBarrier::failed() {

@@ -45,9 +45,14 @@ class RestoreBarrier {
   void hold(const std::vector<std::pair<std::string, std::string>>& connections);
   /// The line the restore's CRIU config gets.
   [[nodiscard]] static std::string criu_line() { return "leave-stopped"; }
+  struct Released {
+    std::string note;
+    std::string failed_member;  ///< A member that failed to restore, else empty.
+  };
   /// After runc restore succeeded: waits for the other members, then continues every one of
-  /// `pids` (the container's processes). Returns the note.
-  std::string release(const std::vector<int>& pids);
+  /// `pids` (the container's processes) — unless a member failed and `stop_on_failure`:
+  /// then they stay stopped (the caller fails this restore and kills them).
+  Released release(const std::vector<int>& pids, bool stop_on_failure);
   /// The restore failed: the others are released at once.
   void failed();
 
