@@ -20,7 +20,8 @@ key; each archd listens on its node's address ([peers] listen) and knows the oth
 - `archctl node drain` on node a runs the same protocol for the group (node a
   coordinates): both members in one generation, restored from it as above. Attack: with
   node b unreachable, the drain commits no group generation (none naming node a's member
-  alone); the previous one stays the newest.
+  alone); the previous one stays the newest. A drain whose deadline comes during the
+  group's dumps stops them on both nodes: nothing of that round committed, both thawed.
 - A member whose dump fails (io_uring, on node b) fails the whole group: the member on
   node a is thawed too, both keep running, no generation and no group record committed.
 - Members restore on swapped nodes (a's on b, b's on a): they wait for each other across
@@ -215,6 +216,34 @@ def test_a_drain_takes_a_cross_node_group_as_one_unit(cluster):
     a.wait_status(cli, "STOPPED", 30)
     assert b.delete(srv) == 137 and a.delete(cli) == 137
     restore_pair(cluster, group, (b, srv, server, srv_job), (a, cli, client, cli_job), held)
+
+
+def test_a_drain_whose_deadline_comes_during_the_group_dumps_commits_nothing(cluster):
+    """A drain of node a with a deadline shorter than the group's dumps (two members of
+    384 MiB, one per node; 2.5 s, less the 1 s margin): the dumps are stopped on both nodes
+    at the deadline less the margin, no member generation and no group record of that round
+    is committed, and both members are thawed and go on."""
+    a, b = cluster.a, cluster.b
+    group = "pt" + secrets.token_hex(3)
+    xa, xb = checkpoint.new_id("pta"), checkpoint.new_id("ptb")
+    a.start_container(xa, workloads.memory(mib=384), env_for(cluster, f"{group}-a", group))
+    b.start_container(xb, workloads.memory(mib=384), env_for(cluster, f"{group}-b", group))
+    ticks = lambda node, cid: count_lines(node, cid, "/data/ticks.txt")  # noqa: E731
+    proc.wait_until(lambda: ticks(a, xa) > 2 and ticks(b, xb) > 2, 60, "both to tick")
+    d = drain(a, deadline=2.5)
+    mine = {x["id"]: x for x in d["report"]["containers"]}
+    assert mine[xa]["result"] in ("failed", "skipped"), d
+    assert "deadline" in mine[xa]["detail"], mine[xa]
+    print(f"\ndrain past its deadline: {mine[xa]['result']}: {mine[xa]['detail'][:300]}")
+    assert group_records(cluster, group) == []
+    assert cluster.committed(f"{group}-a") == [] and cluster.committed(f"{group}-b") == []
+    for node, cid in ((a, xa), (b, xb)):
+        assert node.status(cid) == "RUNNING", cid
+        before = ticks(node, cid)
+        proc.wait_until(lambda: ticks(node, cid) > before + 2, 30,
+                        f"{cid} on {node.name} to go on (thawed)")
+    a.ctr("task", "kill", "-s", "KILL", xa)
+    b.ctr("task", "kill", "-s", "KILL", xb)
 
 
 def restore_pair(cluster, group, server_side, client_side, held):
