@@ -2,8 +2,10 @@
 // over the peer channel (peer_tls.h). The node where `archctl group checkpoint` runs is the
 // coordinator; every [peers] node is asked for its members of the group (same owner, same
 // ARCH_GROUP, from its own registry), and those that have some take part:
-//   group.members  {owner, group}                   → {members: [{ns, id, key, store, ...}]}
-//   group.freeze   {owner, group, generation, keys}  → every local member locked and frozen
+//   group.members  {owner, group}                   → {members: [{ns, id, key, store, ...,
+//                                                      predicted_bytes}]}
+//   group.freeze   {owner, group, generation, keys, [stop_dumps_in_ms]}
+//                                                    → every local member locked and frozen
 //   group.dump     {}                                → {members: [record entries]}; frozen
 //   group.commit   {generation, keep}                → members ended (or left running)
 //   group.abort    {}                                → members' generations removed, thawed
@@ -16,6 +18,9 @@
 // only when the record of that generation is in the store and verifies. A participant that
 // loses its coordinator (connection closed, or silent for [peers] timeout) decides from the
 // store: the record is there → commit, otherwise abort (thaw; members keep running).
+// A drain's coordinator (checkpoint_group_for_drain) adds "stop_dumps_in_ms" to group.freeze:
+// a participant's dump still running that long after the request is stopped (its members
+// thawed, nothing of the round committed), as the coordinator stops its own.
 // While a node dumps it sends {"working": true} frames, and a coordinator waiting for the
 // other nodes sends {"op": "group.keepalive"} to those that are done, so that no one times
 // out on a long dump.
