@@ -361,7 +361,9 @@ Result<std::vector<GroupMember>> GroupMembersCheckpoint::dump_until(
 
 std::size_t GroupMembersCheckpoint::stop(const std::string& why) {
   std::size_t n = 0;
-  for (auto& c : s_->ckpts) if (c.stop(why)) ++n;
+  for (auto& c : s_->ckpts) {
+    if (c.stop(why)) ++n;
+  }
   return n;
 }
 
