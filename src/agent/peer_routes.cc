@@ -33,6 +33,10 @@ Result<void> PeerListener::start() {
   for (const auto& n : config_.peers.nodes) allowed.push_back(n.name);
   std::string self = id->name;
   auto handler = [this, self](PeerConnection& conn) {
+    struct Closed {
+      PeerConnection& conn;
+      ~Closed() { pages_connection_closed(conn); }
+    } closed{conn};
     for (;;) {
       auto req = conn.receive_json();
       if (!req) return;  // closed, timed out, or a frame refused: the connection ends

@@ -80,6 +80,7 @@ struct PageExport {
   std::set<std::pair<std::string, uint64_t>> served;  // (file, chunk index)
   uint64_t chunks_total = 0, bytes_served = 0, requests = 0;
   Clock::time_point last = Clock::now();
+  std::set<const void*> open;  // connections that read from it and are still open
 };
 
 class PageExports {
@@ -96,9 +97,9 @@ class PageExports {
     std::lock_guard held(mutex_);
     auto it = exports_.find(id);
     if (it == exports_.end()) return std::nullopt;
-    return PageExportProgress{it->second.chunks_total, it->second.served.size(),
-                              it->second.bytes_served, it->second.requests,
-                              ms_since(it->second.last)};
+    return PageExportProgress{it->second.chunks_total,   it->second.served.size(),
+                              it->second.bytes_served,   it->second.requests,
+                              ms_since(it->second.last), it->second.open.size()};
   }
   // The path and size to read for `peer`, or why not.
   Result<std::string> check(const std::string& id, const std::string& peer, const std::string& file,
@@ -117,10 +118,16 @@ class PageExports {
     }
     return it->second.checkpoint + "/images/" + file;
   }
-  void served(const std::string& id, const std::string& file, uint64_t offset, uint64_t length) {
+  void closed(const void* conn) {
+    std::lock_guard held(mutex_);
+    for (auto& [id, e] : exports_) e.open.erase(conn);
+  }
+  void served(const std::string& id, const std::string& file, uint64_t offset, uint64_t length,
+              const void* conn) {
     std::lock_guard held(mutex_);
     auto it = exports_.find(id);
     if (it == exports_.end()) return;
+    it->second.open.insert(conn);
     for (uint64_t c = offset / kPagesChunkSize; c <= (offset + length - 1) / kPagesChunkSize; ++c) {
       it->second.served.insert({file, c});
     }
@@ -582,7 +589,7 @@ bool serve_pages_read(PeerConnection& conn, const json& req) {
     done += static_cast<uint64_t>(n);
   }
   if (!conn.send(FrameType::kBulk, data)) return false;
-  page_exports().served(id, file, offset, length);
+  page_exports().served(id, file, offset, length, &conn);
   return true;
 }
 
@@ -645,7 +652,7 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
   auto m = open_sealed_manifest(*text, *keys);
   if (!m) return abort(m.error());
   uint64_t total = 0, pages = 0;
-  PageExport exp{to, *staged, {}, {}, 0, 0, 0, Clock::now()};
+  PageExport exp{to, *staged, {}, {}, 0, 0, 0, Clock::now(), {}};
   for (const auto& f : m->files) {
     total += f.size;
     if (!is_pages_image_path(f.path)) continue;
@@ -705,7 +712,9 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
     if (!p) break;
     report["bytes"]["post_copy"] = p->bytes_served;
     report["chunks"] = {{"served", p->chunks_served}, {"total", p->chunks_total}};
-    if (p->chunks_served >= p->chunks_total) {
+    // Every chunk fetched once and no page server still connected (a server may fetch a
+    // chunk again: it keeps only a few).
+    if (p->chunks_served >= p->chunks_total && p->open_connections == 0) {
       complete = true;
       break;
     }
@@ -750,6 +759,10 @@ void register_page_export(const std::string& id, const std::string& peer,
 
 void unregister_page_export(const std::string& id) {
   page_exports().remove(id);
+}
+
+void pages_connection_closed(const PeerConnection& conn) {
+  page_exports().closed(&conn);
 }
 
 Result<std::string> check_pages_read(const std::string& id, const std::string& peer,

@@ -58,11 +58,15 @@ void serve_migrate_session(PeerConnection& conn, const nlohmann::json& offer,
 
 /// The source's answer to pages.read. false: the connection must end.
 bool serve_pages_read(PeerConnection& conn, const nlohmann::json& request);
+/// The peer listener's handler ends for `conn` (post-copy is over only once no page server
+/// that read from an export is still connected).
+void pages_connection_closed(const PeerConnection& conn);
 
 /// What a source node serves of one export (for tests and reports).
 struct PageExportProgress {
   uint64_t chunks_total = 0, chunks_served = 0, bytes_served = 0, requests = 0;
-  double idle_ms = 0;  ///< Since the last request (or the registration).
+  double idle_ms = 0;                ///< Since the last request (or the registration).
+  std::size_t open_connections = 0;  ///< Connections that read from it, still open.
 };
 
 /// The source's registry of page exports (migrate_container fills it): `files` (pages image
