@@ -26,6 +26,7 @@
 #include "container/workdir_capture.h"
 #include "criu/file_locks.h"
 #include "criu/lazy_pages.h"
+#include "criu/pages_at_rest.h"
 #include "managed/activity_log.h"
 #include "managed/shared_mode.h"
 #include "managed/store_layout.h"
@@ -315,9 +316,37 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
     };
     served.verify_pages = [&ckpt] { return verify_manifest(ckpt.path, ckpt.manifest); };
   }
+  // Pages encrypted at rest (criu/pages_at_rest.h): only ARCH's page server reads them,
+  // decrypted and verified chunk by chunk in memory, whatever [restore] lazy_pages says.
+  std::optional<Manifest> plain_view;
+  if (bool encrypted = has_encrypted_pages(ckpt.manifest); encrypted) {
+    auto view = served_manifest(ckpt.manifest);
+    if (!view) return std::unexpected(view.error());
+    plain_view.emplace(std::move(*view));
+    if (!pages_deferred)
+      served.on_refusal = [state_dir = config.state_dir, rec](const std::string& why) {
+        (void)append_activity(state_dir, {.what = "restore",
+                                          .source = "create",
+                                          .outcome = "failed",
+                                          .ns = rec.ns,
+                                          .id = rec.id,
+                                          .key = rec.key,
+                                          .detail = why});
+      };
+    served.checkpoint = ckpt.path;
+    served.manifest = &*plain_view;
+    served.page_source =
+        encrypted_page_source(ckpt.path, ckpt.manifest, shared_node_keyring(config));
+    served.verify_pages = []() -> Result<void> {
+      return fail(
+          "its pages are encrypted at rest: only a lazy restore through ARCH's page "
+          "server can read them");
+    };
+    pages_deferred = true;
+  }
   auto restored = restore_maybe_lazily(
       runc, config.criu, rec.id, ckpt.path + "/images", work, flags, std::string(create.log),
-      lazy_restore_wanted(config, rec.bundle), pages_deferred ? &served : nullptr);
+      plain_view || lazy_restore_wanted(config, rec.bundle), pages_deferred ? &served : nullptr);
   if (restored) {
     if (auto creds = check_restored_credentials(runc, rec); !creds) {
       restored = std::unexpected(creds.error().wrap("refused after restore (tasks killed)"));
