@@ -9,14 +9,20 @@
 #include <openssl/evp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <array>
+#include <condition_variable>
+#include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "base/file_util.h"
 #include "base/hex.h"
@@ -67,51 +73,129 @@ std::unexpected<Error> refuse(const std::string& why) {
   return std::unexpected(Error(ErrorKind::kInvalidInput, "page receiver: refused: " + why));
 }
 
-// One pages image being written: hashed per chunk as it passes, stored plain or sealed.
-class PagesOut {
+// Large sequential writes that bypass the page cache where the file system allows it
+// (O_DIRECT: the store takes the pages as they arrive, nothing is left dirty for the
+// commit's flush): bytes gathered into an aligned buffer, written kWriteBytes at a time;
+// the tail is written buffered at the end. Falls back to buffered writes on EINVAL.
+class DirectOut {
  public:
-  static Result<PagesOut> open(const PageReceiverOptions& o, uint32_t pages_id) {
-    PagesOut p;
-    p.img_.name = fmt::format("pages-{}.img", pages_id);
-    p.img_.stored = o.key ? p.img_.name + std::string(kImageStreamSuffix) : p.img_.name;
-    int fd = ::openat(o.images_dirfd, p.img_.stored.c_str(),
-                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) return fail_errno("page receiver: create " + p.img_.stored);
-    p.fd_ = UniqueFd(fd);
-    if (!p.chunk_ || !p.whole_) return fail("page receiver: sha256 init failed");
-    if (o.key != nullptr) {
-      auto w =
-          ImageStreamWriter::create(p.fd_.get(), *o.key, o.stream_id, p.img_.name, o.compression);
-      if (!w) return std::unexpected(w.error());
-      p.sealed_.emplace(std::move(*w));
-    } else {
-      p.buffer_.reserve(kWriteBytes);
+  explicit DirectOut(int fd) : fd_(fd) {
+    void* p = nullptr;
+    if (::posix_memalign(&p, 4096, kWriteBytes) == 0) buf_.reset(static_cast<char*>(p));
+    int flags = ::fcntl(fd_, F_GETFL);
+    direct_ = buf_ && flags >= 0 && ::fcntl(fd_, F_SETFL, flags | O_DIRECT) == 0;
+  }
+  Result<void> append(std::string_view d) {
+    if (!buf_) return write_all(fd_, d);
+    while (!d.empty()) {
+      std::size_t n = std::min(d.size(), kWriteBytes - fill_);
+      std::memcpy(buf_.get() + fill_, d.data(), n);
+      fill_ += n;
+      d.remove_prefix(n);
+      if (fill_ == kWriteBytes) {
+        if (auto ok = flush(); !ok) return ok;
+      }
     }
-    return p;
+    return {};
+  }
+  Result<void> finish() {
+    if (direct_) buffered();
+    if (auto ok = flush(); !ok) return ok;
+    return {};
   }
 
-  Result<void> write(std::string_view data) {
+ private:
+  void buffered() {
+    int flags = ::fcntl(fd_, F_GETFL);
+    if (flags >= 0) (void)::fcntl(fd_, F_SETFL, flags & ~O_DIRECT);
+    direct_ = false;
+  }
+  Result<void> flush() {
+    if (fill_ == 0) return {};
+    std::string_view b(buf_.get(), fill_);
+    ssize_t n = direct_ ? ::write(fd_, b.data(), b.size()) : -2;
+    if (n == static_cast<ssize_t>(b.size())) {
+      fill_ = 0;
+      return {};
+    }
+    if (n >= 0) b.remove_prefix(static_cast<std::size_t>(n));  // short: the rest buffered
+    if (direct_) buffered();
+    fill_ = 0;
+    return write_all(fd_, b);
+  }
+  struct Free {
+    void operator()(char* p) const { std::free(p); }
+  };
+  int fd_;
+  std::unique_ptr<char, Free> buf_;
+  std::size_t fill_ = 0;
+  bool direct_ = false;
+};
+
+// One pages image being written: hashed per chunk as it passes (on the receiving thread),
+// stored plain (with the file's SHA-256) or sealed on a worker thread of its own, so that
+// receiving and storing overlap. At most kInFlight buffers are in flight.
+class PagesOut {
+ public:
+  static constexpr std::size_t kInFlight = 3;
+
+  static Result<std::unique_ptr<PagesOut>> open(const PageReceiverOptions& o, uint32_t pages_id) {
+    std::unique_ptr<PagesOut> p(new PagesOut());
+    p->img_.name = fmt::format("pages-{}.img", pages_id);
+    p->img_.stored = o.key ? p->img_.name + std::string(kImageStreamSuffix) : p->img_.name;
+    int fd = ::openat(o.images_dirfd, p->img_.stored.c_str(),
+                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return fail_errno("page receiver: create " + p->img_.stored);
+    p->fd_ = UniqueFd(fd);
+    if (!p->chunk_ || !p->whole_) return fail("page receiver: sha256 init failed");
+    p->out_.emplace(p->fd_.get());
+    if (o.key != nullptr) {
+      auto w = ImageStreamWriter::create(
+          [out = &*p->out_](std::string_view b) { return out->append(b); }, *o.key, o.stream_id,
+          p->img_.name, o.compression);
+      if (!w) return std::unexpected(w.error());
+      p->sealed_.emplace(std::move(*w));
+    }
+    for (std::size_t i = 0; i < kInFlight; ++i) p->free_.emplace_back();
+    p->worker_ = std::thread([raw = p.get()] { raw->work(); });
+    return p;
+  }
+  PagesOut(const PagesOut&) = delete;
+  PagesOut& operator=(const PagesOut&) = delete;
+  ~PagesOut() { stop(); }
+
+  /// A buffer of `len` bytes to receive into (waits while kInFlight are queued).
+  std::string take(std::size_t len) {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return !free_.empty(); });
+    std::string b = std::move(free_.back());
+    free_.pop_back();
+    lock.unlock();
+    b.resize(len);
+    return b;
+  }
+
+  /// Digests `data` per chunk and queues it to be stored.
+  Result<void> write(std::string data) {
     img_.size += data.size();
-    // Per-chunk digests of the plaintext.
     std::string_view rest = data;
     while (!rest.empty()) {
-      std::size_t take = std::min<std::size_t>(rest.size(), kPagesChunkSize - in_chunk_);
-      EVP_DigestUpdate(chunk_.get(), rest.data(), take);
-      in_chunk_ += take;
-      rest.remove_prefix(take);
+      std::size_t take_n = std::min<std::size_t>(rest.size(), kPagesChunkSize - in_chunk_);
+      EVP_DigestUpdate(chunk_.get(), rest.data(), take_n);
+      in_chunk_ += take_n;
+      rest.remove_prefix(take_n);
       if (in_chunk_ == kPagesChunkSize) end_chunk();
     }
-    if (sealed_) return sealed_->write(data);
-    EVP_DigestUpdate(whole_.get(), data.data(), data.size());
-    if (buffer_.empty() && data.size() >= kWriteBytes) return write_all(fd_.get(), data);
-    buffer_.append(data);
-    if (buffer_.size() < kWriteBytes) return {};
-    auto ok = write_all(fd_.get(), buffer_);
-    buffer_.clear();
-    return ok;
+    std::lock_guard held(mutex_);
+    if (!error_.empty()) return fail(error_);
+    queue_.push_back(std::move(data));
+    cv_.notify_all();
+    return {};
   }
 
   Result<ReceivedPagesImage> finish() {
+    stop();
+    if (!error_.empty()) return fail(error_);
     if (in_chunk_ > 0) end_chunk();
     if (sealed_) {
       auto stats = sealed_->finish();
@@ -119,10 +203,10 @@ class PagesOut {
       img_.stored_size = stats->stored_bytes;
       img_.stored_sha256 = stats->sha256;
     } else {
-      if (auto ok = write_all(fd_.get(), buffer_); !ok) return std::unexpected(ok.error());
       img_.stored_size = img_.size;
       img_.stored_sha256 = final_hex(whole_.get());
     }
+    if (auto ok = out_->finish(); !ok) return std::unexpected(ok.error());
     fd_.reset();
     return img_;
   }
@@ -134,12 +218,53 @@ class PagesOut {
     EVP_DigestInit_ex(chunk_.get(), EVP_sha256(), nullptr);
     in_chunk_ = 0;
   }
+  void stop() {
+    if (!worker_.joinable()) return;
+    {
+      std::lock_guard held(mutex_);
+      closing_ = true;
+      cv_.notify_all();
+    }
+    worker_.join();
+  }
+  // The worker: stores each queued buffer in order, then hands it back.
+  void work() {
+    for (;;) {
+      std::unique_lock lock(mutex_);
+      cv_.wait(lock, [&] { return !queue_.empty() || closing_; });
+      if (queue_.empty()) return;
+      std::string b = std::move(queue_.front());
+      queue_.pop_front();
+      bool failed = !error_.empty();
+      lock.unlock();
+      Result<void> ok;
+      if (!failed) ok = store(b);
+      lock.lock();
+      if (!ok && error_.empty()) error_ = ok.error().message();
+      b.clear();
+      free_.push_back(std::move(b));
+      cv_.notify_all();
+    }
+  }
+  Result<void> store(std::string_view data) {
+    if (sealed_) return sealed_->write(data);
+    EVP_DigestUpdate(whole_.get(), data.data(), data.size());
+    return out_->append(data);
+  }
+
   ReceivedPagesImage img_;
   UniqueFd fd_;
   MdCtx chunk_, whole_;
   std::size_t in_chunk_ = 0;
+  std::optional<DirectOut> out_;  // before sealed_, which writes into it
   std::optional<ImageStreamWriter> sealed_;
-  std::string buffer_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::string> queue_;
+  std::vector<std::string> free_;
+  std::string error_;
+  bool closing_ = false;
+  std::thread worker_;
 };
 
 // One open image: its pagemap text so far and its pages.
@@ -147,7 +272,7 @@ struct OpenImage {
   uint64_t dst_id = 0;
   std::string pagemap_name;
   std::string pagemap;  // the whole image (small: ~15 bytes per range)
-  std::optional<PagesOut> pages;
+  std::unique_ptr<PagesOut> pages;
   uint64_t next_vaddr = 0;  // entries must be sorted and not overlap
 };
 
@@ -157,6 +282,13 @@ class Session {
       : sk_(sk), o_(o), cancel_(cancel) {}
 
   Result<PageReceiverResult> run() {
+    // Large reads: a receive buffer of a few page pipes (root may exceed rmem_max), and a
+    // timeout so that a cancel is seen.
+    int bytes = 16 << 20;
+    if (::setsockopt(sk_, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0)
+      (void)::setsockopt(sk_, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+    timeval tv{0, 250000};
+    (void)::setsockopt(sk_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     for (;;) {
       std::array<char, kPageServerIovSize> raw{};
       auto got = recv_exact(raw.data(), raw.size(), true);
@@ -213,13 +345,10 @@ class Session {
     std::size_t got = 0;
     while (got < len) {
       if (cancel_ != nullptr && cancel_->load()) return fail("page receiver: cancelled");
-      pollfd p{sk_, POLLIN, 0};
-      int r = ::poll(&p, 1, 200);
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) return fail_errno("page receiver: poll");
-      if (r == 0) continue;
-      ssize_t n = ::recv(sk_, buf + got, len - got, 0);
-      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      // Blocking with a receive timeout (set in run()), whole requests at once: a page
+      // pipe's worth of pages in one call instead of one per socket buffer.
+      ssize_t n = ::recv(sk_, buf + got, len - got, MSG_WAITALL);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
       if (n < 0) return fail_errno("page receiver: recv");
       if (n == 0) {
         if (got == 0 && eof_ok) return false;
@@ -282,7 +411,7 @@ class Session {
     put_entry(img.pagemap, head);
     auto pages = PagesOut::open(o_, pages_id);
     if (!pages) return std::unexpected(pages.error());
-    img.pages.emplace(std::move(*pages));
+    img.pages = std::move(*pages);
     current_.emplace(std::move(img));
     char has_parent = 0;
     return send_bytes(&has_parent, 1);
@@ -318,13 +447,13 @@ class Session {
     entry += '\x28';
     put_varint(entry, iov.nr_pages);
     put_entry(current_->pagemap, entry);
-    buffer_.resize(std::min<std::size_t>(kWriteBytes, bytes));
     uint64_t left = bytes;
     while (left > 0) {
-      std::size_t n = static_cast<std::size_t>(std::min<uint64_t>(left, buffer_.size()));
-      auto got = recv_exact(buffer_.data(), n, false);
+      auto n = static_cast<std::size_t>(std::min<uint64_t>(left, kWriteBytes));
+      std::string buffer = current_->pages->take(n);
+      auto got = recv_exact(buffer.data(), n, false);
       if (!got) return std::unexpected(got.error());
-      if (auto ok = current_->pages->write(std::string_view(buffer_.data(), n)); !ok) return ok;
+      if (auto ok = current_->pages->write(std::move(buffer)); !ok) return ok;
       left -= n;
     }
     result_.page_bytes += bytes;
@@ -346,7 +475,6 @@ class Session {
   std::set<uint64_t> opened_;
   uint32_t pages_ids_ = 0;
   bool flushed_ = false;
-  std::vector<char> buffer_;
 };
 
 }  // namespace

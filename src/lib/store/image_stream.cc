@@ -175,8 +175,9 @@ struct ImageStreamWriter::State {
   Result<void> store(std::string_view bytes) {
     if (EVP_DigestUpdate(digest, bytes.data(), bytes.size()) != 1)
       return fail("image stream: SHA-256 failed");
-    return write_all(fd, bytes);
+    return sink ? sink(bytes) : write_all(fd, bytes);
   }
+  std::function<Result<void>(std::string_view)> sink;  // set: instead of fd
   Key key{};
   std::string header, stream_id, name, buffer, out;
   uint64_t index = 0;
@@ -230,6 +231,13 @@ Result<ImageStreamWriter> ImageStreamWriter::create(int fd, const NodeKey& key,
                                                     std::string_view stream_id,
                                                     std::string_view image_name,
                                                     const StreamCompressionOptions& compression) {
+  return create_impl(fd, nullptr, key, stream_id, image_name, compression);
+}
+
+Result<ImageStreamWriter> ImageStreamWriter::create_impl(
+    int fd, std::function<Result<void>(std::string_view)> sink, const NodeKey& key,
+    std::string_view stream_id, std::string_view image_name,
+    const StreamCompressionOptions& compression) {
   if (key.id.size() != kKeyIdBytes) return fail("image stream: malformed node key id");
   auto s = std::make_unique<State>();
   auto compressor = ChunkCompressor::create(compression);
@@ -247,6 +255,7 @@ Result<ImageStreamWriter> ImageStreamWriter::create(int fd, const NodeKey& key,
   if (!k) return std::unexpected(k.error());
   s->key = *k;
   s->fd = fd;
+  s->sink = std::move(sink);
   s->stream_id = stream_id;
   s->name = image_name;
   s->buffer.reserve(kImageChunkBytes);
@@ -255,6 +264,14 @@ Result<ImageStreamWriter> ImageStreamWriter::create(int fd, const NodeKey& key,
   if (auto ok = s->store(s->header); !ok) return std::unexpected(ok.error());
   s->stats.stored_bytes = s->header.size();
   return ImageStreamWriter(std::move(s));
+}
+
+Result<ImageStreamWriter> ImageStreamWriter::create(
+    std::function<Result<void>(std::string_view)> sink, const NodeKey& key,
+    std::string_view stream_id, std::string_view image_name,
+    const StreamCompressionOptions& compression) {
+  if (!sink) return fail("image stream: no sink");
+  return create_impl(-1, std::move(sink), key, stream_id, image_name, compression);
 }
 
 Result<void> ImageStreamWriter::write(std::string_view data) {

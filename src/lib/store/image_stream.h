@@ -68,6 +68,12 @@ class ImageStreamWriter {
   static Result<ImageStreamWriter> create(int fd, const NodeKey& key, std::string_view stream_id,
                                           std::string_view image_name,
                                           const StreamCompressionOptions& compression = {});
+  /// The same, handing the stored bytes to `sink` instead of writing them to an fd (e.g.
+  /// large aligned direct writes: criu/page_receiver.h).
+  static Result<ImageStreamWriter> create(std::function<Result<void>(std::string_view)> sink,
+                                          const NodeKey& key, std::string_view stream_id,
+                                          std::string_view image_name,
+                                          const StreamCompressionOptions& compression = {});
   ImageStreamWriter(ImageStreamWriter&&) noexcept;
   ImageStreamWriter& operator=(ImageStreamWriter&&) noexcept;
   ~ImageStreamWriter();
@@ -83,6 +89,11 @@ class ImageStreamWriter {
 
  private:
   struct State;
+  static Result<ImageStreamWriter> create_impl(int fd,
+                                               std::function<Result<void>(std::string_view)> sink,
+                                               const NodeKey& key, std::string_view stream_id,
+                                               std::string_view image_name,
+                                               const StreamCompressionOptions& compression);
   explicit ImageStreamWriter(std::unique_ptr<State> s);
   std::unique_ptr<State> s_;
 };
