@@ -194,6 +194,8 @@ def test_an_impostor_connection_never_gets_bytes_into_the_checkpoint(ctr_contain
     with open(os.path.join(ckpt, "manifest.json")) as f:
         manifest = json.load(f)
     assert manifest["extra"]["pages_at_rest"] == {"mode": "streamed"}, manifest["extra"]
+    # Digested as they passed: the sealed chunk digests of the pages images are there.
+    assert any(p.startswith("images/pages-") for p in manifest.get("chunks", {})), manifest
     # Streamed pages are plain at rest (the marker search can find them).
     assert files_holding(os.path.join(ckpt, "images"), MARKER), "no pages of the pattern stored"
     assert c.delete(cid) == 137
