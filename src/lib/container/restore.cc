@@ -302,7 +302,10 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
   flags.insert(flags.end(), net->flags.begin(), net->flags.end());
   flags.push_back("--file-locks");  // the dump took them (checked below)
   ServedPages served;
-  if (pages_deferred) {
+  // Pages encrypted at rest (criu/pages_at_rest.h): only ARCH's page server reads them,
+  // decrypted and verified chunk by chunk in memory, whatever [restore] lazy_pages says.
+  bool encrypted = has_encrypted_pages(ckpt.manifest);
+  if (pages_deferred || encrypted) {
     served.checkpoint = ckpt.path;
     served.manifest = &ckpt.manifest;
     served.on_refusal = [state_dir = config.state_dir, rec](const std::string& why) {
@@ -316,24 +319,11 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
     };
     served.verify_pages = [&ckpt] { return verify_manifest(ckpt.path, ckpt.manifest); };
   }
-  // Pages encrypted at rest (criu/pages_at_rest.h): only ARCH's page server reads them,
-  // decrypted and verified chunk by chunk in memory, whatever [restore] lazy_pages says.
   std::optional<Manifest> plain_view;
-  if (bool encrypted = has_encrypted_pages(ckpt.manifest); encrypted) {
+  if (encrypted) {
     auto view = served_manifest(ckpt.manifest);
     if (!view) return std::unexpected(view.error());
     plain_view.emplace(std::move(*view));
-    if (!pages_deferred)
-      served.on_refusal = [state_dir = config.state_dir, rec](const std::string& why) {
-        (void)append_activity(state_dir, {.what = "restore",
-                                          .source = "create",
-                                          .outcome = "failed",
-                                          .ns = rec.ns,
-                                          .id = rec.id,
-                                          .key = rec.key,
-                                          .detail = why});
-      };
-    served.checkpoint = ckpt.path;
     served.manifest = &*plain_view;
     served.page_source =
         encrypted_page_source(ckpt.path, ckpt.manifest, shared_node_keyring(config));
@@ -346,7 +336,7 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
   }
   auto restored = restore_maybe_lazily(
       runc, config.criu, rec.id, ckpt.path + "/images", work, flags, std::string(create.log),
-      plain_view || lazy_restore_wanted(config, rec.bundle), pages_deferred ? &served : nullptr);
+      encrypted || lazy_restore_wanted(config, rec.bundle), pages_deferred ? &served : nullptr);
   if (restored) {
     if (auto creds = check_restored_credentials(runc, rec); !creds) {
       restored = std::unexpected(creds.error().wrap("refused after restore (tasks killed)"));
