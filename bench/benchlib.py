@@ -1,6 +1,7 @@
 """Shared pieces of the benchmarks: plain runc bundles, static C workloads, and the
 headings and sections of bench/RESULTS.md."""
 
+import dataclasses
 import json
 import os
 import platform
@@ -11,10 +12,60 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
-from archtest import image  # noqa: E402
+from archtest import daemons, image  # noqa: E402
 
 RUNC = "/usr/sbin/runc"
 RESULTS = os.path.join(REPO, "bench", "RESULTS.md")
+
+
+@dataclasses.dataclass
+class NodeConfig:
+    """The fields archtest's Archd writes into a private archd's node config."""
+    log_file: str
+    runc: str
+    criu: str
+    store: str = ""
+    state: str = ""
+    keys: str = ""
+
+
+def timed_output(argv, env=None, pass_fds=()):
+    """Runs argv; (seconds, stdout). A non-zero exit raises with the end of its stderr."""
+    start = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+                       pass_fds=pass_fds)
+    elapsed = time.perf_counter() - start
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {r.returncode}: {r.stderr[-2000:]}")
+    return elapsed, r.stdout
+
+
+@dataclasses.dataclass
+class PrivateArch:
+    """A private containerd whose runtime is arch-runc, with its own node config, keys,
+    store and state under one work directory (not started)."""
+    conf: str
+    store: str
+    env: dict
+    ctd: object
+    runc_root: str
+
+
+def private_arch(workdir, runc, criu):
+    etc = os.path.join(workdir, "etc")
+    os.makedirs(etc, mode=0o755)
+    store = os.path.join(workdir, "store")
+    conf = os.path.join(etc, "arch.conf")
+    keys, _ = daemons.make_key_dir(os.path.join(etc, "keys"))
+    with open(conf, "w") as f:
+        f.write(f"[runtime]\nrunc = {runc}\ncriu = {criu}\n"
+                f"[log]\nlevel = info\nfile = {workdir}/arch.log\n"
+                f"[store]\npath = {store}\n[state]\ndir = {workdir}/state\n"
+                f"[keys]\ndir = {keys}\n")
+    os.chmod(conf, 0o644)
+    ctd = daemons.Containerd(os.path.join(workdir, "containerd"), env={"ARCH_CONFIG": conf})
+    return PrivateArch(conf, store, dict(os.environ, ARCH_CONFIG=conf), ctd,
+                       os.path.join(workdir, "runc-root"))
 
 
 def run_heading():

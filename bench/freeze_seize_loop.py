@@ -41,6 +41,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
+import benchlib  # noqa: E402
 from archtest import daemons, image, proc, realimage, realworkloads  # noqa: E402
 
 RUNC = daemons.RUNC
@@ -77,21 +78,9 @@ class Loop:
             self.image, self.argv = realimage.IMAGE_NAME, realworkloads.by_name("pipeline").argv()
         else:
             self.image, self.argv = image.IMAGE_NAME, ["sh", "-c", PIPELINE]
-        etc = os.path.join(workdir, "etc")
-        os.makedirs(etc, mode=0o755)
-        self.store = os.path.join(workdir, "store")
-        self.conf = os.path.join(etc, "arch.conf")
-        keys, _ = daemons.make_key_dir(os.path.join(etc, "keys"))
-        with open(self.conf, "w") as f:
-            f.write(f"[runtime]\nrunc = {RUNC}\ncriu = {CRIU}\n"
-                    f"[log]\nlevel = info\nfile = {workdir}/arch.log\n"
-                    f"[store]\npath = {self.store}\n[state]\ndir = {workdir}/state\n"
-                    f"[keys]\ndir = {keys}\n")
-        os.chmod(self.conf, 0o644)
-        self.env = dict(os.environ, ARCH_CONFIG=self.conf)
-        self.ctd = daemons.Containerd(os.path.join(workdir, "containerd"),
-                                      env={"ARCH_CONFIG": self.conf})
-        self.runc_root = os.path.join(workdir, "runc-root")
+        node = benchlib.private_arch(workdir, RUNC, CRIU)
+        self.store, self.conf, self.env = node.store, node.conf, node.env
+        self.ctd, self.runc_root = node.ctd, node.runc_root
 
     def start(self):
         archive = (realimage.oci_archive(realimage.build()) if self.real

@@ -19,7 +19,6 @@ ARCH_BUILD_DIR pointing at a build):   bench/job_256m.py [--rounds 3]
 
 import argparse
 import ctypes
-import dataclasses
 import json
 import os
 import shutil
@@ -28,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
@@ -55,24 +53,8 @@ int main(void) {
 """
 
 
-@dataclasses.dataclass
-class NodeConfig:
-    """The fields archtest's Archd writes into its node config."""
-    log_file: str
-    runc: str
-    criu: str
-    store: str = ""
-    state: str = ""
-
-
-def timed(argv, env=None, pass_fds=()):
-    start = time.perf_counter()
-    r = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
-                       pass_fds=pass_fds)
-    elapsed = time.perf_counter() - start
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {r.returncode}: {r.stderr[-2000:]}")
-    return elapsed, r.stdout
+NodeConfig = benchlib.NodeConfig
+timed = benchlib.timed_output
 
 
 class ArchSide:

@@ -31,7 +31,6 @@ Run as root with a build:   bench/stream_job.py [--mib 256] [--rounds 3] [--stor
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -67,22 +66,8 @@ int main(int argc, char** argv) {
 """
 
 
-@dataclasses.dataclass
-class NodeConfig:
-    log_file: str
-    runc: str
-    criu: str
-    store: str = ""
-    state: str = ""
-    keys: str = ""
-
-
-def timed(argv, env):
-    start = time.perf_counter()
-    r = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {r.returncode}: {r.stderr[-2000:]}")
-    return time.perf_counter() - start, r.stdout
+NodeConfig = benchlib.NodeConfig
+timed = benchlib.timed_output
 
 
 def store_rate(directory, mib):
@@ -230,7 +215,7 @@ def main():
         print(f"| {name} | {s.memory} | {d:.3f} s | {mb / d:.0f} | {mb / d / rate:.2f} | "
               f"{r:.3f} s | {mb / r:.0f} | {statistics.median(s.stored) / 2**20:.1f} MiB | "
               f"{', '.join(s.compressed) or '-'} |")
-    print(f"\nEvery round: " + "; ".join(
+    print("\nEvery round: " + "; ".join(
         f"{s.name} {[round(x, 3) for x in s.dumps]} / {[round(x, 3) for x in s.restores]}"
         for s in sides))
 

@@ -22,6 +22,7 @@
 #include "base/host.h"
 #include "criu/criu_report.h"
 #include "managed/container_registry.h"
+#include "peer/group_peers.h"
 #include "private_dir.h"
 #include "runtime/runc_client.h"
 #include "store/checkpoint_store.h"
@@ -202,6 +203,12 @@ void Agent::run_drain(int64_t id, double deadline_seconds) {
   nlohmann::json extra = nlohmann::json::object();
   if (drain_hook_) {
     hook = std::thread([this, deadline_seconds, &extra] { extra = drain_hook_(deadline_seconds); });
+  }
+  if (!config_.peers.nodes.empty()) {  // a group's members on other nodes: with them
+    options.group_checkpoint = [this](const NodeGroup& g,
+                                      std::chrono::steady_clock::time_point deadline) {
+      return checkpoint_group_for_drain(g, config_, runc_, deadline);
+    };
   }
   FinalizeReport report = finalize_node(config_, runc_, options);
   if (hook.joinable()) hook.join();

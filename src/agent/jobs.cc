@@ -498,6 +498,15 @@ Result<JobRecord> JobManager::restore(const std::string& id_or_name, const std::
   return rec;
 }
 
+// A restore may start only for a job that is not running and not busy; it is marked busy.
+Result<void> JobManager::claim_for_restore_locked(const JobRecord& rec) {
+  if (rec.alive())
+    return fail(ErrorKind::kConflict, "job " + rec.id + " is running: checkpoint or kill it first");
+  if (!busy_.insert(rec.id).second)
+    return fail(ErrorKind::kConflict, "job " + rec.id + " is being checkpointed or restored");
+  return {};
+}
+
 Result<JobRecord> JobManager::restore_one(const std::string& id_or_name,
                                           const std::string& archive) {
   if (!archive.empty()) return restore_imported(id_or_name, archive, true);
@@ -507,11 +516,8 @@ Result<JobRecord> JobManager::restore_one(const std::string& id_or_name,
     auto found = find_locked(id_or_name);
     if (!found) return std::unexpected(found.error());
     rec = **found;
-    if (rec.alive())
-      return fail(ErrorKind::kConflict,
-                  "job " + rec.id + " is running: checkpoint or kill it first");
-    if (!busy_.insert(rec.id).second)
-      return fail(ErrorKind::kConflict, "job " + rec.id + " is being checkpointed or restored");
+    if (auto claimed = claim_for_restore_locked(rec); !claimed)
+      return std::unexpected(claimed.error());
   }
   Busy busy{this, rec.id};
   auto src = open_stored_job(store_, rec.id);
@@ -563,11 +569,8 @@ Result<JobRecord> JobManager::restore_imported(const std::string& id_hint, const
       rec.created = now_seconds();
       rec.checkpoint = {};
     }
-    if (rec.alive())
-      return fail(ErrorKind::kConflict,
-                  "job " + rec.id + " is running: checkpoint or kill it first");
-    if (!busy_.insert(rec.id).second)
-      return fail(ErrorKind::kConflict, "job " + rec.id + " is being checkpointed or restored");
+    if (auto claimed = claim_for_restore_locked(rec); !claimed)
+      return std::unexpected(claimed.error());
   }
   Busy busy{this, rec.id};
   rec.log_key = src->file().log_key;

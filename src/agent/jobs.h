@@ -102,6 +102,8 @@ class JobManager {
  private:
   struct Busy;
   Result<JobRecord*> find_locked(const std::string& id_or_name);
+  /// Refuses a running or busy job, else marks it busy (mutex_ held).
+  Result<void> claim_for_restore_locked(const JobRecord& rec);
   Result<nlohmann::json> checkpoint_job(const std::string& id, const CheckpointRequest& req,
                                         std::vector<std::string> warnings);
   Result<JobRecord> restore_one(const std::string& id_or_name, const std::string& archive);

@@ -22,6 +22,18 @@ PeriodicRunner::PeriodicRunner(const NodeConfig& config, std::string runc,
       draining_(std::move(draining)),
       record_(std::move(record)) {}
 
+void PeriodicRunner::record_checkpoint(const std::string& ns, const std::string& id,
+                                       const char* outcome, double ms, const std::string& detail,
+                                       uint64_t bytes) {
+  record_({.kind = "checkpoint",
+           .ns = ns,
+           .id = id,
+           .outcome = outcome,
+           .duration_ms = ms,
+           .detail = detail.substr(0, detail.find('\n'))},
+          bytes);
+}
+
 PeriodicRunner::~PeriodicRunner() {
   stop();
 }
@@ -107,24 +119,13 @@ void PeriodicRunner::tick(Clock::time_point now) {
     it->second = Clock::now();
     double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     if (done) {
-      record_({.kind = "checkpoint",
-               .ns = rec.ns,
-               .id = rec.id,
-               .outcome = "periodic",
-               .duration_ms = ms,
-               .detail = fmt::format("frozen {:.0f} ms, {:.1f} MiB, {}", done->frozen_ms,
-                                     static_cast<double>(done->checkpoint.bytes) / (1 << 20),
-                                     done->checkpoint.path)},
-              done->checkpoint.bytes);
+      record_checkpoint(rec.ns, rec.id, "periodic", ms,
+                        fmt::format("frozen {:.0f} ms, {:.1f} MiB, {}", done->frozen_ms,
+                                    static_cast<double>(done->checkpoint.bytes) / (1 << 20),
+                                    done->checkpoint.path),
+                        done->checkpoint.bytes);
     } else {
-      const std::string& m = done.error().message();
-      record_({.kind = "checkpoint",
-               .ns = rec.ns,
-               .id = rec.id,
-               .outcome = "periodic-failed",
-               .duration_ms = ms,
-               .detail = m.substr(0, m.find('\n'))},
-              0);
+      record_checkpoint(rec.ns, rec.id, "periodic-failed", ms, done.error().message(), 0);
     }
   }
   for (auto& [_, entry] : groups) {
@@ -154,28 +155,17 @@ void PeriodicRunner::tick(Clock::time_point now) {
     double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     for (const auto& m : g.members) {
       if (!done) {
-        const std::string& msg = done.error().message();
-        record_({.kind = "checkpoint",
-                 .ns = m.ns,
-                 .id = m.id,
-                 .outcome = "periodic-failed",
-                 .duration_ms = ms,
-                 .detail = msg.substr(0, msg.find('\n'))},
-                0);
+        record_checkpoint(m.ns, m.id, "periodic-failed", ms, done.error().message(), 0);
         continue;
       }
       for (const auto& mo : done->members) {
         if (mo.container.id != m.id || mo.container.runc_root != m.runc_root) continue;
-        record_({.kind = "checkpoint",
-                 .ns = m.ns,
-                 .id = m.id,
-                 .outcome = "periodic",
-                 .duration_ms = ms,
-                 .detail = fmt::format("group {} generation {}: frozen {:.0f} ms, {:.1f} MiB, {}",
-                                       g.name, done->generation, done->frozen_ms,
-                                       static_cast<double>(mo.outcome.bytes) / (1 << 20),
-                                       mo.outcome.path)},
-                mo.outcome.bytes);
+        record_checkpoint(
+            m.ns, m.id, "periodic", ms,
+            fmt::format("group {} generation {}: frozen {:.0f} ms, {:.1f} MiB, {}", g.name,
+                        done->generation, done->frozen_ms,
+                        static_cast<double>(mo.outcome.bytes) / (1 << 20), mo.outcome.path),
+            mo.outcome.bytes);
       }
     }
   }

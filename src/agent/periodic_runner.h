@@ -50,6 +50,10 @@ class PeriodicRunner {
   std::string runc_;
   std::function<bool()> draining_;
   Record record_;
+  /// Records a periodic checkpoint's event of one container; a multi-line detail is cut to
+  /// its first line.
+  void record_checkpoint(const std::string& ns, const std::string& id, const char* outcome,
+                         double ms, const std::string& detail, uint64_t bytes);
   // runc root + id (or "group:<owner>/<name>") -> last attempt
   std::map<std::string, Clock::time_point> last_;
   std::map<std::string, std::string> warned_;  // runc root + id -> last note or error

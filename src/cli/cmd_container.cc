@@ -14,6 +14,7 @@
 #include "exit_codes.h"
 #include "managed/activity_log.h"
 #include "managed/container_registry.h"
+#include "peer/group_peers.h"
 #include "runtime/runc_client.h"
 #include "runtime/runtime_path.h"
 #include "store/checkpoint_store.h"
@@ -183,6 +184,12 @@ int run_finalize(double deadline_s, int parallel, const std::string& pre_copy,
     }
     if (progress) progress(r);
   };
+  if (!node->config.peers.nodes.empty()) {  // a group's members on other nodes: with them
+    options.group_checkpoint = [&node](const NodeGroup& g,
+                                       std::chrono::steady_clock::time_point deadline) {
+      return checkpoint_group_for_drain(g, node->config, node->runc, deadline);
+    };
+  }
   FinalizeReport report = finalize_node(node->config, node->runc, options);
   std::size_t failed = report.not_checkpointed();
   if (json) {

@@ -11,13 +11,23 @@ key; each archd listens on its node's address ([peers] listen) and knows the oth
   the two node addresses, are checkpointed as one group from node a (the coordinator): one
   sealed group record names both members' generations and their nodes. Both are re-created
   on their nodes and restored from it: the server's records go on 1..N with none lost or
-  repeated, and the client is the same process. The TCP connection between the nodes is
-  restored on both ends; whether it survives depends on which end is back first (the two
-  restores are not synchronised across nodes): one run kept it, another saw one reset and a
-  reconnect (printed), with no record lost or repeated either way. The frozen time of the two-member
-  cross-node group checkpoint is printed (pytest -s).
+  repeated, and the client is the same process. The restores are synchronised across nodes
+  (restore_barrier.h): the client is re-created first and held, restored and stopped with
+  its connection blocked, until the server on node b is restored too; then both are
+  released together and the TCP connection between the nodes is kept (no reset, no
+  reconnect). The frozen time of the two-member cross-node group checkpoint is printed
+  (pytest -s).
+- `archctl node drain` on node a runs the same protocol for the group (node a
+  coordinates): both members in one generation, restored from it as above. Attack: with
+  node b unreachable, the drain commits no group generation (none naming node a's member
+  alone); the previous one stays the newest. A drain whose deadline comes during the
+  group's dumps stops them on both nodes: nothing of that round committed, both thawed.
 - A member whose dump fails (io_uring, on node b) fails the whole group: the member on
   node a is thawed too, both keep running, no generation and no group record committed.
+- Members restore on swapped nodes (a's on b, b's on a): they wait for each other across
+  nodes, whichever node they are on, and restore from the group generation.
+- A member whose restore fails (its port taken on node b) stops the group's restore: the
+  member held at the release on node a is not let run (group_member_failure = stop).
 - Attack: a container of another owner on node b naming the same group is never asked for,
   frozen or checkpointed.
 - Attack: a third "node" whose certificate comes from another key (and claims to be b)
@@ -27,11 +37,13 @@ key; each archd listens on its node's address ([peers] listen) and knows the oth
 
 import json
 import os
+import re
 import secrets
 import socket
 import ssl
 import struct
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -124,8 +136,120 @@ def test_a_group_across_two_nodes_keeps_its_records(cluster):
     assert {(m["key"], m["node"]) for m in doc["members"]} == {(cli_job, "a"), (srv_job, "b")}
     assert cluster.committed(srv_job) and cluster.committed(cli_job)
     assert b.delete(srv) == 137 and a.delete(cli) == 137
+    # Re-created on their nodes (as an orchestrator would), the client first.
+    restore_pair(cluster, group, (b, srv, server, srv_job), (a, cli, client, cli_job), held)
 
-    # Re-created on their nodes (as an orchestrator would), both at once.
+
+def drain(node, deadline=60):
+    """`archctl node drain --wait` on `node`, then undrain (the node stays usable): the
+    drain's record (its report lists each container with its result and notes)."""
+    r = node.archctl("node", "drain", "--wait", "--deadline", str(deadline), "-o", "json",
+                     timeout=deadline + 60)
+    assert r.returncode in (0, 7), (r.stdout, r.stderr)
+    undo = node.archctl("node", "undrain")
+    assert undo.returncode == 0, undo.stderr
+    return json.loads(r.stdout)
+
+
+def group_records(cluster, group):
+    return cluster.committed("arch-group." + group)
+
+
+def test_a_drain_takes_a_cross_node_group_as_one_unit(cluster):
+    """`archctl node drain` on node a, whose group has a member on node b: the drain runs
+    the two-phase protocol with node b (node a coordinates), so both members are
+    checkpointed in one group generation, and both restore from it (records go on with
+    none lost or repeated). Attack/failure first: with node b unreachable (its archd, the
+    peer listener, stopped), the drain commits no group generation at all (not one naming
+    node a's member alone): the member keeps running and the previous complete generation
+    stays the newest, the one a restore uses."""
+    a, b = cluster.a, cluster.b
+    group = "pd" + secrets.token_hex(3)
+    srv, cli = checkpoint.new_id("dsrv"), checkpoint.new_id("dcli")
+    srv_job, cli_job = f"{group}-srv", f"{group}-cli"
+    server = [workloads.IN_IMAGE, "tcpserver", str(SERVER_PORT + 1), "/data/server.log"]
+    client = [workloads.IN_IMAGE, "tcpclient", b.address, str(SERVER_PORT + 1),
+              "/data/client.log", "20"]
+    b.start_container(srv, server, env_for(cluster, srv_job, group), node_network=True)
+    a.start_container(cli, client, env_for(cluster, cli_job, group), node_network=True)
+    wait_records(b, srv, 10)
+    first = a.archctl_json("group", "checkpoint", group, "--leave-running", timeout=180)
+    assert len(group_records(cluster, group)) == 1
+    members_before = (cluster.committed(srv_job), cluster.committed(cli_job))
+
+    # 1. Node b unreachable: nothing of the group is committed by a's drain.
+    b.archd.stop()
+    try:
+        d = drain(a, deadline=30)
+    finally:
+        b.archd.start()
+    mine = {x["id"]: x for x in d["report"]["containers"]}
+    assert mine[cli]["result"] != "checkpointed", d
+    assert group in mine[cli]["detail"] and "not checkpointed" not in mine[cli]["detail"]
+    assert group_records(cluster, group) == [first["record"].rsplit("/", 1)[1]]
+    assert (cluster.committed(srv_job), cluster.committed(cli_job)) == members_before
+    assert a.status(cli) == "RUNNING" and b.status(srv) == "RUNNING"
+    held = len(records(b, srv))
+    wait_records(b, srv, held + 5)  # thawed on both nodes: the exchange goes on
+    print(f"\ndrain with peer b unreachable: {mine[cli]['result']}: {mine[cli]['detail']}")
+
+    # 2. Node b back: the drain checkpoints both members as one generation.
+    proc.wait_until(lambda: a.archctl("peer", "ping", "b").returncode == 0, 30,
+                    "node b's peer listener to answer again")
+    held = len(records(b, srv))
+    d = drain(a, deadline=90)
+    mine = {x["id"]: x for x in d["report"]["containers"]}
+    assert mine[cli]["result"] == "checkpointed", (d, a.diagnostics(cli))
+    notes = " ".join(mine[cli]["notes"])
+    assert "across nodes a, b" in notes, notes
+    frozen = re.search(r"frozen (\d+) ms", notes)
+    print(f"cross-node group checkpoint under drain: frozen {frozen.group(1)} ms; "
+          f"member on a: {mine[cli]['seconds']:.2f} s; notes: {notes}")
+    gens = group_records(cluster, group)
+    assert len(gens) == 2, gens
+    with open(os.path.join(cluster.checkpoint_dir("arch-group." + group), gens[-1],
+                           "group.json")) as f:
+        doc = json.load(f)
+    assert {(m["key"], m["node"]) for m in doc["members"]} == {(cli_job, "a"), (srv_job, "b")}
+    # Both ended by the commit (b's by its archd for coordinator a).
+    b.wait_status(srv, "STOPPED", 30)
+    a.wait_status(cli, "STOPPED", 30)
+    assert b.delete(srv) == 137 and a.delete(cli) == 137
+    restore_pair(cluster, group, (b, srv, server, srv_job), (a, cli, client, cli_job), held)
+
+
+def test_a_drain_whose_deadline_comes_during_the_group_dumps_commits_nothing(cluster):
+    """A drain of node a with a deadline shorter than the group's dumps (two members of
+    384 MiB, one per node; 2.5 s, less the 1 s margin): the dumps are stopped on both nodes
+    at the deadline less the margin, no member generation and no group record of that round
+    is committed, and both members are thawed and go on."""
+    a, b = cluster.a, cluster.b
+    group = "pt" + secrets.token_hex(3)
+    xa, xb = checkpoint.new_id("pta"), checkpoint.new_id("ptb")
+    a.start_container(xa, workloads.memory(mib=384), env_for(cluster, f"{group}-a", group))
+    b.start_container(xb, workloads.memory(mib=384), env_for(cluster, f"{group}-b", group))
+    ticks = lambda node, cid: count_lines(node, cid, "/data/ticks.txt")  # noqa: E731
+    proc.wait_until(lambda: ticks(a, xa) > 2 and ticks(b, xb) > 2, 60, "both to tick")
+    d = drain(a, deadline=2.5)
+    mine = {x["id"]: x for x in d["report"]["containers"]}
+    assert mine[xa]["result"] in ("failed", "skipped"), d
+    assert "deadline" in mine[xa]["detail"], mine[xa]
+    print(f"\ndrain past its deadline: {mine[xa]['result']}: {mine[xa]['detail'][:300]}")
+    assert group_records(cluster, group) == []
+    assert cluster.committed(f"{group}-a") == [] and cluster.committed(f"{group}-b") == []
+    for node, cid in ((a, xa), (b, xb)):
+        assert node.status(cid) == "RUNNING", cid
+        before = ticks(node, cid)
+        proc.wait_until(lambda: ticks(node, cid) > before + 2, 30,
+                        f"{cid} on {node.name} to go on (thawed)")
+    a.ctr("task", "kill", "-s", "KILL", xa)
+    b.ctr("task", "kill", "-s", "KILL", xb)
+
+
+def restore_pair(cluster, group, server_side, client_side, held):
+    """Both members re-created on their nodes at once; records go on with none lost or
+    repeated, the client not restarted. Returns the client's log."""
+    (b, srv, server, srv_job), (a, cli, client, cli_job) = server_side, client_side
     errors = []
 
     def start(node, cid, argv, job):
@@ -133,16 +257,33 @@ def test_a_group_across_two_nodes_keeps_its_records(cluster):
             node.start_container(cid, argv, env_for(cluster, job, group), node_network=True)
         except AssertionError as e:
             errors.append(str(e))
-    threads = [threading.Thread(target=start, args=(b, srv, server, srv_job)),
-               threading.Thread(target=start, args=(a, cli, client, cli_job))]
-    for t in threads:
-        t.start()
+    threads = [threading.Thread(target=start, args=(a, cli, client, cli_job)),
+               threading.Thread(target=start, args=(b, srv, server, srv_job))]
+    threads[0].start()
+    # The server is re-created only once the client is restored (and held): unsynchronised,
+    # the client would run, send, and meet a reset from node b, where no socket is yet.
+    arrivals = cluster.checkpoint_dir("arch-group." + group)
+    proc.wait_until(lambda: any(os.path.exists(os.path.join(arrivals, d, cli_job))
+                                for d in os.listdir(arrivals) if d.startswith("arrivals.")),
+                    60, "the client to be restored and held at the group's release")
+    threads[1].start()
     for t in threads:
         t.join()
     assert not errors, errors
     for node, cid in ((a, cli), (b, srv)):
         msgs = node.log_messages(cid)
         assert any("restored from" in m for m in msgs), (msgs, node.diagnostics(cid))
+    releases = {}
+    for node, cid in ((a, cli), (b, srv)):
+        msgs = node.log_messages(cid)
+        lines = [x for x in msgs if "group release" in x]
+        assert lines, f"no group release logged for {cid} on node {node.name}: {msgs}"
+        releases[node.name] = lines[-1].split("group release: ", 1)[1]
+    print(f"\nrelease at the end of the restores: {releases}")
+    assert all("released together" in r for r in releases.values()), releases
+    for node in (a, b):  # the hold on the connections is lifted
+        rules = node.run(["iptables", "-w", "5", "-S"], timeout=30)
+        assert rules.returncode == 0 and "arch-group" not in rules.stdout, rules.stdout
     after = records(b, srv)
     assert len(after) >= held, (held, after[-3:])  # restored, not started afresh
     values = wait_records(b, srv, len(after) + 30)
@@ -154,8 +295,96 @@ def test_a_group_across_two_nodes_keeps_its_records(cluster):
     print(f"server records {len(values)} (held {held} before the checkpoint); client log "
           f"after restore: {log.count('connect')} connect(s), "
           f"{[x for x in log if x.startswith('lost ')]}")
+    # Released together: the TCP connection between the nodes is kept (no reset, no reconnect).
+    assert log.count("connect") == 1 and not [x for x in log if x.startswith("lost ")], log
     b.ctr("task", "kill", "-s", "KILL", srv)
     a.ctr("task", "kill", "-s", "KILL", cli)
+    return log
+
+
+def test_members_restore_on_swapped_nodes(cluster):
+    """The member checkpointed on node a is re-created on node b and the one of node b on
+    node a: each waits for the other across nodes (markers in the shared store, not per
+    node) and both restore from the group generation, counting on from where they were."""
+    a, b = cluster.a, cluster.b
+    group = "ps" + secrets.token_hex(3)
+    xa, xb = checkpoint.new_id("psa"), checkpoint.new_id("psb")
+    env_a, env_b = env_for(cluster, f"{group}-a", group), env_for(cluster, f"{group}-b", group)
+    a.start_container(xa, workloads.counter(), env_a)
+    b.start_container(xb, workloads.counter(), env_b)
+    proc.wait_until(lambda: count_lines(a, xa) > 3 and count_lines(b, xb) > 3, 30, "both count")
+    held = {"a": count_lines(a, xa), "b": count_lines(b, xb)}  # at least these are kept
+    group_checkpoint(a, group)
+    assert a.delete(xa) == 137 and b.delete(xb) == 137
+    errors = []
+
+    def start(node, cid, env):
+        try:
+            node.start_container(cid, workloads.counter(), env)
+        except AssertionError as e:
+            errors.append(str(e))
+    threads = [threading.Thread(target=start, args=(b, xa, env_a)),
+               threading.Thread(target=start, args=(a, xb, env_b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for node, cid, was in ((b, xa, "a"), (a, xb, "b")):
+        msgs = node.log_messages(cid)
+        assert any("restored from" in m for m in msgs), (msgs, node.diagnostics(cid))
+        lines = workloads.complete_lines(node.read(cid, "/data/count.txt") or "")
+        assert held[was] > 3 and len(lines) >= held[was], (was, held, lines[-3:])
+        print(f"\nmember of node {was} restored on node {node.name}: {len(lines)} lines "
+              f"(held {held[was]})")
+    b.ctr("task", "kill", "-s", "KILL", xa)
+    a.ctr("task", "kill", "-s", "KILL", xb)
+
+
+def test_a_member_failing_to_restore_stops_the_group(cluster):
+    """Node b's server cannot be restored (its port is taken on node b when it comes back):
+    its restore fails, and the client on node a, restored and held at the release, is not
+    let run: its restore fails too, its tasks killed before they ran ([restore]
+    group_member_failure = stop), and both follow on_failure (fresh): the group restarts
+    together instead of half of it going on from the checkpoint."""
+    a, b = cluster.a, cluster.b
+    group = "pr" + secrets.token_hex(3)
+    port = SERVER_PORT + 2
+    srv, cli = checkpoint.new_id("rsrv"), checkpoint.new_id("rcli")
+    srv_job, cli_job = f"{group}-srv", f"{group}-cli"
+    server = [workloads.IN_IMAGE, "tcpserver", str(port), "/data/server.log"]
+    client = [workloads.IN_IMAGE, "tcpclient", b.address, str(port), "/data/client.log", "20"]
+    b.start_container(srv, server, env_for(cluster, srv_job, group), node_network=True)
+    a.start_container(cli, client, env_for(cluster, cli_job, group), node_network=True)
+    wait_records(b, srv, 10)
+    group_checkpoint(a, group)
+    assert b.delete(srv) == 137 and a.delete(cli) == 137
+    squatter = b.popen([sys.executable, "-c",
+                        "import socket, time; s = socket.socket(); "
+                        f"s.bind(('0.0.0.0', {port})); s.listen(); print('ok', flush=True); "
+                        "time.sleep(300)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert squatter.stdout.readline().strip() == "ok"
+        threads = [threading.Thread(target=node.start_container,
+                                    args=(cid, argv, env_for(cluster, job, group)),
+                                    kwargs={"check": False, "node_network": True})
+                   for node, cid, argv, job in ((a, cli, client, cli_job),
+                                                (b, srv, server, srv_job))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        msgs_a, msgs_b = a.log_messages(cli), b.log_messages(srv)
+        assert not any("restored from" in m for m in msgs_b), msgs_b
+        assert any("killed before they ran" in m and srv_job in m for m in msgs_a), msgs_a
+        assert not any("restored from" in m for m in msgs_a), msgs_a
+        print("\nmember restore failure: " +
+              next(m for m in msgs_a if "killed before they ran" in m)[:400])
+    finally:
+        squatter.kill()
+        squatter.wait(10)
+        for node, cid in ((a, cli), (b, srv)):
+            node.ctr("task", "kill", "-s", "KILL", cid)
 
 
 def test_a_member_failing_on_one_node_fails_the_group_everywhere(cluster):

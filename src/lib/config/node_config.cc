@@ -557,6 +557,14 @@ int on_ini_entry(void* user, const char* section, const char* name, const char* 
     state->config.restore_group_wait_seconds = wait;
     return 1;
   }
+  if (s == "restore" && k == "group_member_failure") {
+    if (v != "stop" && v != "keep") {
+      state->error = "[restore] group_member_failure must be stop or keep";
+      return 0;
+    }
+    state->config.restore_group_member_failure_stops = v == "stop";
+    return 1;
+  }
   if (s == "restore" && k.starts_with("max_")) return on_restore_limit(state, k, v);
   if (s == "groups" && k == "kubernetes_pods") {
     if (v != "true" && v != "false") {
@@ -823,6 +831,10 @@ lazy_pages = false
 # Seconds a member of a container group (ARCH_GROUP) being restored waits for the other
 # members of its group checkpoint to be created on this node (1-600), else on_failure.
 group_wait = 60
+# stop | keep: a group on several nodes whose member fails to restore: stop, the other
+# members' restores, held at the release, fail too (their tasks killed, on_failure follows:
+# the group restarts together); keep, they go on from the group generation.
+group_member_failure = stop
 # Caps on what a checkpoint may expand to when it is unpacked (K, M, G, T suffixes).
 # A rootfs diff also stops at the bytes and entries its capture counted (in the
 # manifest), a job archive at the files its manifest lists: the tighter limit wins.

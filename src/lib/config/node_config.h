@@ -86,6 +86,10 @@ struct NodeConfig {
   /// members of its group generation to be created on this node (container/group_checkpoint.h)
   /// before its restore fails by the on_failure policy. 1-600 seconds.
   int restore_group_wait_seconds = 60;
+  /// [restore] group_member_failure = stop | keep: when a member of a group spanning nodes
+  /// fails to restore, the members held at the release (container/restore_barrier.h) fail
+  /// too (stop) or go on (keep).
+  bool restore_group_member_failure_stops = true;
   /// [groups] kubernetes_pods: the application containers of one Kubernetes pod are one
   /// group by default (container/group_checkpoint.h, pod_group_name).
   bool groups_kubernetes_pods = true;

@@ -316,6 +316,7 @@ TEST(NodeConfig, EveryHandledKeyIsKnown) {
         "[agent]\nstatus_page = false\n", "[checkpoint]\nworkdir_capture = off\n",
         "[checkpoint]\nworkdir_capture = 1G\n", "[checkpoint]\ncontainer_interval = deny\n",
         "[restore]\ngroup_wait = 5\n", "[jobs]\nstream_images = true\n",
+        "[restore]\ngroup_member_failure = keep\n",
         "[jobs]\nstream_compression = off\nstream_compression_level = 3\n",
         "[groups]\nkubernetes_pods = false\n",
         "[peers]\ndir = /p\nnode_name = a\nlisten = 0.0.0.0:7443\nnodes = b=10.0.0.2:7443\n"

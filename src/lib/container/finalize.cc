@@ -617,11 +617,21 @@ std::vector<FinalizeResult> finalize_groups(std::vector<ContainerRecord>& contai
                            (cancelled ? "finalize cancelled" : "the deadline had passed")});
       }
     } else {
-      auto done = checkpoint_group(g, config, runc);
+      // One unit within the deadline: admitted by the plan with the sum of its members'
+      // sizes, stopped and thawed whole if it cannot finish; across nodes when asked.
+      auto done =
+          options.group_checkpoint
+              ? options.group_checkpoint(g, deadline)
+              : checkpoint_group(g, config, runc, {},
+                                 drain_group_limits(config, g.members.front().store, deadline));
       for (auto& m : g.members) {
         FinalizeResult r{m};
         if (!done) {
-          r.outcome = FinalizeOutcome::kFailed;
+          // Not admitted (or the deadline had passed): never frozen, still running.
+          bool not_started = done.error().message().find(
+                                 "not started, every member still "
+                                 "running") != std::string::npos;
+          r.outcome = not_started ? FinalizeOutcome::kSkipped : FinalizeOutcome::kFailed;
           r.detail = done.error().message();
         } else {
           for (auto& mo : done->members) {
@@ -631,6 +641,12 @@ std::vector<FinalizeResult> finalize_groups(std::vector<ContainerRecord>& contai
           }
           r.notes.push_back(fmt::format("group {} generation {}: frozen {:.0f} ms", g.name,
                                         done->generation, done->frozen_ms));
+          if (done->nodes.size() > 1) {
+            std::string nodes;
+            for (const auto& n : done->nodes) nodes += (nodes.empty() ? "" : ", ") + n;
+            r.notes.push_back(fmt::format("group {} across nodes {}: {} member(s) there too",
+                                          g.name, nodes, done->remote_members));
+          }
         }
         out.push_back(std::move(r));
       }

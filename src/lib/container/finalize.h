@@ -17,6 +17,7 @@
 #include "base/error.h"
 #include "config/node_config.h"
 #include "container/checkpoint.h"
+#include "container/group_checkpoint.h"
 #include "managed/container_registry.h"
 
 namespace arch {
@@ -98,6 +99,13 @@ struct FinalizeOptions {
   /// whose projected finish passes the deadline less the margin (CRIU ended, staging
   /// removed, container thawed), then re-plan the time left.
   bool stop_late_dumps = true;
+  /// How each group (group_checkpoint.h) is checkpointed as one unit by the deadline: all
+  /// of its members or none. Empty: this node's members (checkpoint_group with
+  /// drain_group_limits). archd and archctl pass the cross-node coordinator
+  /// (peer/group_peers.h, checkpoint_group_for_drain) when [peers] nodes are configured.
+  std::function<Result<GroupCheckpointOutcome>(const NodeGroup&,
+                                               std::chrono::steady_clock::time_point deadline)>
+      group_checkpoint{};
 };
 
 /// The registered containers whose runc state is "running".

@@ -9,15 +9,22 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
+#include <stop_token>
 #include <thread>
 
 #include "base/file_util.h"
 #include "base/names.h"
+#include "container/deadline_plan.h"
+#include "container/rootfs_diff.h"
 #include "managed/job_identity.h"
 #include "managed/owner.h"
 #include "runtime/oci_spec.h"
+#include "runtime/runc_client.h"
 
 namespace arch {
 namespace {
@@ -326,6 +333,78 @@ Result<std::vector<GroupMemberOutcome>> GroupMembersCheckpoint::end(
   return out;
 }
 
+Result<std::vector<GroupMember>> GroupMembersCheckpoint::dump_until(
+    std::optional<Clock::time_point> stop_at) {
+  if (!stop_at) return dump();
+  std::atomic<bool> late{false};
+  Result<std::vector<GroupMember>> out = fail("not dumped");
+  {
+    std::mutex mutex;
+    std::condition_variable_any cv;
+    std::jthread watch([&](std::stop_token stop) {
+      std::unique_lock lock(mutex);
+      if (cv.wait_until(lock, stop, *stop_at, [] { return false; }) || stop.stop_requested()) {
+        return;
+      }
+      late = true;
+      (void)this->stop("the deadline came before the group's dumps ended");
+    });
+    out = dump();
+    watch.request_stop();
+  }
+  if (late) {
+    return fail("the deadline came before every member was dumped" +
+                (out ? std::string() : " (" + out.error().message() + ")"));
+  }
+  return out;
+}
+
+std::size_t GroupMembersCheckpoint::stop(const std::string& why) {
+  std::size_t n = 0;
+  for (auto& c : s_->ckpts) {
+    if (c.stop(why)) ++n;
+  }
+  return n;
+}
+
+uint64_t GroupMembersCheckpoint::predicted_bytes() const {
+  uint64_t total = 0;
+  for (const auto& c : s_->ckpts) total += c.predicted_bytes();
+  return total;
+}
+
+uint64_t predict_member_bytes(const ContainerRecord& rec, const std::string& runc) {
+  auto st = RuncClient(runc, rec.runc_root).state(rec.id);
+  if (!st || st->pid <= 0) return 0;
+  std::string rootfs = st->rootfs.empty() ? rec.bundle + "/rootfs" : st->rootfs;
+  auto upper = overlay_upperdir(rootfs);
+  return predict_checkpoint_bytes(st->pid, upper ? *upper : std::string());
+}
+
+GroupLimits drain_group_limits(const NodeConfig& config, const std::string& store,
+                               Clock::time_point deadline) {
+  GroupLimits limits;
+  limits.deadline = deadline;
+  double left = std::chrono::duration<double>(deadline - Clock::now()).count();
+  limits.margin =
+      std::chrono::milliseconds(static_cast<int64_t>(1000 * std::max(1.0, 0.05 * left)));
+  std::string state_dir = config.state_dir;
+  limits.admit = [state_dir, store, deadline](uint64_t bytes, std::size_t members) -> std::string {
+    double now_left = std::chrono::duration<double>(deadline - Clock::now()).count();
+    // One unit: the sum of its members' sizes (they share the store), a fixed cost each.
+    auto plan = plan_dumps({bytes}, load_store_rates(state_dir, store),
+                           PlanOptions{.seconds_left = now_left,
+                                       .parallel = 1,
+                                       .per_container_s = 0.5 * static_cast<double>(members)});
+    if (plan.entries.empty() || plan.entries[0].admitted) return {};
+    return fmt::format(
+        "the group ({} members, {:.0f} MiB predicted) cannot finish before the "
+        "deadline: {}",
+        members, static_cast<double>(bytes) / (1 << 20), plan.entries[0].reason);
+  };
+  return limits;
+}
+
 std::vector<std::string> group_generations_to_keep(const NodeConfig& config,
                                                    const ContainerRecord& any_member,
                                                    const std::string& owner,
@@ -345,8 +424,8 @@ std::vector<std::string> group_generations_to_keep(const NodeConfig& config,
 }
 
 Result<GroupCheckpointOutcome> checkpoint_group(const NodeGroup& group, const NodeConfig& config,
-                                                const std::string& runc,
-                                                CheckpointOptions options) {
+                                                const std::string& runc, CheckpointOptions options,
+                                                const GroupLimits& limits) {
   auto t0 = Clock::now();
   auto fail_group = [&](const Error& e) {
     return std::unexpected(e.wrap(fmt::format("group {}/{}", group.owner, group.name)));
@@ -354,8 +433,23 @@ Result<GroupCheckpointOutcome> checkpoint_group(const NodeGroup& group, const No
   auto run =
       GroupMembersCheckpoint::begin(group, config, runc, std::move(options), random_generation());
   if (!run) return fail_group(run.error());
+  std::optional<Clock::time_point> stop_at;
+  if (limits.deadline) stop_at = *limits.deadline - limits.margin;
+  if (limits.admit) {
+    if (auto why = limits.admit(run->predicted_bytes(), run->members().size()); !why.empty()) {
+      run->abort();
+      return fail_group(Error("not started, every member still running: " + why));
+    }
+  }
+  if (stop_at && Clock::now() >= *stop_at) {
+    run->abort();
+    return fail_group(Error("not started, every member still running: the deadline had passed"));
+  }
   if (auto ok = run->freeze(); !ok) return fail_group(ok.error());
-  auto dumped = run->dump();
+  auto dumped = run->dump_until(stop_at);
+  if (dumped && limits.deadline && Clock::now() >= *limits.deadline) {
+    dumped = fail("the deadline came before the group record could be committed");
+  }
   // 5. The commit point: the group record, naming every member's generation and seal.
   GroupRecord record;
   record.owner = group.owner;

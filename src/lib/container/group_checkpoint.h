@@ -14,6 +14,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -95,7 +96,16 @@ struct GroupCheckpointOutcome {
   /// From the first member's freeze to the last member's end: how long the group stood still.
   double frozen_ms = 0;
   double total_ms = 0;
+  /// A group whose members span nodes (peer/group_peers.h): the nodes that took part (this
+  /// one first) and how many members the other nodes checkpointed. `members` holds this
+  /// node's only.
+  std::vector<std::string> nodes{};
+  std::size_t remote_members = 0;
 };
+
+/// The predicted checkpoint size of a registered container that runs (its runc state read
+/// with `runc`); 0 when it cannot be known. For a peer's answer about its members.
+uint64_t predict_member_bytes(const ContainerRecord& rec, const std::string& runc);
 
 /// The phases of a group checkpoint on this node, for checkpoint_group() and for a
 /// coordinator whose group spans nodes (peer/group_peers.h): begin() (validate, lock every
@@ -122,6 +132,17 @@ class GroupMembersCheckpoint {
   Result<std::vector<GroupMemberOutcome>> end(const std::vector<std::string>& keep_generations);
   /// Nothing is committed: every member's new generation goes, every member is thawed.
   void abort();
+  /// dump(), but a dump still running at `stop_at` (a drain's deadline less its margin) is
+  /// stopped (ContainerCheckpoint::stop: CRIU ended, the member thawed) and the result is an
+  /// error saying so (then call abort()). A dump that can no longer be stopped (CRIU's
+  /// network lock) runs on: the caller commits nothing after its deadline.
+  Result<std::vector<GroupMember>> dump_until(
+      std::optional<std::chrono::steady_clock::time_point> stop_at);
+  /// From another thread while dump() runs: every member's dump that can still be given up
+  /// is stopped, so dump() fails soon; the caller then aborts. How many were stopped.
+  std::size_t stop(const std::string& why);
+  /// The predicted size of every member's checkpoint (deadline_plan.h), for admission.
+  [[nodiscard]] uint64_t predicted_bytes() const;
 
   [[nodiscard]] const std::string& generation() const;
   /// The members (sorted by key).
@@ -143,6 +164,26 @@ std::vector<std::string> group_generations_to_keep(const NodeConfig& config,
                                                    const std::string& name,
                                                    const std::string& generation);
 
+/// What a drain or finalize asks of a group checkpoint (checkpoint_group, and across nodes
+/// peer/group_peers.h).
+struct GroupLimits {
+  /// The group must be committed by then: a dump still running at `deadline` less `margin`
+  /// is stopped (on every node), and after `deadline` no record is committed; either way
+  /// every member is thawed and nothing of this round is committed. Unset: no deadline.
+  std::optional<std::chrono::steady_clock::time_point> deadline{};
+  std::chrono::milliseconds margin{1000};
+  /// Called with the predicted size of every member (on every node) and their count once
+  /// they are locked, before any is frozen: a non-empty reason not to start (every member
+  /// keeps running, nothing is committed).
+  std::function<std::string(uint64_t bytes, std::size_t members)> admit{};
+};
+
+/// A drain's limits for a group of `store` due by `deadline`: admitted as one unit by the
+/// store's deadline plan (deadline_plan.h: the sum of its members' sizes, one stream, a
+/// fixed cost per member), dumps stopped at the deadline less max(1 s, 5% of the time left).
+GroupLimits drain_group_limits(const NodeConfig& config, const std::string& store,
+                               std::chrono::steady_clock::time_point deadline);
+
 /// A new random group generation id (32 hex digits).
 std::string new_group_generation();
 
@@ -150,7 +191,8 @@ std::string new_group_generation();
 /// running after the commit. All members must use the same store.
 Result<GroupCheckpointOutcome> checkpoint_group(const NodeGroup& group, const NodeConfig& config,
                                                 const std::string& runc,
-                                                CheckpointOptions options = {});
+                                                CheckpointOptions options = {},
+                                                const GroupLimits& limits = {});
 
 /// The group generation a member restores from, with its own generation in it.
 struct GroupChoice {

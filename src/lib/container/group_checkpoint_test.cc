@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "base/temp_dir.h"
+#include "container/deadline_plan.h"
 #include "managed/container_registry.h"
 
 namespace arch {
@@ -137,6 +138,32 @@ TEST(PodGroups, AttackAContainerCannotJoinAnotherPodsGroup) {
   EXPECT_EQ(g[3], "");
   EXPECT_EQ(g[4], "");
   EXPECT_EQ(g[5], "");
+}
+
+// ------------------------------------------------------------------ drain limits
+
+TEST(GroupDrainLimits, AGroupIsAdmittedAsOneUnitWithTheSumOfItsMembersSizes) {
+  TempDir tmp("arch-grplim-");
+  NodeConfig config;
+  config.state_dir = tmp.path();
+  const std::string store = "/var/lib/arch/checkpoints";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  // No measured rate: every group is admitted (nothing to predict from).
+  auto limits = drain_group_limits(config, store, deadline);
+  ASSERT_TRUE(limits.admit && limits.deadline);
+  EXPECT_EQ(limits.admit(uint64_t{8} << 30, 2), "");
+  EXPECT_GE(limits.margin, std::chrono::milliseconds(1000));
+  // 100 MiB/s measured: 3 members of 400 MiB each fit one by one (12 s each would not,
+  // but as one unit their sum, 1.2 GiB, is 12 s + fixed costs: within 20 s less the margin).
+  ASSERT_TRUE(record_store_rates(config.state_dir, store, 100.0 * (1 << 20), 0));
+  EXPECT_EQ(limits.admit(uint64_t{1200} << 20, 3), "");
+  // Twice that is 24 s: the whole group is refused, not some of its members.
+  auto why = limits.admit(uint64_t{2400} << 20, 3);
+  EXPECT_NE(why.find("cannot finish before the deadline"), std::string::npos) << why;
+  EXPECT_NE(why.find("3 members"), std::string::npos) << why;
+  // A deadline already past admits nothing.
+  auto gone = drain_group_limits(config, store, std::chrono::steady_clock::now());
+  EXPECT_NE(gone.admit(uint64_t{1} << 20, 1), "");
 }
 
 // ------------------------------------------------------------------ arrival markers

@@ -21,6 +21,7 @@
 #include "base/host.h"
 #include "container/container_network.h"
 #include "container/group_checkpoint.h"
+#include "container/restore_barrier.h"
 #include "container/rootfs_diff.h"
 #include "container/tcp_policy.h"
 #include "container/workdir_capture.h"
@@ -279,7 +280,7 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
                                  const std::string& runc_path, const std::string& rootfs,
                                  TcpPolicy tcp_policy, const JoinedNetns& joined,
                                  std::string* network_note, bool* touched_rootfs,
-                                 bool pages_deferred = false) {
+                                 bool pages_deferred = false, RestoreBarrier* barrier = nullptr) {
   auto tar = open_file(ckpt.path + "/rootfs-diff.tar", O_RDONLY);
   if (!tar) return std::unexpected(tar.error());
   *touched_rootfs = true;
@@ -293,6 +294,14 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
   RuncClient runc(runc_path, rec.runc_root, config.criu);
   auto net = prepare_network(ckpt.manifest, joined, tcp_policy);
   if (!net) return std::unexpected(net.error());
+  if (barrier != nullptr) {
+    net->criu_lines.push_back(RestoreBarrier::criu_line());
+    if (std::find(net->flags.begin(), net->flags.end(), "--tcp-established") != net->flags.end()) {
+      std::vector<std::pair<std::string, std::string>> conns;
+      for (const auto& c : dumped_connections(ckpt.manifest)) conns.emplace_back(c.local, c.remote);
+      barrier->hold(conns);
+    }
+  }
   auto criu_conf = write_restore_criu_config(work, net->criu_lines);
   if (!criu_conf) return std::unexpected(criu_conf.error());
   runc.set_restore_criu(*criu_conf, net->netns ? net->netns.get() : -1,
@@ -337,6 +346,27 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
   auto restored = restore_maybe_lazily(
       runc, config.criu, rec.id, ckpt.path + "/images", work, flags, std::string(create.log),
       encrypted || lazy_restore_wanted(config, rec.bundle), pages_deferred ? &served : nullptr);
+  if (barrier != nullptr) {
+    // Restored and stopped: every member's tasks continue together (restore_barrier.h).
+    if (restored) {
+      auto pids = runc.pids(rec.id);
+      auto released = barrier->release(pids ? *pids : std::vector<int>{},
+                                       config.restore_group_member_failure_stops);
+      std::string note = released.note;
+      if (!pids) note += "; its processes could not be listed: " + pids.error().message();
+      net->note += (net->note.empty() ? "" : "; ") + note;
+      *network_note = net->note;
+      if (!released.failed_member.empty() && config.restore_group_member_failure_stops) {
+        restored = fail(fmt::format(
+            "member {} of the group failed to restore: this member's restored tasks are "
+            "killed before they ran, so that the whole group restarts together ([restore] "
+            "group_member_failure = stop)",
+            released.failed_member));
+      }
+    } else {
+      barrier->failed();
+    }
+  }
   if (restored) {
     if (auto creds = check_restored_credentials(runc, rec); !creds) {
       restored = std::unexpected(creds.error().wrap("refused after restore (tasks killed)"));
@@ -392,6 +422,47 @@ Result<std::string> restore_group(const CheckpointStore& store, const ContainerR
   return m ? manifest_group(*m) : std::string();
 }
 
+// A member whose established connections must be restored (ARCH_TCP=restore) in the node's
+// own network (host mode): "" when every connection's local address is on this node, else
+// why not. CRIU would fail to bind them, and the failed restore would move the group's
+// generation aside; refused before, the checkpoint is kept (restore it where it was, or
+// with ARCH_TCP=auto its connections are closed).
+std::string tcp_addresses_missing_here(const Manifest& m, TcpPolicy policy) {
+  if (policy != TcpPolicy::kRestore || !m.extra.is_object() || !m.extra.contains("network")) {
+    return {};
+  }
+  auto record = network_record_from_json(m.extra["network"]);
+  if (!record || record->mode != "host") return {};
+  auto conns = dumped_connections(m);
+  if (conns.empty()) return {};
+  auto self = open_file("/proc/self/ns/net", O_RDONLY);
+  if (!self) return {};
+  auto have = namespace_addresses(self->get());
+  if (!have) return {};
+  for (const auto& c : conns) {
+    std::string ip = c.local_ip();
+    if (ip.starts_with("::ffff:")) ip = ip.substr(7);
+    if (is_loopback_ip(ip) || std::find(have->begin(), have->end(), ip) != have->end() ||
+        std::find(have->begin(), have->end(), c.local_ip()) != have->end()) {
+      continue;
+    }
+    return fmt::format(
+        "its TCP connection {} -> {} cannot be restored on this node: address {} "
+        "is not here (ARCH_TCP=restore; restore the member on the node it was "
+        "checkpointed on ({}), or set ARCH_TCP=auto to close its connections)",
+        c.local, c.remote, ip, m.node);
+  }
+  return {};
+}
+
+// Whether the record's members were checkpointed on more than one node.
+bool record_spans_nodes(const GroupRecord& record) {
+  for (const auto& m : record.members) {
+    if (m.node != record.members.front().node) return true;
+  }
+  return false;
+}
+
 // A group member: only from the newest complete generation of its group, once every member
 // of it is being created; one attempt (its peers restore from that same generation).
 Result<RestoreOutcome> restore_group_member(const CheckpointStore& store, const KeyLock& lock,
@@ -409,6 +480,9 @@ Result<RestoreOutcome> restore_group_member(const CheckpointStore& store, const 
     return fail("the new container's spec differs from the checkpoint's (checkpoint " + ckpt.path +
                 " kept, not restored)");
   }
+  if (auto why = tcp_addresses_missing_here(ckpt.manifest, tcp_policy); !why.empty()) {
+    return fail(why + " (checkpoint kept, not restored)");
+  }
   // A pod group's members are created by the kubelet one after another (each create and
   // start returns before the next create): the first cannot wait for the second. They
   // restore from the same generation, each as the kubelet reaches it.
@@ -420,8 +494,13 @@ Result<RestoreOutcome> restore_group_member(const CheckpointStore& store, const 
         !why.empty()) {
       return fail(why + " (checkpoint kept, not restored)");
     }
+  } else if (record_spans_nodes(choice->record)) {
+    // Across nodes: every member, on whichever node it is re-created (the shared store's
+    // markers, restore_barrier.h), so members may come back swapped or all on one node.
+    auto waited = RestoreBarrier::wait_for_creation(
+        choice->record, rec.key, std::chrono::seconds(config.restore_group_wait_seconds));
+    if (!waited) return std::unexpected(waited.error().wrap("checkpoint kept, not restored"));
   } else {
-    // Across nodes, only the members checkpointed on this node come back here.
     auto waited = wait_for_group_members(
         config, members_on_node(choice->record, peer_node_name(config), rec.key), rec.key,
         std::chrono::seconds(config.restore_group_wait_seconds));
@@ -430,11 +509,18 @@ Result<RestoreOutcome> restore_group_member(const CheckpointStore& store, const 
   if (auto upper = overlay_upperdir(rootfs); !upper) {
     return std::unexpected(upper.error().wrap("find the new container's writable layer"));
   }
+  // A group on several nodes: every member's tasks resumed together (restore_barrier.h).
+  std::optional<RestoreBarrier> barrier;
+  if (!is_pod_group(group) && record_spans_nodes(choice->record)) {
+    barrier.emplace(choice->record, rec.key,
+                    std::chrono::seconds(config.restore_group_wait_seconds));
+  }
   bool touched_rootfs = false;
   std::string network_note;
   auto done = restore_from(ckpt, create, rec, config, runc_path, rootfs, tcp_policy, joined,
-                           &network_note, &touched_rootfs);
+                           &network_note, &touched_rootfs, false, barrier ? &*barrier : nullptr);
   if (!done) {
+    if (barrier) barrier->failed();  // the others are released at once
     // This generation is unusable for the group from now on: the member's generation and the
     // group record are moved aside (members already restored from it keep running).
     (void)store.move_aside(ckpt.path, done.error().message(), lock);

@@ -35,9 +35,13 @@ std::chrono::milliseconds peer_timeout(const NodeConfig& config) {
 // After every node froze: the time for what was in flight between members to land.
 constexpr auto kSettle = std::chrono::milliseconds(20);
 
-json member_json(const ContainerRecord& m) {
-  return {
-      {"ns", m.ns}, {"id", m.id}, {"key", m.key}, {"store", m.store}, {"store_root", m.store_root}};
+json member_json(const ContainerRecord& m, uint64_t predicted_bytes) {
+  return {{"ns", m.ns},
+          {"id", m.id},
+          {"key", m.key},
+          {"store", m.store},
+          {"store_root", m.store_root},
+          {"predicted_bytes", predicted_bytes}};
 }
 
 json entry_json(const GroupMember& m) {
@@ -117,13 +121,15 @@ T while_working(PeerConnection& conn, std::chrono::milliseconds timeout, F work)
 class Session {
  public:
   Session(PeerConnection& conn, const NodeConfig& config, GroupMembersCheckpoint run,
-          std::string owner, std::string name, const PeerLogger& log)
+          std::string owner, std::string name, const PeerLogger& log,
+          std::optional<Clock::time_point> stop_dumps_at)
       : conn_(conn),
         config_(config),
         run_(std::move(run)),
         owner_(std::move(owner)),
         name_(std::move(name)),
-        log_(log) {}
+        log_(log),
+        stop_dumps_at_(stop_dumps_at) {}
 
   void serve() {
     for (;;) {
@@ -150,8 +156,9 @@ class Session {
  private:
   bool dump() {
     auto t = peer_timeout(config_);
-    auto out =
-        while_working<Result<std::vector<GroupMember>>>(conn_, t, [&] { return run_.dump(); });
+    // The coordinator's deadline (a drain): a dump still running then is given up here.
+    auto out = while_working<Result<std::vector<GroupMember>>>(
+        conn_, t, [&] { return run_.dump_until(stop_dumps_at_); });
     if (!out) {
       abort("dump failed: " + out.error().message());
       (void)conn_.send_json(
@@ -237,6 +244,7 @@ class Session {
   GroupMembersCheckpoint run_;
   std::string owner_, name_;
   const PeerLogger& log_;
+  std::optional<Clock::time_point> stop_dumps_at_;
   bool dumped_ = false;
   std::vector<GroupMember> entries_;
 };
@@ -249,6 +257,7 @@ void reply_error(PeerConnection& conn, const Error& e) {
 
 void serve_group_request(PeerConnection& conn, const json& request, const NodeConfig& config,
                          const std::string& runc, const PeerLogger& log) {
+  auto received = Clock::now();
   std::string op = request.value("op", "");
   auto named = named_group(request);
   if (!named) return reply_error(conn, named.error());
@@ -256,7 +265,9 @@ void serve_group_request(PeerConnection& conn, const json& request, const NodeCo
   NodeGroup group = local_group(config, owner, name);
   if (op == "group.members") {
     json members = json::array();
-    for (const auto& m : group.members) members.push_back(member_json(m));
+    for (const auto& m : group.members) {
+      members.push_back(member_json(m, predict_member_bytes(m, runc)));
+    }
     (void)conn.send_json({{"node", peer_node_name(config)}, {"members", members}});
     return;
   }
@@ -288,7 +299,13 @@ void serve_group_request(PeerConnection& conn, const json& request, const NodeCo
     run->abort();
     return;
   }
-  Session(conn, config, std::move(*run), owner, name, log).serve();
+  // A drain's deadline, as the time left (the nodes' clocks need not agree).
+  std::optional<Clock::time_point> stop_dumps_at;
+  if (request.contains("stop_dumps_in_ms") && request["stop_dumps_in_ms"].is_number()) {
+    stop_dumps_at = received + std::chrono::milliseconds(std::max<int64_t>(
+                                   0, request["stop_dumps_in_ms"].get<int64_t>()));
+  }
+  Session(conn, config, std::move(*run), owner, name, log, stop_dumps_at).serve();
 }
 
 // ------------------------------------------------------------------ coordinator
@@ -384,8 +401,15 @@ Result<json> ping_peer(const NodeConfig& config, const std::string& name) {
 Result<CrossNodeOutcome> checkpoint_group_across_nodes(const NodeGroup& local,
                                                        const NodeConfig& config,
                                                        const std::string& runc,
-                                                       CheckpointOptions options) {
+                                                       CheckpointOptions options,
+                                                       const CrossNodeLimits& limits) {
   auto t0 = Clock::now();
+  // Connecting may take no longer than the deadline leaves (an unreachable node).
+  auto connect_timeout = peer_timeout(config);
+  if (limits.deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*limits.deadline - t0);
+    connect_timeout = std::clamp(left, std::chrono::milliseconds(100), connect_timeout);
+  }
   auto fail_group = [&](const std::string& why) {
     return fail(fmt::format("group {}/{}: {}", local.owner, local.name, why));
   };
@@ -398,12 +422,18 @@ Result<CrossNodeOutcome> checkpoint_group_across_nodes(const NodeGroup& local,
   std::vector<Participant> ps;
   std::vector<std::string> all_keys;
   for (const auto& m : local.members) all_keys.push_back(m.key);
+  uint64_t predicted = 0;
   for (const auto& n : config.peers.nodes) {
     if (n.name == self) continue;
-    auto conn = dial_node(*ctx, config, n);
+    auto conn = PeerConnection::connect(*ctx, n.name, n.host, n.port, connect_timeout);
+    if (conn) conn->set_timeout(peer_timeout(config));
     if (!conn) {
       return fail_group(conn.error().message() +
-                        " (its members cannot be known; `--local` checkpoints this node's only)");
+                        (limits.deadline
+                             ? " (its members cannot be known: no generation of the group is "
+                               "committed, every member keeps running)"
+                             : " (its members cannot be known; `--local` checkpoints this "
+                               "node's only)"));
     }
     auto listed =
         conn->call({{"op", "group.members"}, {"owner", local.owner}, {"group", local.name}});
@@ -423,6 +453,9 @@ Result<CrossNodeOutcome> checkpoint_group_across_nodes(const NodeGroup& local,
       }
       all_keys.push_back(key);
       p.keys.push_back(key);
+      if (m.contains("predicted_bytes") && m["predicted_bytes"].is_number_unsigned()) {
+        predicted += m["predicted_bytes"].get<uint64_t>();
+      }
     }
     if (p.keys.empty()) continue;
     p.conn.emplace(std::move(*conn));
@@ -432,17 +465,36 @@ Result<CrossNodeOutcome> checkpoint_group_across_nodes(const NodeGroup& local,
   std::string generation = new_group_generation();
   auto run = GroupMembersCheckpoint::begin(local, config, runc, options, generation);
   if (!run) return fail_group(run.error().message());
+  // Admission (a drain's plan): the whole group, every node's members, as one unit.
+  if (limits.admit) {
+    predicted += run->predicted_bytes();
+    if (auto why = limits.admit(predicted, all_keys.size()); !why.empty()) {
+      run->abort();
+      return fail_group("not started, every member still running: " + why);
+    }
+  }
+  std::optional<Clock::time_point> stop_dumps_at;
+  if (limits.deadline) {
+    stop_dumps_at = *limits.deadline - limits.margin;
+    if (Clock::now() >= *stop_dumps_at) {
+      run->abort();
+      return fail_group("not started, every member still running: the deadline had passed");
+    }
+  }
   // 2. Freeze everywhere (each node locks and freezes all its members).
   std::optional<Error> local_error;
   side_by_side(
       ps,
       [&](Participant& p) {
-        auto r = p.conn->call({{"op", "group.freeze"},
-                               {"owner", local.owner},
-                               {"group", local.name},
-                               {"generation", generation},
-                               {"keys", p.keys},
-                               {"leave_running", options.leave_running}});
+        json req = {{"op", "group.freeze"}, {"owner", local.owner},
+                    {"group", local.name},  {"generation", generation},
+                    {"keys", p.keys},       {"leave_running", options.leave_running}};
+        if (stop_dumps_at) {
+          req["stop_dumps_in_ms"] =
+              std::chrono::duration_cast<std::chrono::milliseconds>(*stop_dumps_at - Clock::now())
+                  .count();
+        }
+        auto r = p.conn->call(req);
         if (r) {
           p.in_session = true;
         } else {
@@ -469,6 +521,8 @@ Result<CrossNodeOutcome> checkpoint_group_across_nodes(const NodeGroup& local,
     all_done_cv.notify_all();
   };
   std::optional<Result<std::vector<GroupMember>>> local_dump;
+  // Past the deadline less the margin, this node's dumps are given up (the others give up
+  // theirs at the same time, told in group.freeze).
   side_by_side(
       ps,
       [&](Participant& p) {
@@ -500,11 +554,14 @@ Result<CrossNodeOutcome> checkpoint_group_across_nodes(const NodeGroup& local,
         }
       },
       [&] {
-        local_dump = run->dump();
+        local_dump = run->dump_until(stop_dumps_at);
         one_done();
       });
   failures = first_error(
       ps, *local_dump ? "" : fmt::format("node {}: {}", self, local_dump->error().message()));
+  if (failures.empty() && limits.deadline && Clock::now() >= *limits.deadline) {
+    failures = "the deadline came before the group record could be committed";
+  }
   // 4. The commit point: one sealed record naming every member on every node.
   GroupRecord record;
   record.owner = local.owner;
@@ -565,6 +622,7 @@ Result<CrossNodeOutcome> checkpoint_group_across_nodes(const NodeGroup& local,
       out.members.push_back({self, m.container.ns, m.container.id, m.container.key, m.outcome.path,
                              m.outcome.timings_ms});
     }
+    out.local = std::move(**local_end);
   }
   for (const auto& p : ps) {
     out.nodes.push_back(p.node);
@@ -580,6 +638,27 @@ Result<CrossNodeOutcome> checkpoint_group_across_nodes(const NodeGroup& local,
                       "), but ending members failed: " + failures);
   }
   return out;
+}
+
+Result<GroupCheckpointOutcome> checkpoint_group_for_drain(const NodeGroup& local,
+                                                          const NodeConfig& config,
+                                                          const std::string& runc,
+                                                          Clock::time_point deadline) {
+  const std::string store = local.members.empty() ? "" : local.members.front().store;
+  auto out = checkpoint_group_across_nodes(local, config, runc, {},
+                                           drain_group_limits(config, store, deadline));
+  if (!out) return std::unexpected(out.error());
+  GroupCheckpointOutcome g;
+  g.owner = out->owner;
+  g.name = out->name;
+  g.generation = out->generation;
+  g.record = out->record;
+  g.members = std::move(out->local);
+  g.frozen_ms = out->frozen_ms;
+  g.total_ms = out->total_ms;
+  g.nodes = out->nodes;
+  g.remote_members = out->members.size() - g.members.size();
+  return g;
 }
 
 }  // namespace arch
