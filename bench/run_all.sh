@@ -19,7 +19,10 @@
 #      own sequential rate; again against a store limited to 30 MB/s (--quick: 64 MiB,
 #      unthrottled only);
 #   6. the frozen time of a periodic checkpoint (bench/periodic_frozen.py) at 64 MiB and
-#      1 GiB (--quick: 64 and 256 MiB).
+#      1 GiB (--quick: 64 and 256 MiB);
+#   7. container pages through ARCH's page receiver (bench/container_stream.py): 256 MiB and
+#      1 GiB containers, pages written by CRIU, streamed and encrypted, against the store's
+#      rate (--quick: 256 MiB, one round).
 # Prints the tables, writes them as Markdown and JSON under bench/results/<UTC time>/ and
 # the PNG plots under bench/plots/. Full run ~8-10 min on 2 cores; --quick ~2 min.
 set -eu
@@ -59,6 +62,7 @@ python3 bench/spot_day.py $spot_args --no-write --plot bench/plots/spot_day.png 
 if [ -n "$quick" ]; then
     python3 bench/stream_job.py --mib 64 --rounds 1 | tee "$out/stream_job.md"
     python3 bench/periodic_frozen.py --rounds 1 --sizes 64,256 --no-results | tee "$out/periodic_frozen.md"
+    python3 bench/container_stream.py --sizes 256 --rounds 1 --no-results | tee "$out/container_stream.md"
     python3 bench/migrate.py --sizes 64 --no-results | tee "$out/migrate.md" \
         || echo "migration bench skipped (see above)" >&2
 else
@@ -66,6 +70,7 @@ else
     python3 bench/stream_job.py --mib 128 --rounds 2 --store-mbps 30 \
         | tee "$out/stream_job_30mbps.md" || echo "throttled stream bench skipped (see above)" >&2
     python3 bench/periodic_frozen.py --no-results | tee "$out/periodic_frozen.md"
+    python3 bench/container_stream.py --no-results | tee "$out/container_stream.md"
     python3 bench/migrate.py --no-results | tee "$out/migrate.md" \
         || echo "migration bench skipped (see above)" >&2
 fi

@@ -135,7 +135,8 @@ int run_checkpoint(const std::string& ref, bool leave_running, bool json, bool v
     fmt::print("{}\n", nlohmann::json{{"namespace", rec->ns},
                                       {"id", rec->id},
                                       {"checkpoint", out->path},
-                                      {"timings_ms", out->timings_ms}}
+                                      {"timings_ms", out->timings_ms},
+                                      {"notes", out->notes}}
                            .dump(2));
   } else {
     fmt::print("{}/{}: checkpointed to {} ({})\n", rec->ns, rec->id, out->path,

@@ -187,6 +187,7 @@ int on_checkpoint_entry(ParseState* state, std::string_view k, std::string_view 
   if (k == "pre_copy") return one_of(c.pre_copy, {"off", "on", "auto"});
   if (k == "network_lock") return one_of(c.network_lock, {"skip", "iptables", "nftables"});
   if (k == "tcp") return one_of(c.tcp, {"auto", "restore", "close", "fail"});
+  if (k == "pages_at_rest") return one_of(c.pages_at_rest, {"plain", "streamed", "encrypted"});
   if (k == "zstd_level") return parse_int_in(state, k, v, 1, 19, c.zstd_level, "checkpoint");
   if (k == "zstd_threads") return parse_int_in(state, k, v, 0, 64, c.zstd_threads, "checkpoint");
   if (k == "failed_dumps_kept")
@@ -882,6 +883,12 @@ tcp = auto
 ghost_limit = 64M
 # Failed dumps whose CRIU logs are kept per key as failed-*/ (0: none kept).
 failed_dumps_kept = 3
+# plain | streamed | encrypted: how the pages images (the container's memory) reach the
+# store. plain: CRIU writes them. streamed: CRIU sends them through ARCH's page-server
+# receiver (one pass, digested as they pass), stored plain. encrypted: the same, stored as
+# AES-256-GCM chunks with a key from the node key; such a checkpoint is restored only
+# lazily through ARCH's page server (whatever [restore] lazy_pages says).
+pages_at_rest = plain
 # ARCH_PRIORITY (a whole number per container) in finalize's deadline plan: 0 ignores it
 # (the plan saves the most containers); N > 0 maximises the total priority saved, each
 # container's value clamped to 1..N (a tenant cannot claim more than N).

@@ -19,6 +19,7 @@
 //              pre_copy = off|on|auto   network_lock = skip|iptables|nftables
 //              tcp = auto|restore|close|fail
 //              ghost_limit = 64M   failed_dumps_kept = 3   priority_max = 0
+//              pages_at_rest = plain|streamed|encrypted
 //   [keys]     dir = /etc/arch/keys   active = <key id> (see NodeConfig::Keys)
 //   [owners]   ecs = false|true   (Docker containers of ECS tasks owned by cluster and family)
 //   [docker]   data_root = /var/lib/docker   (where dockerd keeps config.v2.json)
@@ -153,6 +154,12 @@ struct NodeConfig {
     uint64_t ghost_limit = uint64_t{64} << 20;
     /// Failed dumps whose CRIU logs are kept per key (failed-*/ with dump-logs/), newest.
     int failed_dumps_kept = 3;
+    /// How a container's pages images reach the store (criu/page_receiver.h): plain (CRIU
+    /// writes them into the staging, the default), streamed (CRIU sends them to ARCH's
+    /// page-server receiver, stored plain, digested as they pass) or encrypted (the same,
+    /// each chunk sealed with a key from the node key: restored only through ARCH's lazy
+    /// page server).
+    std::string pages_at_rest = "plain";
     /// ARCH_PRIORITY in finalize's deadline plan: 0 (default) ignores it (the plan saves the
     /// most containers); N > 0 honours it clamped to 1..N, so that no tenant outweighs
     /// more than N containers of priority 1 by claiming a huge value.

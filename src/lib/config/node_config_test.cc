@@ -309,8 +309,9 @@ TEST(NodeConfig, EveryHandledKeyIsKnown) {
   // A key the parser handles but the default text lacks would be refused as unknown.
   for (const char* text :
        {"[runtime]\ncriu_trial = /x.json\n", "[checkpoint]\nghost_limit = 8M\n",
-        "[checkpoint]\nfailed_dumps_kept = 1\n", "[checkpoint]\npriority_max = 10\n",
-        "[checkpoint]\ntcp = close\n", "[owners]\necs = true\n", "[docker]\ndata_root = /d\n",
+        "[checkpoint]\nfailed_dumps_kept = 1\n", "[checkpoint]\npages_at_rest = encrypted\n",
+        "[checkpoint]\npriority_max = 10\n", "[checkpoint]\ntcp = close\n",
+        "[owners]\necs = true\n", "[docker]\ndata_root = /d\n",
         "[checkpoint]\ninterval = 15m\nmin_interval = 1s\n", "[agent]\nmetrics_max_keys = 5\n",
         "[agent]\nstatus_page = false\n", "[checkpoint]\nworkdir_capture = off\n",
         "[checkpoint]\nworkdir_capture = 1G\n", "[checkpoint]\ncontainer_interval = deny\n",

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -49,12 +50,15 @@
 #include "criu/criu_features.h"
 #include "criu/file_locks.h"
 #include "criu/lazy_pages.h"
+#include "criu/page_receiver.h"
+#include "criu/pages_at_rest.h"
 #include "managed/shared_mode.h"
 #include "managed/store_layout.h"
 #include "runtime/oci_spec.h"
 #include "runtime/runc_log.h"
 #include "runtime/spec_digest.h"
 #include "store/checkpoint_store.h"
+#include "store/image_stream.h"
 #include "store/manifest.h"
 #include "version.h"
 
@@ -209,6 +213,72 @@ void silence_tcp_sockets(const std::vector<int>& pids) {
   }
 }
 
+// The pages of one dump received through ARCH's page receiver (criu/page_receiver.h): a
+// listener on 127.0.0.1 admitting only the connection whose socket the CRIU of our own
+// `runc checkpoint --image-path <images>` holds (dump_progress.h: dump_criu_pids), served
+// on a thread of its own while runc runs.
+class PagesReception {
+ public:
+  static Result<std::unique_ptr<PagesReception>> start(const std::string& images,
+                                                       PageReceiverOptions options) {
+    auto listener = PageReceiverListener::listen();
+    if (!listener) return std::unexpected(listener.error());
+    auto r = std::unique_ptr<PagesReception>(new PagesReception(std::move(*listener)));
+    r->options_ = std::move(options);
+    r->thread_ = std::jthread([rx = r.get(), images] { rx->run(images); });
+    return r;
+  }
+  PagesReception(const PagesReception&) = delete;
+  PagesReception& operator=(const PagesReception&) = delete;
+  ~PagesReception() { (void)finish(); }
+  [[nodiscard]] std::string address() const { return listener_.address(); }
+  /// After runc returned: what was received (an error when CRIU never connected, or the
+  /// stream was refused or incomplete).
+  Result<PageReceiverResult> finish() {
+    if (thread_.joinable()) {
+      cancel_ = true;
+      listener_.cancel();
+      thread_.join();
+    }
+    return result_;
+  }
+  [[nodiscard]] uint64_t refused() const { return refused_; }
+
+ private:
+  explicit PagesReception(PageReceiverListener l) : listener_(std::move(l)) {}
+  void run(const std::string& images) {
+    auto admit = [&](int fd) {
+      auto inode = peer_socket_inode(fd);
+      if (!inode) return false;
+      for (pid_t pid : dump_criu_pids(images))
+        if (process_holds_socket(pid, *inode)) return true;
+      return false;
+    };
+    auto conn = listener_.accept_admitted(admit, &refused_);
+    if (!conn) {
+      result_ = std::unexpected(conn.error());
+    } else if (!*conn) {
+      result_ = fail("page receiver: CRIU never connected");
+    } else {
+      result_ = receive_pages(conn->get(), options_, &cancel_);
+      // Closed here: after a refusal CRIU's next send fails, and so does the dump.
+    }
+  }
+  PageReceiverListener listener_;
+  PageReceiverOptions options_;
+  std::atomic<bool> cancel_{false};
+  uint64_t refused_ = 0;
+  Result<PageReceiverResult> result_ = std::unexpected(Error("page receiver: not run"));
+  std::jthread thread_;
+};
+
+// The most page bytes a dump may send: the node's memory and swap (no container holds more).
+uint64_t node_memory_cap() {
+  struct sysinfo si {};
+  if (::sysinfo(&si) != 0) return uint64_t{1} << 40;
+  return (static_cast<uint64_t>(si.totalram) + si.totalswap) * si.mem_unit;
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------ ThawGuard
@@ -253,6 +323,7 @@ struct ContainerCheckpoint::State {
   CheckpointOptions options;
   CheckpointStore store;
   std::optional<KeyLock> lock;
+  std::shared_ptr<const Keyring> keyring;  // the store's: seals encrypted pages too
   RuncClient runc;
   RuncState state;
   std::optional<Staging> staging;
@@ -289,6 +360,11 @@ struct ContainerCheckpoint::State {
   std::atomic<uint64_t> written_back{0};
   bool flushing = false;                // CRIU is done; its images are being written to the store
   std::atomic<bool> criu_ended{false};  // stop() ended the dump's CRIU
+  // [checkpoint] pages_at_rest other than plain: what the page receiver wrote (the dump's
+  // pagemap and pages images) and the stream id of encrypted pages.
+  std::optional<PageReceiverResult> received;
+  std::string pages_stream_id;
+  UniqueFd images_dir;
 
   State(const ContainerRecord& rec, const NodeConfig& cfg, const std::string& runc_bin,
         const CheckpointOptions& opts, std::shared_ptr<const Keyring> keys)
@@ -296,7 +372,8 @@ struct ContainerCheckpoint::State {
         config(&cfg),
         runc_path(runc_bin),
         options(opts),
-        store(rec.store, cfg.keep, rec.store_root, std::move(keys)),
+        store(rec.store, cfg.keep, rec.store_root, keys),
+        keyring(std::move(keys)),
         runc(runc_bin, rec.runc_root, cfg.criu) {
     if (options.rootfs_zstd_level < 0)
       options.rootfs_zstd_level = cfg.checkpoint.rootfs_zstd_level();
@@ -579,7 +656,31 @@ struct ContainerCheckpoint::State {
       stop_refused = !network_lock_method().empty() || ended_by_dump;
       if (!stop_refused) dumping_into = images;
     }
+    std::unique_ptr<PagesReception> reception;
+    if (config->checkpoint.pages_at_rest != "plain") {
+      if (pre_copied) {
+        notes.push_back("pages_at_rest " + config->checkpoint.pages_at_rest +
+                        " not used: the dump on top of a pre-dump writes its pages itself");
+      } else {
+        auto rx = receive_pages_of(images);
+        if (!rx) return std::unexpected(rx.error().wrap("start the page receiver"));
+        reception = std::move(*rx);
+        extra.insert(extra.end(), {"--page-server", reception->address()});
+      }
+    }
     auto dumped = runc.checkpoint(c.id, images, work, extra, criu_config(work));
+    if (reception) {
+      // The pages are complete only when CRIU flushed them and we acknowledged it.
+      auto got = reception->finish();
+      if (reception->refused() > 0) {
+        notes.push_back(
+            fmt::format("page receiver: {} connection(s) not from this dump's CRIU closed unread",
+                        reception->refused()));
+      }
+      if (!got && dumped) dumped = std::unexpected(got.error());
+      if (!got && !dumped) dumped = std::unexpected(dumped.error().wrap(got.error().message()));
+      if (got) received = std::move(*got);
+    }
     if (stop_asked.load()) {
       std::lock_guard held(stop_mutex);
       dumping_into.clear();
@@ -602,6 +703,33 @@ struct ContainerCheckpoint::State {
     if (!dumped) return dumped;
     timings["dump"] = ms_since(start);
     return {};
+  }
+
+  // The page receiver of this dump: its pages stored plain (streamed) or sealed chunks
+  // (encrypted), at most the node's memory.
+  Result<std::unique_ptr<PagesReception>> receive_pages_of(const std::string& images) {
+    if (::mkdir(images.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + images);
+    auto dir = open_file(images, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (!dir) return std::unexpected(dir.error());
+    images_dir = std::move(*dir);
+    PageReceiverOptions o;
+    o.images_dirfd = images_dir.get();
+    o.max_bytes = node_memory_cap();
+    if (config->checkpoint.pages_at_rest == "encrypted") {
+      o.key = keyring ? keyring->active() : nullptr;
+      if (o.key == nullptr) return fail("encrypted pages: no active node key");
+      auto id = new_stream_id();
+      if (!id) return std::unexpected(id.error());
+      pages_stream_id = *id;
+      o.stream_id = *id;
+      auto mode = parse_stream_compression(config->jobs.stream_compression);
+      if (!mode) return std::unexpected(mode.error());
+      o.compression = {.mode = *mode,
+                       .level = config->jobs.stream_compression_level,
+                       .store_bps = load_store_rates(config->state_dir, c.store).single_bps,
+                       .workers = 0};
+    }
+    return PagesReception::start(images, std::move(o));
   }
 
   static std::string first_line(const Error& e) {
@@ -645,6 +773,16 @@ struct ContainerCheckpoint::State {
     }
     if (!options.group.empty()) {
       m.extra["group"] = {{"name", options.group}, {"generation", options.group_generation}};
+    }
+    if (received) {
+      // Hashed as they were received: the commit does not read them again.
+      add_received_files(m, *received);
+      if (!pages_stream_id.empty()) {
+        m.encryption = stream_encryption(pages_stream_id);
+        m.extra["pages_at_rest"] = pages_at_rest_record(received->pages);
+      } else {
+        m.extra["pages_at_rest"] = {{"mode", "streamed"}};
+      }
     }
     return m;
   }

@@ -28,6 +28,7 @@
 #include "container/workdir_capture.h"
 #include "criu/file_locks.h"
 #include "criu/lazy_pages.h"
+#include "criu/pages_at_rest.h"
 #include "managed/activity_log.h"
 #include "managed/shared_mode.h"
 #include "managed/store_layout.h"
@@ -315,7 +316,11 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
   flags.insert(flags.end(), net->flags.begin(), net->flags.end());
   flags.push_back("--file-locks");  // the dump took them (checked below)
   ServedPages served;
-  if (pages_deferred) {
+  // Pages encrypted at rest (criu/pages_at_rest.h): only ARCH's page server reads them,
+  // decrypted and verified chunk by chunk in memory, whatever [restore] lazy_pages says.
+  bool encrypted = has_encrypted_pages(ckpt.manifest);
+  if (origin && encrypted) return fail("migrating pages encrypted at rest is not supported yet");
+  if (pages_deferred || encrypted) {
     served.checkpoint = ckpt.path;
     served.manifest = &ckpt.manifest;
     served.on_refusal = [state_dir = config.state_dir, rec](const std::string& why) {
@@ -341,9 +346,24 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
       };
     }
   }
+  std::optional<Manifest> plain_view;
+  if (encrypted) {
+    auto view = served_manifest(ckpt.manifest);
+    if (!view) return std::unexpected(view.error());
+    plain_view.emplace(std::move(*view));
+    served.manifest = &*plain_view;
+    served.page_source =
+        encrypted_page_source(ckpt.path, ckpt.manifest, shared_node_keyring(config));
+    served.verify_pages = []() -> Result<void> {
+      return fail(
+          "its pages are encrypted at rest: only a lazy restore through ARCH's page "
+          "server can read them");
+    };
+    pages_deferred = true;
+  }
   auto restored = restore_maybe_lazily(
       runc, config.criu, rec.id, ckpt.path + "/images", work, flags, std::string(create.log),
-      origin.has_value() || lazy_restore_wanted(config, rec.bundle),
+      origin.has_value() || encrypted || lazy_restore_wanted(config, rec.bundle),
       pages_deferred ? &served : nullptr);
   if (barrier != nullptr) {
     // Restored and stopped: every member's tasks continue together (restore_barrier.h).

@@ -7,7 +7,10 @@
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -172,8 +175,9 @@ struct ImageStreamWriter::State {
   Result<void> store(std::string_view bytes) {
     if (EVP_DigestUpdate(digest, bytes.data(), bytes.size()) != 1)
       return fail("image stream: SHA-256 failed");
-    return write_all(fd, bytes);
+    return sink ? sink(bytes) : write_all(fd, bytes);
   }
+  std::function<Result<void>(std::string_view)> sink;  // set: instead of fd
   Key key{};
   std::string header, stream_id, name, buffer, out;
   uint64_t index = 0;
@@ -227,6 +231,13 @@ Result<ImageStreamWriter> ImageStreamWriter::create(int fd, const NodeKey& key,
                                                     std::string_view stream_id,
                                                     std::string_view image_name,
                                                     const StreamCompressionOptions& compression) {
+  return create_impl(fd, nullptr, key, stream_id, image_name, compression);
+}
+
+Result<ImageStreamWriter> ImageStreamWriter::create_impl(
+    int fd, std::function<Result<void>(std::string_view)> sink, const NodeKey& key,
+    std::string_view stream_id, std::string_view image_name,
+    const StreamCompressionOptions& compression) {
   if (key.id.size() != kKeyIdBytes) return fail("image stream: malformed node key id");
   auto s = std::make_unique<State>();
   auto compressor = ChunkCompressor::create(compression);
@@ -244,6 +255,7 @@ Result<ImageStreamWriter> ImageStreamWriter::create(int fd, const NodeKey& key,
   if (!k) return std::unexpected(k.error());
   s->key = *k;
   s->fd = fd;
+  s->sink = std::move(sink);
   s->stream_id = stream_id;
   s->name = image_name;
   s->buffer.reserve(kImageChunkBytes);
@@ -252,6 +264,14 @@ Result<ImageStreamWriter> ImageStreamWriter::create(int fd, const NodeKey& key,
   if (auto ok = s->store(s->header); !ok) return std::unexpected(ok.error());
   s->stats.stored_bytes = s->header.size();
   return ImageStreamWriter(std::move(s));
+}
+
+Result<ImageStreamWriter> ImageStreamWriter::create(
+    std::function<Result<void>(std::string_view)> sink, const NodeKey& key,
+    std::string_view stream_id, std::string_view image_name,
+    const StreamCompressionOptions& compression) {
+  if (!sink) return fail("image stream: no sink");
+  return create_impl(-1, std::move(sink), key, stream_id, image_name, compression);
 }
 
 Result<void> ImageStreamWriter::write(std::string_view data) {
@@ -370,6 +390,160 @@ Result<ImageStreamStats> read_image_stream(
   if (!more) return std::unexpected(more.error());
   if (*more != 0) return refuse(std::string(image_name) + ": data after the final chunk");
   return stats;
+}
+
+}  // namespace arch
+
+namespace arch {
+namespace {
+
+Result<void> pread_exact(int fd, char* buf, std::size_t n, uint64_t at) {
+  std::size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::pread(fd, buf + got, n - got, static_cast<off_t>(at + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return fail_errno("image stream: read");
+    if (r == 0) return refuse("truncated");
+    got += static_cast<std::size_t>(r);
+  }
+  return {};
+}
+
+}  // namespace
+
+struct ImageStreamReader::State {
+  UniqueFd fd;
+  Key key{};
+  std::string header, stream_id, name;
+  struct Chunk {
+    uint64_t at = 0;  // file offset of its record
+    uint32_t cipher_len = 0, plain_len = 0;
+    unsigned char flags = 0;
+  };
+  std::vector<Chunk> chunks;
+  uint64_t size = 0;
+  uint64_t cached = UINT64_MAX;  // index of `plain`
+  std::string record, body, opened, plain;
+  std::unique_ptr<ChunkDecompressor> decompressor;
+  ~State() { OPENSSL_cleanse(key.data(), key.size()); }
+
+  // Decrypts and verifies chunk `i` into `plain`.
+  Result<void> load(uint64_t i) {
+    if (cached == i) return {};
+    cached = UINT64_MAX;
+    const Chunk& c = chunks[i];
+    record.resize(kRecordBytes);
+    body.resize(c.cipher_len + kTagBytes);
+    if (auto ok = pread_exact(fd.get(), record.data(), record.size(), c.at); !ok) return ok;
+    if (auto ok = pread_exact(fd.get(), body.data(), body.size(), c.at + kRecordBytes); !ok)
+      return ok;
+    std::string aad = chunk_aad(header, stream_id, name, i, record);
+    if (!open_chunk(key, i, aad, std::string_view(body).substr(0, c.cipher_len),
+                    std::string_view(body).substr(c.cipher_len), opened)) {
+      return refuse(
+          fmt::format("{}: chunk {} does not verify (tampered, reordered, from another "
+                      "checkpoint, or another key)",
+                      name, i));
+    }
+    if ((c.flags & kZstd) != 0) {
+      if (!decompressor) {
+        auto d = ChunkDecompressor::create();
+        if (!d) return std::unexpected(d.error());
+        decompressor = std::move(*d);
+      }
+      if (auto ok = decompressor->decompress(opened, c.plain_len, kMaxImageChunkBytes, plain); !ok)
+        return refuse(fmt::format("{}: chunk {}: {}", name, i, ok.error().message()));
+    } else {
+      plain.swap(opened);
+    }
+    if (plain.size() != c.plain_len)
+      return refuse(fmt::format("{}: chunk {} has a malformed header", name, i));
+    cached = i;
+    return {};
+  }
+};
+
+ImageStreamReader::ImageStreamReader(std::unique_ptr<State> s) : s_(std::move(s)) {}
+ImageStreamReader::ImageStreamReader(ImageStreamReader&&) noexcept = default;
+ImageStreamReader& ImageStreamReader::operator=(ImageStreamReader&&) noexcept = default;
+ImageStreamReader::~ImageStreamReader() = default;
+
+uint64_t ImageStreamReader::size() const {
+  return s_->size;
+}
+
+Result<ImageStreamReader> ImageStreamReader::open(UniqueFd fd, const Keyring& keys,
+                                                  std::string_view stream_id,
+                                                  std::string_view image_name) {
+  auto s = std::make_unique<State>();
+  s->stream_id = stream_id;
+  s->name = image_name;
+  s->header.resize(kHeaderBytes);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return fail_errno("image stream: fstat");
+  auto file_size = static_cast<uint64_t>(st.st_size);
+  if (file_size < kHeaderBytes) return refuse(s->name + ": not an ARCH image stream");
+  if (auto ok = pread_exact(fd.get(), s->header.data(), kHeaderBytes, 0); !ok)
+    return std::unexpected(ok.error());
+  const std::string& header = s->header;
+  if (header.compare(0, kMagic.size(), kMagic) != 0)
+    return refuse(s->name + ": not an ARCH image stream");
+  if (static_cast<unsigned char>(header[8]) != kAlgAesGcm || header[9] != 0 || header[10] != 0 ||
+      header[11] != 0) {
+    return refuse(s->name + ": unknown algorithm or flags");
+  }
+  std::string key_id = header.substr(12, kKeyIdBytes);
+  const NodeKey* node = keys.find(key_id);
+  if (node == nullptr) return refuse(s->name + ": sealed with key " + key_id + ", not held here");
+  auto key = derive_key(*node, std::string_view(header).substr(12 + kKeyIdBytes, kSaltBytes),
+                        stream_id, image_name);
+  if (!key) return std::unexpected(key.error());
+  s->key = *key;
+  uint64_t at = kHeaderBytes;
+  std::array<char, kRecordBytes> record{};
+  for (uint64_t index = 0;; ++index) {
+    if (file_size - at < kRecordBytes)
+      return refuse(fmt::format("{}: truncated before chunk {} (no final chunk)", s->name, index));
+    if (auto ok = pread_exact(fd.get(), record.data(), record.size(), at); !ok)
+      return std::unexpected(ok.error());
+    State::Chunk c{at, get_u32(record.data()), get_u32(record.data() + 4),
+                   static_cast<unsigned char>(record[8])};
+    bool final = (c.flags & kFinal) != 0;
+    if (c.cipher_len > kMaxImageChunkBytes || c.plain_len > kMaxImageChunkBytes ||
+        (c.flags & ~(kFinal | kZstd)) != 0 || (!final && c.plain_len != kImageChunkBytes) ||
+        ((c.flags & kZstd) == 0 && c.plain_len != c.cipher_len)) {
+      return refuse(fmt::format("{}: chunk {} has a malformed header", s->name, index));
+    }
+    uint64_t next = at + kRecordBytes + c.cipher_len + kTagBytes;
+    if (next > file_size) return refuse(fmt::format("{}: chunk {} is truncated", s->name, index));
+    s->chunks.push_back(c);
+    s->size += c.plain_len;
+    at = next;
+    if (final) break;
+  }
+  if (at != file_size) return refuse(s->name + ": data after the final chunk");
+  s->fd = std::move(fd);
+  return ImageStreamReader(std::move(s));
+}
+
+Result<std::vector<char>> ImageStreamReader::read(uint64_t offset, std::size_t len) {
+  State& s = *s_;
+  if (offset > s.size || len > s.size - offset)
+    return std::unexpected(Error(
+        fmt::format("{}: bytes {}+{} outside its {} bytes", s.name, offset, len, s.size), ERANGE));
+  std::vector<char> out(len);
+  std::size_t done = 0;
+  while (done < len) {
+    uint64_t i = (offset + done) / kImageChunkBytes;
+    if (i >= s.chunks.size()) return refuse(s.name + ": read past the last chunk");
+    if (auto ok = s.load(i); !ok) return std::unexpected(ok.error());
+    uint64_t in = offset + done - i * kImageChunkBytes;
+    if (in >= s.plain.size()) return refuse(s.name + ": chunk shorter than its place");
+    std::size_t n = std::min<std::size_t>(len - done, s.plain.size() - in);
+    std::memcpy(out.data() + done, s.plain.data() + in, n);
+    done += n;
+  }
+  return out;
 }
 
 }  // namespace arch

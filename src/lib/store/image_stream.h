@@ -28,8 +28,10 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/error.h"
+#include "base/unique_fd.h"
 #include "store/node_key.h"
 #include "store/stream_compression.h"
 
@@ -66,6 +68,12 @@ class ImageStreamWriter {
   static Result<ImageStreamWriter> create(int fd, const NodeKey& key, std::string_view stream_id,
                                           std::string_view image_name,
                                           const StreamCompressionOptions& compression = {});
+  /// The same, handing the stored bytes to `sink` instead of writing them to an fd (e.g.
+  /// large aligned direct writes: criu/page_receiver.h).
+  static Result<ImageStreamWriter> create(std::function<Result<void>(std::string_view)> sink,
+                                          const NodeKey& key, std::string_view stream_id,
+                                          std::string_view image_name,
+                                          const StreamCompressionOptions& compression = {});
   ImageStreamWriter(ImageStreamWriter&&) noexcept;
   ImageStreamWriter& operator=(ImageStreamWriter&&) noexcept;
   ~ImageStreamWriter();
@@ -81,6 +89,11 @@ class ImageStreamWriter {
 
  private:
   struct State;
+  static Result<ImageStreamWriter> create_impl(int fd,
+                                               std::function<Result<void>(std::string_view)> sink,
+                                               const NodeKey& key, std::string_view stream_id,
+                                               std::string_view image_name,
+                                               const StreamCompressionOptions& compression);
   explicit ImageStreamWriter(std::unique_ptr<State> s);
   std::unique_ptr<State> s_;
 };
@@ -91,5 +104,31 @@ class ImageStreamWriter {
 Result<ImageStreamStats> read_image_stream(
     int fd, const Keyring& keys, std::string_view stream_id, std::string_view image_name,
     const std::function<Result<void>(std::string_view plain)>& sink);
+
+/// Random access to one stream's plaintext (a lazy restore's encrypted pages image,
+/// criu/pages_at_rest.h). open() checks the header and walks the chunks' record headers
+/// (the stream must end with its final chunk, nothing after it); read() decrypts and
+/// verifies the chunks that hold the bytes asked for (the last one is kept). Every chunk
+/// but the final one must hold kImageChunkBytes of plaintext (what ImageStreamWriter
+/// writes), so no unauthenticated length decides where a byte is; a chunk's own lengths are
+/// trusted only after it verified. Move-only; not thread-safe.
+class ImageStreamReader {
+ public:
+  static Result<ImageStreamReader> open(UniqueFd fd, const Keyring& keys,
+                                        std::string_view stream_id, std::string_view image_name);
+  ImageStreamReader(ImageStreamReader&&) noexcept;
+  ImageStreamReader& operator=(ImageStreamReader&&) noexcept;
+  ~ImageStreamReader();
+  /// Plaintext bytes, as the records say (each is checked when its chunk is read).
+  [[nodiscard]] uint64_t size() const;
+  /// Exactly `len` plaintext bytes at `offset`; EBADMSG when a chunk does not verify,
+  /// ERANGE outside the stream.
+  Result<std::vector<char>> read(uint64_t offset, std::size_t len);
+
+ private:
+  struct State;
+  explicit ImageStreamReader(std::unique_ptr<State> s);
+  std::unique_ptr<State> s_;
+};
 
 }  // namespace arch

@@ -390,9 +390,10 @@ Result<void> walk_checkpoint_dir(int dirfd,
 Result<Manifest> build_manifest_files(int dirfd, Manifest base) {
   std::map<std::string, ManifestFile> known;
   for (auto& f : base.files) known.emplace(f.path, std::move(f));
-  // A known file keeps its chunk digests too (a migrated checkpoint's pages, peer/migrate.h).
-  auto known_chunks = std::move(base.chunks);
   base.files.clear();
+  // A listed pages image keeps the chunk digests its writer computed (criu/page_receiver.h;
+  // a migrated checkpoint's pages, peer/migrate.h).
+  std::map<std::string, FileChunks> known_chunks = std::move(base.chunks);
   base.chunks.clear();
   auto walked = walk_checkpoint_dir(dirfd, [&](const CheckpointEntry& e) -> Result<void> {
     if (!S_ISREG(e.st.st_mode) || is_top_manifest(e)) return {};
@@ -401,7 +402,7 @@ Result<Manifest> build_manifest_files(int dirfd, Manifest base) {
                                       it->second.sha256.size() == 64) {
       base.files.push_back(it->second);
       if (auto c = known_chunks.find(e.path); c != known_chunks.end())
-        base.chunks[e.path] = c->second;
+        base.chunks[e.path] = std::move(c->second);
       return {};
     }
     auto fd = open_entry(e);

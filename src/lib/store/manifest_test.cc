@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -171,6 +172,29 @@ TEST_F(ManifestDirTest, BuildTakesDigestsTheWriterKnewWhenTheSizeMatches) {
   EXPECT_EQ(m->files[3].size, 3u);
   // A wrong digest taken on trust is still caught by every later verify.
   EXPECT_NE(verify_error(*m), "");
+}
+
+TEST_F(ManifestDirTest, BuildKeepsTheChunkDigestsTheWriterKnew) {
+  // A pages image written by the page receiver (criu/page_receiver.h) comes with its size,
+  // digest and chunk digests: taken as listed, chunk digests kept, not read again.
+  Manifest base;
+  std::string known(64, 'b');
+  uint64_t size = (3 << 20) + 4;
+  base.files = {{"images/pages-1.img", size, known}};
+  std::vector<std::string> chunks(4, std::string(64, 'c'));
+  base.chunks["images/pages-1.img"] = {kPagesChunkSize, chunks};
+  auto m = build_manifest_files(dir_.string(), base);
+  ASSERT_TRUE(m) << message(m.error());
+  ASSERT_TRUE(m->chunks.contains("images/pages-1.img"));
+  EXPECT_EQ(m->chunks.at("images/pages-1.img").sha256, chunks);
+  auto it = std::find_if(m->files.begin(), m->files.end(),
+                         [](const ManifestFile& f) { return f.path == "images/pages-1.img"; });
+  ASSERT_NE(it, m->files.end());
+  EXPECT_EQ(it->sha256, known);
+  // Without them the build hashes the file and its chunks itself.
+  auto fresh = build_manifest_files(dir_.string(), Manifest{});
+  ASSERT_TRUE(fresh);
+  EXPECT_NE(fresh->chunks.at("images/pages-1.img").sha256, chunks);
 }
 
 TEST_F(ManifestDirTest, SealedImageStreamsAreCheckedBySizeOthersByDigest) {
