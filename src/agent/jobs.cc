@@ -368,8 +368,7 @@ Result<json> JobManager::checkpoint(const std::string& id_or_name, const Checkpo
   Busy busy{this, id};
   auto t0 = std::chrono::steady_clock::now();
   auto out = checkpoint_job(id, req, {});
-  double ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  double ms = ms_since(t0);
   if (out) {
     emit(id, "checkpointed", out->value("archive", out->value("checkpoint", "")), ms);
   } else {
@@ -487,8 +486,7 @@ Result<JobRecord> JobManager::restore_tree(JobRecord rec, const JobRestoreSource
 Result<JobRecord> JobManager::restore(const std::string& id_or_name, const std::string& archive) {
   auto t0 = std::chrono::steady_clock::now();
   auto rec = restore_one(id_or_name, archive);
-  double ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  double ms = ms_since(t0);
   if (rec) {
     emit(rec->id, "restored",
          fmt::format("pid {}{}", rec->pid, archive.empty() ? "" : " from " + archive), ms);
@@ -621,8 +619,7 @@ Result<json> JobManager::checkpoint_process(pid_t pid, const CheckpointRequest& 
   Busy busy{this, id};
   auto t0 = std::chrono::steady_clock::now();
   auto done = checkpoint_job(id, req, warnings);
-  double ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  double ms = ms_since(t0);
   if (done) {
     emit(id, "checkpointed", done->value("archive", done->value("checkpoint", "")), ms);
   } else {
@@ -645,8 +642,7 @@ Result<JobRecord> JobManager::restore_process(const std::string& path) {
   if (::stat(path.c_str(), &st) != 0) return fail(ErrorKind::kNotFound, path + " does not exist");
   auto t0 = std::chrono::steady_clock::now();
   auto rec = restore_imported("", path, S_ISREG(st.st_mode));
-  double ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  double ms = ms_since(t0);
   if (rec) {
     emit(rec->id, "restored", fmt::format("pid {} from {}", rec->pid, path), ms);
   } else {

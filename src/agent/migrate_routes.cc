@@ -6,6 +6,7 @@
 
 #include <chrono>
 
+#include "base/clock.h"
 #include "http_reply.h"
 #include "managed/container_registry.h"
 #include "peer/migrate.h"
@@ -46,8 +47,7 @@ Result<int64_t> Migrations::start(const std::string& ns, const std::string& id,
       reports_[mid] = r;
       reports_[mid]["migration_id"] = mid;
     });
-    double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    double ms = ms_since(t0);
     json final_report;
     {
       std::lock_guard done(mutex_);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <set>
 
+#include "base/clock.h"
 #include "container/finalize.h"
 #include "container/group_checkpoint.h"
 #include "container/periodic.h"
@@ -117,7 +118,7 @@ void PeriodicRunner::tick(Clock::time_point now) {
     auto t0 = Clock::now();
     auto done = periodic_checkpoint(rec, config_, runc_);
     it->second = Clock::now();
-    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    double ms = ms_since(t0);
     if (done) {
       record_checkpoint(rec.ns, rec.id, "periodic", ms,
                         fmt::format("frozen {:.0f} ms, {:.1f} MiB, {}", done->frozen_ms,
@@ -152,7 +153,7 @@ void PeriodicRunner::tick(Clock::time_point now) {
     auto t0 = Clock::now();
     auto done = periodic_group_checkpoint(g, config_, runc_);
     it->second = Clock::now();
-    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    double ms = ms_since(t0);
     for (const auto& m : g.members) {
       if (!done) {
         record_checkpoint(m.ns, m.id, "periodic-failed", ms, done.error().message(), 0);

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "base/clock.h"
 #include "commands.h"
 #include "config/node_config.h"
 #include "container/checkpoint.h"
@@ -117,10 +118,8 @@ int run_checkpoint(const std::string& ref, bool leave_running, bool json, bool v
   if (!rec) return report_error(rec.error());
   auto t0 = std::chrono::steady_clock::now();
   auto out = checkpoint_container(*rec, node->config, node->runc, {leave_running, 60});
-  record_checkpoint(
-      node->config, "archctl", *rec, out.has_value(),
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
-      out ? out->bytes : 0, out ? out->path : out.error().message());
+  record_checkpoint(node->config, "archctl", *rec, out.has_value(), ms_since(t0),
+                    out ? out->bytes : 0, out ? out->path : out.error().message());
   if (!out) {
     // The first line says what happened and what to do; CRIU's and runc's own lines follow
     // it, shown with --verbose (and kept in the store's failed-*/ with the log).

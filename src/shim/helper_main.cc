@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <span>
 
+#include "base/clock.h"
 #include "config/node_config.h"
 #include "container/checkpoint.h"
 #include "container/migrated_pages.h"
@@ -50,10 +51,7 @@ int restore_on_create(const RuncCommandLine& cl, const NodeConfig& config, const
       rec ? restore_container(cl, *rec, config, runtime, &rootfs_clean)
           : Result<RestoreOutcome>(std::unexpected(rec.error()));
   if (rec) {
-    double ms =
-        restored ? restored->ms
-                 : std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                       .count();
+    double ms = restored ? restored->ms : ms_since(t0);
     record(config, log,
            {.what = "restore",
             .source = "create",
@@ -114,8 +112,7 @@ int checkpoint_on_stop(const RuncCommandLine& cl, const NodeConfig& config, cons
             .ns = rec->ns,
             .id = rec->id,
             .key = rec->key,
-            .ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                      .count(),
+            .ms = ms_since(t0),
             .bytes = done ? done->bytes : 0,
             .detail = done ? done->path : done.error().message()});
   }

@@ -1,6 +1,7 @@
 // Clock: the current time and its one UTC text form (RFC 3339), for every record ARCH writes.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -22,5 +23,10 @@ long now_seconds();
 
 /// The wall clock in nanoseconds since the epoch.
 int64_t now_nanoseconds();
+
+/// Milliseconds of the monotonic clock since `t0`.
+inline double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
 
 }  // namespace arch

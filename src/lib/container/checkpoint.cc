@@ -34,6 +34,7 @@
 #include <stop_token>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/file_util.h"
 #include "base/host.h"
 #include "base/process.h"
@@ -66,10 +67,6 @@ namespace arch {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
 
 std::string first_line_of(const std::vector<std::string>& argv) {
   auto r = run_process(argv, {.stdin_fd = -1,

@@ -17,6 +17,7 @@
 #include <stop_token>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/file_util.h"
 #include "base/names.h"
 #include "container/deadline_plan.h"
@@ -30,10 +31,6 @@ namespace arch {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
 
 std::string random_generation() {
   uint64_t r[2] = {0, 0};

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <optional>
 
+#include "base/clock.h"
 #include "base/file_util.h"
 #include "base/host.h"
 #include "container/container_network.h"
@@ -595,8 +596,7 @@ Result<RestoreOutcome> restore_group_member(const CheckpointStore& store, const 
                              choice->record.generation, choice->record.members.size());
   out.skipped = std::move(skipped);
   for (const auto& f : ckpt.manifest.files) out.bytes += f.size;
-  out.ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  out.ms = ms_since(start);
   return out;
 }
 
@@ -716,8 +716,7 @@ Result<RestoreOutcome> restore_container(const RuncCommandLine& create, const Co
       out.skipped = std::move(failed);
       for (const auto& s : ckpt->skipped) out.skipped.push_back(s);
       for (const auto& f : ckpt->manifest.files) out.bytes += f.size;
-      out.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                   .count();
+      out.ms = ms_since(start);
       return out;
     }
     (void)store.move_aside(ckpt->path, done.error().message(), *lock);

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/clock.h"
 #include "base/file_util.h"
 #include "base/process.h"
 #include "base/unique_fd.h"
@@ -22,10 +23,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr auto kPoll = std::chrono::milliseconds(5);
 constexpr std::string_view kArrivalsPrefix = "arrivals.";
-
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
 
 // The group's key directory in the store (where its record's generations are).
 Result<UniqueFd> open_group_dir(const GroupRecord& record) {

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/file_util.h"
 #include "base/process.h"
 #include "criu/criu_rpc.h"
@@ -133,7 +134,7 @@ Result<CriuStreamTotals> criu_dump_streamed(const CriuStreamDumpOptions& o) {
                               .inherit_as = -1});
   socket->cancel();
   streamer.join();
-  totals.criu_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  totals.criu_ms = ms_since(start);
   if (!r) return std::unexpected(r.error().wrap("start criu"));
   if (!r->ok()) return std::unexpected(criu_failed(o, "dump", *r));
   if (!captured) return std::unexpected(captured.error().wrap("criu dump --stream"));
@@ -205,7 +206,7 @@ Result<std::pair<pid_t, CriuStreamTotals>> criu_restore_streamed(
   auto r = run_process(argv, po);
   socket->cancel();
   streamer.join();
-  totals.criu_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  totals.criu_ms = ms_since(start);
   if (!r) return std::unexpected(r.error().wrap("start criu"));
   pid_t root = 0;
   if (auto text = read_file(pidfile, 64)) root = static_cast<pid_t>(std::atol(text->c_str()));

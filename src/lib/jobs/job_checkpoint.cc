@@ -27,10 +27,6 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
 Result<void> make_dir(int dirfd, const char* name) {
   if (::mkdirat(dirfd, name, 0700) != 0 && errno != EEXIST)
     return fail_errno(std::string("mkdir ") + name);

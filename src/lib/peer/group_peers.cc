@@ -12,6 +12,7 @@
 #include <optional>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/names.h"
 #include "managed/activity_log.h"
 #include "peer/peer_cert.h"
@@ -23,10 +24,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
-
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
 
 std::chrono::milliseconds peer_timeout(const NodeConfig& config) {
   return std::chrono::seconds(config.peers.timeout_seconds);
@@ -611,7 +608,7 @@ Result<CrossNodeOutcome> checkpoint_group_across_nodes(const NodeGroup& local,
       },
       [&] { local_end = run->end(keep); });
   CrossNodeOutcome out;
-  out.frozen_ms = std::chrono::duration<double, std::milli>(Clock::now() - frozen_at).count();
+  out.frozen_ms = ms_since(frozen_at);
   out.owner = local.owner;
   out.name = local.name;
   out.generation = generation;

@@ -17,6 +17,7 @@
 #include <set>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/file_util.h"
 #include "base/hex.h"
 #include "base/names.h"
@@ -37,10 +38,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
-
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
 
 // A migration's steps may take minutes (a large dump, a slow create): the session's reads
 // wait this long.
