@@ -98,19 +98,6 @@ std::string timings_text(const std::map<std::string, double>& t) {
 
 // Records a checkpoint's result in the node's activity log, where archd counts it (best
 // effort: the metrics must never fail a checkpoint).
-void record_checkpoint(const NodeConfig& config, std::string source, const ContainerRecord& rec,
-                       bool ok, double ms, uint64_t bytes, std::string detail) {
-  (void)append_activity(config.state_dir, {.what = "checkpoint",
-                                           .source = std::move(source),
-                                           .outcome = ok ? "ok" : "failed",
-                                           .ns = rec.ns,
-                                           .id = rec.id,
-                                           .key = rec.key,
-                                           .ms = ms,
-                                           .bytes = bytes,
-                                           .detail = std::move(detail)});
-}
-
 int run_checkpoint(const std::string& ref, bool leave_running, bool json, bool verbose) {
   auto node = load_node();
   if (!node) return report_error(node.error());
@@ -118,8 +105,8 @@ int run_checkpoint(const std::string& ref, bool leave_running, bool json, bool v
   if (!rec) return report_error(rec.error());
   auto t0 = std::chrono::steady_clock::now();
   auto out = checkpoint_container(*rec, node->config, node->runc, {leave_running, 60});
-  record_checkpoint(node->config, "archctl", *rec, out.has_value(), ms_since(t0),
-                    out ? out->bytes : 0, out ? out->path : out.error().message());
+  record_checkpoint_activity(node->config.state_dir, "archctl", *rec, out.has_value(), ms_since(t0),
+                             out ? out->bytes : 0, out ? out->path : out.error().message());
   if (!out) {
     // The first line says what happened and what to do; CRIU's and runc's own lines follow
     // it, shown with --verbose (and kept in the store's failed-*/ with the log).
@@ -177,9 +164,9 @@ int run_finalize(double deadline_s, int parallel, const std::string& pre_copy,
   options.on_result = [progress = std::move(options.on_result),
                        config = node->config](const FinalizeResult& r) {
     if (r.outcome != FinalizeOutcome::kSkipped) {
-      record_checkpoint(config, "finalize", r.container,
-                        r.outcome == FinalizeOutcome::kCheckpointed, r.seconds * 1000, r.bytes,
-                        r.detail);
+      record_checkpoint_activity(config.state_dir, "finalize", r.container,
+                                 r.outcome == FinalizeOutcome::kCheckpointed, r.seconds * 1000,
+                                 r.bytes, r.detail);
     }
     if (progress) progress(r);
   };

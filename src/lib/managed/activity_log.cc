@@ -123,6 +123,20 @@ Result<ActivityRecord> parse_activity_line(std::string_view line) {
   }
 }
 
+void record_checkpoint_activity(const std::string& state_dir, std::string source,
+                                const ContainerRecord& rec, bool ok, double ms, uint64_t bytes,
+                                std::string detail) {
+  (void)append_activity(state_dir, {.what = "checkpoint",
+                                    .source = std::move(source),
+                                    .outcome = ok ? "ok" : "failed",
+                                    .ns = rec.ns,
+                                    .id = rec.id,
+                                    .key = rec.key,
+                                    .ms = ms,
+                                    .bytes = bytes,
+                                    .detail = std::move(detail)});
+}
+
 Result<void> append_activity(const std::string& state_dir, ActivityRecord record) {
   if (record.time == 0) record.time = static_cast<double>(now_nanoseconds()) / 1e9;
   std::string line = activity_line(record);

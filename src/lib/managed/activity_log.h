@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "managed/container_registry.h"
 
 namespace arch {
 
@@ -54,6 +55,12 @@ Result<ActivityRecord> parse_activity_line(std::string_view line);
 /// Appends the record under the file's lock (waiting at most 2 s). The state directory
 /// must exist (arch-runc and archctl act on registered containers, so it does).
 Result<void> append_activity(const std::string& state_dir, ActivityRecord record);
+
+/// Appends (best effort) a checkpoint of `rec` made by `source` ("archctl", "finalize",
+/// "migrate", ...): ok or failed, its duration, bytes and detail.
+void record_checkpoint_activity(const std::string& state_dir, std::string source,
+                                const ContainerRecord& rec, bool ok, double ms, uint64_t bytes,
+                                std::string detail);
 
 /// Where a reader is in the activity file.
 struct ActivityCursor {

@@ -545,19 +545,6 @@ Result<uint64_t> send_files(PeerConnection& conn, const std::string& dir, const 
   return sent;
 }
 
-void log_activity(const NodeConfig& config, const ContainerRecord& rec, bool ok, double ms,
-                  uint64_t bytes, const std::string& detail) {
-  (void)append_activity(config.state_dir, {.what = "checkpoint",
-                                           .source = "migrate",
-                                           .outcome = ok ? "ok" : "failed",
-                                           .ns = rec.ns,
-                                           .id = rec.id,
-                                           .key = rec.key,
-                                           .ms = ms,
-                                           .bytes = bytes,
-                                           .detail = detail});
-}
-
 }  // namespace
 
 // ------------------------------------------------------------------ public
@@ -608,7 +595,8 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
     if (progress) progress(report);
   };
   auto failed = [&](const Error& e) -> Result<json> {
-    log_activity(config, rec, false, ms_since(t0), 0, "migrate to " + to + ": " + e.message());
+    record_checkpoint_activity(config.state_dir, "migrate", rec, false, ms_since(t0), 0,
+                               "migrate to " + to + ": " + e.message());
     return std::unexpected(e.wrap(fmt::format("migrate {}/{} to {}", rec.ns, rec.id, to)));
   };
   if (to == peer_node_name(config)) return failed(Error("that is this node"));
@@ -696,9 +684,9 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
   auto ended = ck->end_group_member({});
   ck = std::unexpected(Error("ended"));  // the key's lock released
   if (!ended) report["warning"] = ended.error().message();
-  log_activity(config, rec, true, ms_since(t0), total,
-               fmt::format("migrated to {} (downtime {:.0f} ms)", to,
-                           report["ms"]["downtime"].get<double>()));
+  record_checkpoint_activity(config.state_dir, "migrate", rec, true, ms_since(t0), total,
+                             fmt::format("migrated to {} (downtime {:.0f} ms)", to,
+                                         report["ms"]["downtime"].get<double>()));
   phase("post-copy");
   // 6. Post-copy: until every chunk was fetched, or nobody asked for [peers] timeout.
   auto t_post = Clock::now();
