@@ -235,6 +235,10 @@ def archctl_path():
     return os.path.join(build_dir(), "src", "cli", "archctl")
 
 
+def archd_path():
+    return os.path.join(build_dir(), "src", "agent", "archd")
+
+
 @pytest.fixture
 def archctl_bin():
     """The built archctl's path (the test is skipped when it is not built)."""

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import archctl_path, build_dir, skip_unless_binaries, skip_unless_root
+from conftest import archd_path, archctl_path, skip_unless_binaries, skip_unless_root
 from archtest import (checkpoint, dashboard_render, monitoring, prometheus, proc, terminal,
                       workloads)
 from archtest.archd import Archd, parse_metrics, request
@@ -29,10 +29,6 @@ from archtest.archd import Archd, parse_metrics, request
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UNIT = os.path.join(REPO, "packaging", "archd.service")
 COUNT = "/data/count.txt"
-
-
-def archd_path():
-    return os.path.join(build_dir(), "src", "agent", "archd")
 
 
 @pytest.fixture

@@ -22,14 +22,10 @@ import tempfile
 
 import pytest
 
-from conftest import archctl_path, build_dir, skip_unless_binaries, skip_unless_root
+from conftest import archd_path, archctl_path, skip_unless_binaries, skip_unless_root
 from archtest import proc, terminal
 from archtest.jobs import (PY_JOB, SH_JOB, Node, assert_consecutive, compile_c_job, counts,
                            lines, pid_gone, wait_count)
-
-
-def archd_path():
-    return os.path.join(build_dir(), "src", "agent", "archd")
 
 
 @pytest.fixture

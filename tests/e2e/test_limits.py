@@ -24,11 +24,10 @@ import time
 
 import pytest
 
-from conftest import archctl_path, skip_unless_binaries, skip_unless_root
+from conftest import archctl_path, archd_path, skip_unless_binaries, skip_unless_root
 from archtest import checkpoint, proc, workloads
 from archtest.archd import Archd
 from archtest.jobs import SH_JOB, Node, pid_gone, wait_count
-from test_archd import archd_path
 from test_checkpoint_failures import (COUNT, assert_moved_aside, assert_started_fresh,
                                       checkpoint_uuid, reseal_manifest,
                                       run_counter_and_checkpoint)

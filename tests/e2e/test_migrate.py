@@ -35,12 +35,8 @@ import subprocess
 import pytest
 
 from archtest import checkpoint, daemons, proc, twonode, workloads
-from conftest import (archctl_path, arch_runc_path, build_dir, criu_path,
+from conftest import (archd_path, archctl_path, arch_runc_path, criu_path,
                       skip_unless_binaries, skip_unless_root)
-
-
-def archd_path():
-    return os.path.join(build_dir(), "src", "agent", "archd")
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ import struct
 import subprocess
 import threading
 
-from archtest import checkpoint, daemons, proc, workloads
+from archtest import checkpoint, proc, workloads
 from test_checkpoint_containerd import check_counter_resumed, request_sum
-from test_lazy_restore import lazy_daemons, page_server_log
+from test_lazy_restore import lazy_daemons, page_server_log, restore_tampered
 
 # The archtest memory workload writes this word into every other 8 bytes of each page.
 MARKER = struct.pack("<Q", 0x41524348434B5054)
@@ -106,25 +106,7 @@ def test_a_flipped_byte_in_encrypted_pages_is_never_served(ctr_containers, e2e_d
     d = os.path.join(ckpt, "images")
     target = max((os.path.join(d, n) for n in os.listdir(d) if n.endswith(".img.arch")),
                  key=os.path.getsize)
-    size = os.path.getsize(target)
-    with open(target, "r+b") as f:
-        f.seek(size // 2)
-        b = f.read(1)
-        f.seek(size // 2)
-        f.write(bytes([b[0] ^ 0x55]))
-    c.run(cid, argv, check=False)
-    lazy_work = os.path.join(c.bundle(cid) or "", "arch-restore", "lazy")
-    try:
-        log = proc.wait_until(
-            lambda: "checkpoint is left as it is" in page_server_log(lazy_work) and
-            page_server_log(lazy_work), 120, "the page server to refuse the tampered chunk")
-    except proc.WaitTimeout as e:
-        raise AssertionError(f"{e}\n{page_server_log(lazy_work)}\n{c.diagnostics(cid)}")
-    assert "does not verify" in log, log
-    assert "the container was killed" in log, log
-    c.wait_status(cid, "STOPPED", timeout=60)
-    assert os.path.isdir(ckpt), "the tampered checkpoint must stay for investigation"
-    assert c.delete(cid) == 137
+    restore_tampered(c, cid, argv, ckpt, target, "does not verify")
 
 
 def listening_ports_of(pid):

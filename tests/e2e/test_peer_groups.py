@@ -49,15 +49,11 @@ import threading
 import pytest
 
 from archtest import checkpoint, daemons, proc, twonode, workloads
-from conftest import (archctl_path, arch_runc_path, build_dir, criu_path,
+from conftest import (archd_path, archctl_path, arch_runc_path, criu_path,
                       skip_unless_binaries, skip_unless_root)
 
 WORKDIR = "/work"
 SERVER_PORT = 9000
-
-
-def archd_path():
-    return os.path.join(build_dir(), "src", "agent", "archd")
 
 
 @pytest.fixture(scope="module")

@@ -24,15 +24,11 @@ import time
 import pytest
 
 from archtest import checkpoint, daemons, gluster, image, proc, twonode, workloads
-from conftest import (archctl_path, arch_runc_path, build_dir, criu_path,
+from conftest import (archd_path, archctl_path, arch_runc_path, build_dir, criu_path,
                       skip_unless_binaries, skip_unless_root)
 
 WORKDIR = "/work"
 TIMINGS = {}
-
-
-def archd_path():
-    return os.path.join(build_dir(), "src", "agent", "archd")
 
 
 @pytest.fixture(scope="module")
