@@ -224,7 +224,7 @@ std::string run_page_server(PageServer& server, int sk, int control,
       return;
     }
     uint32_t cmd = decode_page_server_iov(raw).cmd;
-    if (cmd == kPsIovClose || cmd == kPsIovForceClose) peer_open = false;
+    if (cmd == kPsIovFlush || cmd == kPsIovFlushNClose) peer_open = false;
   };
   auto wait = [&](int extra_fd, int timeout_ms) -> bool {  // true: extra_fd readable
     pollfd fds[3] = {{peer_open ? sk : -1, POLLIN, 0},

@@ -252,7 +252,7 @@ TEST(LazyPageServer, ARefusalWithoutAContainerHoldsTheConnection) {
   EXPECT_EQ(errno, EAGAIN);
   ASSERT_EQ(::send(daemon.get(), raw.data(), raw.size(), 0), 32);
   // The daemon is done (its processes are gone) and says so: the session ends, unanswered.
-  auto close = encode_page_server_iov({kPsIovForceClose, 0, 0, 0});
+  auto close = encode_page_server_iov({kPsIovFlushNClose, 0, 0, 0});
   ASSERT_EQ(::send(daemon.get(), close.data(), close.size(), 0), 32);
   EXPECT_EQ(::recv(daemon.get(), &byte, 1, MSG_WAITALL), 0);
   int status = 0;

@@ -359,18 +359,6 @@ class Session {
     return true;
   }
 
-  Result<void> send_bytes(const void* data, std::size_t len) {
-    const char* p = static_cast<const char*>(data);
-    while (len > 0) {
-      ssize_t n = ::send(sk_, p, len, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return fail_errno("page receiver: send");
-      p += n;
-      len -= static_cast<std::size_t>(n);
-    }
-    return {};
-  }
-
   Result<void> close_current() {
     if (!current_) return {};
     OpenImage& img = *current_;
@@ -414,7 +402,7 @@ class Session {
     img.pages = std::move(*pages);
     current_.emplace(std::move(img));
     char has_parent = 0;
-    return send_bytes(&has_parent, 1);
+    return send_all(sk_, &has_parent, 1);
   }
 
   Result<void> add(const PageServerIov& iov, uint32_t flags) {
@@ -464,7 +452,7 @@ class Session {
     if (auto ok = close_current(); !ok) return ok;
     flushed_ = true;
     int32_t status = 0;
-    return send_bytes(&status, sizeof status);
+    return send_all(sk_, &status, sizeof status);
   }
 
   int sk_;

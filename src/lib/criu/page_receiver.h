@@ -39,18 +39,12 @@
 
 #include "base/error.h"
 #include "base/unique_fd.h"
+#include "criu/page_server_protocol.h"
 #include "store/node_key.h"
 #include "store/stream_compression.h"
 
 namespace arch {
 
-inline constexpr uint32_t kPsIovAdd = 1;
-inline constexpr uint32_t kPsIovHole = 2;
-inline constexpr uint32_t kPsIovOpen = 3;
-inline constexpr uint32_t kPsIovOpen2 = 4;
-inline constexpr uint32_t kPsIovParent = 5;
-inline constexpr uint32_t kPsIovFlush = 0x1023;
-inline constexpr uint32_t kPsIovFlushNClose = 0x1024;
 /// The most pages one request may carry (256 MiB; CRIU sends at most a page pipe's worth).
 inline constexpr uint64_t kMaxReceivePages = 65536;
 /// The most images (tasks and shared memory objects) one dump may open.

@@ -14,17 +14,6 @@
 namespace arch {
 namespace {
 
-template <class T>
-void put(char* at, T v) {
-  std::memcpy(at, &v, sizeof(v));
-}
-template <class T>
-T get_at(const char* at) {
-  T v{};
-  std::memcpy(&v, at, sizeof(v));
-  return v;
-}
-
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -58,32 +47,7 @@ Result<bool> recv_exact(int sk, char* buf, std::size_t len) {
   return true;
 }
 
-Result<void> send_all(int sk, const char* buf, std::size_t len) {
-  while (len > 0) {
-    ssize_t n = ::send(sk, buf, len, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail_errno("page server: send");
-    buf += n;
-    len -= static_cast<std::size_t>(n);
-  }
-  return {};
-}
-
 }  // namespace
-
-std::array<char, kPageServerIovSize> encode_page_server_iov(const PageServerIov& iov) {
-  std::array<char, kPageServerIovSize> out{};
-  put(out.data(), iov.cmd);
-  put(out.data() + 8, iov.nr_pages);
-  put(out.data() + 16, iov.vaddr);
-  put(out.data() + 24, iov.dst_id);
-  return out;
-}
-
-PageServerIov decode_page_server_iov(const std::array<char, kPageServerIovSize>& bytes) {
-  return {get_at<uint32_t>(bytes.data()), get_at<uint64_t>(bytes.data() + 8),
-          get_at<uint64_t>(bytes.data() + 16), get_at<uint64_t>(bytes.data() + 24)};
-}
 
 Result<VerifiedPagesFile> VerifiedPagesFile::make(UniqueFd fd, std::string name, uint64_t size,
                                                   uint64_t chunk_size,
@@ -233,12 +197,10 @@ Result<bool> PageServer::serve_one(int sk) {
     case kPsIovGet:
       if (auto ok = get(sk, req); !ok) return std::unexpected(ok.error());
       return true;
-    case kPsIovClose:
-    case kPsIovForceClose: {
+    case kPsIovFlush:
+    case kPsIovFlushNClose: {
       int32_t status = 0;
-      std::array<char, sizeof(status)> out{};
-      put(out.data(), status);
-      if (auto ok = send_all(sk, out.data(), out.size()); !ok) return std::unexpected(ok.error());
+      if (auto ok = send_all(sk, &status, sizeof status); !ok) return std::unexpected(ok.error());
       stats_.closed_by_command = true;
       return false;
     }

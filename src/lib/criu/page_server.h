@@ -25,28 +25,13 @@
 
 #include "base/error.h"
 #include "base/unique_fd.h"
+#include "criu/page_server_protocol.h"
 #include "criu/pagemap_image.h"
 
 namespace arch {
 
-inline constexpr uint32_t kPsIovGet = 7;
-inline constexpr uint32_t kPsIovAddF = 6;
-inline constexpr uint32_t kPsIovClose = 0x1023;
-inline constexpr uint32_t kPsIovForceClose = 0x1024;
 /// The largest request served: CRIU's own background transfer limit (4 MiB).
 inline constexpr uint64_t kMaxRequestPages = 1024;
-/// Size of struct page_server_iov on the wire.
-inline constexpr std::size_t kPageServerIovSize = 32;
-
-/// One protocol header.
-struct PageServerIov {
-  uint32_t cmd = 0;
-  uint64_t nr_pages = 0;
-  uint64_t vaddr = 0;
-  uint64_t dst_id = 0;
-};
-std::array<char, kPageServerIovSize> encode_page_server_iov(const PageServerIov& iov);
-PageServerIov decode_page_server_iov(const std::array<char, kPageServerIovSize>& bytes);
 
 /// Where a pages image's bytes come from when not from a local fd (a stream decrypting an
 /// encrypted image, another node over the peer channel): exactly `len` bytes at `offset`

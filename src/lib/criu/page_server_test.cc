@@ -209,7 +209,7 @@ TEST(PageServer, ServesLazyPagesBitForBit) {
   EXPECT_EQ(head2.nr_pages, 4u);
   EXPECT_EQ(data2, f.pages.substr(5 * kCriuPageSize, 4 * kCriuPageSize));
   // The daemon closes: answered with status 0, the session ends.
-  f.send({kPsIovForceClose, 0, 0, 0});
+  f.send({kPsIovFlushNClose, 0, 0, 0});
   more = server.serve_one(f.server_sk);
   ASSERT_TRUE(more);
   EXPECT_FALSE(*more);
