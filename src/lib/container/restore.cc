@@ -324,14 +324,30 @@ Result<RestoreMode> restore_from(const CommittedCheckpoint& ckpt, const RuncComm
   if (pages_deferred || encrypted) {
     served.checkpoint = ckpt.path;
     served.manifest = &ckpt.manifest;
-    served.on_refusal = [state_dir = config.state_dir, rec](const std::string& why) {
+    served.on_refusal = [state_dir = config.state_dir, keep = config.keep, rec,
+                         path = ckpt.path](const std::string& why) {
+      // The generation goes aside (kept for investigation), else the orchestrator's next
+      // start of the container would restore it again and be killed on the same chunk. A
+      // restore still under way holds the key's lock and moves it aside itself when it fails.
+      std::string fate;
+      CheckpointStore store(rec.store, keep, rec.store_root);
+      auto lock = store.lock(rec.owner, rec.key, std::chrono::seconds(5));
+      if (!lock) {
+        fate = "the checkpoint was not moved aside (" + lock.error().message() + ")";
+      } else if (auto moved = store.move_aside(path, why, *lock); !moved) {
+        fate = moved.error().code() == ENOENT
+                   ? "the checkpoint was already moved aside"
+                   : "the checkpoint could not be moved aside (" + moved.error().message() + ")";
+      } else {
+        fate = "the checkpoint " + path + " was moved aside";
+      }
       (void)append_activity(state_dir, {.what = "restore",
                                         .source = "create",
                                         .outcome = "failed",
                                         .ns = rec.ns,
                                         .id = rec.id,
                                         .key = rec.key,
-                                        .detail = why});
+                                        .detail = why + "; " + fate});
     };
     served.verify_pages = [&ckpt] { return verify_manifest(ckpt.path, ckpt.manifest); };
     if (origin) {

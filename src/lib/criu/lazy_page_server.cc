@@ -271,8 +271,7 @@ std::string run_page_server(PageServer& server, int sk, int control,
   } else {
     outcome = "the container was not known yet: its restore is left blocked on the page";
   }
-  std::string message = refusal + "; nothing more was served and " + outcome +
-                        "; the checkpoint is left as it is for investigation";
+  std::string message = refusal + "; nothing more was served and " + outcome;
   if (on_refusal) on_refusal(message);
   // The container gone, the connection may go (the daemon then ends; it would otherwise
   // wait for an answer to its close). Else it is held, drained, until the daemon hangs up.

@@ -23,7 +23,8 @@
 // the container is known waits for it (or for the caller to give up); the faulting thread
 // stays blocked meanwhile, and if the container never becomes known the connection is held
 // (requests read, unanswered) until the daemon hangs up or closes the session, which it
-// does only once every restored process is gone. The checkpoint itself is left as it is.
+// does only once every restored process is gone. What becomes of the checkpoint is the
+// caller's `on_refusal` (the restore moves it aside: a restart must not meet it again).
 #pragma once
 
 #include <sys/types.h>
@@ -42,8 +43,8 @@ namespace arch {
 struct ServedPages {
   std::string checkpoint;              ///< The checkpoint directory (its images/ inside).
   const Manifest* manifest = nullptr;  ///< Its sealed manifest, with chunk digests.
-  /// Called in the page server after a refusal, once the container is gone (or unknown):
-  /// the reason, for the node's log.
+  /// Called in the page server after a refusal, once the container is gone (or unknown),
+  /// with the reason: records it and sets the checkpoint aside.
   std::function<void(const std::string&)> on_refusal;
   /// Hashes the pages images whole: a failed lazy attempt falls back to a plain restore,
   /// which reads them itself.
