@@ -20,6 +20,7 @@
 #include "base/duration.h"
 #include "base/file_util.h"
 #include "base/host.h"
+#include "container/restore_barrier.h"
 #include "criu/criu_report.h"
 #include "managed/container_registry.h"
 #include "peer/group_peers.h"
@@ -36,6 +37,7 @@ using SysClock = std::chrono::system_clock;
 
 constexpr std::size_t kStatusEvents = 50;
 constexpr auto kHousekeepingInterval = std::chrono::seconds(5);
+constexpr auto kHoldSweepInterval = std::chrono::minutes(1);
 
 std::string_view notice_kind(Notice::Kind kind) {
   return kind == Notice::Kind::kSpot ? "spot" : "rebalance";
@@ -595,9 +597,20 @@ void Agent::record_event(Event e) {
 
 void Agent::housekeeping_loop() {
   std::unique_lock lock(mutex_);
+  auto swept = std::chrono::steady_clock::now() - kHoldSweepInterval;
   while (!stopping_) {
     lock.unlock();
     refresh();
+    if (std::chrono::steady_clock::now() - swept >= kHoldSweepInterval) {
+      // Connection holds left by a group restore killed before its release.
+      swept = std::chrono::steady_clock::now();
+      if (auto n = RestoreBarrier::sweep_expired_holds(static_cast<long>(::time(nullptr)))) {
+        log_(LogLevel::kWarn,
+             fmt::format("removed {} expired connection hold rule(s) of an interrupted group "
+                         "restore (iptables, tagged arch-group)",
+                         n));
+      }
+    }
     lock.lock();
     wake_.wait_for(lock, kHousekeepingInterval, [this] { return stopping_; });
   }

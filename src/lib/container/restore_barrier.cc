@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <ctime>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -23,6 +25,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr auto kPoll = std::chrono::milliseconds(5);
 constexpr std::string_view kArrivalsPrefix = "arrivals.";
+// The comment every hold rule carries: "arch-group <generation prefix> until <epoch s>".
+constexpr std::string_view kHoldTag = "arch-group";
 
 // The group's key directory in the store (where its record's generations are).
 Result<UniqueFd> open_group_dir(const GroupRecord& record) {
@@ -139,7 +143,11 @@ void RestoreBarrier::hold(const std::vector<std::pair<std::string, std::string>>
     hold_note_ = "connections not held (no iptables)";
     return;
   }
-  std::string tag = "arch-group " + record_.generation.substr(0, 16);
+  (void)sweep_expired_holds(static_cast<long>(::time(nullptr)));
+  auto expiry = ::time(nullptr) +
+                std::chrono::duration_cast<std::chrono::seconds>(timeout_ + kHoldSlack).count();
+  std::string tag = fmt::format("{} {} until {}", kHoldTag, record_.generation.substr(0, 16),
+                                static_cast<long>(expiry));
   std::size_t held = 0;
   for (const auto& [local, remote] : connections) {
     auto l = split_endpoint(local);
@@ -172,6 +180,64 @@ void RestoreBarrier::hold(const std::vector<std::pair<std::string, std::string>>
   if (hold_note_.empty() && held > 0) {
     hold_note_ = fmt::format("{} connection(s) held until the release", held);
   }
+}
+
+std::vector<std::string> RestoreBarrier::expired_hold_rule(const std::string& line, long now) {
+  // `iptables -S` prints "-A CHAIN <match...> -m comment --comment "<tag>" -j DROP"; the
+  // only quoted word is the comment (ours has no quote or backslash).
+  std::vector<std::string> words;
+  for (std::size_t at = 0; at < line.size();) {
+    if (line[at] == ' ') {
+      ++at;
+      continue;
+    }
+    if (line[at] == '"') {
+      auto end = line.find('"', at + 1);
+      if (end == std::string::npos) return {};
+      words.push_back(line.substr(at + 1, end - at - 1));
+      at = end + 1;
+      continue;
+    }
+    auto end = line.find(' ', at);
+    if (end == std::string::npos) end = line.size();
+    words.push_back(line.substr(at, end - at));
+    at = end;
+  }
+  if (words.size() < 4 || words[0] != "-A" || words.back() != "DROP") return {};
+  auto comment = std::find(words.begin(), words.end(), "--comment");
+  if (comment == words.end() || comment + 1 == words.end()) return {};
+  const std::string& tag = *(comment + 1);
+  // "arch-group <16 hex> until <digits>"
+  std::string prefix = std::string(kHoldTag) + " ";
+  auto until = tag.find(" until ");
+  if (tag.rfind(prefix, 0) != 0 || until != prefix.size() + 16) return {};
+  std::string gen = tag.substr(prefix.size(), 16), when = tag.substr(until + 7);
+  if (gen.find_first_not_of("0123456789abcdef") != std::string::npos || when.empty() ||
+      when.size() > 18 || when.find_first_not_of("0123456789") != std::string::npos) {
+    return {};
+  }
+  if (std::stol(when) >= now) return {};
+  words[0] = "-D";
+  return words;
+}
+
+std::size_t RestoreBarrier::sweep_expired_holds(long now) {
+  std::string iptables = iptables_path();
+  if (iptables.empty()) return 0;
+  auto listed = run_process({iptables, "-w", "5", "-S"}, ten_seconds());
+  if (!listed || !listed->ok()) return 0;
+  std::size_t removed = 0;
+  for (std::size_t at = 0; at < listed->out.size();) {
+    auto nl = listed->out.find('\n', at);
+    if (nl == std::string::npos) nl = listed->out.size();
+    auto rule = expired_hold_rule(listed->out.substr(at, nl - at), now);
+    at = nl + 1;
+    if (rule.empty()) continue;
+    std::vector<std::string> argv = {iptables, "-w", "5"};
+    argv.insert(argv.end(), rule.begin(), rule.end());
+    if (auto ran = run_process(argv, ten_seconds()); ran && ran->ok()) ++removed;
+  }
+  return removed;
 }
 
 void RestoreBarrier::unhold() {

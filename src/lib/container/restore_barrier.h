@@ -19,7 +19,8 @@
 // node without iptables restores without the hold (the note says so). (CRIU's post-restore action
 // script, the natural point, cannot be used under runc: runc's RPC notifications exclude shell
 // action scripts.) Markers older than the timeout + 60 s are swept by the next barrier of the
-// group.
+// group. Each rule's tag carries its expiry; rules of a restore killed before its release are
+// removed once expired (sweep_expired_holds).
 #pragma once
 
 #include <chrono>
@@ -68,6 +69,17 @@ class RestoreBarrier {
                                         std::chrono::milliseconds timeout);
   /// Marks `key` failed in `record`'s arrivals.
   static void mark_failed(const GroupRecord& record, const std::string& key);
+
+  /// Removes the connection holds a barrier left behind (its restore killed between hold
+  /// and release): every iptables rule whose tag says its expiry (the hold's start + its
+  /// wait + kHoldSlack) is before `now` (seconds since the epoch). Returns how many rules
+  /// went. Each hold() sweeps first; archd sweeps every minute. Nothing without iptables.
+  static std::size_t sweep_expired_holds(long now);
+  /// The `iptables -D` arguments that remove the rule `line` of `iptables -S` when it is a
+  /// hold tagged to expire before `now`, else empty.
+  static std::vector<std::string> expired_hold_rule(const std::string& line, long now);
+  /// How long a hold may outlast its wait (the restore itself, before the release).
+  static constexpr std::chrono::minutes kHoldSlack{15};
 
  private:
   void unhold();
