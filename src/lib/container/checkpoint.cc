@@ -1061,7 +1061,12 @@ Result<std::string> ContainerCheckpoint::stage_group_member() {
   if (s.options.group.empty() && !s.options.migration) return fail("not a group member");
   if (auto frozen = freeze(false); !frozen) return std::unexpected(frozen.error());
   if (auto ok = s.capture_frozen(); !ok) return s.thaw_after(ok.error());
-  if (auto ok = s.dump(); !ok) return s.dump_failed(ok.error());
+  // Stopped (the group's deadline): said as such, not as a CRIU failure, as in finish().
+  if (s.stop_asked.load()) return s.stopped_now();
+  if (auto ok = s.dump(); !ok) {
+    return s.stop_asked.load() ? s.stopped_now() : s.dump_failed(ok.error());
+  }
+  if (s.stop_asked.load()) return s.stopped_now();
   auto start = Clock::now();
   start_writeback(s.staging->dirfd());
   auto committed = s.store.commit_unpruned(std::move(*s.staging), s.manifest(), *s.lock);
