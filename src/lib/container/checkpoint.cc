@@ -1011,6 +1011,12 @@ Result<CheckpointOutcome> ContainerCheckpoint::finish() {
   return out;
 }
 
+int lock_timeout_before(std::chrono::steady_clock::time_point deadline) {
+  auto secs =
+      std::chrono::duration_cast<std::chrono::seconds>(deadline - std::chrono::steady_clock::now());
+  return static_cast<int>(std::clamp<long>(secs.count(), 1, 60));
+}
+
 bool ContainerCheckpoint::stop(const std::string& reason) {
   if (!s_) return false;
   State& s = *s_;

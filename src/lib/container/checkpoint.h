@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -24,6 +25,10 @@
 #include "runtime/runc_client.h"
 
 namespace arch {
+
+/// The key-lock wait (CheckpointOptions::lock_timeout_s) that ends by `deadline`: whole
+/// seconds, at least 1, at most 60.
+int lock_timeout_before(std::chrono::steady_clock::time_point deadline);
 
 struct CheckpointOptions {
   bool leave_running = false;  ///< Keep the container running after the dump.

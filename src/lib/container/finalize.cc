@@ -253,9 +253,8 @@ void finalize_phased(FinalizeReport& report, const std::vector<const RuncState*>
     if (auto why = not_startable(deadline, options.cancel, "it could start"); !why.empty()) {
       return skip(i, why);
     }
-    auto secs = std::chrono::duration_cast<std::chrono::seconds>(deadline - Clock::now());
     CheckpointOptions mine = copts;
-    mine.lock_timeout_s = static_cast<int>(std::clamp<long>(secs.count(), 1, 60));
+    mine.lock_timeout_s = lock_timeout_before(deadline);
     auto c =
         ContainerCheckpoint::begin(report.containers[i].container, config, runc, mine, states[i]);
     spent[i] += seconds_since(t0);

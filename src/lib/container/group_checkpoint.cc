@@ -427,11 +427,13 @@ Result<GroupCheckpointOutcome> checkpoint_group(const NodeGroup& group, const No
   auto fail_group = [&](const Error& e) {
     return std::unexpected(e.wrap(fmt::format("group {}/{}", group.owner, group.name)));
   };
+  std::optional<Clock::time_point> stop_at;
+  if (limits.deadline) stop_at = *limits.deadline - limits.margin;
+  // A member's key held by another checkpoint: waited for no longer than the deadline allows.
+  if (stop_at) options.lock_timeout_s = lock_timeout_before(*stop_at);
   auto run =
       GroupMembersCheckpoint::begin(group, config, runc, std::move(options), random_generation());
   if (!run) return fail_group(run.error());
-  std::optional<Clock::time_point> stop_at;
-  if (limits.deadline) stop_at = *limits.deadline - limits.margin;
   if (limits.admit) {
     if (auto why = limits.admit(run->predicted_bytes(), run->members().size()); !why.empty()) {
       run->abort();

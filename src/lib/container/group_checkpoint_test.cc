@@ -13,6 +13,7 @@
 #include "base/temp_dir.h"
 #include "container/deadline_plan.h"
 #include "managed/container_registry.h"
+#include "store/checkpoint_store.h"
 
 namespace arch {
 namespace {
@@ -164,6 +165,33 @@ TEST(GroupDrainLimits, AGroupIsAdmittedAsOneUnitWithTheSumOfItsMembersSizes) {
   // A deadline already past admits nothing.
   auto gone = drain_group_limits(config, store, std::chrono::steady_clock::now());
   EXPECT_NE(gone.admit(uint64_t{1} << 20, 1), "");
+}
+
+// A member's key held by another checkpoint: the group waits for it no longer than its
+// deadline allows (not the usual 60 s), and nothing is committed.
+TEST(GroupDrainLimits, AHeldKeyIsWaitedForOnlyUntilTheDeadline) {
+  TempDir tmp("arch-grplock-");
+  NodeConfig config;
+  config.state_dir = tmp / "state";
+  Spec s;
+  s.id = "x";
+  s.ns = "default";
+  s.owner = "default";
+  s.env = {{"ARCH_ENABLE", "1"}, {"ARCH_GROUP", "g"}, {"ARCH_JOB_ID", "x"}};
+  ContainerRecord rec = bundle(tmp, s);
+  rec.store = tmp / "store";
+  fs::create_directories(rec.store);
+  CheckpointStore store(rec.store);
+  auto held = store.lock(rec.owner, rec.key, std::chrono::seconds(1));
+  ASSERT_TRUE(held) << held.error().message();
+  GroupLimits limits;
+  limits.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  auto t0 = std::chrono::steady_clock::now();
+  auto out = checkpoint_group(NodeGroup{"default", "g", {rec}}, config, "/bin/false", {}, limits);
+  auto waited = std::chrono::steady_clock::now() - t0;
+  ASSERT_FALSE(out);
+  EXPECT_NE(out.error().message().find("lock"), std::string::npos) << out.error().message();
+  EXPECT_LT(waited, std::chrono::seconds(20)) << "waited past the deadline for the key";
 }
 
 // ------------------------------------------------------------------ arrival markers

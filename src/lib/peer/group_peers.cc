@@ -284,8 +284,15 @@ void serve_group_request(PeerConnection& conn, const json& request, const NodeCo
   if (auto ok = validate_name("group generation", generation); !ok) {
     return reply_error(conn, ok.error());
   }
+  // A drain's deadline, as the time left (the nodes' clocks need not agree).
+  std::optional<Clock::time_point> stop_dumps_at;
+  if (request.contains("stop_dumps_in_ms") && request["stop_dumps_in_ms"].is_number()) {
+    stop_dumps_at = received + std::chrono::milliseconds(std::max<int64_t>(
+                                   0, request["stop_dumps_in_ms"].get<int64_t>()));
+  }
   CheckpointOptions options;
   options.leave_running = request.value("leave_running", false);
+  if (stop_dumps_at) options.lock_timeout_s = lock_timeout_before(*stop_dumps_at);
   auto run = GroupMembersCheckpoint::begin(group, config, runc, options, generation);
   if (!run) return reply_error(conn, run.error());
   if (auto ok = run->freeze(); !ok) return reply_error(conn, ok.error());
@@ -295,12 +302,6 @@ void serve_group_request(PeerConnection& conn, const json& request, const NodeCo
   if (!conn.send_json({{"frozen", have}})) {
     run->abort();
     return;
-  }
-  // A drain's deadline, as the time left (the nodes' clocks need not agree).
-  std::optional<Clock::time_point> stop_dumps_at;
-  if (request.contains("stop_dumps_in_ms") && request["stop_dumps_in_ms"].is_number()) {
-    stop_dumps_at = received + std::chrono::milliseconds(std::max<int64_t>(
-                                   0, request["stop_dumps_in_ms"].get<int64_t>()));
   }
   Session(conn, config, std::move(*run), owner, name, log, stop_dumps_at).serve();
 }
@@ -459,6 +460,8 @@ Result<CrossNodeOutcome> checkpoint_group_across_nodes(const NodeGroup& local,
     ps.push_back(std::move(p));
   }
   options.group = local.name;
+  if (limits.deadline)
+    options.lock_timeout_s = lock_timeout_before(*limits.deadline - limits.margin);
   std::string generation = new_group_generation();
   auto run = GroupMembersCheckpoint::begin(local, config, runc, options, generation);
   if (!run) return fail_group(run.error().message());
