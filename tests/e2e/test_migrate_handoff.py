@@ -132,6 +132,30 @@ def test_batch_job_handed_off_resumes_in_a_new_container_without_the_source(clus
     assert "handed off to b" in activity, activity[-2000:]
 
 
+def test_handoff_asked_for_a_container_in_a_network_namespace_joined_by_path(cluster):
+    """--handoff for a container that is not orchestrated (an ARCH_JOB_ID key) and that joins
+    its node's network namespace by path, as a pod's containers join their sandbox's: the
+    reschedule joins the destination's namespace and the restore lands there."""
+    a, b = cluster.a, cluster.b
+    cid = checkpoint.new_id("ho-netns")
+    argv = workloads.counter("/data/count.txt", ms=20)
+    a.start_container(cid, argv, env=[f"ARCH_JOB_ID={cid}"], node_network=True)
+    uuid0, before = wait_ledger(a, cid, 5)
+    r = a.archctl("container", "migrate", f"{cluster.ns}/{cid}", "--to", "b", "--handoff",
+                  timeout=300)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}\n{a.diagnostics(cid)}"
+    assert "(handoff)" in r.stdout and "frozen" in r.stdout, r.stdout
+    assert a.delete(cid) == 137
+    assert generations(a, cluster, cid) == [] and len(generations(b, cluster, cid)) == 1
+    again = checkpoint.new_id("ho-netns-b")
+    b.start_container(again, argv, env=[f"ARCH_JOB_ID={cid}"], node_network=True)
+    uuid1, values = wait_ledger(b, again, len(before) + 5)
+    assert uuid1 == uuid0, "the job started again on b instead of going on"
+    workloads.check_sequence(values, "ledger in b's network namespace")
+    b.ctr("task", "kill", "-s", "SIGKILL", again)
+    b.delete(again)
+
+
 # ------------------------------------------------------------------ attacks: a raw peer
 
 def frame(kind, body):
