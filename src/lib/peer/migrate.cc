@@ -722,7 +722,8 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
   std::string export_id = random_hex16();
   if (export_id.empty()) return abort(Error("no random bytes for the export id"));
   if (!handoff) page_exports().add(export_id, exp);
-  // 3. The sealed manifest and every non-pages file (the rootfs diff among them).
+  // 3. The sealed manifest and every non-pages file (the rootfs diff among them); a
+  // handoff sends the pages images too.
   phase("transfer");
   auto t_send = Clock::now();
   auto unexport = [&](const Error& e) {
