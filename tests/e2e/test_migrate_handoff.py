@@ -11,6 +11,8 @@ containerd is a ledger (a counter appending 1, 2, 3 ... to a file):
 - a container of ANOTHER Batch job started on B starts fresh (the migrated state is not its);
 - A's archd is killed, then the "orchestrator" (the test) starts a NEW container on B with
   the job's environment: it resumes the ledger, same start line, no gap, no repeat.
+The destination failing after the source froze (it cannot store the key) leaves the source
+running, thawed, its ledger intact, nothing committed on either node.
 Attacks: a handoff offer whose checkpoint's owner/key differ from what the offered spec
 gives is refused; a flipped byte in a pages image is refused before anything is committed
 (both spoken by a raw peer holding node a's certificate: the channel itself is tested in
@@ -154,6 +156,34 @@ def test_handoff_asked_for_a_container_in_a_network_namespace_joined_by_path(clu
     workloads.check_sequence(values, "ledger in b's network namespace")
     b.ctr("task", "kill", "-s", "SIGKILL", again)
     b.delete(again)
+
+
+def test_destination_failing_after_the_freeze_leaves_the_source_running(cluster):
+    """b cannot store the key (a plain file where its directory goes): the refusal comes
+    after a's freeze and dump; a thaws, the ledger goes on, nothing is committed anywhere."""
+    a, b = cluster.a, cluster.b
+    job = str(uuid.uuid4())
+    cid = checkpoint.new_id("ho-refused")
+    a.start_container(cid, workloads.counter("/data/count.txt", ms=20),
+                      env=[f"AWS_BATCH_JOB_ID={job}"])
+    uuid0, before = wait_ledger(a, cid, 5)
+    blocker = os.path.join(b.conf.store, cluster.ns, job)
+    os.makedirs(os.path.dirname(blocker), mode=0o700, exist_ok=True)
+    with open(blocker, "w") as f:
+        f.write("not a directory\n")
+    try:
+        r = a.archctl("container", "migrate", f"{cluster.ns}/{cid}", "--to", "b", timeout=300)
+        assert r.returncode != 0, r.stdout
+        assert "thawed" in r.stderr and "runs on here" in r.stderr, r.stderr
+    finally:
+        os.unlink(blocker)
+    assert a.status(cid) == "RUNNING"
+    uuid1, values = wait_ledger(a, cid, len(before) + 5)
+    assert uuid1 == uuid0
+    workloads.check_sequence(values, "ledger on a after the refused handoff")
+    assert generations(a, cluster, job) == [] and generations(b, cluster, job) == []
+    a.ctr("task", "kill", "-s", "SIGKILL", cid)
+    a.delete(cid)
 
 
 # ------------------------------------------------------------------ attacks: a raw peer
