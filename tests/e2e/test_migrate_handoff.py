@@ -13,6 +13,7 @@ containerd is a ledger (a counter appending 1, 2, 3 ... to a file):
   the job's environment: it resumes the ledger, same start line, no gap, no repeat.
 The destination failing after the source froze (it cannot store the key) leaves the source
 running, thawed, its ledger intact, nothing committed on either node.
+A 32 MiB memory job handed off checks bit for bit in the rescheduled container.
 Attacks: a handoff offer whose checkpoint's owner/key differ from what the offered spec
 gives is refused; a flipped byte in a pages image is refused before anything is committed
 (both spoken by a raw peer holding node a's certificate: the channel itself is tested in
@@ -32,7 +33,7 @@ import pytest
 from archtest import checkpoint, daemons, proc, twonode, workloads
 from conftest import (archd_path, archctl_path, arch_runc_path, criu_path,
                       skip_unless_binaries, skip_unless_root)
-from test_migrate import gone_from, read_frame, wait_ledger
+from test_migrate import gone_from, read_frame, request_sum, wait_ledger
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +155,31 @@ def test_handoff_asked_for_a_container_in_a_network_namespace_joined_by_path(clu
     uuid1, values = wait_ledger(b, again, len(before) + 5)
     assert uuid1 == uuid0, "the job started again on b instead of going on"
     workloads.check_sequence(values, "ledger in b's network namespace")
+    b.ctr("task", "kill", "-s", "SIGKILL", again)
+    b.delete(again)
+
+
+def test_memory_handed_off_checks_bit_for_bit_after_the_reschedule(cluster):
+    a, b = cluster.a, cluster.b
+    mib = 32
+    job = str(uuid.uuid4())
+    argv = workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=mib)
+    cid = checkpoint.new_id("ho-mem")
+    a.start_container(cid, argv, env=[f"AWS_BATCH_JOB_ID={job}"])
+    wait_ledger(a, cid, 3, "/data/ticks.txt")
+    r = a.archctl("container", "migrate", f"{cluster.ns}/{cid}", "--to", "b", "-o", "json",
+                  timeout=300)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}\n{a.diagnostics(cid)}"
+    report = json.loads(r.stdout)
+    assert report["bytes"]["transfer"] >= report["bytes"]["pages"] >= mib << 20, report
+    assert a.delete(cid) == 137
+    again = checkpoint.new_id("ho-mem-b")
+    b.start_container(again, argv, env=[f"AWS_BATCH_JOB_ID={job}"])
+    _, values = wait_ledger(b, again, 3, "/data/ticks.txt")
+    workloads.check_sequence(values, "ticks after the reschedule")
+    tick, crc = request_sum(b, again, len(values))
+    assert crc == workloads.expected_memory_crc(tick, mib), (
+        f"memory after the handoff does not match the pattern at tick {tick}")
     b.ctr("task", "kill", "-s", "SIGKILL", again)
     b.delete(again)
 
