@@ -22,7 +22,7 @@ Migrations::~Migrations() {
 }
 
 Result<int64_t> Migrations::start(const std::string& ns, const std::string& id,
-                                  const std::string& to) {
+                                  const std::string& to, MigrateMode mode) {
   const NodeConfig& config = agent_.config();
   std::vector<ContainerRecord> matches;
   for (auto& rec : ContainerRegistry(config.state_dir).all()) {
@@ -40,13 +40,16 @@ Result<int64_t> Migrations::start(const std::string& ns, const std::string& id,
   int64_t mid = next_++;
   reports_[mid] = {
       {"migration_id", mid}, {"namespace", ns}, {"id", id}, {"to", to}, {"phase", "prepare"}};
-  threads_.emplace_back([this, mid, rec = matches.front(), to] {
+  threads_.emplace_back([this, mid, rec = matches.front(), to, mode] {
     auto t0 = std::chrono::steady_clock::now();
-    auto out = migrate_container(rec, agent_.config(), runc_, to, [this, mid](const json& r) {
-      std::lock_guard in_progress(mutex_);
-      reports_[mid] = r;
-      reports_[mid]["migration_id"] = mid;
-    });
+    auto out = migrate_container(
+        rec, agent_.config(), runc_, to,
+        [this, mid](const json& r) {
+          std::lock_guard in_progress(mutex_);
+          reports_[mid] = r;
+          reports_[mid]["migration_id"] = mid;
+        },
+        mode);
     double ms = ms_since(t0);
     json final_report;
     {
@@ -83,11 +86,17 @@ void Migrations::register_routes(httplib::Server& s) {
     auto j = json::parse(req.body, nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("namespace") ||
         !j["namespace"].is_string() || !j.contains("id") || !j["id"].is_string() ||
-        !j.contains("to") || !j["to"].is_string()) {
-      return reply_error(res, Error(ErrorKind::kInvalidInput,
-                                    "want {\"namespace\": ..., \"id\": ..., \"to\": ...}"));
+        !j.contains("to") || !j["to"].is_string() ||
+        (j.contains("handoff") && !j["handoff"].is_boolean())) {
+      return reply_error(
+          res, Error(ErrorKind::kInvalidInput,
+                     "want {\"namespace\": ..., \"id\": ..., \"to\": ..., \"handoff\": bool}"));
     }
-    auto mid = start(j["namespace"], j["id"], j["to"]);
+    // "handoff" absent: chosen from the container (handoff for an orchestrated one).
+    auto mode = !j.contains("handoff")     ? MigrateMode::kAuto
+                : j["handoff"].get<bool>() ? MigrateMode::kHandoff
+                                           : MigrateMode::kRecreate;
+    auto mid = start(j["namespace"], j["id"], j["to"], mode);
     if (!mid) return reply_error(res, mid.error());
     reply(res, 202, {{"migration_id", *mid}});
   });

@@ -1,8 +1,10 @@
 // MigrateRoutes: archd's HTTP API for live migration (peer/migrate.h):
-//   POST /v1/migrations {"namespace", "id", "to"} → 202 {"migration_id"}; the migration runs
-//     in a thread of its own;
-//   GET /v1/migrations/ID → its report (phase: prepare, checkpoint, transfer, create,
-//     post-copy, then done, incomplete or failed; ms and bytes per phase).
+//   POST /v1/migrations {"namespace", "id", "to"[, "handoff": bool]} → 202 {"migration_id"};
+//     the migration runs in a thread of its own ("handoff" absent: handoff for an
+//     orchestrated container, else re-created; true/false: that mode);
+//   GET /v1/migrations/ID → its report (mode: recreate or handoff; phase: prepare,
+//     checkpoint, transfer, create, post-copy (handoff: handoff), then done, incomplete or
+//     failed; ms and bytes per phase).
 // Each migration's outcome is an event ("migrate") in archd's event log.
 #pragma once
 
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "agent.h"
+#include "peer/migrate.h"
 
 namespace httplib {
 class Server;
@@ -31,7 +34,8 @@ class Migrations {
   Migrations& operator=(const Migrations&) = delete;
 
   /// Starts migrating NS/ID (a registered container) to `to`; its id.
-  Result<int64_t> start(const std::string& ns, const std::string& id, const std::string& to);
+  Result<int64_t> start(const std::string& ns, const std::string& id, const std::string& to,
+                        MigrateMode mode = MigrateMode::kAuto);
   /// Its report so far.
   std::optional<nlohmann::json> report(int64_t id);
   /// Adds the routes above.

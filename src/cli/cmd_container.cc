@@ -220,6 +220,7 @@ Handler add_container_command(CLI::App& app) {
     std::string plan = "on";
     bool quiet = false;
     std::string to;
+    bool handoff = false;
   };
   auto o = std::make_shared<Opts>();
   auto* list =
@@ -257,12 +258,16 @@ Handler add_container_command(CLI::App& app) {
       "migrate", "Move one running container to another node (post-copy, over the peer channel)");
   mig->add_option("container", o->ref, "NAMESPACE/ID")->required();
   mig->add_option("--to", o->to, "The destination: a [peers] node")->required();
+  mig->add_flag("--handoff", o->handoff,
+                "Leave a full sealed generation on the destination for the orchestrator's "
+                "reschedule instead of re-creating the container (the default for Kubernetes, "
+                "ECS and AWS Batch containers)");
   add_output_option(mig, o->output);
   return [=] {
     bool json = o->output == "json";
     if (list->parsed()) return run_list(json);
     if (ckpt->parsed()) return run_checkpoint(o->ref, o->leave_running, json, o->verbose);
-    if (mig->parsed()) return run_migrate(o->ref, o->to, json);
+    if (mig->parsed()) return run_migrate(o->ref, o->to, o->handoff, json);
     return run_finalize(o->deadline, o->parallel, o->pre_copy, o->order, o->plan == "on", json,
                         o->quiet);
   };

@@ -1,6 +1,7 @@
-// archctl container migrate NS/ID --to NODE: asks this node's archd to migrate the container
-// to a [peers] node (peer/migrate.h) and follows it until post-copy is over; prints the
-// total time, the downtime and the bytes of each phase.
+// archctl container migrate NS/ID --to NODE [--handoff]: asks this node's archd to migrate the
+// container to a [peers] node (peer/migrate.h) and follows it until post-copy is over (or
+// the handoff is done); prints the total time, the downtime (handoff: the time frozen) and
+// the bytes of each phase.
 #include <fmt/core.h>
 
 #include <chrono>
@@ -19,8 +20,22 @@ void print_report(const json& r) {
   auto ms = r.value("ms", json::object());
   auto bytes = r.value("bytes", json::object());
   auto num = [](const json& j, const char* k) { return j.contains(k) ? j[k].get<double>() : 0.0; };
-  fmt::print("{}/{} → {}: {}\n", r.value("namespace", ""), r.value("id", ""), r.value("to", ""),
-             r.value("phase", ""));
+  fmt::print("{}/{} → {}: {} ({})\n", r.value("namespace", ""), r.value("id", ""),
+             r.value("to", ""), r.value("phase", ""), r.value("mode", "recreate"));
+  if (r.value("mode", "") == "handoff") {
+    fmt::print(
+        "  total {:.0f} ms, frozen {:.0f} ms (until kept on {}; the job runs again when {} "
+        "reschedules it there)\n",
+        num(ms, "total"), num(ms, "frozen"), r.value("to", ""),
+        r.value("orchestrator", "its orchestrator"));
+    fmt::print(
+        "  prepare {:.0f} ms; checkpoint {:.0f} ms ({} bytes, {} of pages); transfer {:.0f} ms "
+        "({} bytes, pages included)\n",
+        num(ms, "prepare"), num(ms, "checkpoint"), num(bytes, "checkpoint"), num(bytes, "pages"),
+        num(ms, "transfer"), num(bytes, "transfer"));
+    if (r.contains("warning")) fmt::print("  warning: {}\n", r["warning"].get<std::string>());
+    return;
+  }
   fmt::print("  total {:.0f} ms, downtime {:.0f} ms (frozen → running on {})\n", num(ms, "total"),
              num(ms, "downtime"), r.value("to", ""));
   fmt::print(
@@ -34,12 +49,13 @@ void print_report(const json& r) {
 
 }  // namespace
 
-int run_migrate(const std::string& ref, const std::string& to, bool as_json) {
+int run_migrate(const std::string& ref, const std::string& to, bool handoff, bool as_json) {
   auto slash = ref.find('/');
   if (slash == std::string::npos) {
     return report_error(Error(ErrorKind::kInvalidInput, "give the container as NAMESPACE/ID"));
   }
   json body = {{"namespace", ref.substr(0, slash)}, {"id", ref.substr(slash + 1)}, {"to", to}};
+  if (handoff) body["handoff"] = true;  // else archd chooses (handoff when orchestrated)
   auto r = archd_call("POST", "/v1/migrations", body, 60000);
   if (!r) return report_error(r.error().wrap("archd (migration needs it)"));
   if (r->status != 202) return report_error(archd_error(*r));

@@ -28,7 +28,7 @@ Handler add_key_command(CLI::App& app);
 Handler add_group_command(CLI::App& app);
 Handler add_peer_command(CLI::App& app);
 /// `archctl container migrate` (cmd_migrate.cc).
-int run_migrate(const std::string& ref, const std::string& to, bool as_json);
+int run_migrate(const std::string& ref, const std::string& to, bool handoff, bool as_json);
 /// `archctl completion bash`: a bash completion script made from `app`'s commands.
 Handler add_completion_command(CLI::App& app);
 

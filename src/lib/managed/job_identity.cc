@@ -2,6 +2,7 @@
 #include "managed/job_identity.h"
 
 #include "base/names.h"
+#include "managed/owner.h"
 
 namespace arch {
 namespace {
@@ -32,6 +33,13 @@ bool looks_generated_pod_name(std::string_view pod_name) {
   std::string_view suffix = pod_name.substr(dash + 1);
   if (suffix.size() != kGeneratedSuffixLength) return false;
   return suffix.find_first_not_of(kGeneratedAlphabet) == std::string_view::npos;
+}
+
+std::string orchestrator_of(std::string_view ns, std::string_view owner, const ArchEnv& env) {
+  if (ns == kCriNamespace) return "kubernetes";
+  if (owner.starts_with("ecs+")) return "ecs";
+  if (!env.get("AWS_BATCH_JOB_ID").empty()) return "aws-batch";
+  return {};
 }
 
 Result<JobKey> resolve_job_key(const ArchEnv& env, std::string_view container_id) {

@@ -33,6 +33,12 @@ struct JobKey {
 /// asked for that exact key); other sources are made valid.
 Result<JobKey> resolve_job_key(const ArchEnv& env, std::string_view container_id);
 
+/// The orchestrator that owns a container and reschedules it when it ends: "kubernetes"
+/// (containerd's CRI namespace k8s.io), "ecs" (an "ecs+" owner from the ECS agent's labels,
+/// see owner.h), "aws-batch" (AWS_BATCH_JOB_ID in its environment); "" for a container an
+/// operator runs (ctr, nerdctl, plain Docker). `owner` is the one derive_owner() gave.
+std::string orchestrator_of(std::string_view ns, std::string_view owner, const ArchEnv& env);
+
 /// True when a Kubernetes pod name looks generated (ends in "-" and 5 characters of the
 /// alphabet Kubernetes uses for generateName suffixes).
 bool looks_generated_pod_name(std::string_view pod_name);

@@ -78,5 +78,20 @@ TEST(JobIdentity, ContainerIdLast) {
   EXPECT_FALSE(resolve_job_key(env_of({}), "../evil"));
 }
 
+TEST(JobIdentity, OrchestratorFromNamespaceOwnerOrBatchId) {
+  EXPECT_EQ(orchestrator_of("k8s.io", "k8s.io+ml", env_of({}, kStatefulPod)), "kubernetes");
+  EXPECT_EQ(orchestrator_of("moby", "ecs+prod+web", env_of({})), "ecs");
+  EXPECT_EQ(orchestrator_of("default", "default", env_of({{"AWS_BATCH_JOB_ID", "b-1"}})),
+            "aws-batch");
+  // An explicit ARCH_JOB_ID does not make a Batch job any less Batch's.
+  EXPECT_EQ(
+      orchestrator_of("moby", "moby", env_of({{"ARCH_JOB_ID", "j"}, {"AWS_BATCH_JOB_ID", "b"}})),
+      "aws-batch");
+  EXPECT_EQ(orchestrator_of("default", "default", env_of({{"ARCH_JOB_ID", "j"}})), "");
+  EXPECT_EQ(orchestrator_of("moby", "moby", env_of({})), "");
+  // CRI annotations in another namespace are the tenant's, not the kubelet's.
+  EXPECT_EQ(orchestrator_of("default", "default", env_of({}, kStatefulPod)), "");
+}
+
 }  // namespace
 }  // namespace arch

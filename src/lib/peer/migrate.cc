@@ -24,6 +24,7 @@
 #include "base/process.h"
 #include "container/checkpoint.h"
 #include "managed/activity_log.h"
+#include "managed/docker_labels.h"
 #include "managed/job_identity.h"
 #include "managed/owner.h"
 #include "managed/store_layout.h"
@@ -193,6 +194,9 @@ void remove_container(const NodeConfig& config, const ContainerRecord& rec) {
 struct Offer {
   std::string ns, id, image, cwd;
   std::vector<std::string> args, env;
+  bool handoff = false;               // "mode": "handoff" (see migrate.h)
+  json annotations = json::object();  // handoff: the spec's CRI annotations
+  Labels labels;                      // handoff: the ECS agent's labels
 };
 
 Result<Offer> parse_offer(const json& j) {
@@ -200,7 +204,12 @@ Result<Offer> parse_offer(const json& j) {
   try {
     o.ns = j.at("ns").get<std::string>();
     o.id = j.at("id").get<std::string>();
-    o.image = j.at("image").get<std::string>();
+    std::string mode = j.value("mode", "recreate");
+    if (mode != "recreate" && mode != "handoff") return fail("unknown migration mode " + mode);
+    o.handoff = mode == "handoff";
+    o.image = o.handoff ? j.value("image", "") : j.at("image").get<std::string>();
+    o.annotations = j.value("annotations", json::object());
+    o.labels = j.value("labels", Labels{});
     o.cwd = j.value("cwd", "/");
     o.args = j.at("args").get<std::vector<std::string>>();
     o.env = j.at("env").get<std::vector<std::string>>();
@@ -212,10 +221,11 @@ Result<Offer> parse_offer(const json& j) {
   auto bad = [](const std::string& s) {
     return std::any_of(s.begin(), s.end(), [](char c) { return c >= 0 && c < 0x20; });
   };
-  if (o.image.empty() || o.image.size() > 512 || bad(o.image) || o.image.front() == '-') {
+  if ((o.image.empty() && !o.handoff) || o.image.size() > 512 || bad(o.image) ||
+      o.image.starts_with('-')) {
     return fail(ErrorKind::kInvalidInput, "malformed image name");
   }
-  if (o.args.empty() || o.cwd.empty() || o.cwd.front() != '/') {
+  if (o.args.empty() || o.cwd.empty() || o.cwd.front() != '/' || !o.annotations.is_object()) {
     return fail(ErrorKind::kInvalidInput, "malformed process");
   }
   return o;
@@ -302,6 +312,7 @@ class DestinationSession {
     auto committed = receive_checkpoint(*req);
     if (!committed) return refuse(committed.error().message());
     if (!conn_.send_json({{"committed", *committed}, {"bytes", received_}})) return discard();
+    if (offer_.handoff) return keep_handoff();
     req = conn_.receive_json();
     if (!req || req->value("op", "") != "migrate.start") return discard();
     auto t0 = Clock::now();
@@ -316,6 +327,18 @@ class DestinationSession {
   }
 
  private:
+  // Handoff: the generation is kept once the source asks (it then ends its tasks); without
+  // that request (the source gave up, the connection broke) it goes.
+  void keep_handoff() {
+    auto req = conn_.receive_json();
+    if (!req || req->value("op", "") != "migrate.handoff") return discard();
+    log_(LogLevel::kInfo,
+         fmt::format("migrate: {}/{} handed off by node {}: generation {} ({} bytes) kept for "
+                     "the orchestrator's reschedule",
+                     offer_.ns, offer_.id, conn_.peer_name(), committed_, received_));
+    (void)conn_.send_json({{"kept", committed_}});
+  }
+
   void refuse(const std::string& why) {
     log_(LogLevel::kWarn, fmt::format("migrate: {}/{} from node {} refused: {}", offer_.ns,
                                       offer_.id, conn_.peer_name(), why));
@@ -325,10 +348,13 @@ class DestinationSession {
   Result<void> check_offer() {
     // The spec's ARCH_* variables give the owner, the key and the store, as arch-runc will
     // find them at the create.
-    auto env = parse_arch_env(json{{"process", {{"env", offer_.env}}}}.dump());
+    auto env = parse_arch_env(
+        json{{"process", {{"env", offer_.env}}}, {"annotations", offer_.annotations}}.dump());
     if (!env) return std::unexpected(env.error());
     if (env->get("ARCH_ENABLE") != "1") return fail("the container is not ARCH-enabled");
-    auto owner = derive_owner(offer_.ns, *env);
+    // ECS owners only where this node enables them, as arch-runc does at the reschedule.
+    bool ecs = config_.owners_ecs && offer_.ns == kDockerNamespace && !offer_.labels.empty();
+    auto owner = derive_owner(offer_.ns, *env, ecs ? &offer_.labels : nullptr);
     if (!owner) return std::unexpected(owner.error());
     auto key = resolve_job_key(*env, offer_.id);
     if (!key) return std::unexpected(key.error());
@@ -338,6 +364,7 @@ class DestinationSession {
     owner_ = *owner;
     key_ = key->key;
     place_ = *place;
+    if (offer_.handoff) return {};  // the orchestrator re-creates it: no image or id needed
     if (::access(config_.peers.migrate_runtime.c_str(), X_OK) != 0) {
       return fail("[peers] migrate_runtime " + config_.peers.migrate_runtime +
                   " is not executable here");
@@ -370,8 +397,9 @@ class DestinationSession {
   }
 
   Result<std::string> receive_checkpoint(const json& req) {
-    if (!req.contains("manifest") || !req["manifest"].is_string() || !req.contains("export") ||
-        !req["export"].is_string() || !is_export_id(req["export"])) {
+    if (!req.contains("manifest") || !req["manifest"].is_string() ||
+        (!offer_.handoff &&
+         (!req.contains("export") || !req["export"].is_string() || !is_export_id(req["export"])))) {
       return fail(ErrorKind::kInvalidInput, "malformed migrate.checkpoint");
     }
     auto keys = load_node_keyring(config_);
@@ -394,7 +422,7 @@ class DestinationSession {
     for (const auto& f : m->files) {
       auto fd = create_under(staging->dirfd(), f.path);
       if (!fd) return std::unexpected(fd.error());
-      if (is_pages_image_path(f.path)) {
+      if (is_pages_image_path(f.path) && !offer_.handoff) {
         // Left on the source: a sparse file of its sealed size (never read: served).
         if (::ftruncate(fd->get(), static_cast<off_t>(f.size)) != 0) {
           return fail_errno("truncate " + f.path);
@@ -407,8 +435,10 @@ class DestinationSession {
     }
     Manifest base = *m;
     if (!base.extra.is_object()) base.extra = json::object();
-    base.extra["migration"] =
-        migration_origin_json({conn_.peer_name(), req["export"].get<std::string>()});
+    if (!offer_.handoff) {
+      base.extra["migration"] =
+          migration_origin_json({conn_.peer_name(), req["export"].get<std::string>()});
+    }
     base.seal = {};
     auto path = store.commit(std::move(*staging), std::move(base), *lock);
     if (!path) return std::unexpected(path.error());
@@ -520,12 +550,43 @@ Result<json> offer_for(const ContainerRecord& rec, const std::string& image) {
   }
 }
 
-// Sends every non-pages file of the committed checkpoint `dir` as bulk frames.
-Result<uint64_t> send_files(PeerConnection& conn, const std::string& dir, const Manifest& m) {
+// Handoff: what the destination needs besides the process to derive the owner and key the
+// orchestrator's reschedule will have: the spec's CRI annotations, the ECS agent's labels.
+Result<void> add_handoff_identity(json& offer, const ContainerRecord& rec, const NodeConfig& config,
+                                  const ArchEnv& env) {
+  offer["mode"] = "handoff";
+  offer["annotations"] = env.annotations;
+  if (!rec.owner.starts_with("ecs+")) return {};
+  auto labels = read_docker_labels(config.docker_data_root, rec.id);
+  if (!labels) return std::unexpected(labels.error().wrap("the ECS labels"));
+  json ecs = json::object();
+  for (auto name : {kEcsClusterLabel, kEcsFamilyLabel, kEcsTaskArnLabel}) {
+    if (auto it = labels->find(name); it != labels->end()) ecs[std::string(name)] = it->second;
+  }
+  offer["labels"] = ecs;
+  return {};
+}
+
+// Removes the committed generation `dir` of rec's key from this node's store. Best effort.
+void remove_generation(const ContainerRecord& rec, const NodeConfig& config,
+                       const std::string& dir) {
+  auto keys = load_node_keyring(config);
+  if (!keys) return;
+  CheckpointStore store(rec.store, config.keep, rec.store_root,
+                        std::make_shared<const Keyring>(std::move(*keys)));
+  if (auto lock = store.lock(rec.owner, rec.key, std::chrono::seconds(60))) {
+    (void)store.remove_one(dir, *lock);
+  }
+}
+
+// Sends every file of the committed checkpoint `dir` as bulk frames, the pages images only
+// `with_pages` (a handoff's full copy).
+Result<uint64_t> send_files(PeerConnection& conn, const std::string& dir, const Manifest& m,
+                            bool with_pages) {
   uint64_t sent = 0;
   std::string buf(kMaxBulkFrame, '\0');
   for (const auto& f : m.files) {
-    if (is_pages_image_path(f.path)) continue;
+    if (is_pages_image_path(f.path) && !with_pages) continue;
     auto fd = open_file(dir + "/" + f.path, O_RDONLY | O_NOFOLLOW);
     if (!fd) return std::unexpected(fd.error());
     for (;;) {
@@ -579,7 +640,7 @@ bool serve_pages_read(PeerConnection& conn, const json& req) {
 
 Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& config,
                                const std::string& runc, const std::string& to,
-                               const MigrateProgress& progress) {
+                               const MigrateProgress& progress, MigrateMode mode) {
   auto t0 = Clock::now();
   json report = {{"namespace", rec.ns},
                  {"id", rec.id},
@@ -602,11 +663,22 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
   if (to == peer_node_name(config)) return failed(Error("that is this node"));
   auto node = known_peer(config, to);
   if (!node) return failed(node.error());
+  // 0. Re-created by us, or handed off to the container's orchestrator.
+  auto env = read_arch_env(rec.bundle);
+  if (!env) return failed(env.error().wrap("read the spec"));
+  std::string orchestrator = orchestrator_of(rec.ns, rec.owner, *env);
+  bool handoff =
+      mode == MigrateMode::kHandoff || (mode == MigrateMode::kAuto && !orchestrator.empty());
+  report["mode"] = handoff ? "handoff" : "recreate";
+  if (!orchestrator.empty()) report["orchestrator"] = orchestrator;
   // 1. The destination's consent, before anything is frozen.
   auto image = container_image(config, rec);
-  if (!image) return failed(image.error());
-  auto offer = offer_for(rec, *image);
+  if (!image && !handoff) return failed(image.error());
+  auto offer = offer_for(rec, image.value_or(""));
   if (!offer) return failed(offer.error());
+  if (handoff) {
+    if (auto ok = add_handoff_identity(*offer, rec, config, *env); !ok) return failed(ok.error());
+  }
   auto ctx = client_context(config);
   if (!ctx) return failed(ctx.error().wrap("peer channel"));
   auto conn = PeerConnection::connect(*ctx, node->name, node->host, node->port,
@@ -649,8 +721,9 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
   report["bytes"]["pages"] = pages;
   std::string export_id = random_hex16();
   if (export_id.empty()) return abort(Error("no random bytes for the export id"));
-  page_exports().add(export_id, exp);
-  // 3. The sealed manifest and every non-pages file (the rootfs diff among them).
+  if (!handoff) page_exports().add(export_id, exp);
+  // 3. The sealed manifest and every non-pages file (the rootfs diff among them); a
+  // handoff sends the pages images too.
   phase("transfer");
   auto t_send = Clock::now();
   auto unexport = [&](const Error& e) {
@@ -662,7 +735,7 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
       !ok) {
     return unexport(ok.error());
   }
-  auto sent = send_files(*conn, *staged, *m);
+  auto sent = send_files(*conn, *staged, *m, handoff);
   if (!sent) return unexport(sent.error());
   auto committed = conn->receive_json();
   if (!committed) return unexport(committed.error().wrap("node " + to));
@@ -672,6 +745,24 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
   report["bytes"]["transfer"] = *sent;
   report["ms"]["transfer"] = ms_since(t_send);
   report["destination_checkpoint"] = committed->value("committed", "");
+  if (handoff) {
+    // 4. Handoff: the destination keeps the generation, the tasks here end (137, as after a
+    // finalize) and this node's generation goes; the container is its orchestrator's.
+    phase("handoff");
+    auto kept = conn->call({{"op", "migrate.handoff"}});
+    if (!kept) return unexport(kept.error().wrap("node " + to));
+    report["ms"]["frozen"] = ms_since(frozen_at);  // not downtime: the reschedule decides
+    conn->close();
+    auto ended = ck->end_group_member({});
+    ck = std::unexpected(Error("ended"));  // the key's lock released
+    if (!ended) report["warning"] = ended.error().message();
+    remove_generation(rec, config, *staged);
+    record_checkpoint_activity(config.state_dir, "migrate", rec, true, ms_since(t0), total,
+                               fmt::format("handed off to {} (frozen {:.0f} ms)", to,
+                                           report["ms"]["frozen"].get<double>()));
+    phase("done");
+    return report;
+  }
   // 4. The destination re-creates the container, restoring lazily from here.
   phase("create");
   auto t_create = Clock::now();
@@ -717,14 +808,7 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
   }
   // 7. Every page moved: the source's generation and container go.
   page_exports().remove(export_id);
-  auto store_keys = load_node_keyring(config);
-  if (store_keys) {
-    CheckpointStore store(rec.store, config.keep, rec.store_root,
-                          std::make_shared<const Keyring>(std::move(*store_keys)));
-    if (auto lock = store.lock(rec.owner, rec.key, std::chrono::seconds(60))) {
-      (void)store.remove_one(*staged, *lock);
-    }
-  }
+  remove_generation(rec, config, *staged);
   remove_container(config, rec);
   phase("done");
   return report;

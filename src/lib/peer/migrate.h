@@ -24,6 +24,18 @@
 // (they never stopped running from their point of view), the destination removes what it
 // wrote. After {running}: the source's tasks are ended; once every chunk has been fetched
 // (post-copy done), its generation and its container are removed.
+//
+// Handoff mode (offer "mode": "handoff"; chosen for orchestrated containers, see
+// orchestrator_of() in managed/job_identity.h, or asked for): the orchestrator owns the
+// container, so nothing is re-created. The destination checks only the owner, key and store
+// the spec's ARCH_* variables (and CRI annotations, ECS labels) give; migrate.checkpoint
+// carries every file, the pages images included (a full copy: the generation must not
+// depend on the source, which may be a reclaimed node), each hashed against the seal, and
+// the destination commits a plain generation (no extra.migration); migrate.handoff {} →
+// {kept}: the destination keeps it (without that request it removes it). Then the source
+// ends its tasks (exit 137, as a finalize does), removes its generation and leaves the
+// container to its orchestrator, whose reschedule on the destination restores the
+// generation as any restore-on-create does (same owner and job key).
 #pragma once
 
 #include <cstdint>
@@ -44,12 +56,18 @@ namespace arch {
 /// Called with the migration's report as it moves on (its "phase" changes).
 using MigrateProgress = std::function<void(const nlohmann::json& report)>;
 
+/// How the destination takes the container: kAuto is kHandoff for an orchestrated
+/// container (orchestrator_of()), else kRecreate.
+enum class MigrateMode { kAuto, kRecreate, kHandoff };
+
 /// The source: migrates `rec` to the [peers] node `to`. The report (also passed to
-/// `progress` at each phase): phase, total/downtime/per-phase ms, bytes per phase. Fails
-/// (the container running on here) when anything before the destination runs fails.
+/// `progress` at each phase): mode, phase, total/downtime (recreate) or frozen (handoff) and
+/// per-phase ms, bytes per phase. Fails (the container running on here) when anything before
+/// the destination runs (recreate) or keeps the generation (handoff) fails.
 Result<nlohmann::json> migrate_container(const ContainerRecord& rec, const NodeConfig& config,
                                          const std::string& runc, const std::string& to,
-                                         const MigrateProgress& progress = {});
+                                         const MigrateProgress& progress = {},
+                                         MigrateMode mode = MigrateMode::kAuto);
 
 /// The destination's session after a migrate.offer (until the container runs or the
 /// migration fails).
