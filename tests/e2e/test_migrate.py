@@ -15,6 +15,12 @@ against the sealed digest.
 - The destination refusing (image missing there) leaves the source running, never frozen
   for long, its ledger intact.
 - A 256 MiB job migrates with post-copy and its memory checks bit for bit afterwards.
+- A Docker container (a private dockerd per node, runtime "arch") goes A → B → A: re-created
+  by B's Docker under the same name and restart policy (a new container id, the job key kept
+  through ARCH_JOB_ID), the same process going on; gone from A's Docker, never restarted
+  there by its restart policy. B's Docker without the image refuses before anything is
+  frozen; a container with a bind mount is refused by the source; hostile Docker offers
+  (names and images that read as options or paths) are refused by the destination.
 - The source's archd killed during post-copy: the destination's page server fails closed
   (the container is killed, never run on zero pages); a later create there falls back to
   the newest stored generation that is usable (none here: it starts fresh; said in README).
@@ -56,9 +62,11 @@ def cluster(e2e_dir, workload_image, archctl_cli):
         daemons.remove_cgroup_parent(f"{c.ns}-{node}")
 
 
-def migrate(node, cluster, cid, to, ok=True):
-    r = node.archctl("container", "migrate", f"{cluster.ns}/{cid}", "--to", to, "-o", "json",
-                     timeout=300)
+def migrate(node, cluster, cid, to, ok=True, ns=None):
+    """ns: the containerd namespace (default the cluster's; "moby" for Docker's containers,
+    whose tasks live in their dockerd's cgroup parent, not tracked here)."""
+    r = node.archctl("container", "migrate", f"{ns or cluster.ns}/{cid}", "--to", to, "-o",
+                     "json", timeout=300)
     if ok:
         assert r.returncode == 0, (f"migrate {cid} {node.name} → {to}: {r.stdout}\n{r.stderr}\n"
                                    f"{node.diagnostics(cid)}\n{cluster.nodes[to].diagnostics(cid)}")
@@ -66,8 +74,9 @@ def migrate(node, cluster, cid, to, ok=True):
         assert report["phase"] == "done", report
         print(f"\nmigrate {cid} {node.name} → {to}: total {report['ms']['total']:.0f} ms, "
               f"downtime {report['ms']['downtime']:.0f} ms, bytes {report['bytes']}")
-        cluster.nodes[to].containers.append(cid)
-        cluster.migrated.append((to, cid))
+        if ns is None:
+            cluster.nodes[to].containers.append(cid)
+            cluster.migrated.append((to, cid))
         return report
     assert r.returncode != 0, r.stdout
     return r.stdout + r.stderr
@@ -182,6 +191,146 @@ def test_256m_job_moves_with_post_copy_memory_bit_for_bit(cluster):
     b.delete(cid)
 
 
+# ------------------------------------------------------------------ Docker
+
+@pytest.fixture(scope="module")
+def docker_cluster(cluster, workload_image):
+    """The cluster with a private dockerd on each node (runtime "arch" = arch-runc), which
+    twonode's [peers] migrate_docker* and [docker] data_root name."""
+    skip_unless_binaries(daemons.DOCKERD, daemons.docker_client() or "docker")
+    for node in (cluster.a, cluster.b):
+        if node.dockerd is None:
+            node.start_docker(workload_image.docker)
+    return cluster
+
+
+def docker_run(node, name, argv, env=(), image=None, extra=()):
+    args = ["run", "-d", "--runtime", "arch", "--name", name, "-e", "ARCH_ENABLE=1", *extra]
+    for item in env:
+        args += ["-e", item]
+    r = node.docker(*args, image or node.cluster.image, *argv, timeout=120)
+    assert r.returncode == 0, f"node {node.name}: docker run {name}: {r.stderr}\n" \
+                              f"{node.diagnostics()}"
+    return node.dockerd.inspect(name, "{{.Id}}")
+
+
+def docker_inspect(node, name, template):
+    r = node.docker("inspect", "-f", template, name)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def docker_ledger(node, name, path="/data/count.txt"):
+    r = node.docker("exec", name, "cat", path)
+    return workloads.parse_counter(r.stdout if r.returncode == 0 else "start ?\n")
+
+
+def wait_docker_ledger(node, name, n):
+    try:
+        return proc.wait_until(lambda: (lambda u, v: (u, v) if len(v) >= n else None)(
+            *docker_ledger(node, name)), 60, f"{name} on {node.name} to count to {n}",
+            interval=0.05)
+    except proc.WaitTimeout as e:
+        activity = checkpoint.read_text(os.path.join(node.conf.state, "activity.jsonl"), 4000)
+        raise AssertionError(f"{e}: {docker_inspect(node, name, '{{.State.Status}}')}\n"
+                             f"{activity}\n{node.diagnostics()}\n{node.dockerd.log_tail()}")
+
+
+def restores_of(node, cid):
+    text = checkpoint.read_text(os.path.join(node.conf.state, "activity.jsonl"))
+    return [r for r in checkpoint.json_lines(text)
+            if r.get("what") == "restore" and r.get("id") == cid]
+
+
+def docker_generations(node, key):
+    d = os.path.join(node.conf.store, "moby", key)
+    try:
+        return sorted(n for n in os.listdir(d) if n.startswith("ckpt-"))
+    except FileNotFoundError:
+        return []
+
+
+def test_docker_ledger_moves_a_to_b_to_a_under_docker(docker_cluster):
+    cluster = docker_cluster
+    a, b = cluster.a, cluster.b
+    name = checkpoint.new_id("mig-docker")
+    # No ARCH_JOB_ID: the key is the container id, which the destination's Docker changes.
+    id_a = docker_run(a, name, workloads.counter("/data/count.txt", ms=20),
+                      extra=["--restart", "always", "--label", "team=ledger"])
+    uuid0, before = wait_docker_ledger(a, name, 5)
+    try:
+        report = migrate(a, cluster, id_a, "b", ns="moby")
+        assert report.get("engine") == "docker" and report.get("name") == name, report
+        id_b = report["destination_id"]
+        assert id_b != id_a and docker_inspect(b, name, "{{.Id}}") == id_b, report
+        assert docker_inspect(b, name, "{{.State.Running}}") == "true"
+        assert docker_inspect(b, name, "{{.HostConfig.Runtime}}") == "arch"
+        assert docker_inspect(b, name, "{{.HostConfig.RestartPolicy.Name}}") == "always"
+        assert docker_inspect(b, name, '{{index .Config.Labels "team"}}') == "ledger"
+        env = json.loads(docker_inspect(b, name, "{{json .Config.Env}}"))
+        assert f"ARCH_JOB_ID={id_a}" in env, env
+        uuid1, values = wait_docker_ledger(b, name, len(before) + 5)
+        assert uuid1 == uuid0, "the job started again on b instead of going on"
+        workloads.check_sequence(values, "ledger on b")
+        assert [r["outcome"] for r in restores_of(b, id_b)] == ["ok"], restores_of(b, id_b)
+        # Gone from a's Docker, never restarted there by its policy, its generation removed.
+        assert docker_inspect(a, name, "{{.Id}}") is None, "Docker's record lingers on a"
+        assert restores_of(a, id_a) == [], "a's dockerd restarted the migrated container"
+        assert docker_generations(a, id_a) == []
+        # And back: the key is now ARCH_JOB_ID's (the same), the name is free again on a.
+        report = migrate(b, cluster, id_b, "a", ns="moby")
+        id_a2 = report["destination_id"]
+        assert docker_inspect(a, name, "{{.Id}}") == id_a2
+        uuid2, values = wait_docker_ledger(a, name, len(values) + 5)
+        assert uuid2 == uuid0, "the job started again on a instead of going on"
+        workloads.check_sequence(values, "ledger back on a")
+        assert docker_inspect(b, name, "{{.Id}}") is None
+    finally:
+        for node in (a, b):
+            node.docker("rm", "-f", name)
+
+
+def test_docker_destination_without_the_image_leaves_the_source_running(docker_cluster):
+    cluster = docker_cluster
+    a, b = cluster.a, cluster.b
+    other = cluster.image + "-only-on-a"
+    a.docker("tag", cluster.image, other, check=True)
+    name = checkpoint.new_id("mig-dnoimage")
+    cid = docker_run(a, name, workloads.counter("/data/count.txt", ms=20), image=other,
+                     env=[f"ARCH_JOB_ID={name}"], extra=["--restart", "on-failure:3"])
+    try:
+        uuid0, before = wait_docker_ledger(a, name, 5)
+        out = migrate(a, cluster, cid, "b", ok=False, ns="moby")
+        assert "not in Docker on node b" in out and other in out, out
+        assert docker_inspect(a, name, "{{.State.Running}}") == "true"
+        assert docker_inspect(a, name, "{{.HostConfig.RestartPolicy.Name}}") == "on-failure"
+        uuid1, values = wait_docker_ledger(a, name, len(before) + 5)
+        assert uuid1 == uuid0
+        workloads.check_sequence(values, "ledger on a after the refused migration")
+        assert docker_inspect(b, name, "{{.Id}}") is None
+        assert docker_generations(a, name) == [] and docker_generations(b, name) == []
+    finally:
+        a.docker("rm", "-f", name)
+
+
+def test_docker_container_with_a_bind_mount_is_refused_before_freezing(docker_cluster):
+    cluster = docker_cluster
+    a, b = cluster.a, cluster.b
+    host_dir = os.path.join(a.base, "bind-src")
+    os.makedirs(host_dir, exist_ok=True)
+    name = checkpoint.new_id("mig-dbind")
+    cid = docker_run(a, name, workloads.counter("/data/count.txt", ms=20),
+                     extra=["-v", f"{host_dir}:/mnt/host"])
+    try:
+        wait_docker_ledger(a, name, 3)
+        out = migrate(a, cluster, cid, "b", ok=False, ns="moby")
+        assert "bind mounts" in out or "mounts" in out, out
+        assert docker_inspect(a, name, "{{.State.Running}}") == "true"
+        assert docker_inspect(b, name, "{{.Id}}") is None
+        assert docker_generations(a, cid) == []
+    finally:
+        a.docker("rm", "-f", name)
+
+
 # ------------------------------------------------------------------ attacks
 
 def frame(op):
@@ -246,6 +395,36 @@ def test_pages_are_served_only_for_an_export_of_the_asking_peer(cluster):
     for kind, body in answers:
         assert kind == 1, (kind, body[:100])  # a JSON frame, never bulk bytes
         assert "no such page export" in json.loads(body)["error"], body
+
+
+def test_hostile_docker_offers_are_refused_by_the_destination(cluster):
+    """b (a real peer) offers a Docker container whose name or image would read as an option
+    or a path, or whose environment would copy archd's own variables: a refuses each before
+    running anything."""
+    b = cluster.b
+    peers = os.path.join(b.base, "peers")
+    base = {"op": "migrate.offer", "engine": "docker", "ns": "moby", "id": "d" * 64,
+            "image": cluster.image, "args": ["sh"], "env": ["ARCH_ENABLE=1"], "cwd": "/",
+            "docker": {"name": "evil", "user": "", "hostname": "", "labels": {},
+                       "restart": "no", "restart_max": 0, "network": "", "memory": 0,
+                       "nano_cpus": 0, "shm_size": 0, "read_only": False, "init": False,
+                       "auto_remove": False}}
+    hostile = []
+    for name in ("-evil", "--privileged", "a/b", "../x"):
+        hostile.append(dict(base, docker=dict(base["docker"], name=name)))
+    for image in ("--privileged", "-v"):
+        hostile.append(dict(base, image=image))
+    hostile.append(dict(base, env=["ARCH_ENABLE=1", "PATH"]))
+    hostile.append(dict(base, ns="default"))
+    hostile.append(dict(base, engine="podman"))
+    for offer in hostile:
+        outcome, answers = raw_peer(cluster, b, os.path.join(peers, "node.crt"),
+                                    os.path.join(peers, "node.key"), [offer])
+        assert outcome == "answered", answers
+        kind, body = answers[0]
+        assert kind == 1, body[:200]
+        error = json.loads(body).get("error", "")
+        assert "malformed" in error or "unknown engine" in error, (offer, error)
 
 
 def test_a_node_with_another_key_can_neither_migrate_in_nor_read_pages(cluster, e2e_dir):

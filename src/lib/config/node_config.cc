@@ -430,6 +430,33 @@ int on_peers_entry(ParseState* state, std::string_view k, std::string_view v) {
                                 : p.migrate_cgroup_parent) = v;
     return 1;
   }
+  if (k == "migrate_docker") {
+    if (v.empty() || v.front() != '/') {
+      state->error = "[peers] migrate_docker must be an absolute path";
+      return 0;
+    }
+    p.migrate_docker = v;
+    return 1;
+  }
+  if (k == "migrate_docker_host") {
+    if (!(v.starts_with("unix:///") || v.starts_with("tcp://"))) {
+      state->error = "[peers] migrate_docker_host must be unix:///path or tcp://host:port";
+      return 0;
+    }
+    p.migrate_docker_host = v;
+    return 1;
+  }
+  if (k == "migrate_docker_runtime") {
+    if (v.empty() || v.size() > 64 ||
+        v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+            std::string_view::npos ||
+        v.front() == '-') {
+      state->error = "[peers] migrate_docker_runtime must be a Docker runtime name";
+      return 0;
+    }
+    p.migrate_docker_runtime = v;
+    return 1;
+  }
   return 1;
 }
 
@@ -982,6 +1009,12 @@ migrate_runtime = /usr/local/bin/arch-runc
 migrate_runc_root =
 # Parent of the re-created task's cgroup (empty: containerd's default, /<namespace>/<id>).
 migrate_cgroup_parent =
+# Docker containers (containerd namespace moby with a record under [docker] data_root) are
+# re-created through Docker: this node's docker CLI, its dockerd (--host) and the Docker
+# runtime name that is arch-runc here (`archctl install docker` names it "arch").
+migrate_docker = /usr/bin/docker
+migrate_docker_host = unix:///var/run/docker.sock
+migrate_docker_runtime = arch
 )";
 }
 

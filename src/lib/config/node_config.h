@@ -211,11 +211,17 @@ struct NodeConfig {
     int timeout_seconds = 30;  ///< Connect, read and coordinator-silence timeout (1-600).
     int cert_days = 365;       ///< Validity of a node certificate `archctl peer cert` issues.
     /// Live migration (peer/migrate.h): how this node re-creates a container migrated to it.
-    std::string migrate_ctr = "/usr/bin/ctr";                   ///< containerd's ctr.
+    std::string migrate_ctr = "/usr/bin/ctr";                  ///< containerd's ctr.
     std::string migrate_runtime = "/usr/local/bin/arch-runc";  ///< --runc-binary of the new task.
     std::string migrate_runc_root;  ///< --runc-root of the new task; empty: containerd's default.
     /// The new task's cgroup is <this>/<id>; empty: containerd's default (/<namespace>/<id>).
     std::string migrate_cgroup_parent;
+    /// Live migration of Docker containers (peer/migrate_docker.h), to and from this node:
+    /// the docker CLI, the dockerd it talks to (--host) and the Docker runtime name that is
+    /// arch-runc here (a re-created container gets --runtime=<this>).
+    std::string migrate_docker = "/usr/bin/docker";
+    std::string migrate_docker_host = "unix:///var/run/docker.sock";
+    std::string migrate_docker_runtime = "arch";
   } peers;
 };
 

@@ -308,23 +308,55 @@ TEST(NodeConfig, UnknownKeysAndSectionsAreErrorsWithASuggestion) {
 TEST(NodeConfig, EveryHandledKeyIsKnown) {
   // A key the parser handles but the default text lacks would be refused as unknown.
   for (const char* text :
-       {"[runtime]\ncriu_trial = /x.json\n", "[checkpoint]\nghost_limit = 8M\n",
-        "[checkpoint]\nfailed_dumps_kept = 1\n", "[checkpoint]\npages_at_rest = encrypted\n",
-        "[checkpoint]\npriority_max = 10\n", "[checkpoint]\ntcp = close\n",
-        "[owners]\necs = true\n", "[docker]\ndata_root = /d\n",
-        "[checkpoint]\ninterval = 15m\nmin_interval = 1s\n", "[agent]\nmetrics_max_keys = 5\n",
-        "[agent]\nstatus_page = false\n", "[checkpoint]\nworkdir_capture = off\n",
-        "[checkpoint]\nworkdir_capture = 1G\n", "[checkpoint]\ncontainer_interval = deny\n",
-        "[restore]\ngroup_wait = 5\n", "[jobs]\nstream_images = true\n",
+       {"[runtime]\ncriu_trial = /x.json\n",
+        "[checkpoint]\nghost_limit = 8M\n",
+        "[checkpoint]\nfailed_dumps_kept = 1\n",
+        "[checkpoint]\npages_at_rest = encrypted\n",
+        "[checkpoint]\npriority_max = 10\n",
+        "[checkpoint]\ntcp = close\n",
+        "[owners]\necs = true\n",
+        "[docker]\ndata_root = /d\n",
+        "[checkpoint]\ninterval = 15m\nmin_interval = 1s\n",
+        "[agent]\nmetrics_max_keys = 5\n",
+        "[agent]\nstatus_page = false\n",
+        "[checkpoint]\nworkdir_capture = off\n",
+        "[checkpoint]\nworkdir_capture = 1G\n",
+        "[checkpoint]\ncontainer_interval = deny\n",
+        "[restore]\ngroup_wait = 5\n",
+        "[jobs]\nstream_images = true\n",
         "[restore]\ngroup_member_failure = keep\n",
         "[jobs]\nstream_compression = off\nstream_compression_level = 3\n",
         "[groups]\nkubernetes_pods = false\n",
         "[peers]\ndir = /p\nnode_name = a\nlisten = 0.0.0.0:7443\nnodes = b=10.0.0.2:7443\n"
         "timeout = 5\ncert_days = 30\n",
         "[peers]\nmigrate_ctr = /c\nmigrate_runtime = /r\nmigrate_runc_root = /x\n"
-        "migrate_cgroup_parent = /g\n"}) {
+        "migrate_cgroup_parent = /g\n",
+        "[peers]\nmigrate_docker = /d\nmigrate_docker_host = unix:///run/d.sock\n"
+        "migrate_docker_runtime = arch\n"}) {
     auto c = parse_node_config(text);
     EXPECT_TRUE(c) << text << ": " << c.error().message();
+  }
+}
+
+TEST(NodeConfig, MigrateDockerKeysParseAndRefuse) {
+  auto d = parse_node_config("");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->peers.migrate_docker, "/usr/bin/docker");
+  EXPECT_EQ(d->peers.migrate_docker_host, "unix:///var/run/docker.sock");
+  EXPECT_EQ(d->peers.migrate_docker_runtime, "arch");
+  auto c = parse_node_config(
+      "[peers]\nmigrate_docker = /opt/docker\nmigrate_docker_host = tcp://10.0.0.1:2375\n"
+      "migrate_docker_runtime = arch-runc\n");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->peers.migrate_docker, "/opt/docker");
+  EXPECT_EQ(c->peers.migrate_docker_host, "tcp://10.0.0.1:2375");
+  EXPECT_EQ(c->peers.migrate_docker_runtime, "arch-runc");
+  for (const char* bad :
+       {"[peers]\nmigrate_docker = docker\n", "[peers]\nmigrate_docker =\n",
+        "[peers]\nmigrate_docker_host = /run/docker.sock\n", "[peers]\nmigrate_docker_host = -H\n",
+        "[peers]\nmigrate_docker_runtime = -x\n", "[peers]\nmigrate_docker_runtime = a b\n",
+        "[peers]\nmigrate_docker_runtime =\n"}) {
+    EXPECT_FALSE(parse_node_config(bad)) << bad;
   }
 }
 

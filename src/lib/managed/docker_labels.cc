@@ -46,11 +46,15 @@ Result<Labels> parse_docker_labels(std::string_view text) {
   return labels;
 }
 
-Result<Labels> read_docker_labels(const std::string& data_root, std::string_view id) {
+Result<std::optional<std::string>> read_docker_record(const std::string& data_root,
+                                                      std::string_view id, std::string_view file) {
   if (auto ok = validate_docker_id(id); !ok) {
     return refuse("of container " + std::string(id.substr(0, 80)), ok.error().message());
   }
-  std::string rel = "containers/" + std::string(id) + "/config.v2.json";
+  if (file != kDockerConfigFile && file != kDockerHostConfigFile) {
+    return refuse("file " + std::string(file.substr(0, 80)), "not a file of Docker's record");
+  }
+  std::string rel = "containers/" + std::string(id) + "/" + std::string(file);
   std::string shown = data_root + "/" + rel;
   // The data root is the node config's (trusted); below it nothing is followed.
   auto root = open_file(data_root, O_RDONLY | O_DIRECTORY);
@@ -61,6 +65,7 @@ Result<Labels> read_docker_labels(const std::string& data_root, std::string_view
   long raw = retry_eintr(
       [&] { return ::syscall(SYS_openat2, root->get(), rel.c_str(), &how, sizeof how); });
   if (raw < 0) {
+    if (errno == ENOENT) return std::optional<std::string>();
     if (errno == ELOOP) return refuse(shown, "a symlink on the way (never followed)");
     return refuse(shown, errno_error("open").message());
   }
@@ -85,7 +90,15 @@ Result<Labels> read_docker_labels(const std::string& data_root, std::string_view
   }
   if (got > kMaxDockerConfigBytes) return refuse(shown, "grew beyond the size allowed");
   text.resize(got);
-  auto labels = parse_docker_labels(text);
+  return std::optional<std::string>(std::move(text));
+}
+
+Result<Labels> read_docker_labels(const std::string& data_root, std::string_view id) {
+  auto text = read_docker_record(data_root, id, kDockerConfigFile);
+  if (!text) return std::unexpected(text.error());
+  std::string shown = data_root + "/containers/" + std::string(id) + "/" + kDockerConfigFile;
+  if (!*text) return refuse(shown, "open: no such file (not a Docker container)");
+  auto labels = parse_docker_labels(**text);
   if (!labels) return refuse(shown, labels.error().message());
   return labels;
 }

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -26,12 +27,22 @@ inline constexpr const char* kDefaultDockerDataRoot = "/var/lib/docker";
 /// The largest config.v2.json read (Docker's are a few KiB; environment and labels included).
 inline constexpr std::size_t kMaxDockerConfigBytes = std::size_t{1} << 20;
 
+/// The files of Docker's record of a container that ARCH reads.
+inline constexpr const char* kDockerConfigFile = "config.v2.json";
+inline constexpr const char* kDockerHostConfigFile = "hostconfig.json";
+
 /// Accepts a Docker container id: 64 lowercase hex digits.
 Result<void> validate_docker_id(std::string_view id);
 
 /// `Config.Labels` of config.v2.json text (empty when there are none). Errors name what
 /// is malformed: not JSON, Config or Labels not an object, a label value not a string.
 Result<Labels> parse_docker_labels(std::string_view config_v2_json);
+
+/// The text of `file` (kDockerConfigFile or kDockerHostConfigFile) of Docker container `id`
+/// under `data_root`, opened and checked as above; std::nullopt when it does not exist.
+/// Every refusal is an error of kind kPermission that says why.
+Result<std::optional<std::string>> read_docker_record(const std::string& data_root,
+                                                      std::string_view id, std::string_view file);
 
 /// The labels of Docker container `id` under `data_root` (see above). Every refusal
 /// (a bad id, a symlink anywhere, not a regular file, not root's, too large, malformed)

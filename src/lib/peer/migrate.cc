@@ -28,6 +28,7 @@
 #include "managed/job_identity.h"
 #include "managed/owner.h"
 #include "managed/store_layout.h"
+#include "peer/migrate_docker.h"
 #include "peer/peer_cert.h"
 #include "runtime/oci_spec.h"
 #include "store/checkpoint_store.h"
@@ -194,9 +195,10 @@ void remove_container(const NodeConfig& config, const ContainerRecord& rec) {
 struct Offer {
   std::string ns, id, image, cwd;
   std::vector<std::string> args, env;
-  bool handoff = false;               // "mode": "handoff" (see migrate.h)
-  json annotations = json::object();  // handoff: the spec's CRI annotations
-  Labels labels;                      // handoff: the ECS agent's labels
+  bool handoff = false;                       // "mode": "handoff" (see migrate.h)
+  json annotations = json::object();          // handoff: the spec's CRI annotations
+  Labels labels;                              // handoff: the ECS agent's labels
+  std::optional<DockerContainerSpec> docker;  // engine "docker": re-created through Docker
 };
 
 Result<Offer> parse_offer(const json& j) {
@@ -227,6 +229,14 @@ Result<Offer> parse_offer(const json& j) {
   }
   if (o.args.empty() || o.cwd.empty() || o.cwd.front() != '/' || !o.annotations.is_object()) {
     return fail(ErrorKind::kInvalidInput, "malformed process");
+  }
+  std::string engine = j.contains("engine") && j["engine"].is_string() ? j["engine"] : "containerd";
+  if (engine == kDockerEngine) {
+    auto docker = parse_docker_offer(j);
+    if (!docker) return std::unexpected(docker.error());
+    o.docker = std::move(*docker);
+  } else if (engine != "containerd") {
+    return fail(ErrorKind::kInvalidInput, "unknown engine " + engine.substr(0, 40));
   }
   return o;
 }
@@ -323,7 +333,9 @@ class DestinationSession {
     log_(LogLevel::kInfo,
          fmt::format("migrate: {}/{} from node {} runs here (created in {:.0f} ms)", offer_.ns,
                      offer_.id, conn_.peer_name(), ms_since(t0)));
-    (void)conn_.send_json({{"running", true}, {"create_ms", ms_since(t0)}});
+    json running = {{"running", true}, {"create_ms", ms_since(t0)}};
+    if (!new_id_.empty()) running["id"] = new_id_;
+    (void)conn_.send_json(running);
   }
 
  private:
@@ -365,6 +377,7 @@ class DestinationSession {
     key_ = key->key;
     place_ = *place;
     if (offer_.handoff) return {};  // the orchestrator re-creates it: no image or id needed
+    if (offer_.docker) return check_docker_destination(config_, *offer_.docker);
     if (::access(config_.peers.migrate_runtime.c_str(), X_OK) != 0) {
       return fail("[peers] migrate_runtime " + config_.peers.migrate_runtime +
                   " is not executable here");
@@ -453,6 +466,7 @@ class DestinationSession {
   }
 
   Result<void> create_container() {
+    if (offer_.docker) return create_docker();
     std::string logs = config_.state_dir + "/migrated/" + offer_.ns;
     for (const auto& d : {config_.state_dir, config_.state_dir + "/migrated", logs}) {
       if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir " + d);
@@ -475,16 +489,36 @@ class DestinationSession {
       remove_new_container();
       return fail("ctr run: " + first_line(r->err));
     }
-    // Restored from the migrated generation, not created afresh (a failed restore would
-    // have started the job from zero here while it still runs on the source): arch-runc's
-    // newest restore record for this container in the activity log says which.
+    if (auto ok = check_restored(offer_.id); !ok) {
+      remove_new_container();
+      return ok;
+    }
+    return {};
+  }
+
+  // Re-created through this node's Docker under the offer's name (a new Docker id).
+  Result<void> create_docker() {
+    auto id = create_docker_container(config_, *offer_.docker);
+    if (!id) return std::unexpected(id.error());
+    if (auto ok = check_restored(*id); !ok) {
+      remove_docker_container(config_, *id);
+      return ok;
+    }
+    new_id_ = *id;
+    return {};
+  }
+
+  // Restored from the migrated generation, not created afresh (a failed restore would have
+  // started the job from zero here while it still runs on the source): arch-runc's newest
+  // restore record for container `id` in the activity log says which.
+  Result<void> check_restored(const std::string& id) {
     std::string outcome, detail;
     if (auto text = read_file(activity_log_path(config_.state_dir), 64 << 20)) {
       for (std::size_t end = text->size(); end > 1 && outcome.empty();) {
         auto start = text->rfind('\n', end - 2);
         start = start == std::string::npos ? 0 : start + 1;
         auto rec = parse_activity_line(std::string_view(*text).substr(start, end - start));
-        if (rec && rec->what == "restore" && rec->id == offer_.id && rec->ns == offer_.ns) {
+        if (rec && rec->what == "restore" && rec->id == id && rec->ns == offer_.ns) {
           outcome = rec->outcome;
           detail = rec->detail;
         }
@@ -492,7 +526,6 @@ class DestinationSession {
       }
     }
     if (outcome != "ok" || detail.find(committed_) == std::string::npos) {
-      remove_new_container();
       return fail("the container was re-created but not restored from the migrated checkpoint: " +
                   (detail.empty() ? std::string("no restore recorded") : detail));
     }
@@ -526,6 +559,7 @@ class DestinationSession {
   std::string committed_;
   std::unique_ptr<CheckpointStore> store_;
   uint64_t received_ = 0;
+  std::string new_id_;  // a Docker container's id here
 };
 
 // ------------------------------------------------------------------ the source
@@ -672,9 +706,16 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
   report["mode"] = handoff ? "handoff" : "recreate";
   if (!orchestrator.empty()) report["orchestrator"] = orchestrator;
   // 1. The destination's consent, before anything is frozen.
-  auto image = container_image(config, rec);
+  std::optional<DockerContainerSpec> docker;  // re-created through Docker (not a handoff)
+  if (!handoff) {
+    auto found = docker_container_of(rec, config);
+    if (!found) return failed(found.error());
+    docker = std::move(*found);
+  }
+  auto image = docker ? Result<std::string>(docker->image) : container_image(config, rec);
   if (!image && !handoff) return failed(image.error());
-  auto offer = offer_for(rec, image.value_or(""));
+  auto offer =
+      docker ? Result<json>(docker_offer(rec, *docker)) : offer_for(rec, image.value_or(""));
   if (!offer) return failed(offer.error());
   if (handoff) {
     if (auto ok = add_handoff_identity(*offer, rec, config, *env); !ok) return failed(ok.error());
@@ -686,6 +727,14 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
   if (!conn) return failed(conn.error());
   conn->set_timeout(kSessionTimeout);
   if (auto ok = conn->call(*offer); !ok) return failed(ok.error().wrap("node " + to + " refused"));
+  std::optional<DockerRestartHold> restart_hold;  // dockerd must not restart it here
+  if (docker) {
+    auto held = DockerRestartHold::hold(config, rec.id, *docker);
+    if (!held) return failed(held.error());
+    restart_hold.emplace(std::move(*held));
+    report["engine"] = kDockerEngine;
+    report["name"] = docker->name;
+  }
   report["ms"]["prepare"] = ms_since(t0);
   // 2. Freeze, dump (tasks left frozen in place), commit here.
   phase("checkpoint");
@@ -770,6 +819,8 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
   if (!running) return unexport(running.error().wrap("node " + to));
   report["ms"]["create"] = ms_since(t_create);
   report["ms"]["downtime"] = ms_since(frozen_at);
+  if (running->contains("id")) report["destination_id"] = (*running)["id"];
+  if (restart_hold) restart_hold->disarm();
   conn->close();
   // 5. The destination runs: the tasks here end (the generation stays for its pages).
   auto ended = ck->end_group_member({});
@@ -809,7 +860,11 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
   // 7. Every page moved: the source's generation and container go.
   page_exports().remove(export_id);
   remove_generation(rec, config, *staged);
-  remove_container(config, rec);
+  if (docker) {
+    remove_docker_container(config, rec.id);  // Docker's record goes with it
+  } else {
+    remove_container(config, rec);
+  }
   phase("done");
   return report;
 }

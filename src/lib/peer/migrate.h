@@ -20,6 +20,12 @@
 //     arch-runc ([peers] migrate_*); arch-runc restores from that generation, its page server
 //     asking the source for chunks: pages.read {export, file, offset, length} → one bulk
 //     frame (served only for an export registered for the asking peer, within the file).
+// Docker containers (namespace moby with Docker's record; peer/migrate_docker.h): the offer
+// has engine "docker" and a "docker" object (name, restart policy ...), its env gains
+// ARCH_JOB_ID=<key>; the destination checks its Docker (image, name free) and re-creates
+// the container with `docker create --runtime=<[peers] migrate_docker_runtime>` + `docker
+// start` ({running, id: the new Docker id}); the source holds the restart policy at "no"
+// while its tasks may end and removes the container with `docker rm -f` after post-copy.
 // Any failure before {running}: the source's generation is removed and its tasks thawed
 // (they never stopped running from their point of view), the destination removes what it
 // wrote. After {running}: the source's tasks are ended; once every chunk has been fetched

@@ -242,6 +242,7 @@ class Node:
                              cluster.keys, {"cluster": cluster.base})
         self.runc_root = os.path.join(self.base, "runc-root")
         self.output_dir = os.path.join(self.base, "container-output")
+        self.docker_dir = os.path.join(self.base, "dockerd")  # start_docker's dockerd
         self.imds = None
         self.ctd = None
         self.archd = None
@@ -290,7 +291,13 @@ class Node:
                 f"migrate_ctr = {daemons.CTR}\nmigrate_runtime = {self.cluster.bin.arch_runc}\n"
                 f"migrate_runc_root = {self.runc_root}\n"
                 # Both nodes share this machine's cgroups: a migrated task gets its own.
-                f"migrate_cgroup_parent = /{self.cluster.ns}-{self.name}\n")
+                f"migrate_cgroup_parent = /{self.cluster.ns}-{self.name}\n"
+                # Docker containers migrate through the dockerd start_docker starts (if it
+                # does): its CLI, socket, runtime "arch" and data root (Docker's records).
+                f"migrate_docker = {daemons.docker_client() or '/usr/bin/docker'}\n"
+                f"migrate_docker_host = unix://{os.path.join(self.docker_dir, 'docker.sock')}\n"
+                f"migrate_docker_runtime = arch\n"
+                f"[docker]\ndata_root = {os.path.join(self.docker_dir, 'data')}\n")
 
     def start_docker(self, image_archive):
         """A private dockerd on this node's containerd (runtime "arch" = arch-runc), with
@@ -301,7 +308,7 @@ class Node:
             self.cluster.created_run_docker = True
         self.holder.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "arch-test-docker",
                          "/run/docker"], check=True)
-        self.dockerd = daemons.Dockerd(os.path.join(self.base, "dockerd"), self.ctd,
+        self.dockerd = daemons.Dockerd(self.docker_dir, self.ctd,
                                        {"arch": self.cluster.bin.arch_runc},
                                        f"{self.cluster.prefix}-docker-{self.name}",
                                        prefix=self.holder.prefix())
