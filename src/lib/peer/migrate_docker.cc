@@ -3,9 +3,11 @@
 #include "peer/migrate_docker.h"
 
 #include <fmt/core.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 
 #include "base/process.h"
@@ -255,6 +257,10 @@ Result<void> validate_docker_spec(const DockerContainerSpec& s) {
 Result<std::optional<DockerContainerSpec>> docker_container_of(const ContainerRecord& rec,
                                                                const NodeConfig& config) {
   if (rec.ns != kDockerNamespace) return std::optional<DockerContainerSpec>();
+  // No Docker on this node (its data root absent): `ctr -n moby` containers are containerd's.
+  if (struct stat st{}; ::stat(config.docker_data_root.c_str(), &st) != 0 && errno == ENOENT) {
+    return std::optional<DockerContainerSpec>();
+  }
   auto config_text = read_docker_record(config.docker_data_root, rec.id, kDockerConfigFile);
   if (!config_text) return std::unexpected(config_text.error());
   if (!*config_text) return std::optional<DockerContainerSpec>();  // ctr -n moby, not Docker
@@ -340,7 +346,8 @@ std::vector<std::string> docker_create_args(const DockerContainerSpec& s,
   for (const auto& e : s.env) a.push_back("--env=" + e);
   for (const auto& [k, v] : s.labels) a.push_back("--label=" + k + "=" + v);
   if (!s.user.empty()) a.push_back("--user=" + s.user);
-  if (!s.hostname.empty()) a.push_back("--hostname=" + s.hostname);
+  // Docker refuses a hostname with the host's network (it is the host's then).
+  if (!s.hostname.empty() && s.network != "host") a.push_back("--hostname=" + s.hostname);
   if (s.restart != "no") {
     a.push_back("--restart=" + s.restart +
                 (s.restart_max > 0 ? ":" + std::to_string(s.restart_max) : ""));
@@ -438,7 +445,8 @@ Result<std::string> create_docker_container(const NodeConfig& config,
   if (!created) return std::unexpected(created.error());
   std::string id = trimmed(created->out);
   if (created->exit_code != 0 || !validate_docker_id(id)) {
-    remove_docker_container(config, spec.name);
+    // Nothing is removed by name: a failed create made nothing, and the name may be another
+    // container's that took it since the offer was checked.
     return fail("docker create: " + first_line(created->err.empty() ? created->out : created->err));
   }
   auto started = docker(config, {"start", "--", id}, std::chrono::seconds(300));

@@ -257,6 +257,12 @@ TEST(MigrateDocker, CreateArgsNeverLetAValueBeReadAsAnOption) {
   EXPECT_TRUE(has("--memory=1048576b"));
   EXPECT_TRUE(has("--cpus=1.500000000"));
   EXPECT_TRUE(has("--user=1000:1000"));
+  EXPECT_TRUE(has("--hostname=cccccccccccc"));
+  s.network = "host";  // Docker refuses a hostname with the host's network
+  a = docker_create_args(s, "arch");
+  EXPECT_TRUE(has("--network=host"));
+  EXPECT_FALSE(
+      std::any_of(a.begin(), a.end(), [](const auto& x) { return x.rfind("--hostname", 0) == 0; }));
 }
 
 class DockerRecordTest : public ::testing::Test {
@@ -293,6 +299,13 @@ TEST_F(DockerRecordTest, TheJobKeySurvivesTheNewContainerId) {
   EXPECT_EQ(std::count_if((*t)->env.begin(), (*t)->env.end(),
                           [](const auto& e) { return e.rfind("ARCH_JOB_ID=", 0) == 0; }),
             1);
+}
+
+TEST_F(DockerRecordTest, NoDockerDataRootIsNone) {
+  config_.docker_data_root = tmp_.path() + "/no-docker-here";
+  auto none = docker_container_of(docker_rec(), config_);
+  ASSERT_TRUE(none) << none.error().message();
+  EXPECT_FALSE(none->has_value());
 }
 
 TEST_F(DockerRecordTest, NotDockersIsNoneAndEcsTasksAreRefused) {
