@@ -349,5 +349,118 @@ TEST_F(DockerRecordTest, SymlinkedOrOversizeRecordsAreRefused) {
   EXPECT_FALSE(docker_container_of(docker_rec(), config_));  // the record is incomplete
 }
 
+// A fake docker CLI: logs each call's argv (one line, words joined by '|') and answers
+// from the files of its directory (<subcommand>.out / .rc, e.g. "image.rc").
+class FakeDockerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string script = tmp_.path() + "/docker";
+    std::ofstream(script) << "#!/bin/sh\n"
+                             "d=" +
+                                 tmp_.path() +
+                                 "\n"
+                                 "printf '%s|' \"$@\" >> $d/calls; echo >> $d/calls\n"
+                                 "sub=$2\n"
+                                 "[ -f $d/$sub.out ] && cat $d/$sub.out\n"
+                                 "[ -f $d/$sub.rc ] && exit $(cat $d/$sub.rc)\n"
+                                 "exit 0\n";
+    fs::permissions(script, fs::perms::owner_all);
+    config_.peers.migrate_docker = script;
+    config_.peers.migrate_docker_host = "unix:///run/d.sock";
+    answer("info", R"({"arch":{"path":"/usr/local/bin/arch-runc"},"runc":{"path":"runc"}})", 0);
+    answer("container", "", 1);  // no container of that name
+  }
+  void answer(const std::string& sub, const std::string& out, int rc) const {
+    std::ofstream(tmp_.path() + "/" + sub + ".out") << out;
+    std::ofstream(tmp_.path() + "/" + sub + ".rc") << rc;
+  }
+  std::vector<std::string> calls() const {
+    std::ifstream in(tmp_.path() + "/calls");
+    std::vector<std::string> out;
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  }
+
+  TempDir tmp_{"fake-docker-"};
+  NodeConfig config_;
+};
+
+TEST_F(FakeDockerTest, DestinationChecksNameWhatIsMissing) {
+  auto s = good();
+  ASSERT_TRUE(check_docker_destination(config_, s));
+  EXPECT_EQ(calls().at(1),
+            "--host=unix:///run/d.sock|image|inspect|--format={{.Id}}|--|" + s.image + "|");
+  EXPECT_EQ(calls().at(2),
+            "--host=unix:///run/d.sock|container|inspect|--format={{.Id}}|--|"
+            "ledger|");
+  answer("image", "", 1);
+  auto missing = check_docker_destination(config_, s);
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().message().find("image arch-test:latest is not in Docker"),
+            std::string::npos)
+      << missing.error().message();
+  answer("image", "sha256:x", 0);
+  answer("container", "cafe", 0);
+  auto taken = check_docker_destination(config_, s);
+  ASSERT_FALSE(taken);
+  EXPECT_NE(taken.error().message().find("named ledger exists"), std::string::npos);
+  config_.peers.migrate_docker_runtime = "kata";
+  auto runtime = check_docker_destination(config_, s);
+  ASSERT_FALSE(runtime);
+  EXPECT_NE(runtime.error().message().find("no runtime kata"), std::string::npos);
+  answer("info", "", 1);
+  EXPECT_FALSE(check_docker_destination(config_, s));
+}
+
+TEST_F(FakeDockerTest, CreateStartsAndRemovesWhatFailedToStart) {
+  auto s = good();
+  const std::string id(64, 'e');
+  answer("create", id + "\n", 0);
+  auto created = create_docker_container(config_, s);
+  ASSERT_TRUE(created) << created.error().message();
+  EXPECT_EQ(*created, id);
+  EXPECT_EQ(calls().back(), "--host=unix:///run/d.sock|start|--|" + id + "|");
+  answer("start", "", 1);
+  EXPECT_FALSE(create_docker_container(config_, s));
+  EXPECT_EQ(calls().back(), "--host=unix:///run/d.sock|rm|--force|--|" + id + "|");
+  // A failed create removes nothing (the name may be another container's by now).
+  auto before = calls().size();
+  answer("create", "", 1);
+  EXPECT_FALSE(create_docker_container(config_, s));
+  EXPECT_EQ(calls().size(), before + 1);
+  // An answer that is not an id is a failure too.
+  answer("create", "--privileged\n", 0);
+  EXPECT_FALSE(create_docker_container(config_, s));
+}
+
+TEST_F(FakeDockerTest, RestartPolicyIsHeldAndPutBackUnlessTheContainerMoved) {
+  auto s = good();
+  s.restart = "on-failure";
+  s.restart_max = 3;
+  {
+    auto held = DockerRestartHold::hold(config_, kId, s);
+    ASSERT_TRUE(held) << held.error().message();
+    EXPECT_EQ(calls().back(), "--host=unix:///run/d.sock|update|--restart=no|--|" + kId + "|");
+  }  // the migration failed: put back
+  EXPECT_EQ(calls().back(),
+            "--host=unix:///run/d.sock|update|--restart=on-failure:3|--|" + kId + "|");
+  auto before = calls().size();
+  {
+    auto held = DockerRestartHold::hold(config_, kId, s);
+    ASSERT_TRUE(held);
+    held->disarm();  // it moved: stays "no" until removed
+  }
+  EXPECT_EQ(calls().size(), before + 1);
+  s.restart = "no";
+  s.restart_max = 0;
+  before = calls().size();
+  { ASSERT_TRUE(DockerRestartHold::hold(config_, kId, s)); }
+  EXPECT_EQ(calls().size(), before);  // nothing to hold
+  s.restart = "always";
+  answer("update", "", 1);
+  EXPECT_FALSE(DockerRestartHold::hold(config_, kId, s));
+  EXPECT_FALSE(DockerRestartHold::hold(config_, "not-an-id", s));
+}
+
 }  // namespace
 }  // namespace arch
