@@ -44,6 +44,10 @@ void print_report(const json& r) {
       num(ms, "prepare"), num(ms, "checkpoint"), num(bytes, "checkpoint"), num(bytes, "pages"),
       num(ms, "transfer"), num(bytes, "transfer"), num(ms, "create"), num(ms, "post_copy"),
       num(bytes, "post_copy"));
+  if (r.value("engine", "") == "docker") {
+    fmt::print("  Docker container {} re-created on {} as {}\n", r.value("name", ""),
+               r.value("to", ""), r.value("destination_id", "?"));
+  }
   if (r.contains("warning")) fmt::print("  warning: {}\n", r["warning"].get<std::string>());
 }
 

@@ -277,9 +277,11 @@ def test_docker_ledger_moves_a_to_b_to_a_under_docker(docker_cluster):
         assert restores_of(a, id_a) == [], "a's dockerd restarted the migrated container"
         assert docker_generations(a, id_a) == []
         # And back: the key is now ARCH_JOB_ID's (the same), the name is free again on a.
-        report = migrate(b, cluster, id_b, "a", ns="moby")
-        id_a2 = report["destination_id"]
-        assert docker_inspect(a, name, "{{.Id}}") == id_a2
+        # (archctl's text report this time.)
+        r = b.archctl("container", "migrate", f"moby/{id_b}", "--to", "a", timeout=300)
+        assert r.returncode == 0, f"{r.stdout}\n{r.stderr}\n{b.diagnostics()}\n{a.diagnostics()}"
+        id_a2 = docker_inspect(a, name, "{{.Id}}")
+        assert f"Docker container {name} re-created on a as {id_a2}" in r.stdout, r.stdout
         uuid2, values = wait_docker_ledger(a, name, len(values) + 5)
         assert uuid2 == uuid0, "the job started again on a instead of going on"
         workloads.check_sequence(values, "ledger back on a")
