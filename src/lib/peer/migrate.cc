@@ -711,6 +711,11 @@ void ResumedExports::check() {
     rec.owner = r->owner;
     rec.store = r->store;
     rec.store_root = r->store_root;
+    // An archd that died before the destination's answer (step 5) left the tasks here
+    // frozen: every page has moved, so they end as step 5 ends them (the SIGKILL is taken
+    // as the thaw lets them run, before any instruction of theirs).
+    (void)ctr(config_, rec.ns, {"task", "kill", "-s", "SIGKILL", rec.id}, std::chrono::seconds(30));
+    (void)ctr(config_, rec.ns, {"task", "resume", rec.id}, std::chrono::seconds(30));
     finish_page_export(*r, rec, config_);
     reported_.erase(id);
   }
