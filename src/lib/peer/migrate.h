@@ -24,6 +24,10 @@
 // (they never stopped running from their point of view), the destination removes what it
 // wrote. After {running}: the source's tasks are ended; once every chunk has been fetched
 // (post-copy done), its generation and its container are removed.
+// The source's exports are persisted in archd's state dir (peer/migrate_exports.h): an archd
+// restarted during post-copy serves them again and finishes them (ResumedExports), and the
+// destination's page server retries a source that dropped it for 2 × [peers] timeout before
+// it fails closed.
 #pragma once
 
 #include <cstdint>
