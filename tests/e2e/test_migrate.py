@@ -377,8 +377,12 @@ def test_source_archd_restarted_during_post_copy_keeps_the_container(cluster, cr
             f"memory after the restart does not match the pattern at tick {tick}\n{activity}\n"
             f"{b.diagnostics(cid)}\n{a.archd.log_text()}")
         # Post-copy over: the source's generation, container and export go.
-        proc.wait_until(lambda: export_records(a) == sorted(hostile), 120,
-                        "the source's export to be finished")
+        try:
+            proc.wait_until(lambda: export_records(a) == sorted(hostile), 120,
+                            "the source's export to be finished")
+        except proc.WaitTimeout as e:
+            left = [(n, export_progress(a, n)) for n in export_records(a) if n not in hostile]
+            raise AssertionError(f"{e}: {left}\n{a.archd.log_text()}\n{b.diagnostics(cid)}")
         assert committed(a, cluster, cid) == [], "the source kept its migration generation"
         proc.wait_until(lambda: gone_from(a, cid), 30, "the source's container to be removed")
         assert "is over" in a.archd.log_text(), a.archd.log_text()
