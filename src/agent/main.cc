@@ -128,11 +128,16 @@ int main(int argc, char** argv) {
   agent::MetricsServer metrics(agent);
   const auto& a = loaded.config.agent;
   agent::PeerListener peers(loaded.config, *runc, log);
+  // Page exports of migrations an earlier archd left in post-copy: served again before the
+  // peer listener opens (a destination's page server asking for them meanwhile retries).
+  agent::ExportWatcher exports(loaded.config, log);
+  exports.start();
   auto listening = api.start(a.socket);
   if (listening && !a.metrics_address.empty()) listening = metrics.start(a.metrics_address);
   if (listening) listening = peers.start();
   if (!listening) {
     log(LogLevel::kError, listening.error().message());
+    exports.stop();
     peers.stop();
     api.shutdown();
     jobs.stop();
@@ -150,6 +155,7 @@ int main(int argc, char** argv) {
   log(LogLevel::kInfo, fmt::format("signal {}: stopping", sig));
   notices.stop();
   exits.stop();
+  exports.stop();  // before the listener cuts the page servers' connections
   peers.stop();
   api.shutdown();
   metrics.stop();

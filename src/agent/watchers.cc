@@ -1,4 +1,5 @@
-// Watchers: the IMDSv2 poll loop and the containerd exit-event loop of archd.
+// Watchers: the IMDSv2 poll loop, the containerd exit-event loop and the page-export watch
+// of archd.
 #include "watchers.h"
 
 #include <fmt/core.h>
@@ -6,6 +7,7 @@
 #include "managed/exit_status.h"
 #include "node/containerd_events.h"
 #include "node/imds_client.h"
+#include "peer/migrate.h"
 
 namespace arch::agent {
 
@@ -90,6 +92,38 @@ void ExitWatcher::stop() {
   stop_ = true;
   if (watcher_) watcher_->stop();
   if (thread_.joinable()) thread_.join();
+}
+
+ExportWatcher::ExportWatcher(const NodeConfig& config, Logger log)
+    : exports_(std::make_unique<ResumedExports>(config, std::move(log))) {}
+
+ExportWatcher::~ExportWatcher() {
+  stop();
+}
+
+std::size_t ExportWatcher::start() {
+  std::size_t loaded = exports_->resume();
+  if (loaded > 0) thread_ = std::thread([this] { loop(); });
+  return loaded;
+}
+
+void ExportWatcher::stop() {
+  page_exports().stop();
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ExportWatcher::loop() {
+  for (;;) {
+    exports_->check();
+    if (page_exports().reloaded().empty()) return;  // every resumed export finished
+    std::unique_lock lock(mutex_);
+    if (wake_.wait_for(lock, std::chrono::milliseconds(250), [&] { return stopping_; })) return;
+  }
 }
 
 }  // namespace arch::agent

@@ -29,6 +29,7 @@
 #include "managed/owner.h"
 #include "managed/store_layout.h"
 #include "peer/migrate_docker.h"
+#include "peer/migrate_exports.h"
 #include "peer/peer_cert.h"
 #include "runtime/oci_spec.h"
 #include "store/checkpoint_store.h"
@@ -66,83 +67,23 @@ std::string random_hex16() {
   return to_hex(b, sizeof b);
 }
 
-bool is_export_id(const std::string& s) {
-  return s.size() == 32 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
-}
-
 // ------------------------------------------------------------------ page exports (source)
 
-struct PageExport {
-  std::string peer;
-  std::string checkpoint;                             // the committed generation's directory
-  std::map<std::string, uint64_t> files;              // pages image name (in images/) → size
-  std::set<std::pair<std::string, uint64_t>> served;  // (file, chunk index)
-  uint64_t chunks_total = 0, bytes_served = 0, requests = 0;
-  Clock::time_point last = Clock::now();
-  std::set<const void*> open;  // connections that read from it and are still open
-};
-
-class PageExports {
- public:
-  void add(const std::string& id, PageExport e) {
-    std::lock_guard held(mutex_);
-    exports_[id] = std::move(e);
-  }
-  void remove(const std::string& id) {
-    std::lock_guard held(mutex_);
-    exports_.erase(id);
-  }
-  std::optional<PageExportProgress> progress(const std::string& id) {
-    std::lock_guard held(mutex_);
-    auto it = exports_.find(id);
-    if (it == exports_.end()) return std::nullopt;
-    return PageExportProgress{it->second.chunks_total,   it->second.served.size(),
-                              it->second.bytes_served,   it->second.requests,
-                              ms_since(it->second.last), it->second.open.size()};
-  }
-  // The path and size to read for `peer`, or why not.
-  Result<std::string> check(const std::string& id, const std::string& peer, const std::string& file,
-                            uint64_t offset, uint64_t length) {
-    std::lock_guard held(mutex_);
-    auto it = exports_.find(id);
-    // The same answer for "unknown" and "not yours": nothing about other exports leaks.
-    if (it == exports_.end() || it->second.peer != peer) {
-      return fail(ErrorKind::kPermission, "no such page export for node " + peer);
-    }
-    auto f = it->second.files.find(file);
-    if (f == it->second.files.end()) return fail(ErrorKind::kPermission, "no such pages image");
-    if (length == 0 || length > kMaxBulkFrame || offset > f->second ||
-        length > f->second - offset) {
-      return fail(ErrorKind::kInvalidInput, "outside the pages image");
-    }
-    return it->second.checkpoint + "/images/" + file;
-  }
-  void closed(const void* conn) {
-    std::lock_guard held(mutex_);
-    for (auto& [id, e] : exports_) e.open.erase(conn);
-  }
-  void served(const std::string& id, const std::string& file, uint64_t offset, uint64_t length,
-              const void* conn) {
-    std::lock_guard held(mutex_);
-    auto it = exports_.find(id);
-    if (it == exports_.end()) return;
-    it->second.open.insert(conn);
-    for (uint64_t c = offset / kPagesChunkSize; c <= (offset + length - 1) / kPagesChunkSize; ++c) {
-      it->second.served.insert({file, c});
-    }
-    it->second.bytes_served += length;
-    it->second.requests += 1;
-    it->second.last = Clock::now();
-  }
-
- private:
-  std::mutex mutex_;
-  std::map<std::string, PageExport> exports_;
-};
-
-PageExports& page_exports() {
-  static PageExports exports;
-  return exports;
+// The export of `rec`'s committed generation `checkpoint` for node `peer` (its files
+// added by the caller), under a fresh random id ("" when there are no random bytes).
+PageExportRecord export_record_for(const ContainerRecord& rec, const std::string& peer,
+                                   const std::string& checkpoint) {
+  PageExportRecord r;
+  r.id = random_hex16();
+  r.peer = peer;
+  r.checkpoint = checkpoint;
+  r.ns = rec.ns;
+  r.container_id = rec.id;
+  r.key = rec.key;
+  r.owner = rec.owner;
+  r.store = rec.store;
+  r.store_root = rec.store_root;
+  return r;
 }
 
 // ------------------------------------------------------------------ containerd (ctr)
@@ -758,19 +699,21 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
   auto m = open_sealed_manifest(*text, *keys);
   if (!m) return abort(m.error());
   uint64_t total = 0, pages = 0;
-  PageExport exp{to, *staged, {}, {}, 0, 0, 0, Clock::now(), {}};
+  PageExportRecord exp = export_record_for(rec, to, *staged);
   for (const auto& f : m->files) {
     total += f.size;
     if (!is_pages_image_path(f.path)) continue;
     pages += f.size;
     exp.files[f.path.substr(std::string_view("images/").size())] = f.size;
-    exp.chunks_total += (f.size + kPagesChunkSize - 1) / kPagesChunkSize;
   }
   report["bytes"]["checkpoint"] = total;
   report["bytes"]["pages"] = pages;
-  std::string export_id = random_hex16();
+  std::string export_id = exp.id;
   if (export_id.empty()) return abort(Error("no random bytes for the export id"));
-  if (!handoff) page_exports().add(export_id, exp);
+  exp.engine = docker ? "docker" : "containerd";
+  if (!handoff) {
+    if (auto ok = page_exports().add(exp); !ok) return abort(ok.error());
+  }
   // 3. The sealed manifest and every non-pages file (the rootfs diff among them); a
   // handoff sends the pages images too.
   phase("transfer");
@@ -830,26 +773,24 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
                              fmt::format("migrated to {} (downtime {:.0f} ms)", to,
                                          report["ms"]["downtime"].get<double>()));
   phase("post-copy");
-  // 6. Post-copy: until every chunk was fetched, or nobody asked for [peers] timeout.
+  // 6. Post-copy: until every chunk was fetched, or nobody asked for the idle limit
+  // (peer/migrate_exports.h judges; archd's watcher takes over after a restart).
   auto t_post = Clock::now();
-  auto idle_limit = std::max(30.0, 3.0 * config.peers.timeout_seconds) * 1000;
-  bool complete = false;
-  for (;;) {
-    auto p = page_exports().progress(export_id);
-    if (!p) break;
-    report["bytes"]["post_copy"] = p->bytes_served;
-    report["chunks"] = {{"served", p->chunks_served}, {"total", p->chunks_total}};
-    // Every chunk fetched once and no page server still connected (a server may fetch a
-    // chunk again: it keeps only a few).
-    if (p->chunks_served >= p->chunks_total && p->open_connections == 0) {
-      complete = true;
-      break;
-    }
-    if (p->idle_ms > idle_limit) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  auto post = wait_post_copy(
+      page_exports(), export_id, post_copy_idle_limit_ms(config), [&](const PageExportProgress& p) {
+        report["bytes"]["post_copy"] = p.bytes_served;
+        report["chunks"] = {{"served", p.chunks_served}, {"total", p.chunks_total}};
+      });
   report["ms"]["post_copy"] = ms_since(t_post);
-  if (!complete) {
+  if (post == PostCopy::kStopped) {
+    report["warning"] =
+        "archd stopped during post-copy: the page export is kept in its state "
+        "dir, and the next archd serves it and removes the generation " +
+        *staged + " once every page has moved";
+    phase("interrupted");
+    return report;
+  }
+  if (post != PostCopy::kComplete) {
     // The destination stopped asking (its container ended, or it failed closed): the
     // generation and the export stay, so a restore there can still fetch them.
     report["warning"] = "post-copy did not finish: the source's generation " + *staged +
@@ -858,27 +799,80 @@ Result<json> migrate_container(const ContainerRecord& rec, const NodeConfig& con
     return report;
   }
   // 7. Every page moved: the source's generation and container go.
-  page_exports().remove(export_id);
-  remove_generation(rec, config, *staged);
-  if (docker) {
+  finish_page_export(exp, rec, config);
+  phase("done");
+  return report;
+}
+
+void finish_page_export(const PageExportRecord& exp, const ContainerRecord& rec,
+                        const NodeConfig& config) {
+  remove_generation(rec, config, exp.checkpoint);
+  if (exp.engine == "docker") {
     remove_docker_container(config, rec.id);  // Docker's record goes with it
   } else {
     remove_container(config, rec);
   }
-  phase("done");
-  return report;
+  page_exports().remove(exp.id);  // last: a restart before this finishes the clean-up
+}
+
+ResumedExports::ResumedExports(const NodeConfig& config, PeerLogger log)
+    : config_(config), log_(std::move(log)) {}
+
+std::size_t ResumedExports::resume() {
+  if (auto ok = page_exports().persist_in(config_.state_dir); !ok) {
+    log_(LogLevel::kWarn,
+         "migrate: page exports kept in memory only (an archd restart during post-copy ends "
+         "them): " +
+             ok.error().message());
+    return 0;
+  }
+  return page_exports().load(config_, log_);
+}
+
+void ResumedExports::check() {
+  for (const auto& id : page_exports().reloaded()) {
+    auto p = page_exports().progress(id);
+    auto r = page_exports().record(id);
+    if (!p || !r) continue;
+    auto state = judge_post_copy(*p, post_copy_idle_limit_ms(config_));
+    if (state == PostCopy::kIncomplete && reported_.insert(id).second) {
+      log_(LogLevel::kWarn,
+           fmt::format("migrate: post-copy of {}/{} to node {} did not finish ({} of {} chunks "
+                       "sent): the generation {} is kept and still served",
+                       r->ns, r->container_id, r->peer, p->chunks_served, p->chunks_total,
+                       r->checkpoint));
+    }
+    if (state != PostCopy::kComplete) continue;
+    log_(LogLevel::kInfo,
+         fmt::format("migrate: post-copy of {}/{} to node {} is over ({} chunks, {} bytes sent "
+                     "since the restart): its generation and container here go",
+                     r->ns, r->container_id, r->peer, p->chunks_total, p->bytes_served));
+    ContainerRecord rec;
+    rec.ns = r->ns;
+    rec.id = r->container_id;
+    rec.key = r->key;
+    rec.owner = r->owner;
+    rec.store = r->store;
+    rec.store_root = r->store_root;
+    // An archd that died before the destination's answer (step 5) left the tasks here
+    // frozen: every page has moved, so they end as step 5 ends them (the SIGKILL is taken
+    // as the thaw lets them run, before any instruction of theirs).
+    (void)ctr(config_, rec.ns, {"task", "kill", "-s", "SIGKILL", rec.id}, std::chrono::seconds(30));
+    (void)ctr(config_, rec.ns, {"task", "resume", rec.id}, std::chrono::seconds(30));
+    finish_page_export(*r, rec, config_);
+    reported_.erase(id);
+  }
 }
 
 void register_page_export(const std::string& id, const std::string& peer,
                           const std::string& checkpoint,
                           const std::map<std::string, uint64_t>& files) {
-  PageExport e;
-  e.peer = peer;
-  e.checkpoint = checkpoint;
-  e.files = files;
-  for (const auto& [name, size] : files)
-    e.chunks_total += (size + kPagesChunkSize - 1) / kPagesChunkSize;
-  page_exports().add(id, std::move(e));
+  PageExportRecord r;
+  r.id = id;
+  r.peer = peer;
+  r.checkpoint = checkpoint;
+  r.files = files;
+  (void)page_exports().add(std::move(r));
 }
 
 void unregister_page_export(const std::string& id) {
@@ -905,6 +899,10 @@ class RemotePages {
   RemotePages(NodeConfig config, MigrationOrigin origin)
       : config_(std::move(config)), origin_(std::move(origin)) {}
 
+  // A connection that drops or cannot be made is retried, backing off, for twice [peers]
+  // timeout: a source archd restarted meanwhile (an upgrade, a crash) serves its persisted
+  // exports again within seconds. A source still gone after that, or one that refuses the
+  // read, fails it: the page server then fails closed.
   Result<std::vector<char>> read(const std::string& file, uint64_t offset, std::size_t len) {
     std::lock_guard held(mutex_);
     if (pid_ != ::getpid()) {
@@ -914,6 +912,31 @@ class RemotePages {
       ctx_.reset();
       pid_ = ::getpid();
     }
+    const auto window = std::chrono::seconds(2 * config_.peers.timeout_seconds);
+    auto backoff = std::chrono::milliseconds(100);
+    std::optional<Error> first;
+    Clock::time_point deadline;
+    for (;;) {
+      bool dropped = false;
+      auto got = attempt(file, offset, len, dropped);
+      if (got || !dropped) return got;
+      if (!first) {
+        first = got.error();
+        deadline = Clock::now() + window;
+      } else if (Clock::now() + backoff > deadline) {
+        return fail(fmt::format("{}; node {} not back within {} s: {}", first->message(),
+                                origin_.node, window.count(), got.error().message()));
+      }
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+    }
+  }
+
+ private:
+  // One try: dials when there is no connection, then asks. `dropped`: it failed on the way
+  // to the source (connect, send, receive), worth another try.
+  Result<std::vector<char>> attempt(const std::string& file, uint64_t offset, std::size_t len,
+                                    bool& dropped) {
     if (!conn_) {
       auto node = known_peer(config_, origin_.node);
       if (!node) return std::unexpected(node.error());
@@ -924,26 +947,33 @@ class RemotePages {
       }
       auto conn = PeerConnection::connect(ctx_, node->name, node->host, node->port,
                                           std::chrono::seconds(config_.peers.timeout_seconds));
-      if (!conn) return std::unexpected(conn.error().wrap("node " + origin_.node));
+      if (!conn) {
+        dropped = true;
+        return std::unexpected(conn.error().wrap("node " + origin_.node));
+      }
       conn_ = std::make_unique<PeerConnection>(std::move(*conn));
     }
-    auto fetched = fetch(file, offset, len);
+    auto fetched = fetch(file, offset, len, dropped);
     if (!fetched) conn_.reset();
     return fetched;
   }
 
- private:
-  Result<std::vector<char>> fetch(const std::string& file, uint64_t offset, std::size_t len) {
+  Result<std::vector<char>> fetch(const std::string& file, uint64_t offset, std::size_t len,
+                                  bool& dropped) {
     if (auto ok = conn_->send_json({{"op", "pages.read"},
                                     {"export", origin_.export_id},
                                     {"file", file},
                                     {"offset", offset},
                                     {"length", len}});
         !ok) {
+      dropped = true;
       return std::unexpected(ok.error());
     }
     auto frame = conn_->receive();
-    if (!frame) return std::unexpected(frame.error());
+    if (!frame) {
+      dropped = frame.error().kind() != ErrorKind::kInvalidInput;  // not a frame refused
+      return std::unexpected(frame.error());
+    }
     if (frame->type == FrameType::kJson) {
       std::string why = "unexpected answer";
       try {

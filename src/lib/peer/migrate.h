@@ -42,12 +42,18 @@
 // ends its tasks (exit 137, as a finalize does), removes its generation and leaves the
 // container to its orchestrator, whose reschedule on the destination restores the
 // generation as any restore-on-create does (same owner and job key).
+//
+// The source's exports are persisted in archd's state dir (peer/migrate_exports.h): an archd
+// restarted during post-copy serves them again and finishes them (ResumedExports), and the
+// destination's page server retries a source that dropped it for 2 × [peers] timeout before
+// it fails closed.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 
 #include "base/error.h"
@@ -55,6 +61,7 @@
 #include "container/migrated_pages.h"
 #include "managed/container_registry.h"
 #include "peer/group_peers.h"
+#include "peer/migrate_exports.h"
 #include "peer/peer_tls.h"
 
 namespace arch {
@@ -86,11 +93,29 @@ bool serve_pages_read(PeerConnection& conn, const nlohmann::json& request);
 /// that read from an export is still connected).
 void pages_connection_closed(const PeerConnection& conn);
 
-/// What a source node serves of one export (for tests and reports).
-struct PageExportProgress {
-  uint64_t chunks_total = 0, chunks_served = 0, bytes_served = 0, requests = 0;
-  double idle_ms = 0;                ///< Since the last request (or the registration).
-  std::size_t open_connections = 0;  ///< Connections that read from it, still open.
+/// Every page of `exp` moved: the source's generation and container `rec` are removed
+/// (best effort), then the export (memory and files). migrate_container's last step, and
+/// ResumedExports' after a restart.
+void finish_page_export(const PageExportRecord& exp, const ContainerRecord& rec,
+                        const NodeConfig& config);
+
+/// archd's side of the page exports an earlier archd left in the state dir
+/// (peer/migrate_exports.h): resume() at start, before the peer listener, then check()
+/// every few hundred milliseconds until archd stops.
+class ResumedExports {
+ public:
+  ResumedExports(const NodeConfig& config, PeerLogger log);
+  /// Persists exports in the state dir from now on and serves the ones found there again.
+  /// Returns how many.
+  std::size_t resume();
+  /// Judges each resumed export as migrate_container judges its own: complete ones are
+  /// finished (finish_page_export), incomplete ones logged once and still served.
+  void check();
+
+ private:
+  NodeConfig config_;
+  PeerLogger log_;
+  std::set<std::string> reported_;
 };
 
 /// The source's registry of page exports (migrate_container fills it): `files` (pages image

@@ -292,6 +292,7 @@ Result<void> PeerConnection::write_bytes(const char* data, std::size_t n) {
 Result<void> PeerConnection::read_bytes(char* data, std::size_t n) {
   if (broken_ || !ssl_)
     return fail(ErrorKind::kUnavailable, "connection to " + peer_ + " is closed");
+  SigpipeGuard no_sigpipe;  // a read may write (an alert on a connection cut short)
   while (n > 0) {
     ERR_clear_error();
     errno = 0;
