@@ -335,6 +335,20 @@ TEST(ExportRecord, RoundTrips) {
   ASSERT_TRUE(back) << back.error().message();
   EXPECT_EQ(export_record_json(*back), export_record_json(r));
   EXPECT_EQ(back->chunks_total(), 1u + 5 * 1024);
+  EXPECT_EQ(back->engine, "containerd");
+  // A Docker container's export says so (its clean-up is `docker rm -f`); anything else
+  // named as the engine is refused.
+  r.engine = "docker";
+  back = parse_export_record(export_record_json(r), config);
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->engine, "docker");
+  auto j = nlohmann::json::parse(export_record_json(r));
+  j["engine"] = "podman";
+  EXPECT_FALSE(parse_export_record(j.dump(), config));
+  j.erase("engine");  // a record of before the engine: containerd
+  back = parse_export_record(j.dump(), config);
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->engine, "containerd");
 }
 
 }  // namespace
