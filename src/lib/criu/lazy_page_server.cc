@@ -296,6 +296,9 @@ Result<PageServerProcess> PageServerProcess::start(
     sigset_t all;
     sigemptyset(&all);
     ::sigprocmask(SIG_SETMASK, &all, nullptr);
+    // Its death would let the lazy-pages daemon go and the kernel fill missing pages with
+    // zeros: a write to a closed connection (a source node's, a TLS alert) must never end it.
+    ::signal(SIGPIPE, SIG_IGN);
     int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
     for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
     std::vector<int> keep = server.fds();
