@@ -50,16 +50,9 @@ def cluster(e2e_dir, workload_image, archctl_cli):
     skip_unless_root()
     skip_unless_binaries(archd_path(), twonode.NSENTER, twonode.UNSHARE)
     binaries = twonode.Binaries(arch_runc_path(), archctl_path(), archd_path(), criu_path())
-    with twonode.Cluster(os.path.join(e2e_dir, "migrate"), binaries, workload_image.name,
-                         workload_image.oci, glusterfs=False, peers=True) as c:
-        c.migrated = []  # (node, id): tasks in the node's own cgroup parent ([peers])
-        try:
-            yield c
-        finally:
-            for node, cid in c.migrated:
-                checkpoint.sweep_cgroup(f"{c.ns}-{node}", cid)
-    for node in ("a", "b"):
-        daemons.remove_cgroup_parent(f"{c.ns}-{node}")
+    with twonode.peer_cluster(os.path.join(e2e_dir, "migrate"), binaries, workload_image.name,
+                              workload_image.oci) as c:
+        yield c
 
 
 def migrate(node, cluster, cid, to, ok=True, ns=None):
@@ -466,13 +459,11 @@ def export_progress(node, name):
         return len(f.read().splitlines()), total
 
 
-def restart_source_during_post_copy(cluster, crash, planted=(), mib=256):
-    """Migrates a memory job a → b; as soon as b runs it (its pages still coming) a's archd is
-    stopped by pid (SIGTERM, or SIGKILL when `crash`), then started again. Returns (cid,
-    uuid at the start, (chunks sent, chunks in all) when archd stopped), the last None when
-    post-copy was over before archd stopped. `planted`: export records the caller put there."""
+def migration_under_way(cluster, prefix, mib):
+    """Starts a memory job on a, migrates it to b in the background, and returns as soon as b
+    runs it (its pages still coming): (cid, uuid at the start, the archctl process)."""
     a, b = cluster.a, cluster.b
-    cid = checkpoint.new_id("mig-restart")
+    cid = checkpoint.new_id(prefix)
     argv = workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=mib, ms=20)
     a.start_container(cid, argv, env=[f"ARCH_JOB_ID={cid}"])
     uuid0, _ = wait_ledger(a, cid, 3, "/data/ticks.txt")
@@ -483,6 +474,21 @@ def restart_source_during_post_copy(cluster, crash, planted=(), mib=256):
     try:
         proc.wait_until(lambda: b.status(cid) == "RUNNING", 120, f"{cid} to run on b",
                         interval=0.01)
+    except BaseException:
+        mig.kill()
+        mig.wait()
+        raise
+    return cid, uuid0, mig
+
+
+def restart_source_during_post_copy(cluster, crash, planted=(), mib=256):
+    """Migrates a memory job a → b; as soon as b runs it (its pages still coming) a's archd is
+    stopped by pid (SIGTERM, or SIGKILL when `crash`), then started again. Returns (cid,
+    uuid at the start, (chunks sent, chunks in all) when archd stopped), the last None when
+    post-copy was over before archd stopped. `planted`: export records the caller put there."""
+    a = cluster.a
+    cid, uuid0, mig = migration_under_way(cluster, "mig-restart", mib)
+    try:
         if crash:
             a.archd.kill()
         else:
@@ -582,18 +588,9 @@ def kill_source_during_post_copy(cluster, mib=256):
     """Migrates a memory job a → b and SIGKILLs a's archd as soon as b runs it. Returns
     (cid, uuid at the start, whether the migration had finished before the kill)."""
     a, b = cluster.a, cluster.b
-    cid = checkpoint.new_id("mig-kill")
-    argv = workloads.memory("/data/ticks.txt", "/data/sums.txt", mib=mib, ms=20)
-    a.start_container(cid, argv, env=[f"ARCH_JOB_ID={cid}"])
-    uuid0, _ = wait_ledger(a, cid, 3, "/data/ticks.txt")
-    b.containers.append(cid)
-    cluster.migrated.append(("b", cid))
-    mig = a.popen([cluster.bin.archctl, "container", "migrate", f"{cluster.ns}/{cid}", "--to",
-                   "b", "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # As soon as b runs it (its pages still coming), the source's archd dies.
+    cid, uuid0, mig = migration_under_way(cluster, "mig-kill", mib)
     try:
-        # As soon as b runs it (its pages still coming), the source's archd dies.
-        proc.wait_until(lambda: b.status(cid) == "RUNNING", 120, f"{cid} to run on b",
-                        interval=0.01)
         a.archd.proc.send_signal(signal.SIGKILL)
         a.archd.proc.wait(10)
         mig.communicate(timeout=60)

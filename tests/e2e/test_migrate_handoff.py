@@ -30,7 +30,7 @@ import uuid
 
 import pytest
 
-from archtest import checkpoint, daemons, proc, twonode, workloads
+from archtest import checkpoint, proc, twonode, workloads
 from conftest import (archd_path, archctl_path, arch_runc_path, criu_path,
                       skip_unless_binaries, skip_unless_root)
 from test_migrate import gone_from, read_frame, request_sum, wait_ledger
@@ -41,11 +41,9 @@ def cluster(e2e_dir, workload_image, archctl_cli):
     skip_unless_root()
     skip_unless_binaries(archd_path(), twonode.NSENTER, twonode.UNSHARE)
     binaries = twonode.Binaries(arch_runc_path(), archctl_path(), archd_path(), criu_path())
-    with twonode.Cluster(os.path.join(e2e_dir, "handoff"), binaries, workload_image.name,
-                         workload_image.oci, glusterfs=False, peers=True) as c:
+    with twonode.peer_cluster(os.path.join(e2e_dir, "handoff"), binaries, workload_image.name,
+                              workload_image.oci) as c:
         yield c
-    for node in ("a", "b"):
-        daemons.remove_cgroup_parent(f"{c.ns}-{node}")
 
 
 def generations(node, cluster, key):

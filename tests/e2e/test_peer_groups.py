@@ -61,8 +61,8 @@ def cluster(e2e_dir, workload_image, archctl_cli):
     skip_unless_root()
     skip_unless_binaries(archd_path(), twonode.NSENTER, twonode.UNSHARE)
     binaries = twonode.Binaries(arch_runc_path(), archctl_path(), archd_path(), criu_path())
-    with twonode.Cluster(os.path.join(e2e_dir, "peer-groups"), binaries, workload_image.name,
-                         workload_image.oci, glusterfs=False, peers=True) as c:
+    with twonode.peer_cluster(os.path.join(e2e_dir, "peer-groups"), binaries,
+                              workload_image.name, workload_image.oci) as c:
         yield c
 
 

@@ -28,6 +28,7 @@ Node.kill() is a machine dying: every process in the node's mount or network nam
 containers' cgroups is SIGKILLed by pid, with nothing flushed or cleaned up.
 """
 
+import contextlib
 import ctypes
 import dataclasses
 import hashlib
@@ -650,3 +651,19 @@ class Cluster:
     def checkpoint_path(self, key, name, ns=None):
         """The path ARCH itself uses (and logs) for checkpoint `name` of key."""
         return os.path.join(self.shared, "checkpoint", ns or self.ns, key, name)
+
+
+@contextlib.contextmanager
+def peer_cluster(base, binaries, image, image_archive):
+    """Two nodes with [peers] and no shared file system (the migration and cross-node group
+    tests). `migrated` collects (node, id) of tasks re-created in a node's own cgroup parent;
+    they and the parents are swept at the end."""
+    with Cluster(base, binaries, image, image_archive, glusterfs=False, peers=True) as c:
+        c.migrated = []
+        try:
+            yield c
+        finally:
+            for node, cid in c.migrated:
+                checkpoint.sweep_cgroup(f"{c.ns}-{node}", cid)
+    for node in ("a", "b"):
+        daemons.remove_cgroup_parent(f"{c.ns}-{node}")
